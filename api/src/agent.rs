@@ -1,0 +1,99 @@
+//! The Agent resource: how Tasks run (image, tools, credentials, scheduling).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, Toleration};
+use kube_derive::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::Context;
+
+/// How Tasks that reference this Agent are executed.
+#[derive(CustomResource, Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "kubetask.io",
+    version = "v1alpha1",
+    kind = "Agent",
+    namespaced,
+    shortname = "ag",
+    category = "kubetask",
+    printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.agentImage"}"#,
+    printcolumn = r#"{"name":"ServiceAccount","type":"string","jsonPath":".spec.serviceAccountName"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    crates(kube_core = "::kube_core", k8s_openapi = "::k8s_openapi", schemars = "::schemars", serde = "::serde", serde_json = "::serde_json")
+)]
+#[x_kube(crates(kube_core = "::kube_core", schemars = "::schemars", serde = "::serde"))]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSpec {
+    /// Container image of the agent. Default: the controller's default agent image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_image: Option<String>,
+    /// Image whose files appear read-only under `/tools` in the agent container, with
+    /// `/tools/bin` first on `PATH` (see docs/tools-image.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools_image: Option<String>,
+    /// Contexts every Task of this Agent gets; a Task's own context at the same path wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_contexts: Vec<Context>,
+    /// Secrets given to the agent as environment variables and/or files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<Credential>,
+    /// Extra labels of the agent pod (for NetworkPolicies, monitoring, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
+    /// Where the agent pod may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<PodScheduling>,
+    /// ServiceAccount the agent pod runs as.
+    pub service_account_name: String,
+}
+
+/// A Secret key handed to the agent.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.env) || has(self.mountPath)").message("set env, mountPath or both"),
+    validation = Rule::new("!has(self.fileMode) || has(self.mountPath)").message("fileMode needs mountPath"),
+    crates(kube_core = "::kube_core", schemars = "::schemars", serde = "::serde")
+)]
+pub struct Credential {
+    /// Name of this credential (for people and error messages).
+    pub name: String,
+    /// The Secret key holding the value, in the Task's namespace.
+    pub secret_ref: SecretKeyRef,
+    /// Environment variable that receives the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Absolute path of a file that receives the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')").message("must be an absolute path without '..' segments"))]
+    pub mount_path: Option<String>,
+    /// Permission bits of the file at `mountPath` (e.g. `0400`). Default `0644`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 511").message("must be a file mode between 0 and 0777"))]
+    pub file_mode: Option<i32>,
+}
+
+/// Selects one key of a Secret.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Default)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    pub name: String,
+    /// Key inside the Secret.
+    pub key: String,
+}
+
+/// Scheduling constraints copied into the agent pod.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodScheduling {
+    /// Node labels the pod's node must have.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pod tolerates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Node and pod (anti-)affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+}

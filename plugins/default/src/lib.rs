@@ -1,0 +1,184 @@
+//! The built-in KubeTask renderer: turns a Task and its Agent into a Job (and a ConfigMap for
+//! inline contexts), following the rules of DESIGN.md §2.
+//!
+//! The crate builds natively, where its logic is unit-tested, and as the WebAssembly component
+//! the controller embeds (`make plugins`), where [`component`] exports it through the WIT world
+//! in `wit/`.
+#![deny(unsafe_code)]
+
+// The bindings wit-bindgen generates use `unsafe` for the canonical ABI.
+#[cfg(target_arch = "wasm32")]
+#[allow(unsafe_code)]
+mod component;
+mod contexts;
+mod credentials;
+mod error;
+mod image;
+mod job;
+mod kube_names;
+mod paths;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::{batch::v1::Job, core::v1::ConfigMap};
+use kubetask_api::{Agent, Task, labels, naming};
+use serde::de::DeserializeOwned;
+
+pub use contexts::{TOOLS, WORKSPACE};
+pub use error::RenderError;
+pub use job::{AGENT_CONTAINER, TOOLS_PATH};
+
+/// ConfigMaps hold at most 1 MiB of data.
+pub const MAX_CONFIG_MAP_BYTES: usize = 1024 * 1024;
+
+/// Controller settings the renderer uses (the WIT `settings` record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Image used when the Agent sets no `spec.agentImage`.
+    pub default_agent_image: String,
+}
+
+/// The objects a Task turns into.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub job: Job,
+    /// ConfigMaps to create before the Job.
+    pub config_maps: Vec<ConfigMap>,
+    /// Notes for the Task's owner, such as overridden default contexts.
+    pub warnings: Vec<String>,
+}
+
+/// [`Rendered`] as JSON text, the form that crosses the plugin boundary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedJson {
+    pub job: String,
+    pub config_maps: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Renders `task` (and its resolved `agent`, if any) into the objects to create.
+pub fn render(task: &Task, agent: Option<&Agent>, settings: &Settings) -> Result<Rendered, RenderError> {
+    let name = task.metadata.name.as_deref().unwrap_or_default();
+    if name.is_empty() {
+        return Err(RenderError::invalid("Task", "metadata.name", "is required"));
+    }
+    let task_object = format!("Task/{name}");
+    let Some(namespace) = task.metadata.namespace.as_deref().filter(|namespace| !namespace.is_empty()) else {
+        return Err(RenderError::invalid(&task_object, "metadata.namespace", "is required"));
+    };
+    let agent_object = agent.map(|agent| format!("Agent/{}", agent.metadata.name.as_deref().unwrap_or_default()));
+    let agent_spec = agent.map(|agent| &agent.spec);
+
+    let (contexts, mut warnings) = contexts::merge(
+        agent_object.as_ref().zip(agent_spec).map(|(object, spec)| contexts::Layer {
+            object: object.clone(),
+            field: "spec.defaultContexts",
+            contexts: &spec.default_contexts,
+        }),
+        contexts::Layer { object: task_object.clone(), field: "spec.contexts", contexts: &task.spec.contexts },
+    )?;
+    check_inline_size(&contexts)?;
+
+    let mut image = settings.default_agent_image.clone();
+    let mut tools_image = None;
+    let mut credentials = credentials::CredentialMounts::default();
+    let mut pod_labels = BTreeMap::new();
+    if let (Some(object), Some(spec)) = (&agent_object, agent_spec) {
+        if let Some(agent_image) = &spec.agent_image {
+            if let Some(message) = image::image_error(agent_image) {
+                return Err(RenderError::invalid(object, "spec.agentImage", message));
+            }
+            image.clone_from(agent_image);
+        }
+        if let Some(tools) = &spec.tools_image {
+            if let Some(message) = image::image_error(tools) {
+                return Err(RenderError::invalid(object, "spec.toolsImage", message));
+            }
+            tools_image = Some(tools.as_str());
+        }
+        let reserved: &[&str] = if tools_image.is_some() {
+            &["TASK_NAME", "TASK_NAMESPACE", "PATH"]
+        } else {
+            &["TASK_NAME", "TASK_NAMESPACE"]
+        };
+        credentials = credentials::plan(object, &spec.credentials, reserved, &contexts)?;
+        for (key, value) in &spec.pod_labels {
+            let field = format!("spec.podLabels[{key}]");
+            if let Some(message) = kube_names::label_key_error(key).or_else(|| kube_names::label_value_error(value)) {
+                return Err(RenderError::invalid(object, field, message));
+            }
+            if key == labels::MANAGED_BY || key == labels::TASK {
+                warnings.push(format!("{object} {field} is ignored: KubeTask sets {key} itself"));
+            }
+        }
+        pod_labels.clone_from(&spec.pod_labels);
+        if spec.service_account_name.is_empty() {
+            return Err(RenderError::invalid(object, "spec.serviceAccountName", "must not be empty"));
+        }
+    }
+    if let Some(message) = image::image_error(&image) {
+        return Err(RenderError::Internal(format!("the default agent image is unusable: {message}")));
+    }
+
+    let (job, config_map) = job::assemble(job::JobParts {
+        task,
+        namespace,
+        job_name: naming::job_name(name),
+        image,
+        tools_image,
+        contexts,
+        credentials,
+        pod_labels,
+        scheduling: agent_spec.and_then(|spec| spec.scheduling.as_ref()),
+        service_account_name: agent_spec.map(|spec| spec.service_account_name.as_str()),
+    });
+    Ok(Rendered { job, config_maps: config_map.into_iter().collect(), warnings })
+}
+
+/// The generated ConfigMap must stay within the Kubernetes size limit.
+fn check_inline_size(contexts: &[contexts::PlacedContext<'_>]) -> Result<(), RenderError> {
+    let mut total = 0;
+    for context in contexts {
+        if let contexts::ContextSource::Inline(content) = context.source {
+            total += content.len();
+            if total > MAX_CONFIG_MAP_BYTES {
+                return Err(RenderError::invalid(
+                    &context.object,
+                    context.path_field.replace(".filePath", ".source.inline"),
+                    format!(
+                        "inline contexts add up to more than 1 MiB ({total} bytes so far), the most a ConfigMap holds; \
+                         put large files in ConfigMaps of their own and use configMapKeyRef"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`render`] on JSON text: parses the Task and Agent, renders, and serializes the result.
+/// Parse errors name the offending field.
+pub fn render_json(task: &str, agent: Option<&str>, settings: &Settings) -> Result<RenderedJson, RenderError> {
+    let task: Task = parse("Task", task)?;
+    let agent: Option<Agent> = agent.map(|agent| parse("Agent", agent)).transpose()?;
+    let rendered = render(&task, agent.as_ref(), settings)?;
+    Ok(RenderedJson {
+        job: to_json(&rendered.job)?,
+        config_maps: rendered.config_maps.iter().map(to_json).collect::<Result<_, _>>()?,
+        warnings: rendered.warnings,
+    })
+}
+
+fn parse<T: DeserializeOwned>(kind: &str, json: &str) -> Result<T, RenderError> {
+    let deserializer = &mut serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let field = error.path().to_string();
+        RenderError::invalid(kind, if field == "." { String::new() } else { field }, error.into_inner().to_string())
+    })
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, RenderError> {
+    serde_json::to_string(value).map_err(|error| RenderError::Internal(error.to_string()))
+}

