@@ -15,6 +15,7 @@ use crate::Context;
     version = "v1alpha1",
     kind = "Agent",
     namespaced,
+    derive = "PartialEq",
     shortname = "ag",
     category = "kubetask",
     printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.agentImage"}"#,

@@ -13,6 +13,7 @@ use crate::Context;
     version = "v1alpha1",
     kind = "Task",
     namespaced,
+    derive = "PartialEq",
     status = "TaskStatus",
     shortname = "tk",
     category = "kubetask",

@@ -1,0 +1,273 @@
+//! Reading Tasks and Agents from YAML or JSON files, for offline rendering.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use kubetask_api::{API_VERSION, Agent, Task};
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_yaml::Value;
+
+/// Namespace of objects that name none (as `kubectl` does without `-n`).
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// An object read from a file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sourced<T> {
+    pub file: PathBuf,
+    pub object: T,
+}
+
+/// The Tasks and Agents found in the inputs, in the order they were read.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Inputs {
+    pub tasks: Vec<Sourced<Task>>,
+    pub agents: Vec<Sourced<Agent>>,
+    /// `Kind/name` of other objects, which are ignored.
+    pub skipped: Vec<String>,
+}
+
+/// A problem with one input, located as precisely as possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    pub file: PathBuf,
+    /// `Kind/name` (or `Kind/namespace/name`), when known.
+    pub object: Option<String>,
+    /// Path of the offending field, when known.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(object) = &self.object {
+            write!(f, ": {object}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": {field}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// File extensions read from directories (files named explicitly are always read).
+const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
+
+/// Reads every path: a file (multi-document YAML or JSON) or a directory of them (not
+/// recursive, like `kubectl apply -f DIR`). Collects all errors instead of stopping at the first.
+pub fn load(paths: &[PathBuf]) -> (Inputs, Vec<InputError>) {
+    let mut inputs = Inputs::default();
+    let mut errors = Vec::new();
+    for path in paths {
+        match files_of(path) {
+            Ok(files) => {
+                for file in files {
+                    match std::fs::read_to_string(&file) {
+                        Ok(text) => parse_into(&file, &text, &mut inputs, &mut errors),
+                        Err(error) => errors.push(file_error(&file, format!("cannot read: {error}"))),
+                    }
+                }
+            }
+            Err(error) => errors.push(error),
+        }
+    }
+    check_unique(&inputs.tasks, "Task", &mut errors);
+    check_unique(&inputs.agents, "Agent", &mut errors);
+    (inputs, errors)
+}
+
+fn files_of(path: &Path) -> Result<Vec<PathBuf>, InputError> {
+    let metadata = std::fs::metadata(path).map_err(|error| file_error(path, format!("cannot read: {error}")))?;
+    if !metadata.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let entries = std::fs::read_dir(path).map_err(|error| file_error(path, format!("cannot list: {error}")))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|file| {
+            file.is_file() && file.extension().and_then(|ext| ext.to_str()).is_some_and(|ext| EXTENSIONS.contains(&ext))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn file_error(file: &Path, message: String) -> InputError {
+    InputError { file: file.to_owned(), object: None, field: None, message }
+}
+
+/// Parses the documents of one file into `inputs`.
+pub fn parse_into(file: &Path, text: &str, inputs: &mut Inputs, errors: &mut Vec<InputError>) {
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        match Value::deserialize(document) {
+            Ok(Value::Null) => {}
+            Ok(value) => classify(file, value, inputs, errors),
+            Err(error) => {
+                errors.push(file_error(file, format!("document {}: not valid YAML: {error}", index + 1)));
+                // A syntax error ends the stream: later documents cannot be located reliably.
+                break;
+            }
+        }
+    }
+}
+
+fn classify(file: &Path, value: Value, inputs: &mut Inputs, errors: &mut Vec<InputError>) {
+    let text = |key: &str| value.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let (kind, api_version) = (text("kind"), text("apiVersion"));
+    let name = value
+        .get("metadata")
+        .and_then(|metadata| metadata.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let object = format!("{kind}/{name}");
+    let error = |field: Option<&str>, message: String| InputError {
+        file: file.to_owned(),
+        object: Some(object.clone()),
+        field: field.map(str::to_owned),
+        message,
+    };
+    match kind.as_str() {
+        "List" if api_version == "v1" => {
+            let items = value.get("items").and_then(Value::as_sequence).cloned().unwrap_or_default();
+            for item in items {
+                classify(file, item, inputs, errors);
+            }
+        }
+        "Task" | "Agent" if api_version != API_VERSION => errors.push(error(
+            Some("apiVersion"),
+            format!("{api_version:?} is not supported; use {API_VERSION}"),
+        )),
+        "Task" | "Agent" if name.is_empty() => {
+            errors.push(error(Some("metadata.name"), "is required".to_owned()));
+        }
+        "Task" => match decode::<Task>(value) {
+            Ok(mut task) => {
+                task.metadata.namespace.get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned());
+                inputs.tasks.push(Sourced { file: file.to_owned(), object: task });
+            }
+            Err((field, message)) => errors.push(error(field.as_deref(), message)),
+        },
+        "Agent" => match decode::<Agent>(octal_file_modes(value)) {
+            Ok(mut agent) => {
+                agent.metadata.namespace.get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned());
+                inputs.agents.push(Sourced { file: file.to_owned(), object: agent });
+            }
+            Err((field, message)) => errors.push(error(field.as_deref(), message)),
+        },
+        "" => errors.push(error(Some("kind"), "is required".to_owned())),
+        _ => inputs.skipped.push(object),
+    }
+}
+
+/// Reads `fileMode: 0400` as kubectl does. Kubernetes tools parse YAML 1.1, where a plain
+/// scalar with a leading zero is octal (`0400` = 256); serde_yaml follows YAML 1.2, where it is
+/// a string. File modes are the only integers of our API written that way, so they alone are
+/// converted.
+fn octal_file_modes(mut value: Value) -> Value {
+    let credentials = value
+        .get_mut("spec")
+        .and_then(|spec| spec.get_mut("credentials"))
+        .and_then(Value::as_sequence_mut);
+    for credential in credentials.into_iter().flatten() {
+        if let Some(mode) = credential.get_mut("fileMode") {
+            let octal = mode
+                .as_str()
+                .and_then(|text| text.strip_prefix('0'))
+                .filter(|digits| !digits.is_empty())
+                .and_then(|digits| i64::from_str_radix(digits, 8).ok());
+            if let Some(octal) = octal {
+                *mode = Value::Number(octal.into());
+            }
+        }
+    }
+    value
+}
+
+/// Deserializes `value`, returning the path of the offending field on failure.
+fn decode<T: DeserializeOwned>(value: Value) -> Result<T, (Option<String>, String)> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let field = (path != ".").then_some(path);
+        (field, error.into_inner().to_string())
+    })
+}
+
+fn check_unique<T: kube_core::Resource>(objects: &[Sourced<T>], kind: &str, errors: &mut Vec<InputError>) {
+    for (index, later) in objects.iter().enumerate() {
+        let key = (later.object.meta().namespace.as_deref(), later.object.meta().name.as_deref());
+        if let Some(earlier) = objects[..index]
+            .iter()
+            .find(|earlier| (earlier.object.meta().namespace.as_deref(), earlier.object.meta().name.as_deref()) == key)
+        {
+            errors.push(InputError {
+                file: later.file.clone(),
+                object: Some(format!("{kind}/{}/{}", key.0.unwrap_or_default(), key.1.unwrap_or_default())),
+                field: None,
+                message: format!("is also defined in {}", earlier.file.display()),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (Inputs, Vec<InputError>) {
+        let mut inputs = Inputs::default();
+        let mut errors = Vec::new();
+        parse_into(Path::new("in.yaml"), text, &mut inputs, &mut errors);
+        (inputs, errors)
+    }
+
+    const TASK: &str = "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata:\n  name: t\nspec:\n  contexts: []\n";
+
+    #[test]
+    fn reads_multi_document_streams_and_lists() {
+        let agent = "apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata:\n  name: a\n  namespace: x\nspec:\n  serviceAccountName: sa\n";
+        let list = format!(
+            "apiVersion: v1\nkind: List\nitems:\n- {}",
+            TASK.replace("name: t", "name: t2").replace('\n', "\n  ")
+        );
+        let text = format!("{TASK}---\n{agent}---\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n---\n{list}");
+        let (inputs, errors) = parse(&text);
+        assert_eq!(errors, []);
+        let names: Vec<_> = inputs.tasks.iter().map(|task| task.object.metadata.name.clone().unwrap_or_default()).collect();
+        assert_eq!(names, ["t", "t2"]);
+        assert_eq!(inputs.tasks[0].object.metadata.namespace.as_deref(), Some("default"), "namespace defaults");
+        assert_eq!(inputs.agents[0].object.metadata.namespace.as_deref(), Some("x"));
+        assert_eq!(inputs.skipped, ["ConfigMap/c"]);
+    }
+
+    #[test]
+    fn errors_name_the_object_and_field() {
+        let cases = [
+            (TASK.replace("contexts: []", "contexts:\n  - type: Folder"), Some("spec.contexts[0].type"), "unknown variant"),
+            (TASK.replace("  contexts: []\n", "  agentRef: x\n"), Some("spec"), "missing field `contexts`"),
+            (TASK.replace("v1alpha1", "v1"), Some("apiVersion"), "not supported"),
+            (TASK.replace("  name: t\n", "  labels: {}\n"), Some("metadata.name"), "required"),
+            ("kind: [unclosed".to_owned(), None, "not valid YAML"),
+        ];
+        for (text, field, message) in cases {
+            let (_, errors) = parse(&text);
+            let [error] = errors.as_slice() else { panic!("one error expected for {text}: {errors:?}") };
+            assert_eq!(error.field.as_deref(), field, "{error}");
+            assert!(error.message.contains(message), "{error}");
+            assert!(error.to_string().starts_with("in.yaml"), "{error}");
+        }
+    }
+
+    #[test]
+    fn octal_file_modes_read_as_kubectl_reads_them() {
+        let agent = "apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata:\n  name: a\nspec:\n  serviceAccountName: sa\n  credentials:\n  - name: k\n    secretRef: {name: s, key: k}\n    mountPath: /k\n    fileMode: 0400\n";
+        let (inputs, errors) = parse(agent);
+        assert_eq!(errors, []);
+        assert_eq!(inputs.agents[0].object.spec.credentials[0].file_mode, Some(0o400));
+    }
+}

@@ -1,0 +1,14 @@
+//! KubeTask: run AI agents on Kubernetes. A `Task` (what to do) and an `Agent` (how) become a
+//! `batch/v1` Job, shaped by sandboxed WebAssembly plugins.
+//!
+//! The data flows top to bottom: [`inputs`] (offline) or the API server → [`render::resolve_agent`]
+//! → [`render::Pipeline`] (the [`plugin`] host running the built-in default plugin) → Job.
+#![forbid(unsafe_code)]
+
+pub mod crds;
+pub mod inputs;
+pub mod offline;
+pub mod plugin;
+pub mod render;
+
+pub use kubetask_api as api;

@@ -1,0 +1,259 @@
+//! One wasmtime `Engine` for the process, compiled plugins cached by digest, and a fresh
+//! `Store` per call so no state survives between Tasks.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::{self, JoinHandle},
+    time::Duration,
+};
+
+use sha2::{Digest, Sha256};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    component::{Component, HasSelf, Linker},
+};
+
+use super::{
+    Limits, PluginError,
+    bindings::{self, Draft, RenderRequest, kubetask::plugin::host::Level},
+    limits::MemoryLimiter,
+};
+
+/// How often the deadline clock ticks; deadlines are rounded up to it.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Instances that may exist at once (bounds the pooling allocator's reservation).
+const MAX_CONCURRENT_INSTANCES: u32 = 256;
+
+/// A compiled plugin, ready to instantiate. Cheap to clone.
+#[derive(Clone)]
+pub struct Plugin {
+    name: String,
+    digest: String,
+    pre: Arc<bindings::PluginPre<CallState>>,
+}
+
+impl Plugin {
+    /// The plugin's name (its ConfigMap name, or `builtin-default`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `sha256:<hex>` of the component's bytes.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// `sha256:` and the first 12 hex digits of the digest, for messages.
+    pub fn short_digest(&self) -> String {
+        short(&self.digest)
+    }
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("name", &self.name).field("digest", &self.digest).finish()
+    }
+}
+
+fn short(digest: &str) -> String {
+    digest.chars().take("sha256:".len() + 12).collect()
+}
+
+/// What a plugin's `Store` holds during one call.
+pub(crate) struct CallState {
+    limiter: MemoryLimiter,
+    plugin: String,
+    digest: String,
+}
+
+impl bindings::kubetask::plugin::host::Host for CallState {
+    fn log(&mut self, level: Level, message: String) {
+        let (plugin, digest) = (&self.plugin, short(&self.digest));
+        match level {
+            Level::Debug => tracing::debug!(plugin, digest, "{message}"),
+            Level::Info => tracing::info!(plugin, digest, "{message}"),
+            Level::Warn => tracing::warn!(plugin, digest, "{message}"),
+            Level::Error => tracing::error!(plugin, digest, "{message}"),
+        }
+    }
+}
+
+impl bindings::kubetask::plugin::types::Host for CallState {}
+
+/// Loads and runs plugins. One per process: it owns the wasmtime `Engine`, the compiled-plugin
+/// cache and the clock that enforces deadlines.
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<CallState>,
+    limits: Limits,
+    compiled: Mutex<HashMap<String, Arc<bindings::PluginPre<CallState>>>>,
+    _ticker: EpochTicker,
+}
+
+impl PluginHost {
+    /// A host whose plugin calls are bounded by `limits`.
+    pub fn new(limits: Limits) -> anyhow::Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(MAX_CONCURRENT_INSTANCES)
+            .total_core_instances(MAX_CONCURRENT_INSTANCES * 4)
+            .total_memories(MAX_CONCURRENT_INSTANCES)
+            .total_tables(MAX_CONCURRENT_INSTANCES * 4)
+            .max_memory_size(limits.memory_bytes);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|error| anyhow::anyhow!("cannot start wasmtime: {error}"))?;
+        let mut linker = Linker::new(&engine);
+        bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|error| anyhow::anyhow!("cannot link the host functions: {error}"))?;
+        let ticker = EpochTicker::start(engine.clone())
+            .map_err(|error| anyhow::anyhow!("cannot start the plugin deadline clock: {error}"))?;
+        Ok(Self { engine, linker, limits, compiled: Mutex::new(HashMap::new()), _ticker: ticker })
+    }
+
+    /// The limits every call runs under.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Compiles `component` (or reuses the compilation of identical bytes) and checks that it
+    /// implements the plugin world and imports nothing else.
+    pub fn load(&self, name: &str, component: &[u8]) -> Result<Plugin, PluginError> {
+        let digest = digest_of(component);
+        let cached = self.compiled.lock().unwrap_or_else(PoisonError::into_inner).get(&digest).cloned();
+        let pre = match cached {
+            Some(pre) => pre,
+            None => {
+                let compiled = Component::from_binary(&self.engine, component).map_err(|error| {
+                    PluginError::Compile { name: name.to_owned(), digest: short(&digest), message: format!("{error:#}") }
+                })?;
+                let wrong_world = |error: wasmtime::Error| PluginError::WrongWorld {
+                    name: name.to_owned(),
+                    digest: short(&digest),
+                    message: format!("{error:#}"),
+                };
+                let instance_pre = self.linker.instantiate_pre(&compiled).map_err(wrong_world)?;
+                let pre = Arc::new(bindings::PluginPre::new(instance_pre).map_err(wrong_world)?);
+                self.compiled.lock().unwrap_or_else(PoisonError::into_inner).insert(digest.clone(), pre.clone());
+                pre
+            }
+        };
+        Ok(Plugin { name: name.to_owned(), digest, pre })
+    }
+
+    /// Runs `plugin` once on `request` in a fresh instance.
+    pub fn render(&self, plugin: &Plugin, request: &RenderRequest) -> Result<Draft, PluginError> {
+        let state = CallState {
+            limiter: MemoryLimiter { max_bytes: self.limits.memory_bytes, exceeded: false },
+            plugin: plugin.name.clone(),
+            digest: plugin.digest.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
+        let outcome =
+            plugin.pre.instantiate(&mut store).and_then(|instance| instance.call_render(&mut store, request));
+        let (name, digest) = (plugin.name.clone(), plugin.short_digest());
+        match outcome {
+            Ok(Ok(draft)) => {
+                let size = draft.job.len()
+                    + draft.config_maps.iter().map(String::len).sum::<usize>()
+                    + draft.warnings.iter().map(String::len).sum::<usize>();
+                if size > self.limits.output_bytes {
+                    return Err(PluginError::InvalidOutput {
+                        name,
+                        digest,
+                        message: format!("{size} bytes exceed the output limit of {} bytes", self.limits.output_bytes),
+                    });
+                }
+                Ok(draft)
+            }
+            Ok(Err(bindings::RenderError::InvalidInput(field))) => Err(PluginError::InvalidInput {
+                name,
+                object: field.object,
+                field: field.field,
+                message: field.message,
+            }),
+            Ok(Err(bindings::RenderError::Denied(reason))) => Err(PluginError::Denied { name, digest, reason }),
+            Ok(Err(bindings::RenderError::Internal(message))) => Err(PluginError::Internal { name, digest, message }),
+            Err(_) if store.data().limiter.exceeded => {
+                Err(PluginError::Memory { name, digest, limit_bytes: self.limits.memory_bytes })
+            }
+            Err(error) if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
+                Err(PluginError::Timeout { name, digest, deadline: self.limits.deadline })
+            }
+            Err(error) => Err(PluginError::Trap { name, digest, message: format!("{error:#}") }),
+        }
+    }
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn digest_of(bytes: &[u8]) -> String {
+    let mut digest = String::from("sha256:");
+    for byte in Sha256::digest(bytes) {
+        let _ = write!(digest, "{byte:02x}");
+    }
+    digest
+}
+
+/// Deadline in epoch ticks, rounded up, plus one because the current tick may be almost over.
+fn deadline_ticks(deadline: Duration) -> u64 {
+    let ticks = deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+    u64::try_from(ticks).unwrap_or(u64::MAX - 1) + 1
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = thread::Builder::new()
+            .name("plugin-deadlines".to_owned())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    thread::park_timeout(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(Self { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_round_up_to_whole_ticks() {
+        assert_eq!(deadline_ticks(Duration::from_millis(5)), 2);
+        assert_eq!(deadline_ticks(Duration::from_millis(6)), 3);
+        assert_eq!(deadline_ticks(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn digests_are_sha256_hex() {
+        assert_eq!(digest_of(b""), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    }
+}

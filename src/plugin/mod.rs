@@ -1,0 +1,25 @@
+//! The WebAssembly plugin host: loads components that implement the WIT world in `wit/`,
+//! compiles each once (cached by sha256 digest) and calls them in a fresh, bounded sandbox.
+
+mod error;
+mod host;
+mod limits;
+
+pub use error::PluginError;
+pub use host::{Plugin, PluginHost};
+pub use limits::Limits;
+
+/// The built-in default plugin (`plugins/default`), built by `make plugins`.
+pub const DEFAULT_PLUGIN_WASM: &[u8] = include_bytes!("../../plugins/default/kubetask_default.wasm");
+/// Name under which the built-in default plugin reports.
+pub const DEFAULT_PLUGIN_NAME: &str = "builtin-default";
+
+/// Types generated from `wit/plugin.wit`.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "plugin",
+    });
+
+    pub use kubetask::plugin::types::{InvalidField, Settings};
+}

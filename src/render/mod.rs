@@ -1,0 +1,10 @@
+//! The render pipeline: `(Task, Agent?, settings) -> (Job, ConfigMaps)`, the same for the
+//! controller and for `kubetask render`.
+
+mod invariants;
+mod pipeline;
+mod resolve;
+
+pub use invariants::apply_invariants;
+pub use pipeline::{Pipeline, RenderError, Rendered, Settings};
+pub use resolve::{AgentNotFound, resolve_agent};

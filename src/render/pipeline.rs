@@ -1,0 +1,141 @@
+//! Runs a Task through the plugin stages and checks what each stage returns.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::{batch::v1::Job, core::v1::ConfigMap};
+use kubetask_api::{Agent, DEFAULT_AGENT_IMAGE, Task};
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+
+use super::apply_invariants;
+use crate::plugin::{
+    DEFAULT_PLUGIN_NAME, DEFAULT_PLUGIN_WASM, Plugin, PluginError, PluginHost,
+    bindings::{self, Draft, RenderRequest},
+};
+
+/// Controller settings that shape every render.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Agent image when the Agent sets none.
+    pub default_agent_image: String,
+    /// Namespace the controller runs in.
+    pub controller_namespace: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { default_agent_image: DEFAULT_AGENT_IMAGE.to_owned(), controller_namespace: "kubetask-system".to_owned() }
+    }
+}
+
+/// The objects to create for a Task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub job: Job,
+    /// Created before the Job.
+    pub config_maps: Vec<ConfigMap>,
+    /// Notes for the Task's owner, from every stage.
+    pub warnings: Vec<String>,
+    /// `(name, digest)` of every plugin that rendered the Job, in order.
+    pub plugins: Vec<(String, String)>,
+}
+
+/// Why a Task could not be rendered.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RenderError {
+    /// A plugin failed or refused the Task.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// The Task or Agent could not be encoded as JSON (never expected for parsed objects).
+    #[error("cannot encode the {kind} for the plugins: {message}")]
+    Encode { kind: &'static str, message: String },
+}
+
+/// The render pipeline: the built-in default plugin, then any further stages.
+pub struct Pipeline {
+    host: Arc<PluginHost>,
+    settings: Settings,
+    stages: Vec<Plugin>,
+}
+
+impl Pipeline {
+    /// A pipeline of the built-in default plugin alone.
+    pub fn new(host: Arc<PluginHost>, settings: Settings) -> Result<Self, PluginError> {
+        let default = host.load(DEFAULT_PLUGIN_NAME, DEFAULT_PLUGIN_WASM)?;
+        Ok(Self { host, settings, stages: vec![default] })
+    }
+
+    /// Renders `task` with its resolved `agent` (none: built-in defaults). The Task's
+    /// `metadata.namespace` must be set.
+    pub fn render(&self, task: &Task, agent: Option<&Agent>) -> Result<Rendered, RenderError> {
+        let task_json = encode("Task", task)?;
+        let agent_json = agent.map(|agent| encode("Agent", agent)).transpose()?;
+        let settings = bindings::Settings {
+            default_agent_image: self.settings.default_agent_image.clone(),
+            controller_namespace: self.settings.controller_namespace.clone(),
+        };
+        let mut draft: Option<Draft> = None;
+        let mut rendered = None;
+        let mut warnings = Vec::new();
+        let mut plugins = Vec::with_capacity(self.stages.len());
+        for stage in &self.stages {
+            let request = RenderRequest {
+                task: task_json.clone(),
+                agent: agent_json.clone(),
+                settings: settings.clone(),
+                draft: draft.take(),
+            };
+            let output = self.host.render(stage, &request)?;
+            let (mut job, mut config_maps) = decode_draft(stage, &output)?;
+            apply_invariants(task, &mut job, &mut config_maps);
+            warnings.extend(output.warnings.iter().cloned());
+            plugins.push((stage.name().to_owned(), stage.digest().to_owned()));
+            draft = Some(Draft {
+                job: encode("Job", &job)?,
+                config_maps: config_maps.iter().map(|map| encode("ConfigMap", map)).collect::<Result<_, _>>()?,
+                warnings: output.warnings,
+            });
+            rendered = Some((job, config_maps));
+        }
+        let Some((job, config_maps)) = rendered else {
+            return Err(RenderError::Plugin(PluginError::Internal {
+                name: "pipeline".to_owned(),
+                digest: String::new(),
+                message: "the pipeline has no stages".to_owned(),
+            }));
+        };
+        Ok(Rendered { job, config_maps, warnings, plugins })
+    }
+}
+
+fn encode<T: serde::Serialize>(kind: &'static str, value: &T) -> Result<String, RenderError> {
+    serde_json::to_string(value).map_err(|error| RenderError::Encode { kind, message: error.to_string() })
+}
+
+/// Parses a stage's output; anything that is not a Job and ConfigMaps is the plugin's fault.
+fn decode_draft(stage: &Plugin, draft: &Draft) -> Result<(Job, Vec<ConfigMap>), PluginError> {
+    let invalid = |message: String| PluginError::InvalidOutput {
+        name: stage.name().to_owned(),
+        digest: stage.short_digest(),
+        message,
+    };
+    let job: Job = decode(&draft.job).map_err(|error| invalid(format!("job: {error}")))?;
+    let config_maps = draft
+        .config_maps
+        .iter()
+        .enumerate()
+        .map(|(index, json)| decode(json).map_err(|error| invalid(format!("configMaps[{index}]: {error}"))))
+        .collect::<Result<Vec<ConfigMap>, _>>()?;
+    if job.spec.as_ref().and_then(|spec| spec.template.spec.as_ref()).is_none_or(|pod| pod.containers.is_empty()) {
+        return Err(invalid("job: spec.template.spec.containers is empty; a Job needs a container".to_owned()));
+    }
+    Ok((job, config_maps))
+}
+
+fn decode<T: DeserializeOwned>(json: &str) -> Result<T, String> {
+    let deserializer = &mut serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| match error.path().to_string().as_str() {
+        "." => error.into_inner().to_string(),
+        path => format!("{path}: {}", error.into_inner()),
+    })
+}
