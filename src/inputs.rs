@@ -68,7 +68,9 @@ pub fn load(paths: &[PathBuf]) -> (Inputs, Vec<InputError>) {
                 for file in files {
                     match std::fs::read_to_string(&file) {
                         Ok(text) => parse_into(&file, &text, &mut inputs, &mut errors),
-                        Err(error) => errors.push(file_error(&file, format!("cannot read: {error}"))),
+                        Err(error) => {
+                            errors.push(file_error(&file, format!("cannot read: {error}")))
+                        }
                     }
                 }
             }
@@ -81,16 +83,22 @@ pub fn load(paths: &[PathBuf]) -> (Inputs, Vec<InputError>) {
 }
 
 fn files_of(path: &Path) -> Result<Vec<PathBuf>, InputError> {
-    let metadata = std::fs::metadata(path).map_err(|error| file_error(path, format!("cannot read: {error}")))?;
+    let metadata = std::fs::metadata(path)
+        .map_err(|error| file_error(path, format!("cannot read: {error}")))?;
     if !metadata.is_dir() {
         return Ok(vec![path.to_owned()]);
     }
-    let entries = std::fs::read_dir(path).map_err(|error| file_error(path, format!("cannot list: {error}")))?;
+    let entries = std::fs::read_dir(path)
+        .map_err(|error| file_error(path, format!("cannot list: {error}")))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .filter(|file| {
-            file.is_file() && file.extension().and_then(|ext| ext.to_str()).is_some_and(|ext| EXTENSIONS.contains(&ext))
+            file.is_file()
+                && file
+                    .extension()
+                    .and_then(|ext| ext.to_str())
+                    .is_some_and(|ext| EXTENSIONS.contains(&ext))
         })
         .collect();
     files.sort();
@@ -98,7 +106,12 @@ fn files_of(path: &Path) -> Result<Vec<PathBuf>, InputError> {
 }
 
 fn file_error(file: &Path, message: String) -> InputError {
-    InputError { file: file.to_owned(), object: None, field: None, message }
+    InputError {
+        file: file.to_owned(),
+        object: None,
+        field: None,
+        message,
+    }
 }
 
 /// Parses the documents of one file into `inputs`.
@@ -108,7 +121,10 @@ pub fn parse_into(file: &Path, text: &str, inputs: &mut Inputs, errors: &mut Vec
             Ok(Value::Null) => {}
             Ok(value) => classify(file, value, inputs, errors),
             Err(error) => {
-                errors.push(file_error(file, format!("document {}: not valid YAML: {error}", index + 1)));
+                errors.push(file_error(
+                    file,
+                    format!("document {}: not valid YAML: {error}", index + 1),
+                ));
                 // A syntax error ends the stream: later documents cannot be located reliably.
                 break;
             }
@@ -117,7 +133,13 @@ pub fn parse_into(file: &Path, text: &str, inputs: &mut Inputs, errors: &mut Vec
 }
 
 fn classify(file: &Path, value: Value, inputs: &mut Inputs, errors: &mut Vec<InputError>) {
-    let text = |key: &str| value.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let text = |key: &str| {
+        value
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     let (kind, api_version) = (text("kind"), text("apiVersion"));
     let name = value
         .get("metadata")
@@ -134,7 +156,11 @@ fn classify(file: &Path, value: Value, inputs: &mut Inputs, errors: &mut Vec<Inp
     };
     match kind.as_str() {
         "List" if api_version == "v1" => {
-            let items = value.get("items").and_then(Value::as_sequence).cloned().unwrap_or_default();
+            let items = value
+                .get("items")
+                .and_then(Value::as_sequence)
+                .cloned()
+                .unwrap_or_default();
             for item in items {
                 classify(file, item, inputs, errors);
             }
@@ -148,15 +174,26 @@ fn classify(file: &Path, value: Value, inputs: &mut Inputs, errors: &mut Vec<Inp
         }
         "Task" => match decode::<Task>(value) {
             Ok(mut task) => {
-                task.metadata.namespace.get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned());
-                inputs.tasks.push(Sourced { file: file.to_owned(), object: task });
+                task.metadata
+                    .namespace
+                    .get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned());
+                inputs.tasks.push(Sourced {
+                    file: file.to_owned(),
+                    object: task,
+                });
             }
             Err((field, message)) => errors.push(error(field.as_deref(), message)),
         },
         "Agent" => match decode::<Agent>(octal_file_modes(value)) {
             Ok(mut agent) => {
-                agent.metadata.namespace.get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned());
-                inputs.agents.push(Sourced { file: file.to_owned(), object: agent });
+                agent
+                    .metadata
+                    .namespace
+                    .get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned());
+                inputs.agents.push(Sourced {
+                    file: file.to_owned(),
+                    object: agent,
+                });
             }
             Err((field, message)) => errors.push(error(field.as_deref(), message)),
         },
@@ -198,16 +235,29 @@ fn decode<T: DeserializeOwned>(value: Value) -> Result<T, (Option<String>, Strin
     })
 }
 
-fn check_unique<T: kube_core::Resource>(objects: &[Sourced<T>], kind: &str, errors: &mut Vec<InputError>) {
+fn check_unique<T: kube_core::Resource>(
+    objects: &[Sourced<T>],
+    kind: &str,
+    errors: &mut Vec<InputError>,
+) {
     for (index, later) in objects.iter().enumerate() {
-        let key = (later.object.meta().namespace.as_deref(), later.object.meta().name.as_deref());
-        if let Some(earlier) = objects[..index]
-            .iter()
-            .find(|earlier| (earlier.object.meta().namespace.as_deref(), earlier.object.meta().name.as_deref()) == key)
-        {
+        let key = (
+            later.object.meta().namespace.as_deref(),
+            later.object.meta().name.as_deref(),
+        );
+        if let Some(earlier) = objects[..index].iter().find(|earlier| {
+            (
+                earlier.object.meta().namespace.as_deref(),
+                earlier.object.meta().name.as_deref(),
+            ) == key
+        }) {
             errors.push(InputError {
                 file: later.file.clone(),
-                object: Some(format!("{kind}/{}/{}", key.0.unwrap_or_default(), key.1.unwrap_or_default())),
+                object: Some(format!(
+                    "{kind}/{}/{}",
+                    key.0.unwrap_or_default(),
+                    key.1.unwrap_or_default()
+                )),
                 field: None,
                 message: format!("is also defined in {}", earlier.file.display()),
             });
@@ -235,28 +285,59 @@ mod tests {
             "apiVersion: v1\nkind: List\nitems:\n- {}",
             TASK.replace("name: t", "name: t2").replace('\n', "\n  ")
         );
-        let text = format!("{TASK}---\n{agent}---\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n---\n{list}");
+        let text = format!(
+            "{TASK}---\n{agent}---\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n---\n{list}"
+        );
         let (inputs, errors) = parse(&text);
         assert_eq!(errors, []);
-        let names: Vec<_> = inputs.tasks.iter().map(|task| task.object.metadata.name.clone().unwrap_or_default()).collect();
+        let names: Vec<_> = inputs
+            .tasks
+            .iter()
+            .map(|task| task.object.metadata.name.clone().unwrap_or_default())
+            .collect();
         assert_eq!(names, ["t", "t2"]);
-        assert_eq!(inputs.tasks[0].object.metadata.namespace.as_deref(), Some("default"), "namespace defaults");
-        assert_eq!(inputs.agents[0].object.metadata.namespace.as_deref(), Some("x"));
+        assert_eq!(
+            inputs.tasks[0].object.metadata.namespace.as_deref(),
+            Some("default"),
+            "namespace defaults"
+        );
+        assert_eq!(
+            inputs.agents[0].object.metadata.namespace.as_deref(),
+            Some("x")
+        );
         assert_eq!(inputs.skipped, ["ConfigMap/c"]);
     }
 
     #[test]
     fn errors_name_the_object_and_field() {
         let cases = [
-            (TASK.replace("contexts: []", "contexts:\n  - type: Folder"), Some("spec.contexts[0].type"), "unknown variant"),
-            (TASK.replace("  contexts: []\n", "  agentRef: x\n"), Some("spec"), "missing field `contexts`"),
-            (TASK.replace("v1alpha1", "v1"), Some("apiVersion"), "not supported"),
-            (TASK.replace("  name: t\n", "  labels: {}\n"), Some("metadata.name"), "required"),
+            (
+                TASK.replace("contexts: []", "contexts:\n  - type: Folder"),
+                Some("spec.contexts[0].type"),
+                "unknown variant",
+            ),
+            (
+                TASK.replace("  contexts: []\n", "  agentRef: x\n"),
+                Some("spec"),
+                "missing field `contexts`",
+            ),
+            (
+                TASK.replace("v1alpha1", "v1"),
+                Some("apiVersion"),
+                "not supported",
+            ),
+            (
+                TASK.replace("  name: t\n", "  labels: {}\n"),
+                Some("metadata.name"),
+                "required",
+            ),
             ("kind: [unclosed".to_owned(), None, "not valid YAML"),
         ];
         for (text, field, message) in cases {
             let (_, errors) = parse(&text);
-            let [error] = errors.as_slice() else { panic!("one error expected for {text}: {errors:?}") };
+            let [error] = errors.as_slice() else {
+                panic!("one error expected for {text}: {errors:?}")
+            };
             assert_eq!(error.field.as_deref(), field, "{error}");
             assert!(error.message.contains(message), "{error}");
             assert!(error.to_string().starts_with("in.yaml"), "{error}");
@@ -268,6 +349,9 @@ mod tests {
         let agent = "apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata:\n  name: a\nspec:\n  serviceAccountName: sa\n  credentials:\n  - name: k\n    secretRef: {name: s, key: k}\n    mountPath: /k\n    fileMode: 0400\n";
         let (inputs, errors) = parse(agent);
         assert_eq!(errors, []);
-        assert_eq!(inputs.agents[0].object.spec.credentials[0].file_mode, Some(0o400));
+        assert_eq!(
+            inputs.agents[0].object.spec.credentials[0].file_mode,
+            Some(0o400)
+        );
     }
 }

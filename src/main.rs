@@ -56,11 +56,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Render(args) => render(args),
-        Command::Crds => crds::yaml().map(|yaml| {
-            print!("{yaml}");
-            ExitCode::SUCCESS
-        })
-        .context("cannot encode the CRDs"),
+        Command::Crds => crds::yaml()
+            .map(|yaml| {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            })
+            .context("cannot encode the CRDs"),
     };
     match result {
         Ok(code) => code,
@@ -80,8 +81,12 @@ fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("no Task found in {}", display_paths(&args.files));
     }
     let host = Arc::new(PluginHost::new(Limits::default())?);
-    let settings = Settings { default_agent_image: args.default_agent_image, ..Settings::default() };
-    let pipeline = Pipeline::new(host, settings).context("cannot load the built-in default plugin")?;
+    let settings = Settings {
+        default_agent_image: args.default_agent_image,
+        ..Settings::default()
+    };
+    let pipeline =
+        Pipeline::new(host, settings).context("cannot load the built-in default plugin")?;
     let output = match offline::render_all(&pipeline, &inputs) {
         Ok(output) => output,
         Err(errors) => return Ok(report(&errors)),
@@ -105,5 +110,9 @@ fn report(errors: &[inputs::InputError]) -> ExitCode {
 }
 
 fn display_paths(paths: &[PathBuf]) -> String {
-    paths.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(", ")
+    paths
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -24,7 +24,10 @@ pub fn render_all(pipeline: &Pipeline, inputs: &Inputs) -> Result<Output, Vec<In
     for Sourced { file, object: task } in &inputs.tasks {
         let namespace = task.metadata.namespace.as_deref();
         let task_object = format!("Task/{}", task.metadata.name.as_deref().unwrap_or_default());
-        let error = |file: &std::path::Path, object: String, field: Option<String>, message: String| InputError {
+        let error = |file: &std::path::Path,
+                     object: String,
+                     field: Option<String>,
+                     message: String| InputError {
             file: file.to_owned(),
             object: Some(object),
             field,
@@ -35,7 +38,8 @@ pub fn render_all(pipeline: &Pipeline, inputs: &Inputs) -> Result<Output, Vec<In
                 .agents
                 .iter()
                 .find(|agent| {
-                    agent.object.metadata.name.as_deref() == Some(name) && agent.object.metadata.namespace.as_deref() == namespace
+                    agent.object.metadata.name.as_deref() == Some(name)
+                        && agent.object.metadata.namespace.as_deref() == namespace
                 })
                 .map(|agent| &agent.object)
         }) {
@@ -65,9 +69,19 @@ pub fn render_all(pipeline: &Pipeline, inputs: &Inputs) -> Result<Output, Vec<In
                     Ok(objects) => output.objects.extend(objects),
                     Err(encode) => errors.push(error(file, task_object, None, encode.to_string())),
                 }
-                output.warnings.extend(rendered.warnings.into_iter().map(|warning| format!("{}: {warning}", file.display())));
+                output.warnings.extend(
+                    rendered
+                        .warnings
+                        .into_iter()
+                        .map(|warning| format!("{}: {warning}", file.display())),
+                );
             }
-            Err(RenderError::Plugin(PluginError::InvalidInput { object, field, message, .. })) => {
+            Err(RenderError::Plugin(PluginError::InvalidInput {
+                object,
+                field,
+                message,
+                ..
+            })) => {
                 // The field may belong to the Agent, which can live in another file.
                 let source = match agent.filter(|_| object.starts_with("Agent/")) {
                     Some(agent) => inputs
@@ -77,17 +91,27 @@ pub fn render_all(pipeline: &Pipeline, inputs: &Inputs) -> Result<Output, Vec<In
                         .map_or(file, |sourced| &sourced.file),
                     None => file,
                 };
-                errors.push(error(source, object, Some(field).filter(|field| !field.is_empty()), message));
+                errors.push(error(
+                    source,
+                    object,
+                    Some(field).filter(|field| !field.is_empty()),
+                    message,
+                ));
             }
             Err(other) => errors.push(error(file, task_object, None, other.to_string())),
         }
     }
-    if errors.is_empty() { Ok(output) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(output)
+    } else {
+        Err(errors)
+    }
 }
 
 /// The objects as one `v1` `List`, as `kubectl get -o json` prints several objects.
 pub fn to_json_list(objects: &[Value]) -> Result<String, serde_json::Error> {
-    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": objects});
+    let list =
+        serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": objects});
     serde_json::to_string_pretty(&list)
 }
 

@@ -21,7 +21,14 @@ use crate::Context;
     printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.agentImage"}"#,
     printcolumn = r#"{"name":"ServiceAccount","type":"string","jsonPath":".spec.serviceAccountName"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    crates(kube_core = "::kube_core", k8s_openapi = "::k8s_openapi", schemars = "::schemars", serde = "::serde", serde_json = "::serde_json")
+    doc = "How Tasks that reference this Agent run: image, tools, credentials, scheduling.",
+    crates(
+        kube_core = "::kube_core",
+        k8s_openapi = "::k8s_openapi",
+        schemars = "::schemars",
+        serde = "::serde",
+        serde_json = "::serde_json"
+    )
 )]
 #[x_kube(crates(kube_core = "::kube_core", schemars = "::schemars", serde = "::serde"))]
 #[serde(rename_all = "camelCase")]
@@ -35,9 +42,11 @@ pub struct AgentSpec {
     pub tools_image: Option<String>,
     /// Contexts every Task of this Agent gets; a Task's own context at the same path wins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub default_contexts: Vec<Context>,
     /// Secrets given to the agent as environment variables and/or files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub credentials: Vec<Credential>,
     /// Extra labels of the agent pod (for NetworkPolicies, monitoring, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -67,6 +76,7 @@ pub struct Credential {
     pub env: Option<String>,
     /// Absolute path of a file that receives the value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
     #[x_kube(validation = Rule::new("self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')").message("must be an absolute path without '..' segments"))]
     pub mount_path: Option<String>,
     /// Permission bits of the file at `mountPath` (e.g. `0400`). Default `0644`.

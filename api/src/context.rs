@@ -37,10 +37,12 @@ pub enum ContextType {
 pub struct FileContext {
     /// Absolute path of a single file, e.g. `/workspace/task.md`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
     #[x_kube(validation = Rule::new("self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')").message("must be an absolute path without '..' segments"))]
     pub file_path: Option<String>,
     /// Absolute path of a directory holding every key of `source.configMapRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
     #[x_kube(validation = Rule::new("self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')").message("must be an absolute path without '..' segments"))]
     pub dir_path: Option<String>,
     /// Where the content comes from.
@@ -57,6 +59,7 @@ pub struct FileContext {
 pub struct FileSource {
     /// The file's content, written in the Task itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1048576))]
     pub inline: Option<String>,
     /// One key of a ConfigMap in the Task's namespace, mounted as the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -52,7 +52,10 @@ mod tests {
     fn truncation_never_leaves_a_dangling_separator() {
         let long = format!("{}.-{}", "c".repeat(50), "d".repeat(40));
         let name = job_name(&long);
-        let prefix = name.rsplit_once('-').map(|(prefix, _)| prefix).unwrap_or_default();
+        let prefix = name
+            .rsplit_once('-')
+            .map(|(prefix, _)| prefix)
+            .unwrap_or_default();
         assert_eq!(prefix, "c".repeat(50));
     }
 

@@ -10,7 +10,10 @@ use crate::{API_VERSION, Task, labels, naming};
 pub fn task_labels(task: &Task) -> BTreeMap<String, String> {
     let task_name = task.metadata.name.as_deref().unwrap_or_default();
     BTreeMap::from([
-        (labels::MANAGED_BY.to_owned(), labels::MANAGED_BY_VALUE.to_owned()),
+        (
+            labels::MANAGED_BY.to_owned(),
+            labels::MANAGED_BY_VALUE.to_owned(),
+        ),
         (labels::TASK.to_owned(), naming::job_name(task_name)),
     ])
 }

@@ -21,7 +21,14 @@ use crate::Context;
     printcolumn = r#"{"name":"Agent","type":"string","jsonPath":".spec.agentRef"}"#,
     printcolumn = r#"{"name":"Job","type":"string","jsonPath":".status.jobName"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    crates(kube_core = "::kube_core", k8s_openapi = "::k8s_openapi", schemars = "::schemars", serde = "::serde", serde_json = "::serde_json")
+    doc = "A Task: the context files an AI agent gets, and the Agent that runs it as a Job.",
+    crates(
+        kube_core = "::kube_core",
+        k8s_openapi = "::k8s_openapi",
+        schemars = "::schemars",
+        serde = "::serde",
+        serde_json = "::serde_json"
+    )
 )]
 #[x_kube(
     validation = Rule::new("self == oldSelf").message("Task spec is immutable: delete the Task and create a new one"),
@@ -30,6 +37,7 @@ use crate::Context;
 #[serde(rename_all = "camelCase")]
 pub struct TaskSpec {
     /// Files the agent finds in its filesystem (usually under `/workspace`).
+    #[schemars(length(max = 64))]
     pub contexts: Vec<Context>,
     /// Name of the Agent (in the Task's namespace) that runs this Task. Default: `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

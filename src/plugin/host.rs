@@ -26,6 +26,8 @@ use super::{
 
 /// How often the deadline clock ticks; deadlines are rounded up to it.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// The only imports a plugin may have: the interfaces of our own world, version 0.1.x.
+const ALLOWED_IMPORTS: [&str; 2] = ["kubetask:plugin/host@0.1.", "kubetask:plugin/types@0.1."];
 /// Instances that may exist at once (bounds the pooling allocator's reservation).
 const MAX_CONCURRENT_INSTANCES: u32 = 256;
 
@@ -56,7 +58,10 @@ impl Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("name", &self.name).field("digest", &self.digest).finish()
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("digest", &self.digest)
+            .finish()
     }
 }
 
@@ -109,13 +114,20 @@ impl PluginHost {
             .wasm_component_model(true)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(|error| anyhow::anyhow!("cannot start wasmtime: {error}"))?;
+        let engine = Engine::new(&config)
+            .map_err(|error| anyhow::anyhow!("cannot start wasmtime: {error}"))?;
         let mut linker = Linker::new(&engine);
         bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|error| anyhow::anyhow!("cannot link the host functions: {error}"))?;
         let ticker = EpochTicker::start(engine.clone())
             .map_err(|error| anyhow::anyhow!("cannot start the plugin deadline clock: {error}"))?;
-        Ok(Self { engine, linker, limits, compiled: Mutex::new(HashMap::new()), _ticker: ticker })
+        Ok(Self {
+            engine,
+            linker,
+            limits,
+            compiled: Mutex::new(HashMap::new()),
+            _ticker: ticker,
+        })
     }
 
     /// The limits every call runs under.
@@ -123,43 +135,96 @@ impl PluginHost {
         self.limits
     }
 
+    /// How many distinct components are compiled and cached.
+    pub fn cached_components(&self) -> usize {
+        self.compiled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     /// Compiles `component` (or reuses the compilation of identical bytes) and checks that it
     /// implements the plugin world and imports nothing else.
     pub fn load(&self, name: &str, component: &[u8]) -> Result<Plugin, PluginError> {
         let digest = digest_of(component);
-        let cached = self.compiled.lock().unwrap_or_else(PoisonError::into_inner).get(&digest).cloned();
+        let cached = self
+            .compiled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&digest)
+            .cloned();
         let pre = match cached {
             Some(pre) => pre,
             None => {
-                let compiled = Component::from_binary(&self.engine, component).map_err(|error| {
-                    PluginError::Compile { name: name.to_owned(), digest: short(&digest), message: format!("{error:#}") }
-                })?;
+                let compiled =
+                    Component::from_binary(&self.engine, component).map_err(|error| {
+                        PluginError::Compile {
+                            name: name.to_owned(),
+                            digest: short(&digest),
+                            message: format!("{error:#}"),
+                        }
+                    })?;
                 let wrong_world = |error: wasmtime::Error| PluginError::WrongWorld {
                     name: name.to_owned(),
                     digest: short(&digest),
                     message: format!("{error:#}"),
                 };
-                let instance_pre = self.linker.instantiate_pre(&compiled).map_err(wrong_world)?;
+                let component_type = compiled.component_type();
+                let foreign: Vec<&str> = component_type
+                    .imports(&self.engine)
+                    .map(|(import, _)| import)
+                    .filter(|import| {
+                        !ALLOWED_IMPORTS
+                            .iter()
+                            .any(|allowed| import.starts_with(allowed))
+                    })
+                    .collect();
+                if !foreign.is_empty() {
+                    return Err(PluginError::WrongWorld {
+                        name: name.to_owned(),
+                        digest: short(&digest),
+                        message: format!(
+                            "it imports {}, which the sandbox does not provide",
+                            foreign.join(", ")
+                        ),
+                    });
+                }
+                let instance_pre = self
+                    .linker
+                    .instantiate_pre(&compiled)
+                    .map_err(wrong_world)?;
                 let pre = Arc::new(bindings::PluginPre::new(instance_pre).map_err(wrong_world)?);
-                self.compiled.lock().unwrap_or_else(PoisonError::into_inner).insert(digest.clone(), pre.clone());
+                self.compiled
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(digest.clone(), pre.clone());
                 pre
             }
         };
-        Ok(Plugin { name: name.to_owned(), digest, pre })
+        Ok(Plugin {
+            name: name.to_owned(),
+            digest,
+            pre,
+        })
     }
 
     /// Runs `plugin` once on `request` in a fresh instance.
     pub fn render(&self, plugin: &Plugin, request: &RenderRequest) -> Result<Draft, PluginError> {
         let state = CallState {
-            limiter: MemoryLimiter { max_bytes: self.limits.memory_bytes, exceeded: false },
+            limiter: MemoryLimiter {
+                max_bytes: self.limits.memory_bytes,
+                exceeded: false,
+            },
             plugin: plugin.name.clone(),
             digest: plugin.digest.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
-        let outcome =
-            plugin.pre.instantiate(&mut store).and_then(|instance| instance.call_render(&mut store, request));
+        let outcome = plugin
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.call_render(&mut store, request));
         let (name, digest) = (plugin.name.clone(), plugin.short_digest());
         match outcome {
             Ok(Ok(draft)) => {
@@ -170,7 +235,10 @@ impl PluginHost {
                     return Err(PluginError::InvalidOutput {
                         name,
                         digest,
-                        message: format!("{size} bytes exceed the output limit of {} bytes", self.limits.output_bytes),
+                        message: format!(
+                            "{size} bytes exceed the output limit of {} bytes",
+                            self.limits.output_bytes
+                        ),
                     });
                 }
                 Ok(draft)
@@ -181,15 +249,41 @@ impl PluginHost {
                 field: field.field,
                 message: field.message,
             }),
-            Ok(Err(bindings::RenderError::Denied(reason))) => Err(PluginError::Denied { name, digest, reason }),
-            Ok(Err(bindings::RenderError::Internal(message))) => Err(PluginError::Internal { name, digest, message }),
-            Err(_) if store.data().limiter.exceeded => {
-                Err(PluginError::Memory { name, digest, limit_bytes: self.limits.memory_bytes })
-            }
+            Ok(Err(bindings::RenderError::Denied(reason))) => Err(PluginError::Denied {
+                name,
+                digest,
+                reason,
+            }),
+            Ok(Err(bindings::RenderError::Internal(message))) => Err(PluginError::Internal {
+                name,
+                digest,
+                message,
+            }),
+            Err(_) if store.data().limiter.exceeded => Err(PluginError::Memory {
+                name,
+                digest,
+                limit_bytes: self.limits.memory_bytes,
+            }),
             Err(error) if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
-                Err(PluginError::Timeout { name, digest, deadline: self.limits.deadline })
+                Err(PluginError::Timeout {
+                    name,
+                    digest,
+                    deadline: self.limits.deadline,
+                })
             }
-            Err(error) => Err(PluginError::Trap { name, digest, message: format!("{error:#}") }),
+            Err(error) => {
+                tracing::debug!(plugin = name, digest, "plugin trapped: {error:?}");
+                // The trap itself ("wasm trap: ..."), without the wasm backtrace.
+                let message = match error.downcast_ref::<Trap>() {
+                    Some(trap) => trap.to_string(),
+                    None => format!("{error:#}"),
+                };
+                Err(PluginError::Trap {
+                    name,
+                    digest,
+                    message,
+                })
+            }
         }
     }
 }
@@ -227,7 +321,10 @@ impl EpochTicker {
                     engine.increment_epoch();
                 }
             })?;
-        Ok(Self { stop, thread: Some(thread) })
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -254,6 +351,9 @@ mod tests {
 
     #[test]
     fn digests_are_sha256_hex() {
-        assert_eq!(digest_of(b""), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            digest_of(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 }

@@ -15,7 +15,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { memory_bytes: 64 * 1024 * 1024, deadline: Duration::from_millis(500), output_bytes: 4 * 1024 * 1024 }
+        Self {
+            memory_bytes: 64 * 1024 * 1024,
+            deadline: Duration::from_millis(500),
+            output_bytes: 4 * 1024 * 1024,
+        }
     }
 }
 
@@ -29,16 +33,29 @@ pub(crate) struct MemoryLimiter {
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             self.exceeded = true;
             // An error (rather than `false`) traps at once, so the plugin cannot mask the failure.
-            return Err(wasmtime::format_err!("memory limit of {} bytes exceeded", self.max_bytes));
+            return Err(wasmtime::format_err!(
+                "memory limit of {} bytes exceeded",
+                self.max_bytes
+            ));
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }

@@ -10,7 +10,8 @@ pub use host::{Plugin, PluginHost};
 pub use limits::Limits;
 
 /// The built-in default plugin (`plugins/default`), built by `make plugins`.
-pub const DEFAULT_PLUGIN_WASM: &[u8] = include_bytes!("../../plugins/default/kubetask_default.wasm");
+pub const DEFAULT_PLUGIN_WASM: &[u8] =
+    include_bytes!("../../plugins/default/kubetask_default.wasm");
 /// Name under which the built-in default plugin reports.
 pub const DEFAULT_PLUGIN_NAME: &str = "builtin-default";
 

@@ -20,7 +20,10 @@ pub fn apply_invariants(task: &Task, job: &mut Job, config_maps: &mut [ConfigMap
 
 fn restore_ownership(task: &Task, metadata: &mut ObjectMeta) {
     metadata.namespace.clone_from(&task.metadata.namespace);
-    metadata.labels.get_or_insert_default().extend(ownership::task_labels(task));
+    metadata
+        .labels
+        .get_or_insert_default()
+        .extend(ownership::task_labels(task));
     let owners = metadata.owner_references.get_or_insert_default();
     owners.retain(|owner| owner.controller != Some(true));
     owners.insert(0, ownership::controller_owner_reference(task));
@@ -48,7 +51,10 @@ mod tests {
             controller: Some(true),
             block_owner_deletion: None,
         };
-        let bystander = OwnerReference { controller: None, ..hijacker.clone() };
+        let bystander = OwnerReference {
+            controller: None,
+            ..hijacker.clone()
+        };
         let tampered = ObjectMeta {
             name: Some("renamed".to_owned()),
             namespace: Some("kube-system".to_owned()),
@@ -59,19 +65,41 @@ mod tests {
             owner_references: Some(vec![hijacker, bystander.clone()]),
             ..ObjectMeta::default()
         };
-        let mut job = Job { metadata: tampered.clone(), ..Job::default() };
-        let mut config_maps = [ConfigMap { metadata: tampered, ..ConfigMap::default() }];
+        let mut job = Job {
+            metadata: tampered.clone(),
+            ..Job::default()
+        };
+        let mut config_maps = [ConfigMap {
+            metadata: tampered,
+            ..ConfigMap::default()
+        }];
 
         apply_invariants(&task, &mut job, &mut config_maps);
 
         assert_eq!(job.metadata.name.as_deref(), Some("fix-bug"));
-        assert_eq!(config_maps[0].metadata.name.as_deref(), Some("renamed"), "ConfigMap names are the plugin's");
+        assert_eq!(
+            config_maps[0].metadata.name.as_deref(),
+            Some("renamed"),
+            "ConfigMap names are the plugin's"
+        );
         for metadata in [&job.metadata, &config_maps[0].metadata] {
             assert_eq!(metadata.namespace.as_deref(), Some("team-a"));
             let labels = metadata.labels.as_ref().expect("labels");
-            assert_eq!(labels.get("kubetask.io/task").map(String::as_str), Some("fix-bug"));
-            assert_eq!(labels.get("app.kubernetes.io/managed-by").map(String::as_str), Some("kubetask"));
-            assert_eq!(labels.get("team").map(String::as_str), Some("a"), "other labels stay");
+            assert_eq!(
+                labels.get("kubetask.io/task").map(String::as_str),
+                Some("fix-bug")
+            );
+            assert_eq!(
+                labels
+                    .get("app.kubernetes.io/managed-by")
+                    .map(String::as_str),
+                Some("kubetask")
+            );
+            assert_eq!(
+                labels.get("team").map(String::as_str),
+                Some("a"),
+                "other labels stay"
+            );
             let owners = metadata.owner_references.as_ref().expect("owners");
             assert_eq!(owners.len(), 2);
             assert_eq!(owners[0], ownership::controller_owner_reference(&task));

@@ -24,7 +24,10 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { default_agent_image: DEFAULT_AGENT_IMAGE.to_owned(), controller_namespace: "kubetask-system".to_owned() }
+        Self {
+            default_agent_image: DEFAULT_AGENT_IMAGE.to_owned(),
+            controller_namespace: "kubetask-system".to_owned(),
+        }
     }
 }
 
@@ -62,7 +65,17 @@ impl Pipeline {
     /// A pipeline of the built-in default plugin alone.
     pub fn new(host: Arc<PluginHost>, settings: Settings) -> Result<Self, PluginError> {
         let default = host.load(DEFAULT_PLUGIN_NAME, DEFAULT_PLUGIN_WASM)?;
-        Ok(Self { host, settings, stages: vec![default] })
+        Ok(Self {
+            host,
+            settings,
+            stages: vec![default],
+        })
+    }
+
+    /// Appends `plugins` as further stages, run in order after the built-in default plugin.
+    pub fn with_plugins(mut self, plugins: impl IntoIterator<Item = Plugin>) -> Self {
+        self.stages.extend(plugins);
+        self
     }
 
     /// Renders `task` with its resolved `agent` (none: built-in defaults). The Task's
@@ -92,7 +105,10 @@ impl Pipeline {
             plugins.push((stage.name().to_owned(), stage.digest().to_owned()));
             draft = Some(Draft {
                 job: encode("Job", &job)?,
-                config_maps: config_maps.iter().map(|map| encode("ConfigMap", map)).collect::<Result<_, _>>()?,
+                config_maps: config_maps
+                    .iter()
+                    .map(|map| encode("ConfigMap", map))
+                    .collect::<Result<_, _>>()?,
                 warnings: output.warnings,
             });
             rendered = Some((job, config_maps));
@@ -104,12 +120,20 @@ impl Pipeline {
                 message: "the pipeline has no stages".to_owned(),
             }));
         };
-        Ok(Rendered { job, config_maps, warnings, plugins })
+        Ok(Rendered {
+            job,
+            config_maps,
+            warnings,
+            plugins,
+        })
     }
 }
 
 fn encode<T: serde::Serialize>(kind: &'static str, value: &T) -> Result<String, RenderError> {
-    serde_json::to_string(value).map_err(|error| RenderError::Encode { kind, message: error.to_string() })
+    serde_json::to_string(value).map_err(|error| RenderError::Encode {
+        kind,
+        message: error.to_string(),
+    })
 }
 
 /// Parses a stage's output; anything that is not a Job and ConfigMaps is the plugin's fault.
@@ -124,18 +148,29 @@ fn decode_draft(stage: &Plugin, draft: &Draft) -> Result<(Job, Vec<ConfigMap>), 
         .config_maps
         .iter()
         .enumerate()
-        .map(|(index, json)| decode(json).map_err(|error| invalid(format!("configMaps[{index}]: {error}"))))
+        .map(|(index, json)| {
+            decode(json).map_err(|error| invalid(format!("configMaps[{index}]: {error}")))
+        })
         .collect::<Result<Vec<ConfigMap>, _>>()?;
-    if job.spec.as_ref().and_then(|spec| spec.template.spec.as_ref()).is_none_or(|pod| pod.containers.is_empty()) {
-        return Err(invalid("job: spec.template.spec.containers is empty; a Job needs a container".to_owned()));
+    if job
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.as_ref())
+        .is_none_or(|pod| pod.containers.is_empty())
+    {
+        return Err(invalid(
+            "job: spec.template.spec.containers is empty; a Job needs a container".to_owned(),
+        ));
     }
     Ok((job, config_maps))
 }
 
 fn decode<T: DeserializeOwned>(json: &str) -> Result<T, String> {
     let deserializer = &mut serde_json::Deserializer::from_str(json);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| match error.path().to_string().as_str() {
-        "." => error.into_inner().to_string(),
-        path => format!("{path}: {}", error.into_inner()),
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        match error.path().to_string().as_str() {
+            "." => error.into_inner().to_string(),
+            path => format!("{path}: {}", error.into_inner()),
+        }
     })
 }

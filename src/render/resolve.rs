@@ -18,7 +18,12 @@ pub fn resolve_agent<'a>(
     task: &Task,
     find: impl FnOnce(&str) -> Option<&'a Agent>,
 ) -> Result<Option<&'a Agent>, AgentNotFound> {
-    match task.spec.agent_ref.as_deref().filter(|name| !name.is_empty()) {
+    match task
+        .spec
+        .agent_ref
+        .as_deref()
+        .filter(|name| !name.is_empty())
+    {
         Some(name) => find(name).map(Some).ok_or_else(|| AgentNotFound {
             name: name.to_owned(),
             namespace: task.metadata.namespace.clone().unwrap_or_default(),
@@ -34,7 +39,13 @@ mod tests {
     use super::*;
 
     fn task(agent_ref: Option<&str>) -> Task {
-        let mut task = Task::new("t", TaskSpec { contexts: vec![], agent_ref: agent_ref.map(str::to_owned) });
+        let mut task = Task::new(
+            "t",
+            TaskSpec {
+                contexts: vec![],
+                agent_ref: agent_ref.map(str::to_owned),
+            },
+        );
         task.metadata.namespace = Some("ns".to_owned());
         task
     }
@@ -44,15 +55,39 @@ mod tests {
         let default = Agent::new("default", AgentSpec::default());
         let claude = Agent::new("claude", AgentSpec::default());
         let agents = [&default, &claude];
-        let find = |name: &str| agents.iter().copied().find(|agent| agent.metadata.name.as_deref() == Some(name));
+        let find = |name: &str| {
+            agents
+                .iter()
+                .copied()
+                .find(|agent| agent.metadata.name.as_deref() == Some(name))
+        };
 
-        assert_eq!(resolve_agent(&task(Some("claude")), find), Ok(Some(&claude)), "explicit agentRef");
-        assert_eq!(resolve_agent(&task(None), find), Ok(Some(&default)), "no agentRef: the default Agent");
-        assert_eq!(resolve_agent(&task(Some("")), find), Ok(Some(&default)), "empty agentRef counts as none");
-        assert_eq!(resolve_agent(&task(None), |_| None), Ok(None), "no default Agent: built-in defaults");
+        assert_eq!(
+            resolve_agent(&task(Some("claude")), find),
+            Ok(Some(&claude)),
+            "explicit agentRef"
+        );
+        assert_eq!(
+            resolve_agent(&task(None), find),
+            Ok(Some(&default)),
+            "no agentRef: the default Agent"
+        );
+        assert_eq!(
+            resolve_agent(&task(Some("")), find),
+            Ok(Some(&default)),
+            "empty agentRef counts as none"
+        );
+        assert_eq!(
+            resolve_agent(&task(None), |_| None),
+            Ok(None),
+            "no default Agent: built-in defaults"
+        );
         assert_eq!(
             resolve_agent(&task(Some("missing")), find),
-            Err(AgentNotFound { name: "missing".to_owned(), namespace: "ns".to_owned() }),
+            Err(AgentNotFound {
+                name: "missing".to_owned(),
+                namespace: "ns".to_owned()
+            }),
             "a missing explicit Agent is an error"
         );
     }

@@ -101,7 +101,11 @@ fn validate_layer<'a>(layer: &Layer<'a>) -> Result<Vec<PlacedContext<'a>>, Rende
             return Err(RenderError::invalid(
                 &layer.object,
                 next.path_field,
-                format!("{} is also the path of {}; each path may appear once", next.path, field_of(&earlier.path_field)),
+                format!(
+                    "{} is also the path of {}; each path may appear once",
+                    next.path,
+                    field_of(&earlier.path_field)
+                ),
             ));
         }
         placed.push(next);
@@ -109,10 +113,18 @@ fn validate_layer<'a>(layer: &Layer<'a>) -> Result<Vec<PlacedContext<'a>>, Rende
     Ok(placed)
 }
 
-fn validate<'a>(object: &str, field: &str, context: &'a Context) -> Result<PlacedContext<'a>, RenderError> {
+fn validate<'a>(
+    object: &str,
+    field: &str,
+    context: &'a Context,
+) -> Result<PlacedContext<'a>, RenderError> {
     let ContextType::File = context.type_;
     let Some(file) = &context.file else {
-        return Err(RenderError::invalid(object, format!("{field}.file"), "is required when type is File"));
+        return Err(RenderError::invalid(
+            object,
+            format!("{field}.file"),
+            "is required when type is File",
+        ));
     };
     let (path_field, raw_path) = match (&file.file_path, &file.dir_path) {
         (Some(path), None) => (format!("{field}.file.filePath"), path),
@@ -142,11 +154,19 @@ fn validate<'a>(object: &str, field: &str, context: &'a Context) -> Result<Place
         ));
     }
     if path == TOOLS || paths::is_inside(path, TOOLS) {
-        return Err(RenderError::invalid(object, &path_field, "/tools is reserved for the Agent's toolsImage"));
+        return Err(RenderError::invalid(
+            object,
+            &path_field,
+            "/tools is reserved for the Agent's toolsImage",
+        ));
     }
     let source_field = format!("{field}.file.source");
     let source = &file.source;
-    let source = match (&source.inline, &source.config_map_key_ref, &source.config_map_ref) {
+    let source = match (
+        &source.inline,
+        &source.config_map_key_ref,
+        &source.config_map_ref,
+    ) {
         (Some(content), None, None) => ContextSource::Inline(content),
         (None, Some(selector), None) => ContextSource::ConfigMapKey(selector),
         (None, None, Some(reference)) => ContextSource::ConfigMapDirectory(reference),
@@ -169,7 +189,10 @@ fn validate<'a>(object: &str, field: &str, context: &'a Context) -> Result<Place
             return Err(RenderError::invalid(
                 object,
                 source_field,
-                format!("set only one of inline, configMapKeyRef or configMapRef (found {})", found.join(", ")),
+                format!(
+                    "set only one of inline, configMapKeyRef or configMapRef (found {})",
+                    found.join(", ")
+                ),
             ));
         }
     };
@@ -194,26 +217,46 @@ fn validate<'a>(object: &str, field: &str, context: &'a Context) -> Result<Place
     match &source {
         ContextSource::ConfigMapKey(selector) => {
             if let Some(message) = object_name_error(&selector.name) {
-                return Err(RenderError::invalid(object, format!("{source_field}.configMapKeyRef.name"), message));
+                return Err(RenderError::invalid(
+                    object,
+                    format!("{source_field}.configMapKeyRef.name"),
+                    message,
+                ));
             }
             if let Some(message) = config_map_key_error(&selector.key) {
-                return Err(RenderError::invalid(object, format!("{source_field}.configMapKeyRef.key"), message));
+                return Err(RenderError::invalid(
+                    object,
+                    format!("{source_field}.configMapKeyRef.key"),
+                    message,
+                ));
             }
         }
         ContextSource::ConfigMapDirectory(reference) => {
             if let Some(message) = object_name_error(&reference.name) {
-                return Err(RenderError::invalid(object, format!("{source_field}.configMapRef.name"), message));
+                return Err(RenderError::invalid(
+                    object,
+                    format!("{source_field}.configMapRef.name"),
+                    message,
+                ));
             }
         }
         ContextSource::Inline(_) => {}
     }
-    Ok(PlacedContext { object: object.to_owned(), path_field, path: path.to_owned(), source })
+    Ok(PlacedContext {
+        object: object.to_owned(),
+        path_field,
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// A path inside another context's file or (read-only) directory cannot be mounted.
 fn check_nesting(merged: &[PlacedContext<'_>]) -> Result<(), RenderError> {
     for inner in merged {
-        if let Some(outer) = merged.iter().find(|outer| paths::is_inside(&inner.path, &outer.path)) {
+        if let Some(outer) = merged
+            .iter()
+            .find(|outer| paths::is_inside(&inner.path, &outer.path))
+        {
             return Err(RenderError::invalid(
                 &inner.object,
                 &inner.path_field,

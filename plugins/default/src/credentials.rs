@@ -38,14 +38,22 @@ pub(crate) fn plan(
     let mut file_paths: Vec<(String, String)> = Vec::new();
     for (index, credential) in credentials.iter().enumerate() {
         let field = format!("spec.credentials[{index}]");
-        let invalid = |sub: &str, message: String| RenderError::invalid(object, format!("{field}{sub}"), message);
+        let invalid = |sub: &str, message: String| {
+            RenderError::invalid(object, format!("{field}{sub}"), message)
+        };
         if credential.name.is_empty() {
             return Err(invalid(".name", "must not be empty".to_owned()));
         }
-        if let Some(earlier) = credentials[..index].iter().position(|other| other.name == credential.name) {
+        if let Some(earlier) = credentials[..index]
+            .iter()
+            .position(|other| other.name == credential.name)
+        {
             return Err(invalid(
                 ".name",
-                format!("{:?} is also the name of spec.credentials[{earlier}]", credential.name),
+                format!(
+                    "{:?} is also the name of spec.credentials[{earlier}]",
+                    credential.name
+                ),
             ));
         }
         if let Some(message) = object_name_error(&credential.secret_ref.name) {
@@ -62,10 +70,16 @@ pub(crate) fn plan(
                 return Err(invalid(".env", message));
             }
             if reserved_env.contains(&env.as_str()) {
-                return Err(invalid(".env", format!("{env} is set by KubeTask; choose another variable name")));
+                return Err(invalid(
+                    ".env",
+                    format!("{env} is set by KubeTask; choose another variable name"),
+                ));
             }
             if planned.env.iter().any(|var| &var.name == env) {
-                return Err(invalid(".env", format!("{env} is already set by another credential")));
+                return Err(invalid(
+                    ".env",
+                    format!("{env} is already set by another credential"),
+                ));
             }
             planned.env.push(EnvVar {
                 name: env.clone(),
@@ -83,15 +97,21 @@ pub(crate) fn plan(
         if credential.file_mode.is_some() && credential.mount_path.is_none() {
             return Err(invalid(".fileMode", "needs mountPath".to_owned()));
         }
-        let Some(mount_path) = &credential.mount_path else { continue };
-        let path = paths::normalize_absolute(mount_path).map_err(|message| invalid(".mountPath", message))?;
+        let Some(mount_path) = &credential.mount_path else {
+            continue;
+        };
+        let path = paths::normalize_absolute(mount_path)
+            .map_err(|message| invalid(".mountPath", message))?;
         if let Some(message) = collision(path, contexts, &file_paths) {
             return Err(invalid(".mountPath", message));
         }
         if let Some(mode) = credential.file_mode
             && !(0..=MAX_FILE_MODE).contains(&mode)
         {
-            return Err(invalid(".fileMode", format!("{mode} is not a file mode (0 to 0777, e.g. 0400)")));
+            return Err(invalid(
+                ".fileMode",
+                format!("{mode} is not a file mode (0 to 0777, e.g. 0400)"),
+            ));
         }
         let volume_name = format!("credential-{index}");
         planned.volumes.push(Volume {
@@ -120,16 +140,28 @@ pub(crate) fn plan(
 }
 
 /// Why a credential file at `path` cannot be mounted, if it cannot.
-fn collision(path: &str, contexts: &[PlacedContext<'_>], earlier_files: &[(String, String)]) -> Option<String> {
+fn collision(
+    path: &str,
+    contexts: &[PlacedContext<'_>],
+    earlier_files: &[(String, String)],
+) -> Option<String> {
     if path == WORKSPACE || paths::is_inside(WORKSPACE, path) {
-        return Some(format!("{path} would hide the workspace; mount the credential elsewhere"));
+        return Some(format!(
+            "{path} would hide the workspace; mount the credential elsewhere"
+        ));
     }
     if path == TOOLS || paths::is_inside(path, TOOLS) {
         return Some("/tools is reserved for the Agent's toolsImage".to_owned());
     }
     for context in contexts {
-        if path == context.path || paths::is_inside(path, &context.path) || paths::is_inside(&context.path, path) {
-            return Some(format!("{path} collides with the context at {} ({})", context.path, context.object));
+        if path == context.path
+            || paths::is_inside(path, &context.path)
+            || paths::is_inside(&context.path, path)
+        {
+            return Some(format!(
+                "{path} collides with the context at {} ({})",
+                context.path, context.object
+            ));
         }
     }
     for (other, field) in earlier_files {

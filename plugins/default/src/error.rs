@@ -19,16 +19,30 @@ pub enum RenderError {
 }
 
 impl RenderError {
-    pub(crate) fn invalid(object: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Invalid { object: object.to_owned(), field: field.into(), message: message.into() }
+    pub(crate) fn invalid(
+        object: &str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::Invalid {
+            object: object.to_owned(),
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
 impl fmt::Display for RenderError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Invalid { object, field, message } => write!(f, "{object}: {field}: {message}"),
-            Self::Internal(message) => write!(f, "internal error in the default renderer: {message}"),
+            Self::Invalid {
+                object,
+                field,
+                message,
+            } => write!(f, "{object}: {field}: {message}"),
+            Self::Internal(message) => {
+                write!(f, "internal error in the default renderer: {message}")
+            }
         }
     }
 }

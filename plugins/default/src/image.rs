@@ -17,7 +17,9 @@ pub(crate) fn image_error(image: &str) -> Option<String> {
     if image.is_empty() {
         Some("must not be empty".to_owned())
     } else if image.chars().any(char::is_whitespace) {
-        Some(format!("{image:?} is not an image reference (it contains whitespace)"))
+        Some(format!(
+            "{image:?} is not an image reference (it contains whitespace)"
+        ))
     } else {
         None
     }

@@ -6,8 +6,8 @@ use k8s_openapi::{
     api::{
         batch::v1::{Job, JobSpec},
         core::v1::{
-            ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, ImageVolumeSource,
-            KeyToPath, PodSpec, PodTemplateSpec, Volume, VolumeMount,
+            ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
+            ImageVolumeSource, KeyToPath, PodSpec, PodTemplateSpec, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -23,7 +23,8 @@ use crate::{
 pub const AGENT_CONTAINER: &str = "agent";
 /// `PATH` of the agent container when a tools image is mounted: `/tools/bin` first, then the
 /// conventional default of container images (the image's own `PATH` cannot be read from here).
-pub const TOOLS_PATH: &str = "/tools/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const TOOLS_PATH: &str =
+    "/tools/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// File name of a `configMapKeyRef` context inside its volume (mounted with `subPath`).
 const KEY_FILE: &str = "content";
 const WORKSPACE_VOLUME: &str = "workspace";
@@ -146,7 +147,10 @@ pub(crate) fn assemble(parts: JobParts<'_>) -> (Job, Option<ConfigMap>) {
     });
 
     let task_name = parts.task.metadata.name.clone().unwrap_or_default();
-    let mut env = vec![plain_env("TASK_NAME", task_name), plain_env("TASK_NAMESPACE", parts.namespace.to_owned())];
+    let mut env = vec![
+        plain_env("TASK_NAME", task_name),
+        plain_env("TASK_NAMESPACE", parts.namespace.to_owned()),
+    ];
     env.extend(parts.credentials.env);
     volumes.extend(parts.credentials.volumes);
     mounts.extend(parts.credentials.mounts);
@@ -177,7 +181,10 @@ pub(crate) fn assemble(parts: JobParts<'_>) -> (Job, Option<ConfigMap>) {
         spec: Some(JobSpec {
             backoff_limit: Some(0),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(pod_labels), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".to_owned()),
                     service_account_name: parts.service_account_name.map(str::to_owned),
@@ -191,8 +198,10 @@ pub(crate) fn assemble(parts: JobParts<'_>) -> (Job, Option<ConfigMap>) {
                         ..Container::default()
                     }],
                     volumes: Some(volumes),
-                    node_selector: (!scheduling.node_selector.is_empty()).then_some(scheduling.node_selector),
-                    tolerations: (!scheduling.tolerations.is_empty()).then_some(scheduling.tolerations),
+                    node_selector: (!scheduling.node_selector.is_empty())
+                        .then_some(scheduling.node_selector),
+                    tolerations: (!scheduling.tolerations.is_empty())
+                        .then_some(scheduling.tolerations),
                     affinity: scheduling.affinity,
                     ..PodSpec::default()
                 }),
@@ -205,7 +214,11 @@ pub(crate) fn assemble(parts: JobParts<'_>) -> (Job, Option<ConfigMap>) {
 }
 
 fn plain_env(name: &str, value: String) -> EnvVar {
-    EnvVar { name: name.to_owned(), value: Some(value), value_from: None }
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value),
+        value_from: None,
+    }
 }
 
 /// Key of an inline context in the generated ConfigMap: its position (unique) and its file
@@ -214,7 +227,13 @@ fn inline_key(index: usize, path: &str) -> String {
     let base: String = crate::paths::base_name(path)
         .chars()
         .take(200)
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{index}-{base}")
 }

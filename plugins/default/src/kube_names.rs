@@ -11,7 +11,9 @@ fn is_label_part(text: &str) -> bool {
         && bytes.len() <= MAX_LABEL_PART
         && bytes[0].is_ascii_alphanumeric()
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// A lowercase RFC 1123 subdomain, at most 253 characters.
@@ -23,7 +25,9 @@ fn is_dns_subdomain(text: &str) -> bool {
                 && bytes.len() <= MAX_LABEL_PART
                 && bytes[0].is_ascii_alphanumeric()
                 && bytes[bytes.len() - 1].is_ascii_alphanumeric()
-                && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         })
 }
 
@@ -32,7 +36,9 @@ pub(crate) fn object_name_error(name: &str) -> Option<String> {
     if name.is_empty() {
         Some("must not be empty".to_owned())
     } else if !is_dns_subdomain(name) {
-        Some(format!("{name:?} is not a valid object name (lowercase letters, digits, '-' and '.')"))
+        Some(format!(
+            "{name:?} is not a valid object name (lowercase letters, digits, '-' and '.')"
+        ))
     } else {
         None
     }
@@ -45,9 +51,13 @@ pub(crate) fn config_map_key_error(key: &str) -> Option<String> {
     } else if key.len() > MAX_SUBDOMAIN
         || key == "."
         || key == ".."
-        || !key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
     {
-        Some(format!("{key:?} is not a valid key (at most 253 characters of [A-Za-z0-9-_.])"))
+        Some(format!(
+            "{key:?} is not a valid key (at most 253 characters of [A-Za-z0-9-_.])"
+        ))
     } else {
         None
     }
@@ -62,7 +72,9 @@ pub(crate) fn label_key_error(key: &str) -> Option<String> {
     if let Some(prefix) = prefix
         && !is_dns_subdomain(prefix)
     {
-        return Some(format!("label key {key:?}: prefix {prefix:?} must be a lowercase DNS subdomain"));
+        return Some(format!(
+            "label key {key:?}: prefix {prefix:?} must be a lowercase DNS subdomain"
+        ));
     }
     if !is_label_part(name) {
         return Some(format!(
@@ -88,8 +100,13 @@ pub(crate) fn label_value_error(value: &str) -> Option<String> {
 pub(crate) fn env_name_error(name: &str) -> Option<String> {
     if name.is_empty() {
         Some("must not be empty".to_owned())
-    } else if !name.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'=') {
-        Some(format!("{name:?} is not a valid environment variable name (printable ASCII without '=')"))
+    } else if !name
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'=')
+    {
+        Some(format!(
+            "{name:?} is not a valid environment variable name (printable ASCII without '=')"
+        ))
     } else {
         None
     }
@@ -104,7 +121,14 @@ mod tests {
         for good in ["app", "network-policy", "example.com/tier", "a_b.c"] {
             assert_eq!(label_key_error(good), None, "{good}");
         }
-        for bad in ["", "-app", "Example.com/x", "a/b/c", &"x".repeat(64), "sp ace"] {
+        for bad in [
+            "",
+            "-app",
+            "Example.com/x",
+            "a/b/c",
+            &"x".repeat(64),
+            "sp ace",
+        ] {
             assert!(label_key_error(bad).is_some(), "{bad:?}");
         }
     }

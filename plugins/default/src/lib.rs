@@ -59,25 +59,50 @@ pub struct RenderedJson {
 }
 
 /// Renders `task` (and its resolved `agent`, if any) into the objects to create.
-pub fn render(task: &Task, agent: Option<&Agent>, settings: &Settings) -> Result<Rendered, RenderError> {
+pub fn render(
+    task: &Task,
+    agent: Option<&Agent>,
+    settings: &Settings,
+) -> Result<Rendered, RenderError> {
     let name = task.metadata.name.as_deref().unwrap_or_default();
     if name.is_empty() {
         return Err(RenderError::invalid("Task", "metadata.name", "is required"));
     }
     let task_object = format!("Task/{name}");
-    let Some(namespace) = task.metadata.namespace.as_deref().filter(|namespace| !namespace.is_empty()) else {
-        return Err(RenderError::invalid(&task_object, "metadata.namespace", "is required"));
+    let Some(namespace) = task
+        .metadata
+        .namespace
+        .as_deref()
+        .filter(|namespace| !namespace.is_empty())
+    else {
+        return Err(RenderError::invalid(
+            &task_object,
+            "metadata.namespace",
+            "is required",
+        ));
     };
-    let agent_object = agent.map(|agent| format!("Agent/{}", agent.metadata.name.as_deref().unwrap_or_default()));
+    let agent_object = agent.map(|agent| {
+        format!(
+            "Agent/{}",
+            agent.metadata.name.as_deref().unwrap_or_default()
+        )
+    });
     let agent_spec = agent.map(|agent| &agent.spec);
 
     let (contexts, mut warnings) = contexts::merge(
-        agent_object.as_ref().zip(agent_spec).map(|(object, spec)| contexts::Layer {
-            object: object.clone(),
-            field: "spec.defaultContexts",
-            contexts: &spec.default_contexts,
-        }),
-        contexts::Layer { object: task_object.clone(), field: "spec.contexts", contexts: &task.spec.contexts },
+        agent_object
+            .as_ref()
+            .zip(agent_spec)
+            .map(|(object, spec)| contexts::Layer {
+                object: object.clone(),
+                field: "spec.defaultContexts",
+                contexts: &spec.default_contexts,
+            }),
+        contexts::Layer {
+            object: task_object.clone(),
+            field: "spec.contexts",
+            contexts: &task.spec.contexts,
+        },
     )?;
     check_inline_size(&contexts)?;
 
@@ -106,20 +131,30 @@ pub fn render(task: &Task, agent: Option<&Agent>, settings: &Settings) -> Result
         credentials = credentials::plan(object, &spec.credentials, reserved, &contexts)?;
         for (key, value) in &spec.pod_labels {
             let field = format!("spec.podLabels[{key}]");
-            if let Some(message) = kube_names::label_key_error(key).or_else(|| kube_names::label_value_error(value)) {
+            if let Some(message) =
+                kube_names::label_key_error(key).or_else(|| kube_names::label_value_error(value))
+            {
                 return Err(RenderError::invalid(object, field, message));
             }
             if key == labels::MANAGED_BY || key == labels::TASK {
-                warnings.push(format!("{object} {field} is ignored: KubeTask sets {key} itself"));
+                warnings.push(format!(
+                    "{object} {field} is ignored: KubeTask sets {key} itself"
+                ));
             }
         }
         pod_labels.clone_from(&spec.pod_labels);
         if spec.service_account_name.is_empty() {
-            return Err(RenderError::invalid(object, "spec.serviceAccountName", "must not be empty"));
+            return Err(RenderError::invalid(
+                object,
+                "spec.serviceAccountName",
+                "must not be empty",
+            ));
         }
     }
     if let Some(message) = image::image_error(&image) {
-        return Err(RenderError::Internal(format!("the default agent image is unusable: {message}")));
+        return Err(RenderError::Internal(format!(
+            "the default agent image is unusable: {message}"
+        )));
     }
 
     let (job, config_map) = job::assemble(job::JobParts {
@@ -134,7 +169,11 @@ pub fn render(task: &Task, agent: Option<&Agent>, settings: &Settings) -> Result
         scheduling: agent_spec.and_then(|spec| spec.scheduling.as_ref()),
         service_account_name: agent_spec.map(|spec| spec.service_account_name.as_str()),
     });
-    Ok(Rendered { job, config_maps: config_map.into_iter().collect(), warnings })
+    Ok(Rendered {
+        job,
+        config_maps: config_map.into_iter().collect(),
+        warnings,
+    })
 }
 
 /// The generated ConfigMap must stay within the Kubernetes size limit.
@@ -160,13 +199,21 @@ fn check_inline_size(contexts: &[contexts::PlacedContext<'_>]) -> Result<(), Ren
 
 /// [`render`] on JSON text: parses the Task and Agent, renders, and serializes the result.
 /// Parse errors name the offending field.
-pub fn render_json(task: &str, agent: Option<&str>, settings: &Settings) -> Result<RenderedJson, RenderError> {
+pub fn render_json(
+    task: &str,
+    agent: Option<&str>,
+    settings: &Settings,
+) -> Result<RenderedJson, RenderError> {
     let task: Task = parse("Task", task)?;
     let agent: Option<Agent> = agent.map(|agent| parse("Agent", agent)).transpose()?;
     let rendered = render(&task, agent.as_ref(), settings)?;
     Ok(RenderedJson {
         job: to_json(&rendered.job)?,
-        config_maps: rendered.config_maps.iter().map(to_json).collect::<Result<_, _>>()?,
+        config_maps: rendered
+            .config_maps
+            .iter()
+            .map(to_json)
+            .collect::<Result<_, _>>()?,
         warnings: rendered.warnings,
     })
 }
@@ -175,7 +222,11 @@ fn parse<T: DeserializeOwned>(kind: &str, json: &str) -> Result<T, RenderError> 
     let deserializer = &mut serde_json::Deserializer::from_str(json);
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let field = error.path().to_string();
-        RenderError::invalid(kind, if field == "." { String::new() } else { field }, error.into_inner().to_string())
+        RenderError::invalid(
+            kind,
+            if field == "." { String::new() } else { field },
+            error.into_inner().to_string(),
+        )
     })
 }
 

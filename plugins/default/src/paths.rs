@@ -3,7 +3,9 @@
 /// Returns `path` without a trailing `/` if it is an acceptable absolute path, else why not.
 pub(crate) fn normalize_absolute(path: &str) -> Result<&str, String> {
     if !path.starts_with('/') {
-        return Err(format!("{path:?} is not an absolute path (it must start with '/')"));
+        return Err(format!(
+            "{path:?} is not an absolute path (it must start with '/')"
+        ));
     }
     let trimmed = path.trim_end_matches('/');
     if trimmed.is_empty() {
@@ -12,7 +14,11 @@ pub(crate) fn normalize_absolute(path: &str) -> Result<&str, String> {
     for segment in trimmed[1..].split('/') {
         match segment {
             "" => return Err(format!("{path:?} has an empty segment ('//')")),
-            "." | ".." => return Err(format!("{path:?} has a {segment:?} segment; write the path without it")),
+            "." | ".." => {
+                return Err(format!(
+                    "{path:?} has a {segment:?} segment; write the path without it"
+                ));
+            }
             _ => {}
         }
     }
@@ -35,14 +41,31 @@ mod tests {
 
     #[test]
     fn accepts_absolute_paths_and_drops_trailing_slashes() {
-        assert_eq!(normalize_absolute("/workspace/task.md"), Ok("/workspace/task.md"));
-        assert_eq!(normalize_absolute("/workspace/configs/"), Ok("/workspace/configs"));
+        assert_eq!(
+            normalize_absolute("/workspace/task.md"),
+            Ok("/workspace/task.md")
+        );
+        assert_eq!(
+            normalize_absolute("/workspace/configs/"),
+            Ok("/workspace/configs")
+        );
     }
 
     #[test]
     fn rejects_relative_root_dot_and_empty_segments() {
-        for bad in ["workspace/a", "", "/", "/workspace/../etc", "/workspace/./a", "/a//b", "/.."] {
-            assert!(normalize_absolute(bad).is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "workspace/a",
+            "",
+            "/",
+            "/workspace/../etc",
+            "/workspace/./a",
+            "/a//b",
+            "/..",
+        ] {
+            assert!(
+                normalize_absolute(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 

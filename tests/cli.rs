@@ -1,0 +1,220 @@
+//! `kubetask render` and `kubetask crds` as a user runs them.
+
+use std::{path::Path, process::Command};
+
+use serde_json::Value;
+
+fn kubetask(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_kubetask"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("kubetask runs");
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("UTF-8 output");
+    (
+        output.status.code().unwrap_or(-1),
+        text(output.stdout),
+        text(output.stderr),
+    )
+}
+
+fn render_json(args: &[&str]) -> Vec<Value> {
+    let mut full = vec!["render", "-o", "json"];
+    full.extend_from_slice(args);
+    let (code, stdout, stderr) = kubetask(&full);
+    assert_eq!(code, 0, "{stderr}");
+    let list: Value = serde_json::from_str(&stdout).expect("JSON output");
+    assert_eq!(
+        (list["apiVersion"].as_str(), list["kind"].as_str()),
+        (Some("v1"), Some("List"))
+    );
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn kinds(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|item| {
+            format!(
+                "{}/{}",
+                item["kind"].as_str().unwrap_or(""),
+                item["metadata"]["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn simple_example_renders_a_config_map_then_a_job_as_yaml() {
+    let (code, stdout, stderr) =
+        kubetask(&["render", "-f", "examples/simple-task.yaml", "-o", "yaml"]);
+    assert_eq!(code, 0, "{stderr}");
+    let documents: Vec<Value> = stdout
+        .split("---\n")
+        .filter(|document| !document.trim().is_empty())
+        .map(|document| serde_yaml::from_str(document).expect("YAML document"))
+        .collect();
+    assert_eq!(
+        kinds(&documents),
+        [
+            "ConfigMap/update-service-a-contexts",
+            "Job/update-service-a"
+        ]
+    );
+    let container = &documents[1]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["image"], "quay.io/myorg/claude-agent:v1.0",
+        "the default Agent of the file is used"
+    );
+}
+
+#[test]
+fn multi_context_example_uses_its_agent() {
+    let items = render_json(&[
+        "-f",
+        "examples/multi-context-task.yaml",
+        "-f",
+        "examples/agent-claude-workspace.yaml",
+    ]);
+    assert_eq!(
+        kinds(&items),
+        ["ConfigMap/complex-task-contexts", "Job/complex-task"]
+    );
+    let pod = &items[1]["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "kubetask-agent");
+    assert_eq!(pod["tolerations"][0]["value"], "ai-workload");
+    let volumes = pod["volumes"].as_array().expect("volumes");
+    let secret = volumes
+        .iter()
+        .find(|volume| volume["secret"].is_object())
+        .expect("the ssh key volume");
+    assert_eq!(
+        secret["secret"]["items"][0]["mode"], 0o400,
+        "fileMode 0400 is octal, as kubectl reads it"
+    );
+}
+
+#[test]
+fn a_directory_and_the_helm_batch_render_every_task() {
+    let items = render_json(&["-f", "examples/", "-f", "examples/helm-batch/rendered.yaml"]);
+    let jobs: Vec<String> = kinds(&items)
+        .into_iter()
+        .filter(|kind| kind.starts_with("Job/"))
+        .collect();
+    assert_eq!(
+        jobs,
+        [
+            "Job/complex-task",
+            "Job/update-service-a",
+            "Job/update-service-a",
+            "Job/update-service-b",
+            "Job/update-service-c"
+        ]
+        .map(str::to_owned)
+    );
+    let batch = items
+        .iter()
+        .filter(|item| item["metadata"]["namespace"] == "default")
+        .count();
+    assert_eq!(batch, 6, "Tasks without a namespace render in `default`");
+}
+
+#[test]
+fn helm_rendered_example_matches_the_chart_values() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/helm-batch");
+    let values: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join("values.yaml")).expect("values"))
+            .expect("YAML");
+    let rendered = std::fs::read_to_string(root.join("rendered.yaml")).expect("rendered");
+    for task in values["tasks"].as_array().expect("tasks") {
+        let (name, repo) = (
+            task["name"].as_str().expect("name"),
+            task["repo"].as_str().expect("repo"),
+        );
+        assert!(rendered.contains(&format!("name: {name}\n")), "{name}");
+        assert!(
+            rendered.contains(&format!("Update dependencies for {repo}")),
+            "{repo}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_explicit_agent_is_an_error_naming_file_object_and_field() {
+    let (code, stdout, stderr) = kubetask(&["render", "-f", "examples/multi-context-task.yaml"]);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.is_empty(),
+        "nothing is printed when a Task fails: {stdout}"
+    );
+    assert!(
+        stderr.contains("examples/multi-context-task.yaml: Task/complex-task: spec.agentRef: Agent \"claude-workspace\" does not exist"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn invalid_input_errors_name_file_object_and_field() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases = [
+        (
+            "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: t}\nspec:\n  contexts:\n  - type: File\n    file: {filePath: relative.md, source: {inline: x}}\n",
+            "bad.yaml: Task/t: spec.contexts[0].file.filePath: \"relative.md\" is not an absolute path",
+        ),
+        (
+            "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: t}\nspec:\n  contexts:\n  - type: Folder\n",
+            "bad.yaml: Task/t: spec.contexts[0].type: unknown variant `Folder`",
+        ),
+        (
+            "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: t}\nspec: {contexts: []}\n---\napiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {name: default}\nspec:\n  serviceAccountName: sa\n  credentials:\n  - {name: c, secretRef: {name: s, key: k}}\n",
+            "bad.yaml: Agent/default: spec.credentials[0]: set env, mountPath or both",
+        ),
+        (
+            "apiVersion: v1\nkind: [broken\n",
+            "bad.yaml: document 1: not valid YAML",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let file = dir.path().join("bad.yaml");
+        std::fs::write(&file, yaml).expect("write");
+        let path = file.to_str().expect("UTF-8 path");
+        let (code, stdout, stderr) = kubetask(&["render", "-f", path]);
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stdout.is_empty());
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in {stderr:?}"
+        );
+    }
+    let (code, _, stderr) = kubetask(&["render", "-f", "does/not/exist.yaml"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("does/not/exist.yaml: cannot read"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn overridden_default_contexts_are_reported_as_warnings() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("override.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {name: default}\nspec:\n  serviceAccountName: sa\n  defaultContexts:\n  - {type: File, file: {filePath: /workspace/task.md, source: {inline: default}}}\n---\napiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: t}\nspec:\n  contexts:\n  - {type: File, file: {filePath: /workspace/task.md, source: {inline: mine}}}\n",
+    )
+    .expect("write");
+    let (code, _, stderr) = kubetask(&["render", "-f", file.to_str().expect("UTF-8")]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning: ")
+            && stderr.contains("spec.contexts[0] overrides Agent/default spec.defaultContexts[0]"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn crds_command_prints_the_committed_crds() {
+    let (code, stdout, stderr) = kubetask(&["crds"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, include_str!("../manifests/crds/crds.yaml"));
+}

@@ -1,0 +1,49 @@
+//! The committed CRDs are what `kubetask crds` prints, and they carry the promised rules.
+
+#[test]
+fn committed_crds_match_the_generated_ones() {
+    let committed = include_str!("../manifests/crds/crds.yaml");
+    let generated = kubetask::crds::yaml().expect("the CRDs encode");
+    assert!(
+        committed == generated,
+        "manifests/crds/crds.yaml is stale: run `kubetask crds > manifests/crds/crds.yaml`"
+    );
+}
+
+#[test]
+fn crds_have_status_columns_short_names_and_validation_rules() {
+    let [task, agent] = kubetask::crds::definitions();
+    assert_eq!(task.spec.group, "kubetask.io");
+    assert_eq!(task.spec.scope, "Namespaced");
+    assert_eq!(task.spec.names.short_names, Some(vec!["tk".to_owned()]));
+    assert_eq!(agent.spec.names.short_names, Some(vec!["ag".to_owned()]));
+    let version = &task.spec.versions[0];
+    assert_eq!(version.name, "v1alpha1");
+    assert!(
+        version
+            .subresources
+            .as_ref()
+            .and_then(|sub| sub.status.as_ref())
+            .is_some(),
+        "status subresource"
+    );
+    let columns: Vec<_> = version
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|column| column.name.as_str())
+        .collect();
+    assert_eq!(columns, ["Phase", "Agent", "Job", "Age"]);
+
+    let yaml = kubetask::crds::yaml().expect("the CRDs encode");
+    for rule in [
+        "self == oldSelf",
+        "has(self.filePath) != has(self.dirPath)",
+        "has(self.dirPath) == has(self.source.configMapRef)",
+        "[has(self.inline), has(self.configMapKeyRef), has(self.configMapRef)].filter(x, x).size() == 1",
+        "self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')",
+        "has(self.env) || has(self.mountPath)",
+    ] {
+        assert!(yaml.contains(rule), "missing rule {rule}");
+    }
+}
