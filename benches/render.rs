@@ -1,1 +1,113 @@
-fn main() {}
+//! Render latency of one Task: through the embedded wasm default plugin (a fresh instance per
+//! call) and natively, with their ratio. Run with `cargo bench --bench render`.
+
+use std::{
+    hint::black_box,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use kubetask::{
+    api::{Agent, Task},
+    inputs,
+    plugin::{DEFAULT_PLUGIN_NAME, DEFAULT_PLUGIN_WASM, Limits, PluginHost, bindings},
+    render::{Pipeline, Settings},
+};
+use kubetask_default_plugin as native;
+
+const WARMUP: usize = 200;
+const SAMPLES: usize = 5_000;
+
+fn measure(label: &str, mut call: impl FnMut()) -> Duration {
+    for _ in 0..WARMUP {
+        call();
+    }
+    let mut samples: Vec<Duration> = (0..SAMPLES)
+        .map(|_| {
+            let start = Instant::now();
+            call();
+            start.elapsed()
+        })
+        .collect();
+    samples.sort();
+    let percentile = |p: usize| samples[(samples.len() * p / 100).min(samples.len() - 1)];
+    println!(
+        "{label:<44} p50 {:>9.1} µs   p99 {:>9.1} µs",
+        percentile(50).as_secs_f64() * 1e6,
+        percentile(99).as_secs_f64() * 1e6
+    );
+    percentile(50)
+}
+
+fn main() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let (inputs, errors) = inputs::load(&[
+        format!("{examples}/multi-context-task.yaml").into(),
+        format!("{examples}/agent-claude-workspace.yaml").into(),
+    ]);
+    assert!(errors.is_empty(), "{errors:?}");
+    let task: &Task = &inputs.tasks[0].object;
+    let agent: &Agent = &inputs.agents[0].object;
+    let settings = Settings::default();
+    println!(
+        "Task: examples/multi-context-task.yaml with Agent claude-workspace ({SAMPLES} samples)"
+    );
+
+    let host = Arc::new(PluginHost::new(Limits::default()).expect("host"));
+    let start = Instant::now();
+    let plugin = host
+        .load(DEFAULT_PLUGIN_NAME, DEFAULT_PLUGIN_WASM)
+        .expect("loads");
+    println!(
+        "{:<44} {:>9.1} ms ({} bytes)",
+        "compile embedded component (cold)",
+        start.elapsed().as_secs_f64() * 1e3,
+        DEFAULT_PLUGIN_WASM.len()
+    );
+    let start = Instant::now();
+    host.load(DEFAULT_PLUGIN_NAME, DEFAULT_PLUGIN_WASM)
+        .expect("loads");
+    println!(
+        "{:<44} {:>9.1} µs",
+        "load again (cached by digest)",
+        start.elapsed().as_secs_f64() * 1e6
+    );
+
+    let task_json = serde_json::to_string(task).expect("encodes");
+    let agent_json = serde_json::to_string(agent).expect("encodes");
+    let request = bindings::RenderRequest {
+        task: task_json.clone(),
+        agent: Some(agent_json.clone()),
+        settings: bindings::Settings {
+            default_agent_image: settings.default_agent_image.clone(),
+            controller_namespace: settings.controller_namespace.clone(),
+        },
+        draft: None,
+    };
+    let wasm = measure("wasm: instantiate + render (JSON in/out)", || {
+        black_box(host.render(&plugin, black_box(&request)).expect("renders"));
+    });
+
+    let pipeline = Pipeline::new(host.clone(), settings.clone()).expect("pipeline");
+    measure("pipeline: wasm + decode + invariants", || {
+        black_box(
+            pipeline
+                .render(black_box(task), Some(agent))
+                .expect("renders"),
+        );
+    });
+
+    let native_settings = native::Settings {
+        default_agent_image: settings.default_agent_image.clone(),
+    };
+    let native = measure("native: render_json (same logic, no wasm)", || {
+        black_box(
+            native::render_json(black_box(&task_json), Some(&agent_json), &native_settings)
+                .expect("renders"),
+        );
+    });
+    println!(
+        "wasm/native p50 ratio: {:.1}x",
+        wasm.as_secs_f64() / native.as_secs_f64()
+    );
+}

