@@ -24,6 +24,13 @@ pub enum PluginError {
         digest: String,
         message: String,
     },
+    /// The plugin could not be instantiated (for example, too many plugin calls at once).
+    #[error("plugin {name} ({digest}) could not be instantiated: {message}")]
+    Instantiate {
+        name: String,
+        digest: String,
+        message: String,
+    },
     /// The plugin trapped (a panic, an unreachable, ...).
     #[error("plugin {name} ({digest}) crashed: {message}")]
     Trap {

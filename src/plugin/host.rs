@@ -221,12 +221,20 @@ impl PluginHost {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
-        let outcome = plugin
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| instance.call_render(&mut store, request));
         let (name, digest) = (plugin.name.clone(), plugin.short_digest());
-        match outcome {
+        let instance = match plugin.pre.instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(error) => {
+                return Err(self.classify(error, &store, plugin, |message| {
+                    PluginError::Instantiate {
+                        name: name.clone(),
+                        digest: digest.clone(),
+                        message,
+                    }
+                }));
+            }
+        };
+        match instance.call_render(&mut store, request) {
             Ok(Ok(draft)) => {
                 let size = draft.job.len()
                     + draft.config_maps.iter().map(String::len).sum::<usize>()
@@ -259,31 +267,48 @@ impl PluginHost {
                 digest,
                 message,
             }),
-            Err(_) if store.data().limiter.exceeded => Err(PluginError::Memory {
+            // A call fails without a trap when the plugin's results break the canonical ABI
+            // (a bad pointer, invalid UTF-8, ...).
+            Err(error) => Err(self.classify(error, &store, plugin, |message| {
+                PluginError::InvalidOutput {
+                    name: name.clone(),
+                    digest: digest.clone(),
+                    message,
+                }
+            })),
+        }
+    }
+
+    /// Names what stopped a plugin: its memory limit, its deadline, a trap, or else `other`.
+    fn classify(
+        &self,
+        error: wasmtime::Error,
+        store: &Store<CallState>,
+        plugin: &Plugin,
+        other: impl FnOnce(String) -> PluginError,
+    ) -> PluginError {
+        let (name, digest) = (plugin.name.clone(), plugin.short_digest());
+        tracing::debug!(plugin = name, digest, "plugin failed: {error:?}");
+        if store.data().limiter.exceeded {
+            return PluginError::Memory {
                 name,
                 digest,
                 limit_bytes: self.limits.memory_bytes,
-            }),
-            Err(error) if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
-                Err(PluginError::Timeout {
-                    name,
-                    digest,
-                    deadline: self.limits.deadline,
-                })
-            }
-            Err(error) => {
-                tracing::debug!(plugin = name, digest, "plugin trapped: {error:?}");
-                // The trap itself ("wasm trap: ..."), without the wasm backtrace.
-                let message = match error.downcast_ref::<Trap>() {
-                    Some(trap) => trap.to_string(),
-                    None => format!("{error:#}"),
-                };
-                Err(PluginError::Trap {
-                    name,
-                    digest,
-                    message,
-                })
-            }
+            };
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => PluginError::Timeout {
+                name,
+                digest,
+                deadline: self.limits.deadline,
+            },
+            // The trap itself ("wasm trap: ..."), without the wasm backtrace.
+            Some(trap) => PluginError::Trap {
+                name,
+                digest,
+                message: trap.to_string(),
+            },
+            None => other(format!("{error:#}")),
         }
     }
 }
