@@ -172,34 +172,39 @@ fn classify(file: &Path, value: Value, inputs: &mut Inputs, errors: &mut Vec<Inp
         "Task" | "Agent" if name.is_empty() => {
             errors.push(error(Some("metadata.name"), "is required".to_owned()));
         }
-        "Task" => match decode::<Task>(value) {
-            Ok(mut task) => {
-                task.metadata
-                    .namespace
-                    .get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned());
-                inputs.tasks.push(Sourced {
-                    file: file.to_owned(),
-                    object: task,
-                });
+        "Task" => {
+            if let Err((field, message)) = push_decoded(file, value, &mut inputs.tasks) {
+                errors.push(error(field.as_deref(), message));
             }
-            Err((field, message)) => errors.push(error(field.as_deref(), message)),
-        },
-        "Agent" => match decode::<Agent>(octal_file_modes(value)) {
-            Ok(mut agent) => {
-                agent
-                    .metadata
-                    .namespace
-                    .get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned());
-                inputs.agents.push(Sourced {
-                    file: file.to_owned(),
-                    object: agent,
-                });
+        }
+        "Agent" => {
+            if let Err((field, message)) =
+                push_decoded(file, octal_file_modes(value), &mut inputs.agents)
+            {
+                errors.push(error(field.as_deref(), message));
             }
-            Err((field, message)) => errors.push(error(field.as_deref(), message)),
-        },
+        }
         "" => errors.push(error(Some("kind"), "is required".to_owned())),
         _ => inputs.skipped.push(object),
     }
+}
+
+/// Decodes a Task or Agent, puts it in `default` if it names no namespace, and appends it.
+fn push_decoded<T: DeserializeOwned + kube_core::Resource>(
+    file: &Path,
+    value: Value,
+    objects: &mut Vec<Sourced<T>>,
+) -> Result<(), (Option<String>, String)> {
+    let mut object: T = decode(value)?;
+    object
+        .meta_mut()
+        .namespace
+        .get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned());
+    objects.push(Sourced {
+        file: file.to_owned(),
+        object,
+    });
+    Ok(())
 }
 
 /// Reads `fileMode: 0400` as kubectl does. Kubernetes tools parse YAML 1.1, where a plain

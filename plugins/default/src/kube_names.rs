@@ -4,30 +4,29 @@
 const MAX_LABEL_PART: usize = 63;
 const MAX_SUBDOMAIN: usize = 253;
 
+/// 1 to 63 bytes, each `allowed`, alphanumeric at both ends.
+fn is_bounded_token(text: &str, allowed: impl Fn(u8) -> bool) -> bool {
+    let bytes = text.as_bytes();
+    matches!((bytes.first(), bytes.last()), (Some(first), Some(last))
+        if first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric())
+        && bytes.len() <= MAX_LABEL_PART
+        && bytes.iter().all(|&byte| allowed(byte))
+}
+
 /// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`, at most 63 characters.
 fn is_label_part(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= MAX_LABEL_PART
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    is_bounded_token(text, |byte| {
+        byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.')
+    })
 }
 
 /// A lowercase RFC 1123 subdomain, at most 253 characters.
 fn is_dns_subdomain(text: &str) -> bool {
     text.len() <= MAX_SUBDOMAIN
         && text.split('.').all(|label| {
-            let bytes = label.as_bytes();
-            !bytes.is_empty()
-                && bytes.len() <= MAX_LABEL_PART
-                && bytes[0].is_ascii_alphanumeric()
-                && bytes[bytes.len() - 1].is_ascii_alphanumeric()
-                && bytes
-                    .iter()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+            is_bounded_token(label, |byte| {
+                byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-'
+            })
         })
 }
 
