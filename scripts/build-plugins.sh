@@ -22,6 +22,13 @@ componentize() {
   local core="$target_dir/wasm32-unknown-unknown/plugin/$1.wasm" out=$2
   "$WASM_TOOLS" component new "$core" -o "$out"
   "$WASM_TOOLS" validate "$out"
+  # Plugins get no ambient capabilities: the only imports allowed are our own interfaces.
+  local foreign
+  foreign=$("$WASM_TOOLS" component wit "$out" | grep -E '^\s*import ' | grep -v 'kubetask:plugin/' || true)
+  if [ -n "$foreign" ]; then
+    echo "error: $out imports more than kubetask:plugin: $foreign" >&2
+    exit 1
+  fi
   echo "built $out ($(wc -c < "$out") bytes, sha256 $(sha256sum "$out" | cut -d' ' -f1))"
 }
 componentize kubetask_default_plugin plugins/default/kubetask_default.wasm
