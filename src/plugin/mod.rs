@@ -22,5 +22,5 @@ pub mod bindings {
         world: "plugin",
     });
 
-    pub use kubetask::plugin::types::{InvalidField, Settings};
+    pub use self::kubetask::plugin::types::{InvalidField, Settings};
 }
