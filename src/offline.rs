@@ -34,14 +34,10 @@ pub fn render_all(pipeline: &Pipeline, inputs: &Inputs) -> Result<Output, Vec<In
             message,
         };
         let agent = match resolve_agent(task, |name| {
-            inputs
-                .agents
-                .iter()
-                .find(|agent| {
-                    agent.object.metadata.name.as_deref() == Some(name)
-                        && agent.object.metadata.namespace.as_deref() == namespace
-                })
-                .map(|agent| &agent.object)
+            inputs.agents.iter().find(|agent| {
+                agent.object.metadata.name.as_deref() == Some(name)
+                    && agent.object.metadata.namespace.as_deref() == namespace
+            })
         }) {
             Ok(agent) => agent,
             Err(not_found) => {
@@ -57,7 +53,7 @@ pub fn render_all(pipeline: &Pipeline, inputs: &Inputs) -> Result<Output, Vec<In
                 continue;
             }
         };
-        match pipeline.render(task, agent) {
+        match pipeline.render(task, agent.map(|agent| &agent.object)) {
             Ok(rendered) => {
                 let encoded = rendered
                     .config_maps
@@ -84,11 +80,7 @@ pub fn render_all(pipeline: &Pipeline, inputs: &Inputs) -> Result<Output, Vec<In
             })) => {
                 // The field may belong to the Agent, which can live in another file.
                 let source = match agent.filter(|_| object.starts_with("Agent/")) {
-                    Some(agent) => inputs
-                        .agents
-                        .iter()
-                        .find(|sourced| std::ptr::eq(&sourced.object, agent))
-                        .map_or(file, |sourced| &sourced.file),
+                    Some(agent) => &agent.file,
                     None => file,
                 };
                 errors.push(error(

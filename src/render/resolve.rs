@@ -1,6 +1,6 @@
 //! Which Agent runs a Task.
 
-use kubetask_api::{Agent, DEFAULT_AGENT_NAME, Task};
+use kubetask_api::{DEFAULT_AGENT_NAME, Task};
 use thiserror::Error;
 
 /// The Task names an Agent that does not exist.
@@ -13,11 +13,11 @@ pub struct AgentNotFound {
 
 /// Resolves the Agent of `task`: its explicit `spec.agentRef` (which must exist), else the
 /// Agent named `default` in its namespace, else none (built-in defaults). `find` looks an Agent
-/// up by name in the Task's namespace.
-pub fn resolve_agent<'a>(
+/// up by name in the Task's namespace; it may return the Agent or anything holding it.
+pub fn resolve_agent<'a, A>(
     task: &Task,
-    find: impl FnOnce(&str) -> Option<&'a Agent>,
-) -> Result<Option<&'a Agent>, AgentNotFound> {
+    find: impl FnOnce(&str) -> Option<&'a A>,
+) -> Result<Option<&'a A>, AgentNotFound> {
     match task
         .spec
         .agent_ref
@@ -34,7 +34,7 @@ pub fn resolve_agent<'a>(
 
 #[cfg(test)]
 mod tests {
-    use kubetask_api::{AgentSpec, TaskSpec};
+    use kubetask_api::{Agent, AgentSpec, TaskSpec};
 
     use super::*;
 
@@ -78,7 +78,7 @@ mod tests {
             "empty agentRef counts as none"
         );
         assert_eq!(
-            resolve_agent(&task(None), |_| None),
+            resolve_agent::<Agent>(&task(None), |_| None),
             Ok(None),
             "no default Agent: built-in defaults"
         );
