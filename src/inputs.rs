@@ -245,24 +245,23 @@ fn check_unique<T: kube_core::Resource>(
     kind: &str,
     errors: &mut Vec<InputError>,
 ) {
+    let key = |sourced: &Sourced<T>| {
+        let metadata = sourced.object.meta();
+        (
+            metadata.namespace.clone().unwrap_or_default(),
+            metadata.name.clone().unwrap_or_default(),
+        )
+    };
     for (index, later) in objects.iter().enumerate() {
-        let key = (
-            later.object.meta().namespace.as_deref(),
-            later.object.meta().name.as_deref(),
-        );
-        if let Some(earlier) = objects[..index].iter().find(|earlier| {
-            (
-                earlier.object.meta().namespace.as_deref(),
-                earlier.object.meta().name.as_deref(),
-            ) == key
-        }) {
+        let later_key = key(later);
+        if let Some(earlier) = objects[..index]
+            .iter()
+            .find(|earlier| key(earlier) == later_key)
+        {
+            let (namespace, name) = later_key;
             errors.push(InputError {
                 file: later.file.clone(),
-                object: Some(format!(
-                    "{kind}/{}/{}",
-                    key.0.unwrap_or_default(),
-                    key.1.unwrap_or_default()
-                )),
+                object: Some(format!("{kind}/{namespace}/{name}")),
                 field: None,
                 message: format!("is also defined in {}", earlier.file.display()),
             });
@@ -347,6 +346,28 @@ mod tests {
             assert!(error.message.contains(message), "{error}");
             assert!(error.to_string().starts_with("in.yaml"), "{error}");
         }
+    }
+
+    #[test]
+    fn an_object_defined_twice_is_an_error() {
+        let mut inputs = Inputs::default();
+        let mut errors = Vec::new();
+        parse_into(Path::new("a.yaml"), TASK, &mut inputs, &mut errors);
+        parse_into(
+            Path::new("b.yaml"),
+            &TASK.replace("name: t\n", "name: t\n  namespace: other\n"),
+            &mut inputs,
+            &mut errors,
+        );
+        parse_into(Path::new("c.yaml"), TASK, &mut inputs, &mut errors);
+        check_unique(&inputs.tasks, "Task", &mut errors);
+        let [error] = errors.as_slice() else {
+            panic!("one error expected: {errors:?}")
+        };
+        assert_eq!(
+            error.to_string(),
+            "c.yaml: Task/default/t: is also defined in a.yaml"
+        );
     }
 
     #[test]

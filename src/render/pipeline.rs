@@ -87,33 +87,32 @@ impl Pipeline {
             default_agent_image: self.settings.default_agent_image.clone(),
             controller_namespace: self.settings.controller_namespace.clone(),
         };
-        let mut draft: Option<Draft> = None;
-        let mut rendered = None;
+        // The last stage's objects (invariants restored) and its warnings; the next stage's
+        // draft is encoded from them only when there is a next stage.
+        let mut rendered: Option<(Job, Vec<ConfigMap>, Vec<String>)> = None;
         let mut warnings = Vec::new();
         let mut plugins = Vec::with_capacity(self.stages.len());
         for stage in &self.stages {
+            let draft = rendered
+                .as_ref()
+                .map(|(job, config_maps, stage_warnings)| {
+                    encode_draft(job, config_maps, stage_warnings)
+                })
+                .transpose()?;
             let request = RenderRequest {
                 task: task_json.clone(),
                 agent: agent_json.clone(),
                 settings: settings.clone(),
-                draft: draft.take(),
+                draft,
             };
             let output = self.host.render(stage, &request)?;
             let (mut job, mut config_maps) = decode_draft(stage, &output)?;
             apply_invariants(task, &mut job, &mut config_maps);
             warnings.extend(output.warnings.iter().cloned());
             plugins.push((stage.name().to_owned(), stage.digest().to_owned()));
-            draft = Some(Draft {
-                job: encode("Job", &job)?,
-                config_maps: config_maps
-                    .iter()
-                    .map(|map| encode("ConfigMap", map))
-                    .collect::<Result<_, _>>()?,
-                warnings: output.warnings,
-            });
-            rendered = Some((job, config_maps));
+            rendered = Some((job, config_maps, output.warnings));
         }
-        let Some((job, config_maps)) = rendered else {
+        let Some((job, config_maps, _)) = rendered else {
             return Err(RenderError::Plugin(PluginError::Internal {
                 name: "pipeline".to_owned(),
                 digest: String::new(),
@@ -127,6 +126,21 @@ impl Pipeline {
             plugins,
         })
     }
+}
+
+fn encode_draft(
+    job: &Job,
+    config_maps: &[ConfigMap],
+    warnings: &[String],
+) -> Result<Draft, RenderError> {
+    Ok(Draft {
+        job: encode("Job", job)?,
+        config_maps: config_maps
+            .iter()
+            .map(|map| encode("ConfigMap", map))
+            .collect::<Result<_, _>>()?,
+        warnings: warnings.to_vec(),
+    })
 }
 
 fn encode<T: serde::Serialize>(kind: &'static str, value: &T) -> Result<String, RenderError> {
