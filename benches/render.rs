@@ -1,5 +1,8 @@
 //! Render latency of one Task: through the embedded wasm default plugin (a fresh instance per
 //! call) and natively, with their ratio. Run with `cargo bench --bench render`.
+//!
+//! `KUBETASK_BENCH_PLUGIN=FILE.wasm` measures another build of the default plugin (for
+//! comparing build settings without rebuilding the benchmark).
 
 use std::{
     hint::black_box,
@@ -53,20 +56,28 @@ fn main() {
         "Task: examples/multi-context-task.yaml with Agent claude-workspace ({SAMPLES} samples)"
     );
 
+    let override_path = std::env::var_os("KUBETASK_BENCH_PLUGIN");
+    let component = match &override_path {
+        Some(path) => std::fs::read(path).expect("KUBETASK_BENCH_PLUGIN is readable"),
+        None => DEFAULT_PLUGIN_WASM.to_vec(),
+    };
+    if let Some(path) = &override_path {
+        println!(
+            "plugin: {} instead of the embedded component",
+            path.to_string_lossy()
+        );
+    }
     let host = Arc::new(PluginHost::new(Limits::default()).expect("host"));
     let start = Instant::now();
-    let plugin = host
-        .load(DEFAULT_PLUGIN_NAME, DEFAULT_PLUGIN_WASM)
-        .expect("loads");
+    let plugin = host.load(DEFAULT_PLUGIN_NAME, &component).expect("loads");
     println!(
         "{:<44} {:>9.1} ms ({} bytes)",
-        "compile embedded component (cold)",
+        "compile component (cold)",
         start.elapsed().as_secs_f64() * 1e3,
-        DEFAULT_PLUGIN_WASM.len()
+        component.len()
     );
     let start = Instant::now();
-    host.load(DEFAULT_PLUGIN_NAME, DEFAULT_PLUGIN_WASM)
-        .expect("loads");
+    host.load(DEFAULT_PLUGIN_NAME, &component).expect("loads");
     println!(
         "{:<44} {:>9.1} µs",
         "load again (cached by digest)",
@@ -89,7 +100,7 @@ fn main() {
     });
 
     let pipeline = Pipeline::new(host.clone(), settings.clone()).expect("pipeline");
-    measure("pipeline: wasm + decode + invariants", || {
+    measure("pipeline (embedded): wasm + decode + invariants", || {
         black_box(
             pipeline
                 .render(black_box(task), Some(agent))
