@@ -1,0 +1,147 @@
+//! The CRDs' CEL validation rules, evaluated as the API server evaluates them (kube-core's
+//! client-side CEL). Each case breaks one rule and must be refused with that rule's message.
+
+use kube_core::cel::{validate_cel, validate_cel_update};
+use kubetask_api::{Agent, Task};
+
+fn task(spec: &str) -> Task {
+    let yaml = format!(
+        "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {{name: t, namespace: ns}}\nspec:\n{spec}"
+    );
+    serde_yaml::from_str(&yaml).unwrap_or_else(|error| panic!("{error}: {yaml}"))
+}
+
+fn agent(spec: &str) -> Agent {
+    let yaml = format!(
+        "apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {{name: a, namespace: ns}}\nspec:\n  serviceAccountName: sa\n{spec}"
+    );
+    serde_yaml::from_str(&yaml).unwrap_or_else(|error| panic!("{error}: {yaml}"))
+}
+
+fn context(file: &str) -> String {
+    format!("  contexts:\n  - type: File\n    file: {file}\n")
+}
+
+#[test]
+fn valid_objects_pass() {
+    for file in [
+        "{filePath: /workspace/task.md, source: {inline: x}}",
+        "{filePath: /workspace/guide.md, source: {configMapKeyRef: {name: g, key: k}}}",
+        "{dirPath: /workspace/configs, source: {configMapRef: {name: c}}}",
+    ] {
+        let task = task(&context(file));
+        assert!(
+            validate_cel(&task).is_ok(),
+            "{file}: {:?}",
+            validate_cel(&task)
+        );
+    }
+    let agent = agent(
+        "  credentials:\n  - {name: k, secretRef: {name: s, key: k}, mountPath: /k, fileMode: 256}\n",
+    );
+    assert!(validate_cel(&agent).is_ok(), "{:?}", validate_cel(&agent));
+}
+
+#[test]
+fn each_task_rule_refuses_what_it_should() {
+    let cases = [
+        (
+            "{filePath: /a, dirPath: /b, source: {configMapRef: {name: c}}}",
+            "exactly one of filePath or dirPath",
+        ),
+        (
+            "{source: {inline: x}}",
+            "exactly one of filePath or dirPath",
+        ),
+        (
+            "{filePath: /a, source: {inline: x, configMapRef: {name: c}}}",
+            "exactly one of inline, configMapKeyRef or configMapRef",
+        ),
+        (
+            "{filePath: /a, source: {}}",
+            "exactly one of inline, configMapKeyRef or configMapRef",
+        ),
+        (
+            "{filePath: /a, source: {configMapRef: {name: c}}}",
+            "dirPath goes with source.configMapRef",
+        ),
+        (
+            "{dirPath: /a, source: {inline: x}}",
+            "dirPath goes with source.configMapRef",
+        ),
+        (
+            "{filePath: relative.md, source: {inline: x}}",
+            "must be an absolute path",
+        ),
+        (
+            "{filePath: /workspace/../etc/passwd, source: {inline: x}}",
+            "must be an absolute path",
+        ),
+        (
+            "{dirPath: configs, source: {configMapRef: {name: c}}}",
+            "must be an absolute path",
+        ),
+    ];
+    for (file, message) in cases {
+        let result = validate_cel(&task(&context(file)));
+        let error = format!("{:?}", result.expect_err(file));
+        assert!(error.contains(message), "{file}: {error}");
+    }
+    let missing_file = task("  contexts:\n  - type: File\n");
+    let error = format!(
+        "{:?}",
+        validate_cel(&missing_file).expect_err("file is required")
+    );
+    assert!(
+        error.contains("file is required when type is File"),
+        "{error}"
+    );
+}
+
+#[test]
+fn task_spec_is_immutable() {
+    let old = task(&context(
+        "{filePath: /workspace/task.md, source: {inline: x}}",
+    ));
+    let new = task(&context(
+        "{filePath: /workspace/task.md, source: {inline: changed}}",
+    ));
+    let error = format!(
+        "{:?}",
+        validate_cel_update(&new, &old).expect_err("spec changes are refused")
+    );
+    assert!(error.contains("Task spec is immutable"), "{error}");
+    let mut relabelled = old.clone();
+    relabelled.metadata.labels = Some([("team".to_owned(), "a".to_owned())].into());
+    assert!(
+        validate_cel_update(&relabelled, &old).is_ok(),
+        "metadata may change"
+    );
+}
+
+#[test]
+fn each_credential_rule_refuses_what_it_should() {
+    let cases = [
+        (
+            "{name: k, secretRef: {name: s, key: k}}",
+            "set env, mountPath or both",
+        ),
+        (
+            "{name: k, secretRef: {name: s, key: k}, env: A, fileMode: 256}",
+            "fileMode needs mountPath",
+        ),
+        (
+            "{name: k, secretRef: {name: s, key: k}, mountPath: /k, fileMode: 512}",
+            "must be a file mode between 0 and 0777",
+        ),
+        (
+            "{name: k, secretRef: {name: s, key: k}, mountPath: k}",
+            "must be an absolute path",
+        ),
+    ];
+    for (credential, message) in cases {
+        let result = validate_cel(&agent(&format!("  credentials:\n  - {credential}\n")));
+        let error = format!("{:?}", result.expect_err(credential));
+        assert!(error.contains(message), "{credential}: {error}");
+    }
+}
