@@ -6,6 +6,7 @@
 
 mod agent;
 mod context;
+pub mod json;
 pub mod naming;
 pub mod ownership;
 mod task;

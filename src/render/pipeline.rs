@@ -180,11 +180,8 @@ fn decode_draft(stage: &Plugin, draft: &Draft) -> Result<(Job, Vec<ConfigMap>), 
 }
 
 fn decode<T: DeserializeOwned>(json: &str) -> Result<T, String> {
-    let deserializer = &mut serde_json::Deserializer::from_str(json);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        match error.path().to_string().as_str() {
-            "." => error.into_inner().to_string(),
-            path => format!("{path}: {}", error.into_inner()),
-        }
+    kubetask_api::json::from_json(json).map_err(|error| match error.field.as_str() {
+        "" => error.message,
+        field => format!("{field}: {}", error.message),
     })
 }

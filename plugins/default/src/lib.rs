@@ -219,19 +219,8 @@ pub fn render_json(
 }
 
 fn parse<T: DeserializeOwned>(kind: &str, json: &str) -> Result<T, RenderError> {
-    // Tracking the path costs time on every call; it is only needed to explain a failure.
-    if let Ok(value) = serde_json::from_str(json) {
-        return Ok(value);
-    }
-    let deserializer = &mut serde_json::Deserializer::from_str(json);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        let field = error.path().to_string();
-        RenderError::invalid(
-            kind,
-            if field == "." { String::new() } else { field },
-            error.into_inner().to_string(),
-        )
-    })
+    kubetask_api::json::from_json(json)
+        .map_err(|error| RenderError::invalid(kind, error.field, error.message))
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, RenderError> {
