@@ -218,3 +218,13 @@ fn crds_command_prints_the_committed_crds() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, include_str!("../manifests/crds/crds.yaml"));
 }
+
+#[test]
+fn the_readme_shows_the_current_rendering() {
+    let (code, stdout, stderr) = kubetask(&["render", "-f", "examples/simple-task.yaml"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        include_str!("../README.md").contains(&stdout),
+        "README.md's rendered example is stale: paste the output of `kubetask render -f examples/simple-task.yaml`"
+    );
+}
