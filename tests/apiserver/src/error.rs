@@ -1,0 +1,198 @@
+//! API errors rendered as `metav1.Status` bodies, as kube-apiserver does.
+
+use serde_json::{Value, json};
+
+/// One cause in `details.causes` (for example a field that failed validation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cause {
+    pub reason: String,
+    pub field: String,
+    pub message: String,
+}
+
+/// A failed request: HTTP code, `reason`, message and the object it concerns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    pub group: String,
+    pub kind: String,
+    pub name: String,
+    pub causes: Vec<Cause>,
+    pub retry_after_seconds: Option<u64>,
+}
+
+impl ApiError {
+    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            group: String::new(),
+            kind: String::new(),
+            name: String::new(),
+            causes: Vec::new(),
+            retry_after_seconds: None,
+        }
+    }
+
+    fn about(mut self, group: &str, kind: &str, name: &str) -> Self {
+        self.group = group.to_owned();
+        self.kind = kind.to_owned();
+        self.name = name.to_owned();
+        self
+    }
+
+    /// `404 NotFound`: `<resource>.<group> "<name>" not found`.
+    pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
+        Self::new(404, "NotFound", format!("{} \"{name}\" not found", qualified(group, resource)))
+            .about(group, resource, name)
+    }
+
+    /// `409 AlreadyExists`.
+    pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
+        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", qualified(group, resource)))
+            .about(group, resource, name)
+    }
+
+    /// `409 Conflict` for a stale `resourceVersion`.
+    pub fn conflict(group: &str, resource: &str, name: &str) -> Self {
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                qualified(group, resource)
+            ),
+        )
+        .about(group, resource, name)
+    }
+
+    /// `409 Conflict` from server-side apply: fields owned by other managers.
+    pub fn apply_conflict(group: &str, resource: &str, name: &str, causes: Vec<Cause>) -> Self {
+        let fields: Vec<String> = causes.iter().map(|c| c.message.clone()).collect();
+        let mut error = Self::new(409, "Conflict", format!("Apply failed with {} conflicts: {}", causes.len(), fields.join(", ")))
+            .about(group, resource, name);
+        error.causes = causes;
+        error
+    }
+
+    /// `422 Invalid`: `<Kind>.<group> "<name>" is invalid: <causes>`.
+    pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
+        let text: Vec<String> = causes
+            .iter()
+            .map(|c| if c.field.is_empty() { c.message.clone() } else { format!("{}: {}", c.field, c.message) })
+            .collect();
+        let subject = if group.is_empty() { kind.to_owned() } else { format!("{kind}.{group}") };
+        let message = match text.as_slice() {
+            [one] => format!("{subject} \"{name}\" is invalid: {one}"),
+            _ => format!("{subject} \"{name}\" is invalid: [{}]", text.join(", ")),
+        };
+        let mut error = Self::new(422, "Invalid", message).about(group, kind, name);
+        error.causes = causes;
+        error
+    }
+
+    /// `400 BadRequest`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message)
+    }
+
+    /// `405 MethodNotAllowed`.
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(405, "MethodNotAllowed", message)
+    }
+
+    /// `415 UnsupportedMediaType`.
+    pub fn unsupported_media_type(content_type: &str) -> Self {
+        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json; got {content_type}"))
+    }
+
+    /// `410 Expired`: the requested resourceVersion is older than the watch history.
+    pub fn expired(resource_version: u64, oldest: u64) -> Self {
+        Self::new(410, "Expired", format!("too old resource version: {resource_version} ({oldest})"))
+    }
+
+    /// `401 Unauthorized`.
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
+    /// `500 InternalError`.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+    }
+
+    /// `429 TooManyRequests` with `Retry-After`.
+    pub fn too_many_requests(retry_after_seconds: u64) -> Self {
+        let mut error = Self::new(429, "TooManyRequests", "the server has received too many requests and has asked us to try again later");
+        error.retry_after_seconds = Some(retry_after_seconds);
+        error
+    }
+
+    /// A `403 Forbidden` (for example, creating in a terminating namespace).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "Forbidden", message)
+    }
+
+    /// An error with any code and reason (fault injection).
+    pub fn custom(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(code, reason, message)
+    }
+
+    /// The `metav1.Status` body.
+    pub fn status(&self) -> Value {
+        let mut details = serde_json::Map::new();
+        if !self.name.is_empty() {
+            details.insert("name".into(), json!(self.name));
+        }
+        if !self.group.is_empty() {
+            details.insert("group".into(), json!(self.group));
+        }
+        if !self.kind.is_empty() {
+            details.insert("kind".into(), json!(self.kind));
+        }
+        if !self.causes.is_empty() {
+            let causes: Vec<Value> = self
+                .causes
+                .iter()
+                .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                .collect();
+            details.insert("causes".into(), Value::Array(causes));
+        }
+        if let Some(seconds) = self.retry_after_seconds {
+            details.insert("retryAfterSeconds".into(), json!(seconds));
+        }
+        let mut status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if !details.is_empty() {
+            status["details"] = Value::Object(details);
+        }
+        status
+    }
+}
+
+fn qualified(group: &str, resource: &str) -> String {
+    if group.is_empty() { resource.to_owned() } else { format!("{resource}.{group}") }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.code, self.reason, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// Shorthand for a field error cause.
+pub fn cause(reason: &str, field: impl Into<String>, message: impl Into<String>) -> Cause {
+    Cause { reason: reason.to_owned(), field: field.into(), message: message.into() }
+}

@@ -1,0 +1,1044 @@
+//! The object store: every object, one global resourceVersion, the watch history, and the
+//! write paths (create, update, patch, delete, garbage collection) with kube-apiserver's
+//! semantics. All writes happen under one lock, so resourceVersions are strictly increasing
+//! and every watcher sees every event in order.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use tokio::sync::broadcast;
+
+use crate::apply::{self, Operation};
+use crate::error::{ApiError, Cause, cause};
+use crate::kinds;
+use crate::meta::{self, Rng, text};
+use crate::patch;
+use crate::registry::{self, ResourceType};
+use crate::selector::{FieldSelector, LabelSelector};
+
+/// A watch event type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Added => "ADDED",
+            Self::Modified => "MODIFIED",
+            Self::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change to one object.
+#[derive(Debug)]
+pub struct Event {
+    pub rv: u64,
+    pub storage_key: String,
+    pub namespace: String,
+    pub event_type: EventType,
+    pub object: Value,
+    /// The object before a modification (to turn selector transitions into ADDED/DELETED).
+    pub previous: Option<Value>,
+}
+
+/// How a PATCH body is to be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchType {
+    Json,
+    Merge,
+    Strategic,
+    Apply,
+}
+
+/// Options shared by the write verbs.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    pub field_manager: String,
+    pub dry_run: bool,
+    pub force: bool,
+}
+
+/// `DeleteOptions` that matter here.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    pub propagation: Option<String>,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+    pub dry_run: bool,
+}
+
+/// The result of a list call.
+pub struct ListResult {
+    pub items: Vec<Value>,
+    pub resource_version: u64,
+    pub continue_token: Option<String>,
+    pub remaining: Option<usize>,
+}
+
+type Objects = BTreeMap<(String, String), Value>;
+
+/// All server state.
+pub struct State {
+    types: Vec<ResourceType>,
+    types_generation: u64,
+    objects: HashMap<String, Objects>,
+    uids: HashMap<String, (String, String, String)>,
+    rv: u64,
+    history: VecDeque<Arc<Event>>,
+    history_limit: usize,
+    compacted_rv: u64,
+    events: broadcast::Sender<Arc<Event>>,
+    rng: Rng,
+}
+
+fn storage_key(group: &str, plural: &str) -> String {
+    format!("{group}/{plural}")
+}
+
+impl State {
+    /// A store with the built-in kinds and the standard namespaces.
+    pub fn new(history_limit: usize, seed: u64) -> Self {
+        let (events, _) = broadcast::channel(1 << 16);
+        let mut state = Self {
+            types: registry::builtins(),
+            types_generation: 1,
+            objects: HashMap::new(),
+            uids: HashMap::new(),
+            rv: 1000,
+            history: VecDeque::new(),
+            history_limit: history_limit.max(1),
+            compacted_rv: 1000,
+            events,
+            rng: Rng::new(seed),
+        };
+        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            let rt = state.types[0].clone();
+            if let Err(error) = state.create(&rt, "", namespace, &WriteOptions::default()) {
+                tracing::error!(%error, "creating a standard namespace");
+            }
+        }
+        state
+    }
+
+    /// The current (latest) resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.rv
+    }
+
+    /// Every served resource type.
+    pub fn types(&self) -> &[ResourceType] {
+        &self.types
+    }
+
+    /// Changes whenever the set of served types changes (OpenAPI document hashes).
+    pub fn types_generation(&self) -> u64 {
+        self.types_generation
+    }
+
+    /// The type served at `group/version/plural`.
+    pub fn find_type(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.version == version && t.plural == plural)
+            .cloned()
+    }
+
+    fn type_of_storage(&self, key: &str) -> Option<ResourceType> {
+        self.types.iter().find(|t| t.storage_key() == key).cloned()
+    }
+
+    /// Subscribes to live events. Call with the lock held, after reading history.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.events.subscribe()
+    }
+
+    /// The events after `rv`, or 410 Expired when history no longer reaches back that far.
+    pub fn events_since(&self, rv: u64) -> Result<Vec<Arc<Event>>, ApiError> {
+        if rv < self.compacted_rv {
+            return Err(ApiError::expired(rv, self.compacted_rv + 1));
+        }
+        Ok(self.history.iter().filter(|e| e.rv > rv).cloned().collect())
+    }
+
+    /// Drops all watch history up to now (tests: force a 410 on resumption).
+    pub fn compact(&mut self) {
+        self.history.clear();
+        self.compacted_rv = self.rv;
+    }
+
+    fn next_rv(&mut self) -> u64 {
+        self.rv += 1;
+        self.rv
+    }
+
+    fn emit(&mut self, event: Event) {
+        let event = Arc::new(event);
+        self.history.push_back(event.clone());
+        while self.history.len() > self.history_limit {
+            if let Some(old) = self.history.pop_front() {
+                self.compacted_rv = old.rv;
+            }
+        }
+        // No receivers is fine.
+        let _ = self.events.send(event);
+    }
+
+    /// The object at `namespace/name`, presented at `rt`'s version.
+    pub fn get(&self, rt: &ResourceType, namespace: &str, name: &str) -> Result<Value, ApiError> {
+        self.objects
+            .get(&rt.storage_key())
+            .and_then(|o| o.get(&(namespace.to_owned(), name.to_owned())))
+            .map(|o| present(rt, o))
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
+    }
+
+    fn stored(&self, key: &str, namespace: &str, name: &str) -> Option<&Value> {
+        self.objects.get(key).and_then(|o| o.get(&(namespace.to_owned(), name.to_owned())))
+    }
+
+    /// Lists objects (all namespaces when `namespace` is empty), paged by `limit`/`continue`.
+    pub fn list(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        limit: Option<usize>,
+        continue_token: Option<&str>,
+    ) -> Result<ListResult, ApiError> {
+        let start = match continue_token {
+            Some(token) => Some(decode_continue(token)?),
+            None => None,
+        };
+        let mut items = Vec::new();
+        let mut last: Option<(&String, &String)> = None;
+        let mut next = None;
+        let mut remaining = 0;
+        if let Some(objects) = self.objects.get(&rt.storage_key()) {
+            let iter = objects.iter().filter(|((ns, name), _)| {
+                (namespace.is_empty() || ns == namespace)
+                    && start.as_ref().is_none_or(|(sns, sname)| (ns, name) > (sns, sname))
+            });
+            for ((ns, name), object) in iter {
+                if !labels.matches(object) || !fields.matches(object) {
+                    continue;
+                }
+                if limit.is_some_and(|l| items.len() >= l) {
+                    if next.is_none() {
+                        next = last.map(|(ns, name)| encode_continue(self.rv, ns, name));
+                    }
+                    remaining += 1;
+                    continue;
+                }
+                items.push(present(rt, object));
+                last = Some((ns, name));
+            }
+        }
+        Ok(ListResult {
+            items,
+            resource_version: self.rv,
+            continue_token: next,
+            remaining: (remaining > 0).then_some(remaining),
+        })
+    }
+
+    /// Every object of a type in a namespace (all when empty) matching the selectors, for a
+    /// watch's initial events.
+    pub fn snapshot(&self, rt: &ResourceType, namespace: &str, labels: &LabelSelector, fields: &FieldSelector) -> Vec<Value> {
+        self.objects
+            .get(&rt.storage_key())
+            .map(|objects| {
+                objects
+                    .iter()
+                    .filter(|((ns, _), o)| (namespace.is_empty() || ns == namespace) && labels.matches(o) && fields.matches(o))
+                    .map(|(_, o)| present(rt, o))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn check_namespace(&self, rt: &ResourceType, namespace: &str) -> Result<(), ApiError> {
+        if !rt.namespaced {
+            return Ok(());
+        }
+        match self.stored(&storage_key("", "namespaces"), "", namespace) {
+            None => Err(ApiError::not_found("", "namespaces", namespace)),
+            Some(ns) if ns.pointer("/metadata/deletionTimestamp").is_some() => Err(ApiError::forbidden(format!(
+                "{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                rt.plural,
+                text(ns, "name")
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// POST: creates an object.
+    pub fn create(&mut self, rt: &ResourceType, namespace: &str, mut body: Value, options: &WriteOptions) -> Result<Value, ApiError> {
+        check_kind(rt, &body)?;
+        if !body.get("metadata").is_some_and(Value::is_object) {
+            body["metadata"] = json!({});
+        }
+        let body_namespace = text(&body, "namespace").to_owned();
+        if rt.namespaced {
+            if !body_namespace.is_empty() && body_namespace != namespace {
+                return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+            }
+            body["metadata"]["namespace"] = json!(namespace);
+        } else if let Some(meta) = body["metadata"].as_object_mut() {
+            meta.remove("namespace");
+        }
+        if text(&body, "name").is_empty() {
+            let prefix = text(&body, "generateName").to_owned();
+            if !prefix.is_empty() {
+                let name = format!("{prefix}{}", self.rng.name_suffix());
+                body["metadata"]["name"] = json!(name);
+            }
+        }
+        let name = text(&body, "name").to_owned();
+        let label_name = (rt.group.is_empty() && rt.kind == "Namespace") || (rt.group == "batch");
+        let mut causes: Vec<Cause> = meta::validate_name(&name, label_name).into_iter().collect();
+        causes.extend(meta::validate_labels(&body));
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(&rt.group, &rt.kind, &name, causes));
+        }
+        self.check_namespace(rt, namespace)?;
+        if self.stored(&rt.storage_key(), namespace, &name).is_some() {
+            return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
+        }
+        let uid = self.rng.uid();
+        if let Some(meta) = body["metadata"].as_object_mut() {
+            for field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"] {
+                meta.remove(field);
+            }
+            meta.insert("uid".into(), json!(uid));
+            meta.insert("creationTimestamp".into(), json!(meta::now()));
+            if rt.generation {
+                meta.insert("generation".into(), json!(1));
+            }
+        }
+        if rt.status_subresource {
+            if let Some(object) = body.as_object_mut() {
+                object.remove("status");
+            }
+        }
+        let mut causes = kinds::admit_create(rt, &mut body);
+        if let Some(schema) = &rt.schema {
+            causes.extend(crate::schema::admit(schema, &mut body, None));
+        }
+        let crd_types = self.admit_crd(rt, &mut body, &mut causes);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(&rt.group, &rt.kind, &name, causes));
+        }
+        if options.field_manager.is_empty() {
+            apply::record_update(None, &mut body, &operation(rt, "", "unknown"));
+        } else {
+            apply::record_update(None, &mut body, &operation(rt, "", &options.field_manager));
+        }
+        if options.dry_run {
+            return Ok(present(rt, &body));
+        }
+        let rv = self.next_rv();
+        body["metadata"]["resourceVersion"] = json!(rv.to_string());
+        body["apiVersion"] = json!(rt.api_version());
+        body["kind"] = json!(rt.kind);
+        self.uids.insert(uid, (rt.storage_key(), namespace.to_owned(), name.clone()));
+        self.objects
+            .entry(rt.storage_key())
+            .or_default()
+            .insert((namespace.to_owned(), name), body.clone());
+        if let Some(types) = crd_types {
+            self.register_crd(&body, types);
+        }
+        self.emit(Event {
+            rv,
+            storage_key: rt.storage_key(),
+            namespace: namespace.to_owned(),
+            event_type: EventType::Added,
+            object: body.clone(),
+            previous: None,
+        });
+        Ok(present(rt, &body))
+    }
+
+    fn admit_crd(&self, rt: &ResourceType, body: &mut Value, causes: &mut Vec<Cause>) -> Option<Vec<ResourceType>> {
+        if rt.group != "apiextensions.k8s.io" {
+            return None;
+        }
+        match registry::from_crd(body) {
+            Err(message) => {
+                let (field, message) = message.split_once(": ").unwrap_or(("", &message));
+                causes.push(cause("FieldValueInvalid", field, message));
+                None
+            }
+            Ok(types) => {
+                let crd_name = text(body, "name").to_owned();
+                for t in &types {
+                    let taken = self.types.iter().any(|o| {
+                        o.group == t.group && o.plural == t.plural && o.crd.as_deref() != Some(crd_name.as_str())
+                    });
+                    if taken {
+                        causes.push(cause("FieldValueInvalid", "spec.names.plural", format!("Invalid value: \"{}\": already served", t.plural)));
+                    }
+                }
+                let names = body.pointer("/spec/names").cloned().unwrap_or_default();
+                let stored: Vec<Value> = body
+                    .pointer("/spec/versions")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+                    .filter_map(|v| v.get("name").cloned())
+                    .collect();
+                let now = meta::now();
+                body["status"] = json!({
+                    "acceptedNames": names,
+                    "storedVersions": stored,
+                    "conditions": [
+                        {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now},
+                        {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now},
+                    ],
+                });
+                Some(types)
+            }
+        }
+    }
+
+    fn register_crd(&mut self, crd: &Value, types: Vec<ResourceType>) {
+        let name = text(crd, "name").to_owned();
+        self.types.retain(|t| t.crd.as_deref() != Some(name.as_str()));
+        self.types.extend(types);
+        self.types_generation = self.rv;
+    }
+
+    /// PUT: replaces an object (or its status).
+    pub fn update(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        subresource: &str,
+        mut body: Value,
+        options: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        check_kind(rt, &body)?;
+        if text(&body, "name") != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                text(&body, "name")
+            )));
+        }
+        let old = self
+            .stored(&rt.storage_key(), namespace, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        let sent_rv = text(&body, "resourceVersion").to_owned();
+        if sent_rv.is_empty() && rt.crd.is_some() {
+            return Err(ApiError::invalid(&rt.group, &rt.kind, name, vec![cause(
+                "FieldValueInvalid",
+                "metadata.resourceVersion",
+                "Invalid value: 0x0: must be specified for an update",
+            )]));
+        }
+        if !sent_rv.is_empty() && sent_rv != text(&old, "resourceVersion") {
+            return Err(ApiError::conflict(&rt.group, &rt.plural, name));
+        }
+        body["metadata"]["namespace"] = old["metadata"].get("namespace").cloned().unwrap_or(Value::Null);
+        if !rt.namespaced {
+            if let Some(meta) = body["metadata"].as_object_mut() {
+                meta.remove("namespace");
+            }
+        }
+        self.write(rt, &old, body, subresource, options)
+    }
+
+    /// PATCH: applies a patch to an object (or its status); server-side apply creates.
+    #[allow(clippy::too_many_arguments)]
+    pub fn patch(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        subresource: &str,
+        patch_type: PatchType,
+        body: &Value,
+        options: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let existing = self.stored(&rt.storage_key(), namespace, name).cloned();
+        let Some(old) = existing else {
+            if patch_type == PatchType::Apply && subresource.is_empty() {
+                return self.apply_create(rt, namespace, name, body, options);
+            }
+            return Err(ApiError::not_found(&rt.group, &rt.plural, name));
+        };
+        let mut new = old.clone();
+        match patch_type {
+            PatchType::Merge => patch::merge_patch(&mut new, body),
+            PatchType::Json => patch::apply_json_patch(&mut new, body).map_err(|e| ApiError::invalid(&rt.group, &rt.kind, name, vec![cause("FieldValueInvalid", "", e)]))?,
+            PatchType::Strategic => {
+                if rt.crd.is_some() {
+                    return Err(ApiError::unsupported_media_type("application/strategic-merge-patch+json"));
+                }
+                patch::strategic_merge(&mut new, body).map_err(ApiError::bad_request)?;
+            }
+            PatchType::Apply => {
+                check_kind(rt, body)?;
+                if text(body, "name") != name {
+                    return Err(ApiError::bad_request(format!("the name of the object ({}) does not match the name on the URL ({name})", text(body, "name"))));
+                }
+                let applied = restrict_to(rt, subresource, body);
+                let op = operation(rt, subresource, &options.field_manager);
+                new = apply::apply(&old, &applied, &op, options.force, (&rt.group, &rt.plural, name))?;
+            }
+        }
+        let sent_rv = body.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default();
+        if !sent_rv.is_empty() && sent_rv != text(&old, "resourceVersion") {
+            return Err(ApiError::conflict(&rt.group, &rt.plural, name));
+        }
+        // Identity fields cannot be patched.
+        for field in ["name", "namespace", "uid", "creationTimestamp", "resourceVersion", "generation"] {
+            match old["metadata"].get(field) {
+                Some(value) => new["metadata"][field] = value.clone(),
+                None => {
+                    if let Some(meta) = new["metadata"].as_object_mut() {
+                        meta.remove(field);
+                    }
+                }
+            }
+        }
+        let managed = patch_type == PatchType::Apply;
+        self.write_inner(rt, &old, new, subresource, options, managed)
+    }
+
+    fn apply_create(&mut self, rt: &ResourceType, namespace: &str, name: &str, body: &Value, options: &WriteOptions) -> Result<Value, ApiError> {
+        check_kind(rt, body)?;
+        if text(body, "name") != name {
+            return Err(ApiError::bad_request(format!("the name of the object ({}) does not match the name on the URL ({name})", text(body, "name"))));
+        }
+        let op = operation(rt, "", &options.field_manager);
+        let applied = restrict_to(rt, "", body);
+        let object = apply::apply(&json!({}), &applied, &op, true, (&rt.group, &rt.plural, name))?;
+        let managed = object.pointer("/metadata/managedFields").cloned();
+        let mut created = self.create(rt, namespace, object, &WriteOptions { field_manager: String::new(), ..options.clone() })?;
+        // Keep the apply ownership (create records an Update entry otherwise).
+        if let (Some(managed), false) = (managed, options.dry_run) {
+            let key = (namespace.to_owned(), name.to_owned());
+            if let Some(stored) = self.objects.get_mut(&rt.storage_key()).and_then(|o| o.get_mut(&key)) {
+                stored["metadata"]["managedFields"] = managed.clone();
+            }
+            created["metadata"]["managedFields"] = managed;
+        }
+        Ok(created)
+    }
+
+    fn write(&mut self, rt: &ResourceType, old: &Value, new: Value, subresource: &str, options: &WriteOptions) -> Result<Value, ApiError> {
+        self.write_inner(rt, old, new, subresource, options, false)
+    }
+
+    /// The common tail of update and patch: subresource rules, admission, generation,
+    /// no-op detection, finalization.
+    fn write_inner(
+        &mut self,
+        rt: &ResourceType,
+        old: &Value,
+        mut new: Value,
+        subresource: &str,
+        options: &WriteOptions,
+        managed_by_apply: bool,
+    ) -> Result<Value, ApiError> {
+        let name = text(old, "name").to_owned();
+        let namespace = text(old, "namespace").to_owned();
+        if subresource == "status" {
+            let mut merged = old.clone();
+            merged["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+            if managed_by_apply {
+                merged["metadata"]["managedFields"] = new["metadata"]["managedFields"].clone();
+            }
+            if merged["status"].is_null() {
+                if let Some(o) = merged.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+            new = merged;
+        } else if rt.status_subresource {
+            match old.get("status") {
+                Some(status) => new["status"] = status.clone(),
+                None => {
+                    if let Some(o) = new.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+        }
+        for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+            match old["metadata"].get(field) {
+                Some(value) => new["metadata"][field] = value.clone(),
+                None => {
+                    if let Some(meta) = new["metadata"].as_object_mut() {
+                        meta.remove(field);
+                    }
+                }
+            }
+        }
+        if !managed_by_apply {
+            new["metadata"]["managedFields"] = old["metadata"].get("managedFields").cloned().unwrap_or(Value::Null);
+            if new["metadata"]["managedFields"].is_null() {
+                if let Some(meta) = new["metadata"].as_object_mut() {
+                    meta.remove("managedFields");
+                }
+            }
+        }
+        new["apiVersion"] = json!(rt.api_version());
+        new["kind"] = json!(rt.kind);
+        let mut causes = meta::validate_labels(&new);
+        causes.extend(kinds::admit_update(rt, old, &mut new));
+        if let Some(schema) = &rt.schema {
+            causes.extend(crate::schema::admit(schema, &mut new, Some(old)));
+        }
+        let crd_types = self.admit_crd(rt, &mut new, &mut causes);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(&rt.group, &rt.kind, &name, causes));
+        }
+        if rt.generation && spec_changed(rt, old, &new) {
+            let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+            new["metadata"]["generation"] = json!(generation);
+        } else if let Some(generation) = old["metadata"].get("generation") {
+            new["metadata"]["generation"] = generation.clone();
+        }
+        new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+        if !managed_by_apply {
+            let manager = if options.field_manager.is_empty() { "unknown" } else { options.field_manager.as_str() };
+            apply::record_update(Some(old), &mut new, &operation(rt, subresource, manager));
+        }
+        if strip_managed_time(&new) == strip_managed_time(old) {
+            return Ok(present(rt, old));
+        }
+        if options.dry_run {
+            return Ok(present(rt, &new));
+        }
+        let rv = self.next_rv();
+        new["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let key = (namespace.clone(), name.clone());
+        self.objects.entry(rt.storage_key()).or_default().insert(key, new.clone());
+        if let Some(types) = crd_types {
+            self.register_crd(&new, types);
+        }
+        self.emit(Event {
+            rv,
+            storage_key: rt.storage_key(),
+            namespace: namespace.clone(),
+            event_type: EventType::Modified,
+            object: new.clone(),
+            previous: Some(old.clone()),
+        });
+        if new.pointer("/metadata/deletionTimestamp").is_some() && finalizers(&new).is_empty() {
+            self.remove(&rt.storage_key(), &namespace, &name);
+        }
+        Ok(present(rt, &new))
+    }
+
+    /// Writes a status computed by the server itself (the Job simulator).
+    pub fn server_status_write(&mut self, key: &str, namespace: &str, name: &str, change: impl FnOnce(&mut Value)) -> bool {
+        let (Some(rt), Some(old)) = (self.type_of_storage(key), self.stored(key, namespace, name).cloned()) else {
+            return false;
+        };
+        if old.pointer("/metadata/deletionTimestamp").is_some() {
+            return false;
+        }
+        let mut new = old.clone();
+        change(&mut new);
+        let options = WriteOptions { field_manager: "job-controller".into(), ..Default::default() };
+        self.write(&rt, &old, new, "status", &options).is_ok()
+    }
+
+    /// DELETE: deletes an object, honoring finalizers and the propagation policy.
+    pub fn delete(&mut self, rt: &ResourceType, namespace: &str, name: &str, options: &DeleteOptions) -> Result<(u16, Value), ApiError> {
+        let old = self
+            .stored(&rt.storage_key(), namespace, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        if let Some(uid) = &options.precondition_uid {
+            if uid != text(&old, "uid") {
+                return Err(ApiError::custom(409, "Conflict", format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    rt.plural, text(&old, "uid")
+                )));
+            }
+        }
+        if let Some(rv) = &options.precondition_rv {
+            if rv != text(&old, "resourceVersion") {
+                return Err(ApiError::conflict(&rt.group, &rt.plural, name));
+            }
+        }
+        if options.dry_run {
+            return Ok((200, present(rt, &old)));
+        }
+        let default_policy = if rt.group == "batch" && rt.kind == "Job" { "Orphan" } else { "Background" };
+        let policy = options.propagation.clone().unwrap_or_else(|| default_policy.to_owned());
+        if !matches!(policy.as_str(), "Orphan" | "Background" | "Foreground") {
+            return Err(ApiError::invalid(&rt.group, &rt.kind, name, vec![cause(
+                "FieldValueNotSupported",
+                "propagationPolicy",
+                format!("Unsupported value: \"{policy}\": supported values: \"Foreground\", \"Background\", \"Orphan\""),
+            )]));
+        }
+        let uid = text(&old, "uid").to_owned();
+        if policy == "Orphan" {
+            self.orphan_dependents(&uid);
+        }
+        let is_namespace = rt.group.is_empty() && rt.kind == "Namespace";
+        let mut extra_finalizers: Vec<&str> = Vec::new();
+        if policy == "Foreground" && !self.dependents_of(&uid).is_empty() {
+            extra_finalizers.push("foregroundDeletion");
+        }
+        if finalizers(&old).is_empty() && extra_finalizers.is_empty() && !is_namespace {
+            let deleted = self.remove(&rt.storage_key(), namespace, name);
+            return Ok((200, present(rt, &deleted.unwrap_or(old))));
+        }
+        let mut marked = old.clone();
+        if old.pointer("/metadata/deletionTimestamp").is_none() {
+            marked["metadata"]["deletionTimestamp"] = json!(meta::now());
+            marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            if rt.generation {
+                let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+                marked["metadata"]["generation"] = json!(generation);
+            }
+        }
+        for finalizer in &extra_finalizers {
+            let list = marked["metadata"]
+                .as_object_mut()
+                .map(|m| m.entry("finalizers").or_insert_with(|| json!([])));
+            if let Some(Value::Array(list)) = list {
+                if !list.iter().any(|f| f == finalizer) {
+                    list.push(json!(finalizer));
+                }
+            }
+        }
+        if is_namespace {
+            marked["status"] = json!({"phase": "Terminating"});
+        }
+        let rv = self.next_rv();
+        marked["metadata"]["resourceVersion"] = json!(rv.to_string());
+        self.objects
+            .entry(rt.storage_key())
+            .or_default()
+            .insert((namespace.to_owned(), name.to_owned()), marked.clone());
+        self.emit(Event {
+            rv,
+            storage_key: rt.storage_key(),
+            namespace: namespace.to_owned(),
+            event_type: EventType::Modified,
+            object: marked.clone(),
+            previous: Some(old),
+        });
+        if policy == "Foreground" {
+            for (key, ns, dependent) in self.dependents_of(&uid) {
+                self.delete_by_key(&key, &ns, &dependent, "Foreground");
+            }
+            self.release_foreground(&uid);
+        }
+        if is_namespace {
+            self.empty_namespace(name);
+        }
+        let now = self.stored(&rt.storage_key(), namespace, name).cloned();
+        Ok(match now {
+            Some(object) => (202, present(rt, &object)),
+            None => (200, present(rt, &marked)),
+        })
+    }
+
+    fn delete_by_key(&mut self, key: &str, namespace: &str, name: &str, policy: &str) {
+        if let Some(rt) = self.type_of_storage(key) {
+            let options = DeleteOptions { propagation: Some(policy.to_owned()), ..Default::default() };
+            if let Err(error) = self.delete(&rt, namespace, name, &options) {
+                tracing::debug!(%error, "cascading delete");
+            }
+        }
+    }
+
+    /// DELETE on a collection: deletes every matching object, returns them.
+    pub fn delete_collection(&mut self, rt: &ResourceType, namespace: &str, labels: &LabelSelector, fields: &FieldSelector, options: &DeleteOptions) -> Result<Vec<Value>, ApiError> {
+        let targets: Vec<(String, String)> = self
+            .objects
+            .get(&rt.storage_key())
+            .map(|objects| {
+                objects
+                    .iter()
+                    .filter(|((ns, _), o)| (namespace.is_empty() || ns == namespace) && labels.matches(o) && fields.matches(o))
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut deleted = Vec::new();
+        for (ns, name) in targets {
+            let (_, object) = self.delete(rt, &ns, &name, options)?;
+            deleted.push(object);
+        }
+        Ok(deleted)
+    }
+
+    /// Removes an object from storage and runs what follows: DELETED event, CRD
+    /// unregistration, garbage collection, foreground and namespace completion.
+    fn remove(&mut self, key: &str, namespace: &str, name: &str) -> Option<Value> {
+        let mut object = self.objects.get_mut(key)?.remove(&(namespace.to_owned(), name.to_owned()))?;
+        let uid = text(&object, "uid").to_owned();
+        self.uids.remove(&uid);
+        let rv = self.next_rv();
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        self.emit(Event {
+            rv,
+            storage_key: key.to_owned(),
+            namespace: namespace.to_owned(),
+            event_type: EventType::Deleted,
+            object: object.clone(),
+            previous: None,
+        });
+        if key == storage_key("apiextensions.k8s.io", "customresourcedefinitions") {
+            self.unregister_crd(&object);
+        }
+        self.collect_garbage(&uid);
+        // A dependent that blocked its owner's foreground deletion is gone.
+        for owner in owner_uids(&object) {
+            self.release_foreground(&owner);
+        }
+        if !namespace.is_empty() {
+            let terminating = self
+                .stored(&storage_key("", "namespaces"), "", namespace)
+                .is_some_and(|ns| ns.pointer("/metadata/deletionTimestamp").is_some());
+            if terminating && self.namespace_is_empty(namespace) {
+                self.remove(&storage_key("", "namespaces"), "", namespace);
+            }
+        }
+        Some(object)
+    }
+
+    fn unregister_crd(&mut self, crd: &Value) {
+        let name = text(crd, "name").to_owned();
+        let Some(rt) = self.types.iter().find(|t| t.crd.as_deref() == Some(name.as_str())).cloned() else {
+            return;
+        };
+        let keys: Vec<(String, String)> = self.objects.get(&rt.storage_key()).map(|o| o.keys().cloned().collect()).unwrap_or_default();
+        for (ns, object) in keys {
+            self.remove(&rt.storage_key(), &ns, &object);
+        }
+        self.types.retain(|t| t.crd.as_deref() != Some(name.as_str()));
+        self.types_generation = self.rv;
+    }
+
+    fn dependents_of(&self, uid: &str) -> Vec<(String, String, String)> {
+        let mut found = Vec::new();
+        for (key, objects) in &self.objects {
+            for ((ns, name), object) in objects {
+                if owner_uids(object).iter().any(|o| o == uid) {
+                    found.push((key.clone(), ns.clone(), name.clone()));
+                }
+            }
+        }
+        found
+    }
+
+    /// Background garbage collection: dependents of a removed owner are deleted when no
+    /// other owner of theirs exists, otherwise the dangling reference is removed.
+    fn collect_garbage(&mut self, uid: &str) {
+        for (key, ns, name) in self.dependents_of(uid) {
+            let Some(dependent) = self.stored(&key, &ns, &name).cloned() else { continue };
+            let live_owner = owner_uids(&dependent).iter().any(|o| o != uid && self.uids.contains_key(o));
+            if live_owner {
+                self.drop_owner_reference(&key, &ns, &name, uid);
+            } else {
+                self.delete_by_key(&key, &ns, &name, "Background");
+            }
+        }
+    }
+
+    fn orphan_dependents(&mut self, uid: &str) {
+        for (key, ns, name) in self.dependents_of(uid) {
+            self.drop_owner_reference(&key, &ns, &name, uid);
+        }
+    }
+
+    fn drop_owner_reference(&mut self, key: &str, namespace: &str, name: &str, uid: &str) {
+        let Some(rt) = self.type_of_storage(key) else { return };
+        let Some(old) = self.stored(key, namespace, name).cloned() else { return };
+        let mut new = old.clone();
+        if let Some(Value::Array(refs)) = new.pointer_mut("/metadata/ownerReferences") {
+            refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
+            if refs.is_empty() {
+                if let Some(meta) = new["metadata"].as_object_mut() {
+                    meta.remove("ownerReferences");
+                }
+            }
+        }
+        let options = WriteOptions { field_manager: "kube-controller-manager".into(), ..Default::default() };
+        if let Err(error) = self.write(&rt, &old, new, "", &options) {
+            tracing::debug!(%error, "removing an owner reference");
+        }
+    }
+
+    fn release_foreground(&mut self, owner_uid: &str) {
+        let Some((key, ns, name)) = self.uids.get(owner_uid).cloned() else { return };
+        let Some(owner) = self.stored(&key, &ns, &name).cloned() else { return };
+        if !finalizers(&owner).iter().any(|f| f == "foregroundDeletion") {
+            return;
+        }
+        let blocked = self.dependents_of(owner_uid).iter().any(|(k, n, d)| {
+            self.stored(k, n, d).is_some_and(|o| {
+                o.pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r.get("uid").and_then(Value::as_str) == Some(owner_uid) && r.get("blockOwnerDeletion") == Some(&json!(true)))
+            })
+        });
+        if blocked {
+            return;
+        }
+        let Some(rt) = self.type_of_storage(&key) else { return };
+        let mut new = owner.clone();
+        if let Some(Value::Array(list)) = new.pointer_mut("/metadata/finalizers") {
+            list.retain(|f| f != "foregroundDeletion");
+        }
+        let options = WriteOptions { field_manager: "kube-controller-manager".into(), ..Default::default() };
+        if let Err(error) = self.write(&rt, &owner, new, "", &options) {
+            tracing::debug!(%error, "releasing a foreground deletion");
+        }
+    }
+
+    fn namespace_is_empty(&self, namespace: &str) -> bool {
+        self.objects.values().all(|objects| objects.keys().all(|(ns, _)| ns != namespace))
+    }
+
+    fn empty_namespace(&mut self, namespace: &str) {
+        let mut targets = Vec::new();
+        for (key, objects) in &self.objects {
+            for (ns, name) in objects.keys() {
+                if ns == namespace {
+                    targets.push((key.clone(), ns.clone(), name.clone()));
+                }
+            }
+        }
+        for (key, ns, name) in targets {
+            self.delete_by_key(&key, &ns, &name, "Background");
+        }
+        if self.namespace_is_empty(namespace) {
+            self.remove(&storage_key("", "namespaces"), "", namespace);
+        }
+    }
+}
+
+fn operation(rt: &ResourceType, subresource: &str, manager: &str) -> Operation {
+    Operation {
+        manager: manager.to_owned(),
+        subresource: subresource.to_owned(),
+        api_version: rt.api_version(),
+        time: meta::now(),
+    }
+}
+
+fn strip_managed_time(object: &Value) -> Value {
+    let mut copy = object.clone();
+    if let Some(Value::Array(entries)) = copy.pointer_mut("/metadata/managedFields") {
+        for entry in entries {
+            if let Some(e) = entry.as_object_mut() {
+                e.remove("time");
+            }
+        }
+    }
+    copy
+}
+
+fn spec_changed(rt: &ResourceType, old: &Value, new: &Value) -> bool {
+    let strip = |object: &Value| -> Map<String, Value> {
+        let mut copy = object.as_object().cloned().unwrap_or_default();
+        copy.remove("metadata");
+        if rt.status_subresource {
+            copy.remove("status");
+        }
+        copy
+    };
+    strip(old) != strip(new)
+}
+
+fn finalizers(object: &Value) -> Vec<String> {
+    object
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|f| f.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+fn owner_uids(object: &Value) -> Vec<String> {
+    object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(|refs| refs.iter().filter_map(|r| r.get("uid").and_then(Value::as_str)).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// The object as served at `rt`'s version.
+pub fn present(rt: &ResourceType, object: &Value) -> Value {
+    let mut copy = object.clone();
+    copy["apiVersion"] = json!(rt.api_version());
+    copy["kind"] = json!(rt.kind);
+    copy
+}
+
+/// Checks a body's `apiVersion`/`kind` against the endpoint.
+fn check_kind(rt: &ResourceType, body: &Value) -> Result<(), ApiError> {
+    if !body.is_object() {
+        return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+    }
+    let kind = body.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let api_version = body.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    if (!kind.is_empty() && kind != rt.kind) || (!api_version.is_empty() && api_version != rt.api_version()) {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({api_version}) does not match the expected API version ({})",
+            rt.api_version()
+        )));
+    }
+    Ok(())
+}
+
+/// The part of an applied configuration a request may set: status only on `/status`,
+/// everything but status on the main resource of a type with a status subresource.
+fn restrict_to(rt: &ResourceType, subresource: &str, body: &Value) -> Value {
+    let mut applied = body.clone();
+    if let Some(object) = applied.as_object_mut() {
+        if subresource == "status" {
+            object.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status"));
+            if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.retain(|k, _| matches!(k.as_str(), "name" | "namespace"));
+            }
+        } else if rt.status_subresource {
+            object.remove("status");
+        }
+        if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("managedFields");
+            meta.remove("resourceVersion");
+        }
+    }
+    applied
+}
+
+fn encode_continue(rv: u64, namespace: &str, name: &str) -> String {
+    use base64::Engine as _;
+    let raw = json!({"rv": rv, "ns": namespace, "last": name}).to_string();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// The key of the last item of the previous page.
+fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
+    use base64::Engine as _;
+    let bad = || ApiError::bad_request("continue key is not valid: illegal base64 data");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let value: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let ns = value.get("ns").and_then(Value::as_str).ok_or_else(bad)?;
+    let last = value.get("last").and_then(Value::as_str).ok_or_else(bad)?;
+    Ok((ns.to_owned(), last.to_owned()))
+}
