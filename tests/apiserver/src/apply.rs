@@ -26,7 +26,12 @@ pub fn field_set(object: &Value) -> BTreeSet<FieldPath> {
                 if let Value::Object(meta) = value {
                     for field in ["labels", "annotations", "finalizers", "ownerReferences"] {
                         if let Some(value) = meta.get(field) {
-                            collect(&mut set, vec!["f:metadata".into(), format!("f:{field}")], field, value);
+                            collect(
+                                &mut set,
+                                vec!["f:metadata".into(), format!("f:{field}")],
+                                field,
+                                value,
+                            );
                         }
                     }
                 }
@@ -80,7 +85,9 @@ pub fn to_fields_v1(set: &BTreeSet<FieldPath>) -> Value {
     for path in set {
         let mut node = &mut root;
         for element in path {
-            let entry = node.entry(element.clone()).or_insert_with(|| Value::Object(Map::new()));
+            let entry = node
+                .entry(element.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
             let Value::Object(next) = entry else { break };
             node = next;
         }
@@ -132,7 +139,9 @@ fn step<'a>(node: &'a Value, element: &str) -> Option<&'a Value> {
 }
 
 fn remove_at(object: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     if last == "." {
         remove_at(object, parents);
         return;
@@ -142,9 +151,13 @@ fn remove_at(object: &mut Value, path: &[String]) {
         let next = if let Some(name) = element.strip_prefix("f:") {
             node.get_mut(name)
         } else {
-            let key: Option<Map<String, Value>> = element.strip_prefix("k:").and_then(|k| serde_json::from_str(k).ok());
+            let key: Option<Map<String, Value>> = element
+                .strip_prefix("k:")
+                .and_then(|k| serde_json::from_str(k).ok());
             match (key, node.as_array_mut()) {
-                (Some(key), Some(items)) => items.iter_mut().find(|item| key.iter().all(|(k, v)| item.get(k) == Some(v))),
+                (Some(key), Some(items)) => items
+                    .iter_mut()
+                    .find(|item| key.iter().all(|(k, v)| item.get(k) == Some(v))),
                 _ => None,
             }
         };
@@ -156,7 +169,8 @@ fn remove_at(object: &mut Value, path: &[String]) {
             map.remove(name);
         }
     } else if let (Some(key), Some(items)) = (
-        last.strip_prefix("k:").and_then(|k| serde_json::from_str::<Map<String, Value>>(k).ok()),
+        last.strip_prefix("k:")
+            .and_then(|k| serde_json::from_str::<Map<String, Value>>(k).ok()),
         node.as_array_mut(),
     ) {
         items.retain(|item| !key.iter().all(|(k, v)| item.get(k) == Some(v)));
@@ -180,7 +194,10 @@ pub fn merge_applied(live: &mut Value, applied: &Value, field: &str) {
         (Value::Array(live), Value::Array(applied)) if merge_key(field).is_some() => {
             let key = merge_key(field).unwrap_or("name");
             for item in applied {
-                match live.iter_mut().find(|existing| existing.get(key) == item.get(key)) {
+                match live
+                    .iter_mut()
+                    .find(|existing| existing.get(key) == item.get(key))
+                {
                     Some(existing) => merge_applied(existing, item, ""),
                     None => live.push(item.clone()),
                 }
@@ -209,14 +226,23 @@ fn read_managers(object: &Value) -> Vec<Manager> {
             entries
                 .iter()
                 .map(|entry| {
-                    let text = |k: &str| entry.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+                    let text = |k: &str| {
+                        entry
+                            .get(k)
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned()
+                    };
                     Manager {
                         manager: text("manager"),
                         operation: text("operation"),
                         subresource: text("subresource"),
                         api_version: text("apiVersion"),
                         time: text("time"),
-                        fields: entry.get("fieldsV1").map(from_fields_v1).unwrap_or_default(),
+                        fields: entry
+                            .get("fieldsV1")
+                            .map(from_fields_v1)
+                            .unwrap_or_default(),
                     }
                 })
                 .collect()
@@ -277,33 +303,59 @@ pub fn apply(
     let mut managers = read_managers(live);
     let applied_fields = field_set(applied);
     let mut conflicts: Vec<Cause> = Vec::new();
-    for other in managers.iter().filter(|m| !(m.manager == operation.manager && m.operation == "Apply")) {
+    for other in managers
+        .iter()
+        .filter(|m| !(m.manager == operation.manager && m.operation == "Apply"))
+    {
         for path in &applied_fields {
             let owned = other.fields.iter().any(|owned| overlaps(owned, path));
-            if owned && value_at(live, path) != value_at(applied, path) && value_at(live, path).is_some() {
+            if owned
+                && value_at(live, path) != value_at(applied, path)
+                && value_at(live, path).is_some()
+            {
                 conflicts.push(cause(
                     "FieldManagerConflict",
-                    path.iter().map(|p| p.trim_start_matches("f:")).collect::<Vec<_>>().join("."),
-                    format!("conflict with \"{}\" using {}: {}", other.manager, other.api_version,
-                        path.iter().map(|p| p.trim_start_matches("f:")).collect::<Vec<_>>().join(".")),
+                    path.iter()
+                        .map(|p| p.trim_start_matches("f:"))
+                        .collect::<Vec<_>>()
+                        .join("."),
+                    format!(
+                        "conflict with \"{}\" using {}: {}",
+                        other.manager,
+                        other.api_version,
+                        path.iter()
+                            .map(|p| p.trim_start_matches("f:"))
+                            .collect::<Vec<_>>()
+                            .join(".")
+                    ),
                 ));
             }
         }
     }
     if !conflicts.is_empty() && !force {
         conflicts.dedup();
-        return Err(ApiError::apply_conflict(about.0, about.1, about.2, conflicts));
+        return Err(ApiError::apply_conflict(
+            about.0, about.1, about.2, conflicts,
+        ));
     }
     let previous = managers
         .iter()
-        .find(|m| m.manager == operation.manager && m.operation == "Apply" && m.subresource == operation.subresource)
+        .find(|m| {
+            m.manager == operation.manager
+                && m.operation == "Apply"
+                && m.subresource == operation.subresource
+        })
         .map(|m| m.fields.clone())
         .unwrap_or_default();
     let mut result = live.clone();
     for path in previous.difference(&applied_fields) {
         let shared = managers
             .iter()
-            .filter(|m| !(m.manager == operation.manager && m.operation == "Apply" && m.subresource == operation.subresource))
+            .filter(|m| {
+                !(m.manager == operation.manager
+                    && m.operation == "Apply"
+                    && m.subresource == operation.subresource)
+            })
             .any(|m| m.fields.iter().any(|owned| overlaps(owned, path)));
         if !shared {
             remove_at(&mut result, path);
@@ -311,16 +363,23 @@ pub fn apply(
     }
     merge_applied(&mut result, applied, "");
     for other in &mut managers {
-        if other.manager == operation.manager && other.operation == "Apply" && other.subresource == operation.subresource {
+        if other.manager == operation.manager
+            && other.operation == "Apply"
+            && other.subresource == operation.subresource
+        {
             continue;
         }
         other.fields.retain(|owned| {
-            !applied_fields
-                .iter()
-                .any(|path| overlaps(owned, path) && value_at(live, owned) != value_at(&result, owned))
+            !applied_fields.iter().any(|path| {
+                overlaps(owned, path) && value_at(live, owned) != value_at(&result, owned)
+            })
         });
     }
-    managers.retain(|m| !(m.manager == operation.manager && m.operation == "Apply" && m.subresource == operation.subresource));
+    managers.retain(|m| {
+        !(m.manager == operation.manager
+            && m.operation == "Apply"
+            && m.subresource == operation.subresource)
+    });
     managers.push(Manager {
         manager: operation.manager.clone(),
         operation: "Apply".into(),
@@ -348,11 +407,15 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, operation: &Operation
         return;
     }
     for other in &mut managers {
-        other.fields.retain(|owned| !changed.iter().any(|path| overlaps(owned, path)));
+        other
+            .fields
+            .retain(|owned| !changed.iter().any(|path| overlaps(owned, path)));
     }
-    let existing = managers
-        .iter_mut()
-        .find(|m| m.manager == operation.manager && m.operation == "Update" && m.subresource == operation.subresource);
+    let existing = managers.iter_mut().find(|m| {
+        m.manager == operation.manager
+            && m.operation == "Update"
+            && m.subresource == operation.subresource
+    });
     match existing {
         Some(manager) => {
             manager.fields.extend(changed);
@@ -375,7 +438,12 @@ mod tests {
     use super::*;
 
     fn op(manager: &str) -> Operation {
-        Operation { manager: manager.into(), subresource: String::new(), api_version: "v1".into(), time: "t".into() }
+        Operation {
+            manager: manager.into(),
+            subresource: String::new(),
+            api_version: "v1".into(),
+            time: "t".into(),
+        }
     }
     const ABOUT: (&str, &str, &str) = ("", "configmaps", "x");
 
@@ -388,12 +456,24 @@ mod tests {
         let object = json!({"metadata": {"labels": {"a": "1"}}, "spec": {"containers": [{"name": "c", "image": "i"}], "x": [1]}});
         let set = field_set(&object);
         assert_eq!(from_fields_v1(&to_fields_v1(&set)), set);
-        assert!(set.contains(&vec!["f:spec".into(), "f:containers".into(), "k:{\"name\":\"c\"}".into(), "f:image".into()]));
+        assert!(set.contains(&vec![
+            "f:spec".into(),
+            "f:containers".into(),
+            "k:{\"name\":\"c\"}".into(),
+            "f:image".into()
+        ]));
     }
 
     #[test]
     fn apply_removes_fields_the_manager_dropped() {
-        let first = apply(&json!({}), &cm(json!({"a": "1", "b": "2"})), &op("a"), false, ABOUT).unwrap();
+        let first = apply(
+            &json!({}),
+            &cm(json!({"a": "1", "b": "2"})),
+            &op("a"),
+            false,
+            ABOUT,
+        )
+        .unwrap();
         let second = apply(&first, &cm(json!({"a": "1"})), &op("a"), false, ABOUT).unwrap();
         assert_eq!(second["data"], json!({"a": "1"}));
         assert_eq!(second["metadata"]["managedFields"][0]["manager"], "a");
@@ -405,7 +485,11 @@ mod tests {
         let other = op("b");
         let error = apply(&first, &cm(json!({"a": "2"})), &other, false, ABOUT).unwrap_err();
         assert_eq!((error.code, error.reason), (409, "Conflict"));
-        assert!(error.message.contains("conflict with \"a\""), "{}", error.message);
+        assert!(
+            error.message.contains("conflict with \"a\""),
+            "{}",
+            error.message
+        );
         // The same value is shared ownership, not a conflict.
         assert!(apply(&first, &cm(json!({"a": "1"})), &other, false, ABOUT).is_ok());
         let forced = apply(&first, &cm(json!({"a": "2"})), &other, true, ABOUT).unwrap();

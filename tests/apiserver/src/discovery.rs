@@ -40,8 +40,14 @@ pub fn resources(types: &[ResourceType], group: &str, version: &str) -> Option<V
     if entries.is_empty() {
         return None;
     }
-    let group_version = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": entries}))
+    let group_version = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": entries}),
+    )
 }
 
 fn group_document(types: &[ResourceType], group: &str) -> Option<Value> {
@@ -71,7 +77,10 @@ pub fn groups(types: &[ResourceType]) -> Value {
             names.push(&t.group);
         }
     }
-    let groups: Vec<Value> = names.iter().filter_map(|g| group_document(types, g)).collect();
+    let groups: Vec<Value> = names
+        .iter()
+        .filter_map(|g| group_document(types, g))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 

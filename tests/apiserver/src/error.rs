@@ -10,12 +10,18 @@ pub struct Cause {
     pub message: String,
 }
 
-/// A failed request: HTTP code, `reason`, message and the object it concerns.
+/// A failed request: HTTP code, `reason`, message and `details`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
+    pub details: Box<Details>,
+}
+
+/// `metav1.StatusDetails`: the object concerned, causes, and a retry hint.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Details {
     pub group: String,
     pub kind: String,
     pub name: String,
@@ -29,31 +35,35 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
-            group: String::new(),
-            kind: String::new(),
-            name: String::new(),
-            causes: Vec::new(),
-            retry_after_seconds: None,
+            details: Box::default(),
         }
     }
 
     fn about(mut self, group: &str, kind: &str, name: &str) -> Self {
-        self.group = group.to_owned();
-        self.kind = kind.to_owned();
-        self.name = name.to_owned();
+        self.details.group = group.to_owned();
+        self.details.kind = kind.to_owned();
+        self.details.name = name.to_owned();
         self
     }
 
     /// `404 NotFound`: `<resource>.<group> "<name>" not found`.
     pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{name}\" not found", qualified(group, resource)))
-            .about(group, resource, name)
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", qualified(group, resource)),
+        )
+        .about(group, resource, name)
     }
 
     /// `409 AlreadyExists`.
     pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", qualified(group, resource)))
-            .about(group, resource, name)
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", qualified(group, resource)),
+        )
+        .about(group, resource, name)
     }
 
     /// `409 Conflict` for a stale `resourceVersion`.
@@ -72,9 +82,17 @@ impl ApiError {
     /// `409 Conflict` from server-side apply: fields owned by other managers.
     pub fn apply_conflict(group: &str, resource: &str, name: &str, causes: Vec<Cause>) -> Self {
         let fields: Vec<String> = causes.iter().map(|c| c.message.clone()).collect();
-        let mut error = Self::new(409, "Conflict", format!("Apply failed with {} conflicts: {}", causes.len(), fields.join(", ")))
-            .about(group, resource, name);
-        error.causes = causes;
+        let mut error = Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Apply failed with {} conflicts: {}",
+                causes.len(),
+                fields.join(", ")
+            ),
+        )
+        .about(group, resource, name);
+        error.details.causes = causes;
         error
     }
 
@@ -82,15 +100,25 @@ impl ApiError {
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
         let text: Vec<String> = causes
             .iter()
-            .map(|c| if c.field.is_empty() { c.message.clone() } else { format!("{}: {}", c.field, c.message) })
+            .map(|c| {
+                if c.field.is_empty() {
+                    c.message.clone()
+                } else {
+                    format!("{}: {}", c.field, c.message)
+                }
+            })
             .collect();
-        let subject = if group.is_empty() { kind.to_owned() } else { format!("{kind}.{group}") };
+        let subject = if group.is_empty() {
+            kind.to_owned()
+        } else {
+            format!("{kind}.{group}")
+        };
         let message = match text.as_slice() {
             [one] => format!("{subject} \"{name}\" is invalid: {one}"),
             _ => format!("{subject} \"{name}\" is invalid: [{}]", text.join(", ")),
         };
         let mut error = Self::new(422, "Invalid", message).about(group, kind, name);
-        error.causes = causes;
+        error.details.causes = causes;
         error
     }
 
@@ -106,12 +134,22 @@ impl ApiError {
 
     /// `415 UnsupportedMediaType`.
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json; got {content_type}"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json; got {content_type}"
+            ),
+        )
     }
 
     /// `410 Expired`: the requested resourceVersion is older than the watch history.
     pub fn expired(resource_version: u64, oldest: u64) -> Self {
-        Self::new(410, "Expired", format!("too old resource version: {resource_version} ({oldest})"))
+        Self::new(
+            410,
+            "Expired",
+            format!("too old resource version: {resource_version} ({oldest})"),
+        )
     }
 
     /// `401 Unauthorized`.
@@ -121,13 +159,21 @@ impl ApiError {
 
     /// `500 InternalError`.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
 
     /// `429 TooManyRequests` with `Retry-After`.
     pub fn too_many_requests(retry_after_seconds: u64) -> Self {
-        let mut error = Self::new(429, "TooManyRequests", "the server has received too many requests and has asked us to try again later");
-        error.retry_after_seconds = Some(retry_after_seconds);
+        let mut error = Self::new(
+            429,
+            "TooManyRequests",
+            "the server has received too many requests and has asked us to try again later",
+        );
+        error.details.retry_after_seconds = Some(retry_after_seconds);
         error
     }
 
@@ -143,25 +189,26 @@ impl ApiError {
 
     /// The `metav1.Status` body.
     pub fn status(&self) -> Value {
+        let d = &self.details;
         let mut details = serde_json::Map::new();
-        if !self.name.is_empty() {
-            details.insert("name".into(), json!(self.name));
+        if !d.name.is_empty() {
+            details.insert("name".into(), json!(d.name));
         }
-        if !self.group.is_empty() {
-            details.insert("group".into(), json!(self.group));
+        if !d.group.is_empty() {
+            details.insert("group".into(), json!(d.group));
         }
-        if !self.kind.is_empty() {
-            details.insert("kind".into(), json!(self.kind));
+        if !d.kind.is_empty() {
+            details.insert("kind".into(), json!(d.kind));
         }
-        if !self.causes.is_empty() {
-            let causes: Vec<Value> = self
+        if !d.causes.is_empty() {
+            let causes: Vec<Value> = d
                 .causes
                 .iter()
                 .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
                 .collect();
             details.insert("causes".into(), Value::Array(causes));
         }
-        if let Some(seconds) = self.retry_after_seconds {
+        if let Some(seconds) = d.retry_after_seconds {
             details.insert("retryAfterSeconds".into(), json!(seconds));
         }
         let mut status = json!({
@@ -181,7 +228,11 @@ impl ApiError {
 }
 
 fn qualified(group: &str, resource: &str) -> String {
-    if group.is_empty() { resource.to_owned() } else { format!("{resource}.{group}") }
+    if group.is_empty() {
+        resource.to_owned()
+    } else {
+        format!("{resource}.{group}")
+    }
 }
 
 impl std::fmt::Display for ApiError {
@@ -194,5 +245,9 @@ impl std::error::Error for ApiError {}
 
 /// Shorthand for a field error cause.
 pub fn cause(reason: &str, field: impl Into<String>, message: impl Into<String>) -> Cause {
-    Cause { reason: reason.to_owned(), field: field.into(), message: message.into() }
+    Cause {
+        reason: reason.to_owned(),
+        field: field.into(),
+        message: message.into(),
+    }
 }

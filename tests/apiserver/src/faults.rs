@@ -78,7 +78,10 @@ pub struct Faults {
 
 impl Faults {
     pub fn new(seed: u64) -> Self {
-        Self { rules: Vec::new(), rng: Rng::new(seed ^ 0x9e37_79b9_7f4a_7c15) }
+        Self {
+            rules: Vec::new(),
+            rng: Rng::new(seed ^ 0x9e37_79b9_7f4a_7c15),
+        }
     }
 
     pub fn add(&mut self, fault: Fault) {
@@ -113,8 +116,14 @@ impl Faults {
 pub fn error_for(action: &FaultAction) -> Option<ApiError> {
     match action {
         FaultAction::InternalError => Some(ApiError::internal("injected fault")),
-        FaultAction::TooManyRequests { retry_after_seconds } => Some(ApiError::too_many_requests(*retry_after_seconds)),
-        FaultAction::Conflict => Some(ApiError::custom(409, "Conflict", "Operation cannot be fulfilled: injected conflict")),
+        FaultAction::TooManyRequests {
+            retry_after_seconds,
+        } => Some(ApiError::too_many_requests(*retry_after_seconds)),
+        FaultAction::Conflict => Some(ApiError::custom(
+            409,
+            "Conflict",
+            "Operation cannot be fulfilled: injected conflict",
+        )),
         FaultAction::Latency(_) | FaultAction::DropWatch { .. } => None,
     }
 }

@@ -48,7 +48,11 @@ impl std::fmt::Debug for JobSimulator {
 
 impl Default for JobSimulator {
     fn default() -> Self {
-        Self { start_delay: Duration::from_millis(50), run_time: Duration::from_millis(200), outcome: Arc::new(outcome_from_label) }
+        Self {
+            start_delay: Duration::from_millis(50),
+            run_time: Duration::from_millis(200),
+            outcome: Arc::new(outcome_from_label),
+        }
     }
 }
 
@@ -57,7 +61,10 @@ pub fn outcome_from_label(job: &Value) -> JobOutcome {
     let label = job
         .pointer("/metadata/labels")
         .and_then(|l| l.get(OUTCOME_LABEL))
-        .or_else(|| job.pointer("/spec/template/metadata/labels").and_then(|l| l.get(OUTCOME_LABEL)))
+        .or_else(|| {
+            job.pointer("/spec/template/metadata/labels")
+                .and_then(|l| l.get(OUTCOME_LABEL))
+        })
         .and_then(Value::as_str);
     match label {
         Some("fail") => JobOutcome::Fail,
@@ -95,7 +102,11 @@ pub async fn run(shared: Arc<Shared>, simulator: JobSimulator) {
         let name = text(&event.object, "name").to_owned();
         let uid = text(&event.object, "uid").to_owned();
         let outcome = (simulator.outcome)(&event.object);
-        let backoff_limit = event.object.pointer("/spec/backoffLimit").and_then(Value::as_i64).unwrap_or(6);
+        let backoff_limit = event
+            .object
+            .pointer("/spec/backoffLimit")
+            .and_then(Value::as_i64)
+            .unwrap_or(6);
         let shared = shared.clone();
         let simulator = simulator.clone();
         tokio::spawn(async move {
@@ -137,7 +148,13 @@ pub async fn run(shared: Arc<Shared>, simulator: JobSimulator) {
 }
 
 /// Updates the status of the Job if it is still the same object (same uid).
-fn write(shared: &Shared, namespace: &str, name: &str, uid: &str, change: impl FnOnce(&mut Value)) -> bool {
+fn write(
+    shared: &Shared,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    change: impl FnOnce(&mut Value),
+) -> bool {
     let mut state = lock(&shared.state);
     state.server_status_write(JOBS, namespace, name, |job| {
         if text(job, "uid") != uid {

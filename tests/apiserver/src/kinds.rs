@@ -36,8 +36,13 @@ pub fn admit_update(rt: &ResourceType, old: &Value, new: &mut Value) -> Vec<Caus
         ("batch", "Job") => {
             let mut causes = Vec::new();
             for field in ["template", "selector", "completionMode"] {
-                if old.pointer(&format!("/spec/{field}")) != new.pointer(&format!("/spec/{field}")) {
-                    causes.push(cause("FieldValueInvalid", format!("spec.{field}"), "Invalid value: \"object\": field is immutable"));
+                if old.pointer(&format!("/spec/{field}")) != new.pointer(&format!("/spec/{field}"))
+                {
+                    causes.push(cause(
+                        "FieldValueInvalid",
+                        format!("spec.{field}"),
+                        "Invalid value: \"object\": field is immutable",
+                    ));
                 }
             }
             causes
@@ -54,29 +59,40 @@ fn validate_config_data(object: &Value, fields: &[&str]) -> Vec<Cause> {
             for (key, value) in map {
                 let key_ok = !key.is_empty()
                     && key.len() <= 253
-                    && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
                 if !key_ok {
-                    causes.push(cause("FieldValueInvalid", format!("{field}"), format!("Invalid value: \"{key}\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')")));
+                    causes.push(cause("FieldValueInvalid", field.to_string(), format!("Invalid value: \"{key}\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')")));
                 }
                 total += key.len() + value.as_str().map_or(0, str::len);
             }
         }
     }
     if total > MAX_CONFIG_BYTES {
-        causes.push(cause("FieldValueTooLong", "", format!("Too long: must have at most {MAX_CONFIG_BYTES} bytes")));
+        causes.push(cause(
+            "FieldValueTooLong",
+            "",
+            format!("Too long: must have at most {MAX_CONFIG_BYTES} bytes"),
+        ));
     }
     causes
 }
 
 fn admit_secret(object: &mut Value) -> Vec<Cause> {
-    if let Some(Value::Object(string_data)) = object.as_object_mut().and_then(|o| o.remove("stringData")) {
+    if let Some(Value::Object(string_data)) =
+        object.as_object_mut().and_then(|o| o.remove("stringData"))
+    {
         let data = object
             .as_object_mut()
             .map(|o| o.entry("data").or_insert_with(|| Value::Object(Map::new())));
         if let Some(Value::Object(data)) = data {
             for (key, value) in string_data {
                 let text = value.as_str().unwrap_or_default();
-                data.insert(key, json!(base64::engine::general_purpose::STANDARD.encode(text)));
+                data.insert(
+                    key,
+                    json!(base64::engine::general_purpose::STANDARD.encode(text)),
+                );
             }
         }
     }
@@ -90,7 +106,11 @@ fn admit_secret(object: &mut Value) -> Vec<Cause> {
                 .as_str()
                 .is_some_and(|v| base64::engine::general_purpose::STANDARD.decode(v).is_ok());
             if !decodes {
-                causes.push(cause("FieldValueInvalid", format!("data[{key}]"), "Invalid value: illegal base64 data"));
+                causes.push(cause(
+                    "FieldValueInvalid",
+                    format!("data[{key}]"),
+                    "Invalid value: illegal base64 data",
+                ));
             }
         }
     }
@@ -103,15 +123,29 @@ fn admit_job(job: &mut Value) -> Vec<Cause> {
     let name = crate::meta::text(job, "name").to_owned();
     let uid = crate::meta::text(job, "uid").to_owned();
     if name.len() > 63 {
-        causes.push(cause("FieldValueInvalid", "metadata.name", format!("Invalid value: \"{name}\": must be no more than 63 characters")));
+        causes.push(cause(
+            "FieldValueInvalid",
+            "metadata.name",
+            format!("Invalid value: \"{name}\": must be no more than 63 characters"),
+        ));
     }
     let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) else {
-        causes.push(cause("FieldValueRequired", "spec.template", "Required value"));
+        causes.push(cause(
+            "FieldValueRequired",
+            "spec.template",
+            "Required value",
+        ));
         return causes;
     };
-    for (field, value) in [("backoffLimit", json!(6)), ("completions", json!(1)), ("parallelism", json!(1)),
-        ("completionMode", json!("NonIndexed")), ("suspend", json!(false)), ("podReplacementPolicy", json!("TerminatingOrFailed")),
-        ("manualSelector", Value::Null)] {
+    for (field, value) in [
+        ("backoffLimit", json!(6)),
+        ("completions", json!(1)),
+        ("parallelism", json!(1)),
+        ("completionMode", json!("NonIndexed")),
+        ("suspend", json!(false)),
+        ("podReplacementPolicy", json!("TerminatingOrFailed")),
+        ("manualSelector", Value::Null),
+    ] {
         if !value.is_null() && !spec.contains_key(field) {
             spec.insert(field.into(), value);
         }
@@ -122,46 +156,82 @@ fn admit_job(job: &mut Value) -> Vec<Cause> {
         "controller-uid": uid,
         "job-name": name,
     });
-    spec.insert("selector".into(), json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}));
-    let template = spec.entry("template").or_insert_with(|| Value::Object(Map::new()));
+    spec.insert(
+        "selector".into(),
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+    );
+    let template = spec
+        .entry("template")
+        .or_insert_with(|| Value::Object(Map::new()));
     if let Some(template) = template.as_object_mut() {
         let metadata = template.entry("metadata").or_insert_with(|| json!({}));
         if let (Some(labels), Some(add)) = (
-            metadata.as_object_mut().map(|m| m.entry("labels").or_insert_with(|| json!({}))),
+            metadata
+                .as_object_mut()
+                .map(|m| m.entry("labels").or_insert_with(|| json!({}))),
             controller_labels.as_object(),
-        ) {
-            if let Some(labels) = labels.as_object_mut() {
-                for (k, v) in add {
-                    labels.insert(k.clone(), v.clone());
-                }
+        ) && let Some(labels) = labels.as_object_mut()
+        {
+            for (k, v) in add {
+                labels.insert(k.clone(), v.clone());
             }
         }
     }
     let pod = job.pointer_mut("/spec/template/spec");
     match pod.and_then(Value::as_object_mut) {
-        None => causes.push(cause("FieldValueRequired", "spec.template.spec", "Required value")),
+        None => causes.push(cause(
+            "FieldValueRequired",
+            "spec.template.spec",
+            "Required value",
+        )),
         Some(pod) => {
             match pod.get("restartPolicy").and_then(Value::as_str) {
                 Some("Never" | "OnFailure") => {}
-                Some(other) => causes.push(cause("FieldValueNotSupported", "spec.template.spec.restartPolicy", format!("Unsupported value: \"{other}\": supported values: \"OnFailure\", \"Never\""))),
-                None => causes.push(cause("FieldValueRequired", "spec.template.spec.restartPolicy", "Required value")),
+                Some(other) => causes.push(cause(
+                    "FieldValueNotSupported",
+                    "spec.template.spec.restartPolicy",
+                    format!(
+                        "Unsupported value: \"{other}\": supported values: \"OnFailure\", \"Never\""
+                    ),
+                )),
+                None => causes.push(cause(
+                    "FieldValueRequired",
+                    "spec.template.spec.restartPolicy",
+                    "Required value",
+                )),
             }
-            for (field, value) in [("dnsPolicy", json!("ClusterFirst")), ("schedulerName", json!("default-scheduler")),
-                ("terminationGracePeriodSeconds", json!(30)), ("securityContext", json!({}))] {
+            for (field, value) in [
+                ("dnsPolicy", json!("ClusterFirst")),
+                ("schedulerName", json!("default-scheduler")),
+                ("terminationGracePeriodSeconds", json!(30)),
+                ("securityContext", json!({})),
+            ] {
                 pod.entry(field).or_insert(value);
             }
             let containers = pod.get_mut("containers").and_then(Value::as_array_mut);
             match containers {
                 Some(containers) if !containers.is_empty() => {
                     for (index, container) in containers.iter_mut().enumerate() {
-                        default_container(container, &format!("spec.template.spec.containers[{index}]"), &mut causes);
+                        default_container(
+                            container,
+                            &format!("spec.template.spec.containers[{index}]"),
+                            &mut causes,
+                        );
                     }
                 }
-                _ => causes.push(cause("FieldValueRequired", "spec.template.spec.containers", "Required value")),
+                _ => causes.push(cause(
+                    "FieldValueRequired",
+                    "spec.template.spec.containers",
+                    "Required value",
+                )),
             }
             if let Some(containers) = pod.get_mut("initContainers").and_then(Value::as_array_mut) {
                 for (index, container) in containers.iter_mut().enumerate() {
-                    default_container(container, &format!("spec.template.spec.initContainers[{index}]"), &mut causes);
+                    default_container(
+                        container,
+                        &format!("spec.template.spec.initContainers[{index}]"),
+                        &mut causes,
+                    );
                 }
             }
         }
@@ -177,18 +247,46 @@ fn default_container(container: &mut Value, path: &str, causes: &mut Vec<Cause>)
         causes.push(cause("FieldValueTypeInvalid", path, "must be an object"));
         return;
     };
-    if container.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
-        causes.push(cause("FieldValueRequired", format!("{path}.name"), "Required value"));
+    if container
+        .get("name")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        causes.push(cause(
+            "FieldValueRequired",
+            format!("{path}.name"),
+            "Required value",
+        ));
     }
-    let image = container.get("image").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let image = container
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     if image.is_empty() {
-        causes.push(cause("FieldValueRequired", format!("{path}.image"), "Required value"));
+        causes.push(cause(
+            "FieldValueRequired",
+            format!("{path}.image"),
+            "Required value",
+        ));
     }
-    let tagged = image.rsplit('/').next().is_some_and(|last| last.contains(':')) || image.contains('@');
-    let policy = if !tagged || image.ends_with(":latest") { "Always" } else { "IfNotPresent" };
+    let tagged = image
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| last.contains(':'))
+        || image.contains('@');
+    let policy = if !tagged || image.ends_with(":latest") {
+        "Always"
+    } else {
+        "IfNotPresent"
+    };
     container.entry("imagePullPolicy").or_insert(json!(policy));
-    container.entry("terminationMessagePath").or_insert(json!("/dev/termination-log"));
-    container.entry("terminationMessagePolicy").or_insert(json!("File"));
+    container
+        .entry("terminationMessagePath")
+        .or_insert(json!("/dev/termination-log"));
+    container
+        .entry("terminationMessagePolicy")
+        .or_insert(json!("File"));
     container.entry("resources").or_insert(json!({}));
 }
 
@@ -207,14 +305,32 @@ mod tests {
             "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox:1.36"}]}}}});
         assert!(admit_create(&job_type(), &mut job).is_empty());
         assert_eq!(job["spec"]["backoffLimit"], 6);
-        assert_eq!(job["spec"]["template"]["metadata"]["labels"]["job-name"], "j");
-        assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(
+            job["spec"]["template"]["metadata"]["labels"]["job-name"],
+            "j"
+        );
+        assert_eq!(
+            job["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+            "IfNotPresent"
+        );
         let mut bad = json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"restartPolicy": "Always", "containers": []}}}});
-        let fields: Vec<String> = admit_create(&job_type(), &mut bad).into_iter().map(|c| c.field).collect();
-        assert_eq!(fields, ["spec.template.spec.restartPolicy", "spec.template.spec.containers"]);
+        let fields: Vec<String> = admit_create(&job_type(), &mut bad)
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.template.spec.restartPolicy",
+                "spec.template.spec.containers"
+            ]
+        );
         let mut changed = job.clone();
         changed["spec"]["template"]["spec"]["containers"][0]["image"] = json!("other");
-        assert_eq!(admit_update(&job_type(), &job, &mut changed)[0].field, "spec.template");
+        assert_eq!(
+            admit_update(&job_type(), &job, &mut changed)[0].field,
+            "spec.template"
+        );
     }
 
     #[test]
@@ -222,6 +338,9 @@ mod tests {
         let secret_type = builtins().into_iter().find(|t| t.kind == "Secret").unwrap();
         let mut secret = json!({"metadata": {"name": "s"}, "stringData": {"k": "v"}});
         assert!(admit_create(&secret_type, &mut secret).is_empty());
-        assert_eq!(secret, json!({"metadata": {"name": "s"}, "data": {"k": "dg=="}, "type": "Opaque"}));
+        assert_eq!(
+            secret,
+            json!({"metadata": {"name": "s"}, "data": {"k": "dg=="}, "type": "Opaque"})
+        );
     }
 }

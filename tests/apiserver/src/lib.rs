@@ -12,6 +12,7 @@ mod faults;
 mod jobsim;
 mod kinds;
 mod meta;
+mod namespaces;
 mod openapi;
 mod patch;
 mod registry;
@@ -31,7 +32,7 @@ use anyhow::Context as _;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
-pub use error::{ApiError, Cause};
+pub use error::{ApiError, Cause, Details};
 pub use faults::{Fault, FaultAction, RequestRecord};
 pub use jobsim::{JobOutcome, JobSimulator, OUTCOME_LABEL, OutcomeFn, outcome_from_label};
 use server::{Settings, Shared, lock};
@@ -115,26 +116,40 @@ impl TestApiServer {
     /// Binds `127.0.0.1:<port>`, writes a kubeconfig and starts serving on a private
     /// runtime (two worker threads).
     pub fn start(config: Config) -> anyhow::Result<Self> {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", config.port)).context("binding the loopback port")?;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", config.port))
+            .context("binding the loopback port")?;
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
         let (dir, kubeconfig) = match &config.kubeconfig_path {
             Some(path) => (None, path.clone()),
             None => {
-                let dir = tempfile::Builder::new().prefix("kubetask-apiserver-").tempdir()?;
+                let dir = tempfile::Builder::new()
+                    .prefix("kubetask-apiserver-")
+                    .tempdir()?;
                 let path = dir.path().join("kubeconfig");
                 (Some(dir), path)
             }
         };
-        let tls = if config.tls { Some(tls::acceptor()?) } else { None };
-        std::fs::write(&kubeconfig, kubeconfig_yaml(address, &config.kubeconfig_token, config.tls))
-            .with_context(|| format!("writing {}", kubeconfig.display()))?;
+        let tls = if config.tls {
+            Some(tls::acceptor()?)
+        } else {
+            None
+        };
+        std::fs::write(
+            &kubeconfig,
+            kubeconfig_yaml(address, &config.kubeconfig_token, config.tls),
+        )
+        .with_context(|| format!("writing {}", kubeconfig.display()))?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             state: Mutex::new(state::State::new(config.history_limit, config.seed)),
             faults: Mutex::new(faults::Faults::new(config.seed)),
             log: Mutex::new(Vec::new()),
-            settings: Settings { tokens: config.tokens.clone(), bookmark_interval: config.bookmark_interval, address: address.to_string() },
+            settings: Settings {
+                tokens: config.tokens.clone(),
+                bookmark_interval: config.bookmark_interval,
+                address: address.to_string(),
+            },
             shutdown: shutdown_rx,
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -144,28 +159,44 @@ impl TestApiServer {
             .build()?;
         let served = shared.clone();
         let simulator = config.job_simulator.clone();
-        let thread = std::thread::Builder::new().name("test-apiserver".into()).spawn(move || {
-            runtime.block_on(async move {
-                let listener = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(listener) => listener,
-                    Err(error) => {
-                        tracing::error!(%error, "adopting the listener");
-                        return;
+        let thread = std::thread::Builder::new()
+            .name("test-apiserver".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
+                        Err(error) => {
+                            tracing::error!(%error, "adopting the listener");
+                            return;
+                        }
+                    };
+                    tokio::spawn(namespaces::run(served.clone()));
+                    if let Some(simulator) = simulator {
+                        tokio::spawn(jobsim::run(served.clone(), simulator));
                     }
-                };
-                if let Some(simulator) = simulator {
-                    tokio::spawn(jobsim::run(served.clone(), simulator));
-                }
-                serve(listener, served, tls).await;
-            });
-            runtime.shutdown_timeout(Duration::from_millis(100));
-        })?;
-        Ok(Self { address, tls: config.tls, kubeconfig, token: config.kubeconfig_token, shared, shutdown, thread: Some(thread), _dir: dir })
+                    serve(listener, served, tls).await;
+                });
+                runtime.shutdown_timeout(Duration::from_millis(100));
+            })?;
+        Ok(Self {
+            address,
+            tls: config.tls,
+            kubeconfig,
+            token: config.kubeconfig_token,
+            shared,
+            shutdown,
+            thread: Some(thread),
+            _dir: dir,
+        })
     }
 
     /// `https://127.0.0.1:<port>` (or `http://` without TLS).
     pub fn url(&self) -> String {
-        format!("{}://{}", if self.tls { "https" } else { "http" }, self.address)
+        format!(
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.address
+        )
     }
 
     /// The bound address.
@@ -186,7 +217,11 @@ impl TestApiServer {
     /// A `kube::Client` built from the written kubeconfig.
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
         let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await?;
         Ok(kube::Client::try_from(config)?)
     }
 
@@ -227,10 +262,10 @@ impl TestApiServer {
 
     fn stop(&mut self) {
         let _ = self.shutdown.send(true);
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the test API server thread panicked");
-            }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the test API server thread panicked");
         }
     }
 }
@@ -241,7 +276,11 @@ impl Drop for TestApiServer {
     }
 }
 
-async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, tls: Option<tokio_rustls::TlsAcceptor>) {
+async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let mut shutdown = shared.shutdown.clone();
     let mut connections = tokio::task::JoinSet::new();
     loop {

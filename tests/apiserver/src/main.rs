@@ -27,19 +27,33 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let mut config = Config { port: args.port, kubeconfig_path: args.kubeconfig, ..Config::default() };
+    let mut config = Config {
+        port: args.port,
+        kubeconfig_path: args.kubeconfig,
+        ..Config::default()
+    };
     if args.simulate_jobs {
-        config.job_simulator = Some(JobSimulator { run_time: Duration::from_millis(args.job_run_ms), ..JobSimulator::default() });
+        config.job_simulator = Some(JobSimulator {
+            run_time: Duration::from_millis(args.job_run_ms),
+            ..JobSimulator::default()
+        });
     }
     let server = TestApiServer::start(config)?;
     println!("kubeconfig: {}", server.kubeconfig_path().display());
     println!("server: {}", server.url());
-    println!("try: KUBECONFIG={} kubectl get namespaces", server.kubeconfig_path().display());
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    println!(
+        "try: KUBECONFIG={} kubectl get namespaces",
+        server.kubeconfig_path().display()
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(tokio::signal::ctrl_c())?;
     server.shutdown();
     Ok(())

@@ -6,7 +6,9 @@ use crate::error::{Cause, cause};
 
 /// The current time as a `metav1.Time` string (seconds precision, UTC).
 pub fn now() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// A small deterministic generator (xorshift64*) for uids and generated names.
@@ -46,7 +48,14 @@ impl Rng {
             })
             .map(|byte| format!("{byte:02x}"))
             .collect();
-        format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        )
     }
 
     /// The 5-character suffix `generateName` appends (the apiserver's alphabet).
@@ -60,7 +69,11 @@ impl Rng {
 
 /// `metadata.<field>` as a string, or "".
 pub fn text<'a>(object: &'a Value, field: &str) -> &'a str {
-    object.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str).unwrap_or_default()
+    object
+        .get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 /// Validates a DNS-1123 subdomain (most object names) or label (namespaces, Jobs).
@@ -68,16 +81,30 @@ pub fn validate_name(name: &str, label: bool) -> Option<Cause> {
     let max = if label { 63 } else { 253 };
     let part_ok = |part: &str| {
         !part.is_empty()
-            && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && part
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && part.starts_with(|c: char| c.is_ascii_alphanumeric())
             && part.ends_with(|c: char| c.is_ascii_alphanumeric())
     };
-    let valid = if label { part_ok(name) } else { name.split('.').all(part_ok) };
+    let valid = if label {
+        part_ok(name)
+    } else {
+        name.split('.').all(part_ok)
+    };
     if name.is_empty() {
-        return Some(cause("FieldValueRequired", "metadata.name", "Required value: name or generateName is required"));
+        return Some(cause(
+            "FieldValueRequired",
+            "metadata.name",
+            "Required value: name or generateName is required",
+        ));
     }
     if name.len() > max {
-        return Some(cause("FieldValueInvalid", "metadata.name", format!("Invalid value: \"{name}\": must be no more than {max} characters")));
+        return Some(cause(
+            "FieldValueInvalid",
+            "metadata.name",
+            format!("Invalid value: \"{name}\": must be no more than {max} characters"),
+        ));
     }
     if !valid {
         let what = if label {
@@ -85,7 +112,11 @@ pub fn validate_name(name: &str, label: bool) -> Option<Cause> {
         } else {
             "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
         };
-        return Some(cause("FieldValueInvalid", "metadata.name", format!("Invalid value: \"{name}\": {what}")));
+        return Some(cause(
+            "FieldValueInvalid",
+            "metadata.name",
+            format!("Invalid value: \"{name}\": {what}"),
+        ));
     }
     None
 }
@@ -93,11 +124,19 @@ pub fn validate_name(name: &str, label: bool) -> Option<Cause> {
 /// Validates label keys and values.
 pub fn validate_labels(object: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
-    if let Some(labels) = object.pointer("/metadata/labels").and_then(Value::as_object) {
+    if let Some(labels) = object
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+    {
         for (key, value) in labels {
             let selector = format!("{key}={}", value.as_str().unwrap_or("\u{0}"));
-            if value.as_str().is_none() || crate::selector::LabelSelector::parse(&selector).is_err() {
-                causes.push(cause("FieldValueInvalid", format!("metadata.labels"), format!("Invalid value: {value}: invalid label {key}")));
+            if value.as_str().is_none() || crate::selector::LabelSelector::parse(&selector).is_err()
+            {
+                causes.push(cause(
+                    "FieldValueInvalid",
+                    "metadata.labels".to_string(),
+                    format!("Invalid value: {value}: invalid label {key}"),
+                ));
             }
         }
     }

@@ -7,7 +7,11 @@ use serde_json::{Map, Value, json};
 use crate::registry::ResourceType;
 
 fn path_key(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 /// `/openapi/v3`: the index of group-version documents.
@@ -15,14 +19,20 @@ pub fn index(types: &[ResourceType], generation: u64) -> Value {
     let mut paths = Map::new();
     for t in types {
         let key = path_key(&t.group, &t.version);
-        paths.insert(key.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={generation:016X}")}));
+        paths.insert(
+            key.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={generation:016X}")}),
+        );
     }
     json!({"paths": paths})
 }
 
 /// `/openapi/v3/<api|apis/group>/<version>`.
 pub fn document(types: &[ResourceType], key: &str) -> Option<Value> {
-    let served: Vec<&ResourceType> = types.iter().filter(|t| path_key(&t.group, &t.version) == key).collect();
+    let served: Vec<&ResourceType> = types
+        .iter()
+        .filter(|t| path_key(&t.group, &t.version) == key)
+        .collect();
     if served.is_empty() {
         return None;
     }
@@ -30,8 +40,15 @@ pub fn document(types: &[ResourceType], key: &str) -> Option<Value> {
     let mut schemas = Map::new();
     for t in served {
         let gvk = json!([{"group": t.group, "version": t.version, "kind": t.kind}]);
-        let schema_name = format!("{}.{}.{}", if t.group.is_empty() { "core" } else { &t.group }, t.version, t.kind);
-        let mut schema = t.schema.clone().unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+        let schema_name = format!(
+            "{}.{}.{}",
+            if t.group.is_empty() { "core" } else { &t.group },
+            t.version,
+            t.kind
+        );
+        let mut schema = t.schema.clone().unwrap_or_else(
+            || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+        );
         schema["x-kubernetes-group-version-kind"] = gvk.clone();
         schemas.insert(schema_name.clone(), schema);
         let reference = json!({"$ref": format!("#/components/schemas/{schema_name}")});
@@ -59,7 +76,10 @@ pub fn document(types: &[ResourceType], key: &str) -> Option<Value> {
         paths.insert(collection.clone(), json!({"post": operation("create")}));
         paths.insert(format!("{collection}/{{name}}"), json!({"get": operation("read"), "put": operation("replace"), "patch": operation("patch"), "delete": operation("delete")}));
         if t.status_subresource {
-            paths.insert(format!("{collection}/{{name}}/status"), json!({"patch": operation("patchStatus")}));
+            paths.insert(
+                format!("{collection}/{{name}}/status"),
+                json!({"patch": operation("patchStatus")}),
+            );
         }
     }
     Some(json!({

@@ -6,7 +6,12 @@ use serde_json::{Map, Value};
 /// The list fields merged by key in strategic merge patches (`patchMergeKey` in the Go types).
 pub fn merge_key(field: &str) -> Option<&'static str> {
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets" => Some("name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets" => Some("name"),
         "volumeMounts" => Some("mountPath"),
         "ports" => Some("containerPort"),
         "conditions" => Some("type"),
@@ -27,7 +32,8 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 
 /// Applies an RFC 6902 JSON patch.
 pub fn apply_json_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
-    let patch: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
+    let patch: json_patch::Patch =
+        serde_json::from_value(patch.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
     json_patch::patch(target, &patch).map_err(|e| e.to_string())
 }
 
@@ -73,7 +79,9 @@ fn merge_map(target: &mut Value, patch: &Map<String, Value>) -> Result<(), Strin
             continue;
         }
         if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(Value::Array(list)), Some(remove)) = (object.get_mut(field), value.as_array()) {
+            if let (Some(Value::Array(list)), Some(remove)) =
+                (object.get_mut(field), value.as_array())
+            {
                 list.retain(|item| !remove.contains(item));
             }
             continue;
@@ -88,7 +96,9 @@ fn merge_map(target: &mut Value, patch: &Map<String, Value>) -> Result<(), Strin
             }
             Value::Array(items) => {
                 let merged = match (merge_key(key), object.remove(key)) {
-                    (Some(merge_key), Some(Value::Array(existing))) => merge_keyed_list(existing, items, merge_key)?,
+                    (Some(merge_key), Some(Value::Array(existing))) => {
+                        merge_keyed_list(existing, items, merge_key)?
+                    }
                     (None, Some(Value::Array(mut existing))) if merges_primitives(key) => {
                         for item in items {
                             if !existing.contains(item) {
@@ -113,13 +123,26 @@ fn merge_map(target: &mut Value, patch: &Map<String, Value>) -> Result<(), Strin
     Ok(())
 }
 
-fn merge_keyed_list(mut existing: Vec<Value>, patch: &[Value], key: &str) -> Result<Vec<Value>, String> {
-    if patch.iter().any(|item| item.get("$patch").and_then(Value::as_str) == Some("replace")) {
-        return Ok(patch.iter().filter(|item| item.get("$patch").is_none()).cloned().collect());
+fn merge_keyed_list(
+    mut existing: Vec<Value>,
+    patch: &[Value],
+    key: &str,
+) -> Result<Vec<Value>, String> {
+    if patch
+        .iter()
+        .any(|item| item.get("$patch").and_then(Value::as_str) == Some("replace"))
+    {
+        return Ok(patch
+            .iter()
+            .filter(|item| item.get("$patch").is_none())
+            .cloned()
+            .collect());
     }
     for item in patch {
         let Some(id) = item.get(key) else {
-            return Err(format!("map: {item} does not contain declared merge key: {key}"));
+            return Err(format!(
+                "map: {item} does not contain declared merge key: {key}"
+            ));
         };
         let position = existing.iter().position(|e| e.get(key) == Some(id));
         let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
@@ -175,18 +198,36 @@ mod tests {
         assert_eq!(object["metadata"]["labels"], json!({"y": "2"}));
         assert_eq!(object["spec"]["containers"], json!([{"name": "b"}]));
         assert_eq!(object["spec"]["tolerations"], json!([{"key": "j"}]));
-        strategic_merge(&mut object, &json!({"metadata": {"labels": {"$patch": "replace", "z": "3"}}})).unwrap();
+        strategic_merge(
+            &mut object,
+            &json!({"metadata": {"labels": {"$patch": "replace", "z": "3"}}}),
+        )
+        .unwrap();
         assert_eq!(object["metadata"]["labels"], json!({"z": "3"}));
-        strategic_merge(&mut object, &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}})).unwrap();
+        strategic_merge(
+            &mut object,
+            &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}),
+        )
+        .unwrap();
         assert_eq!(object["metadata"]["finalizers"], json!(["b"]));
     }
 
     #[test]
     fn json_patch_errors_are_reported() {
         let mut object = json!({"a": 1});
-        apply_json_patch(&mut object, &json!([{"op": "replace", "path": "/a", "value": 2}])).unwrap();
+        apply_json_patch(
+            &mut object,
+            &json!([{"op": "replace", "path": "/a", "value": 2}]),
+        )
+        .unwrap();
         assert_eq!(object, json!({"a": 2}));
-        assert!(apply_json_patch(&mut object, &json!([{"op": "test", "path": "/a", "value": 3}])).is_err());
+        assert!(
+            apply_json_patch(
+                &mut object,
+                &json!([{"op": "test", "path": "/a", "value": 3}])
+            )
+            .is_err()
+        );
         assert!(apply_json_patch(&mut object, &json!({"op": "x"})).is_err());
     }
 }

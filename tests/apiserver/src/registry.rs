@@ -54,7 +54,11 @@ impl ResourceType {
 
     /// `v1` or `<group>/<version>`.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     /// The storage key shared by all versions of one resource.
@@ -64,7 +68,16 @@ impl ResourceType {
 
     /// The `APIResource` entries (the resource and its subresources) for discovery.
     pub fn discovery_entries(&self) -> Vec<Value> {
-        let mut verbs = vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+        let mut verbs = vec![
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ];
         if self.group.is_empty() && self.kind == "Namespace" {
             verbs.retain(|v| *v != "deletecollection");
         }
@@ -92,15 +105,22 @@ impl ResourceType {
 
 /// The built-in kinds KubeTask and its tests use.
 pub fn builtins() -> Vec<ResourceType> {
-    let mut namespace = ResourceType::builtin("", "v1", "Namespace", "namespaces", false).short(&["ns"]);
+    let mut namespace =
+        ResourceType::builtin("", "v1", "Namespace", "namespaces", false).short(&["ns"]);
     namespace.status_subresource = true;
     let mut pod = ResourceType::builtin("", "v1", "Pod", "pods", true).short(&["po"]);
     pod.status_subresource = true;
     pod.categories = vec!["all".into()];
     let mut job = ResourceType::builtin("batch", "v1", "Job", "jobs", true).with_status();
     job.categories = vec!["all".into()];
-    let mut crd = ResourceType::builtin("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", false)
-        .short(&["crd", "crds"]);
+    let mut crd = ResourceType::builtin(
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        false,
+    )
+    .short(&["crd", "crds"]);
     crd.status_subresource = true;
     crd.generation = true;
     vec![
@@ -119,11 +139,24 @@ pub fn builtins() -> Vec<ResourceType> {
 
 /// The resource types a CustomResourceDefinition serves (one per served version).
 pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
-    let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let name = crd
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let spec = crd.get("spec").ok_or("spec: Required value")?;
-    let group = spec.get("group").and_then(Value::as_str).filter(|g| !g.is_empty()).ok_or("spec.group: Required value")?;
+    let group = spec
+        .get("group")
+        .and_then(Value::as_str)
+        .filter(|g| !g.is_empty())
+        .ok_or("spec.group: Required value")?;
     let names = spec.get("names").ok_or("spec.names: Required value")?;
-    let text = |field: &str| names.get(field).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let text = |field: &str| {
+        names
+            .get(field)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     let plural = text("plural");
     let kind = text("kind");
     if plural.is_empty() {
@@ -133,38 +166,69 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
         return Err("spec.names.kind: Required value".into());
     }
     if name != format!("{plural}.{group}") {
-        return Err(format!("metadata.name: Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"));
+        return Err(format!(
+            "metadata.name: Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"
+        ));
     }
-    let scope = spec.get("scope").and_then(Value::as_str).unwrap_or_default();
+    let scope = spec
+        .get("scope")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let namespaced = match scope {
         "Namespaced" => true,
         "Cluster" => false,
-        other => return Err(format!("spec.scope: Unsupported value: \"{other}\": supported values: \"Cluster\", \"Namespaced\"")),
+        other => {
+            return Err(format!(
+                "spec.scope: Unsupported value: \"{other}\": supported values: \"Cluster\", \"Namespaced\""
+            ));
+        }
     };
     let strings = |field: &str| -> Vec<String> {
         names
             .get(field)
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default()
     };
-    let versions = spec.get("versions").and_then(Value::as_array).filter(|v| !v.is_empty()).ok_or("spec.versions: Required value")?;
-    let storage = versions.iter().filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true)).count();
+    let versions = spec
+        .get("versions")
+        .and_then(Value::as_array)
+        .filter(|v| !v.is_empty())
+        .ok_or("spec.versions: Required value")?;
+    let storage = versions
+        .iter()
+        .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+        .count();
     if storage != 1 {
-        return Err("spec.versions: Invalid value: must have exactly one version marked as storage version".into());
+        return Err(
+            "spec.versions: Invalid value: must have exactly one version marked as storage version"
+                .into(),
+        );
     }
     let mut types = Vec::new();
     for version in versions {
         if version.get("served").and_then(Value::as_bool) != Some(true) {
             continue;
         }
-        let version_name = version.get("name").and_then(Value::as_str).ok_or("spec.versions[].name: Required value")?;
+        let version_name = version
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or("spec.versions[].name: Required value")?;
         types.push(ResourceType {
             group: group.to_owned(),
             version: version_name.to_owned(),
             kind: kind.clone(),
             plural: plural.clone(),
-            singular: if text("singular").is_empty() { kind.to_lowercase() } else { text("singular") },
+            singular: if text("singular").is_empty() {
+                kind.to_lowercase()
+            } else {
+                text("singular")
+            },
             short_names: strings("shortNames"),
             categories: strings("categories"),
             namespaced,

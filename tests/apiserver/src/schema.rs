@@ -7,41 +7,55 @@ use serde_json::{Map, Value};
 use crate::error::{Cause, cause};
 
 /// Prunes, defaults and validates `object` against a CRD version's `openAPIV3Schema`.
-/// Returns every failed field (empty when the object is valid).
-pub fn admit(schema: &Value, object: &mut Value, old: Option<&Value>) -> Vec<Cause> {
+/// Returns every failed field (empty when the object is valid) and the pruned fields.
+pub fn admit(schema: &Value, object: &mut Value, old: Option<&Value>) -> (Vec<Cause>, Vec<String>) {
     let mut causes = Vec::new();
-    if let (Some(properties), Value::Object(map)) = (schema.get("properties").and_then(Value::as_object), &mut *object) {
+    let mut pruned = Vec::new();
+    if let (Some(properties), Value::Object(map)) = (
+        schema.get("properties").and_then(Value::as_object),
+        &mut *object,
+    ) {
         for (key, value) in map.iter_mut() {
             if matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
                 continue;
             }
             if let Some(property) = properties.get(key) {
-                prune_and_default(property, value);
+                prune_and_default(property, value, key, &mut pruned);
             }
         }
-        map.retain(|key, _| matches!(key.as_str(), "apiVersion" | "kind" | "metadata") || properties.contains_key(key));
+        map.retain(|key, _| {
+            let keep = matches!(key.as_str(), "apiVersion" | "kind" | "metadata")
+                || properties.contains_key(key);
+            if !keep {
+                pruned.push(key.clone());
+            }
+            keep
+        });
         for (key, property) in properties {
-            if !map.contains_key(key) {
-                if let Some(default) = property.get("default") {
-                    map.insert(key.clone(), default.clone());
-                }
+            if !map.contains_key(key)
+                && let Some(default) = property.get("default")
+            {
+                map.insert(key.clone(), default.clone());
             }
         }
         drop_nulls(properties, map);
     }
     let root = Value::Object(schema.as_object().cloned().unwrap_or_default());
     validate(&root, object, "", &mut causes, true);
-    if causes.is_empty() {
-        if let Err(errors) = kube_cel::validate(schema, object, old) {
-            for error in errors.into_vec() {
-                let field = error.field_path.trim_start_matches('.').to_owned();
-                let reason = error.reason.clone().unwrap_or_else(|| "FieldValueInvalid".into());
-                let message = format!("Invalid value: \"object\": {}", error.message);
-                causes.push(cause(&reason, field, message));
-            }
+    if causes.is_empty()
+        && let Err(errors) = kube_cel::validate(schema, object, old)
+    {
+        for error in errors.into_vec() {
+            let field = error.field_path.trim_start_matches('.').to_owned();
+            let reason = error
+                .reason
+                .clone()
+                .unwrap_or_else(|| "FieldValueInvalid".into());
+            let message = format!("Invalid value: \"object\": {}", error.message);
+            causes.push(cause(&reason, field, message));
         }
     }
-    causes
+    (causes, pruned)
 }
 
 fn drop_nulls(properties: &Map<String, Value>, map: &mut Map<String, Value>) {
@@ -54,19 +68,30 @@ fn drop_nulls(properties: &Map<String, Value>, map: &mut Map<String, Value>) {
 }
 
 fn preserves_unknown(schema: &Value) -> bool {
-    schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true)
+    schema
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        == Some(true)
 }
 
-fn prune_and_default(schema: &Value, value: &mut Value) {
+fn prune_and_default(schema: &Value, value: &mut Value, path: &str, pruned: &mut Vec<String>) {
     match value {
         Value::Object(map) => {
             if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
                 if !preserves_unknown(schema) {
-                    map.retain(|key, _| properties.contains_key(key));
+                    map.retain(|key, _| {
+                        let keep = properties.contains_key(key);
+                        if !keep {
+                            pruned.push(child(path, key));
+                        }
+                        keep
+                    });
                 }
                 for (key, property) in properties {
                     match map.get_mut(key) {
-                        Some(inner) => prune_and_default(property, inner),
+                        Some(inner) => {
+                            prune_and_default(property, inner, &child(path, key), pruned)
+                        }
                         None => {
                             if let Some(default) = property.get("default") {
                                 map.insert(key.clone(), default.clone());
@@ -75,18 +100,23 @@ fn prune_and_default(schema: &Value, value: &mut Value) {
                     }
                 }
                 drop_nulls(properties, map);
-            } else if let Some(additional) = schema.get("additionalProperties").filter(|a| a.is_object()) {
-                for inner in map.values_mut() {
-                    prune_and_default(additional, inner);
+            } else if let Some(additional) =
+                schema.get("additionalProperties").filter(|a| a.is_object())
+            {
+                for (key, inner) in map.iter_mut() {
+                    prune_and_default(additional, inner, &child(path, key), pruned);
                 }
-            } else if !preserves_unknown(schema) && schema.get("type").and_then(Value::as_str) == Some("object") {
+            } else if !preserves_unknown(schema)
+                && schema.get("type").and_then(Value::as_str) == Some("object")
+            {
+                pruned.extend(map.keys().map(|key| child(path, key)));
                 map.clear();
             }
         }
         Value::Array(items) => {
             if let Some(item_schema) = schema.get("items") {
-                for item in items {
-                    prune_and_default(item_schema, item);
+                for (index, item) in items.iter_mut().enumerate() {
+                    prune_and_default(item_schema, item, &format!("{path}[{index}]"), pruned);
                 }
             }
         }
@@ -116,51 +146,109 @@ fn show(value: &Value) -> String {
 }
 
 fn child(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Cause>, root: bool) {
-    let int_or_string = schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
+    let int_or_string = schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(Value::as_bool)
+        == Some(true);
     let actual = type_name(value);
     if value.is_null() {
         if schema.get("nullable").and_then(Value::as_bool) != Some(true) && !root {
-            causes.push(cause("FieldValueTypeInvalid", path, format!("Invalid value: \"null\": {path} in body must be of type {}: \"null\"", schema.get("type").and_then(Value::as_str).unwrap_or("object"))));
+            causes.push(cause(
+                "FieldValueTypeInvalid",
+                path,
+                format!(
+                    "Invalid value: \"null\": {path} in body must be of type {}: \"null\"",
+                    schema
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("object")
+                ),
+            ));
         }
         return;
     }
     if int_or_string {
         if !matches!(actual, "integer" | "string") {
-            causes.push(cause("FieldValueTypeInvalid", path, format!("Invalid value: {}: {path} in body must be of type integer,string: {}", show(value), show(value))));
+            causes.push(cause(
+                "FieldValueTypeInvalid",
+                path,
+                format!(
+                    "Invalid value: {}: {path} in body must be of type integer,string: {}",
+                    show(value),
+                    show(value)
+                ),
+            ));
         }
         return;
     }
     if let Some(expected) = schema.get("type").and_then(Value::as_str) {
         let ok = expected == actual || (expected == "number" && actual == "integer");
         if !ok {
-            causes.push(cause("FieldValueTypeInvalid", path, format!("Invalid value: {}: {path} in body must be of type {expected}: \"{actual}\"", show(value))));
+            causes.push(cause(
+                "FieldValueTypeInvalid",
+                path,
+                format!(
+                    "Invalid value: {}: {path} in body must be of type {expected}: \"{actual}\"",
+                    show(value)
+                ),
+            ));
             return;
         }
     }
-    if let Some(options) = schema.get("enum").and_then(Value::as_array) {
-        if !options.contains(value) {
-            let supported: Vec<String> = options.iter().map(show).collect();
-            causes.push(cause("FieldValueNotSupported", path, format!("Unsupported value: {}: supported values: {}", show(value), supported.join(", "))));
-        }
+    if let Some(options) = schema.get("enum").and_then(Value::as_array)
+        && !options.contains(value)
+    {
+        let supported: Vec<String> = options.iter().map(show).collect();
+        causes.push(cause(
+            "FieldValueNotSupported",
+            path,
+            format!(
+                "Unsupported value: {}: supported values: {}",
+                show(value),
+                supported.join(", ")
+            ),
+        ));
     }
     let bound = |key: &str| schema.get(key).and_then(Value::as_f64);
     match value {
         Value::String(text) => {
             if let Some(max) = bound("maxLength").filter(|max| text.chars().count() as f64 > *max) {
-                causes.push(cause("FieldValueTooLong", path, format!("Too long: may not be more than {max} bytes")));
+                causes.push(cause(
+                    "FieldValueTooLong",
+                    path,
+                    format!("Too long: may not be more than {max} bytes"),
+                ));
             }
-            if let Some(min) = bound("minLength").filter(|min| (text.chars().count() as f64) < *min) {
-                causes.push(cause("FieldValueInvalid", path, format!("Invalid value: {}: {path} in body should be at least {min} chars long", show(value))));
+            if let Some(min) = bound("minLength").filter(|min| (text.chars().count() as f64) < *min)
+            {
+                causes.push(cause(
+                    "FieldValueInvalid",
+                    path,
+                    format!(
+                        "Invalid value: {}: {path} in body should be at least {min} chars long",
+                        show(value)
+                    ),
+                ));
             }
         }
         Value::Number(number) => {
             let n = number.as_f64().unwrap_or_default();
             if let Some(max) = bound("maximum").filter(|max| n > *max) {
-                causes.push(cause("FieldValueInvalid", path, format!("Invalid value: {n}: {path} in body should be less than or equal to {max}")));
+                causes.push(cause(
+                    "FieldValueInvalid",
+                    path,
+                    format!(
+                        "Invalid value: {n}: {path} in body should be less than or equal to {max}"
+                    ),
+                ));
             }
             if let Some(min) = bound("minimum").filter(|min| n < *min) {
                 causes.push(cause("FieldValueInvalid", path, format!("Invalid value: {n}: {path} in body should be greater than or equal to {min}")));
@@ -168,14 +256,31 @@ fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Cause>, 
         }
         Value::Array(items) => {
             if let Some(max) = bound("maxItems").filter(|max| items.len() as f64 > *max) {
-                causes.push(cause("FieldValueTooMany", path, format!("Too many: {}: must have at most {max} items", items.len())));
+                causes.push(cause(
+                    "FieldValueTooMany",
+                    path,
+                    format!("Too many: {}: must have at most {max} items", items.len()),
+                ));
             }
             if let Some(min) = bound("minItems").filter(|min| (items.len() as f64) < *min) {
-                causes.push(cause("FieldValueInvalid", path, format!("Invalid value: {}: {path} in body should have at least {min} items", items.len())));
+                causes.push(cause(
+                    "FieldValueInvalid",
+                    path,
+                    format!(
+                        "Invalid value: {}: {path} in body should have at least {min} items",
+                        items.len()
+                    ),
+                ));
             }
             if let Some(item_schema) = schema.get("items") {
                 for (index, item) in items.iter().enumerate() {
-                    validate(item_schema, item, &format!("{path}[{index}]"), causes, false);
+                    validate(
+                        item_schema,
+                        item,
+                        &format!("{path}[{index}]"),
+                        causes,
+                        false,
+                    );
                 }
             }
         }
@@ -183,7 +288,11 @@ fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Cause>, 
             if let Some(required) = schema.get("required").and_then(Value::as_array) {
                 for name in required.iter().filter_map(Value::as_str) {
                     if !map.contains_key(name) {
-                        causes.push(cause("FieldValueRequired", child(path, name), "Required value"));
+                        causes.push(cause(
+                            "FieldValueRequired",
+                            child(path, name),
+                            "Required value",
+                        ));
                     }
                 }
             }
@@ -196,7 +305,9 @@ fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Cause>, 
                         validate(property, inner, &child(path, key), causes, false);
                     }
                 }
-            } else if let Some(additional) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+            } else if let Some(additional) =
+                schema.get("additionalProperties").filter(|a| a.is_object())
+            {
                 for (key, inner) in map {
                     validate(additional, inner, &child(path, key), causes, false);
                 }
@@ -235,8 +346,13 @@ mod tests {
     fn prunes_defaults_and_accepts_valid_objects() {
         let mut object = json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "n"},
             "spec": {"name": "ok", "unknown": 1, "free": {"anything": [1]}, "port": "http"}, "junk": true});
-        assert!(admit(&schema(), &mut object, None).is_empty());
-        assert_eq!(object["spec"], json!({"name": "ok", "count": 1, "free": {"anything": [1]}, "port": "http"}));
+        let (causes, pruned) = admit(&schema(), &mut object, None);
+        assert!(causes.is_empty());
+        assert_eq!(pruned, ["spec.unknown", "junk"]);
+        assert_eq!(
+            object["spec"],
+            json!({"name": "ok", "count": 1, "free": {"anything": [1]}, "port": "http"})
+        );
         assert!(object.get("junk").is_none());
     }
 
@@ -246,14 +362,27 @@ mod tests {
             (json!({}), "spec.name", "Required value"),
             (json!({"name": 3}), "spec.name", "must be of type string"),
             (json!({"name": "toolong"}), "spec.name", "Too long"),
-            (json!({"name": "x", "count": -1}), "spec.count", "greater than or equal to 0"),
-            (json!({"name": "x", "mode": "c"}), "spec.mode", "Unsupported value: \"c\""),
-            (json!({"name": "x", "port": true}), "spec.port", "integer,string"),
+            (
+                json!({"name": "x", "count": -1}),
+                "spec.count",
+                "greater than or equal to 0",
+            ),
+            (
+                json!({"name": "x", "mode": "c"}),
+                "spec.mode",
+                "Unsupported value: \"c\"",
+            ),
+            (
+                json!({"name": "x", "port": true}),
+                "spec.port",
+                "integer,string",
+            ),
             (json!({"name": "bad"}), "spec", "name must not be bad"),
         ];
         for (spec, field, message) in cases {
-            let mut object = json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "n"}, "spec": spec});
-            let causes = admit(&schema(), &mut object, None);
+            let mut object =
+                json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "n"}, "spec": spec});
+            let (causes, _) = admit(&schema(), &mut object, None);
             assert_eq!(causes.len(), 1, "{object}: {causes:?}");
             assert_eq!(causes[0].field, field, "{causes:?}");
             assert!(causes[0].message.contains(message), "{causes:?}");

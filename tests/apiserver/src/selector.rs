@@ -33,7 +33,9 @@ impl LabelSelector {
 
     /// Whether the object's labels satisfy every requirement.
     pub fn matches(&self, object: &Value) -> bool {
-        let labels = object.pointer("/metadata/labels").and_then(Value::as_object);
+        let labels = object
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object);
         let get = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
         self.0.iter().all(|requirement| match requirement {
             Requirement::Equals(k, v) => get(k) == Some(v.as_str()),
@@ -74,20 +76,30 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
             let inner = values
                 .strip_prefix('(')
                 .and_then(|v| v.strip_suffix(')'))
-                .ok_or_else(|| format!("unable to parse requirement: found '{values}', expected: '('"))?;
+                .ok_or_else(|| {
+                    format!("unable to parse requirement: found '{values}', expected: '('")
+                })?;
             let values: Vec<String> = inner.split(',').map(|v| v.trim().to_owned()).collect();
             for value in &values {
                 valid_value(value)?;
             }
             let key = valid_key(key.trim())?;
-            return Ok(if negate { Requirement::NotIn(key, values) } else { Requirement::In(key, values) });
+            return Ok(if negate {
+                Requirement::NotIn(key, values)
+            } else {
+                Requirement::In(key, values)
+            });
         }
     }
     for (operator, negate) in [("!=", true), ("==", false), ("=", false)] {
         if let Some((key, value)) = part.split_once(operator) {
             let key = valid_key(key.trim())?;
             let value = valid_value(value.trim())?;
-            return Ok(if negate { Requirement::NotEquals(key, value) } else { Requirement::Equals(key, value) });
+            return Ok(if negate {
+                Requirement::NotEquals(key, value)
+            } else {
+                Requirement::Equals(key, value)
+            });
         }
     }
     Ok(Requirement::Exists(valid_key(part)?))
@@ -97,18 +109,35 @@ fn valid_key(key: &str) -> Result<String, String> {
     let name = key.rsplit('/').next().unwrap_or(key);
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if ok { Ok(key.to_owned()) } else { Err(format!("unable to parse requirement: invalid label key \"{key}\"")) }
+    if ok {
+        Ok(key.to_owned())
+    } else {
+        Err(format!(
+            "unable to parse requirement: invalid label key \"{key}\""
+        ))
+    }
 }
 
 fn valid_value(value: &str) -> Result<String, String> {
     let ok = value.len() <= 63
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && (value.is_empty()
-            || (value.starts_with(|c: char| c.is_ascii_alphanumeric()) && value.ends_with(|c: char| c.is_ascii_alphanumeric())));
-    if ok { Ok(value.to_owned()) } else { Err(format!("unable to parse requirement: invalid label value: \"{value}\"")) }
+            || (value.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && value.ends_with(|c: char| c.is_ascii_alphanumeric())));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "unable to parse requirement: invalid label value: \"{value}\""
+        ))
+    }
 }
 
 /// A field selector over `metadata.name` and `metadata.namespace`.
@@ -127,10 +156,15 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once('=') {
                 (f, false, v)
             } else {
-                return Err(format!("invalid selector: '{part}'; can't understand '{part}'"));
+                return Err(format!(
+                    "invalid selector: '{part}'; can't understand '{part}'"
+                ));
             };
             if !matches!(field.trim(), "metadata.name" | "metadata.namespace") {
-                return Err(format!("\"{}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\"", field.trim()));
+                return Err(format!(
+                    "\"{}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\"",
+                    field.trim()
+                ));
             }
             terms.push((field.trim().to_owned(), negate, value.trim().to_owned()));
         }
@@ -140,8 +174,15 @@ impl FieldSelector {
     /// Whether the object satisfies every term.
     pub fn matches(&self, object: &Value) -> bool {
         self.0.iter().all(|(field, negate, value)| {
-            let pointer = if field == "metadata.name" { "/metadata/name" } else { "/metadata/namespace" };
-            let actual = object.pointer(pointer).and_then(Value::as_str).unwrap_or_default();
+            let pointer = if field == "metadata.name" {
+                "/metadata/name"
+            } else {
+                "/metadata/namespace"
+            };
+            let actual = object
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             (actual == value) != *negate
         })
     }
@@ -174,7 +215,11 @@ mod tests {
             ("app=web,tier=back", false),
             ("", true),
         ] {
-            assert_eq!(LabelSelector::parse(selector).unwrap().matches(&object), expected, "{selector}");
+            assert_eq!(
+                LabelSelector::parse(selector).unwrap().matches(&object),
+                expected,
+                "{selector}"
+            );
         }
     }
 
@@ -189,8 +234,20 @@ mod tests {
     #[test]
     fn field_selectors() {
         let object = json!({"metadata": {"name": "a", "namespace": "n"}});
-        assert!(FieldSelector::parse("metadata.name=a").unwrap().matches(&object));
-        assert!(!FieldSelector::parse("metadata.name!=a").unwrap().matches(&object));
-        assert!(FieldSelector::parse("metadata.namespace=n,metadata.name=a").unwrap().matches(&object));
+        assert!(
+            FieldSelector::parse("metadata.name=a")
+                .unwrap()
+                .matches(&object)
+        );
+        assert!(
+            !FieldSelector::parse("metadata.name!=a")
+                .unwrap()
+                .matches(&object)
+        );
+        assert!(
+            FieldSelector::parse("metadata.namespace=n,metadata.name=a")
+                .unwrap()
+                .matches(&object)
+        );
     }
 }

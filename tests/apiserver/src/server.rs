@@ -56,17 +56,21 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 
 fn json_response(code: u16, value: &Value) -> Response<Body> {
     let mut response = Response::new(full(value.to_string()));
-    *response.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    response.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    *response.status_mut() =
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
 fn error_response(error: &ApiError) -> Response<Body> {
     let mut response = json_response(error.code, &error.status());
-    if let Some(seconds) = error.retry_after_seconds {
-        if let Ok(value) = hyper::header::HeaderValue::from_str(&seconds.to_string()) {
-            response.headers_mut().insert("retry-after", value);
-        }
+    if let Some(seconds) = error.details.retry_after_seconds
+        && let Ok(value) = hyper::header::HeaderValue::from_str(&seconds.to_string())
+    {
+        response.headers_mut().insert("retry-after", value);
     }
     response
 }
@@ -96,7 +100,11 @@ enum Route {
 }
 
 fn parse_route(path: &str) -> Route {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let (group, version, rest) = match segments.as_slice() {
         ["version"] => return Route::Version,
         ["openapi", "v3"] => return Route::OpenApiIndex,
@@ -106,18 +114,27 @@ fn parse_route(path: &str) -> Route {
         ["apis"] => return Route::Groups,
         ["apis", group] => return Route::Group((*group).to_owned()),
         ["api", version] => return Route::Resources(String::new(), (*version).to_owned()),
-        ["apis", group, version] => return Route::Resources((*group).to_owned(), (*version).to_owned()),
+        ["apis", group, version] => {
+            return Route::Resources((*group).to_owned(), (*version).to_owned());
+        }
         ["api", version, rest @ ..] => ("", *version, rest),
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
         _ => return Route::NotFound,
     };
     let (namespace, rest) = match rest {
-        ["namespaces", namespace, resource, tail @ ..] if !matches!(*resource, "status" | "finalize") => {
+        ["namespaces", namespace, resource, tail @ ..]
+            if !matches!(*resource, "status" | "finalize") =>
+        {
             (*namespace, [&[*resource][..], tail].concat())
         }
         other => ("", other.to_vec()),
     };
-    let mut target = Target { group: group.to_owned(), version: version.to_owned(), namespace: namespace.to_owned(), ..Default::default() };
+    let mut target = Target {
+        group: group.to_owned(),
+        version: version.to_owned(),
+        namespace: namespace.to_owned(),
+        ..Default::default()
+    };
     match rest.as_slice() {
         [plural] => target.plural = (*plural).to_owned(),
         [plural, name] => {
@@ -161,11 +178,16 @@ fn authenticate(settings: &Settings, headers: &hyper::HeaderMap) -> Option<Strin
 }
 
 /// Serves one HTTP request.
-pub async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or_default().to_owned();
-    let params: HashMap<String, String> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let params: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
     let user = authenticate(&shared.settings, request.headers());
     let route = parse_route(&path);
     let mut record = RequestRecord {
@@ -194,7 +216,8 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<R
     let response = if user.is_none() {
         error_response(&ApiError::unauthorized())
     } else {
-        let actions = lock(&shared.faults).decide(&record.verb, &record.resource, &record.subresource);
+        let actions =
+            lock(&shared.faults).decide(&record.verb, &record.resource, &record.subresource);
         let mut drop_after = None;
         let mut injected = None;
         for action in &actions {
@@ -223,9 +246,17 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<R
                     Ok(collected) => collected.to_bytes(),
                     Err(error) => Bytes::from(error.to_string()),
                 };
-                let call = Call { params: &params, body: &body, content_type: &content_type, user_agent: &user_agent, drop_after };
+                let call = Call {
+                    params: &params,
+                    body: &body,
+                    content_type: &content_type,
+                    user_agent: &user_agent,
+                    drop_after,
+                };
                 match route {
-                    Route::Resource(target) => serve_resource(&shared, &target, &record.verb, &call),
+                    Route::Resource(target) => {
+                        serve_resource(&shared, &target, &record.verb, &call)
+                    }
                     other => serve_discovery(&shared, other, &path),
                 }
             }
@@ -240,7 +271,10 @@ fn serve_discovery(shared: &Shared, route: Route, path: &str) -> Response<Body> 
     let state = lock(&shared.state);
     let document = match route {
         Route::Version => Some(discovery::version()),
-        Route::OpenApiIndex => Some(crate::openapi::index(state.types(), state.types_generation())),
+        Route::OpenApiIndex => Some(crate::openapi::index(
+            state.types(),
+            state.types_generation(),
+        )),
         Route::OpenApi(key) => crate::openapi::document(state.types(), &key),
         Route::Health => return Response::new(full("ok")),
         Route::CoreVersions => Some(discovery::core_versions(&shared.settings.address)),
@@ -251,7 +285,11 @@ fn serve_discovery(shared: &Shared, route: Route, path: &str) -> Response<Body> 
     };
     match document {
         Some(document) => json_response(200, &document),
-        None => error_response(&ApiError::custom(404, "NotFound", format!("the server could not find the requested resource ({path})"))),
+        None => error_response(&ApiError::custom(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )),
     }
 }
 
@@ -266,37 +304,57 @@ struct Call<'a> {
 
 impl Call<'_> {
     fn param(&self, name: &str) -> Option<&str> {
-        self.params.get(name).map(String::as_str).filter(|v| !v.is_empty())
+        self.params
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     fn json_body(&self) -> Result<Value, ApiError> {
-        let media = self.content_type.split(';').next().unwrap_or_default().trim();
+        let media = self
+            .content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim();
         if media.contains("protobuf") || media.contains("cbor") {
             // Clients (kubectl, client-go) fall back to JSON on 415.
             return Err(ApiError::unsupported_media_type(media));
         }
         if self.content_type.contains("yaml") {
-            let text = std::str::from_utf8(self.body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            return serde_yaml::from_str(text).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")));
+            let text =
+                std::str::from_utf8(self.body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            return serde_yaml::from_str(text)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")));
         }
-        serde_json::from_slice(self.body).map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))
+        serde_json::from_slice(self.body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))
     }
 
     fn write_options(&self) -> WriteOptions {
         let manager = self
             .param("fieldManager")
             .map(str::to_owned)
-            .unwrap_or_else(|| self.user_agent.split('/').next().unwrap_or("unknown").to_owned());
+            .unwrap_or_else(|| {
+                self.user_agent
+                    .split('/')
+                    .next()
+                    .unwrap_or("unknown")
+                    .to_owned()
+            });
         WriteOptions {
             field_manager: manager,
             dry_run: self.param("dryRun") == Some("All"),
             force: self.param("force") == Some("true"),
+            strict: self.param("fieldValidation") == Some("Strict"),
         }
     }
 
     fn selectors(&self) -> Result<(LabelSelector, FieldSelector), ApiError> {
-        let labels = LabelSelector::parse(self.param("labelSelector").unwrap_or_default()).map_err(ApiError::bad_request)?;
-        let fields = FieldSelector::parse(self.param("fieldSelector").unwrap_or_default()).map_err(ApiError::bad_request)?;
+        let labels = LabelSelector::parse(self.param("labelSelector").unwrap_or_default())
+            .map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse(self.param("fieldSelector").unwrap_or_default())
+            .map_err(ApiError::bad_request)?;
         Ok((labels, fields))
     }
 
@@ -314,9 +372,19 @@ impl Call<'_> {
             if body.get("orphanDependents") == Some(&json!(true)) {
                 options.propagation = Some("Orphan".into());
             }
-            options.precondition_uid = body.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_owned);
-            options.precondition_rv = body.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_owned);
-            if body.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.iter().any(|v| v == "All")) {
+            options.precondition_uid = body
+                .pointer("/preconditions/uid")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            options.precondition_rv = body
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if body
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|d| d.iter().any(|v| v == "All"))
+            {
                 options.dry_run = true;
             }
         }
@@ -324,23 +392,43 @@ impl Call<'_> {
     }
 }
 
-fn serve_resource(shared: &Arc<Shared>, target: &Target, verb: &str, call: &Call<'_>) -> Response<Body> {
+fn serve_resource(
+    shared: &Arc<Shared>,
+    target: &Target,
+    verb: &str,
+    call: &Call<'_>,
+) -> Response<Body> {
     match dispatch(shared, target, verb, call) {
         Ok(response) => response,
         Err(error) => error_response(&error),
     }
 }
 
-fn dispatch(shared: &Arc<Shared>, target: &Target, verb: &str, call: &Call<'_>) -> Result<Response<Body>, ApiError> {
-    let not_found = || ApiError::custom(404, "NotFound", "the server could not find the requested resource");
+fn dispatch(
+    shared: &Arc<Shared>,
+    target: &Target,
+    verb: &str,
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError> {
+    let not_found = || {
+        ApiError::custom(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    };
     let rt = lock(&shared.state)
         .find_type(&target.group, &target.version, &target.plural)
         .ok_or_else(not_found)?;
     let named = !target.name.is_empty();
-    if (rt.namespaced && named && target.namespace.is_empty()) || (!rt.namespaced && !target.namespace.is_empty()) {
+    if (rt.namespaced && named && target.namespace.is_empty())
+        || (!rt.namespaced && !target.namespace.is_empty())
+    {
         return Err(not_found());
     }
-    if !target.subresource.is_empty() && !(target.subresource == "status" && (rt.status_subresource || rt.crd.is_none())) {
+    if !target.subresource.is_empty()
+        && !(target.subresource == "status" && (rt.status_subresource || rt.crd.is_none()))
+    {
         return Err(not_found());
     }
     let ns = target.namespace.as_str();
@@ -350,8 +438,18 @@ fn dispatch(shared: &Arc<Shared>, target: &Target, verb: &str, call: &Call<'_>) 
         "get" => Ok(json_response(200, &lock(&shared.state).get(&rt, ns, name)?)),
         "list" => {
             let (labels, fields) = call.selectors()?;
-            let limit = call.param("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
-            let result = lock(&shared.state).list(&rt, ns, &labels, &fields, limit, call.param("continue"))?;
+            let limit = call
+                .param("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .filter(|l| *l > 0);
+            let result = lock(&shared.state).list(
+                &rt,
+                ns,
+                &labels,
+                &fields,
+                limit,
+                call.param("continue"),
+            )?;
             let mut metadata = json!({"resourceVersion": result.resource_version.to_string()});
             if let Some(token) = result.continue_token {
                 metadata["continue"] = json!(token);
@@ -359,17 +457,22 @@ fn dispatch(shared: &Arc<Shared>, target: &Target, verb: &str, call: &Call<'_>) 
             if let Some(remaining) = result.remaining {
                 metadata["remainingItemCount"] = json!(remaining);
             }
-            Ok(json_response(200, &json!({
-                "kind": format!("{}List", rt.kind),
-                "apiVersion": rt.api_version(),
-                "metadata": metadata,
-                "items": result.items,
-            })))
+            Ok(json_response(
+                200,
+                &json!({
+                    "kind": format!("{}List", rt.kind),
+                    "apiVersion": rt.api_version(),
+                    "metadata": metadata,
+                    "items": result.items,
+                }),
+            ))
         }
         "watch" => watch(shared, &rt, ns, call),
         "create" => {
             if named {
-                return Err(ApiError::method_not_allowed("POST on a named resource is not supported"));
+                return Err(ApiError::method_not_allowed(
+                    "POST on a named resource is not supported",
+                ));
             }
             let body = call.json_body()?;
             let created = lock(&shared.state).create(&rt, ns, body, &call.write_options())?;
@@ -377,10 +480,18 @@ fn dispatch(shared: &Arc<Shared>, target: &Target, verb: &str, call: &Call<'_>) 
         }
         "update" => {
             let body = call.json_body()?;
-            Ok(json_response(200, &lock(&shared.state).update(&rt, ns, name, sub, body, &call.write_options())?))
+            Ok(json_response(
+                200,
+                &lock(&shared.state).update(&rt, ns, name, sub, body, &call.write_options())?,
+            ))
         }
         "patch" => {
-            let media = call.content_type.split(';').next().unwrap_or_default().trim();
+            let media = call
+                .content_type
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim();
             let patch_type = match media {
                 "application/json-patch+json" => PatchType::Json,
                 "application/merge-patch+json" => PatchType::Merge,
@@ -390,10 +501,14 @@ fn dispatch(shared: &Arc<Shared>, target: &Target, verb: &str, call: &Call<'_>) 
             };
             let options = call.write_options();
             if patch_type == PatchType::Apply && call.param("fieldManager").is_none() {
-                return Err(ApiError::bad_request("PATCH, application/apply-patch+yaml requires fieldManager"));
+                return Err(ApiError::bad_request(
+                    "PATCH, application/apply-patch+yaml requires fieldManager",
+                ));
             }
             if patch_type != PatchType::Apply && call.param("force").is_some() {
-                return Err(ApiError::bad_request("force is only allowed for server-side apply"));
+                return Err(ApiError::bad_request(
+                    "force is only allowed for server-side apply",
+                ));
             }
             let body = call.json_body()?;
             let mut state = lock(&shared.state);
@@ -409,13 +524,17 @@ fn dispatch(shared: &Arc<Shared>, target: &Target, verb: &str, call: &Call<'_>) 
         "deletecollection" => {
             let (labels, fields) = call.selectors()?;
             let options = call.delete_options()?;
-            let items = lock(&shared.state).delete_collection(&rt, ns, &labels, &fields, &options)?;
-            Ok(json_response(200, &json!({
-                "kind": format!("{}List", rt.kind),
-                "apiVersion": rt.api_version(),
-                "metadata": {},
-                "items": items,
-            })))
+            let items =
+                lock(&shared.state).delete_collection(&rt, ns, &labels, &fields, &options)?;
+            Ok(json_response(
+                200,
+                &json!({
+                    "kind": format!("{}List", rt.kind),
+                    "apiVersion": rt.api_version(),
+                    "metadata": {},
+                    "items": items,
+                }),
+            ))
         }
         _ => Err(ApiError::method_not_allowed("method not allowed")),
     }
@@ -436,11 +555,16 @@ impl WatchFilter {
 
     /// The event this watcher sees, if any (selector transitions become ADDED/DELETED).
     fn view(&self, event: &Event) -> Option<(EventType, Value)> {
-        if event.storage_key != self.rt.storage_key() || (!self.namespace.is_empty() && event.namespace != self.namespace) {
+        if event.storage_key != self.rt.storage_key()
+            || (!self.namespace.is_empty() && event.namespace != self.namespace)
+        {
             return None;
         }
         let now = self.matches(&event.object);
-        let event_type = match (event.event_type, event.previous.as_ref().map(|p| self.matches(p))) {
+        let event_type = match (
+            event.event_type,
+            event.previous.as_ref().map(|p| self.matches(p)),
+        ) {
             (EventType::Modified, Some(true)) if now => EventType::Modified,
             (EventType::Modified, Some(false)) if now => EventType::Added,
             (EventType::Modified, Some(true)) => EventType::Deleted,
@@ -463,20 +587,38 @@ fn bookmark(rt: &ResourceType, rv: u64, initial_events_end: bool) -> Bytes {
     if initial_events_end {
         metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    frame("BOOKMARK", &json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": metadata}))
+    frame(
+        "BOOKMARK",
+        &json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": metadata}),
+    )
 }
 
-fn watch(shared: &Arc<Shared>, rt: &ResourceType, namespace: &str, call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+fn watch(
+    shared: &Arc<Shared>,
+    rt: &ResourceType,
+    namespace: &str,
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError> {
     let (labels, fields) = call.selectors()?;
-    let filter = WatchFilter { rt: rt.clone(), namespace: namespace.to_owned(), labels, fields };
+    let filter = WatchFilter {
+        rt: rt.clone(),
+        namespace: namespace.to_owned(),
+        labels,
+        fields,
+    };
     let bookmarks = call.param("allowWatchBookmarks") == Some("true");
     let send_initial = call.param("sendInitialEvents") == Some("true");
     if send_initial && (!bookmarks || call.param("resourceVersionMatch") != Some("NotOlderThan")) {
-        return Err(ApiError::invalid("meta.k8s.io", "ListOptions", "", vec![crate::error::cause(
-            "FieldValueForbidden",
-            "sendInitialEvents",
-            "Forbidden: sendInitialEvents requires setting allowWatchBookmarks=true and resourceVersionMatch=NotOlderThan",
-        )]));
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "ListOptions",
+            "",
+            vec![crate::error::cause(
+                "FieldValueForbidden",
+                "sendInitialEvents",
+                "Forbidden: sendInitialEvents requires setting allowWatchBookmarks=true and resourceVersionMatch=NotOlderThan",
+            )],
+        ));
     }
     let timeout = call
         .param("timeoutSeconds")
@@ -496,9 +638,9 @@ fn watch(shared: &Arc<Shared>, rt: &ResourceType, namespace: &str, call: &Call<'
                 frames.push(bookmark(rt, start_rv, true));
             }
         } else {
-            let from = requested
-                .parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {requested}")))?;
+            let from = requested.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("invalid resource version: {requested}"))
+            })?;
             match state.events_since(from) {
                 Ok(events) => {
                     for event in events {
@@ -525,7 +667,10 @@ fn watch(shared: &Arc<Shared>, rt: &ResourceType, namespace: &str, call: &Call<'
                 return;
             }
         }
-        pump(shared, filter, live, tx, start_rv, bookmarks, timeout, drop_after).await;
+        pump(
+            shared, filter, live, tx, start_rv, bookmarks, timeout, drop_after,
+        )
+        .await;
     });
     Ok(stream_response(Vec::new(), Some(rx)))
 }
@@ -538,9 +683,14 @@ fn stream_response(frames: Vec<Bytes>, rx: Option<mpsc::Receiver<Bytes>>) -> Res
         let next = rx.recv().await?;
         Some((next, Some(rx)))
     });
-    let stream = head.chain(tail).map(|bytes| Ok::<_, Infallible>(Frame::data(bytes)));
+    let stream = head
+        .chain(tail)
+        .map(|bytes| Ok::<_, Infallible>(Frame::data(bytes)));
     let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    response.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -569,11 +719,10 @@ async fn pump(
                         continue;
                     }
                     last_rv = event.rv;
-                    if let Some((event_type, object)) = filter.view(&event) {
-                        if tx.send(frame(event_type.as_str(), &object)).await.is_err() {
+                    if let Some((event_type, object)) = filter.view(&event)
+                        && tx.send(frame(event_type.as_str(), &object)).await.is_err() {
                             return;
                         }
-                    }
                 }
                 // Too slow to keep up: end the stream; the client resumes from its last
                 // resourceVersion, which history still covers.
@@ -587,11 +736,10 @@ async fn pump(
                         Ok(event) => {
                             if event.rv > last_rv {
                                 last_rv = event.rv;
-                                if let Some((event_type, object)) = filter.view(&event) {
-                                    if tx.send(frame(event_type.as_str(), &object)).await.is_err() {
+                                if let Some((event_type, object)) = filter.view(&event)
+                                    && tx.send(frame(event_type.as_str(), &object)).await.is_err() {
                                         return;
                                     }
-                                }
                             }
                             if event.rv >= current {
                                 break;

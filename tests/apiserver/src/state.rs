@@ -60,6 +60,8 @@ pub enum PatchType {
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
     pub field_manager: String,
+    /// `fieldValidation=Strict`: unknown fields are an error instead of being dropped.
+    pub strict: bool,
     pub dry_run: bool,
     pub force: bool,
 }
@@ -118,7 +120,8 @@ impl State {
             rng: Rng::new(seed),
         };
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            let namespace =
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
             let rt = state.types[0].clone();
             if let Err(error) = state.create(&rt, "", namespace, &WriteOptions::default()) {
                 tracing::error!(%error, "creating a standard namespace");
@@ -200,7 +203,9 @@ impl State {
     }
 
     fn stored(&self, key: &str, namespace: &str, name: &str) -> Option<&Value> {
-        self.objects.get(key).and_then(|o| o.get(&(namespace.to_owned(), name.to_owned())))
+        self.objects
+            .get(key)
+            .and_then(|o| o.get(&(namespace.to_owned(), name.to_owned())))
     }
 
     /// Lists objects (all namespaces when `namespace` is empty), paged by `limit`/`continue`.
@@ -224,7 +229,9 @@ impl State {
         if let Some(objects) = self.objects.get(&rt.storage_key()) {
             let iter = objects.iter().filter(|((ns, name), _)| {
                 (namespace.is_empty() || ns == namespace)
-                    && start.as_ref().is_none_or(|(sns, sname)| (ns, name) > (sns, sname))
+                    && start
+                        .as_ref()
+                        .is_none_or(|(sns, sname)| (ns, name) > (sns, sname))
             });
             for ((ns, name), object) in iter {
                 if !labels.matches(object) || !fields.matches(object) {
@@ -251,13 +258,23 @@ impl State {
 
     /// Every object of a type in a namespace (all when empty) matching the selectors, for a
     /// watch's initial events.
-    pub fn snapshot(&self, rt: &ResourceType, namespace: &str, labels: &LabelSelector, fields: &FieldSelector) -> Vec<Value> {
+    pub fn snapshot(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+    ) -> Vec<Value> {
         self.objects
             .get(&rt.storage_key())
             .map(|objects| {
                 objects
                     .iter()
-                    .filter(|((ns, _), o)| (namespace.is_empty() || ns == namespace) && labels.matches(o) && fields.matches(o))
+                    .filter(|((ns, _), o)| {
+                        (namespace.is_empty() || ns == namespace)
+                            && labels.matches(o)
+                            && fields.matches(o)
+                    })
                     .map(|(_, o)| present(rt, o))
                     .collect()
             })
@@ -270,17 +287,25 @@ impl State {
         }
         match self.stored(&storage_key("", "namespaces"), "", namespace) {
             None => Err(ApiError::not_found("", "namespaces", namespace)),
-            Some(ns) if ns.pointer("/metadata/deletionTimestamp").is_some() => Err(ApiError::forbidden(format!(
-                "{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
-                rt.plural,
-                text(ns, "name")
-            ))),
+            Some(ns) if ns.pointer("/metadata/deletionTimestamp").is_some() => {
+                Err(ApiError::forbidden(format!(
+                    "{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                    rt.plural,
+                    text(ns, "name")
+                )))
+            }
             Some(_) => Ok(()),
         }
     }
 
     /// POST: creates an object.
-    pub fn create(&mut self, rt: &ResourceType, namespace: &str, mut body: Value, options: &WriteOptions) -> Result<Value, ApiError> {
+    pub fn create(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        mut body: Value,
+        options: &WriteOptions,
+    ) -> Result<Value, ApiError> {
         check_kind(rt, &body)?;
         if !body.get("metadata").is_some_and(Value::is_object) {
             body["metadata"] = json!({});
@@ -288,7 +313,9 @@ impl State {
         let body_namespace = text(&body, "namespace").to_owned();
         if rt.namespaced {
             if !body_namespace.is_empty() && body_namespace != namespace {
-                return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
             }
             body["metadata"]["namespace"] = json!(namespace);
         } else if let Some(meta) = body["metadata"].as_object_mut() {
@@ -314,7 +341,13 @@ impl State {
         }
         let uid = self.rng.uid();
         if let Some(meta) = body["metadata"].as_object_mut() {
-            for field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"] {
+            for field in [
+                "resourceVersion",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "managedFields",
+                "selfLink",
+            ] {
                 meta.remove(field);
             }
             meta.insert("uid".into(), json!(uid));
@@ -323,14 +356,16 @@ impl State {
                 meta.insert("generation".into(), json!(1));
             }
         }
-        if rt.status_subresource {
-            if let Some(object) = body.as_object_mut() {
-                object.remove("status");
-            }
+        if rt.status_subresource
+            && let Some(object) = body.as_object_mut()
+        {
+            object.remove("status");
         }
         let mut causes = kinds::admit_create(rt, &mut body);
         if let Some(schema) = &rt.schema {
-            causes.extend(crate::schema::admit(schema, &mut body, None));
+            let (failed, pruned) = crate::schema::admit(schema, &mut body, None);
+            strict_check(rt, options, &pruned)?;
+            causes.extend(failed);
         }
         let crd_types = self.admit_crd(rt, &mut body, &mut causes);
         if !causes.is_empty() {
@@ -348,7 +383,8 @@ impl State {
         body["metadata"]["resourceVersion"] = json!(rv.to_string());
         body["apiVersion"] = json!(rt.api_version());
         body["kind"] = json!(rt.kind);
-        self.uids.insert(uid, (rt.storage_key(), namespace.to_owned(), name.clone()));
+        self.uids
+            .insert(uid, (rt.storage_key(), namespace.to_owned(), name.clone()));
         self.objects
             .entry(rt.storage_key())
             .or_default()
@@ -367,7 +403,12 @@ impl State {
         Ok(present(rt, &body))
     }
 
-    fn admit_crd(&self, rt: &ResourceType, body: &mut Value, causes: &mut Vec<Cause>) -> Option<Vec<ResourceType>> {
+    fn admit_crd(
+        &self,
+        rt: &ResourceType,
+        body: &mut Value,
+        causes: &mut Vec<Cause>,
+    ) -> Option<Vec<ResourceType>> {
         if rt.group != "apiextensions.k8s.io" {
             return None;
         }
@@ -381,10 +422,16 @@ impl State {
                 let crd_name = text(body, "name").to_owned();
                 for t in &types {
                     let taken = self.types.iter().any(|o| {
-                        o.group == t.group && o.plural == t.plural && o.crd.as_deref() != Some(crd_name.as_str())
+                        o.group == t.group
+                            && o.plural == t.plural
+                            && o.crd.as_deref() != Some(crd_name.as_str())
                     });
                     if taken {
-                        causes.push(cause("FieldValueInvalid", "spec.names.plural", format!("Invalid value: \"{}\": already served", t.plural)));
+                        causes.push(cause(
+                            "FieldValueInvalid",
+                            "spec.names.plural",
+                            format!("Invalid value: \"{}\": already served", t.plural),
+                        ));
                     }
                 }
                 let names = body.pointer("/spec/names").cloned().unwrap_or_default();
@@ -412,7 +459,8 @@ impl State {
 
     fn register_crd(&mut self, crd: &Value, types: Vec<ResourceType>) {
         let name = text(crd, "name").to_owned();
-        self.types.retain(|t| t.crd.as_deref() != Some(name.as_str()));
+        self.types
+            .retain(|t| t.crd.as_deref() != Some(name.as_str()));
         self.types.extend(types);
         self.types_generation = self.rv;
     }
@@ -440,20 +488,28 @@ impl State {
             .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
         let sent_rv = text(&body, "resourceVersion").to_owned();
         if sent_rv.is_empty() && rt.crd.is_some() {
-            return Err(ApiError::invalid(&rt.group, &rt.kind, name, vec![cause(
-                "FieldValueInvalid",
-                "metadata.resourceVersion",
-                "Invalid value: 0x0: must be specified for an update",
-            )]));
+            return Err(ApiError::invalid(
+                &rt.group,
+                &rt.kind,
+                name,
+                vec![cause(
+                    "FieldValueInvalid",
+                    "metadata.resourceVersion",
+                    "Invalid value: 0x0: must be specified for an update",
+                )],
+            ));
         }
         if !sent_rv.is_empty() && sent_rv != text(&old, "resourceVersion") {
             return Err(ApiError::conflict(&rt.group, &rt.plural, name));
         }
-        body["metadata"]["namespace"] = old["metadata"].get("namespace").cloned().unwrap_or(Value::Null);
-        if !rt.namespaced {
-            if let Some(meta) = body["metadata"].as_object_mut() {
-                meta.remove("namespace");
-            }
+        body["metadata"]["namespace"] = old["metadata"]
+            .get("namespace")
+            .cloned()
+            .unwrap_or(Value::Null);
+        if !rt.namespaced
+            && let Some(meta) = body["metadata"].as_object_mut()
+        {
+            meta.remove("namespace");
         }
         self.write(rt, &old, body, subresource, options)
     }
@@ -480,29 +536,57 @@ impl State {
         let mut new = old.clone();
         match patch_type {
             PatchType::Merge => patch::merge_patch(&mut new, body),
-            PatchType::Json => patch::apply_json_patch(&mut new, body).map_err(|e| ApiError::invalid(&rt.group, &rt.kind, name, vec![cause("FieldValueInvalid", "", e)]))?,
+            PatchType::Json => patch::apply_json_patch(&mut new, body).map_err(|e| {
+                ApiError::invalid(
+                    &rt.group,
+                    &rt.kind,
+                    name,
+                    vec![cause("FieldValueInvalid", "", e)],
+                )
+            })?,
             PatchType::Strategic => {
                 if rt.crd.is_some() {
-                    return Err(ApiError::unsupported_media_type("application/strategic-merge-patch+json"));
+                    return Err(ApiError::unsupported_media_type(
+                        "application/strategic-merge-patch+json",
+                    ));
                 }
                 patch::strategic_merge(&mut new, body).map_err(ApiError::bad_request)?;
             }
             PatchType::Apply => {
                 check_kind(rt, body)?;
                 if text(body, "name") != name {
-                    return Err(ApiError::bad_request(format!("the name of the object ({}) does not match the name on the URL ({name})", text(body, "name"))));
+                    return Err(ApiError::bad_request(format!(
+                        "the name of the object ({}) does not match the name on the URL ({name})",
+                        text(body, "name")
+                    )));
                 }
                 let applied = restrict_to(rt, subresource, body);
                 let op = operation(rt, subresource, &options.field_manager);
-                new = apply::apply(&old, &applied, &op, options.force, (&rt.group, &rt.plural, name))?;
+                new = apply::apply(
+                    &old,
+                    &applied,
+                    &op,
+                    options.force,
+                    (&rt.group, &rt.plural, name),
+                )?;
             }
         }
-        let sent_rv = body.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default();
+        let sent_rv = body
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if !sent_rv.is_empty() && sent_rv != text(&old, "resourceVersion") {
             return Err(ApiError::conflict(&rt.group, &rt.plural, name));
         }
         // Identity fields cannot be patched.
-        for field in ["name", "namespace", "uid", "creationTimestamp", "resourceVersion", "generation"] {
+        for field in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "resourceVersion",
+            "generation",
+        ] {
             match old["metadata"].get(field) {
                 Some(value) => new["metadata"][field] = value.clone(),
                 None => {
@@ -516,20 +600,48 @@ impl State {
         self.write_inner(rt, &old, new, subresource, options, managed)
     }
 
-    fn apply_create(&mut self, rt: &ResourceType, namespace: &str, name: &str, body: &Value, options: &WriteOptions) -> Result<Value, ApiError> {
+    fn apply_create(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        body: &Value,
+        options: &WriteOptions,
+    ) -> Result<Value, ApiError> {
         check_kind(rt, body)?;
         if text(body, "name") != name {
-            return Err(ApiError::bad_request(format!("the name of the object ({}) does not match the name on the URL ({name})", text(body, "name"))));
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                text(body, "name")
+            )));
         }
         let op = operation(rt, "", &options.field_manager);
         let applied = restrict_to(rt, "", body);
-        let object = apply::apply(&json!({}), &applied, &op, true, (&rt.group, &rt.plural, name))?;
+        let object = apply::apply(
+            &json!({}),
+            &applied,
+            &op,
+            true,
+            (&rt.group, &rt.plural, name),
+        )?;
         let managed = object.pointer("/metadata/managedFields").cloned();
-        let mut created = self.create(rt, namespace, object, &WriteOptions { field_manager: String::new(), ..options.clone() })?;
+        let mut created = self.create(
+            rt,
+            namespace,
+            object,
+            &WriteOptions {
+                field_manager: String::new(),
+                ..options.clone()
+            },
+        )?;
         // Keep the apply ownership (create records an Update entry otherwise).
         if let (Some(managed), false) = (managed, options.dry_run) {
             let key = (namespace.to_owned(), name.to_owned());
-            if let Some(stored) = self.objects.get_mut(&rt.storage_key()).and_then(|o| o.get_mut(&key)) {
+            if let Some(stored) = self
+                .objects
+                .get_mut(&rt.storage_key())
+                .and_then(|o| o.get_mut(&key))
+            {
                 stored["metadata"]["managedFields"] = managed.clone();
             }
             created["metadata"]["managedFields"] = managed;
@@ -537,7 +649,14 @@ impl State {
         Ok(created)
     }
 
-    fn write(&mut self, rt: &ResourceType, old: &Value, new: Value, subresource: &str, options: &WriteOptions) -> Result<Value, ApiError> {
+    fn write(
+        &mut self,
+        rt: &ResourceType,
+        old: &Value,
+        new: Value,
+        subresource: &str,
+        options: &WriteOptions,
+    ) -> Result<Value, ApiError> {
         self.write_inner(rt, old, new, subresource, options, false)
     }
 
@@ -560,10 +679,10 @@ impl State {
             if managed_by_apply {
                 merged["metadata"]["managedFields"] = new["metadata"]["managedFields"].clone();
             }
-            if merged["status"].is_null() {
-                if let Some(o) = merged.as_object_mut() {
-                    o.remove("status");
-                }
+            if merged["status"].is_null()
+                && let Some(o) = merged.as_object_mut()
+            {
+                o.remove("status");
             }
             new = merged;
         } else if rt.status_subresource {
@@ -576,7 +695,12 @@ impl State {
                 }
             }
         }
-        for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ] {
             match old["metadata"].get(field) {
                 Some(value) => new["metadata"][field] = value.clone(),
                 None => {
@@ -587,11 +711,14 @@ impl State {
             }
         }
         if !managed_by_apply {
-            new["metadata"]["managedFields"] = old["metadata"].get("managedFields").cloned().unwrap_or(Value::Null);
-            if new["metadata"]["managedFields"].is_null() {
-                if let Some(meta) = new["metadata"].as_object_mut() {
-                    meta.remove("managedFields");
-                }
+            new["metadata"]["managedFields"] = old["metadata"]
+                .get("managedFields")
+                .cloned()
+                .unwrap_or(Value::Null);
+            if new["metadata"]["managedFields"].is_null()
+                && let Some(meta) = new["metadata"].as_object_mut()
+            {
+                meta.remove("managedFields");
             }
         }
         new["apiVersion"] = json!(rt.api_version());
@@ -599,7 +726,9 @@ impl State {
         let mut causes = meta::validate_labels(&new);
         causes.extend(kinds::admit_update(rt, old, &mut new));
         if let Some(schema) = &rt.schema {
-            causes.extend(crate::schema::admit(schema, &mut new, Some(old)));
+            let (failed, pruned) = crate::schema::admit(schema, &mut new, Some(old));
+            strict_check(rt, options, &pruned)?;
+            causes.extend(failed);
         }
         let crd_types = self.admit_crd(rt, &mut new, &mut causes);
         if !causes.is_empty() {
@@ -613,7 +742,11 @@ impl State {
         }
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         if !managed_by_apply {
-            let manager = if options.field_manager.is_empty() { "unknown" } else { options.field_manager.as_str() };
+            let manager = if options.field_manager.is_empty() {
+                "unknown"
+            } else {
+                options.field_manager.as_str()
+            };
             apply::record_update(Some(old), &mut new, &operation(rt, subresource, manager));
         }
         if strip_managed_time(&new) == strip_managed_time(old) {
@@ -625,7 +758,10 @@ impl State {
         let rv = self.next_rv();
         new["metadata"]["resourceVersion"] = json!(rv.to_string());
         let key = (namespace.clone(), name.clone());
-        self.objects.entry(rt.storage_key()).or_default().insert(key, new.clone());
+        self.objects
+            .entry(rt.storage_key())
+            .or_default()
+            .insert(key, new.clone());
         if let Some(types) = crd_types {
             self.register_crd(&new, types);
         }
@@ -644,8 +780,17 @@ impl State {
     }
 
     /// Writes a status computed by the server itself (the Job simulator).
-    pub fn server_status_write(&mut self, key: &str, namespace: &str, name: &str, change: impl FnOnce(&mut Value)) -> bool {
-        let (Some(rt), Some(old)) = (self.type_of_storage(key), self.stored(key, namespace, name).cloned()) else {
+    pub fn server_status_write(
+        &mut self,
+        key: &str,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&mut Value),
+    ) -> bool {
+        let (Some(rt), Some(old)) = (
+            self.type_of_storage(key),
+            self.stored(key, namespace, name).cloned(),
+        ) else {
             return false;
         };
         if old.pointer("/metadata/deletionTimestamp").is_some() {
@@ -653,40 +798,68 @@ impl State {
         }
         let mut new = old.clone();
         change(&mut new);
-        let options = WriteOptions { field_manager: "job-controller".into(), ..Default::default() };
+        let options = WriteOptions {
+            field_manager: "job-controller".into(),
+            ..Default::default()
+        };
         self.write(&rt, &old, new, "status", &options).is_ok()
     }
 
     /// DELETE: deletes an object, honoring finalizers and the propagation policy.
-    pub fn delete(&mut self, rt: &ResourceType, namespace: &str, name: &str, options: &DeleteOptions) -> Result<(u16, Value), ApiError> {
+    pub fn delete(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        options: &DeleteOptions,
+    ) -> Result<(u16, Value), ApiError> {
         let old = self
             .stored(&rt.storage_key(), namespace, name)
             .cloned()
             .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
-        if let Some(uid) = &options.precondition_uid {
-            if uid != text(&old, "uid") {
-                return Err(ApiError::custom(409, "Conflict", format!(
+        if let Some(uid) = &options.precondition_uid
+            && uid != text(&old, "uid")
+        {
+            return Err(ApiError::custom(
+                409,
+                "Conflict",
+                format!(
                     "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    rt.plural, text(&old, "uid")
-                )));
-            }
+                    rt.plural,
+                    text(&old, "uid")
+                ),
+            ));
         }
-        if let Some(rv) = &options.precondition_rv {
-            if rv != text(&old, "resourceVersion") {
-                return Err(ApiError::conflict(&rt.group, &rt.plural, name));
-            }
+        if let Some(rv) = &options.precondition_rv
+            && rv != text(&old, "resourceVersion")
+        {
+            return Err(ApiError::conflict(&rt.group, &rt.plural, name));
         }
         if options.dry_run {
             return Ok((200, present(rt, &old)));
         }
-        let default_policy = if rt.group == "batch" && rt.kind == "Job" { "Orphan" } else { "Background" };
-        let policy = options.propagation.clone().unwrap_or_else(|| default_policy.to_owned());
+        let default_policy = if rt.group == "batch" && rt.kind == "Job" {
+            "Orphan"
+        } else {
+            "Background"
+        };
+        let policy = options
+            .propagation
+            .clone()
+            .unwrap_or_else(|| default_policy.to_owned());
         if !matches!(policy.as_str(), "Orphan" | "Background" | "Foreground") {
-            return Err(ApiError::invalid(&rt.group, &rt.kind, name, vec![cause(
-                "FieldValueNotSupported",
-                "propagationPolicy",
-                format!("Unsupported value: \"{policy}\": supported values: \"Foreground\", \"Background\", \"Orphan\""),
-            )]));
+            return Err(ApiError::invalid(
+                &rt.group,
+                &rt.kind,
+                name,
+                vec![cause(
+                    "FieldValueNotSupported",
+                    "propagationPolicy",
+                    format!(
+                        "Unsupported value: \"{policy}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+                    ),
+                )],
+            ));
         }
         let uid = text(&old, "uid").to_owned();
         if policy == "Orphan" {
@@ -714,10 +887,10 @@ impl State {
             let list = marked["metadata"]
                 .as_object_mut()
                 .map(|m| m.entry("finalizers").or_insert_with(|| json!([])));
-            if let Some(Value::Array(list)) = list {
-                if !list.iter().any(|f| f == finalizer) {
-                    list.push(json!(finalizer));
-                }
+            if let Some(Value::Array(list)) = list
+                && !list.iter().any(|f| f == finalizer)
+            {
+                list.push(json!(finalizer));
             }
         }
         if is_namespace {
@@ -743,9 +916,6 @@ impl State {
             }
             self.release_foreground(&uid);
         }
-        if is_namespace {
-            self.empty_namespace(name);
-        }
         let now = self.stored(&rt.storage_key(), namespace, name).cloned();
         Ok(match now {
             Some(object) => (202, present(rt, &object)),
@@ -755,7 +925,10 @@ impl State {
 
     fn delete_by_key(&mut self, key: &str, namespace: &str, name: &str, policy: &str) {
         if let Some(rt) = self.type_of_storage(key) {
-            let options = DeleteOptions { propagation: Some(policy.to_owned()), ..Default::default() };
+            let options = DeleteOptions {
+                propagation: Some(policy.to_owned()),
+                ..Default::default()
+            };
             if let Err(error) = self.delete(&rt, namespace, name, &options) {
                 tracing::debug!(%error, "cascading delete");
             }
@@ -763,14 +936,25 @@ impl State {
     }
 
     /// DELETE on a collection: deletes every matching object, returns them.
-    pub fn delete_collection(&mut self, rt: &ResourceType, namespace: &str, labels: &LabelSelector, fields: &FieldSelector, options: &DeleteOptions) -> Result<Vec<Value>, ApiError> {
+    pub fn delete_collection(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        options: &DeleteOptions,
+    ) -> Result<Vec<Value>, ApiError> {
         let targets: Vec<(String, String)> = self
             .objects
             .get(&rt.storage_key())
             .map(|objects| {
                 objects
                     .iter()
-                    .filter(|((ns, _), o)| (namespace.is_empty() || ns == namespace) && labels.matches(o) && fields.matches(o))
+                    .filter(|((ns, _), o)| {
+                        (namespace.is_empty() || ns == namespace)
+                            && labels.matches(o)
+                            && fields.matches(o)
+                    })
                     .map(|(k, _)| k.clone())
                     .collect()
             })
@@ -786,7 +970,10 @@ impl State {
     /// Removes an object from storage and runs what follows: DELETED event, CRD
     /// unregistration, garbage collection, foreground and namespace completion.
     fn remove(&mut self, key: &str, namespace: &str, name: &str) -> Option<Value> {
-        let mut object = self.objects.get_mut(key)?.remove(&(namespace.to_owned(), name.to_owned()))?;
+        let mut object = self
+            .objects
+            .get_mut(key)?
+            .remove(&(namespace.to_owned(), name.to_owned()))?;
         let uid = text(&object, "uid").to_owned();
         self.uids.remove(&uid);
         let rv = self.next_rv();
@@ -820,14 +1007,24 @@ impl State {
 
     fn unregister_crd(&mut self, crd: &Value) {
         let name = text(crd, "name").to_owned();
-        let Some(rt) = self.types.iter().find(|t| t.crd.as_deref() == Some(name.as_str())).cloned() else {
+        let Some(rt) = self
+            .types
+            .iter()
+            .find(|t| t.crd.as_deref() == Some(name.as_str()))
+            .cloned()
+        else {
             return;
         };
-        let keys: Vec<(String, String)> = self.objects.get(&rt.storage_key()).map(|o| o.keys().cloned().collect()).unwrap_or_default();
+        let keys: Vec<(String, String)> = self
+            .objects
+            .get(&rt.storage_key())
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
         for (ns, object) in keys {
             self.remove(&rt.storage_key(), &ns, &object);
         }
-        self.types.retain(|t| t.crd.as_deref() != Some(name.as_str()));
+        self.types
+            .retain(|t| t.crd.as_deref() != Some(name.as_str()));
         self.types_generation = self.rv;
     }
 
@@ -847,8 +1044,12 @@ impl State {
     /// other owner of theirs exists, otherwise the dangling reference is removed.
     fn collect_garbage(&mut self, uid: &str) {
         for (key, ns, name) in self.dependents_of(uid) {
-            let Some(dependent) = self.stored(&key, &ns, &name).cloned() else { continue };
-            let live_owner = owner_uids(&dependent).iter().any(|o| o != uid && self.uids.contains_key(o));
+            let Some(dependent) = self.stored(&key, &ns, &name).cloned() else {
+                continue;
+            };
+            let live_owner = owner_uids(&dependent)
+                .iter()
+                .any(|o| o != uid && self.uids.contains_key(o));
             if live_owner {
                 self.drop_owner_reference(&key, &ns, &name, uid);
             } else {
@@ -864,26 +1065,37 @@ impl State {
     }
 
     fn drop_owner_reference(&mut self, key: &str, namespace: &str, name: &str, uid: &str) {
-        let Some(rt) = self.type_of_storage(key) else { return };
-        let Some(old) = self.stored(key, namespace, name).cloned() else { return };
+        let Some(rt) = self.type_of_storage(key) else {
+            return;
+        };
+        let Some(old) = self.stored(key, namespace, name).cloned() else {
+            return;
+        };
         let mut new = old.clone();
         if let Some(Value::Array(refs)) = new.pointer_mut("/metadata/ownerReferences") {
             refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
-            if refs.is_empty() {
-                if let Some(meta) = new["metadata"].as_object_mut() {
-                    meta.remove("ownerReferences");
-                }
+            if refs.is_empty()
+                && let Some(meta) = new["metadata"].as_object_mut()
+            {
+                meta.remove("ownerReferences");
             }
         }
-        let options = WriteOptions { field_manager: "kube-controller-manager".into(), ..Default::default() };
+        let options = WriteOptions {
+            field_manager: "kube-controller-manager".into(),
+            ..Default::default()
+        };
         if let Err(error) = self.write(&rt, &old, new, "", &options) {
             tracing::debug!(%error, "removing an owner reference");
         }
     }
 
     fn release_foreground(&mut self, owner_uid: &str) {
-        let Some((key, ns, name)) = self.uids.get(owner_uid).cloned() else { return };
-        let Some(owner) = self.stored(&key, &ns, &name).cloned() else { return };
+        let Some((key, ns, name)) = self.uids.get(owner_uid).cloned() else {
+            return;
+        };
+        let Some(owner) = self.stored(&key, &ns, &name).cloned() else {
+            return;
+        };
         if !finalizers(&owner).iter().any(|f| f == "foregroundDeletion") {
             return;
         }
@@ -893,28 +1105,46 @@ impl State {
                     .and_then(Value::as_array)
                     .into_iter()
                     .flatten()
-                    .any(|r| r.get("uid").and_then(Value::as_str) == Some(owner_uid) && r.get("blockOwnerDeletion") == Some(&json!(true)))
+                    .any(|r| {
+                        r.get("uid").and_then(Value::as_str) == Some(owner_uid)
+                            && r.get("blockOwnerDeletion") == Some(&json!(true))
+                    })
             })
         });
         if blocked {
             return;
         }
-        let Some(rt) = self.type_of_storage(&key) else { return };
+        let Some(rt) = self.type_of_storage(&key) else {
+            return;
+        };
         let mut new = owner.clone();
         if let Some(Value::Array(list)) = new.pointer_mut("/metadata/finalizers") {
             list.retain(|f| f != "foregroundDeletion");
         }
-        let options = WriteOptions { field_manager: "kube-controller-manager".into(), ..Default::default() };
+        let options = WriteOptions {
+            field_manager: "kube-controller-manager".into(),
+            ..Default::default()
+        };
         if let Err(error) = self.write(&rt, &owner, new, "", &options) {
             tracing::debug!(%error, "releasing a foreground deletion");
         }
     }
 
     fn namespace_is_empty(&self, namespace: &str) -> bool {
-        self.objects.values().all(|objects| objects.keys().all(|(ns, _)| ns != namespace))
+        self.objects
+            .values()
+            .all(|objects| objects.keys().all(|(ns, _)| ns != namespace))
     }
 
-    fn empty_namespace(&mut self, namespace: &str) {
+    /// The namespace controller's work: delete everything in a terminating namespace, then
+    /// the namespace once it is empty.
+    pub fn empty_namespace(&mut self, namespace: &str) {
+        let terminating = self
+            .stored(&storage_key("", "namespaces"), "", namespace)
+            .is_some_and(|ns| ns.pointer("/metadata/deletionTimestamp").is_some());
+        if !terminating {
+            return;
+        }
         let mut targets = Vec::new();
         for (key, objects) in &self.objects {
             for (ns, name) in objects.keys() {
@@ -930,6 +1160,28 @@ impl State {
             self.remove(&storage_key("", "namespaces"), "", namespace);
         }
     }
+}
+
+/// `fieldValidation=Strict` refuses what pruning would silently drop.
+fn strict_check(
+    rt: &ResourceType,
+    options: &WriteOptions,
+    pruned: &[String],
+) -> Result<(), ApiError> {
+    if !options.strict || pruned.is_empty() {
+        return Ok(());
+    }
+    let fields: Vec<String> = pruned
+        .iter()
+        .map(|p| format!("unknown field \"{p}\""))
+        .collect();
+    Err(ApiError::bad_request(format!(
+        "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+        rt.kind,
+        rt.version,
+        rt.kind,
+        fields.join(", ")
+    )))
 }
 
 fn operation(rt: &ResourceType, subresource: &str, manager: &str) -> Operation {
@@ -969,7 +1221,12 @@ fn finalizers(object: &Value) -> Vec<String> {
     object
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|f| f.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|f| {
+            f.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -977,7 +1234,12 @@ fn owner_uids(object: &Value) -> Vec<String> {
     object
         .pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
-        .map(|refs| refs.iter().filter_map(|r| r.get("uid").and_then(Value::as_str)).map(str::to_owned).collect())
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r.get("uid").and_then(Value::as_str))
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -992,11 +1254,18 @@ pub fn present(rt: &ResourceType, object: &Value) -> Value {
 /// Checks a body's `apiVersion`/`kind` against the endpoint.
 fn check_kind(rt: &ResourceType, body: &Value) -> Result<(), ApiError> {
     if !body.is_object() {
-        return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the body of the request must be a JSON object",
+        ));
     }
     let kind = body.get("kind").and_then(Value::as_str).unwrap_or_default();
-    let api_version = body.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-    if (!kind.is_empty() && kind != rt.kind) || (!api_version.is_empty() && api_version != rt.api_version()) {
+    let api_version = body
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if (!kind.is_empty() && kind != rt.kind)
+        || (!api_version.is_empty() && api_version != rt.api_version())
+    {
         return Err(ApiError::bad_request(format!(
             "the API version in the data ({api_version}) does not match the expected API version ({})",
             rt.api_version()
@@ -1011,7 +1280,8 @@ fn restrict_to(rt: &ResourceType, subresource: &str, body: &Value) -> Value {
     let mut applied = body.clone();
     if let Some(object) = applied.as_object_mut() {
         if subresource == "status" {
-            object.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status"));
+            object
+                .retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status"));
             if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
                 meta.retain(|k, _| matches!(k.as_str(), "name" | "namespace"));
             }
@@ -1036,7 +1306,9 @@ fn encode_continue(rv: u64, namespace: &str, name: &str) -> String {
 fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
     use base64::Engine as _;
     let bad = || ApiError::bad_request("continue key is not valid: illegal base64 data");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
     let value: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let ns = value.get("ns").and_then(Value::as_str).ok_or_else(bad)?;
     let last = value.get("last").and_then(Value::as_str).ok_or_else(bad)?;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use futures::StreamExt as _;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::{ApiResource, Discovery};
@@ -16,7 +17,12 @@ fn config_map(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
     ConfigMap {
         metadata: kube::api::ObjectMeta {
             name: Some(name.into()),
-            labels: Some(labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).into(), (*v).into()))
+                    .collect(),
+            ),
             ..Default::default()
         },
         data: Some(BTreeMap::from([("k".into(), "v".into())])),
@@ -28,32 +34,65 @@ fn config_map(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
 async fn create_get_update_delete_with_real_errors() {
     let (_server, client) = start().await;
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let created = maps.create(&PostParams::default(), &config_map("a", &[])).await.unwrap();
+    let created = maps
+        .create(&PostParams::default(), &config_map("a", &[]))
+        .await
+        .unwrap();
     let meta = &created.metadata;
-    assert!(meta.uid.is_some() && meta.creation_timestamp.is_some() && meta.resource_version.is_some());
+    assert!(
+        meta.uid.is_some() && meta.creation_timestamp.is_some() && meta.resource_version.is_some()
+    );
 
-    let duplicate = api_error(maps.create(&PostParams::default(), &config_map("a", &[])).await);
-    assert_eq!((duplicate.code, duplicate.reason.as_str()), (409, "AlreadyExists"));
+    let duplicate = api_error(
+        maps.create(&PostParams::default(), &config_map("a", &[]))
+            .await,
+    );
+    assert_eq!(
+        (duplicate.code, duplicate.reason.as_str()),
+        (409, "AlreadyExists")
+    );
     assert_eq!(duplicate.message, "configmaps \"a\" already exists");
     assert_eq!(duplicate.details.as_ref().unwrap().name, "a");
 
     let mut generated = config_map("", &[]);
     generated.metadata.name = None;
     generated.metadata.generate_name = Some("gen-".into());
-    let generated = maps.create(&PostParams::default(), &generated).await.unwrap();
+    let generated = maps
+        .create(&PostParams::default(), &generated)
+        .await
+        .unwrap();
     let name = generated.metadata.name.unwrap();
     assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
 
     // Update with the current resourceVersion succeeds; with a stale one it conflicts.
     let mut changed = created.clone();
     changed.data = Some(BTreeMap::from([("k".into(), "w".into())]));
-    let updated = maps.replace("a", &PostParams::default(), &changed).await.unwrap();
-    let old: u64 = created.metadata.resource_version.clone().unwrap().parse().unwrap();
-    let new: u64 = updated.metadata.resource_version.clone().unwrap().parse().unwrap();
+    let updated = maps
+        .replace("a", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    let old: u64 = created
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let new: u64 = updated
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(new > old);
     let stale = api_error(maps.replace("a", &PostParams::default(), &changed).await);
     assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
-    assert!(stale.message.contains("the object has been modified"), "{}", stale.message);
+    assert!(
+        stale.message.contains("the object has been modified"),
+        "{}",
+        stale.message
+    );
 
     let missing = api_error(maps.get("nope").await);
     assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
@@ -61,13 +100,23 @@ async fn create_get_update_delete_with_real_errors() {
 
     maps.delete("a", &DeleteParams::default()).await.unwrap();
     assert_eq!(api_error(maps.get("a").await).code, 404);
-    assert_eq!(api_error(maps.delete("a", &DeleteParams::default()).await).code, 404);
+    assert_eq!(
+        api_error(maps.delete("a", &DeleteParams::default()).await).code,
+        404
+    );
 
-    let bad_name = api_error(maps.create(&PostParams::default(), &config_map("Bad_Name", &[])).await);
+    let bad_name = api_error(
+        maps.create(&PostParams::default(), &config_map("Bad_Name", &[]))
+            .await,
+    );
     assert_eq!((bad_name.code, bad_name.reason.as_str()), (422, "Invalid"));
     assert_eq!(bad_name.details.unwrap().causes[0].field, "metadata.name");
     let elsewhere: Api<ConfigMap> = Api::namespaced(client.clone(), "missing");
-    let no_namespace = api_error(elsewhere.create(&PostParams::default(), &config_map("a", &[])).await);
+    let no_namespace = api_error(
+        elsewhere
+            .create(&PostParams::default(), &config_map("a", &[]))
+            .await,
+    );
     assert_eq!(no_namespace.message, "namespaces \"missing\" not found");
 }
 
@@ -75,30 +124,65 @@ async fn create_get_update_delete_with_real_errors() {
 async fn patches_of_every_kind() {
     let (_server, client) = start().await;
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    maps.create(&PostParams::default(), &config_map("p", &[("a", "1")])).await.unwrap();
-    let merged = maps
-        .patch("p", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": null, "m": "x"}, "metadata": {"labels": {"b": "2"}}})))
+    maps.create(&PostParams::default(), &config_map("p", &[("a", "1")]))
         .await
         .unwrap();
-    assert_eq!(merged.data, Some(BTreeMap::from([("m".into(), "x".into())])));
+    let merged = maps
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"data": {"k": null, "m": "x"}, "metadata": {"labels": {"b": "2"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        merged.data,
+        Some(BTreeMap::from([("m".into(), "x".into())]))
+    );
     assert_eq!(merged.metadata.labels.unwrap().len(), 2);
-    let patch: json_patch_type::Patch = serde_json::from_value(json!([{"op": "add", "path": "/data/n", "value": "y"}])).unwrap();
-    let patched = maps.patch("p", &PatchParams::default(), &Patch::<()>::Json(patch)).await.unwrap();
+    let patch: json_patch_type::Patch =
+        serde_json::from_value(json!([{"op": "add", "path": "/data/n", "value": "y"}])).unwrap();
+    let patched = maps
+        .patch("p", &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+        .unwrap();
     assert_eq!(patched.data.unwrap()["n"], "y");
-    let failed: json_patch_type::Patch = serde_json::from_value(json!([{"op": "test", "path": "/data/n", "value": "z"}])).unwrap();
-    assert_eq!(api_error(maps.patch("p", &PatchParams::default(), &Patch::<()>::Json(failed)).await).code, 422);
+    let failed: json_patch_type::Patch =
+        serde_json::from_value(json!([{"op": "test", "path": "/data/n", "value": "z"}])).unwrap();
+    assert_eq!(
+        api_error(
+            maps.patch("p", &PatchParams::default(), &Patch::<()>::Json(failed))
+                .await
+        )
+        .code,
+        422
+    );
     let strategic = maps
-        .patch("p", &PatchParams::default(), &Patch::Strategic(json!({"metadata": {"finalizers": ["x/y"]}})))
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"metadata": {"finalizers": ["x/y"]}})),
+        )
         .await
         .unwrap();
     assert_eq!(strategic.metadata.finalizers, Some(vec!["x/y".to_owned()]));
     // A patch carrying a stale resourceVersion is a conflict.
     let stale = Patch::Merge(json!({"metadata": {"resourceVersion": "1"}, "data": {"q": "1"}}));
-    assert_eq!(api_error(maps.patch("p", &PatchParams::default(), &stale).await).reason, "Conflict");
+    assert_eq!(
+        api_error(maps.patch("p", &PatchParams::default(), &stale).await).reason,
+        "Conflict"
+    );
     // Secrets fold stringData into data.
     let secrets: Api<Secret> = Api::namespaced(client, "default");
-    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"token": "abc"}})).unwrap();
-    let secret = secrets.create(&PostParams::default(), &secret).await.unwrap();
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"token": "abc"}}))
+            .unwrap();
+    let secret = secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
     assert_eq!(secret.data.unwrap()["token"].0, b"abc");
 }
 
@@ -111,15 +195,25 @@ mod json_patch_type {
 async fn lists_with_selectors_and_pages() {
     let (_server, client) = start().await;
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    for (name, app, tier) in [("a", "web", "front"), ("b", "web", "back"), ("c", "api", "back"), ("d", "db", "")] {
+    for (name, app, tier) in [
+        ("a", "web", "front"),
+        ("b", "web", "back"),
+        ("c", "api", "back"),
+        ("d", "db", ""),
+    ] {
         let mut labels = vec![("app", app)];
         if !tier.is_empty() {
             labels.push(("tier", tier));
         }
-        maps.create(&PostParams::default(), &config_map(name, &labels)).await.unwrap();
+        maps.create(&PostParams::default(), &config_map(name, &labels))
+            .await
+            .unwrap();
     }
     let names = |list: kube::core::ObjectList<ConfigMap>| -> Vec<String> {
-        list.items.into_iter().map(|m| m.metadata.name.unwrap()).collect()
+        list.items
+            .into_iter()
+            .map(|m| m.metadata.name.unwrap())
+            .collect()
     };
     for (selector, expected) in [
         ("app=web", vec!["a", "b"]),
@@ -130,10 +224,16 @@ async fn lists_with_selectors_and_pages() {
         ("!tier", vec!["d"]),
         ("app=web,tier=back", vec!["b"]),
     ] {
-        let list = maps.list(&ListParams::default().labels(selector)).await.unwrap();
+        let list = maps
+            .list(&ListParams::default().labels(selector))
+            .await
+            .unwrap();
         assert_eq!(names(list), expected, "{selector}");
     }
-    let by_name = maps.list(&ListParams::default().fields("metadata.name=c")).await.unwrap();
+    let by_name = maps
+        .list(&ListParams::default().fields("metadata.name=c"))
+        .await
+        .unwrap();
     assert_eq!(names(by_name), ["c"]);
     let bad = api_error(maps.list(&ListParams::default().labels("app in web")).await);
     assert_eq!(bad.code, 400);
@@ -142,12 +242,18 @@ async fn lists_with_selectors_and_pages() {
     let token = first.metadata.continue_.clone().expect("a continue token");
     assert_eq!(first.metadata.remaining_item_count, Some(1));
     assert_eq!(names(first), ["a", "b", "c"]);
-    let second = maps.list(&ListParams::default().limit(3).continue_token(&token)).await.unwrap();
+    let second = maps
+        .list(&ListParams::default().limit(3).continue_token(&token))
+        .await
+        .unwrap();
     assert!(second.metadata.continue_.is_none());
     assert_eq!(names(second), ["d"]);
     // All namespaces.
     let all: Api<ConfigMap> = Api::all(client);
-    assert_eq!(all.list(&ListParams::default()).await.unwrap().items.len(), 4);
+    assert_eq!(
+        all.list(&ListParams::default()).await.unwrap().items.len(),
+        4
+    );
 }
 
 #[tokio::test]
@@ -159,23 +265,47 @@ async fn crds_register_kinds_with_validation_and_status() {
         .resolve_gvk(&GroupVersionKind::gvk("kubetask.io", "v1alpha1", "Task"))
         .expect("tasks are discoverable");
     assert_eq!(resource.plural, "tasks");
-    assert!(caps.subresources.iter().any(|(r, _)| r.plural == "tasks/status" || r.plural == "status"));
-    assert!(discovery.resolve_gvk(&GroupVersionKind::gvk("batch", "v1", "Job")).is_some());
+    assert!(
+        caps.subresources
+            .iter()
+            .any(|(r, _)| r.plural == "tasks/status" || r.plural == "status")
+    );
+    assert!(
+        discovery
+            .resolve_gvk(&GroupVersionKind::gvk("batch", "v1", "Job"))
+            .is_some()
+    );
 
     let tasks: Api<Task> = Api::namespaced(client.clone(), "default");
-    let created = tasks.create(&PostParams::default(), &task("t", "default")).await.unwrap();
+    let created = tasks
+        .create(&PostParams::default(), &task("t", "default"))
+        .await
+        .unwrap();
     assert_eq!(created.metadata.generation, Some(1));
 
     // Structural schema: types and required fields; unknown fields are pruned.
-    let dynamic: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ApiResource::erase::<Task>(&()));
+    let dynamic: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &ApiResource::erase::<Task>(&()));
     let object = |spec: serde_json::Value| -> DynamicObject {
         serde_json::from_value(json!({"apiVersion": "kubetask.io/v1alpha1", "kind": "Task", "metadata": {"name": "x"}, "spec": spec})).unwrap()
     };
-    let missing = api_error(dynamic.create(&PostParams::default(), &object(json!({}))).await);
+    let missing = api_error(
+        dynamic
+            .create(&PostParams::default(), &object(json!({})))
+            .await,
+    );
     assert_eq!((missing.code, missing.reason.as_str()), (422, "Invalid"));
     assert_eq!(missing.details.unwrap().causes[0].field, "spec.contexts");
-    let wrong_type = api_error(dynamic.create(&PostParams::default(), &object(json!({"contexts": "x"}))).await);
-    assert!(wrong_type.message.contains("must be of type array"), "{}", wrong_type.message);
+    let wrong_type = api_error(
+        dynamic
+            .create(&PostParams::default(), &object(json!({"contexts": "x"})))
+            .await,
+    );
+    assert!(
+        wrong_type.message.contains("must be of type array"),
+        "{}",
+        wrong_type.message
+    );
     // A CEL rule: a file context needs exactly one source.
     let cel = api_error(
         dynamic
@@ -184,64 +314,152 @@ async fn crds_register_kinds_with_validation_and_status() {
     );
     assert_eq!(cel.code, 422, "{cel:?}");
     let pruned = dynamic
-        .create(&PostParams::default(), &object(json!({"contexts": [], "typo": 1})))
+        .create(
+            &PostParams::default(),
+            &object(json!({"contexts": [], "typo": 1})),
+        )
         .await
         .unwrap();
     assert!(pruned.data["spec"].get("typo").is_none());
 
     // Status goes through /status only; the main resource ignores it.
     let status = json!({"status": {"phase": "Running"}});
-    let main = tasks.patch("t", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
-    assert!(main.status.is_none());
-    let with_status = tasks.patch_status("t", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
-    assert_eq!(serde_json::to_value(with_status.status.unwrap().phase).unwrap(), "Running");
-    assert_eq!(with_status.metadata.generation, Some(1), "status changes do not bump generation");
-    let through_status = tasks
-        .patch_status("t", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})))
+    let main = tasks
+        .patch("t", &PatchParams::default(), &Patch::Merge(&status))
         .await
         .unwrap();
-    assert!(through_status.metadata.labels.is_none(), "/status ignores everything but status");
+    assert!(main.status.is_none());
+    let with_status = tasks
+        .patch_status("t", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(with_status.status.unwrap().phase).unwrap(),
+        "Running"
+    );
+    assert_eq!(
+        with_status.metadata.generation,
+        Some(1),
+        "status changes do not bump generation"
+    );
+    let through_status = tasks
+        .patch_status(
+            "t",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .unwrap();
+    assert!(
+        through_status.metadata.labels.is_none(),
+        "/status ignores everything but status"
+    );
 
     // Spec changes bump generation (Agent specs are mutable).
     let agents: Api<Agent> = Api::namespaced(client.clone(), "default");
-    let agent: Agent = serde_json::from_value(json!({"apiVersion": "kubetask.io/v1alpha1", "kind": "Agent",
-        "metadata": {"name": "a"}, "spec": {"serviceAccountName": "sa"}})).unwrap();
+    let agent: Agent = serde_json::from_value(
+        json!({"apiVersion": "kubetask.io/v1alpha1", "kind": "Agent",
+        "metadata": {"name": "a"}, "spec": {"serviceAccountName": "sa"}}),
+    )
+    .unwrap();
     agents.create(&PostParams::default(), &agent).await.unwrap();
-    let relabeled = agents.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}}))).await.unwrap();
+    let relabeled = agents
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .unwrap();
     assert_eq!(relabeled.metadata.generation, Some(1));
-    let respecced = agents.patch("a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"serviceAccountName": "other"}}))).await.unwrap();
+    let respecced = agents
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"serviceAccountName": "other"}})),
+        )
+        .await
+        .unwrap();
     assert_eq!(respecced.metadata.generation, Some(2));
     // The Task spec is immutable (a CEL transition rule).
-    let immutable = api_error(tasks.patch("t", &PatchParams::default(), &Patch::Merge(json!({"spec": {"agentRef": "b"}}))).await);
+    let immutable = api_error(
+        tasks
+            .patch(
+                "t",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"agentRef": "b"}})),
+            )
+            .await,
+    );
     assert_eq!(immutable.code, 422);
 
     // Deleting the CRD removes its objects and the kind.
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(client.clone());
-    crds.delete("tasks.kubetask.io", &DeleteParams::default()).await.unwrap();
-    assert_eq!(api_error(tasks.list(&ListParams::default()).await).code, 404);
+    crds.delete("tasks.kubetask.io", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        api_error(tasks.list(&ListParams::default()).await).code,
+        404
+    );
 }
 
 #[tokio::test]
 async fn server_side_apply_with_field_managers() {
     let (_server, client) = start().await;
     let maps: Api<ConfigMap> = Api::namespaced(client, "default");
-    let applied = |data: serde_json::Value| {
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": data})
-    };
+    let applied = |data: serde_json::Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": data});
     let alice = PatchParams::apply("alice");
-    let created = maps.patch("ssa", &alice, &Patch::Apply(applied(json!({"a": "1", "b": "2"})))).await.unwrap();
+    let created = maps
+        .patch(
+            "ssa",
+            &alice,
+            &Patch::Apply(applied(json!({"a": "1", "b": "2"}))),
+        )
+        .await
+        .unwrap();
     let managers = created.metadata.managed_fields.unwrap();
-    assert_eq!((managers[0].manager.as_deref(), managers[0].operation.as_deref()), (Some("alice"), Some("Apply")));
-    let dropped = maps.patch("ssa", &alice, &Patch::Apply(applied(json!({"a": "1"})))).await.unwrap();
-    assert_eq!(dropped.data, Some(BTreeMap::from([("a".into(), "1".into())])), "a field no longer applied is removed");
+    assert_eq!(
+        (
+            managers[0].manager.as_deref(),
+            managers[0].operation.as_deref()
+        ),
+        (Some("alice"), Some("Apply"))
+    );
+    let dropped = maps
+        .patch("ssa", &alice, &Patch::Apply(applied(json!({"a": "1"}))))
+        .await
+        .unwrap();
+    assert_eq!(
+        dropped.data,
+        Some(BTreeMap::from([("a".into(), "1".into())])),
+        "a field no longer applied is removed"
+    );
 
     let bob = PatchParams::apply("bob");
-    let conflict = api_error(maps.patch("ssa", &bob, &Patch::Apply(applied(json!({"a": "2"})))).await);
+    let conflict = api_error(
+        maps.patch("ssa", &bob, &Patch::Apply(applied(json!({"a": "2"}))))
+            .await,
+    );
     assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
     assert!(conflict.message.contains("alice"), "{}", conflict.message);
-    let forced = maps.patch("ssa", &bob.clone().force(), &Patch::Apply(applied(json!({"a": "2"})))).await.unwrap();
+    let forced = maps
+        .patch(
+            "ssa",
+            &bob.clone().force(),
+            &Patch::Apply(applied(json!({"a": "2"}))),
+        )
+        .await
+        .unwrap();
     assert_eq!(forced.data.unwrap()["a"], "2");
-    let missing_manager = api_error(maps.patch("ssa", &PatchParams::default(), &Patch::Apply(applied(json!({})))).await);
+    let missing_manager = api_error(
+        maps.patch(
+            "ssa",
+            &PatchParams::default(),
+            &Patch::Apply(applied(json!({}))),
+        )
+        .await,
+    );
     assert_eq!(missing_manager.code, 400);
 }
 
@@ -259,7 +477,13 @@ async fn finalizers_and_cascading_deletes() {
     maps.delete("held", &DeleteParams::default()).await.unwrap();
     let pending = maps.get("held").await.unwrap();
     assert!(pending.metadata.deletion_timestamp.is_some());
-    maps.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    maps.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
     assert_eq!(api_error(maps.get("held").await).code, 404);
 
     let owned = |name: &str, owner: &Task, block: bool| -> ConfigMap {
@@ -270,48 +494,143 @@ async fn finalizers_and_cascading_deletes() {
         map
     };
     // Background: the dependent goes with its owner.
-    let owner = tasks.create(&PostParams::default(), &task("bg", "default")).await.unwrap();
-    maps.create(&PostParams::default(), &owned("bg-cm", &owner, false)).await.unwrap();
-    tasks.delete("bg", &DeleteParams::background()).await.unwrap();
+    let owner = tasks
+        .create(&PostParams::default(), &task("bg", "default"))
+        .await
+        .unwrap();
+    maps.create(&PostParams::default(), &owned("bg-cm", &owner, false))
+        .await
+        .unwrap();
+    tasks
+        .delete("bg", &DeleteParams::background())
+        .await
+        .unwrap();
     assert_eq!(api_error(maps.get("bg-cm").await).code, 404);
 
     // Orphan: the dependent stays, without the reference.
-    let owner = tasks.create(&PostParams::default(), &task("orphan", "default")).await.unwrap();
-    maps.create(&PostParams::default(), &owned("orphan-cm", &owner, false)).await.unwrap();
-    tasks.delete("orphan", &DeleteParams::orphan()).await.unwrap();
-    assert!(maps.get("orphan-cm").await.unwrap().metadata.owner_references.is_none());
+    let owner = tasks
+        .create(&PostParams::default(), &task("orphan", "default"))
+        .await
+        .unwrap();
+    maps.create(&PostParams::default(), &owned("orphan-cm", &owner, false))
+        .await
+        .unwrap();
+    tasks
+        .delete("orphan", &DeleteParams::orphan())
+        .await
+        .unwrap();
+    assert!(
+        maps.get("orphan-cm")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+            .is_none()
+    );
 
     // Foreground: the owner waits (foregroundDeletion) for a blocking dependent to go.
-    let owner = tasks.create(&PostParams::default(), &task("fg", "default")).await.unwrap();
+    let owner = tasks
+        .create(&PostParams::default(), &task("fg", "default"))
+        .await
+        .unwrap();
     let mut blocking = owned("fg-cm", &owner, true);
     blocking.metadata.finalizers = Some(vec!["example.com/hold".into()]);
-    maps.create(&PostParams::default(), &blocking).await.unwrap();
-    tasks.delete("fg", &DeleteParams::foreground()).await.unwrap();
+    maps.create(&PostParams::default(), &blocking)
+        .await
+        .unwrap();
+    tasks
+        .delete("fg", &DeleteParams::foreground())
+        .await
+        .unwrap();
     let waiting = tasks.get("fg").await.unwrap();
-    assert!(waiting.metadata.finalizers.unwrap().contains(&"foregroundDeletion".to_owned()));
-    assert!(maps.get("fg-cm").await.unwrap().metadata.deletion_timestamp.is_some());
-    maps.patch("fg-cm", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
-    assert_eq!(api_error(tasks.get("fg").await).code, 404, "the owner goes once its dependents are gone");
+    assert!(
+        waiting
+            .metadata
+            .finalizers
+            .unwrap()
+            .contains(&"foregroundDeletion".to_owned())
+    );
+    assert!(
+        maps.get("fg-cm")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    maps.patch(
+        "fg-cm",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        api_error(tasks.get("fg").await).code,
+        404,
+        "the owner goes once its dependents are gone"
+    );
 
     // Deleting a namespace deletes its contents.
     create_namespace(&client, "doomed").await;
     let doomed: Api<ConfigMap> = Api::namespaced(client.clone(), "doomed");
-    doomed.create(&PostParams::default(), &config_map("x", &[])).await.unwrap();
+    doomed
+        .create(&PostParams::default(), &config_map("x", &[]))
+        .await
+        .unwrap();
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces.delete("doomed", &DeleteParams::default()).await.unwrap();
-    assert_eq!(api_error(namespaces.get("doomed").await).code, 404);
+    namespaces
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .unwrap();
+    let terminating = namespaces.get_opt("doomed").await.unwrap();
+    if let Some(namespace) = terminating {
+        assert_eq!(
+            namespace.status.unwrap().phase.as_deref(),
+            Some("Terminating")
+        );
+        let refused = api_error(
+            doomed
+                .create(&PostParams::default(), &config_map("y", &[]))
+                .await,
+        );
+        assert_eq!(refused.code, 403);
+    }
+    eventually(std::time::Duration::from_secs(5), || {
+        let namespaces = namespaces.clone();
+        async move {
+            namespaces
+                .get_opt("doomed")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
     assert_eq!(api_error(doomed.get("x").await).code, 404);
 
     // Preconditions.
-    maps.create(&PostParams::default(), &config_map("pre", &[])).await.unwrap();
-    let wrong = DeleteParams { preconditions: Some(kube::api::Preconditions { uid: Some("nope".into()), resource_version: None }), ..Default::default() };
+    maps.create(&PostParams::default(), &config_map("pre", &[]))
+        .await
+        .unwrap();
+    let wrong = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: Some("nope".into()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
     assert_eq!(api_error(maps.delete("pre", &wrong).await).code, 409);
 }
 
 #[tokio::test]
 async fn bearer_tokens_are_required() {
     let (server, client) = start().await;
-    Api::<ConfigMap>::namespaced(client, "default").list(&ListParams::default()).await.unwrap();
+    Api::<ConfigMap>::namespaced(client, "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
     let mut config = kube::Config::new(server.url().parse().unwrap());
     config.root_cert = Some(vec![pem_to_der(kubetask_test_apiserver::test_ca_pem())]);
     config.auth_info.token = Some("wrong".to_owned().into());
@@ -320,11 +639,28 @@ async fn bearer_tokens_are_required() {
     let denied = api_error(maps.list(&ListParams::default()).await);
     assert_eq!((denied.code, denied.reason.as_str()), (401, "Unauthorized"));
     let users: Vec<String> = server.requests().into_iter().map(|r| r.user).collect();
-    assert!(users.contains(&"admin".to_owned()) && users.contains(&"system:anonymous".to_owned()), "{users:?}");
+    assert!(
+        users.contains(&"admin".to_owned()) && users.contains(&"system:anonymous".to_owned()),
+        "{users:?}"
+    );
 }
 
 fn pem_to_der(pem: &str) -> Vec<u8> {
     use base64::Engine as _;
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    base64::engine::general_purpose::STANDARD.decode(body).unwrap()
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn shutdown_closes_watches_and_releases_the_port() {
+    let (server, client) = start().await;
+    let address = server.address();
+    let maps: Api<ConfigMap> = Api::namespaced(client, "default");
+    let mut stream = maps.watch(&kube::api::WatchParams::default(), "0").await.unwrap().boxed();
+    tokio::task::spawn_blocking(move || server.shutdown()).await.unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), futures::StreamExt::next(&mut stream)).await.unwrap();
+    assert!(ended.is_none() || matches!(ended, Some(Err(_))), "{ended:?}");
+    std::net::TcpListener::bind(address).expect("the port is free again");
 }

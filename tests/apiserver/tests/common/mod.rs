@@ -25,14 +25,20 @@ pub async fn start_with(config: Config) -> (TestApiServer, Client) {
 pub async fn install_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in [Task::crd(), Agent::crd()] {
-        crds.create(&PostParams::default(), &crd).await.expect("create CRD");
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("create CRD");
     }
 }
 
 pub async fn create_namespace(client: &Client, name: &str) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let namespace: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace");
-    namespaces.create(&PostParams::default(), &namespace).await.expect("create namespace");
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace");
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("create namespace");
 }
 
 /// The API error of a failed call (panics on success or a transport error).
@@ -54,7 +60,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "condition not reached within {limit:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

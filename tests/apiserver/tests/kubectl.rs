@@ -1,0 +1,160 @@
+//! `kubectl` against the test API server: apply, get -o json, delete.
+
+use std::process::Command;
+
+use kubetask_test_apiserver::{Config, TestApiServer};
+
+fn kubectl(server: &TestApiServer, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write as _;
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", server.kubeconfig_path())
+        .env("HOME", server.kubeconfig_path().parent().unwrap())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl is installed");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+const MANIFEST: &str = "apiVersion: v1
+kind: Namespace
+metadata:
+  name: smoke
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: smoke
+  labels: {app: demo}
+data:
+  mode: fast
+";
+
+#[test]
+fn kubectl_apply_get_delete() {
+    let server = TestApiServer::start(Config::default()).unwrap();
+    let (ok, out, err) = kubectl(&server, &["apply", "-f", "-"], Some(MANIFEST));
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("namespace/smoke created") && out.contains("configmap/settings created"),
+        "{out}"
+    );
+
+    // Applying a change patches (client-side apply: strategic merge for built-in kinds).
+    let changed = MANIFEST.replace("mode: fast", "mode: slow");
+    let (ok, out, err) = kubectl(&server, &["apply", "-f", "-"], Some(&changed));
+    assert!(
+        ok && out.contains("configmap/settings configured"),
+        "{out}{err}"
+    );
+
+    let (ok, out, err) = kubectl(
+        &server,
+        &["get", "configmap", "settings", "-n", "smoke", "-o", "json"],
+        None,
+    );
+    assert!(ok, "{err}");
+    let object: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(object["data"]["mode"], "slow");
+    assert_eq!(object["metadata"]["labels"]["app"], "demo");
+
+    let (ok, out, _) = kubectl(
+        &server,
+        &["get", "cm", "-n", "smoke", "-l", "app=demo"],
+        None,
+    );
+    assert!(ok && out.contains("settings"), "{out}");
+    let (ok, out, err) = kubectl(&server, &["delete", "-f", "-"], Some(MANIFEST));
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = kubectl(&server, &["get", "namespace", "smoke"], None);
+    assert!(
+        !ok && err.contains("namespaces \"smoke\" not found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn kubectl_installs_the_crds_and_applies_the_examples() {
+    let server = TestApiServer::start(Config::default()).unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let (ok, out, err) = kubectl(
+        &server,
+        &["apply", "-f", &format!("{root}/manifests/crds/crds.yaml")],
+        None,
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = kubectl(
+        &server,
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: kubetask-system\n"),
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = kubectl(
+        &server,
+        &["apply", "-f", &format!("{root}/examples/simple-task.yaml")],
+        None,
+    );
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("task.kubetask.io/update-service-a created"),
+        "{out}"
+    );
+    let (ok, out, err) = kubectl(
+        &server,
+        &["get", "tasks", "-n", "kubetask-system", "-o", "json"],
+        None,
+    );
+    assert!(ok, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["items"][0]["metadata"]["name"], "update-service-a");
+    // A Task that breaks the schema is refused with the field's path.
+    let bad = "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata:\n  name: bad\n  namespace: kubetask-system\nspec: {}\n";
+    let (ok, _, err) = kubectl(&server, &["apply", "-f", "-"], Some(bad));
+    assert!(
+        !ok && err.contains("spec.contexts: Required value"),
+        "{err}"
+    );
+    // kubectl asks for strict field validation: a misspelt field is an error, not dropped.
+    let typo = "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata:\n  name: typo\n  namespace: kubetask-system\nspec:\n  contexts: []\n  agentRefs: x\n";
+    let (ok, _, err) = kubectl(&server, &["apply", "-f", "-"], Some(typo));
+    assert!(
+        !ok && err.contains("unknown field \"spec.agentRefs\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_binary_prints_a_kubeconfig_kubectl_can_use() {
+    use std::io::BufRead as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kubetask-test-apiserver"))
+        .args(["--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let path = first.strip_prefix("kubeconfig: ").expect("the first line names the kubeconfig").to_owned();
+    let output = Command::new("kubectl").args(["get", "namespaces", "-o", "name"]).env("KUBECONFIG", &path).output().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let names = String::from_utf8_lossy(&output.stdout);
+    assert!(names.contains("namespace/default") && names.contains("namespace/kube-system"), "{names}");
+}
