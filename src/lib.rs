@@ -5,6 +5,7 @@
 //! → [`render::Pipeline`] (the [`plugin`] host running the built-in default plugin) → Job.
 #![forbid(unsafe_code)]
 
+pub mod controller;
 pub mod crds;
 pub mod inputs;
 pub mod offline;

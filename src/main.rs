@@ -1,10 +1,11 @@
-//! The `kubetask` command: offline rendering and CRD generation.
+//! The `kubetask` command: the controller, offline rendering and CRD generation.
 
-use std::{path::PathBuf, process::ExitCode, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use kubetask::{
+    controller::{self, LeaseOptions},
     crds, inputs, offline,
     plugin::{Limits, PluginHost},
     render::{Pipeline, Settings},
@@ -21,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controller: reconcile Tasks into Jobs on a cluster.
+    Controller(Box<ControllerArgs>),
     /// Render Tasks into the Jobs and ConfigMaps the controller would create, with no cluster.
     Render(RenderArgs),
     /// Print the CustomResourceDefinitions of Task and Agent.
@@ -40,21 +43,87 @@ struct RenderArgs {
     default_agent_image: String,
 }
 
+#[derive(clap::Args)]
+struct ControllerArgs {
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Watch Tasks in this namespace only (default: all namespaces).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// The namespace the controller runs in (plugins and the leader Lease live there).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kubetask-system")]
+    controller_namespace: String,
+    /// Agent image for Tasks whose Agent sets none.
+    #[arg(long, default_value = DEFAULT_AGENT_IMAGE)]
+    default_agent_image: String,
+    /// Elect a leader on a Lease so that only one replica acts.
+    #[arg(long)]
+    leader_elect: bool,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "kubetask-controller")]
+    lease_name: String,
+    /// Seconds a leader's lease is valid after its last renewal; a standby takes over after it.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Seconds before expiry the leader renews its lease.
+    #[arg(long, default_value_t = 5)]
+    lease_renew_grace_seconds: u64,
+    /// This replica's identity in the Lease (default: $POD_NAME, else host name and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_address: SocketAddr,
+    /// Tasks reconciled at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: u16,
+    /// Memory limit of one plugin call, in MiB.
+    #[arg(long, default_value_t = 64)]
+    plugin_memory_mib: usize,
+    /// Wall-clock deadline of one plugin call, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    plugin_timeout_ms: u64,
+    /// Largest output of one plugin call, in KiB.
+    #[arg(long, default_value_t = 4096)]
+    plugin_output_kib: usize,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Yaml,
     Json,
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+fn init_logging(default_level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_level.into());
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Controller(args) => init_logging("info", args.log_format),
+        _ => init_logging("warn", LogFormat::Text),
+    }
     let result = match cli.command {
+        Command::Controller(args) => run_controller(*args),
         Command::Render(args) => render(args),
         Command::Crds => crds::yaml()
             .map(|yaml| {
@@ -70,6 +139,41 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "kubetask".to_owned());
+        format!("{host}-{}", std::process::id())
+    });
+    let lease = args.leader_elect.then(|| LeaseOptions {
+        name: args.lease_name.clone(),
+        namespace: args.controller_namespace.clone(),
+        identity,
+        duration: Duration::from_secs(args.lease_duration_seconds),
+        grace: Duration::from_secs(args.lease_renew_grace_seconds),
+    });
+    let options = controller::Options {
+        kubeconfig: args.kubeconfig,
+        namespace: args.namespace,
+        settings: Settings {
+            default_agent_image: args.default_agent_image,
+            controller_namespace: args.controller_namespace,
+        },
+        lease,
+        metrics_address: args.metrics_address,
+        concurrency: args.concurrency,
+        limits: Limits {
+            memory_bytes: args.plugin_memory_mib * 1024 * 1024,
+            deadline: Duration::from_millis(args.plugin_timeout_ms),
+            output_bytes: args.plugin_output_kib * 1024,
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(controller::run(options))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {

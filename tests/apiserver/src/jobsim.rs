@@ -1,6 +1,7 @@
-//! The Job simulator: plays the Job controller and kubelet for `batch/v1` Jobs. A new Job
-//! becomes active after `start_delay`, then completes or fails after `run_time` with the
-//! conditions, counts and times the real Job controller writes.
+//! The Job simulator: plays the Job controller and kubelet for `batch/v1` Jobs. After
+//! `start_delay` a new Job is active (its pod pending), after another `start_delay` the pod
+//! runs (`ready: 1`), and after `run_time` the Job completes or fails with the conditions,
+//! counts and times the real Job controller writes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,7 +119,15 @@ pub async fn run(shared: Arc<Shared>, simulator: JobSimulator) {
                 status["terminating"] = json!(0);
                 status["uncountedTerminatedPods"] = json!({});
             });
-            if !started || outcome == JobOutcome::Hang {
+            if !started {
+                return;
+            }
+            // The pod is scheduled and pulled, then runs (and is ready: agents have no probes).
+            tokio::time::sleep(simulator.start_delay).await;
+            let running = write(&shared, &namespace, &name, &uid, |status| {
+                status["ready"] = json!(1);
+            });
+            if !running || outcome == JobOutcome::Hang {
                 return;
             }
             tokio::time::sleep(simulator.run_time).await;

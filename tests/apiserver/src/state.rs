@@ -554,12 +554,7 @@ impl State {
             }
             PatchType::Apply => {
                 check_kind(rt, body)?;
-                if text(body, "name") != name {
-                    return Err(ApiError::bad_request(format!(
-                        "the name of the object ({}) does not match the name on the URL ({name})",
-                        text(body, "name")
-                    )));
-                }
+                check_apply_name(body, name)?;
                 let applied = restrict_to(rt, subresource, body);
                 let op = operation(rt, subresource, &options.field_manager);
                 new = apply::apply(
@@ -570,6 +565,18 @@ impl State {
                     (&rt.group, &rt.plural, name),
                 )?;
             }
+        }
+        if !new.get("metadata").is_some_and(Value::is_object) {
+            return Err(ApiError::invalid(
+                &rt.group,
+                &rt.kind,
+                name,
+                vec![cause(
+                    "FieldValueInvalid",
+                    "metadata",
+                    "Invalid value: the patched object has no metadata object",
+                )],
+            ));
         }
         let sent_rv = body
             .pointer("/metadata/resourceVersion")
@@ -609,14 +616,10 @@ impl State {
         options: &WriteOptions,
     ) -> Result<Value, ApiError> {
         check_kind(rt, body)?;
-        if text(body, "name") != name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({}) does not match the name on the URL ({name})",
-                text(body, "name")
-            )));
-        }
+        check_apply_name(body, name)?;
         let op = operation(rt, "", &options.field_manager);
-        let applied = restrict_to(rt, "", body);
+        let mut applied = restrict_to(rt, "", body);
+        applied["metadata"]["name"] = json!(name);
         let object = apply::apply(
             &json!({}),
             &applied,
@@ -1159,6 +1162,19 @@ impl State {
         if self.namespace_is_empty(namespace) {
             self.remove(&storage_key("", "namespaces"), "", namespace);
         }
+    }
+}
+
+/// An applied configuration may omit `metadata.name` (the URL names the object), but may not
+/// name another object.
+fn check_apply_name(body: &Value, name: &str) -> Result<(), ApiError> {
+    let sent = text(body, "name");
+    if sent.is_empty() || sent == name {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "the name of the object ({sent}) does not match the name on the URL ({name})"
+        )))
     }
 }
 

@@ -151,10 +151,20 @@ fn the_binary_prints_a_kubeconfig_kubectl_can_use() {
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    let path = first.strip_prefix("kubeconfig: ").expect("the first line names the kubeconfig").to_owned();
-    let output = Command::new("kubectl").args(["get", "namespaces", "-o", "name"]).env("KUBECONFIG", &path).output().unwrap();
+    let path = first
+        .strip_prefix("kubeconfig: ")
+        .expect("the first line names the kubeconfig")
+        .to_owned();
+    let output = Command::new("kubectl")
+        .args(["get", "namespaces", "-o", "name"])
+        .env("KUBECONFIG", &path)
+        .output()
+        .unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
     let names = String::from_utf8_lossy(&output.stdout);
-    assert!(names.contains("namespace/default") && names.contains("namespace/kube-system"), "{names}");
+    assert!(
+        names.contains("namespace/default") && names.contains("namespace/kube-system"),
+        "{names}"
+    );
 }

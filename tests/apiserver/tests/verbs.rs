@@ -5,8 +5,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::{ApiResource, Discovery};
@@ -658,9 +658,23 @@ async fn shutdown_closes_watches_and_releases_the_port() {
     let (server, client) = start().await;
     let address = server.address();
     let maps: Api<ConfigMap> = Api::namespaced(client, "default");
-    let mut stream = maps.watch(&kube::api::WatchParams::default(), "0").await.unwrap().boxed();
-    tokio::task::spawn_blocking(move || server.shutdown()).await.unwrap();
-    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), futures::StreamExt::next(&mut stream)).await.unwrap();
-    assert!(ended.is_none() || matches!(ended, Some(Err(_))), "{ended:?}");
+    let mut stream = maps
+        .watch(&kube::api::WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    tokio::task::spawn_blocking(move || server.shutdown())
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        futures::StreamExt::next(&mut stream),
+    )
+    .await
+    .unwrap();
+    assert!(
+        ended.is_none() || matches!(ended, Some(Err(_))),
+        "{ended:?}"
+    );
     std::net::TcpListener::bind(address).expect("the port is free again");
 }

@@ -1,0 +1,93 @@
+//! Creating a Task's ConfigMaps and Job, or adopting them when they already exist and belong
+//! to the Task (a restart, a retried request, a lost response). Anything else with the name
+//! is a conflict the user must resolve: it is never overwritten.
+
+use k8s_openapi::api::{batch::v1::Job, core::v1::ConfigMap};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, PostParams};
+use kube::{Resource, ResourceExt};
+use serde::{Serialize, de::DeserializeOwned};
+
+/// Field manager of everything the controller writes.
+pub const FIELD_MANAGER: &str = "kubetask-controller";
+
+/// The result of create-or-adopt.
+#[derive(Debug)]
+pub enum Created<K> {
+    /// Created now, or found already created for this Task.
+    Owned(K),
+    /// An object with the name exists and is not controlled by this Task.
+    Conflict {
+        kind: &'static str,
+        name: String,
+        owner: String,
+    },
+}
+
+/// Whether `meta`'s controller owner reference is the Task with `uid`.
+pub fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
+    meta.owner_references.as_ref().is_some_and(|refs| {
+        refs.iter()
+            .any(|r| r.controller == Some(true) && r.uid == uid)
+    })
+}
+
+fn controller_name(meta: &ObjectMeta) -> String {
+    meta.owner_references
+        .as_ref()
+        .and_then(|refs| refs.iter().find(|r| r.controller == Some(true)))
+        .map(|r| format!("{} {:?} (uid {})", r.kind, r.name, r.uid))
+        .unwrap_or_else(|| "no controller".to_owned())
+}
+
+async fn create_or_adopt<K>(
+    api: &Api<K>,
+    object: &K,
+    kind: &'static str,
+    task_uid: &str,
+) -> Result<Created<K>, kube::Error>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    let name = object.name_any();
+    match api.create(&params, object).await {
+        Ok(created) => Ok(Created::Owned(created)),
+        Err(kube::Error::Api(status)) if status.code == 409 => match api.get_opt(&name).await? {
+            Some(existing) if controlled_by(existing.meta(), task_uid) => {
+                Ok(Created::Owned(existing))
+            }
+            Some(existing) => Ok(Created::Conflict {
+                kind,
+                name,
+                owner: controller_name(existing.meta()),
+            }),
+            // Deleted between our create and get: the next reconcile creates it again.
+            None => Err(kube::Error::Api(status)),
+        },
+        Err(error) => Err(error),
+    }
+}
+
+/// Creates (or adopts) each ConfigMap, then the Job.
+pub async fn create(
+    client: &kube::Client,
+    namespace: &str,
+    task_uid: &str,
+    config_maps: &[ConfigMap],
+    job: &Job,
+) -> Result<Created<Job>, kube::Error> {
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    for map in config_maps {
+        if let Created::Conflict { kind, name, owner } =
+            create_or_adopt(&maps, map, "ConfigMap", task_uid).await?
+        {
+            return Ok(Created::Conflict { kind, name, owner });
+        }
+    }
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    create_or_adopt(&jobs, job, "Job", task_uid).await
+}

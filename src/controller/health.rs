@@ -1,0 +1,106 @@
+//! `/healthz`, `/readyz` and `/metrics` on one HTTP port.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use kube::runtime::reflector::Store;
+use kubetask_api::{Task, TaskPhase};
+use tokio::sync::watch;
+
+use super::metrics::Metrics;
+
+/// What the endpoints report on.
+#[derive(Clone)]
+pub struct Probes {
+    pub metrics: Arc<Metrics>,
+    /// Set once the controller is initialised (plugins compiled, API server reached).
+    pub ready: Arc<AtomicBool>,
+    pub tasks: Store<Task>,
+}
+
+fn phase_counts(tasks: &Store<Task>) -> [(&'static str, i64); 4] {
+    let mut counts = [
+        ("Pending", 0),
+        ("Running", 0),
+        ("Completed", 0),
+        ("Failed", 0),
+    ];
+    for task in tasks.state() {
+        let index = match task.status.as_ref().and_then(|s| s.phase) {
+            None | Some(TaskPhase::Pending) => 0,
+            Some(TaskPhase::Running) => 1,
+            Some(TaskPhase::Completed) => 2,
+            Some(TaskPhase::Failed) => 3,
+        };
+        counts[index].1 += 1;
+    }
+    counts
+}
+
+async fn respond(
+    probes: Probes,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, content_type, body) = match request.uri().path() {
+        "/healthz" | "/livez" => (StatusCode::OK, "text/plain", "ok".to_owned()),
+        "/readyz" if probes.ready.load(Ordering::Acquire) => {
+            (StatusCode::OK, "text/plain", "ok".to_owned())
+        }
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "starting".to_owned(),
+        ),
+        "/metrics" => {
+            probes.metrics.set_tasks(&phase_counts(&probes.tasks));
+            (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                probes.metrics.encode(),
+            )
+        }
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found".to_owned()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    Ok(response)
+}
+
+/// Binds `address` and serves until `shutdown` turns true. Returns the bound address.
+pub async fn serve(
+    address: SocketAddr,
+    probes: Probes,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let probes = probes.clone();
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |request| respond(probes.clone(), request));
+                        if let Err(error) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                            tracing::debug!(%error, "health connection");
+                        }
+                    });
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+    Ok(bound)
+}

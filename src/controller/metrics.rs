@@ -1,0 +1,169 @@
+//! Prometheus metrics: reconciles, errors by reason, reconcile and render durations, Tasks
+//! by phase, and leadership.
+
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: String,
+}
+
+/// The controller's metrics and their registry.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Counter,
+    errors: Family<ReasonLabel, Counter>,
+    reconcile_seconds: Histogram,
+    render_seconds: Histogram,
+    tasks: Family<PhaseLabel, Gauge>,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("kubetask");
+        let reconciles = Counter::default();
+        let errors = Family::<ReasonLabel, Counter>::default();
+        let reconcile_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let render_seconds = Histogram::new(exponential_buckets(0.00002, 2.0, 16));
+        let tasks = Family::<PhaseLabel, Gauge>::default();
+        let leader = Gauge::default();
+        registry.register("reconciles", "Task reconciliations", reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciliations and failed Tasks, by reason",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time to reconcile one Task",
+            reconcile_seconds.clone(),
+        );
+        registry.register(
+            "render_duration_seconds",
+            "Time to render one Task through the plugin pipeline",
+            render_seconds.clone(),
+        );
+        registry.register(
+            "tasks",
+            "Tasks by phase (in the watched namespaces)",
+            tasks.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            errors,
+            reconcile_seconds,
+            render_seconds,
+            tasks,
+            leader,
+        }
+    }
+}
+
+/// Observes a reconcile's duration when dropped.
+pub struct ReconcileTimer<'a> {
+    metrics: &'a Metrics,
+    started: Instant,
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .reconcile_seconds
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Metrics {
+    /// Counts a reconcile and times it until the returned guard drops.
+    pub fn reconcile(&self) -> ReconcileTimer<'_> {
+        self.reconciles.inc();
+        ReconcileTimer {
+            metrics: self,
+            started: Instant::now(),
+        }
+    }
+
+    /// Counts an error (API failure, or a Task failing or waiting) by reason.
+    pub fn error(&self, reason: &str) {
+        self.errors
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records one render's duration.
+    pub fn render(&self, seconds: f64) {
+        self.render_seconds.observe(seconds);
+    }
+
+    /// Sets the Tasks-by-phase gauges.
+    pub fn set_tasks(&self, counts: &[(&str, i64)]) {
+        for (phase, count) in counts {
+            self.tasks
+                .get_or_create(&PhaseLabel {
+                    phase: (*phase).to_owned(),
+                })
+                .set(*count);
+        }
+    }
+
+    /// Records whether this replica leads.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::error!(%error, "encoding metrics");
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_every_metric() {
+        let metrics = Metrics::default();
+        drop(metrics.reconcile());
+        metrics.error("AgentNotFound");
+        metrics.render(0.0001);
+        metrics.set_tasks(&[("Running", 3)]);
+        metrics.set_leader(true);
+        let text = metrics.encode();
+        for line in [
+            "kubetask_reconciles_total 1",
+            "kubetask_reconcile_errors_total{reason=\"AgentNotFound\"} 1",
+            "kubetask_reconcile_duration_seconds_count 1",
+            "kubetask_render_duration_seconds_count 1",
+            "kubetask_tasks{phase=\"Running\"} 3",
+            "kubetask_leader 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! `kubetask controller`: watches Tasks (and the Jobs, Agents and ConfigMaps they depend on)
+//! and reconciles each Task into one Job. Leader election, graceful shutdown on SIGTERM,
+//! health and metrics endpoints.
+
+mod children;
+mod health;
+mod leader;
+mod metrics;
+mod reconcile;
+mod references;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use k8s_openapi::api::{batch::v1::Job, core::v1::ConfigMap};
+use kube::api::Api;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use kubetask_api::{Agent, Task, labels};
+use tokio::sync::watch;
+
+pub use children::FIELD_MANAGER;
+pub use leader::LeaseOptions;
+
+use crate::plugin::{Limits, PluginHost};
+use crate::render::{Pipeline, Settings};
+
+/// How the controller runs (the `kubetask controller` flags).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A kubeconfig file; `None`: `KUBECONFIG`, `~/.kube/config`, or the in-cluster config.
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch one namespace only; `None`: all namespaces.
+    pub namespace: Option<String>,
+    pub settings: Settings,
+    /// Leader election; `None` runs without (a single replica).
+    pub lease: Option<LeaseOptions>,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub metrics_address: SocketAddr,
+    /// Tasks reconciled at once.
+    pub concurrency: u16,
+    pub limits: Limits,
+}
+
+/// Builds the Kubernetes client from the options.
+async fn client(options: &Options) -> anyhow::Result<kube::Client> {
+    let config = match &options.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig or in-cluster configuration")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn scoped<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs the controller until SIGTERM (Ok) or until the lease is lost (Err).
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    let client = client(&options).await?;
+    let version = client
+        .apiserver_version()
+        .await
+        .context("reaching the API server")?;
+    tracing::info!(server = %version.git_version, namespace = ?options.namespace, "connected");
+    let host = Arc::new(PluginHost::new(options.limits)?);
+    let pipeline = Arc::new(Pipeline::new(host, options.settings.clone())?);
+    let metrics = Arc::new(metrics::Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop, stopped) = watch::channel(false);
+    let namespace = options.namespace.as_deref();
+
+    let controller = Controller::new(
+        scoped::<Task>(&client, namespace),
+        watcher::Config::default(),
+    );
+    let tasks = controller.store();
+    let probes = health::Probes {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+        tasks: tasks.clone(),
+    };
+    let bound = health::serve(options.metrics_address, probes, stopped.clone()).await?;
+    tracing::info!(address = %bound, "serving /healthz, /readyz and /metrics");
+    ready.store(true, Ordering::Release);
+
+    let signal_stop = stop.clone();
+    tokio::spawn(async move {
+        termination().await;
+        tracing::info!("termination signal: shutting down");
+        let _ = signal_stop.send(true);
+    });
+
+    let mut shutdown = stopped.clone();
+    let leadership = match &options.lease {
+        Some(lease) => match leader::acquire(client.clone(), lease, &mut shutdown).await? {
+            Some(leadership) => Some(leadership),
+            None => return Ok(()),
+        },
+        None => None,
+    };
+    metrics.set_leader(true);
+
+    let identity = options.lease.as_ref().map(|l| l.identity.clone());
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: identity,
+        },
+    );
+    let context = Arc::new(reconcile::Context {
+        client: client.clone(),
+        pipeline,
+        recorder,
+        metrics: metrics.clone(),
+    });
+    let managed = watcher::Config::default().labels(&format!(
+        "{}={}",
+        labels::MANAGED_BY,
+        labels::MANAGED_BY_VALUE
+    ));
+    let mut graceful = stopped.clone();
+    let running = controller
+        .owns(scoped::<Job>(&client, namespace), managed)
+        .watches(
+            scoped::<Agent>(&client, namespace),
+            watcher::Config::default(),
+            agent_trigger(tasks.clone()),
+        )
+        .watches(
+            scoped::<ConfigMap>(&client, namespace),
+            watcher::Config::default(),
+            config_map_trigger(tasks.clone()),
+        )
+        .with_config(controller::Config::default().concurrency(options.concurrency))
+        .graceful_shutdown_on(async move {
+            let _ = graceful.changed().await;
+        })
+        .run(reconcile::reconcile, reconcile::error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "controller event");
+            }
+        });
+
+    let outcome = match leadership {
+        None => {
+            running.await;
+            Ok(())
+        }
+        Some(mut leadership) => {
+            let lost = tokio::select! {
+                _ = running => false,
+                _ = leadership.lost() => true,
+            };
+            metrics.set_leader(false);
+            if lost {
+                let _ = stop.send(true);
+                Err(anyhow::anyhow!(
+                    "lost the leader lease; exiting so that only the new leader acts"
+                ))
+            } else {
+                leadership.release().await;
+                Ok(())
+            }
+        }
+    };
+    let _ = stop.send(true);
+    outcome
+}
+
+/// An Agent change concerns the Tasks that run with it.
+fn agent_trigger(
+    tasks: Store<Task>,
+) -> impl Fn(Agent) -> Vec<ObjectRef<Task>> + Send + Sync + 'static {
+    move |agent| {
+        let namespace = agent.namespace().unwrap_or_default();
+        let name = agent.name_any();
+        tasks
+            .state()
+            .iter()
+            .filter(|task| {
+                !status::is_finished(task) && references::uses_agent(task, &namespace, &name)
+            })
+            .map(|task| ObjectRef::from_obj(task.as_ref()))
+            .collect()
+    }
+}
+
+/// A ConfigMap change concerns the unfinished Tasks that read it, and those waiting for a
+/// ConfigMap (possibly through their Agent's default contexts).
+fn config_map_trigger(
+    tasks: Store<Task>,
+) -> impl Fn(ConfigMap) -> Vec<ObjectRef<Task>> + Send + Sync + 'static {
+    move |map| {
+        let namespace = map.namespace().unwrap_or_default();
+        let name = map.name_any();
+        tasks
+            .state()
+            .iter()
+            .filter(|task| {
+                task.metadata.namespace.as_deref() == Some(namespace.as_str())
+                    && !status::is_finished(task)
+            })
+            .filter(|task| {
+                let waiting = task
+                    .status
+                    .as_ref()
+                    .and_then(status::condition_reason)
+                    .is_some_and(|reason| {
+                        matches!(
+                            reason,
+                            status::reason::CONFIG_MAP_NOT_FOUND
+                                | status::reason::CONFIG_MAP_KEY_NOT_FOUND
+                        )
+                    });
+                let started = task
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.job_name.as_ref())
+                    .is_some();
+                waiting || (!started && references::reads_config_map(task, &namespace, &name))
+            })
+            .map(|task| ObjectRef::from_obj(task.as_ref()))
+            .collect()
+    }
+}

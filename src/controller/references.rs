@@ -1,0 +1,136 @@
+//! Which ConfigMaps a Task needs before its Job can be created, and which Tasks an Agent or
+//! ConfigMap change concerns. Pure functions over the API types.
+
+use kubetask_api::{Agent, Context, DEFAULT_AGENT_NAME, Task};
+
+/// A ConfigMap a context reads, with the field that names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigMapUse {
+    /// `spec.contexts[0].file.source.configMapKeyRef` (prefixed with the Agent for
+    /// `defaultContexts`).
+    pub field: String,
+    pub name: String,
+    /// The key a `configMapKeyRef` reads; `None` for a whole-ConfigMap `configMapRef`.
+    pub key: Option<String>,
+    pub optional: bool,
+}
+
+fn uses_of(contexts: &[Context], prefix: &str) -> Vec<ConfigMapUse> {
+    let mut uses = Vec::new();
+    for (index, context) in contexts.iter().enumerate() {
+        let Some(file) = &context.file else { continue };
+        let field = format!("{prefix}[{index}].file.source");
+        if let Some(selector) = &file.source.config_map_key_ref {
+            uses.push(ConfigMapUse {
+                field: format!("{field}.configMapKeyRef"),
+                name: selector.name.clone(),
+                key: Some(selector.key.clone()),
+                optional: selector.optional.unwrap_or(false),
+            });
+        }
+        if let Some(reference) = &file.source.config_map_ref {
+            uses.push(ConfigMapUse {
+                field: format!("{field}.configMapRef"),
+                name: reference.name.clone(),
+                key: None,
+                optional: reference.optional.unwrap_or(false),
+            });
+        }
+    }
+    uses
+}
+
+/// Every ConfigMap the Task's contexts and its Agent's default contexts read.
+pub fn config_map_uses(task: &Task, agent: Option<&Agent>) -> Vec<ConfigMapUse> {
+    let mut uses = Vec::new();
+    if let Some(agent) = agent {
+        let name = agent.metadata.name.as_deref().unwrap_or_default();
+        uses.extend(uses_of(
+            &agent.spec.default_contexts,
+            &format!("Agent {name:?} spec.defaultContexts"),
+        ));
+    }
+    uses.extend(uses_of(&task.spec.contexts, "spec.contexts"));
+    uses
+}
+
+/// The Agent name a Task runs with (explicit `agentRef`, else `default`).
+pub fn agent_name(task: &Task) -> &str {
+    task.spec
+        .agent_ref
+        .as_deref()
+        .filter(|name| !name.is_empty())
+        .unwrap_or(DEFAULT_AGENT_NAME)
+}
+
+/// Whether a change to the Agent `agent_name` in `namespace` concerns `task`.
+pub fn uses_agent(task: &Task, namespace: &str, agent_name_changed: &str) -> bool {
+    task.metadata.namespace.as_deref() == Some(namespace) && agent_name(task) == agent_name_changed
+}
+
+/// Whether `task` reads the ConfigMap `name` in `namespace` through its own contexts. (Tasks
+/// waiting for a ConfigMap an Agent's default contexts read are found by their condition
+/// reason; see the controller's ConfigMap trigger.)
+pub fn reads_config_map(task: &Task, namespace: &str, name: &str) -> bool {
+    task.metadata.namespace.as_deref() == Some(namespace)
+        && config_map_uses(task, None).iter().any(|u| u.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(yaml: &str) -> Task {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn finds_every_config_map_with_its_field() {
+        let task = task(
+            "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: t, namespace: n}\nspec:\n  contexts:\n  - {type: File, file: {filePath: /workspace/a, source: {inline: x}}}\n  - {type: File, file: {filePath: /workspace/b, source: {configMapKeyRef: {name: guide, key: k}}}}\n  - {type: File, file: {dirPath: /workspace/c, source: {configMapRef: {name: dir, optional: true}}}}\n",
+        );
+        let agent: Agent = serde_yaml::from_str(
+            "apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {name: a, namespace: n}\nspec:\n  serviceAccountName: s\n  defaultContexts:\n  - {type: File, file: {filePath: /workspace/d, source: {configMapKeyRef: {name: base, key: b}}}}\n",
+        )
+        .unwrap();
+        let uses = config_map_uses(&task, Some(&agent));
+        let summary: Vec<(&str, &str, Option<&str>, bool)> = uses
+            .iter()
+            .map(|u| {
+                (
+                    u.field.as_str(),
+                    u.name.as_str(),
+                    u.key.as_deref(),
+                    u.optional,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "Agent \"a\" spec.defaultContexts[0].file.source.configMapKeyRef",
+                    "base",
+                    Some("b"),
+                    false
+                ),
+                (
+                    "spec.contexts[1].file.source.configMapKeyRef",
+                    "guide",
+                    Some("k"),
+                    false
+                ),
+                (
+                    "spec.contexts[2].file.source.configMapRef",
+                    "dir",
+                    None,
+                    true
+                ),
+            ]
+        );
+        assert!(reads_config_map(&task, "n", "guide"));
+        assert!(!reads_config_map(&task, "other", "guide"));
+        assert!(uses_agent(&task, "n", "default"));
+        assert!(!uses_agent(&task, "n", "a"));
+    }
+}
