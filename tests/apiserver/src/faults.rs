@@ -30,6 +30,8 @@ pub struct Fault {
     pub resource: Option<String>,
     /// `Some("status")` matches only that subresource.
     pub subresource: Option<String>,
+    /// Only this user's requests (the name its bearer token maps to); `None`: everyone's.
+    pub user: Option<String>,
     pub action: FaultAction,
     /// The chance a matching request is affected, in `[0, 1]`.
     pub probability: f64,
@@ -44,6 +46,7 @@ impl Fault {
             verb: verb.map(str::to_owned),
             resource: resource.map(str::to_owned),
             subresource: None,
+            user: None,
             action,
             probability: 1.0,
             remaining: None,
@@ -59,6 +62,12 @@ impl Fault {
     /// Applies at most `times` times.
     pub fn times(mut self, times: u64) -> Self {
         self.remaining = Some(times);
+        self
+    }
+
+    /// Applies only to one user's requests.
+    pub fn for_user(mut self, user: &str) -> Self {
+        self.user = Some(user.to_owned());
         self
     }
 
@@ -93,12 +102,19 @@ impl Faults {
     }
 
     /// The actions that apply to this request (consuming their budgets).
-    pub fn decide(&mut self, verb: &str, resource: &str, subresource: &str) -> Vec<FaultAction> {
+    pub fn decide(
+        &mut self,
+        user: &str,
+        verb: &str,
+        resource: &str,
+        subresource: &str,
+    ) -> Vec<FaultAction> {
         let mut actions = Vec::new();
         for rule in &mut self.rules {
             let matches = rule.verb.as_deref().is_none_or(|v| v == verb)
                 && rule.resource.as_deref().is_none_or(|r| r == resource)
                 && rule.subresource.as_deref().is_none_or(|s| s == subresource)
+                && rule.user.as_deref().is_none_or(|u| u == user)
                 && rule.remaining != Some(0);
             if !matches || self.rng.next_f64() >= rule.probability {
                 continue;

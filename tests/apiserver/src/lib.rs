@@ -209,6 +209,19 @@ impl TestApiServer {
         &self.kubeconfig
     }
 
+    /// Writes another kubeconfig for this server that authenticates with `token` (add the
+    /// token with [`Config::with_user`]); it lives as long as the server's own.
+    pub fn kubeconfig_for(&self, token: &str) -> anyhow::Result<PathBuf> {
+        let directory = self
+            .kubeconfig
+            .parent()
+            .context("the kubeconfig has a directory")?;
+        let safe: String = token.chars().filter(char::is_ascii_alphanumeric).collect();
+        let path = directory.join(format!("kubeconfig-{safe}"));
+        std::fs::write(&path, kubeconfig_yaml(self.address, token, self.tls))?;
+        Ok(path)
+    }
+
     /// The bearer token in the kubeconfig.
     pub fn token(&self) -> &str {
         &self.token

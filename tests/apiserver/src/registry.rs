@@ -103,7 +103,8 @@ impl ResourceType {
     }
 }
 
-/// The built-in kinds KubeTask and its tests use.
+/// The built-in kinds KubeTask and its tests use. RBAC objects and Deployments are stored
+/// (so `kubectl apply -k manifests/` works) but have no effect: no authorization, no pods.
 pub fn builtins() -> Vec<ResourceType> {
     let mut namespace =
         ResourceType::builtin("", "v1", "Namespace", "namespaces", false).short(&["ns"]);
@@ -123,6 +124,10 @@ pub fn builtins() -> Vec<ResourceType> {
     .short(&["crd", "crds"]);
     crd.status_subresource = true;
     crd.generation = true;
+    let mut deployment = ResourceType::builtin("apps", "v1", "Deployment", "deployments", true)
+        .with_status()
+        .short(&["deploy"]);
+    deployment.categories = vec!["all".into()];
     vec![
         namespace,
         ResourceType::builtin("", "v1", "ConfigMap", "configmaps", true).short(&["cm"]),
@@ -133,6 +138,29 @@ pub fn builtins() -> Vec<ResourceType> {
         ResourceType::builtin("events.k8s.io", "v1", "Event", "events", true).short(&["ev"]),
         job,
         ResourceType::builtin("coordination.k8s.io", "v1", "Lease", "leases", true),
+        deployment,
+        ResourceType::builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            false,
+        ),
+        ResourceType::builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+        ),
+        ResourceType::builtin("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
+        ResourceType::builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            true,
+        ),
         crd,
     ]
 }

@@ -216,8 +216,12 @@ pub async fn handle(
     let response = if user.is_none() {
         error_response(&ApiError::unauthorized())
     } else {
-        let actions =
-            lock(&shared.faults).decide(&record.verb, &record.resource, &record.subresource);
+        let actions = lock(&shared.faults).decide(
+            &record.user,
+            &record.verb,
+            &record.resource,
+            &record.subresource,
+        );
         let mut drop_after = None;
         let mut injected = None;
         for action in &actions {

@@ -1,0 +1,339 @@
+//! End-to-end harness: the test API server in-process, the real `kubetask controller` binary
+//! as a child process, and helpers to wait for Tasks.
+#![allow(dead_code)]
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, CustomResourceExt, ResourceExt};
+use kubetask::api::{Agent, Task, TaskPhase, TaskStatus};
+use kubetask_test_apiserver::{Config, JobOutcome, JobSimulator, TestApiServer};
+use serde_json::{Value, json};
+
+/// The user the controller authenticates as (its own token), for RBAC and fault targeting.
+pub const CONTROLLER_USER: &str = "system:serviceaccount:kubetask-system:kubetask-controller";
+const CONTROLLER_TOKEN: &str = "controller-token";
+
+/// Job outcomes by Job name: `fail-*` fails, `hang-*` runs forever, others succeed.
+pub fn outcome_by_name(job: &Value) -> JobOutcome {
+    let name = job
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if name.starts_with("fail-") {
+        JobOutcome::Fail
+    } else if name.starts_with("hang-") {
+        JobOutcome::Hang
+    } else {
+        JobOutcome::Succeed
+    }
+}
+
+/// A test API server with KubeTask's CRDs and namespace, and an admin client.
+pub struct Cluster {
+    pub server: TestApiServer,
+    pub client: Client,
+    pub controller_kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    pub async fn start() -> Self {
+        Self::start_with(Duration::from_millis(100)).await
+    }
+
+    /// `run_time`: how long simulated Jobs run.
+    pub async fn start_with(run_time: Duration) -> Self {
+        let simulator = JobSimulator {
+            start_delay: Duration::from_millis(30),
+            run_time,
+            outcome: Arc::new(outcome_by_name),
+        };
+        let config = Config::default()
+            .with_job_simulator(simulator)
+            .with_user(CONTROLLER_TOKEN, CONTROLLER_USER);
+        let server = TestApiServer::start(config).expect("test API server");
+        let client = server.client().await.expect("client");
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in [Task::crd(), Agent::crd()] {
+            crds.create(&PostParams::default(), &crd)
+                .await
+                .expect("CRD");
+        }
+        let controller_kubeconfig = server
+            .kubeconfig_for(CONTROLLER_TOKEN)
+            .expect("controller kubeconfig");
+        let cluster = Self {
+            server,
+            client,
+            controller_kubeconfig,
+        };
+        cluster.namespace("kubetask-system").await;
+        cluster
+    }
+
+    pub async fn namespace(&self, name: &str) {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let namespace: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .expect("namespace");
+    }
+
+    pub fn tasks(&self, namespace: &str) -> Api<Task> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    pub fn jobs(&self, namespace: &str) -> Api<Job> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    pub fn config_maps(&self, namespace: &str) -> Api<ConfigMap> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Creates the Agents and Tasks of a YAML stream, read as `kubetask render` and kubectl
+    /// read them (YAML 1.1 octal file modes included); Agents first.
+    pub async fn apply_yaml(&self, yaml: &str) {
+        let mut inputs = kubetask::inputs::Inputs::default();
+        let mut errors = Vec::new();
+        kubetask::inputs::parse_into(Path::new("test.yaml"), yaml, &mut inputs, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        for agent in inputs.agents {
+            let agent = agent.object;
+            let agents: Api<Agent> = Api::namespaced(
+                self.client.clone(),
+                &agent.namespace().unwrap_or_else(|| "default".into()),
+            );
+            agents
+                .create(&PostParams::default(), &agent)
+                .await
+                .expect("Agent");
+        }
+        for task in inputs.tasks {
+            let task = task.object;
+            self.tasks(&task.namespace().unwrap_or_else(|| "default".into()))
+                .create(&PostParams::default(), &task)
+                .await
+                .expect("Task");
+        }
+    }
+
+    /// Starts `kubetask controller` against this cluster.
+    pub fn controller(&self, extra: &[&str]) -> ControllerProcess {
+        ControllerProcess::spawn(&self.controller_kubeconfig, extra)
+    }
+
+    /// Waits until the Task's status satisfies `done`, returning it.
+    pub async fn wait_task(
+        &self,
+        namespace: &str,
+        name: &str,
+        limit: Duration,
+        done: impl Fn(&TaskStatus) -> bool,
+    ) -> Task {
+        let tasks = self.tasks(namespace);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let task = tasks.get(name).await.expect("get Task");
+            if task.status.as_ref().is_some_and(&done) {
+                return task;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "Task {namespace}/{name} did not reach the state in {limit:?}; status: {:?}",
+                task.status
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for the Task's phase and returns the Task.
+    pub async fn wait_phase(&self, namespace: &str, name: &str, phase: TaskPhase) -> Task {
+        self.wait_task(namespace, name, Duration::from_secs(30), |s| {
+            s.phase == Some(phase)
+        })
+        .await
+    }
+
+    /// The Jobs controlled by the Task's uid.
+    pub async fn jobs_of(&self, task: &Task) -> Vec<Job> {
+        let uid = task.uid().unwrap();
+        let jobs = self
+            .jobs(&task.namespace().unwrap())
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        jobs.items
+            .into_iter()
+            .filter(|job| {
+                job.owner_references()
+                    .iter()
+                    .any(|r| r.uid == uid && r.controller == Some(true))
+            })
+            .collect()
+    }
+}
+
+/// The `Succeeded` condition's reason.
+pub fn reason(task: &Task) -> String {
+    task.status
+        .as_ref()
+        .and_then(|s| s.conditions.first())
+        .map(|c| c.reason.clone())
+        .unwrap_or_default()
+}
+
+/// A running `kubetask controller`; killed (SIGKILL) when dropped.
+pub struct ControllerProcess {
+    child: Child,
+    pub metrics_port: u16,
+    log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl ControllerProcess {
+    pub fn spawn(kubeconfig: &Path, extra: &[&str]) -> Self {
+        let metrics_port = free_port();
+        let log = std::env::temp_dir().join(format!(
+            "kubetask-controller-{}-{metrics_port}.log",
+            std::process::id()
+        ));
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_kubetask"))
+            .arg("controller")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--metrics-address", &format!("127.0.0.1:{metrics_port}")])
+            .args(extra)
+            .env("RUST_LOG", "info,kubetask=debug")
+            .env_remove("KUBECONFIG")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start kubetask controller");
+        Self {
+            child,
+            metrics_port,
+            log,
+        }
+    }
+
+    /// SIGKILL: no cleanup, no lease release.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+        false
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `GET` one of the HTTP endpoints; `None` if not reachable.
+    pub fn http_get(&self, path: &str) -> Option<String> {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        Some(response)
+    }
+
+    /// The value of `kubetask_leader` (None before the endpoint is up).
+    pub fn is_leader(&self) -> Option<bool> {
+        let metrics = self.http_get("/metrics")?;
+        metrics
+            .lines()
+            .find(|l| l.starts_with("kubetask_leader "))
+            .map(|l| l.trim_end().ends_with(" 1"))
+    }
+
+    /// The controller's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- controller log ---\n{}", self.log());
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Whether every field of `expected` is in `actual` with the same value (arrays element by
+/// element): the API server adds defaults, it must not change what was rendered.
+pub fn is_subset(expected: &Value, actual: &Value) -> Result<(), String> {
+    fn walk(expected: &Value, actual: &Value, path: &str) -> Result<(), String> {
+        match (expected, actual) {
+            (Value::Object(e), Value::Object(a)) => {
+                for (key, value) in e {
+                    let child = format!("{path}.{key}");
+                    walk(
+                        value,
+                        a.get(key).ok_or_else(|| format!("{child} is missing"))?,
+                        &child,
+                    )?;
+                }
+                Ok(())
+            }
+            (Value::Array(e), Value::Array(a)) if e.len() == a.len() => e
+                .iter()
+                .zip(a)
+                .enumerate()
+                .try_for_each(|(i, (e, a))| walk(e, a, &format!("{path}[{i}]"))),
+            (e, a) if e == a => Ok(()),
+            (e, a) => Err(format!("{path}: rendered {e}, server has {a}")),
+        }
+    }
+    walk(expected, actual, "")
+}
+
+/// `kubetask render -o json` of a file: its Jobs and ConfigMaps.
+pub fn render_offline(file: &str) -> Vec<Value> {
+    let output = Command::new(env!("CARGO_BIN_EXE_kubetask"))
+        .args(["render", "-o", "json", "-f", file])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let list: Value = serde_json::from_slice(&output.stdout).unwrap();
+    list["items"].as_array().cloned().unwrap_or_default()
+}
