@@ -1,0 +1,142 @@
+//! The RBAC in `manifests/rbac.yaml` is sufficient and minimal: the controller runs its
+//! scenarios against the test API server, and every (verb, group, resource) it used must be
+//! granted, and every granted one used. Namespaced grants (the leader-election Role) must
+//! only be used in their namespace.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::PostParams;
+use kubetask::api::TaskPhase;
+use serde_json::{Value, json};
+use support::*;
+
+const NS: &str = "kubetask-system";
+
+/// `(verb, group, resource[/subresource], namespace)`; namespace is `*` for ClusterRoles.
+type Grant = (String, String, String, String);
+
+fn granted() -> BTreeSet<Grant> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/rbac.yaml"))
+        .unwrap();
+    let mut grants = BTreeSet::new();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let object: Value = serde::Deserialize::deserialize(document).unwrap();
+        let scope = match object["kind"].as_str() {
+            Some("ClusterRole") => "*".to_owned(),
+            Some("Role") => object["metadata"]["namespace"].as_str().unwrap().to_owned(),
+            _ => continue,
+        };
+        for rule in object["rules"].as_array().unwrap() {
+            let strings = |field: &str| -> Vec<String> {
+                rule[field]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_owned())
+                    .collect()
+            };
+            for group in strings("apiGroups") {
+                for resource in strings("resources") {
+                    for verb in strings("verbs") {
+                        grants.insert((verb, group.clone(), resource.clone(), scope.clone()));
+                    }
+                }
+            }
+        }
+    }
+    grants
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_role_is_sufficient_and_minimal() {
+    let cluster = Cluster::start().await;
+    let mut controller = cluster.controller(&["--leader-elect", "--lease-duration-seconds", "5"]);
+    // Scenarios: the seed example to completion, a context read from a ConfigMap, a Task
+    // waiting for its Agent, a failing Job.
+    cluster
+        .apply_yaml(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/simple-task.yaml"
+            ))
+            .unwrap(),
+        )
+        .await;
+    let guide: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "guide"}, "data": {"g.md": "x"}}))
+            .unwrap();
+    cluster
+        .config_maps(NS)
+        .create(&PostParams::default(), &guide)
+        .await
+        .unwrap();
+    cluster
+        .apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: reads, namespace: kubetask-system}\nspec:\n  contexts:\n  - {type: File, file: {filePath: /workspace/g.md, source: {configMapKeyRef: {name: guide, key: g.md}}}}\n")
+        .await;
+    cluster
+        .apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: fail-x, namespace: kubetask-system}\nspec:\n  agentRef: missing\n  contexts: []\n")
+        .await;
+    cluster
+        .wait_phase(NS, "update-service-a", TaskPhase::Completed)
+        .await;
+    cluster.wait_phase(NS, "reads", TaskPhase::Completed).await;
+    cluster
+        .wait_task(NS, "fail-x", Duration::from_secs(30), |s| {
+            s.conditions
+                .first()
+                .is_some_and(|c| c.reason == "AgentNotFound")
+        })
+        .await;
+    assert!(controller.terminate(), "{}", controller.log());
+
+    let grants = granted();
+    let mut used: BTreeSet<Grant> = BTreeSet::new();
+    for request in cluster
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.user == CONTROLLER_USER && !r.verb.is_empty())
+    {
+        let resource = if request.subresource.is_empty() {
+            request.resource.clone()
+        } else {
+            format!("{}/{}", request.resource, request.subresource)
+        };
+        let cluster_wide = (
+            request.verb.clone(),
+            request.group.clone(),
+            resource.clone(),
+            "*".to_owned(),
+        );
+        let namespaced = (
+            request.verb.clone(),
+            request.group.clone(),
+            resource,
+            request.namespace.clone(),
+        );
+        if grants.contains(&cluster_wide) {
+            used.insert(cluster_wide);
+        } else if grants.contains(&namespaced) {
+            used.insert(namespaced);
+        } else {
+            panic!(
+                "not granted by manifests/rbac.yaml: {} {} {} in namespace {:?} ({} {})",
+                request.verb,
+                request.group,
+                request.resource,
+                request.namespace,
+                request.method,
+                request.path
+            );
+        }
+    }
+    let unused: Vec<&Grant> = grants.difference(&used).collect();
+    assert!(
+        unused.is_empty(),
+        "granted but never used (remove them): {unused:?}"
+    );
+}
