@@ -21,7 +21,20 @@ pub enum Created<K> {
         kind: &'static str,
         name: String,
         owner: String,
+        /// It belongs to a deleted Task of the same name: the garbage collector removes it.
+        previous: bool,
     },
+}
+
+/// Whether `meta` is controlled by an earlier Task named `task_name` (a different uid): a
+/// Task deleted and created again, whose old children the garbage collector has not removed
+/// yet.
+pub fn controlled_by_previous(meta: &ObjectMeta, task_name: &str, uid: &str) -> bool {
+    meta.owner_references.as_ref().is_some_and(|refs| {
+        refs.iter().any(|r| {
+            r.controller == Some(true) && r.kind == "Task" && r.name == task_name && r.uid != uid
+        })
+    })
 }
 
 /// Whether `meta`'s controller owner reference is the Task with `uid`.
@@ -44,6 +57,7 @@ async fn create_or_adopt<K>(
     api: &Api<K>,
     object: &K,
     kind: &'static str,
+    task_name: &str,
     task_uid: &str,
 ) -> Result<Created<K>, kube::Error>
 where
@@ -64,6 +78,7 @@ where
                 kind,
                 name,
                 owner: controller_name(existing.meta()),
+                previous: controlled_by_previous(existing.meta(), task_name, task_uid),
             }),
             // Deleted between our create and get: the next reconcile creates it again.
             None => Err(kube::Error::Api(status)),
@@ -76,18 +91,79 @@ where
 pub async fn create(
     client: &kube::Client,
     namespace: &str,
+    task_name: &str,
     task_uid: &str,
     config_maps: &[ConfigMap],
     job: &Job,
 ) -> Result<Created<Job>, kube::Error> {
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     for map in config_maps {
-        if let Created::Conflict { kind, name, owner } =
-            create_or_adopt(&maps, map, "ConfigMap", task_uid).await?
-        {
-            return Ok(Created::Conflict { kind, name, owner });
+        match create_or_adopt(&maps, map, "ConfigMap", task_name, task_uid).await? {
+            Created::Owned(_) => {}
+            Created::Conflict {
+                kind,
+                name,
+                owner,
+                previous,
+            } => {
+                return Ok(Created::Conflict {
+                    kind,
+                    name,
+                    owner,
+                    previous,
+                });
+            }
         }
     }
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    create_or_adopt(&jobs, job, "Job", task_uid).await
+    create_or_adopt(&jobs, job, "Job", task_name, task_uid).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn owned_by(kind: &str, name: &str, uid: &str, controller: bool) -> ObjectMeta {
+        ObjectMeta {
+            owner_references: Some(vec![OwnerReference {
+                api_version: "kubetask.io/v1alpha1".into(),
+                kind: kind.into(),
+                name: name.into(),
+                uid: uid.into(),
+                controller: Some(controller),
+                block_owner_deletion: None,
+            }]),
+            ..ObjectMeta::default()
+        }
+    }
+
+    #[test]
+    fn ownership_decides_adoption() {
+        assert!(controlled_by(&owned_by("Task", "t", "u1", true), "u1"));
+        assert!(
+            !controlled_by(&owned_by("Task", "t", "u1", false), "u1"),
+            "a non-controller reference does not count"
+        );
+        assert!(!controlled_by(&ObjectMeta::default(), "u1"));
+        assert!(
+            controlled_by_previous(&owned_by("Task", "t", "u0", true), "t", "u1"),
+            "same name, older uid"
+        );
+        assert!(!controlled_by_previous(
+            &owned_by("Task", "other", "u0", true),
+            "t",
+            "u1"
+        ));
+        assert!(!controlled_by_previous(
+            &owned_by("Job", "t", "u0", true),
+            "t",
+            "u1"
+        ));
+        assert!(!controlled_by_previous(
+            &owned_by("Task", "t", "u1", true),
+            "t",
+            "u1"
+        ));
+    }
 }

@@ -19,9 +19,10 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::{batch::v1::Job, core::v1::ConfigMap};
 use kube::api::Api;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use kubetask_api::{Agent, Task, labels};
@@ -156,25 +157,38 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             instance: identity,
         },
     );
-    let context = Arc::new(reconcile::Context {
-        client: client.clone(),
-        pipeline,
-        recorder,
-        metrics: metrics.clone(),
-    });
     let managed = watcher::Config::default().labels(&format!(
         "{}={}",
         labels::MANAGED_BY,
         labels::MANAGED_BY_VALUE
     ));
+    let (jobs, jobs_writer) = reflector::store::<Job>();
+    let job_events = watcher::watcher(scoped::<Job>(&client, namespace), managed)
+        .default_backoff()
+        .reflect(jobs_writer)
+        .touched_objects();
+    let (agents, agents_writer) = reflector::store::<Agent>();
+    let agent_events = watcher::watcher(
+        scoped::<Agent>(&client, namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(agents_writer)
+    .touched_objects();
+    let context = Arc::new(reconcile::Context {
+        client: client.clone(),
+        pipeline,
+        recorder,
+        metrics: metrics.clone(),
+        tasks: tasks.clone(),
+        jobs,
+        agents,
+        written: Default::default(),
+    });
     let mut graceful = stopped.clone();
     let running = controller
-        .owns(scoped::<Job>(&client, namespace), managed)
-        .watches(
-            scoped::<Agent>(&client, namespace),
-            watcher::Config::default(),
-            agent_trigger(tasks.clone()),
-        )
+        .owns_stream(job_events)
+        .watches_stream(agent_events, agent_trigger(tasks.clone()))
         .watches(
             scoped::<ConfigMap>(&client, namespace),
             watcher::Config::default(),

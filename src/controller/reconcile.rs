@@ -1,7 +1,8 @@
 //! One reconciliation of one Task: observe (Job, Agent, ConfigMaps), act (render, create the
 //! ConfigMaps and the Job), then write the status the observation implies.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::{batch::v1::Job, core::v1::ConfigMap};
@@ -9,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use kubetask_api::{API_VERSION, Agent, Task, TaskPhase, TaskStatus, naming};
 use serde_json::json;
@@ -50,23 +52,75 @@ pub struct Context {
     pub pipeline: Arc<Pipeline>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// The Tasks the controller watches (to forget statuses of deleted Tasks).
+    pub tasks: Store<Task>,
+    /// The Jobs it created, from its watch (a miss is confirmed with a GET).
+    pub jobs: Store<Job>,
+    /// The Agents, from their watch (a miss is confirmed with a GET).
+    pub agents: Store<Agent>,
+    /// The status this replica last wrote for each Task uid. The controller is the only
+    /// writer of Task status, so this is at least as fresh as the watch cache, which may not
+    /// have seen the last write yet; without it, a reconcile started from a stale cache
+    /// would repeat a transition (and its Event).
+    pub written: Mutex<HashMap<String, TaskStatus>>,
+}
+
+impl Context {
+    /// The Task's status as last written (by this replica), else as cached.
+    fn current_status(&self, task: &Task, uid: &str) -> TaskStatus {
+        let written = self.written.lock().ok().and_then(|w| w.get(uid).cloned());
+        written.or_else(|| task.status.clone()).unwrap_or_default()
+    }
+
+    fn remember(&self, uid: &str, status: TaskStatus) {
+        let Ok(mut written) = self.written.lock() else {
+            return;
+        };
+        written.insert(uid.to_owned(), status);
+        // Forget deleted Tasks now and then.
+        if written.len() > 2 * self.tasks.len() + 1024 {
+            let live: std::collections::HashSet<String> =
+                self.tasks.state().iter().filter_map(|t| t.uid()).collect();
+            written.retain(|uid, _| live.contains(uid));
+        }
+    }
 }
 
 /// Reconciles one Task.
 pub async fn reconcile(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile();
+    let uid = task.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    let mut task = task;
+    let current = ctx.current_status(&task, &uid);
+    if task.status.as_ref() != Some(&current) {
+        Arc::make_mut(&mut task).status = Some(current);
+    }
     if task.metadata.deletion_timestamp.is_some() || status::is_finished(&task) {
         return Ok(Action::await_change());
     }
     let namespace = task
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
-    let uid = task.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let job_name = naming::job_name(&task.name_any());
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-    let observation = match jobs.get_opt(&job_name).await? {
+    // A Task never reconciled before has no Job, unless a previous run died between creating
+    // it and writing the status: creating it then fails with 409 and adopts it.
+    let never_reconciled = task
+        .status
+        .as_ref()
+        .is_none_or(|s| *s == TaskStatus::default());
+    let cached = ctx.jobs.get(&ObjectRef::new(&job_name).within(&namespace));
+    let job = match cached {
+        Some(job) => Some(job.as_ref().clone()),
+        None if never_reconciled => None,
+        None => jobs.get_opt(&job_name).await?,
+    };
+    let observation = match job {
         Some(job) if children::controlled_by(&job.metadata, &uid) => {
             Observation::Job(Box::new(job))
+        }
+        Some(job) if children::controlled_by_previous(&job.metadata, &task.name_any(), &uid) => {
+            previous_incarnation("Job", &job_name)
         }
         Some(job) => Observation::Failed {
             reason: reason::NAME_CONFLICT,
@@ -93,7 +147,7 @@ pub async fn reconcile(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action, Err
     };
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let next = status::next_status(&task, &job_name, &observation, &now);
-    write_status(&task, &namespace, next, &ctx).await?;
+    write_status(&task, &namespace, &uid, next, &ctx).await?;
     Ok(Action::await_change())
 }
 
@@ -104,8 +158,18 @@ async fn start(
     uid: &str,
     ctx: &Context,
 ) -> Result<Observation, Error> {
-    let agents: Api<Agent> = Api::namespaced(ctx.client.clone(), namespace);
-    let agent = agents.get_opt(references::agent_name(task)).await?;
+    let agent_name = references::agent_name(task);
+    let agent = match ctx
+        .agents
+        .get(&ObjectRef::new(agent_name).within(namespace))
+    {
+        Some(agent) => Some(agent.as_ref().clone()),
+        None => {
+            Api::<Agent>::namespaced(ctx.client.clone(), namespace)
+                .get_opt(agent_name)
+                .await?
+        }
+    };
     let agent = match resolve_agent(task, |name| agent.as_ref().filter(|a| a.name_any() == name)) {
         Ok(agent) => agent.cloned(),
         Err(missing) => {
@@ -135,11 +199,12 @@ async fn start(
         Err(error) => return Ok(render_failure(&error)),
     };
     for warning in &rendered.warnings {
-        publish(ctx, task, EventType::Normal, "RenderWarning", warning).await;
+        publish(ctx, task, EventType::Normal, "RenderWarning", warning);
     }
     match children::create(
         &ctx.client,
         namespace,
+        &task.name_any(),
         uid,
         &rendered.config_maps,
         &rendered.job,
@@ -147,12 +212,30 @@ async fn start(
     .await?
     {
         Created::Owned(job) => Ok(Observation::Job(Box::new(job))),
-        Created::Conflict { kind, name, owner } => Ok(Observation::Failed {
+        Created::Conflict {
+            kind,
+            name,
+            previous: true,
+            ..
+        } => Ok(previous_incarnation(kind, &name)),
+        Created::Conflict {
+            kind, name, owner, ..
+        } => Ok(Observation::Failed {
             reason: reason::NAME_CONFLICT,
             message: format!(
                 "{kind} {name:?} already exists and is not controlled by this Task (controller: {owner}); delete or rename it"
             ),
         }),
+    }
+}
+
+/// A child of a deleted Task of the same name is still there; Kubernetes deletes it.
+fn previous_incarnation(kind: &str, name: &str) -> Observation {
+    Observation::Waiting {
+        reason: reason::PREVIOUS_TASK_CLEANUP,
+        message: format!(
+            "{kind} {name:?} belongs to a deleted Task of the same name; the Task starts when Kubernetes has deleted it"
+        ),
     }
 }
 
@@ -211,6 +294,7 @@ fn render_failure(error: &RenderError) -> Observation {
 async fn write_status(
     task: &Task,
     namespace: &str,
+    uid: &str,
     next: TaskStatus,
     ctx: &Context,
 ) -> Result<(), Error> {
@@ -227,6 +311,7 @@ async fn write_status(
             &Patch::Apply(patch),
         )
         .await?;
+    ctx.remember(uid, next.clone());
     let before = (
         previous.phase,
         status::condition_reason(&previous).map(str::to_owned),
@@ -258,12 +343,13 @@ async fn write_status(
         } else {
             EventType::Normal
         };
-        publish(ctx, task, kind, &why, &message).await;
+        publish(ctx, task, kind, &why, &message);
     }
     Ok(())
 }
 
-async fn publish(ctx: &Context, task: &Task, kind: EventType, reason: &str, note: &str) {
+/// Publishes an Event in the background: the reconcile does not wait for it.
+fn publish(ctx: &Context, task: &Task, kind: EventType, reason: &str, note: &str) {
     let event = Event {
         type_: kind,
         reason: reason.to_owned(),
@@ -271,9 +357,14 @@ async fn publish(ctx: &Context, task: &Task, kind: EventType, reason: &str, note
         action: "Reconcile".to_owned(),
         secondary: None,
     };
-    if let Err(error) = ctx.recorder.publish(&event, &task.object_ref(&())).await {
-        tracing::warn!(%error, task = %task.name_any(), "publishing an Event");
-    }
+    let recorder = ctx.recorder.clone();
+    let reference = task.object_ref(&());
+    let name = task.name_any();
+    tokio::spawn(async move {
+        if let Err(error) = recorder.publish(&event, &reference).await {
+            tracing::warn!(%error, task = %name, "publishing an Event");
+        }
+    });
 }
 
 /// Failed reconciliations are retried with a short delay (the controller also rate-limits).

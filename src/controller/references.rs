@@ -73,7 +73,22 @@ pub fn uses_agent(task: &Task, namespace: &str, agent_name_changed: &str) -> boo
 /// reason; see the controller's ConfigMap trigger.)
 pub fn reads_config_map(task: &Task, namespace: &str, name: &str) -> bool {
     task.metadata.namespace.as_deref() == Some(namespace)
-        && config_map_uses(task, None).iter().any(|u| u.name == name)
+        && task
+            .spec
+            .contexts
+            .iter()
+            .filter_map(|c| c.file.as_ref())
+            .any(|file| {
+                file.source
+                    .config_map_key_ref
+                    .as_ref()
+                    .is_some_and(|r| r.name == name)
+                    || file
+                        .source
+                        .config_map_ref
+                        .as_ref()
+                        .is_some_and(|r| r.name == name)
+            })
 }
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ pub mod reason {
     pub const PLUGIN_ERROR: &str = "PluginError";
     /// A plugin named by the Agent is not installed (yet).
     pub const PLUGIN_NOT_FOUND: &str = "PluginNotFound";
+    /// The Job or ConfigMap name is still used by a deleted Task of the same name.
+    pub const PREVIOUS_TASK_CLEANUP: &str = "PreviousTaskCleanup";
     /// An object with the Job's or ConfigMap's name exists and belongs to something else.
     pub const NAME_CONFLICT: &str = "NameConflict";
 }

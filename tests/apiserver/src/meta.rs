@@ -67,6 +67,18 @@ impl Rng {
     }
 }
 
+/// Whether two objects are equal once the top-level `skip` fields are ignored (no copies).
+pub fn equal_except(a: &Value, b: &Value, skip: &[&str]) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let differs = |x: &serde_json::Map<String, Value>, y: &serde_json::Map<String, Value>| {
+        x.iter()
+            .any(|(k, v)| !skip.contains(&k.as_str()) && y.get(k) != Some(v))
+    };
+    !differs(a, b) && !differs(b, a)
+}
+
 /// `metadata.<field>` as a string, or "".
 pub fn text<'a>(object: &'a Value, field: &str) -> &'a str {
     object

@@ -46,7 +46,7 @@ pub fn document(types: &[ResourceType], key: &str) -> Option<Value> {
             t.version,
             t.kind
         );
-        let mut schema = t.schema.clone().unwrap_or_else(
+        let mut schema = t.schema.as_deref().cloned().unwrap_or_else(
             || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
         );
         schema["x-kubernetes-group-version-kind"] = gvk.clone();

@@ -1,6 +1,30 @@
 //! The kinds the server serves: the built-in ones and those registered by CRDs.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
+
+/// A schema's `x-kubernetes-validations`, compiled (kube-cel).
+#[derive(Clone)]
+pub struct CompiledRules(pub Arc<kube_cel::CompiledSchema>);
+
+impl CompiledRules {
+    fn compile(schema: &Value) -> Self {
+        Self(Arc::new(kube_cel::compile_schema(schema)))
+    }
+}
+
+impl std::fmt::Debug for CompiledRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CompiledRules")
+    }
+}
+
+impl PartialEq for CompiledRules {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
 
 /// One served resource (a group/version/plural).
 #[derive(Debug, Clone, PartialEq)]
@@ -18,7 +42,9 @@ pub struct ResourceType {
     /// Whether `metadata.generation` is maintained.
     pub generation: bool,
     /// The structural schema of a custom resource version.
-    pub schema: Option<Value>,
+    pub schema: Option<Arc<Value>>,
+    /// Its CEL rules, compiled once.
+    pub rules: Option<CompiledRules>,
     /// Set for custom resources: the CRD's name.
     pub crd: Option<String>,
 }
@@ -37,6 +63,7 @@ impl ResourceType {
             status_subresource: false,
             generation: false,
             schema: None,
+            rules: None,
             crd: None,
         }
     }
@@ -262,7 +289,13 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
             namespaced,
             status_subresource: version.pointer("/subresources/status").is_some(),
             generation: true,
-            schema: version.pointer("/schema/openAPIV3Schema").cloned(),
+            schema: version
+                .pointer("/schema/openAPIV3Schema")
+                .cloned()
+                .map(Arc::new),
+            rules: version
+                .pointer("/schema/openAPIV3Schema")
+                .map(CompiledRules::compile),
             crd: Some(name.to_owned()),
         });
     }

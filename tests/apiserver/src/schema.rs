@@ -8,7 +8,12 @@ use crate::error::{Cause, cause};
 
 /// Prunes, defaults and validates `object` against a CRD version's `openAPIV3Schema`.
 /// Returns every failed field (empty when the object is valid) and the pruned fields.
-pub fn admit(schema: &Value, object: &mut Value, old: Option<&Value>) -> (Vec<Cause>, Vec<String>) {
+pub fn admit(
+    schema: &Value,
+    rules: Option<&kube_cel::CompiledSchema>,
+    object: &mut Value,
+    old: Option<&Value>,
+) -> (Vec<Cause>, Vec<String>) {
     let mut causes = Vec::new();
     let mut pruned = Vec::new();
     if let (Some(properties), Value::Object(map)) = (
@@ -42,9 +47,16 @@ pub fn admit(schema: &Value, object: &mut Value, old: Option<&Value>) -> (Vec<Ca
     }
     let root = Value::Object(schema.as_object().cloned().unwrap_or_default());
     validate(&root, object, "", &mut causes, true);
-    if causes.is_empty()
-        && let Err(errors) = kube_cel::validate(schema, object, old)
-    {
+    // Like kube-apiserver's validation ratcheting: an update that changes nothing but metadata
+    // and status does not re-run the rules.
+    let unchanged =
+        old.is_some_and(|old| crate::meta::equal_except(old, object, &["metadata", "status"]));
+    let result = match (causes.is_empty() && !unchanged, rules) {
+        (false, _) => Ok(()),
+        (true, Some(rules)) => kube_cel::validate_compiled(rules, object, old),
+        (true, None) => kube_cel::validate(schema, object, old),
+    };
+    if let Err(errors) = result {
         for error in errors.into_vec() {
             let field = error.field_path.trim_start_matches('.').to_owned();
             let reason = error
@@ -346,7 +358,7 @@ mod tests {
     fn prunes_defaults_and_accepts_valid_objects() {
         let mut object = json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "n"},
             "spec": {"name": "ok", "unknown": 1, "free": {"anything": [1]}, "port": "http"}, "junk": true});
-        let (causes, pruned) = admit(&schema(), &mut object, None);
+        let (causes, pruned) = admit(&schema(), None, &mut object, None);
         assert!(causes.is_empty());
         assert_eq!(pruned, ["spec.unknown", "junk"]);
         assert_eq!(
@@ -382,7 +394,7 @@ mod tests {
         for (spec, field, message) in cases {
             let mut object =
                 json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "n"}, "spec": spec});
-            let (causes, _) = admit(&schema(), &mut object, None);
+            let (causes, _) = admit(&schema(), None, &mut object, None);
             assert_eq!(causes.len(), 1, "{object}: {causes:?}");
             assert_eq!(causes[0].field, field, "{causes:?}");
             assert!(causes[0].message.contains(message), "{causes:?}");

@@ -363,7 +363,12 @@ impl State {
         }
         let mut causes = kinds::admit_create(rt, &mut body);
         if let Some(schema) = &rt.schema {
-            let (failed, pruned) = crate::schema::admit(schema, &mut body, None);
+            let (failed, pruned) = crate::schema::admit(
+                schema,
+                rt.rules.as_ref().map(|r| r.0.as_ref()),
+                &mut body,
+                None,
+            );
             strict_check(rt, options, &pruned)?;
             causes.extend(failed);
         }
@@ -729,7 +734,12 @@ impl State {
         let mut causes = meta::validate_labels(&new);
         causes.extend(kinds::admit_update(rt, old, &mut new));
         if let Some(schema) = &rt.schema {
-            let (failed, pruned) = crate::schema::admit(schema, &mut new, Some(old));
+            let (failed, pruned) = crate::schema::admit(
+                schema,
+                rt.rules.as_ref().map(|r| r.0.as_ref()),
+                &mut new,
+                Some(old),
+            );
             strict_check(rt, options, &pruned)?;
             causes.extend(failed);
         }
@@ -752,7 +762,7 @@ impl State {
             };
             apply::record_update(Some(old), &mut new, &operation(rt, subresource, manager));
         }
-        if strip_managed_time(&new) == strip_managed_time(old) {
+        if same_but_managed_times(&new, old) {
             return Ok(present(rt, old));
         }
         if options.dry_run {
@@ -1209,28 +1219,57 @@ fn operation(rt: &ResourceType, subresource: &str, manager: &str) -> Operation {
     }
 }
 
-fn strip_managed_time(object: &Value) -> Value {
-    let mut copy = object.clone();
-    if let Some(Value::Array(entries)) = copy.pointer_mut("/metadata/managedFields") {
-        for entry in entries {
-            if let Some(e) = entry.as_object_mut() {
-                e.remove("time");
-            }
-        }
+/// Whether two objects differ in nothing but the times of their `managedFields` entries
+/// (such a write is a no-op: no new resourceVersion, no event).
+fn same_but_managed_times(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    if a.len() != b.len()
+        || a.iter()
+            .any(|(k, v)| k != "metadata" && b.get(k) != Some(v))
+    {
+        return false;
     }
-    copy
+    let (Some(ma), Some(mb)) = (
+        a.get("metadata").and_then(Value::as_object),
+        b.get("metadata").and_then(Value::as_object),
+    ) else {
+        return a.get("metadata") == b.get("metadata");
+    };
+    if ma.len() != mb.len()
+        || ma
+            .iter()
+            .any(|(k, v)| k != "managedFields" && mb.get(k) != Some(v))
+    {
+        return false;
+    }
+    let entries = |m: &Map<String, Value>| {
+        m.get("managedFields")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (ea, eb) = (entries(ma), entries(mb));
+    ea.len() == eb.len()
+        && ea
+            .iter()
+            .zip(&eb)
+            .all(|(x, y)| match (x.as_object(), y.as_object()) {
+                (Some(x), Some(y)) => {
+                    x.len() == y.len() && x.iter().all(|(k, v)| k == "time" || y.get(k) == Some(v))
+                }
+                _ => x == y,
+            })
 }
 
 fn spec_changed(rt: &ResourceType, old: &Value, new: &Value) -> bool {
-    let strip = |object: &Value| -> Map<String, Value> {
-        let mut copy = object.as_object().cloned().unwrap_or_default();
-        copy.remove("metadata");
-        if rt.status_subresource {
-            copy.remove("status");
-        }
-        copy
+    let ignored: &[&str] = if rt.status_subresource {
+        &["metadata", "status"]
+    } else {
+        &["metadata"]
     };
-    strip(old) != strip(new)
+    !meta::equal_except(old, new, ignored)
 }
 
 fn finalizers(object: &Value) -> Vec<String> {
