@@ -90,7 +90,9 @@ fn main() -> anyhow::Result<()> {
             let _ = events
                 .try_for_each(|event| {
                     if let watcher::Event::Apply(job) | watcher::Event::InitApply(job) = event {
-                        recorder.lock().map(|mut m| m.entry(job.name_any()).or_insert_with(Instant::now).clone()).ok();
+                        if let Ok(mut seen) = recorder.lock() {
+                            seen.entry(job.name_any()).or_insert_with(Instant::now);
+                        }
                     }
                     futures::future::ready(Ok(()))
                 })
