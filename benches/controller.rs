@@ -89,11 +89,10 @@ fn main() -> anyhow::Result<()> {
             let events = watcher::watcher(jobs, watcher::Config::default());
             let _ = events
                 .try_for_each(|event| {
-                    if let watcher::Event::Apply(job) | watcher::Event::InitApply(job) = event {
-                        if let Ok(mut seen) = recorder.lock() {
+                    if let watcher::Event::Apply(job) | watcher::Event::InitApply(job) = event
+                        && let Ok(mut seen) = recorder.lock() {
                             seen.entry(job.name_any()).or_insert_with(Instant::now);
                         }
-                    }
                     futures::future::ready(Ok(()))
                 })
                 .await;
