@@ -678,3 +678,49 @@ async fn shutdown_closes_watches_and_releases_the_port() {
     );
     std::net::TcpListener::bind(address).expect("the port is free again");
 }
+
+#[tokio::test]
+async fn delete_collection_and_dry_run() {
+    let (_server, client) = start().await;
+    let maps: Api<ConfigMap> = Api::namespaced(client, "default");
+    for (name, app) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        maps.create(&PostParams::default(), &config_map(name, &[("app", app)]))
+            .await
+            .unwrap();
+    }
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let would = maps.create(&dry, &config_map("d", &[])).await.unwrap();
+    assert_eq!(would.metadata.name.as_deref(), Some("d"));
+    assert_eq!(
+        api_error(maps.get("d").await).code,
+        404,
+        "a dry run stores nothing"
+    );
+    let deleted = maps
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("app=x"),
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = deleted
+        .left()
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|m| m.metadata.name.unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    let left: Vec<String> = maps
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|m| m.metadata.name.unwrap())
+        .collect();
+    assert_eq!(left, ["c"]);
+}

@@ -366,3 +366,32 @@ async fn a_kube_runtime_controller_owns_jobs() {
     );
     server.shutdown();
 }
+
+#[tokio::test]
+async fn watches_end_at_their_timeout() {
+    let (server, client) = start().await;
+    let maps: Api<ConfigMap> = Api::namespaced(client, "default");
+    let rv = server.resource_version().to_string();
+    let params = WatchParams {
+        timeout: Some(1),
+        ..WatchParams::default()
+    };
+    let mut stream = maps.watch(&params, &rv).await.unwrap().boxed();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(WatchEvent::Bookmark(_))) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the watch ends by itself");
+    assert!(ended.is_none(), "{ended:?}");
+    let watch = server
+        .requests()
+        .into_iter()
+        .find(|r| r.verb == "watch")
+        .unwrap();
+    assert!(watch.query.contains("timeoutSeconds=1"), "{}", watch.query);
+}
