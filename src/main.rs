@@ -41,6 +41,13 @@ struct RenderArgs {
     /// Agent image for Tasks whose Agent sets none.
     #[arg(long, default_value = DEFAULT_AGENT_IMAGE)]
     default_agent_image: String,
+    /// A render plugin component (.wasm, or gzip .wasm.gz) to run after the default plugin,
+    /// for every Task (repeatable, in order). Named after its file.
+    #[arg(long = "plugin", value_name = "FILE")]
+    plugins: Vec<PathBuf>,
+    /// A policy plugin component to run last, for every Task (repeatable, in order).
+    #[arg(long = "policy", value_name = "FILE")]
+    policies: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -189,8 +196,13 @@ fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {
         default_agent_image: args.default_agent_image,
         ..Settings::default()
     };
-    let pipeline =
-        Pipeline::new(host, settings).context("cannot load the built-in default plugin")?;
+    let mut extra = Vec::new();
+    for file in args.plugins.iter().chain(&args.policies) {
+        extra.push(load_plugin(&host, file)?);
+    }
+    let pipeline = Pipeline::new(host, settings)
+        .context("cannot load the built-in default plugin")?
+        .with_plugins(extra);
     let output = match offline::render_all(&pipeline, &inputs) {
         Ok(output) => output,
         Err(errors) => return Ok(report(&errors)),
@@ -204,6 +216,32 @@ fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Loads a plugin component from a file (gzip when it ends in `.gz`).
+fn load_plugin(
+    host: &PluginHost,
+    file: &std::path::Path,
+) -> anyhow::Result<kubetask::plugin::Plugin> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let gzipped = file.extension().is_some_and(|e| e == "gz");
+    let bytes = if gzipped {
+        kubetask::plugin::source::gunzip(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+    } else {
+        bytes
+    };
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(|n| {
+            n.trim_end_matches(".gz")
+                .trim_end_matches(".wasm")
+                .to_owned()
+        })
+        .unwrap_or_else(|| "plugin".to_owned());
+    host.load(&name, &bytes)
+        .with_context(|| format!("cannot load {}", file.display()))
 }
 
 fn report(errors: &[inputs::InputError]) -> ExitCode {

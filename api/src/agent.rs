@@ -56,6 +56,11 @@ pub struct AgentSpec {
     pub scheduling: Option<PodScheduling>,
     /// ServiceAccount the agent pod runs as.
     pub service_account_name: String,
+    /// Render plugins (ConfigMaps in the controller's namespace labelled `kubetask.io/plugin`)
+    /// that reshape this Agent's Jobs, run in order after the built-in default plugin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub plugins: Vec<String>,
 }
 
 /// A Secret key handed to the agent.

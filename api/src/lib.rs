@@ -13,7 +13,7 @@ mod task;
 
 pub use agent::{Agent, AgentSpec, Credential, PodScheduling, SecretKeyRef};
 pub use context::{ConfigMapReference, Context, ContextType, FileContext, FileSource};
-pub use task::{Task, TaskPhase, TaskSpec, TaskStatus};
+pub use task::{PluginRef, Task, TaskPhase, TaskSpec, TaskStatus};
 
 /// API group of the KubeTask resources.
 pub const GROUP: &str = "kubetask.io";
@@ -26,6 +26,21 @@ pub const API_VERSION: &str = "kubetask.io/v1alpha1";
 pub const DEFAULT_AGENT_NAME: &str = "default";
 /// Agent image used when no Agent sets `spec.agentImage` (overridable by a controller flag).
 pub const DEFAULT_AGENT_IMAGE: &str = "quay.io/zhaoxue/kubetask-agent-gemini:latest";
+
+/// How cluster admins mark plugin ConfigMaps (in the controller's namespace only).
+pub mod plugin_labels {
+    /// Label that makes a ConfigMap a plugin (any value).
+    pub const PLUGIN: &str = "kubetask.io/plugin";
+    /// Annotation that makes a plugin a cluster policy, run for every Task; its value is the
+    /// order (an integer; lower runs first).
+    pub const POLICY_ORDER: &str = "kubetask.io/policy-order";
+    /// Annotation pinning the component's sha256 (hex, optionally prefixed `sha256:`).
+    pub const SHA256: &str = "kubetask.io/sha256";
+    /// `binaryData` key of the raw component.
+    pub const COMPONENT_KEY: &str = "plugin.wasm";
+    /// `binaryData` key of the gzip-compressed component.
+    pub const COMPONENT_GZIP_KEY: &str = "plugin.wasm.gz";
+}
 
 /// Labels KubeTask puts on every object it creates. They are applied after user labels, so a
 /// user's `podLabels` cannot clobber them.

@@ -79,4 +79,16 @@ pub struct TaskStatus {
     /// Detailed state (`Ready`, `Succeeded`, ...), with reasons such as `AgentNotFound`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The plugins that rendered the Job, in order, with the sha256 of each component.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rendered_by: Vec<PluginRef>,
+}
+
+/// A plugin that took part in rendering a Job.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+pub struct PluginRef {
+    /// The plugin's name (`builtin-default`, or its ConfigMap's name).
+    pub name: String,
+    /// `sha256:<hex>` of the component.
+    pub digest: String,
 }

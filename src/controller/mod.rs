@@ -6,6 +6,7 @@ mod children;
 mod health;
 mod leader;
 mod metrics;
+mod plugins;
 mod reconcile;
 mod references;
 pub mod status;
@@ -112,7 +113,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .context("reaching the API server")?;
     tracing::info!(server = %version.git_version, namespace = ?options.namespace, "connected");
     let host = Arc::new(PluginHost::new(options.limits)?);
-    let pipeline = Arc::new(Pipeline::new(host, options.settings.clone())?);
+    let pipeline = Arc::new(Pipeline::new(host.clone(), options.settings.clone())?);
     let metrics = Arc::new(metrics::Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let (stop, stopped) = watch::channel(false);
@@ -167,6 +168,20 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .default_backoff()
         .reflect(jobs_writer)
         .touched_objects();
+    // Plugins: only ConfigMaps in the controller's namespace, only those labelled as plugins.
+    let (plugin_maps, plugin_writer) = reflector::store::<ConfigMap>();
+    let plugin_events = watcher::watcher(
+        Api::<ConfigMap>::namespaced(client.clone(), &options.settings.controller_namespace),
+        watcher::Config::default().labels(kubetask_api::plugin_labels::PLUGIN),
+    )
+    .default_backoff()
+    .reflect(plugin_writer)
+    .touched_objects();
+    let registry = plugins::Registry::new(
+        host,
+        plugin_maps,
+        options.settings.controller_namespace.clone(),
+    );
     let (agents, agents_writer) = reflector::store::<Agent>();
     let agent_events = watcher::watcher(
         scoped::<Agent>(&client, namespace),
@@ -181,6 +196,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         recorder,
         metrics: metrics.clone(),
         tasks: tasks.clone(),
+        plugins: Arc::new(registry),
         jobs,
         agents,
         written: Default::default(),
@@ -189,6 +205,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let running = controller
         .owns_stream(job_events)
         .watches_stream(agent_events, agent_trigger(tasks.clone()))
+        .watches_stream(plugin_events, plugin_trigger(tasks.clone()))
         .watches(
             scoped::<ConfigMap>(&client, namespace),
             watcher::Config::default(),
@@ -243,6 +260,24 @@ fn agent_trigger(
             .iter()
             .filter(|task| {
                 !status::is_finished(task) && references::uses_agent(task, &namespace, &name)
+            })
+            .map(|task| ObjectRef::from_obj(task.as_ref()))
+            .collect()
+    }
+}
+
+/// A plugin change concerns the Tasks waiting for a plugin (new Tasks pick up new versions by
+/// themselves; Tasks with a Job are not rendered again).
+fn plugin_trigger(
+    tasks: Store<Task>,
+) -> impl Fn(ConfigMap) -> Vec<ObjectRef<Task>> + Send + Sync + 'static {
+    move |_| {
+        tasks
+            .state()
+            .iter()
+            .filter(|task| {
+                task.status.as_ref().and_then(status::condition_reason)
+                    == Some(status::reason::PLUGIN_NOT_FOUND)
             })
             .map(|task| ObjectRef::from_obj(task.as_ref()))
             .collect()

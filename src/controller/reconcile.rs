@@ -12,12 +12,13 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use kubetask_api::{API_VERSION, Agent, Task, TaskPhase, TaskStatus, naming};
+use kubetask_api::{API_VERSION, Agent, PluginRef, Task, TaskPhase, TaskStatus, naming};
 use serde_json::json;
 use thiserror::Error;
 
 use super::children::{self, Created, FIELD_MANAGER};
 use super::metrics::Metrics;
+use super::plugins::{Registry, StageError};
 use super::references::{self, ConfigMapUse};
 use super::status::{self, Observation, reason};
 use crate::plugin::PluginError;
@@ -32,6 +33,8 @@ pub enum Error {
     MissingField(&'static str),
     #[error("the render task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("not ready: {0}")]
+    NotReady(&'static str),
 }
 
 impl Error {
@@ -42,6 +45,7 @@ impl Error {
             Self::Api(_) => "ApiUnreachable".to_owned(),
             Self::MissingField(_) => "MissingField".to_owned(),
             Self::Join(_) => "RenderPanicked".to_owned(),
+            Self::NotReady(_) => "NotReady".to_owned(),
         }
     }
 }
@@ -54,6 +58,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The Tasks the controller watches (to forget statuses of deleted Tasks).
     pub tasks: Store<Task>,
+    /// The installed plugins.
+    pub plugins: Arc<Registry>,
     /// The Jobs it created, from its watch (a miss is confirmed with a GET).
     pub jobs: Store<Job>,
     /// The Agents, from their watch (a miss is confirmed with a GET).
@@ -188,11 +194,41 @@ async fn start(
     {
         return Ok(waiting);
     }
-    let pipeline = ctx.pipeline.clone();
+    if !ctx.plugins.ready().await {
+        return Err(Error::NotReady("the plugin ConfigMaps are not listed yet"));
+    }
+    // Loading a plugin may compile it (seconds, once per digest) and rendering runs wasm:
+    // both stay off the async workers.
+    let registry = ctx.plugins.clone();
+    let base = ctx.pipeline.clone();
     let to_render = task.clone();
     let started = Instant::now();
-    let rendered =
-        tokio::task::spawn_blocking(move || pipeline.render(&to_render, agent.as_ref())).await?;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let stages = registry.stages(agent.as_ref())?;
+        Ok::<_, StageError>(base.extended(stages).render(&to_render, agent.as_ref()))
+    })
+    .await?;
+    let rendered = match outcome {
+        Ok(rendered) => rendered,
+        Err(StageError::NotFound {
+            agent,
+            plugin,
+            namespace,
+        }) => {
+            return Ok(Observation::Waiting {
+                reason: reason::PLUGIN_NOT_FOUND,
+                message: format!(
+                    "Agent {agent:?} spec.plugins: plugin {plugin:?} is not installed (no ConfigMap {plugin:?} labelled kubetask.io/plugin in namespace {namespace:?}); the Task starts when it is"
+                ),
+            });
+        }
+        Err(StageError::Load(message)) => {
+            return Ok(Observation::Failed {
+                reason: reason::PLUGIN_ERROR,
+                message,
+            });
+        }
+    };
     ctx.metrics.render(started.elapsed().as_secs_f64());
     let rendered = match rendered {
         Ok(rendered) => rendered,
@@ -211,7 +247,20 @@ async fn start(
     )
     .await?
     {
-        Created::Owned(job) => Ok(Observation::Job(Box::new(job))),
+        Created::Owned(job) => {
+            let rendered_by = rendered
+                .plugins
+                .iter()
+                .map(|(name, digest)| PluginRef {
+                    name: name.clone(),
+                    digest: digest.clone(),
+                })
+                .collect();
+            Ok(Observation::Created {
+                job: Box::new(job),
+                rendered_by,
+            })
+        }
         Created::Conflict {
             kind,
             name,

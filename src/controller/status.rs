@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kubetask_api::{Task, TaskPhase, TaskStatus};
+use kubetask_api::{PluginRef, Task, TaskPhase, TaskStatus};
 
 /// The type of the Task's single condition.
 pub const CONDITION: &str = "Succeeded";
@@ -56,6 +56,11 @@ pub enum Observation {
     },
     /// The Task's Job, as it is now.
     Job(Box<Job>),
+    /// The Job just created, and the plugins (name, digest) that rendered it.
+    Created {
+        job: Box<Job>,
+        rendered_by: Vec<PluginRef>,
+    },
     /// The Job the Task had is gone.
     JobMissing { job_name: String },
 }
@@ -68,10 +73,18 @@ pub fn next_status(
     observation: &Observation,
     now: &Time,
 ) -> TaskStatus {
+    if let Observation::Created { job, rendered_by } = observation {
+        let mut task = task.clone();
+        task.status
+            .get_or_insert_with(TaskStatus::default)
+            .rendered_by = rendered_by.clone();
+        return next_status(&task, job_name, &Observation::Job(job.clone()), now);
+    }
     let previous = task.status.clone().unwrap_or_default();
     let generation = task.metadata.generation;
     let mut status = TaskStatus {
         observed_generation: generation,
+        rendered_by: previous.rendered_by.clone(),
         job_name: previous.job_name.clone(),
         ..TaskStatus::default()
     };
@@ -89,7 +102,7 @@ pub fn next_status(
             let message = format!("Job {job_name:?} was deleted before it finished");
             (TaskPhase::Failed, "False", reason::JOB_MISSING, message)
         }
-        Observation::Job(job) => {
+        Observation::Job(job) | Observation::Created { job, .. } => {
             status.job_name = Some(job_name.to_owned());
             let job_status = job.status.clone().unwrap_or_default();
             status.start_time = job_status.start_time.clone();
@@ -390,5 +403,31 @@ mod tests {
             !is_finished(&finished),
             "a newer generation is not finished"
         );
+    }
+}
+
+#[cfg(test)]
+mod created_tests {
+    use super::*;
+    use kubetask_api::TaskSpec;
+
+    #[test]
+    fn a_created_job_records_its_plugins_and_later_statuses_keep_them() {
+        let mut task = Task::new("t", TaskSpec::default());
+        task.metadata.generation = Some(1);
+        let now = Time(k8s_openapi::jiff::Timestamp::from_second(1).unwrap());
+        let plugins = vec![PluginRef {
+            name: "builtin-default".into(),
+            digest: "sha256:x".into(),
+        }];
+        let created = Observation::Created {
+            job: Box::default(),
+            rendered_by: plugins.clone(),
+        };
+        let first = next_status(&task, "t", &created, &now);
+        assert_eq!(first.rendered_by, plugins);
+        task.status = Some(first);
+        let later = next_status(&task, "t", &Observation::Job(Box::default()), &now);
+        assert_eq!(later.rendered_by, plugins);
     }
 }

@@ -99,6 +99,9 @@ pub struct PluginHost {
     linker: Linker<CallState>,
     limits: Limits,
     compiled: Mutex<HashMap<String, Arc<bindings::PluginPre<CallState>>>>,
+    /// One lock per digest being compiled, so that concurrent loads of the same component
+    /// compile it once (the others wait for that compilation instead of repeating it).
+    compiling: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     _ticker: EpochTicker,
 }
 
@@ -134,6 +137,7 @@ impl PluginHost {
             linker,
             limits,
             compiled: Mutex::new(HashMap::new()),
+            compiling: Mutex::new(HashMap::new()),
             _ticker: ticker,
         })
     }
@@ -155,6 +159,14 @@ impl PluginHost {
     /// implements the plugin world and imports nothing else.
     pub fn load(&self, name: &str, component: &[u8]) -> Result<Plugin, PluginError> {
         let digest = digest_of(component);
+        let flight = self
+            .compiling
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(digest.clone())
+            .or_default()
+            .clone();
+        let _compiling = flight.lock().unwrap_or_else(PoisonError::into_inner);
         let cached = self
             .compiled
             .lock()

@@ -4,6 +4,7 @@
 mod error;
 mod host;
 mod limits;
+pub mod source;
 
 pub use error::PluginError;
 pub use host::{Plugin, PluginHost};

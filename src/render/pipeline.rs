@@ -72,6 +72,18 @@ impl Pipeline {
         })
     }
 
+    /// A pipeline of this one's stages followed by `plugins` (the compiled default plugin is
+    /// shared, not reloaded).
+    pub fn extended(&self, plugins: impl IntoIterator<Item = Plugin>) -> Self {
+        let mut stages = self.stages.clone();
+        stages.extend(plugins);
+        Self {
+            host: self.host.clone(),
+            settings: self.settings.clone(),
+            stages,
+        }
+    }
+
     /// Appends `plugins` as further stages, run in order after the built-in default plugin.
     pub fn with_plugins(mut self, plugins: impl IntoIterator<Item = Plugin>) -> Self {
         self.stages.extend(plugins);

@@ -1,0 +1,211 @@
+//! End-to-end: plugins from ConfigMaps. An Agent's render plugin, cluster policies (raw and
+//! gzip, pinned), missing plugins that appear later, and hostile plugins that fail only their
+//! own Task. The plugin used is `plugins/testing/hostile.wasm`: it passes drafts through, or
+//! misbehaves as the Task's `test.kubetask.io/behavior` annotation says.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::PostParams;
+use kubetask::api::TaskPhase;
+use support::*;
+
+const NS: &str = "kubetask-system";
+const HOSTILE: &[u8] = include_bytes!("../plugins/testing/hostile.wasm");
+
+fn plugin_map(name: &str, namespace: &str, gzip: bool, annotations: &[(&str, &str)]) -> ConfigMap {
+    let (key, bytes) = if gzip {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(HOSTILE).unwrap();
+        ("plugin.wasm.gz", encoder.finish().unwrap())
+    } else {
+        ("plugin.wasm", HOSTILE.to_vec())
+    };
+    let mut map = ConfigMap::default();
+    map.metadata.name = Some(name.into());
+    map.metadata.namespace = Some(namespace.into());
+    map.metadata.labels = Some(BTreeMap::from([(
+        "kubetask.io/plugin".to_owned(),
+        "true".to_owned(),
+    )]));
+    map.metadata.annotations = Some(
+        annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    );
+    map.binary_data = Some(BTreeMap::from([(key.to_owned(), ByteString(bytes))]));
+    map
+}
+
+fn task(name: &str, behavior: Option<&str>, agent: Option<&str>) -> String {
+    let annotations = behavior
+        .map(|b| format!("\n  annotations: {{test.kubetask.io/behavior: {b}}}"))
+        .unwrap_or_default();
+    let agent = agent
+        .map(|a| format!("  agentRef: {a}\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata:\n  name: {name}\n  namespace: {NS}{annotations}\nspec:\n{agent}  contexts:\n  - {{type: File, file: {{filePath: /workspace/task.md, source: {{inline: x}}}}}}\n"
+    )
+}
+
+fn digest() -> String {
+    kubetask::plugin::source::hex_sha256(HOSTILE)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_plugin_that_appears_later_renders_the_job() {
+    let cluster = Cluster::start().await;
+    cluster.namespace("elsewhere").await;
+    let _controller = cluster.controller(&[]);
+    cluster.apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {name: shaped, namespace: kubetask-system}\nspec: {serviceAccountName: default, plugins: [shaper]}\n").await;
+    // A plugin ConfigMap outside the controller's namespace is never loaded.
+    let elsewhere = plugin_map("shaper", "elsewhere", false, &[]);
+    cluster
+        .config_maps("elsewhere")
+        .create(&PostParams::default(), &elsewhere)
+        .await
+        .unwrap();
+    cluster
+        .apply_yaml(&task("uses-plugin", None, Some("shaped")))
+        .await;
+    let waiting = cluster
+        .wait_task(NS, "uses-plugin", Duration::from_secs(30), |s| {
+            s.conditions
+                .first()
+                .is_some_and(|c| c.reason == "PluginNotFound")
+        })
+        .await;
+    let message = &waiting.status.unwrap().conditions[0].message;
+    assert!(
+        message.contains("spec.plugins: plugin \"shaper\" is not installed"),
+        "{message}"
+    );
+
+    cluster
+        .config_maps(NS)
+        .create(
+            &PostParams::default(),
+            &plugin_map("shaper", NS, false, &[]),
+        )
+        .await
+        .unwrap();
+    let done = cluster
+        .wait_phase(NS, "uses-plugin", TaskPhase::Completed)
+        .await;
+    let rendered_by: Vec<(String, String)> = done
+        .status
+        .unwrap()
+        .rendered_by
+        .into_iter()
+        .map(|p| (p.name, p.digest))
+        .collect();
+    assert_eq!(rendered_by.len(), 2, "{rendered_by:?}");
+    assert_eq!(rendered_by[0].0, "builtin-default");
+    assert_eq!(
+        rendered_by[1],
+        ("shaper".to_owned(), format!("sha256:{}", digest()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_policies_deny_and_hostile_plugins_fail_only_their_task() {
+    let cluster = Cluster::start().await;
+    let _controller = cluster.controller(&["--plugin-timeout-ms", "300"]);
+    let pin = format!("sha256:{}", digest());
+    let policy = plugin_map(
+        "site-policy",
+        NS,
+        true,
+        &[
+            ("kubetask.io/policy-order", "10"),
+            ("kubetask.io/sha256", &pin),
+        ],
+    );
+    cluster
+        .config_maps(NS)
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+
+    for (name, behavior) in [
+        ("denied", "deny"),
+        ("loops", "loop"),
+        ("bomb", "memory"),
+        ("garbage", "garbage"),
+        ("hijack", "hijack"),
+        ("fine", "pass"),
+    ] {
+        cluster.apply_yaml(&task(name, Some(behavior), None)).await;
+    }
+    let fine = cluster.wait_phase(NS, "fine", TaskPhase::Completed).await;
+    let names: Vec<String> = fine
+        .status
+        .unwrap()
+        .rendered_by
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["builtin-default", "site-policy"]);
+
+    let denied = cluster.wait_phase(NS, "denied", TaskPhase::Failed).await;
+    assert_eq!(reason(&denied), "PolicyDenied");
+    assert!(
+        denied.status.unwrap().conditions[0]
+            .message
+            .contains("hostile policy says no")
+    );
+    for (name, expected) in [
+        ("loops", "deadline"),
+        ("bomb", "memory limit"),
+        ("garbage", "invalid output"),
+    ] {
+        let failed = cluster.wait_phase(NS, name, TaskPhase::Failed).await;
+        assert_eq!(reason(&failed), "PluginError", "{name}");
+        let message = &failed.status.unwrap().conditions[0].message;
+        assert!(
+            message.contains(expected) && message.contains("site-policy"),
+            "{name}: {message}"
+        );
+        assert!(cluster.jobs(NS).get_opt(name).await.unwrap().is_none());
+    }
+    // A policy that renames the Job or moves it does not get its way.
+    let hijack = cluster.wait_phase(NS, "hijack", TaskPhase::Completed).await;
+    assert_eq!(hijack.status.unwrap().job_name.as_deref(), Some("hijack"));
+    assert!(cluster.jobs(NS).get_opt("hijack").await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_mismatch_is_refused_before_compiling() {
+    let cluster = Cluster::start().await;
+    let _controller = cluster.controller(&[]);
+    let policy = plugin_map(
+        "pinned",
+        NS,
+        false,
+        &[
+            ("kubetask.io/policy-order", "1"),
+            ("kubetask.io/sha256", "sha256:0000"),
+        ],
+    );
+    cluster
+        .config_maps(NS)
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    cluster.apply_yaml(&task("t", None, None)).await;
+    let failed = cluster.wait_phase(NS, "t", TaskPhase::Failed).await;
+    assert_eq!(reason(&failed), "PluginError");
+    let message = &failed.status.unwrap().conditions[0].message;
+    assert!(
+        message.contains("plugin \"pinned\"")
+            && message.contains("kubetask.io/sha256 is sha256:0000"),
+        "{message}"
+    );
+}
