@@ -30,7 +30,7 @@ async fn assert_matches_offline(cluster: &Cluster, files: &[&str], task: &Task) 
     for file in files {
         args.push(format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR")));
     }
-    for object in render_offline_all(&args) {
+    for object in render_offline(&args) {
         let name = object["metadata"]["name"].as_str().unwrap().to_owned();
         let live: Value = match object["kind"].as_str() {
             Some("Job") => {
@@ -54,25 +54,6 @@ async fn assert_matches_offline(cluster: &Cluster, files: &[&str], task: &Task) 
             (task.uid().as_deref(), Some(true))
         );
     }
-}
-
-fn render_offline_all(files: &[String]) -> Vec<Value> {
-    let mut args = vec!["render".to_owned(), "-o".to_owned(), "json".to_owned()];
-    for file in files {
-        args.push("-f".to_owned());
-        args.push(file.clone());
-    }
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kubetask"))
-        .args(&args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let list: Value = serde_json::from_slice(&output.stdout).unwrap();
-    list["items"].as_array().cloned().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

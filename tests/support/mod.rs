@@ -323,10 +323,15 @@ pub fn is_subset(expected: &Value, actual: &Value) -> Result<(), String> {
     walk(expected, actual, "")
 }
 
-/// `kubetask render -o json` of a file: its Jobs and ConfigMaps.
-pub fn render_offline(file: &str) -> Vec<Value> {
+/// `kubetask render -o json` of some files: their Jobs and ConfigMaps.
+pub fn render_offline(files: &[String]) -> Vec<Value> {
+    let mut args = vec!["render".to_owned(), "-o".to_owned(), "json".to_owned()];
+    for file in files {
+        args.push("-f".to_owned());
+        args.push(file.clone());
+    }
     let output = Command::new(env!("CARGO_BIN_EXE_kubetask"))
-        .args(["render", "-o", "json", "-f", file])
+        .args(&args)
         .output()
         .unwrap();
     assert!(
@@ -335,5 +340,5 @@ pub fn render_offline(file: &str) -> Vec<Value> {
         String::from_utf8_lossy(&output.stderr)
     );
     let list: Value = serde_json::from_slice(&output.stdout).unwrap();
-    list["items"].as_array().cloned().unwrap_or_default()
+    list["items"].as_array().cloned().unwrap()
 }

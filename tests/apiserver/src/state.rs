@@ -591,23 +591,18 @@ impl State {
             return Err(ApiError::conflict(&rt.group, &rt.plural, name));
         }
         // Identity fields cannot be patched.
-        for field in [
-            "name",
-            "namespace",
-            "uid",
-            "creationTimestamp",
-            "resourceVersion",
-            "generation",
-        ] {
-            match old["metadata"].get(field) {
-                Some(value) => new["metadata"][field] = value.clone(),
-                None => {
-                    if let Some(meta) = new["metadata"].as_object_mut() {
-                        meta.remove(field);
-                    }
-                }
-            }
-        }
+        keep_metadata(
+            &old,
+            &mut new,
+            &[
+                "name",
+                "namespace",
+                "uid",
+                "creationTimestamp",
+                "resourceVersion",
+                "generation",
+            ],
+        );
         let managed = patch_type == PatchType::Apply;
         self.write_inner(rt, &old, new, subresource, options, managed)
     }
@@ -703,31 +698,18 @@ impl State {
                 }
             }
         }
-        for field in [
-            "uid",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-        ] {
-            match old["metadata"].get(field) {
-                Some(value) => new["metadata"][field] = value.clone(),
-                None => {
-                    if let Some(meta) = new["metadata"].as_object_mut() {
-                        meta.remove(field);
-                    }
-                }
-            }
-        }
+        keep_metadata(
+            old,
+            &mut new,
+            &[
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ],
+        );
         if !managed_by_apply {
-            new["metadata"]["managedFields"] = old["metadata"]
-                .get("managedFields")
-                .cloned()
-                .unwrap_or(Value::Null);
-            if new["metadata"]["managedFields"].is_null()
-                && let Some(meta) = new["metadata"].as_object_mut()
-            {
-                meta.remove("managedFields");
-            }
+            keep_metadata(old, &mut new, &["managedFields"]);
         }
         new["apiVersion"] = json!(rt.api_version());
         new["kind"] = json!(rt.kind);
@@ -1171,6 +1153,21 @@ impl State {
         }
         if self.namespace_is_empty(namespace) {
             self.remove(&storage_key("", "namespaces"), "", namespace);
+        }
+    }
+}
+
+/// Sets `metadata.<field>` of `new` to what it is in `old` (absent when absent there), for
+/// fields a request may not change.
+fn keep_metadata(old: &Value, new: &mut Value, fields: &[&str]) {
+    for field in fields {
+        match old["metadata"].get(*field) {
+            Some(value) => new["metadata"][*field] = value.clone(),
+            None => {
+                if let Some(meta) = new["metadata"].as_object_mut() {
+                    meta.remove(*field);
+                }
+            }
         }
     }
 }
