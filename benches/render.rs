@@ -108,9 +108,7 @@ fn main() {
         );
     });
 
-    let native_settings = native::Settings {
-        default_agent_image: settings.default_agent_image.clone(),
-    };
+    let native_settings = settings.clone();
     let native = measure("native: render_json (same logic, no wasm)", || {
         black_box(
             native::render_json(black_box(&task_json), Some(&agent_json), &native_settings)

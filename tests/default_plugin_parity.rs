@@ -25,9 +25,7 @@ fn wasm_and_native_renderings_agree_on_every_example() {
         settings.clone(),
     )
     .expect("the default plugin loads");
-    let native_settings = native::Settings {
-        default_agent_image: settings.default_agent_image.clone(),
-    };
+    let native_settings = settings.clone();
     for task in &inputs.tasks {
         let agent = resolve_agent(&task.object, |name| {
             inputs

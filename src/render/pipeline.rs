@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::{batch::v1::Job, core::v1::ConfigMap};
-use kubetask_api::{Agent, DEFAULT_AGENT_IMAGE, Task};
+use kubetask_api::{Agent, Task};
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
@@ -13,23 +13,8 @@ use crate::plugin::{
     bindings::{self, Draft, RenderRequest},
 };
 
-/// Controller settings that shape every render.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
-    /// Agent image when the Agent sets none.
-    pub default_agent_image: String,
-    /// Namespace the controller runs in.
-    pub controller_namespace: String,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            default_agent_image: DEFAULT_AGENT_IMAGE.to_owned(),
-            controller_namespace: "kubetask-system".to_owned(),
-        }
-    }
-}
+/// Controller settings that shape every render (the SDK's type, shared with plugins).
+pub use kubetask_plugin::Settings;
 
 /// The objects to create for a Task.
 #[derive(Debug, Clone, PartialEq)]

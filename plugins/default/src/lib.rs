@@ -1,18 +1,13 @@
 //! The built-in KubeTask renderer: turns a Task and its Agent into a Job (and a ConfigMap for
 //! inline contexts), following the rules of DESIGN.md §2.
 //!
-//! The crate builds natively, where its logic is unit-tested, and as the WebAssembly component
-//! the controller embeds (`make plugins`), where [`component`] exports it through the WIT world
-//! in `wit/`.
+//! It is written with the plugin SDK like any other plugin: the crate builds natively, where its
+//! logic is unit-tested, and as the WebAssembly component the controller embeds (`make
+//! plugins`), where [`kubetask_plugin::export_plugin!`] exports [`DefaultRenderer`].
 #![deny(unsafe_code)]
 
-// The bindings wit-bindgen generates use `unsafe` for the canonical ABI.
-#[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code)]
-mod component;
 mod contexts;
 mod credentials;
-mod error;
 mod image;
 mod job;
 mod kube_names;
@@ -22,48 +17,22 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::{batch::v1::Job, core::v1::ConfigMap};
 use kubetask_api::{Agent, Task, labels, naming};
-use serde::de::DeserializeOwned;
+use kubetask_plugin::{Plugin, Request};
 
 pub use contexts::{TOOLS, WORKSPACE};
-pub use error::RenderError;
 pub use job::{AGENT_CONTAINER, TOOLS_PATH};
+pub use kubetask_plugin::{Draft, Error as RenderError, Settings, WireDraft};
 
 /// ConfigMaps hold at most 1 MiB of data.
 pub const MAX_CONFIG_MAP_BYTES: usize = 1024 * 1024;
-
-/// Controller settings the renderer uses (the WIT `settings` record).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
-    /// Image used when the Agent sets no `spec.agentImage`.
-    pub default_agent_image: String,
-}
-
-/// The objects a Task turns into.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rendered {
-    pub job: Job,
-    /// ConfigMaps to create before the Job.
-    pub config_maps: Vec<ConfigMap>,
-    /// Notes for the Task's owner, such as overridden default contexts.
-    pub warnings: Vec<String>,
-}
-
-/// [`Rendered`] as JSON text, the form that crosses the plugin boundary.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RenderedJson {
-    pub job: String,
-    pub config_maps: Vec<String>,
-    pub warnings: Vec<String>,
-}
 
 /// Renders `task` (and its resolved `agent`, if any) into the objects to create.
 pub fn render(
     task: &Task,
     agent: Option<&Agent>,
     settings: &Settings,
-) -> Result<Rendered, RenderError> {
+) -> Result<Draft, RenderError> {
     let name = task.metadata.name.as_deref().unwrap_or_default();
     if name.is_empty() {
         return Err(RenderError::invalid("Task", "metadata.name", "is required"));
@@ -169,7 +138,7 @@ pub fn render(
         scheduling: agent_spec.and_then(|spec| spec.scheduling.as_ref()),
         service_account_name: agent_spec.map(|spec| spec.service_account_name.as_str()),
     });
-    Ok(Rendered {
+    Ok(Draft {
         job,
         config_maps: config_map.into_iter().collect(),
         warnings,
@@ -197,32 +166,31 @@ fn check_inline_size(contexts: &[contexts::PlacedContext<'_>]) -> Result<(), Ren
     Ok(())
 }
 
-/// [`render`] on JSON text: parses the Task and Agent, renders, and serializes the result.
-/// Parse errors name the offending field.
+/// [`render`] on JSON text, exactly as the component runs it: parses the Task and Agent
+/// (errors name the offending field), renders, and serializes the result.
 pub fn render_json(
     task: &str,
     agent: Option<&str>,
     settings: &Settings,
-) -> Result<RenderedJson, RenderError> {
-    let task: Task = parse("Task", task)?;
-    let agent: Option<Agent> = agent.map(|agent| parse("Agent", agent)).transpose()?;
-    let rendered = render(&task, agent.as_ref(), settings)?;
-    Ok(RenderedJson {
-        job: to_json(&rendered.job)?,
-        config_maps: rendered
-            .config_maps
-            .iter()
-            .map(to_json)
-            .collect::<Result<_, _>>()?,
-        warnings: rendered.warnings,
+) -> Result<WireDraft, RenderError> {
+    kubetask_plugin::render_wire::<DefaultRenderer>(&kubetask_plugin::WireRequest {
+        task: task.to_owned(),
+        agent: agent.map(str::to_owned),
+        settings: settings.clone(),
+        draft: None,
     })
 }
 
-fn parse<T: DeserializeOwned>(kind: &str, json: &str) -> Result<T, RenderError> {
-    kubetask_api::json::from_json(json)
-        .map_err(|error| RenderError::invalid(kind, error.field, error.message))
+/// The built-in renderer as a [`Plugin`]: the first stage of every pipeline.
+pub struct DefaultRenderer;
+
+impl Plugin for DefaultRenderer {
+    /// The first stage: it builds the Job from the Task and Agent alone.
+    const READS_DRAFT: bool = false;
+
+    fn render(request: Request) -> Result<Draft, RenderError> {
+        render(&request.task, request.agent.as_ref(), &request.settings)
+    }
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, RenderError> {
-    serde_json::to_string(value).map_err(|error| RenderError::Internal(error.to_string()))
-}
+kubetask_plugin::export_plugin!(DefaultRenderer);

@@ -1,0 +1,144 @@
+//! Plugin costs: cold compile and cached load of each example plugin, and render latency of one
+//! Task with 0, 1 and 3 extra stages after the built-in default (p50/p99). Run with
+//! `cargo bench --bench plugins`; results are in docs/performance.md.
+
+use std::{
+    hint::black_box,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use kubetask::{
+    api::{Agent, Task},
+    plugin::{Limits, PluginHost},
+    render::{Pipeline, Settings},
+};
+use serde_json::json;
+
+const WARMUP: usize = 200;
+const SAMPLES: usize = 3_000;
+
+const EXAMPLES: [(&str, &[u8]); 3] = [
+    (
+        "git-clone (Rust)",
+        include_bytes!("../plugins/examples/git-clone/git_clone.wasm"),
+    ),
+    (
+        "restricted (Rust)",
+        include_bytes!("../plugins/examples/restricted-policy/restricted_policy.wasm"),
+    ),
+    (
+        "job-deadline (C)",
+        include_bytes!("../plugins/examples/deadline-c/deadline_policy.wasm"),
+    ),
+];
+
+fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
+    samples.sort();
+    let at = |p: usize| samples[(samples.len() * p / 100).min(samples.len() - 1)];
+    (at(50), at(99))
+}
+
+fn measure(label: &str, mut call: impl FnMut()) -> Duration {
+    for _ in 0..WARMUP {
+        call();
+    }
+    let samples = (0..SAMPLES)
+        .map(|_| {
+            let start = Instant::now();
+            call();
+            start.elapsed()
+        })
+        .collect();
+    let (p50, p99) = percentiles(samples);
+    println!(
+        "{label:<48} p50 {:>8.1} µs   p99 {:>8.1} µs",
+        p50.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6
+    );
+    p50
+}
+
+fn main() {
+    let agent: Agent = serde_json::from_value(json!({
+        "apiVersion": "kubetask.io/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": "coder", "namespace": "payments"},
+        "spec": {"agentImage": "quay.io/acme/coder:v1", "serviceAccountName": "coder", "plugins": ["git-clone"]},
+    }))
+    .expect("an Agent");
+    let task: Task = serde_json::from_value(json!({
+        "apiVersion": "kubetask.io/v1alpha1",
+        "kind": "Task",
+        "metadata": {
+            "name": "fix-bug", "namespace": "payments", "uid": "6f1c1e8e-0000-4000-8000-000000000001",
+            "labels": {"kubetask.io/team": "payments"},
+            "annotations": {"git.kubetask.io/repository": "https://github.com/acme/api.git"},
+        },
+        "spec": {"agentRef": "coder", "contexts": [
+            {"type": "File", "file": {"filePath": "/workspace/task.md", "source": {"inline": "Fix the flaky test"}}},
+            {"type": "File", "file": {"filePath": "/workspace/guide.md", "source": {"configMapKeyRef": {"name": "guides", "key": "guide.md"}}}},
+        ]},
+    }))
+    .expect("a Task");
+
+    println!("cold compile: a fresh host per component; cached load: the same bytes again");
+    for (name, bytes) in EXAMPLES {
+        let host = PluginHost::new(Limits::default()).expect("host");
+        let start = Instant::now();
+        host.load(name, bytes).expect("loads");
+        let cold = start.elapsed();
+        let samples = (0..1_000)
+            .map(|_| {
+                let start = Instant::now();
+                black_box(host.load(name, bytes).expect("loads"));
+                start.elapsed()
+            })
+            .collect();
+        let (cached, _) = percentiles(samples);
+        println!(
+            "{name:<20} {:>9} bytes   cold compile {:>7.1} ms   cached load p50 {:>6.1} µs",
+            bytes.len(),
+            cold.as_secs_f64() * 1e3,
+            cached.as_secs_f64() * 1e6
+        );
+    }
+
+    let host = Arc::new(PluginHost::new(Limits::default()).expect("host"));
+    let plugins: Vec<_> = EXAMPLES
+        .iter()
+        .map(|(name, bytes)| host.load(name, bytes).expect("loads"))
+        .collect();
+    let base = Pipeline::new(host.clone(), Settings::default()).expect("pipeline");
+    println!("\nrender latency of one Task ({SAMPLES} samples after {WARMUP} warm-up renders)");
+    let render = |label: &str, pipeline: &Pipeline| {
+        measure(label, || {
+            black_box(
+                pipeline
+                    .render(black_box(&task), Some(&agent))
+                    .expect("renders"),
+            );
+        })
+    };
+    let none = render("0 extra stages (built-in default only)", &base);
+    let c = render(
+        "1 extra stage: job-deadline (C)",
+        &base.extended([plugins[2].clone()]),
+    );
+    let rust = render(
+        "1 extra stage: restricted (Rust SDK)",
+        &base.extended([plugins[1].clone()]),
+    );
+    let three = render(
+        "3 extra stages: git-clone, restricted, job-deadline",
+        &base.extended(plugins.iter().cloned()),
+    );
+    let per_stage =
+        |with: Duration, stages: u32| (with.saturating_sub(none) / stages).as_secs_f64() * 1e6;
+    println!(
+        "added p50 per extra stage: C {:.1} µs, Rust SDK {:.1} µs, mean of 3 {:.1} µs",
+        per_stage(c, 1),
+        per_stage(rust, 1),
+        per_stage(three, 3)
+    );
+}

@@ -1,0 +1,196 @@
+//! An example render plugin for agents that work on a Git repository: a Task names the
+//! repository in an annotation and the agent finds it cloned under `/workspace` when it starts.
+//!
+//! | Task annotation | Meaning |
+//! |---|---|
+//! | `git.kubetask.io/repository` | `https://`, `ssh://` or `git@host:path` URL to clone (required to do anything) |
+//! | `git.kubetask.io/ref` | branch or tag to check out (default: the remote's HEAD) |
+//! | `git.kubetask.io/directory` | directory under `/workspace` to clone into (default `repo`) |
+//!
+//! The plugin adds an init container (`git-clone`, running as a non-root user with no
+//! privileges) that shallow-clones into the Job's `workspace` volume, and tells the agent where
+//! the checkout is in `KUBETASK_REPOSITORY`. Tasks without the annotation pass unchanged.
+//! An Agent opts in with `spec.plugins: [git-clone]`.
+#![deny(unsafe_code)]
+
+use kubetask_plugin::{
+    Draft, Error, Plugin, Request,
+    k8s_openapi::api::core::v1::{
+        Capabilities, Container, EnvVar, PodSpec, SeccompProfile, SecurityContext, VolumeMount,
+    },
+};
+
+/// Annotation with the repository URL.
+pub const REPOSITORY: &str = "git.kubetask.io/repository";
+/// Annotation with the branch or tag.
+pub const REF: &str = "git.kubetask.io/ref";
+/// Annotation with the checkout directory under `/workspace`.
+pub const DIRECTORY: &str = "git.kubetask.io/directory";
+/// The clone runs in this image (pinned: a policy should be able to tell what runs).
+pub const GIT_IMAGE: &str = "docker.io/alpine/git:v2.47.2";
+/// Name of the init container.
+pub const INIT_CONTAINER: &str = "git-clone";
+/// Environment variable that tells the agent where the checkout is.
+pub const REPOSITORY_ENV: &str = "KUBETASK_REPOSITORY";
+/// The volume the built-in renderer mounts at `/workspace`.
+const WORKSPACE_VOLUME: &str = "workspace";
+const WORKSPACE: &str = "/workspace";
+/// An unprivileged user (the "nonroot" user of distroless images).
+const CLONE_USER: i64 = 65532;
+
+/// The plugin.
+pub struct GitClone;
+
+impl Plugin for GitClone {
+    fn render(request: Request) -> Result<Draft, Error> {
+        let Some(url) = request.task_annotation(REPOSITORY) else {
+            return request.draft();
+        };
+        let object = request.task_object();
+        let annotation = |key: &str| format!("metadata.annotations[{key}]");
+        check_url(url).map_err(|why| Error::invalid(&object, annotation(REPOSITORY), why))?;
+        let git_ref = request.task_annotation(REF);
+        if let Some(git_ref) = git_ref {
+            check_ref(git_ref).map_err(|why| Error::invalid(&object, annotation(REF), why))?;
+        }
+        let directory = request.task_annotation(DIRECTORY).unwrap_or("repo");
+        check_directory(directory)
+            .map_err(|why| Error::invalid(&object, annotation(DIRECTORY), why))?;
+        let checkout = format!("{WORKSPACE}/{directory}");
+        let clone = clone_container(url, git_ref, &checkout);
+
+        let mut draft = request.draft()?;
+        let pod = draft
+            .job
+            .spec
+            .as_mut()
+            .and_then(|spec| spec.template.spec.as_mut())
+            .ok_or_else(|| Error::Internal("the draft Job has no pod template".to_owned()))?;
+        if !pod
+            .volumes
+            .iter()
+            .flatten()
+            .any(|volume| volume.name == WORKSPACE_VOLUME)
+        {
+            return Err(Error::Internal(format!(
+                "the draft has no `{WORKSPACE_VOLUME}` volume: this plugin must run after the built-in renderer"
+            )));
+        }
+        if let Some(conflict) = mounted_at_or_below(pod, &checkout) {
+            return Err(Error::invalid(
+                &object,
+                annotation(DIRECTORY),
+                format!(
+                    "{checkout} is already used by the context mounted at {conflict}; choose another directory"
+                ),
+            ));
+        }
+        pod.init_containers.get_or_insert_default().push(clone);
+        for container in &mut pod.containers {
+            container.env.get_or_insert_default().push(EnvVar {
+                name: REPOSITORY_ENV.to_owned(),
+                value: Some(checkout.clone()),
+                ..EnvVar::default()
+            });
+        }
+        Ok(draft)
+    }
+}
+
+kubetask_plugin::export_plugin!(GitClone);
+
+fn clone_container(url: &str, git_ref: Option<&str>, checkout: &str) -> Container {
+    let mut args = vec!["clone".to_owned(), "--depth=1".to_owned()];
+    if let Some(git_ref) = git_ref {
+        args.extend(["--branch".to_owned(), git_ref.to_owned()]);
+    }
+    args.extend(["--".to_owned(), url.to_owned(), checkout.to_owned()]);
+    Container {
+        name: INIT_CONTAINER.to_owned(),
+        image: Some(GIT_IMAGE.to_owned()),
+        args: Some(args),
+        env: Some(vec![EnvVar {
+            name: "HOME".to_owned(),
+            value: Some("/tmp".to_owned()),
+            ..EnvVar::default()
+        }]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: WORKSPACE_VOLUME.to_owned(),
+            mount_path: WORKSPACE.to_owned(),
+            ..VolumeMount::default()
+        }]),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(CLONE_USER),
+            run_as_non_root: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                ..SeccompProfile::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+/// The mount path of a context at or below `path`, if any.
+fn mounted_at_or_below(pod: &PodSpec, path: &str) -> Option<String> {
+    pod.containers
+        .iter()
+        .flat_map(|container| container.volume_mounts.iter().flatten())
+        .map(|mount| mount.mount_path.as_str())
+        .find(|mount| *mount == path || mount.starts_with(&format!("{path}/")))
+        .map(str::to_owned)
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let scp_like = url.starts_with("git@") && url.contains(':');
+    if !(url.starts_with("https://") || url.starts_with("ssh://") || scp_like) {
+        return Err(format!(
+            "{url:?} is not a repository URL this plugin clones: use https://, ssh:// or git@host:path"
+        ));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain whitespace or control characters".to_owned());
+    }
+    Ok(())
+}
+
+fn check_ref(git_ref: &str) -> Result<(), String> {
+    let valid = !git_ref.is_empty()
+        && !git_ref.starts_with(['-', '/'])
+        && !git_ref.contains("..")
+        && git_ref
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{git_ref:?} is not a branch or tag name (letters, digits, '.', '_', '-', '/'; not starting with '-' or '/')"
+        ))
+    }
+}
+
+fn check_directory(directory: &str) -> Result<(), String> {
+    let valid = !directory.is_empty()
+        && directory != "."
+        && directory != ".."
+        && directory
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{directory:?} is not a directory name (one path segment of letters, digits, '.', '_', '-')"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

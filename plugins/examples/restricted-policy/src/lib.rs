@@ -1,0 +1,57 @@
+//! An example cluster policy: every agent pod runs under the Kubernetes *restricted* pod
+//! security profile, every container gets default resource requests and limits, and every Task
+//! names its owning team.
+//!
+//! What it can fix it fixes (unset fields get the restricted value); what it cannot fix — a
+//! field explicitly set to something the profile forbids, or a Task without a team — it denies,
+//! naming the field. Install it as a cluster policy:
+//! `kubetask plugin pack restricted_policy.wasm --name restricted --policy 100`.
+#![deny(unsafe_code)]
+
+mod pod_security;
+mod resources;
+
+use kubetask_plugin::{Draft, Error, Plugin, Request};
+
+/// The Task label that names the owning team; copied onto the Job and its pods.
+pub const TEAM_LABEL: &str = "kubetask.io/team";
+
+/// The policy.
+pub struct RestrictedPolicy;
+
+impl Plugin for RestrictedPolicy {
+    fn render(request: Request) -> Result<Draft, Error> {
+        let team = request
+            .task_label(TEAM_LABEL)
+            .filter(|team| !team.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Error::denied(format!(
+                    "every Task must name its owning team: set the label {TEAM_LABEL} \
+                     (metadata.labels[{TEAM_LABEL}])"
+                ))
+            })?;
+        let mut draft = request.draft()?;
+        let job = &mut draft.job;
+        job.metadata
+            .labels
+            .get_or_insert_default()
+            .insert(TEAM_LABEL.to_owned(), team.clone());
+        let template = &mut job.spec.get_or_insert_default().template;
+        template
+            .metadata
+            .get_or_insert_default()
+            .labels
+            .get_or_insert_default()
+            .insert(TEAM_LABEL.to_owned(), team);
+        let pod = template.spec.get_or_insert_default();
+        pod_security::enforce(pod)?;
+        resources::apply_defaults(pod);
+        Ok(draft)
+    }
+}
+
+kubetask_plugin::export_plugin!(RestrictedPolicy);
+
+#[cfg(test)]
+mod tests;

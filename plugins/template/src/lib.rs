@@ -1,0 +1,69 @@
+//! A KubeTask plugin template: annotates every agent Job with the Task's namespace-qualified
+//! name. Replace [`Template::render`] with what your plugin does; keep the unit tests running the
+//! built-in renderer first, as the controller does.
+//!
+//! Build, check and pack (docs/plugins.md):
+//! ```text
+//! scripts/build-plugins.sh                      # or your own cargo build for wasm32 + wasm-tools component new
+//! kubetask plugin check my_plugin.wasm          # world, imports, a trial render
+//! kubetask plugin pack my_plugin.wasm --name my-plugin > my-plugin.yaml
+//! ```
+#![deny(unsafe_code)]
+
+use kubetask_plugin::{Draft, Error, Level, Plugin, Request, log};
+
+/// The annotation this template adds to the Job.
+pub const ANNOTATION: &str = "example.com/task";
+
+/// The plugin.
+pub struct Template;
+
+impl Plugin for Template {
+    fn render(request: Request) -> Result<Draft, Error> {
+        let task = format!(
+            "{}/{}",
+            request
+                .task
+                .metadata
+                .namespace
+                .as_deref()
+                .unwrap_or_default(),
+            request.task_name()
+        );
+        let mut draft = request.draft()?;
+        log(Level::Debug, &format!("annotating the Job of {task}"));
+        draft
+            .job
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(ANNOTATION.to_owned(), task);
+        Ok(draft)
+    }
+}
+
+kubetask_plugin::export_plugin!(Template);
+
+#[cfg(test)]
+mod tests {
+    use kubetask_plugin::{Plugin, Request, Settings, Task, api::TaskSpec};
+
+    use super::{ANNOTATION, Template};
+
+    #[test]
+    fn annotates_the_job_the_default_renderer_made() {
+        let mut task = Task::new("fix-bug", TaskSpec::default());
+        task.metadata.namespace = Some("team-a".to_owned());
+        let draft =
+            kubetask_default_plugin::render(&task, None, &Settings::default()).expect("renders");
+        let rendered = Template::render(Request {
+            task,
+            agent: None,
+            settings: Settings::default(),
+            previous: Some(draft),
+        })
+        .expect("renders");
+        let annotations = rendered.job.metadata.annotations.expect("annotations");
+        assert_eq!(annotations[ANNOTATION], "team-a/fix-bug");
+    }
+}
