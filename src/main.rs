@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kubetask::{
     controller::{self, LeaseOptions},
     crds, inputs, offline,
-    plugin::{Limits, PluginHost},
+    plugin::{self, Limits, PluginHost},
     render::{Pipeline, Settings},
 };
 use kubetask_api::DEFAULT_AGENT_IMAGE;
@@ -28,6 +28,42 @@ enum Command {
     Render(RenderArgs),
     /// Print the CustomResourceDefinitions of Task and Agent.
     Crds,
+    /// Tools for plugin authors: check a component, pack it as a ConfigMap.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Check a plugin component: is it a component, which world and version it implements,
+    /// what it imports, and a trial render of Tasks (a built-in sample, or those of -f).
+    Check(CheckArgs),
+    /// Print the ConfigMap that installs a plugin (gzip when smaller, pinned by sha256).
+    Pack(PackArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// The component (.wasm, or gzip .wasm.gz).
+    file: PathBuf,
+    /// Tasks (and their Agents) to trial-render, as for `kubetask render -f`.
+    #[arg(short = 'f', long = "filename")]
+    files: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct PackArgs {
+    /// The component (.wasm, or gzip .wasm.gz).
+    file: PathBuf,
+    /// The plugin's name: the ConfigMap's name, and what Agents list in spec.plugins.
+    #[arg(long)]
+    name: String,
+    /// Make it a cluster policy, run for every Task in this order (lower first).
+    #[arg(long = "policy", value_name = "ORDER", allow_negative_numbers = true)]
+    policy_order: Option<i64>,
+    /// The controller's namespace (plugins elsewhere are never loaded).
+    #[arg(long, default_value = "kubetask-system")]
+    namespace: String,
 }
 
 #[derive(clap::Args)]
@@ -132,6 +168,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Controller(args) => run_controller(*args),
         Command::Render(args) => render(args),
+        Command::Plugin(PluginCommand::Check(args)) => check_plugin(args),
+        Command::Plugin(PluginCommand::Pack(args)) => pack_plugin(args),
         Command::Crds => crds::yaml()
             .map(|yaml| {
                 print!("{yaml}");
@@ -218,29 +256,80 @@ fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Loads a plugin component from a file (gzip when it ends in `.gz`).
-fn load_plugin(
-    host: &PluginHost,
-    file: &std::path::Path,
-) -> anyhow::Result<kubetask::plugin::Plugin> {
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let gzipped = file.extension().is_some_and(|e| e == "gz");
-    let bytes = if gzipped {
-        kubetask::plugin::source::gunzip(&bytes)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+fn check_plugin(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let (inputs, errors) = inputs::load(&args.files);
+    if !errors.is_empty() {
+        return Ok(report(&errors));
+    }
+    let bytes = read_component(&args.file)?;
+    let host = Arc::new(PluginHost::new(Limits::default())?);
+    let report = plugin::check::check(
+        &host,
+        &plugin_name_of(&args.file),
+        &bytes,
+        &inputs,
+        &Settings::default(),
+    );
+    println!("{}:", args.file.display());
+    for finding in &report.findings {
+        let tag = match finding.severity {
+            plugin::check::Severity::Ok => "ok",
+            plugin::check::Severity::Note => "note",
+            plugin::check::Severity::Error => "error",
+        };
+        println!("  {tag}: {}", finding.text);
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
     } else {
-        bytes
-    };
-    let name = file
-        .file_name()
+        ExitCode::FAILURE
+    })
+}
+
+fn pack_plugin(args: PackArgs) -> anyhow::Result<ExitCode> {
+    let bytes = read_component(&args.file)?;
+    let yaml = plugin::pack::yaml(
+        &bytes,
+        &plugin::pack::PackOptions {
+            name: args.name,
+            namespace: args.namespace,
+            policy_order: args.policy_order,
+        },
+    )
+    .with_context(|| format!("cannot pack {}", args.file.display()))?;
+    print!("{yaml}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A component file's bytes (decompressed when it ends in `.gz`).
+fn read_component(file: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    if file.extension().is_some_and(|e| e == "gz") {
+        plugin::source::gunzip(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+    } else {
+        Ok(bytes)
+    }
+}
+
+/// A plugin's name from its file: `site-policy.wasm.gz` is `site-policy`.
+fn plugin_name_of(file: &std::path::Path) -> String {
+    file.file_name()
         .and_then(|n| n.to_str())
         .map(|n| {
             n.trim_end_matches(".gz")
                 .trim_end_matches(".wasm")
                 .to_owned()
         })
-        .unwrap_or_else(|| "plugin".to_owned());
-    host.load(&name, &bytes)
+        .unwrap_or_else(|| "plugin".to_owned())
+}
+
+/// Loads a plugin component from a file (gzip when it ends in `.gz`).
+fn load_plugin(
+    host: &PluginHost,
+    file: &std::path::Path,
+) -> anyhow::Result<kubetask::plugin::Plugin> {
+    let bytes = read_component(file)?;
+    host.load(&plugin_name_of(file), &bytes)
         .with_context(|| format!("cannot load {}", file.display()))
 }
 

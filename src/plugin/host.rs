@@ -228,6 +228,24 @@ impl PluginHost {
         })
     }
 
+    /// The names `plugin` imports and exports (for `kubetask plugin check`).
+    pub fn interface(&self, plugin: &Plugin) -> (Vec<String>, Vec<String>) {
+        let component_type = plugin.pre.instance_pre().component().component_type();
+        let names = |items: &mut dyn Iterator<Item = String>| items.collect::<Vec<_>>();
+        (
+            names(
+                &mut component_type
+                    .imports(&self.engine)
+                    .map(|(name, _)| name.to_owned()),
+            ),
+            names(
+                &mut component_type
+                    .exports(&self.engine)
+                    .map(|(name, _)| name.to_owned()),
+            ),
+        )
+    }
+
     /// Runs `plugin` once on `request` in a fresh instance.
     pub fn render(&self, plugin: &Plugin, request: &RenderRequest) -> Result<Draft, PluginError> {
         let state = CallState {

@@ -1,9 +1,11 @@
 //! The WebAssembly plugin host: loads components that implement the WIT world in `wit/`,
 //! compiles each once (cached by sha256 digest) and calls them in a fresh, bounded sandbox.
 
+pub mod check;
 mod error;
 mod host;
 mod limits;
+pub mod pack;
 pub mod source;
 
 pub use error::PluginError;
