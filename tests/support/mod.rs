@@ -127,6 +127,36 @@ impl Cluster {
         }
     }
 
+    /// Creates the ConfigMap of a manifest `kubetask plugin pack` printed (a path relative to
+    /// the repository), as `kubectl apply -f` would.
+    pub async fn install_plugin(&self, manifest: &str) -> ConfigMap {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(manifest);
+        let text = std::fs::read_to_string(&path).expect("the packed manifest exists");
+        let map: ConfigMap = serde_yaml::from_str(&text).expect("a ConfigMap");
+        let namespace = map.metadata.namespace.clone().expect("a namespace");
+        self.config_maps(&namespace)
+            .create(&PostParams::default(), &map)
+            .await
+            .expect("the plugin ConfigMap is created")
+    }
+
+    /// Waits (up to `limit`) until the Task's `Succeeded` condition has `reason`.
+    pub async fn wait_reason(
+        &self,
+        namespace: &str,
+        name: &str,
+        reason: &str,
+        limit: Duration,
+    ) -> Task {
+        self.wait_task(namespace, name, limit, |status| {
+            status
+                .conditions
+                .first()
+                .is_some_and(|c| c.reason == reason)
+        })
+        .await
+    }
+
     /// Starts `kubetask controller` against this cluster.
     pub fn controller(&self, extra: &[&str]) -> ControllerProcess {
         ControllerProcess::spawn(&self.controller_kubeconfig, extra)
@@ -325,13 +355,19 @@ pub fn is_subset(expected: &Value, actual: &Value) -> Result<(), String> {
 
 /// `kubetask render -o json` of some files: their Jobs and ConfigMaps.
 pub fn render_offline(files: &[String]) -> Vec<Value> {
-    let mut args = vec!["render".to_owned(), "-o".to_owned(), "json".to_owned()];
+    let mut args = Vec::new();
     for file in files {
-        args.push("-f".to_owned());
-        args.push(file.clone());
+        args.extend(["-f", file.as_str()]);
     }
+    render_offline_with(&args)
+}
+
+/// `kubetask render -o json` with these arguments (files, `--plugin`, `--policy`).
+pub fn render_offline_with(args: &[&str]) -> Vec<Value> {
     let output = Command::new(env!("CARGO_BIN_EXE_kubetask"))
-        .args(&args)
+        .args(["render", "-o", "json"])
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
     assert!(
