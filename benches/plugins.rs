@@ -16,7 +16,8 @@ use kubetask::{
 use serde_json::json;
 
 const WARMUP: usize = 200;
-const SAMPLES: usize = 3_000;
+const SAMPLES: usize = 1_000;
+const ROUNDS: usize = 7;
 
 const EXAMPLES: [(&str, &[u8]); 3] = [
     (
@@ -39,24 +40,17 @@ fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     (at(50), at(99))
 }
 
-fn measure(label: &str, mut call: impl FnMut()) -> Duration {
-    for _ in 0..WARMUP {
+fn measure(warmup: usize, mut call: impl FnMut()) -> Vec<Duration> {
+    for _ in 0..warmup {
         call();
     }
-    let samples = (0..SAMPLES)
+    (0..SAMPLES)
         .map(|_| {
             let start = Instant::now();
             call();
             start.elapsed()
         })
-        .collect();
-    let (p50, p99) = percentiles(samples);
-    println!(
-        "{label:<48} p50 {:>8.1} µs   p99 {:>8.1} µs",
-        p50.as_secs_f64() * 1e6,
-        p99.as_secs_f64() * 1e6
-    );
-    p50
+        .collect()
 }
 
 fn main() {
@@ -109,35 +103,73 @@ fn main() {
         .iter()
         .map(|(name, bytes)| host.load(name, bytes).expect("loads"))
         .collect();
+    // The hostile test plugin without a behavior annotation passes the draft's JSON through
+    // without decoding it: the cost of a Rust stage that does no work.
+    let pass = host
+        .load(
+            "pass-through",
+            include_bytes!("../plugins/testing/hostile.wasm"),
+        )
+        .expect("loads");
     let base = Pipeline::new(host.clone(), Settings::default()).expect("pipeline");
-    println!("\nrender latency of one Task ({SAMPLES} samples after {WARMUP} warm-up renders)");
-    let render = |label: &str, pipeline: &Pipeline| {
-        measure(label, || {
-            black_box(
-                pipeline
-                    .render(black_box(&task), Some(&agent))
-                    .expect("renders"),
-            );
-        })
-    };
-    let none = render("0 extra stages (built-in default only)", &base);
-    let c = render(
-        "1 extra stage: job-deadline (C)",
-        &base.extended([plugins[2].clone()]),
+    let configurations = [
+        ("0 extra stages (built-in default only)", base.extended([])),
+        (
+            "1 extra stage: job-deadline (C)",
+            base.extended([plugins[2].clone()]),
+        ),
+        (
+            "1 extra stage: pass-through (Rust, no decoding)",
+            base.extended([pass]),
+        ),
+        (
+            "1 extra stage: restricted (Rust SDK)",
+            base.extended([plugins[1].clone()]),
+        ),
+        (
+            "3 extra stages: git-clone, restricted, job-deadline",
+            base.extended(plugins.iter().cloned()),
+        ),
+    ];
+    println!(
+        "\nrender latency of one Task: {ROUNDS} interleaved rounds of {SAMPLES} renders per configuration \
+         (after {WARMUP} warm-up renders); p50 = median of the rounds' p50s, p99 over all samples"
     );
-    let rust = render(
-        "1 extra stage: restricted (Rust SDK)",
-        &base.extended([plugins[1].clone()]),
-    );
-    let three = render(
-        "3 extra stages: git-clone, restricted, job-deadline",
-        &base.extended(plugins.iter().cloned()),
-    );
+    let mut round_p50s = vec![Vec::new(); configurations.len()];
+    let mut all_samples = vec![Vec::new(); configurations.len()];
+    for round in 0..ROUNDS {
+        for (index, (_, pipeline)) in configurations.iter().enumerate() {
+            let warmup = if round == 0 { WARMUP } else { 0 };
+            let samples = measure(warmup, || {
+                black_box(
+                    pipeline
+                        .render(black_box(&task), Some(&agent))
+                        .expect("renders"),
+                );
+            });
+            round_p50s[index].push(percentiles(samples.clone()).0);
+            all_samples[index].extend(samples);
+        }
+    }
+    let mut p50s = Vec::new();
+    for (index, (label, _)) in configurations.iter().enumerate() {
+        round_p50s[index].sort();
+        let p50 = round_p50s[index][ROUNDS / 2];
+        let (_, p99) = percentiles(std::mem::take(&mut all_samples[index]));
+        println!(
+            "{label:<52} p50 {:>8.1} µs   p99 {:>8.1} µs",
+            p50.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6
+        );
+        p50s.push(p50);
+    }
+    let (none, c, pass, rust, three) = (p50s[0], p50s[1], p50s[2], p50s[3], p50s[4]);
     let per_stage =
         |with: Duration, stages: u32| (with.saturating_sub(none) / stages).as_secs_f64() * 1e6;
     println!(
-        "added p50 per extra stage: C {:.1} µs, Rust SDK {:.1} µs, mean of 3 {:.1} µs",
+        "added p50 per extra stage: C {:.1} µs, Rust pass-through {:.1} µs, Rust SDK {:.1} µs, mean of 3 {:.1} µs",
         per_stage(c, 1),
+        per_stage(pass, 1),
         per_stage(rust, 1),
         per_stage(three, 3)
     );
