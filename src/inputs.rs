@@ -28,6 +28,16 @@ pub struct Inputs {
     pub skipped: Vec<String>,
 }
 
+impl Inputs {
+    /// The Agent `name` in `namespace`, if the inputs hold it.
+    pub fn agent(&self, namespace: Option<&str>, name: &str) -> Option<&Sourced<Agent>> {
+        self.agents.iter().find(|agent| {
+            agent.object.metadata.name.as_deref() == Some(name)
+                && agent.object.metadata.namespace.as_deref() == namespace
+        })
+    }
+}
+
 /// A problem with one input, located as precisely as possible.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputError {

@@ -33,12 +33,7 @@ pub fn render_all(pipeline: &Pipeline, inputs: &Inputs) -> Result<Output, Vec<In
             field,
             message,
         };
-        let agent = match resolve_agent(task, |name| {
-            inputs.agents.iter().find(|agent| {
-                agent.object.metadata.name.as_deref() == Some(name)
-                    && agent.object.metadata.namespace.as_deref() == namespace
-            })
-        }) {
+        let agent = match resolve_agent(task, |name| inputs.agent(namespace, name)) {
             Ok(agent) => agent,
             Err(not_found) => {
                 errors.push(error(

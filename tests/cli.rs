@@ -1,22 +1,11 @@
 //! `kubetask render` and `kubetask crds` as a user runs them.
 
-use std::{path::Path, process::Command};
+mod support;
+
+use std::path::Path;
 
 use serde_json::Value;
-
-fn kubetask(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_kubetask"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("kubetask runs");
-    let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("UTF-8 output");
-    (
-        output.status.code().unwrap_or(-1),
-        text(output.stdout),
-        text(output.stderr),
-    )
-}
+use support::kubetask;
 
 fn render_json(args: &[&str]) -> Vec<Value> {
     let mut full = vec!["render", "-o", "json"];

@@ -102,11 +102,12 @@ async fn the_multi_context_example_waits_for_its_config_maps() {
         .apply_yaml(&example("multi-context-task.yaml"))
         .await;
     let waiting = cluster
-        .wait_task(NS, "complex-task", Duration::from_secs(30), |s| {
-            s.conditions
-                .first()
-                .is_some_and(|c| c.reason == "ConfigMapNotFound")
-        })
+        .wait_reason(
+            NS,
+            "complex-task",
+            "ConfigMapNotFound",
+            Duration::from_secs(30),
+        )
         .await;
     let message = &waiting.status.as_ref().unwrap().conditions[0].message;
     assert!(message.starts_with("Agent \"claude-workspace\" spec.defaultContexts[0].file.source.configMapKeyRef: ConfigMap \"org-configs\" not found"), "{message}");
@@ -154,11 +155,12 @@ async fn the_multi_context_example_waits_for_its_config_maps() {
         .await
         .unwrap();
     cluster
-        .wait_task(NS, "complex-task", Duration::from_secs(30), |s| {
-            s.conditions
-                .first()
-                .is_some_and(|c| c.reason == "ConfigMapKeyNotFound")
-        })
+        .wait_reason(
+            NS,
+            "complex-task",
+            "ConfigMapKeyNotFound",
+            Duration::from_secs(30),
+        )
         .await;
     cluster
         .config_maps(NS)
@@ -378,11 +380,7 @@ async fn agent_changes_reach_waiting_tasks_in_other_namespaces() {
         .apply_yaml(&task_yaml("a", "team-a", "  agentRef: coder\n"))
         .await;
     cluster
-        .wait_task("team-a", "a", Duration::from_secs(30), |s| {
-            s.conditions
-                .first()
-                .is_some_and(|c| c.reason == "AgentNotFound")
-        })
+        .wait_reason("team-a", "a", "AgentNotFound", Duration::from_secs(30))
         .await;
     // An Agent of the same name elsewhere does not count.
     cluster.apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {name: coder, namespace: kubetask-system}\nspec: {serviceAccountName: default}\n").await;

@@ -76,11 +76,7 @@ async fn an_agent_plugin_that_appears_later_renders_the_job() {
         .apply_yaml(&task("uses-plugin", None, Some("shaped")))
         .await;
     let waiting = cluster
-        .wait_task(NS, "uses-plugin", Duration::from_secs(30), |s| {
-            s.conditions
-                .first()
-                .is_some_and(|c| c.reason == "PluginNotFound")
-        })
+        .wait_reason(NS, "uses-plugin", "PluginNotFound", Duration::from_secs(30))
         .await;
     let message = &waiting.status.unwrap().conditions[0].message;
     assert!(

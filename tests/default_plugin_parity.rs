@@ -28,16 +28,10 @@ fn wasm_and_native_renderings_agree_on_every_example() {
     let native_settings = settings.clone();
     for task in &inputs.tasks {
         let agent = resolve_agent(&task.object, |name| {
-            inputs
-                .agents
-                .iter()
-                .map(|agent| &agent.object)
-                .find(|agent| {
-                    agent.metadata.name.as_deref() == Some(name)
-                        && agent.metadata.namespace == task.object.metadata.namespace
-                })
+            inputs.agent(task.object.metadata.namespace.as_deref(), name)
         })
-        .expect("the examples' Agents exist");
+        .expect("the examples' Agents exist")
+        .map(|agent| &agent.object);
         let wasm = pipeline.render(&task.object, agent).expect("wasm renders");
         let expected =
             native::render(&task.object, agent, &native_settings).expect("native renders");

@@ -1,7 +1,11 @@
 //! `kubetask plugin check` and `kubetask plugin pack` as a plugin author runs them, on every
 //! example plugin, and `kubetask render --plugin/--policy` with the packed examples.
 
-use std::{path::Path, process::Command};
+mod support;
+
+use std::path::Path;
+
+use support::kubetask;
 
 struct Example {
     wasm: &'static str,
@@ -31,20 +35,6 @@ const EXAMPLES: &[Example] = &[
         changes: "+Job.spec.activeDeadlineSeconds",
     },
 ];
-
-fn kubetask(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_kubetask"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("kubetask runs");
-    let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("UTF-8 output");
-    (
-        output.status.code().unwrap_or(-1),
-        text(output.stdout),
-        text(output.stderr),
-    )
-}
 
 fn sample_of(example: &Example) -> Option<String> {
     let sample = Path::new(example.wasm).with_file_name("sample-task.yaml");

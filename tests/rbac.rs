@@ -85,11 +85,7 @@ async fn the_cluster_role_is_sufficient_and_minimal() {
         .await;
     cluster.wait_phase(NS, "reads", TaskPhase::Completed).await;
     cluster
-        .wait_task(NS, "fail-x", Duration::from_secs(30), |s| {
-            s.conditions
-                .first()
-                .is_some_and(|c| c.reason == "AgentNotFound")
-        })
+        .wait_reason(NS, "fail-x", "AgentNotFound", Duration::from_secs(30))
         .await;
     assert!(controller.terminate(), "{}", controller.log());
 

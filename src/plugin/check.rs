@@ -218,17 +218,8 @@ fn trial(
         task.metadata.name.as_deref().unwrap_or_default()
     );
     let namespace = task.metadata.namespace.as_deref();
-    let agent = match resolve_agent(task, |name| {
-        inputs
-            .agents
-            .iter()
-            .map(|agent| &agent.object)
-            .find(|agent| {
-                agent.metadata.name.as_deref() == Some(name)
-                    && agent.metadata.namespace.as_deref() == namespace
-            })
-    }) {
-        Ok(agent) => agent,
+    let agent = match resolve_agent(task, |name| inputs.agent(namespace, name)) {
+        Ok(agent) => agent.map(|agent| &agent.object),
         Err(missing) => {
             report.push(
                 Severity::Error,

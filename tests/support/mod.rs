@@ -378,3 +378,18 @@ pub fn render_offline_with(args: &[&str]) -> Vec<Value> {
     let list: Value = serde_json::from_slice(&output.stdout).unwrap();
     list["items"].as_array().cloned().unwrap()
 }
+
+/// Runs the `kubetask` binary in the repository root: exit code, stdout, stderr.
+pub fn kubetask(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_kubetask"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("kubetask runs");
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("UTF-8 output");
+    (
+        output.status.code().unwrap_or(-1),
+        text(output.stdout),
+        text(output.stderr),
+    )
+}

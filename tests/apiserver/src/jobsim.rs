@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::meta::{self, text};
-use crate::server::{Shared, lock};
+use crate::server::{ServerEvents, Shared, lock};
 use crate::state::EventType;
 
 /// How a simulated Job ends.
@@ -78,21 +78,9 @@ const JOBS: &str = "batch/jobs";
 
 /// Runs the simulator until the server shuts down.
 pub async fn run(shared: Arc<Shared>, simulator: JobSimulator) {
-    let mut events = lock(&shared.state).subscribe();
-    let mut shutdown = shared.shutdown.clone();
-    loop {
-        let event = tokio::select! {
-            event = events.recv() => event,
-            _ = shutdown.changed() => return,
-        };
-        let event = match event {
-            Ok(event) => event,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "job simulator fell behind; some Jobs will not run");
-                continue;
-            }
-            Err(_) => return,
-        };
+    // Jobs whose events are missed by falling behind do not run (logged).
+    let mut events = ServerEvents::subscribe(&shared, "job simulator");
+    while let Some(event) = events.next().await {
         if event.storage_key != JOBS || event.event_type != EventType::Added {
             continue;
         }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::meta::text;
-use crate::server::{Shared, lock};
+use crate::server::{ServerEvents, Shared, lock};
 use crate::state::EventType;
 
 /// How long after a namespace is marked for deletion its contents go.
@@ -13,18 +13,8 @@ const DELAY: Duration = Duration::from_millis(20);
 
 /// Runs until the server shuts down.
 pub async fn run(shared: Arc<Shared>) {
-    let mut events = lock(&shared.state).subscribe();
-    let mut shutdown = shared.shutdown.clone();
-    loop {
-        let event = tokio::select! {
-            event = events.recv() => event,
-            _ = shutdown.changed() => return,
-        };
-        let event = match event {
-            Ok(event) => event,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(_) => return,
-        };
+    let mut events = ServerEvents::subscribe(&shared, "namespace controller");
+    while let Some(event) = events.next().await {
         let terminating = event.storage_key == "/namespaces"
             && event.event_type == EventType::Modified
             && event

@@ -42,6 +42,47 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// The store's live events, for the controllers that run inside the server (the job
+/// simulator, the namespace controller).
+pub struct ServerEvents {
+    events: broadcast::Receiver<Arc<Event>>,
+    shutdown: watch::Receiver<bool>,
+    consumer: &'static str,
+}
+
+impl ServerEvents {
+    /// Events from now on, for `consumer` (named in the log if it falls behind).
+    pub fn subscribe(shared: &Shared, consumer: &'static str) -> Self {
+        Self {
+            events: lock(&shared.state).subscribe(),
+            shutdown: shared.shutdown.clone(),
+            consumer,
+        }
+    }
+
+    /// The next event, or none once the server shuts down. Events missed by falling behind
+    /// are logged and skipped.
+    pub async fn next(&mut self) -> Option<Arc<Event>> {
+        loop {
+            let event = tokio::select! {
+                event = self.events.recv() => event,
+                _ = self.shutdown.changed() => return None,
+            };
+            match event {
+                Ok(event) => return Some(event),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        consumer = self.consumer,
+                        "fell behind the server's events; some were skipped"
+                    );
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
 /// Locks a mutex, recovering the data if a holder panicked (a test server keeps serving).
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     match mutex.lock() {
