@@ -27,6 +27,9 @@ pub const DEFAULT_AGENT_NAME: &str = "default";
 /// Agent image used when no Agent sets `spec.agentImage` (overridable by a controller flag).
 pub const DEFAULT_AGENT_IMAGE: &str = "quay.io/zhaoxue/kubetask-agent-gemini:latest";
 
+/// Most bytes a ConfigMap's data may hold (keys and values, as the API server counts them).
+pub const MAX_CONFIG_MAP_BYTES: usize = 1024 * 1024;
+
 /// How cluster admins mark plugin ConfigMaps (in the controller's namespace only).
 pub mod plugin_labels {
     /// Label that makes a ConfigMap a plugin (any value).

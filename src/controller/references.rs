@@ -1,7 +1,7 @@
 //! Which ConfigMaps a Task needs before its Job can be created, and which Tasks an Agent or
 //! ConfigMap change concerns. Pure functions over the API types.
 
-use kubetask_api::{Agent, Context, DEFAULT_AGENT_NAME, Task};
+use kubetask_api::{Agent, Context, DEFAULT_AGENT_NAME, FileContext, Task};
 
 /// A ConfigMap a context reads, with the field that names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,25 +15,38 @@ pub struct ConfigMapUse {
     pub optional: bool,
 }
 
+/// The ConfigMaps one file context reads: (field, name, key, optional). The key is `None` for a
+/// whole-ConfigMap `configMapRef`.
+fn file_references(
+    file: &FileContext,
+) -> impl Iterator<Item = (&'static str, &str, Option<&str>, bool)> {
+    let source = &file.source;
+    let key_ref = source.config_map_key_ref.as_ref().map(|selector| {
+        let optional = selector.optional.unwrap_or(false);
+        (
+            "configMapKeyRef",
+            selector.name.as_str(),
+            Some(selector.key.as_str()),
+            optional,
+        )
+    });
+    let map_ref = source.config_map_ref.as_ref().map(|reference| {
+        let optional = reference.optional.unwrap_or(false);
+        ("configMapRef", reference.name.as_str(), None, optional)
+    });
+    key_ref.into_iter().chain(map_ref)
+}
+
 fn uses_of(contexts: &[Context], prefix: &str) -> Vec<ConfigMapUse> {
     let mut uses = Vec::new();
     for (index, context) in contexts.iter().enumerate() {
         let Some(file) = &context.file else { continue };
-        let field = format!("{prefix}[{index}].file.source");
-        if let Some(selector) = &file.source.config_map_key_ref {
+        for (kind, name, key, optional) in file_references(file) {
             uses.push(ConfigMapUse {
-                field: format!("{field}.configMapKeyRef"),
-                name: selector.name.clone(),
-                key: Some(selector.key.clone()),
-                optional: selector.optional.unwrap_or(false),
-            });
-        }
-        if let Some(reference) = &file.source.config_map_ref {
-            uses.push(ConfigMapUse {
-                field: format!("{field}.configMapRef"),
-                name: reference.name.clone(),
-                key: None,
-                optional: reference.optional.unwrap_or(false),
+                field: format!("{prefix}[{index}].file.source.{kind}"),
+                name: name.to_owned(),
+                key: key.map(str::to_owned),
+                optional,
             });
         }
     }
@@ -77,18 +90,9 @@ pub fn reads_config_map(task: &Task, namespace: &str, name: &str) -> bool {
             .spec
             .contexts
             .iter()
-            .filter_map(|c| c.file.as_ref())
-            .any(|file| {
-                file.source
-                    .config_map_key_ref
-                    .as_ref()
-                    .is_some_and(|r| r.name == name)
-                    || file
-                        .source
-                        .config_map_ref
-                        .as_ref()
-                        .is_some_and(|r| r.name == name)
-            })
+            .filter_map(|context| context.file.as_ref())
+            .flat_map(file_references)
+            .any(|(_, read, _, _)| read == name)
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 
 use std::{
     collections::HashMap,
-    fmt::Write as _,
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
@@ -12,7 +11,6 @@ use std::{
     time::Duration,
 };
 
-use sha2::{Digest, Sha256};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
     component::{Component, HasSelf, Linker},
@@ -231,19 +229,13 @@ impl PluginHost {
     /// The names `plugin` imports and exports (for `kubetask plugin check`).
     pub fn interface(&self, plugin: &Plugin) -> (Vec<String>, Vec<String>) {
         let component_type = plugin.pre.instance_pre().component().component_type();
-        let names = |items: &mut dyn Iterator<Item = String>| items.collect::<Vec<_>>();
-        (
-            names(
-                &mut component_type
-                    .imports(&self.engine)
-                    .map(|(name, _)| name.to_owned()),
-            ),
-            names(
-                &mut component_type
-                    .exports(&self.engine)
-                    .map(|(name, _)| name.to_owned()),
-            ),
-        )
+        let imports = component_type
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_owned());
+        let exports = component_type
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_owned());
+        (imports.collect(), exports.collect())
     }
 
     /// Runs `plugin` once on `request` in a fresh instance.
@@ -353,11 +345,7 @@ impl PluginHost {
 
 /// `sha256:<hex>` of `bytes`.
 pub fn digest_of(bytes: &[u8]) -> String {
-    let mut digest = String::from("sha256:");
-    for byte in Sha256::digest(bytes) {
-        let _ = write!(digest, "{byte:02x}");
-    }
-    digest
+    format!("sha256:{}", super::source::hex_sha256(bytes))
 }
 
 /// Deadline in epoch ticks, rounded up, plus one because the current tick may be almost over.

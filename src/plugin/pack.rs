@@ -5,13 +5,10 @@ use std::{collections::BTreeMap, io::Write as _};
 use k8s_openapi::{
     ByteString, api::core::v1::ConfigMap, apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
-use kubetask_api::plugin_labels;
+use kubetask_api::{MAX_CONFIG_MAP_BYTES, plugin_labels};
 use thiserror::Error;
 
-use super::source::hex_sha256;
-
-/// Most bytes a ConfigMap's data may hold (keys and values, as the API server counts them).
-pub const MAX_CONFIG_MAP_BYTES: usize = 1024 * 1024;
+use super::host::digest_of;
 
 /// How to pack a plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,10 +56,8 @@ pub fn config_map(component: &[u8], options: &PackOptions) -> Result<ConfigMap, 
             gzip: gzip_note,
         });
     }
-    let mut annotations = BTreeMap::from([(
-        plugin_labels::SHA256.to_owned(),
-        format!("sha256:{}", hex_sha256(component)),
-    )]);
+    let mut annotations =
+        BTreeMap::from([(plugin_labels::SHA256.to_owned(), digest_of(component))]);
     if let Some(order) = options.policy_order {
         annotations.insert(plugin_labels::POLICY_ORDER.to_owned(), order.to_string());
     }

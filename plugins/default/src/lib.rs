@@ -24,8 +24,7 @@ pub use contexts::{TOOLS, WORKSPACE};
 pub use job::{AGENT_CONTAINER, TOOLS_PATH};
 pub use kubetask_plugin::{Draft, Error as RenderError, Settings, WireDraft};
 
-/// ConfigMaps hold at most 1 MiB of data.
-pub const MAX_CONFIG_MAP_BYTES: usize = 1024 * 1024;
+pub use kubetask_api::MAX_CONFIG_MAP_BYTES;
 
 /// Renders `task` (and its resolved `agent`, if any) into the objects to create.
 pub fn render(
