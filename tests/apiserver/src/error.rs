@@ -182,6 +182,25 @@ impl ApiError {
         Self::new(403, "Forbidden", message)
     }
 
+    /// A `403 Forbidden` about one object (RBAC and admission refusals).
+    pub fn forbidden_about(
+        group: &str,
+        resource: &str,
+        name: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::new(403, "Forbidden", message).about(group, resource, name)
+    }
+
+    /// `413 RequestEntityTooLarge`: the body exceeds the server's limit.
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {limit}"),
+        )
+    }
+
     /// An error with any code and reason (fault injection).
     pub fn custom(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
         Self::new(code, reason, message)

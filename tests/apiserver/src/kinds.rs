@@ -118,6 +118,38 @@ fn admit_secret(object: &mut Value) -> Vec<Cause> {
     causes
 }
 
+/// The pod template rules KubeTask's Jobs can break: the ServiceAccount name is a DNS
+/// subdomain, container names are DNS labels.
+fn validate_pod_spec(pod: Option<&Value>) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let Some(pod) = pod else {
+        return causes;
+    };
+    let field = "spec.template.spec";
+    if let Some(account) = pod.get("serviceAccountName").and_then(Value::as_str)
+        && let Some(mut invalid) = crate::meta::validate_name(account, false)
+    {
+        invalid.field = format!("{field}.serviceAccountName");
+        causes.push(invalid);
+    }
+    for kind in ["initContainers", "containers"] {
+        for (index, container) in pod
+            .get(kind)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let name = container.get("name").and_then(Value::as_str).unwrap_or("");
+            if let Some(mut invalid) = crate::meta::validate_name(name, true) {
+                invalid.field = format!("{field}.{kind}[{index}].name");
+                causes.push(invalid);
+            }
+        }
+    }
+    causes
+}
+
 fn admit_job(job: &mut Value) -> Vec<Cause> {
     let mut causes = Vec::new();
     let name = crate::meta::text(job, "name").to_owned();
@@ -129,6 +161,7 @@ fn admit_job(job: &mut Value) -> Vec<Cause> {
             format!("Invalid value: \"{name}\": must be no more than 63 characters"),
         ));
     }
+    causes.extend(validate_pod_spec(job.pointer("/spec/template/spec")));
     let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) else {
         causes.push(cause(
             "FieldValueRequired",

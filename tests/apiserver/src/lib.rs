@@ -9,12 +9,14 @@ mod apply;
 mod discovery;
 mod error;
 mod faults;
+mod gc;
 mod jobsim;
 mod kinds;
 mod meta;
 mod namespaces;
 mod openapi;
 mod patch;
+mod rbac;
 mod registry;
 mod schema;
 mod selector;
@@ -35,7 +37,11 @@ use tokio::sync::watch;
 pub use error::{ApiError, Cause, Details};
 pub use faults::{Fault, FaultAction, RequestRecord};
 pub use jobsim::{JobOutcome, JobSimulator, OUTCOME_LABEL, OutcomeFn, outcome_from_label};
+pub use meta::MAX_ANNOTATIONS_BYTES;
+pub use rbac::{Attributes, Decision};
+pub use server::MAX_REQUEST_BODY_BYTES;
 use server::{Settings, Shared, lock};
+pub use state::Admission;
 
 /// The token written to the kubeconfig, mapped to the user `admin`.
 pub const DEFAULT_TOKEN: &str = "kubetask-test-token";
@@ -68,6 +74,9 @@ pub struct Config {
     /// Serve HTTPS with the test certificate in `tls/` (kubectl sends bearer tokens only
     /// over HTTPS). Plain HTTP when false.
     pub tls: bool,
+    /// RBAC, OwnerReferencesPermissionEnforcement and asynchronous garbage collection; all
+    /// off by default, [`Config::hardened`] turns them on.
+    pub admission: Admission,
 }
 
 impl Default for Config {
@@ -82,6 +91,7 @@ impl Default for Config {
             seed: 0x6b75_6265_7461_736b,
             kubeconfig_path: None,
             tls: true,
+            admission: Admission::default(),
         }
     }
 }
@@ -90,6 +100,20 @@ impl Config {
     /// Turns on the Job simulator.
     pub fn with_job_simulator(mut self, simulator: JobSimulator) -> Self {
         self.job_simulator = Some(simulator);
+        self
+    }
+
+    /// Behaves like a hardened cluster: every user but the kubeconfig's `admin` is
+    /// authorized by RBAC (from the Roles and bindings stored in the server), the
+    /// OwnerReferencesPermissionEnforcement admission plugin is on, and garbage collection is
+    /// asynchronous.
+    pub fn hardened(mut self) -> Self {
+        self.admission = Admission {
+            rbac: true,
+            superusers: vec!["admin".to_owned()],
+            owner_references: true,
+            async_gc: true,
+        };
         self
     }
 
@@ -141,8 +165,11 @@ impl TestApiServer {
         )
         .with_context(|| format!("writing {}", kubeconfig.display()))?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut state = state::State::new(config.history_limit, config.seed);
+        state.set_admission(config.admission.clone());
+        let async_gc = config.admission.async_gc;
         let shared = Arc::new(Shared {
-            state: Mutex::new(state::State::new(config.history_limit, config.seed)),
+            state: Mutex::new(state),
             faults: Mutex::new(faults::Faults::new(config.seed)),
             log: Mutex::new(Vec::new()),
             settings: Settings {
@@ -171,6 +198,9 @@ impl TestApiServer {
                         }
                     };
                     tokio::spawn(namespaces::run(served.clone()));
+                    if async_gc {
+                        tokio::spawn(gc::run(served.clone()));
+                    }
                     if let Some(simulator) = simulator {
                         tokio::spawn(jobsim::run(served.clone(), simulator));
                     }
@@ -241,6 +271,11 @@ impl TestApiServer {
     /// Every request served so far, in order.
     pub fn requests(&self) -> Vec<RequestRecord> {
         lock(&self.shared.log).clone()
+    }
+
+    /// Every authorization decision (RBAC on requests and in admission), in order.
+    pub fn decisions(&self) -> Vec<Decision> {
+        lock(&self.shared.state).decisions().to_vec()
     }
 
     /// Forgets the request log.

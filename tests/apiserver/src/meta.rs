@@ -133,24 +133,118 @@ pub fn validate_name(name: &str, label: bool) -> Option<Cause> {
     None
 }
 
-/// Validates label keys and values.
-pub fn validate_labels(object: &Value) -> Vec<Cause> {
-    let mut causes = Vec::new();
-    if let Some(labels) = object
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
+/// The total size of an object's annotations (keys and values) the server accepts.
+pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+
+fn is_name_part(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A qualified name (`prefix/name` or `name`), as label and annotation keys must be: the
+/// reason it is not, in kube-apiserver's words.
+fn qualified_name_error(key: &str) -> Option<String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix
+        && (prefix.is_empty() || validate_name(prefix, false).is_some())
     {
-        for (key, value) in labels {
-            let selector = format!("{key}={}", value.as_str().unwrap_or("\u{0}"));
-            if value.as_str().is_none() || crate::selector::LabelSelector::parse(&selector).is_err()
-            {
-                causes.push(cause(
-                    "FieldValueInvalid",
-                    "metadata.labels".to_string(),
-                    format!("Invalid value: {value}: invalid label {key}"),
-                ));
-            }
+        return Some("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character".into());
+    }
+    if name.len() > 63 {
+        return Some("name part must be no more than 63 characters".into());
+    }
+    if !is_name_part(name) {
+        return Some("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')".into());
+    }
+    None
+}
+
+fn validate_labels_at(labels: Option<&Value>, field: &str, causes: &mut Vec<Cause>) {
+    let Some(labels) = labels.and_then(Value::as_object) else {
+        return;
+    };
+    for (key, value) in labels {
+        if let Some(why) = qualified_name_error(key) {
+            causes.push(cause(
+                "FieldValueInvalid",
+                field,
+                format!("Invalid value: \"{key}\": {why}"),
+            ));
         }
+        let Some(value) = value.as_str() else {
+            causes.push(cause(
+                "FieldValueInvalid",
+                format!("{field}.{key}"),
+                format!("Invalid value: {value}: a label value must be a string"),
+            ));
+            continue;
+        };
+        if value.len() > 63 {
+            causes.push(cause(
+                "FieldValueInvalid",
+                field,
+                format!("Invalid value: \"{value}\": must be no more than 63 characters"),
+            ));
+        } else if !value.is_empty() && !is_name_part(value) {
+            causes.push(cause(
+                "FieldValueInvalid",
+                field,
+                format!("Invalid value: \"{value}\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"),
+            ));
+        }
+    }
+}
+
+fn validate_annotations_at(annotations: Option<&Value>, field: &str, causes: &mut Vec<Cause>) {
+    let Some(annotations) = annotations.and_then(Value::as_object) else {
+        return;
+    };
+    let mut total = 0;
+    for (key, value) in annotations {
+        if let Some(why) = qualified_name_error(&key.to_ascii_lowercase()) {
+            causes.push(cause(
+                "FieldValueInvalid",
+                field,
+                format!("Invalid value: \"{key}\": {why}"),
+            ));
+        }
+        total += key.len() + value.as_str().map_or(0, str::len);
+    }
+    if total > MAX_ANNOTATIONS_BYTES {
+        causes.push(cause(
+            "FieldValueTooLong",
+            field,
+            format!("Too long: may not be more than {MAX_ANNOTATIONS_BYTES} bytes"),
+        ));
+    }
+}
+
+/// Validates what kube-apiserver validates in every object's metadata (and a pod template's):
+/// label keys and values, annotation keys and their total size.
+pub fn validate_metadata(object: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    for (pointer, field) in [
+        ("/metadata", "metadata"),
+        ("/spec/template/metadata", "spec.template.metadata"),
+    ] {
+        let Some(meta) = object.pointer(pointer) else {
+            continue;
+        };
+        validate_labels_at(meta.get("labels"), &format!("{field}.labels"), &mut causes);
+        validate_annotations_at(
+            meta.get("annotations"),
+            &format!("{field}.annotations"),
+            &mut causes,
+        );
     }
     causes
 }
@@ -166,6 +260,46 @@ mod tests {
         assert!(validate_name("Abc", false).is_some());
         assert!(validate_name(&"a".repeat(64), true).is_some());
         assert!(validate_name("", false).is_some());
+    }
+
+    #[test]
+    fn metadata_limits() {
+        let object = |labels: Value, annotations: Value| serde_json::json!({"metadata": {"labels": labels, "annotations": annotations}});
+        let ok = object(
+            serde_json::json!({"app.kubernetes.io/name": "x", "a": "", "B_c.d": "V-1"}),
+            serde_json::json!({"example.com/Note": "anything at all"}),
+        );
+        assert!(validate_metadata(&ok).is_empty());
+        for labels in [
+            serde_json::json!({"bad key": "x"}),
+            serde_json::json!({"-a": "x"}),
+            serde_json::json!({"UPPER.com/a": "x"}),
+            serde_json::json!({"a": "not valid"}),
+            serde_json::json!({"a": "v".repeat(64)}),
+            serde_json::json!({"a": 1}),
+        ] {
+            assert_eq!(
+                validate_metadata(&object(labels.clone(), serde_json::json!({}))).len(),
+                1,
+                "{labels}"
+            );
+        }
+        let big = object(
+            serde_json::json!({}),
+            serde_json::json!({"kubectl.kubernetes.io/last-applied-configuration": "x".repeat(MAX_ANNOTATIONS_BYTES)}),
+        );
+        let causes = validate_metadata(&big);
+        assert_eq!(causes[0].field, "metadata.annotations");
+        assert!(
+            causes[0]
+                .message
+                .contains("may not be more than 262144 bytes")
+        );
+        let template = serde_json::json!({"metadata": {}, "spec": {"template": {"metadata": {"labels": {"a": "b c"}}}}});
+        assert_eq!(
+            validate_metadata(&template)[0].field,
+            "spec.template.metadata.labels"
+        );
     }
 
     #[test]

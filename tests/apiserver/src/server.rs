@@ -22,6 +22,9 @@ use crate::state::{DeleteOptions, Event, EventType, PatchType, State, WriteOptio
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
+/// The largest request body kube-apiserver reads (`--max-request-body-bytes`' default).
+pub const MAX_REQUEST_BODY_BYTES: usize = 3 * 1024 * 1024;
+
 /// Server-wide settings the request path reads.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -254,8 +257,26 @@ pub async fn handle(
         record.namespace = target.namespace.clone();
         record.name = target.name.clone();
     }
+    let forbidden = match (&route, &user) {
+        (Route::Resource(target), Some(user)) => {
+            let attributes = crate::rbac::Attributes {
+                user: user.clone(),
+                verb: record.verb.clone(),
+                group: target.group.clone(),
+                resource: target.plural.clone(),
+                subresource: target.subresource.clone(),
+                namespace: target.namespace.clone(),
+                name: target.name.clone(),
+            };
+            let allowed = lock(&shared.state).authorize(attributes.clone());
+            (!allowed).then(|| crate::rbac::forbidden(&attributes))
+        }
+        _ => None,
+    };
     let response = if user.is_none() {
         error_response(&ApiError::unauthorized())
+    } else if let Some(forbidden) = forbidden {
+        error_response(&forbidden)
     } else {
         let actions = lock(&shared.faults).decide(
             &record.user,
@@ -287,22 +308,39 @@ pub async fn handle(
                     .and_then(|h| h.to_str().ok())
                     .unwrap_or_default()
                     .to_owned();
-                let body = match request.into_body().collect().await {
-                    Ok(collected) => collected.to_bytes(),
-                    Err(error) => Bytes::from(error.to_string()),
-                };
-                let call = Call {
-                    params: &params,
-                    body: &body,
-                    content_type: &content_type,
-                    user_agent: &user_agent,
-                    drop_after,
-                };
-                match route {
-                    Route::Resource(target) => {
-                        serve_resource(&shared, &target, &record.verb, &call)
+                let accept = request
+                    .headers()
+                    .get("accept")
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let limited =
+                    http_body_util::Limited::new(request.into_body(), MAX_REQUEST_BODY_BYTES);
+                match limited.collect().await {
+                    Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                        error_response(&ApiError::too_large(MAX_REQUEST_BODY_BYTES))
                     }
-                    other => serve_discovery(&shared, other, &path),
+                    collected => {
+                        let body = match collected {
+                            Ok(collected) => collected.to_bytes(),
+                            Err(error) => Bytes::from(error.to_string()),
+                        };
+                        let call = Call {
+                            params: &params,
+                            body: &body,
+                            content_type: &content_type,
+                            user_agent: &user_agent,
+                            user: &record.user,
+                            metadata_only: accept.contains("as=PartialObjectMetadata"),
+                            drop_after,
+                        };
+                        match route {
+                            Route::Resource(target) => {
+                                serve_resource(&shared, &target, &record.verb, &call)
+                            }
+                            other => serve_discovery(&shared, other, &path),
+                        }
+                    }
                 }
             }
         }
@@ -344,6 +382,10 @@ struct Call<'a> {
     body: &'a Bytes,
     content_type: &'a str,
     user_agent: &'a str,
+    /// The authenticated user.
+    user: &'a str,
+    /// `Accept: ...;as=PartialObjectMetadata[List]`: objects are served as their metadata.
+    metadata_only: bool,
     drop_after: Option<Duration>,
 }
 
@@ -392,6 +434,7 @@ impl Call<'_> {
             dry_run: self.param("dryRun") == Some("All"),
             force: self.param("force") == Some("true"),
             strict: self.param("fieldValidation") == Some("Strict"),
+            user: self.user.to_owned(),
         }
     }
 
@@ -480,7 +523,13 @@ fn dispatch(
     let name = target.name.as_str();
     let sub = target.subresource.as_str();
     match verb {
-        "get" => Ok(json_response(200, &lock(&shared.state).get(&rt, ns, name)?)),
+        "get" => {
+            let object = lock(&shared.state).get(&rt, ns, name)?;
+            Ok(json_response(
+                200,
+                &as_requested(object, call.metadata_only),
+            ))
+        }
         "list" => {
             let (labels, fields) = call.selectors()?;
             let limit = call
@@ -502,15 +551,22 @@ fn dispatch(
             if let Some(remaining) = result.remaining {
                 metadata["remainingItemCount"] = json!(remaining);
             }
-            Ok(json_response(
-                200,
-                &json!({
+            let list = if call.metadata_only {
+                json!({
+                    "kind": "PartialObjectMetadataList",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": metadata,
+                    "items": result.items.into_iter().map(|o| as_requested(o, true)).collect::<Vec<_>>(),
+                })
+            } else {
+                json!({
                     "kind": format!("{}List", rt.kind),
                     "apiVersion": rt.api_version(),
                     "metadata": metadata,
                     "items": result.items,
-                }),
-            ))
+                })
+            };
+            Ok(json_response(200, &list))
         }
         "watch" => watch(shared, &rt, ns, call),
         "create" => {
@@ -585,12 +641,22 @@ fn dispatch(
     }
 }
 
+/// An object as the client asked for it: whole, or as `PartialObjectMetadata`.
+fn as_requested(object: Value, metadata_only: bool) -> Value {
+    if !metadata_only {
+        return object;
+    }
+    let metadata = object.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": metadata})
+}
+
 /// What one watch stream filters on.
 struct WatchFilter {
     rt: ResourceType,
     namespace: String,
     labels: LabelSelector,
     fields: FieldSelector,
+    metadata_only: bool,
 }
 
 impl WatchFilter {
@@ -617,7 +683,10 @@ impl WatchFilter {
             (other, _) if now => other,
             _ => return None,
         };
-        Some((event_type, present(&self.rt, &event.object)))
+        Some((
+            event_type,
+            as_requested(present(&self.rt, &event.object), self.metadata_only),
+        ))
     }
 }
 
@@ -650,6 +719,7 @@ fn watch(
         namespace: namespace.to_owned(),
         labels,
         fields,
+        metadata_only: call.metadata_only,
     };
     let bookmarks = call.param("allowWatchBookmarks") == Some("true");
     let send_initial = call.param("sendInitialEvents") == Some("true");
@@ -677,7 +747,7 @@ fn watch(
         let start_rv = state.resource_version();
         if send_initial || requested == "0" {
             for object in state.snapshot(rt, namespace, &filter.labels, &filter.fields) {
-                frames.push(frame("ADDED", &object));
+                frames.push(frame("ADDED", &as_requested(object, filter.metadata_only)));
             }
             if send_initial {
                 frames.push(bookmark(rt, start_rv, true));

@@ -14,6 +14,7 @@ use crate::error::{ApiError, Cause, cause};
 use crate::kinds;
 use crate::meta::{self, Rng, text};
 use crate::patch;
+use crate::rbac::{self, Attributes, Decision};
 use crate::registry::{self, ResourceType};
 use crate::selector::{FieldSelector, LabelSelector};
 
@@ -64,6 +65,8 @@ pub struct WriteOptions {
     pub strict: bool,
     pub dry_run: bool,
     pub force: bool,
+    /// Who writes (admission checks ask the authorizer about this user).
+    pub user: String,
 }
 
 /// `DeleteOptions` that matter here.
@@ -97,6 +100,28 @@ pub struct State {
     compacted_rv: u64,
     events: broadcast::Sender<Arc<Event>>,
     rng: Rng,
+    admission: Admission,
+    /// Every authorization decision (requests and admission checks), in order.
+    decisions: Vec<Decision>,
+    /// Uids of removed owners whose dependents the garbage collector has not handled yet
+    /// (asynchronous garbage collection only).
+    garbage: Vec<String>,
+}
+
+/// The authorization and admission behaviour of a hardened cluster; all off by default.
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    /// Authorize every request of a user not in `superusers` with RBAC.
+    pub rbac: bool,
+    /// Users that skip authorization (like members of `system:masters`).
+    pub superusers: Vec<String>,
+    /// The OwnerReferencesPermissionEnforcement admission plugin: setting
+    /// `blockOwnerDeletion` needs `update` on the owner's `finalizers`, changing owner
+    /// references of an existing object needs `delete` on it.
+    pub owner_references: bool,
+    /// Garbage collection some time after the owner is gone, in any order, by a background
+    /// collector (like kube-controller-manager), instead of at once.
+    pub async_gc: bool,
 }
 
 fn storage_key(group: &str, plural: &str) -> String {
@@ -118,6 +143,9 @@ impl State {
             compacted_rv: 1000,
             events,
             rng: Rng::new(seed),
+            admission: Admission::default(),
+            decisions: Vec::new(),
+            garbage: Vec::new(),
         };
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let namespace =
@@ -128,6 +156,146 @@ impl State {
             }
         }
         state
+    }
+
+    /// Sets how requests are authorized and admitted.
+    pub fn set_admission(&mut self, admission: Admission) {
+        self.admission = admission;
+    }
+
+    /// Every authorization decision so far.
+    pub fn decisions(&self) -> &[Decision] {
+        &self.decisions
+    }
+
+    /// Whether RBAC allows the request (always, when RBAC is off or for a superuser); the
+    /// decision is logged either way.
+    pub fn authorize(&mut self, attributes: Attributes) -> bool {
+        // An empty user is the server itself (its garbage and namespace collectors).
+        if !self.admission.rbac
+            || attributes.user.is_empty()
+            || self.admission.superusers.contains(&attributes.user)
+        {
+            return true;
+        }
+        let rbac_group = "rbac.authorization.k8s.io";
+        let all = |plural: &str| -> Vec<(&str, &Value)> {
+            self.objects
+                .get(&storage_key(rbac_group, plural))
+                .into_iter()
+                .flatten()
+                .map(|((ns, _), object)| (ns.as_str(), object))
+                .collect()
+        };
+        let policy = rbac::Policy {
+            cluster_role_bindings: all("clusterrolebindings")
+                .into_iter()
+                .map(|(_, o)| o)
+                .collect(),
+            role_bindings: all("rolebindings"),
+            cluster_roles: all("clusterroles").into_iter().map(|(_, o)| o).collect(),
+            roles: all("roles"),
+        };
+        let allowed = policy.allows(&attributes);
+        self.decisions.push(Decision {
+            attributes,
+            allowed,
+        });
+        allowed
+    }
+
+    /// OwnerReferencesPermissionEnforcement, as kube-apiserver's `gc` admission plugin: an
+    /// update that changes owner references needs `delete` on the object; an owner
+    /// reference that newly sets `blockOwnerDeletion` needs `update` on the owner's
+    /// `finalizers` subresource.
+    fn admit_owner_references(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        old: Option<&Value>,
+        new: &Value,
+        user: &str,
+    ) -> Result<(), ApiError> {
+        if !self.admission.owner_references || user.is_empty() {
+            return Ok(());
+        }
+        let references = |object: Option<&Value>| -> Vec<Value> {
+            object
+                .and_then(|o| o.pointer("/metadata/ownerReferences"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (before, after) = (references(old), references(Some(new)));
+        if before == after {
+            return Ok(());
+        }
+        let name = text(new, "name").to_owned();
+        let attributes =
+            |verb: &str, group: &str, resource: &str, subresource: &str, name: &str| Attributes {
+                user: user.to_owned(),
+                verb: verb.to_owned(),
+                group: group.to_owned(),
+                resource: resource.to_owned(),
+                subresource: subresource.to_owned(),
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            };
+        let forbidden = |why: &str| {
+            let qualified = if rt.group.is_empty() {
+                rt.plural.clone()
+            } else {
+                format!("{}.{}", rt.plural, rt.group)
+            };
+            ApiError::forbidden_about(
+                &rt.group,
+                &rt.plural,
+                &name,
+                format!("{qualified} \"{name}\" is forbidden: {why}"),
+            )
+        };
+        if old.is_some() && !self.authorize(attributes("delete", &rt.group, &rt.plural, "", &name))
+        {
+            return Err(forbidden(
+                "cannot set an ownerRef on a resource you can't delete: , <nil>",
+            ));
+        }
+        let blocking = |r: &Value| r.get("blockOwnerDeletion") == Some(&json!(true));
+        for reference in after.iter().filter(|r| blocking(r)) {
+            let uid = reference.get("uid");
+            if before.iter().any(|b| blocking(b) && b.get("uid") == uid) {
+                continue;
+            }
+            let api_version = reference
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let kind = reference.get("kind").and_then(Value::as_str).unwrap_or("");
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            let Some(owner_type) = self
+                .types
+                .iter()
+                .find(|t| t.group == group && t.version == version && t.kind == kind)
+                .cloned()
+            else {
+                return Err(forbidden(&format!(
+                    "cannot set blockOwnerDeletion in this case because cannot find RESTMapping for APIVersion {api_version} Kind {kind}"
+                )));
+            };
+            let owner = reference.get("name").and_then(Value::as_str).unwrap_or("");
+            if !self.authorize(attributes(
+                "update",
+                &owner_type.group,
+                &owner_type.plural,
+                "finalizers",
+                owner,
+            )) {
+                return Err(forbidden(
+                    "cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't set finalizers on: , <nil>",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The current (latest) resourceVersion.
@@ -331,7 +499,7 @@ impl State {
         let name = text(&body, "name").to_owned();
         let label_name = (rt.group.is_empty() && rt.kind == "Namespace") || (rt.group == "batch");
         let mut causes: Vec<Cause> = meta::validate_name(&name, label_name).into_iter().collect();
-        causes.extend(meta::validate_labels(&body));
+        causes.extend(meta::validate_metadata(&body));
         if !causes.is_empty() {
             return Err(ApiError::invalid(&rt.group, &rt.kind, &name, causes));
         }
@@ -376,6 +544,7 @@ impl State {
         if !causes.is_empty() {
             return Err(ApiError::invalid(&rt.group, &rt.kind, &name, causes));
         }
+        self.admit_owner_references(rt, namespace, None, &body, &options.user)?;
         if options.field_manager.is_empty() {
             apply::record_update(None, &mut body, &operation(rt, "", "unknown"));
         } else {
@@ -713,7 +882,7 @@ impl State {
         }
         new["apiVersion"] = json!(rt.api_version());
         new["kind"] = json!(rt.kind);
-        let mut causes = meta::validate_labels(&new);
+        let mut causes = meta::validate_metadata(&new);
         causes.extend(kinds::admit_update(rt, old, &mut new));
         if let Some(schema) = &rt.schema {
             let (failed, pruned) = crate::schema::admit(
@@ -728,6 +897,9 @@ impl State {
         let crd_types = self.admit_crd(rt, &mut new, &mut causes);
         if !causes.is_empty() {
             return Err(ApiError::invalid(&rt.group, &rt.kind, &name, causes));
+        }
+        if subresource.is_empty() {
+            self.admit_owner_references(rt, &namespace, Some(old), &new, &options.user)?;
         }
         if rt.generation && spec_changed(rt, old, &new) {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
@@ -984,7 +1156,11 @@ impl State {
         if key == storage_key("apiextensions.k8s.io", "customresourcedefinitions") {
             self.unregister_crd(&object);
         }
-        self.collect_garbage(&uid);
+        if self.admission.async_gc {
+            self.garbage.push(uid);
+        } else {
+            self.collect_garbage(&uid);
+        }
         // A dependent that blocked its owner's foreground deletion is gone.
         for owner in owner_uids(&object) {
             self.release_foreground(&owner);
@@ -1051,6 +1227,44 @@ impl State {
                 self.delete_by_key(&key, &ns, &name, "Background");
             }
         }
+    }
+
+    /// One round of the asynchronous garbage collector: handles up to `budget` dependents of
+    /// removed owners, picked at random (so in no particular order). Returns how many it
+    /// handled.
+    pub fn collect_some_garbage(&mut self, budget: usize) -> usize {
+        let mut handled = 0;
+        while handled < budget && !self.garbage.is_empty() {
+            let pick = (self.rng.next_u64() % self.garbage.len() as u64) as usize;
+            let owner = self.garbage[pick].clone();
+            let dependents: Vec<(String, String, String)> = self
+                .dependents_of(&owner)
+                .into_iter()
+                .filter(|(key, ns, name)| {
+                    self.stored(key, ns, name)
+                        .is_some_and(|o| o.pointer("/metadata/deletionTimestamp").is_none())
+                })
+                .collect();
+            if dependents.is_empty() {
+                self.garbage.swap_remove(pick);
+                continue;
+            }
+            let (key, ns, name) =
+                dependents[(self.rng.next_u64() % dependents.len() as u64) as usize].clone();
+            let Some(dependent) = self.stored(&key, &ns, &name).cloned() else {
+                continue;
+            };
+            let live_owner = owner_uids(&dependent)
+                .iter()
+                .any(|o| *o != owner && self.uids.contains_key(o));
+            if live_owner {
+                self.drop_owner_reference(&key, &ns, &name, &owner);
+            } else {
+                self.delete_by_key(&key, &ns, &name, "Background");
+            }
+            handled += 1;
+        }
+        handled
     }
 
     fn orphan_dependents(&mut self, uid: &str) {
