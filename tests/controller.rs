@@ -271,22 +271,8 @@ async fn deletions_cascade_and_a_vanished_job_fails_the_task() {
         .delete("hang-deleted", &DeleteParams::default())
         .await
         .unwrap();
-    assert!(
-        cluster
-            .jobs(NS)
-            .get_opt("hang-deleted")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        cluster
-            .config_maps(NS)
-            .get_opt("hang-deleted-contexts")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    wait_gone(&cluster.jobs(NS), "hang-deleted").await;
+    wait_gone(&cluster.config_maps(NS), "hang-deleted-contexts").await;
 
     // Job deleted while Running: the Task fails with JobMissing, and no new Job appears.
     cluster.apply_yaml(&task_yaml("hang-lost", NS, "")).await;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::PostParams;
+use kube::api::{Api, PostParams};
 use kubetask::api::TaskPhase;
 use support::*;
 
@@ -178,7 +178,7 @@ async fn cluster_policies_deny_and_hostile_plugins_fail_only_their_task() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pin_mismatch_is_refused_before_compiling() {
+async fn a_broken_policy_makes_tasks_wait_until_it_is_removed() {
     let cluster = Cluster::start().await;
     let _controller = cluster.controller(&[]);
     let policy = plugin_map(
@@ -196,12 +196,47 @@ async fn a_pin_mismatch_is_refused_before_compiling() {
         .await
         .unwrap();
     cluster.apply_yaml(&task("t", None, None)).await;
-    let failed = cluster.wait_phase(NS, "t", TaskPhase::Failed).await;
-    assert_eq!(reason(&failed), "PluginError");
-    let message = &failed.status.unwrap().conditions[0].message;
+    // A pin mismatch is refused before compiling, and fails closed: the Task waits.
+    let waiting = cluster
+        .wait_reason(NS, "t", "PluginUnavailable", Duration::from_secs(30))
+        .await;
+    let status = waiting.status.unwrap();
+    assert_eq!(status.phase, Some(TaskPhase::Pending));
+    let message = &status.conditions[0].message;
     assert!(
         message.contains("plugin \"pinned\"")
-            && message.contains("kubetask.io/sha256 is sha256:0000"),
+            && message.contains("kubetask.io/sha256 is sha256:0000")
+            && message.contains("fixed or removed"),
         "{message}"
     );
+    assert!(cluster.jobs(NS).get_opt("t").await.unwrap().is_none());
+    // The policy's ConfigMap gets a warning Event naming the problem.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(cluster.client.clone(), NS);
+    let mut about_policy = Vec::new();
+    for _ in 0..200 {
+        about_policy = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("pinned")
+                    && e.reason.as_deref() == Some("PluginUnavailable")
+            })
+            .collect();
+        if !about_policy.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(about_policy.len(), 1, "one Event on the policy's ConfigMap");
+    // Removing the policy lets the Task start.
+    cluster
+        .config_maps(NS)
+        .delete("pinned", &Default::default())
+        .await
+        .unwrap();
+    cluster.wait_phase(NS, "t", TaskPhase::Completed).await;
 }

@@ -1,7 +1,9 @@
 //! The RBAC in `manifests/rbac.yaml` is sufficient and minimal: the controller runs its
-//! scenarios against the test API server, and every (verb, group, resource) it used must be
-//! granted, and every granted one used. Namespaced grants (the leader-election Role) must
-//! only be used in their namespace.
+//! scenarios against the test API server with RBAC and OwnerReferencesPermissionEnforcement
+//! enforced (the server authorizes it with exactly the installed roles), no authorization the
+//! controller needed was denied, and every granted (verb, group, resource) was used by some
+//! allowed request or admission check. Namespaced grants (the leader-election Role) must only
+//! be used in their namespace.
 
 mod support;
 
@@ -51,6 +53,17 @@ fn granted() -> BTreeSet<Grant> {
     grants
 }
 
+/// Waits (up to 30 s) until `done`.
+async fn wait_for(done: impl Fn() -> bool) {
+    for _ in 0..600 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the condition did not hold within 30 s");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_role_is_sufficient_and_minimal() {
     let cluster = Cluster::start().await;
@@ -87,16 +100,68 @@ async fn the_cluster_role_is_sufficient_and_minimal() {
     cluster
         .wait_reason(NS, "fail-x", "AgentNotFound", Duration::from_secs(30))
         .await;
+    // The same Event twice on one Task (ConfigMapNotFound, ConfigMapKeyNotFound, then
+    // ConfigMapNotFound again) is patched into a series.
+    cluster
+        .apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: flaps, namespace: kubetask-system}\nspec:\n  contexts:\n  - {type: File, file: {filePath: /workspace/g.md, source: {configMapKeyRef: {name: later, key: g.md}}}}\n")
+        .await;
+    let limit = Duration::from_secs(30);
+    cluster
+        .wait_reason(NS, "flaps", "ConfigMapNotFound", limit)
+        .await;
+    let keyless: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "later"}, "data": {"other": "x"}}))
+            .unwrap();
+    cluster
+        .config_maps(NS)
+        .create(&PostParams::default(), &keyless)
+        .await
+        .unwrap();
+    cluster
+        .wait_reason(NS, "flaps", "ConfigMapKeyNotFound", limit)
+        .await;
+    cluster
+        .config_maps(NS)
+        .delete("later", &Default::default())
+        .await
+        .unwrap();
+    cluster
+        .wait_reason(NS, "flaps", "ConfigMapNotFound", limit)
+        .await;
+    wait_for(|| {
+        cluster
+            .server
+            .requests()
+            .iter()
+            .any(|r| r.user == CONTROLLER_USER && r.verb == "patch" && r.resource == "events")
+    })
+    .await;
     assert!(controller.terminate(), "{}", controller.log());
 
     let grants = granted();
     let mut used: BTreeSet<Grant> = BTreeSet::new();
-    for request in cluster
-        .server
-        .requests()
+    let decisions = cluster.server.decisions();
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d.attributes.subresource == "finalizers"),
+        "OwnerReferencesPermissionEnforcement checked blockOwnerDeletion"
+    );
+    for decision in decisions
         .iter()
-        .filter(|r| r.user == CONTROLLER_USER && !r.verb.is_empty())
+        .filter(|d| d.attributes.user == CONTROLLER_USER)
     {
+        let request = &decision.attributes;
+        assert!(
+            decision.allowed,
+            "denied: {} {} {}/{} {:?} in namespace {:?}: manifests/rbac.yaml lacks a rule",
+            request.verb,
+            request.group,
+            request.resource,
+            request.subresource,
+            request.name,
+            request.namespace
+        );
         let resource = if request.subresource.is_empty() {
             request.resource.clone()
         } else {
@@ -116,20 +181,22 @@ async fn the_cluster_role_is_sufficient_and_minimal() {
         );
         if grants.contains(&cluster_wide) {
             used.insert(cluster_wide);
-        } else if grants.contains(&namespaced) {
-            used.insert(namespaced);
         } else {
-            panic!(
-                "not granted by manifests/rbac.yaml: {} {} {} in namespace {:?} ({} {})",
-                request.verb,
-                request.group,
-                request.resource,
-                request.namespace,
-                request.method,
-                request.path
+            assert!(
+                grants.contains(&namespaced),
+                "allowed by the server but not by the parse of manifests/rbac.yaml: {request:?}"
             );
+            used.insert(namespaced);
         }
     }
+    assert!(
+        !cluster
+            .server
+            .requests()
+            .iter()
+            .any(|r| r.user == CONTROLLER_USER && r.code == 403),
+        "no request of the controller was forbidden"
+    );
     let unused: Vec<&Grant> = grants.difference(&used).collect();
     assert!(
         unused.is_empty(),

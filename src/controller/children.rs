@@ -45,7 +45,8 @@ pub fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
     })
 }
 
-fn controller_name(meta: &ObjectMeta) -> String {
+/// Who controls `meta`, for messages.
+pub fn controller_name(meta: &ObjectMeta) -> String {
     meta.owner_references
         .as_ref()
         .and_then(|refs| refs.iter().find(|r| r.controller == Some(true)))
@@ -87,6 +88,18 @@ where
     }
 }
 
+/// A create that failed, with what it was doing (`create Job "x" in namespace "n"`).
+#[derive(Debug)]
+pub struct CreateError {
+    pub action: String,
+    pub error: kube::Error,
+}
+
+fn failed(kind: &str, name: &str, namespace: &str) -> impl FnOnce(kube::Error) -> CreateError {
+    let action = format!("create {kind} {name:?} in namespace {namespace:?}");
+    move |error| CreateError { action, error }
+}
+
 /// Creates (or adopts) each ConfigMap, then the Job.
 pub async fn create(
     client: &kube::Client,
@@ -95,10 +108,13 @@ pub async fn create(
     task_uid: &str,
     config_maps: &[ConfigMap],
     job: &Job,
-) -> Result<Created<Job>, kube::Error> {
+) -> Result<Created<Job>, CreateError> {
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     for map in config_maps {
-        match create_or_adopt(&maps, map, "ConfigMap", task_name, task_uid).await? {
+        match create_or_adopt(&maps, map, "ConfigMap", task_name, task_uid)
+            .await
+            .map_err(failed("ConfigMap", &map.name_any(), namespace))?
+        {
             Created::Owned(_) => {}
             Created::Conflict {
                 kind,
@@ -116,7 +132,9 @@ pub async fn create(
         }
     }
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    create_or_adopt(&jobs, job, "Job", task_name, task_uid).await
+    create_or_adopt(&jobs, job, "Job", task_name, task_uid)
+        .await
+        .map_err(failed("Job", &job.name_any(), namespace))
 }
 
 #[cfg(test)]

@@ -2,13 +2,16 @@
 //! and reconciles each Task into one Job. Leader election, graceful shutdown on SIGTERM,
 //! health and metrics endpoints.
 
+mod attempts;
 mod children;
+pub mod decide;
+mod dependents;
+pub mod failure;
 mod health;
 mod leader;
 mod metrics;
 mod plugins;
 mod reconcile;
-mod references;
 pub mod status;
 
 use std::net::SocketAddr;
@@ -20,10 +23,11 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::{batch::v1::Job, core::v1::ConfigMap};
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use kubetask_api::{Agent, Task, labels};
@@ -177,11 +181,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     .default_backoff()
     .reflect(plugin_writer)
     .touched_objects();
-    let registry = plugins::Registry::new(
+    let registry = Arc::new(plugins::Registry::new(
         host,
         plugin_maps,
         options.settings.controller_namespace.clone(),
-    );
+        Some(recorder.clone()),
+    ));
     let (agents, agents_writer) = reflector::store::<Agent>();
     let agent_events = watcher::watcher(
         scoped::<Agent>(&client, namespace),
@@ -190,27 +195,33 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     .default_backoff()
     .reflect(agents_writer)
     .touched_objects();
-    let context = Arc::new(reconcile::Context {
-        client: client.clone(),
+    // Every ConfigMap, as metadata only (no data is held or listed): a Task's generated
+    // ConfigMaps (by owner, for a Task recreated under the same name) and the ones Tasks
+    // without a Job wait on.
+    let config_map_events = watcher::watcher(
+        scoped::<PartialObjectMeta<ConfigMap>>(&client, namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects();
+    let dependents = Arc::new(dependents::Dependents::default());
+    let context = Arc::new(reconcile::Context::new(
+        client.clone(),
         pipeline,
         recorder,
-        metrics: metrics.clone(),
-        tasks: tasks.clone(),
-        plugins: Arc::new(registry),
+        metrics.clone(),
+        tasks.clone(),
+        registry.clone(),
         jobs,
         agents,
-        written: Default::default(),
-    });
+        dependents.clone(),
+    ));
     let mut graceful = stopped.clone();
     let running = controller
         .owns_stream(job_events)
-        .watches_stream(agent_events, agent_trigger(tasks.clone()))
-        .watches_stream(plugin_events, plugin_trigger(tasks.clone()))
-        .watches(
-            scoped::<ConfigMap>(&client, namespace),
-            watcher::Config::default(),
-            config_map_trigger(tasks.clone()),
-        )
+        .watches_stream(agent_events, agent_trigger(dependents.clone()))
+        .watches_stream(plugin_events, plugin_trigger(registry, dependents.clone()))
+        .watches_stream(config_map_events, config_map_trigger(dependents))
         .with_config(controller::Config::default().concurrency(options.concurrency))
         .graceful_shutdown_on(async move {
             let _ = graceful.changed().await;
@@ -248,77 +259,41 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     outcome
 }
 
-/// An Agent change concerns the Tasks that run with it.
+/// An Agent change concerns the Tasks without a Job that run with it.
 fn agent_trigger(
-    tasks: Store<Task>,
+    dependents: Arc<dependents::Dependents>,
 ) -> impl Fn(Agent) -> Vec<ObjectRef<Task>> + Send + Sync + 'static {
-    move |agent| {
-        let namespace = agent.namespace().unwrap_or_default();
-        let name = agent.name_any();
-        tasks
-            .state()
-            .iter()
-            .filter(|task| {
-                !status::is_finished(task) && references::uses_agent(task, &namespace, &name)
-            })
-            .map(|task| ObjectRef::from_obj(task.as_ref()))
-            .collect()
-    }
+    move |agent| dependents.of_agent(&agent.namespace().unwrap_or_default(), &agent.name_any())
 }
 
-/// A plugin change concerns the Tasks waiting for a plugin (new Tasks pick up new versions by
-/// themselves; Tasks with a Job are not rendered again).
+/// A plugin change concerns every Task still to be rendered (Tasks with a Job are not
+/// rendered again; new Tasks pick up the new version by themselves).
 fn plugin_trigger(
-    tasks: Store<Task>,
+    registry: Arc<plugins::Registry>,
+    dependents: Arc<dependents::Dependents>,
 ) -> impl Fn(ConfigMap) -> Vec<ObjectRef<Task>> + Send + Sync + 'static {
     move |_| {
-        tasks
-            .state()
-            .iter()
-            .filter(|task| {
-                task.status.as_ref().and_then(status::condition_reason)
-                    == Some(status::reason::PLUGIN_NOT_FOUND)
-            })
-            .map(|task| ObjectRef::from_obj(task.as_ref()))
-            .collect()
+        registry.changed();
+        dependents.waiting()
     }
 }
 
-/// A ConfigMap change concerns the unfinished Tasks that read it, and those waiting for a
-/// ConfigMap (possibly through their Agent's default contexts).
+/// A ConfigMap change concerns the Task that owns it (a generated ConfigMap, possibly of a
+/// deleted Task of the same name) and the Tasks waiting on it.
 fn config_map_trigger(
-    tasks: Store<Task>,
-) -> impl Fn(ConfigMap) -> Vec<ObjectRef<Task>> + Send + Sync + 'static {
+    dependents: Arc<dependents::Dependents>,
+) -> impl Fn(PartialObjectMeta<ConfigMap>) -> Vec<ObjectRef<Task>> + Send + Sync + 'static {
     move |map| {
         let namespace = map.namespace().unwrap_or_default();
-        let name = map.name_any();
-        tasks
-            .state()
-            .iter()
-            .filter(|task| {
-                task.metadata.namespace.as_deref() == Some(namespace.as_str())
-                    && !status::is_finished(task)
-            })
-            .filter(|task| {
-                let waiting = task
-                    .status
-                    .as_ref()
-                    .and_then(status::condition_reason)
-                    .is_some_and(|reason| {
-                        matches!(
-                            reason,
-                            status::reason::CONFIG_MAP_NOT_FOUND
-                                | status::reason::CONFIG_MAP_KEY_NOT_FOUND
-                        )
-                    });
-                let started = task
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.job_name.as_ref())
-                    .is_some();
-                waiting || (!started && references::reads_config_map(task, &namespace, &name))
-            })
-            .map(|task| ObjectRef::from_obj(task.as_ref()))
-            .collect()
+        let mut concerned = dependents.of_config_map(&namespace, &map.name_any());
+        concerned.extend(
+            map.owner_references()
+                .iter()
+                .filter(|owner| {
+                    owner.kind == "Task" && owner.api_version == kubetask_api::API_VERSION
+                })
+                .map(|owner| ObjectRef::new(&owner.name).within(&namespace)),
+        );
+        concerned
     }
 }

@@ -1,17 +1,24 @@
 //! The plugins installed in the cluster: ConfigMaps in the controller's namespace labelled
 //! `kubetask.io/plugin`, watched into a store. A Task's pipeline is the built-in default, then
 //! its Agent's `spec.plugins` in order, then every cluster policy by `kubetask.io/policy-order`.
-//! Components are compiled once per digest; each ConfigMap version is decoded once.
+//! Components are compiled once per digest; each ConfigMap version is decoded once; versions
+//! no longer installed are evicted from the plugin host's cache.
+//!
+//! A plugin that cannot be loaded fails closed: the Tasks that need it wait (a policy may be
+//! security), an Event on its ConfigMap says why, once per version.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::ResourceExt;
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
 use kubetask_api::Agent;
 
 use crate::plugin::{Plugin, PluginHost, source};
+use crate::render::needs;
 
 /// Why a Task's pipeline cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,36 +29,63 @@ pub enum StageError {
         plugin: String,
         namespace: String,
     },
-    /// An installed plugin cannot be loaded (bad ConfigMap, pin mismatch, not a component,
-    /// foreign imports); the message names it.
-    Load(String),
+    /// An installed plugin or policy cannot be loaded (bad ConfigMap, pin mismatch, not a
+    /// component, foreign imports, bad order annotation); the message names it.
+    Unavailable(String),
 }
+
+/// (ConfigMap uid, resourceVersion).
+type Version = (String, String);
 
 /// The plugin ConfigMaps and their compiled components.
 pub struct Registry {
     host: Arc<PluginHost>,
     maps: Store<ConfigMap>,
     namespace: String,
-    /// (ConfigMap uid, resourceVersion) → loaded plugin.
-    loaded: Mutex<HashMap<(String, String), Result<Plugin, String>>>,
+    loaded: Mutex<HashMap<Version, Result<Plugin, String>>>,
+    /// Versions whose failure has been reported with an Event.
+    reported: Mutex<HashSet<Version>>,
+    /// Bumped on every plugin ConfigMap event.
+    generation: AtomicU64,
+    recorder: Option<Recorder>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn version_of(map: &ConfigMap) -> Version {
+    (
+        map.uid().unwrap_or_default(),
+        map.resource_version().unwrap_or_default(),
+    )
 }
 
 impl Registry {
-    pub fn new(host: Arc<PluginHost>, maps: Store<ConfigMap>, namespace: String) -> Self {
+    /// `recorder`: where the Events about plugins that cannot be loaded go (none in tests).
+    pub fn new(
+        host: Arc<PluginHost>,
+        maps: Store<ConfigMap>,
+        namespace: String,
+        recorder: Option<Recorder>,
+    ) -> Self {
         Self {
             host,
             maps,
             namespace,
             loaded: Mutex::default(),
+            reported: Mutex::default(),
+            generation: AtomicU64::new(0),
+            recorder,
         }
     }
 
     fn load(&self, map: &ConfigMap) -> Result<Plugin, String> {
-        let key = (
-            map.uid().unwrap_or_default(),
-            map.resource_version().unwrap_or_default(),
-        );
-        if let Some(found) = self.loaded.lock().ok().and_then(|l| l.get(&key).cloned()) {
+        let key = version_of(map);
+        if let Some(found) = locked(&self.loaded).get(&key).cloned() {
             return found;
         }
         let name = map.name_any();
@@ -67,12 +101,75 @@ impl Registry {
                     .load(&name, &bytes)
                     .map_err(|error| error.to_string())
             });
-        if let Ok(mut cache) = self.loaded.lock() {
-            // Older versions of this ConfigMap are no longer needed.
-            cache.retain(|(uid, _), _| *uid != key.0);
-            cache.insert(key, loaded.clone());
+        locked(&self.loaded).insert(key, loaded.clone());
+        self.evict_unused();
+        if let Err(message) = &loaded {
+            self.report(map, message);
         }
         loaded
+    }
+
+    /// Drops the loaded versions that are no longer the installed ones, and evicts their
+    /// compiled components unless an installed version has the same digest.
+    fn evict_unused(&self) {
+        let installed: HashSet<Version> = self.maps.state().iter().map(|m| version_of(m)).collect();
+        let mut loaded = locked(&self.loaded);
+        let stale: Vec<Version> = loaded
+            .keys()
+            .filter(|v| !installed.contains(*v))
+            .cloned()
+            .collect();
+        let mut dropped = Vec::new();
+        for version in stale {
+            if let Some(Ok(plugin)) = loaded.remove(&version) {
+                dropped.push(plugin.digest().to_owned());
+            }
+        }
+        let kept: HashSet<&str> = loaded
+            .values()
+            .filter_map(|l| l.as_ref().ok())
+            .map(Plugin::digest)
+            .collect();
+        for digest in dropped.iter().filter(|d| !kept.contains(d.as_str())) {
+            self.host.evict(digest);
+        }
+    }
+
+    /// An Event on the plugin's ConfigMap, once per version.
+    fn report(&self, map: &ConfigMap, message: &str) {
+        if !locked(&self.reported).insert(version_of(map)) {
+            return;
+        }
+        tracing::warn!(plugin = %map.name_any(), %message, "a plugin cannot be loaded; the Tasks that need it wait");
+        let Some(recorder) = self.recorder.clone() else {
+            return;
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "PluginUnavailable".to_owned(),
+            note: Some(message.chars().take(1024).collect()),
+            action: "Load".to_owned(),
+            secondary: None,
+        };
+        let reference = map.object_ref(&());
+        tokio::spawn(async move {
+            if let Err(error) = recorder.publish(&event, &reference).await {
+                tracing::warn!(%error, "publishing an Event about a plugin");
+            }
+        });
+    }
+
+    /// A plugin ConfigMap changed: forget what is no longer installed.
+    pub fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.evict_unused();
+        let installed: HashSet<Version> = self.maps.state().iter().map(|m| version_of(m)).collect();
+        locked(&self.reported).retain(|v| installed.contains(v));
+    }
+
+    /// A counter that changes whenever a plugin ConfigMap does.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Whether the plugin ConfigMaps have been listed once (waiting up to a second). Before
@@ -88,18 +185,16 @@ impl Registry {
     /// The stages after the built-in default for a Task run by `agent`.
     pub fn stages(&self, agent: Option<&Agent>) -> Result<Vec<Plugin>, StageError> {
         let mut stages = Vec::new();
-        if let Some(agent) = agent {
-            for name in &agent.spec.plugins {
-                let map = self
-                    .maps
-                    .get(&ObjectRef::new(name).within(&self.namespace))
-                    .ok_or_else(|| StageError::NotFound {
-                        agent: agent.name_any(),
-                        plugin: name.clone(),
-                        namespace: self.namespace.clone(),
-                    })?;
-                stages.push(self.load(&map).map_err(StageError::Load)?);
-            }
+        for name in needs::plugin_names(agent) {
+            let map = self
+                .maps
+                .get(&ObjectRef::new(name).within(&self.namespace))
+                .ok_or_else(|| StageError::NotFound {
+                    agent: agent.map(ResourceExt::name_any).unwrap_or_default(),
+                    plugin: name.clone(),
+                    namespace: self.namespace.clone(),
+                })?;
+            stages.push(self.load(&map).map_err(StageError::Unavailable)?);
         }
         let mut policies = Vec::new();
         for map in self.maps.state() {
@@ -107,17 +202,108 @@ impl Registry {
                 None => {}
                 Some(Ok(order)) => policies.push((order, map.name_any(), map)),
                 Some(Err(message)) => {
-                    return Err(StageError::Load(format!(
-                        "plugin {:?}: {message}",
+                    let message = format!(
+                        "cluster policy {:?} (ConfigMap {}/{}): {message}",
+                        map.name_any(),
+                        self.namespace,
                         map.name_any()
-                    )));
+                    );
+                    self.report(&map, &message);
+                    return Err(StageError::Unavailable(message));
                 }
             }
         }
         policies.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         for (_, _, map) in policies {
-            stages.push(self.load(&map).map_err(StageError::Load)?);
+            stages.push(self.load(&map).map_err(StageError::Unavailable)?);
         }
         Ok(stages)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::ByteString;
+    use kube::runtime::watcher;
+
+    use super::*;
+    use crate::plugin::Limits;
+
+    /// The hostile test plugin (it passes drafts through) with a custom section that makes
+    /// each `seed` a different component.
+    fn component(seed: u32) -> Vec<u8> {
+        let mut bytes = include_bytes!("../../plugins/testing/hostile.wasm").to_vec();
+        let name = b"seed";
+        let payload = seed.to_le_bytes();
+        bytes.push(0); // a custom section
+        bytes.push((1 + name.len() + payload.len()) as u8);
+        bytes.push(name.len() as u8);
+        bytes.extend_from_slice(name);
+        bytes.extend_from_slice(&payload);
+        bytes
+    }
+
+    fn map(name: &str, rv: u32, bytes: Vec<u8>) -> ConfigMap {
+        let mut map = ConfigMap {
+            binary_data: Some(BTreeMap::from([(
+                "plugin.wasm".to_owned(),
+                ByteString(bytes),
+            )])),
+            ..ConfigMap::default()
+        };
+        map.metadata.name = Some(name.to_owned());
+        map.metadata.namespace = Some("sys".to_owned());
+        map.metadata.uid = Some(format!("uid-{name}"));
+        map.metadata.resource_version = Some(rv.to_string());
+        map.metadata.annotations = Some(BTreeMap::from([(
+            "kubetask.io/policy-order".to_owned(),
+            "1".to_owned(),
+        )]));
+        map
+    }
+
+    #[test]
+    fn updates_evict_old_versions_and_broken_policies_fail_closed() {
+        let host = Arc::new(PluginHost::new(Limits::default()).expect("host"));
+        let (store, mut writer) = kube::runtime::reflector::store::<ConfigMap>();
+        let registry = Registry::new(host.clone(), store, "sys".into(), None);
+        for version in 1..=50 {
+            writer.apply_watcher_event(&watcher::Event::Apply(map(
+                "policy",
+                version,
+                component(version),
+            )));
+            registry.changed();
+            let stages = registry.stages(None).expect("the policy loads");
+            assert_eq!(stages.len(), 1);
+            assert!(
+                host.cached_components() <= 1,
+                "version {version}: {} compiled components cached",
+                host.cached_components()
+            );
+        }
+        writer.apply_watcher_event(&watcher::Event::Apply(map(
+            "policy",
+            51,
+            b"not wasm".to_vec(),
+        )));
+        registry.changed();
+        match registry.stages(None) {
+            Err(StageError::Unavailable(message)) => {
+                assert!(message.contains("plugin policy"), "{message}")
+            }
+            other => panic!("a broken policy must fail closed: {other:?}"),
+        }
+        assert_eq!(
+            host.cached_components(),
+            0,
+            "the last good version is evicted"
+        );
+        writer.apply_watcher_event(&watcher::Event::Delete(map("policy", 51, vec![])));
+        registry.changed();
+        assert_eq!(registry.stages(None).map(|s| s.len()), Ok(0));
+        assert!(registry.generation() >= 52);
     }
 }

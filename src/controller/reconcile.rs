@@ -1,5 +1,15 @@
-//! One reconciliation of one Task: observe (Job, Agent, ConfigMaps), act (render, create the
-//! ConfigMaps and the Job), then write the status the observation implies.
+//! One reconciliation of one Task, in three steps a reader can follow:
+//!
+//! 1. **observe**: a [`Snapshot`] of the Task's world, from the watch-fed stores (misses
+//!    confirmed with a GET): its Job or whatever holds the Job's name, and, while it has no
+//!    Job, whether its Agent, ConfigMaps and plugins are there;
+//! 2. **decide**: the pure [`decide`] turns the snapshot into a [`Plan`];
+//! 3. **act**: create the ConfigMaps and Job when the plan says so (and decide again on the
+//!    outcome), write the status, emit the Event, and schedule the next look.
+//!
+//! Every failure is classified ([`Failure`]): transient ones are retried with per-Task
+//! backoff and shown on the Task after a few attempts, permanent ones become a condition and
+//! wait for a change.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,40 +22,37 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use kubetask_api::{API_VERSION, Agent, PluginRef, Task, TaskPhase, TaskStatus, naming};
+use kubetask_api::{API_VERSION, Agent, PluginRef, Task, TaskStatus, naming};
 use serde_json::json;
 use thiserror::Error;
 
+use super::attempts::{Attempts, Fingerprint, LogBudget};
 use super::children::{self, Created, FIELD_MANAGER};
+use super::decide::{Child, Plan, Retry, Snapshot, Start, decide};
+use super::dependents::Dependents;
+use super::failure::{self, Class, Failure};
 use super::metrics::Metrics;
 use super::plugins::{Registry, StageError};
-use super::references::{self, ConfigMapUse};
-use super::status::{self, Observation, reason};
-use crate::plugin::PluginError;
-use crate::render::{Pipeline, RenderError, resolve_agent};
+use super::status::{self, reason};
+use crate::render::needs::{self, ConfigMapUse};
+use crate::render::{Pipeline, resolve_agent};
 
-/// A reconciliation that must be retried (the API server failed or was unreachable).
+/// A reconciliation that could not run at all (the object is malformed or the render thread
+/// died); retried with backoff.
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Api(#[from] kube::Error),
     #[error("the Task has no {0}")]
     MissingField(&'static str),
     #[error("the render task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
-    #[error("not ready: {0}")]
-    NotReady(&'static str),
 }
 
 impl Error {
     /// A short label for metrics.
-    pub fn metric_reason(&self) -> String {
+    pub fn metric_reason(&self) -> &'static str {
         match self {
-            Self::Api(kube::Error::Api(status)) => format!("Api{}", status.code),
-            Self::Api(_) => "ApiUnreachable".to_owned(),
-            Self::MissingField(_) => "MissingField".to_owned(),
-            Self::Join(_) => "RenderPanicked".to_owned(),
-            Self::NotReady(_) => "NotReady".to_owned(),
+            Self::MissingField(_) => "MissingField",
+            Self::Join(_) => "RenderPanicked",
         }
     }
 }
@@ -56,7 +63,7 @@ pub struct Context {
     pub pipeline: Arc<Pipeline>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    /// The Tasks the controller watches (to forget statuses of deleted Tasks).
+    /// The Tasks the controller watches (to forget what it kept about deleted Tasks).
     pub tasks: Store<Task>,
     /// The installed plugins.
     pub plugins: Arc<Registry>,
@@ -69,9 +76,44 @@ pub struct Context {
     /// have seen the last write yet; without it, a reconcile started from a stale cache
     /// would repeat a transition (and its Event).
     pub written: Mutex<HashMap<String, TaskStatus>>,
+    /// Tasks without a Job, by what they wait on (the triggers read it).
+    pub dependents: Arc<Dependents>,
+    /// Failed attempts per Task.
+    pub attempts: Attempts,
+    /// Failure log lines per minute, however many Tasks fail.
+    pub log_budget: LogBudget,
 }
 
 impl Context {
+    /// Builds the shared context; the rest are defaults.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: kube::Client,
+        pipeline: Arc<Pipeline>,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        tasks: Store<Task>,
+        plugins: Arc<Registry>,
+        jobs: Store<Job>,
+        agents: Store<Agent>,
+        dependents: Arc<Dependents>,
+    ) -> Self {
+        Self {
+            client,
+            pipeline,
+            recorder,
+            metrics,
+            tasks,
+            plugins,
+            jobs,
+            agents,
+            written: Mutex::default(),
+            dependents,
+            attempts: Attempts::default(),
+            log_budget: LogBudget::new(20, Duration::from_secs(60)),
+        }
+    }
+
     /// The Task's status as last written (by this replica), else as cached.
     fn current_status(&self, task: &Task, uid: &str) -> TaskStatus {
         let written = self.written.lock().ok().and_then(|w| w.get(uid).cloned());
@@ -88,6 +130,25 @@ impl Context {
             let live: std::collections::HashSet<String> =
                 self.tasks.state().iter().filter_map(|t| t.uid()).collect();
             written.retain(|uid, _| live.contains(uid));
+            self.attempts.retain(|uid| live.contains(uid));
+            self.dependents
+                .retain(|task| self.tasks.get(task).is_some());
+        }
+    }
+
+    fn fingerprint(&self, agent: Option<&Agent>) -> Fingerprint {
+        Fingerprint {
+            agent_version: agent.and_then(ResourceExt::resource_version),
+            plugins_generation: self.plugins.generation(),
+        }
+    }
+
+    /// Records a failed attempt and returns the snapshot's `start` for it.
+    fn failed(&self, uid: &str, failure: Failure, fingerprint: Fingerprint) -> Start {
+        let attempts = self.attempts.failed(uid, &failure, fingerprint);
+        Start::Failed {
+            attempts,
+            failure: failure.after(attempts),
         }
     }
 }
@@ -96,208 +157,179 @@ impl Context {
 pub async fn reconcile(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile();
     let uid = task.uid().ok_or(Error::MissingField("metadata.uid"))?;
-    let mut task = task;
-    let current = ctx.current_status(&task, &uid);
-    if task.status.as_ref() != Some(&current) {
-        Arc::make_mut(&mut task).status = Some(current);
-    }
-    if task.metadata.deletion_timestamp.is_some() || status::is_finished(&task) {
-        return Ok(Action::await_change());
-    }
     let namespace = task
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
-    let job_name = naming::job_name(&task.name_any());
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-    // A Task never reconciled before has no Job, unless a previous run died between creating
-    // it and writing the status: creating it then fails with 409 and adopts it.
-    let never_reconciled = task
-        .status
-        .as_ref()
-        .is_none_or(|s| *s == TaskStatus::default());
-    let cached = ctx.jobs.get(&ObjectRef::new(&job_name).within(&namespace));
-    let job = match cached {
-        Some(job) => Some(job.as_ref().clone()),
-        None if never_reconciled => None,
-        None => jobs.get_opt(&job_name).await?,
-    };
-    let observation = match job {
-        Some(job) if children::controlled_by(&job.metadata, &uid) => {
-            Observation::Job(Box::new(job))
-        }
-        Some(job) if children::controlled_by_previous(&job.metadata, &task.name_any(), &uid) => {
-            previous_incarnation("Job", &job_name)
-        }
-        Some(job) => Observation::Failed {
-            reason: reason::NAME_CONFLICT,
-            message: format!(
-                "Job {job_name:?} already exists and is not controlled by this Task (controller: {}); delete or rename it",
-                job.metadata
-                    .owner_references
-                    .as_ref()
-                    .and_then(|r| r.first())
-                    .map_or("none".to_owned(), |r| format!("{} {:?}", r.kind, r.name))
-            ),
-        },
-        None if task
-            .status
-            .as_ref()
-            .and_then(|s| s.job_name.as_ref())
-            .is_some() =>
-        {
-            Observation::JobMissing {
-                job_name: job_name.clone(),
-            }
-        }
-        None => start(&task, &namespace, &uid, &ctx).await?,
-    };
+    let status = ctx.current_status(&task, &uid);
+    let (mut snapshot, agent) = observe(&task, &namespace, &uid, status, &ctx).await;
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let next = status::next_status(&task, &job_name, &observation, &now);
-    write_status(&task, &namespace, &uid, next, &ctx).await?;
-    Ok(Action::await_change())
+    let mut plan = decide(&task, &snapshot, &now);
+    if plan.create {
+        snapshot.start = create(&task, &namespace, &uid, agent, &mut snapshot, &ctx).await?;
+        plan = decide(&task, &snapshot, &now);
+    }
+    Ok(act(&task, &namespace, &uid, &snapshot, plan, &ctx).await)
 }
 
-/// The Task has no Job yet: resolve its Agent, check what it reads, render, create.
-async fn start(
-    task: &Arc<Task>,
+/// Step 1: what the controller knows about the Task, and its Agent when it is to be created.
+async fn observe(
+    task: &Task,
     namespace: &str,
     uid: &str,
+    status: TaskStatus,
     ctx: &Context,
-) -> Result<Observation, Error> {
-    let agent_name = references::agent_name(task);
+) -> (Snapshot, Option<Agent>) {
+    let reference = ObjectRef::from_obj(task);
+    let mut snapshot = Snapshot {
+        job: Child::Absent,
+        start: Start::NotChecked,
+        status,
+    };
+    if task.metadata.deletion_timestamp.is_some() || status::is_finished(task, &snapshot.status) {
+        ctx.dependents.forget(&reference);
+        return (snapshot, None);
+    }
+    let task_name = task.name_any();
+    let job_name = naming::job_name(&task_name);
+    // A Task never reconciled before has no Job, unless a previous run died between creating
+    // it and writing the status: creating it then fails with 409 and adopts it.
+    let never_reconciled = snapshot.status == TaskStatus::default();
+    let job = match ctx.jobs.get(&ObjectRef::new(&job_name).within(namespace)) {
+        Some(job) => Some(job.as_ref().clone()),
+        None if never_reconciled => None,
+        None => match Api::<Job>::namespaced(ctx.client.clone(), namespace)
+            .get_opt(&job_name)
+            .await
+        {
+            Ok(job) => job,
+            Err(error) => {
+                let action = format!("read Job {job_name:?} in namespace {namespace:?}");
+                let failure = Failure::from_api(&error, &action);
+                snapshot.start = ctx.failed(uid, failure, Fingerprint::default());
+                return (snapshot, None);
+            }
+        },
+    };
+    snapshot.job = match job {
+        None => Child::Absent,
+        Some(job) if children::controlled_by(&job.metadata, uid) => Child::Owned(Box::new(job)),
+        Some(job) if children::controlled_by_previous(&job.metadata, &task_name, uid) => {
+            Child::Previous {
+                kind: "Job",
+                name: job_name,
+            }
+        }
+        Some(job) => Child::Foreign {
+            kind: "Job",
+            name: job_name,
+            owner: children::controller_name(&job.metadata),
+        },
+    };
+    if snapshot.job != Child::Absent || snapshot.status.job_name.is_some() {
+        ctx.dependents.forget(&reference);
+        return (snapshot, None);
+    }
+    let (start, agent) = prerequisites(task, namespace, uid, &reference, ctx).await;
+    snapshot.start = start;
+    (snapshot, agent)
+}
+
+/// Whether everything a Task without a Job needs is there. The Task is registered as waiting
+/// on each thing *before* it is looked up, so a change that lands meanwhile wakes it again.
+async fn prerequisites(
+    task: &Task,
+    namespace: &str,
+    uid: &str,
+    reference: &ObjectRef<Task>,
+    ctx: &Context,
+) -> (Start, Option<Agent>) {
+    let agent_name = needs::agent_name(task);
+    let own_uses = needs::config_map_uses(task, None);
+    let names = |uses: &[ConfigMapUse]| -> Vec<String> {
+        let mut names: Vec<String> = uses.iter().map(|u| u.name.clone()).collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    let register = |uses: &[ConfigMapUse]| {
+        let names = names(uses);
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        ctx.dependents
+            .register(reference, namespace, agent_name, &names);
+    };
+    register(&own_uses);
     let agent = match ctx
         .agents
         .get(&ObjectRef::new(agent_name).within(namespace))
     {
         Some(agent) => Some(agent.as_ref().clone()),
-        None => {
-            Api::<Agent>::namespaced(ctx.client.clone(), namespace)
-                .get_opt(agent_name)
-                .await?
-        }
+        None => match Api::<Agent>::namespaced(ctx.client.clone(), namespace)
+            .get_opt(agent_name)
+            .await
+        {
+            Ok(agent) => agent,
+            Err(error) => {
+                let action = format!("read Agent {agent_name:?} in namespace {namespace:?}");
+                let failure = Failure::from_api(&error, &action);
+                return (ctx.failed(uid, failure, Fingerprint::default()), None);
+            }
+        },
     };
     let agent = match resolve_agent(task, |name| agent.as_ref().filter(|a| a.name_any() == name)) {
         Ok(agent) => agent.cloned(),
         Err(missing) => {
-            return Ok(Observation::Waiting {
+            let start = Start::Waiting {
                 reason: reason::AGENT_NOT_FOUND,
                 message: format!("{missing}; the Task starts when it is created"),
-            });
+            };
+            return (start, None);
         }
     };
-    if let Some(waiting) = missing_config_map(
-        &ctx.client,
-        namespace,
-        &references::config_map_uses(task, agent.as_ref()),
-    )
-    .await?
-    {
-        return Ok(waiting);
+    let uses = needs::config_map_uses(task, agent.as_ref());
+    if uses.len() != own_uses.len() {
+        register(&uses);
+    }
+    let fingerprint = ctx.fingerprint(agent.as_ref());
+    if let Some(failure) = ctx.attempts.blocked(uid, &fingerprint) {
+        return (Start::Blocked(failure), agent);
+    }
+    match missing_config_map(&ctx.client, namespace, &uses).await {
+        Ok(Some(waiting)) => return (waiting, agent),
+        Ok(None) => {}
+        Err(failure) => return (ctx.failed(uid, failure, fingerprint), agent),
     }
     if !ctx.plugins.ready().await {
-        return Err(Error::NotReady("the plugin ConfigMaps are not listed yet"));
+        let failure = Failure {
+            class: Class::Transient {
+                retry_after: None,
+                give_up_after: None,
+            },
+            reason: reason::PLUGIN_UNAVAILABLE,
+            message: "the plugin ConfigMaps are not listed yet (no Task is rendered before every cluster policy is known)".to_owned(),
+        };
+        return (ctx.failed(uid, failure, fingerprint), agent);
     }
-    // Loading a plugin may compile it (seconds, once per digest) and rendering runs wasm:
-    // both stay off the async workers.
-    let registry = ctx.plugins.clone();
-    let base = ctx.pipeline.clone();
-    let to_render = task.clone();
-    let started = Instant::now();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let stages = registry.stages(agent.as_ref())?;
-        Ok::<_, StageError>(base.extended(stages).render(&to_render, agent.as_ref()))
-    })
-    .await?;
-    let rendered = match outcome {
-        Ok(rendered) => rendered,
-        Err(StageError::NotFound {
-            agent,
-            plugin,
-            namespace,
-        }) => {
-            return Ok(Observation::Waiting {
-                reason: reason::PLUGIN_NOT_FOUND,
-                message: format!(
-                    "Agent {agent:?} spec.plugins: plugin {plugin:?} is not installed (no ConfigMap {plugin:?} labelled kubetask.io/plugin in namespace {namespace:?}); the Task starts when it is"
-                ),
-            });
-        }
-        Err(StageError::Load(message)) => {
-            return Ok(Observation::Failed {
-                reason: reason::PLUGIN_ERROR,
-                message,
-            });
-        }
-    };
-    ctx.metrics.render(started.elapsed().as_secs_f64());
-    let rendered = match rendered {
-        Ok(rendered) => rendered,
-        Err(error) => return Ok(render_failure(&error)),
-    };
-    for warning in &rendered.warnings {
-        publish(ctx, task, EventType::Normal, "RenderWarning", warning);
-    }
-    match children::create(
-        &ctx.client,
-        namespace,
-        &task.name_any(),
-        uid,
-        &rendered.config_maps,
-        &rendered.job,
-    )
-    .await?
-    {
-        Created::Owned(job) => {
-            let rendered_by = rendered
-                .plugins
-                .iter()
-                .map(|(name, digest)| PluginRef {
-                    name: name.clone(),
-                    digest: digest.clone(),
-                })
-                .collect();
-            Ok(Observation::Created {
-                job: Box::new(job),
-                rendered_by,
-            })
-        }
-        Created::Conflict {
-            kind,
-            name,
-            previous: true,
-            ..
-        } => Ok(previous_incarnation(kind, &name)),
-        Created::Conflict {
-            kind, name, owner, ..
-        } => Ok(Observation::Failed {
-            reason: reason::NAME_CONFLICT,
-            message: format!(
-                "{kind} {name:?} already exists and is not controlled by this Task (controller: {owner}); delete or rename it"
-            ),
-        }),
-    }
+    (Start::Ready, agent)
 }
 
-/// A child of a deleted Task of the same name is still there; Kubernetes deletes it.
-fn previous_incarnation(kind: &str, name: &str) -> Observation {
-    Observation::Waiting {
-        reason: reason::PREVIOUS_TASK_CLEANUP,
-        message: format!(
-            "{kind} {name:?} belongs to a deleted Task of the same name; the Task starts when Kubernetes has deleted it"
-        ),
-    }
-}
-
-/// The first ConfigMap or key that must exist and does not.
+/// The first ConfigMap or key that must exist and does not. Each ConfigMap is read once.
 async fn missing_config_map(
     client: &kube::Client,
     namespace: &str,
     uses: &[ConfigMapUse],
-) -> Result<Option<Observation>, Error> {
+) -> Result<Option<Start>, Failure> {
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let mut read: HashMap<&str, Option<ConfigMap>> = HashMap::new();
     for used in uses.iter().filter(|u| !u.optional) {
-        let Some(map) = maps.get_opt(&used.name).await? else {
-            return Ok(Some(Observation::Waiting {
+        if !read.contains_key(used.name.as_str()) {
+            let map = maps.get_opt(&used.name).await.map_err(|error| {
+                let action = format!("read ConfigMap {:?} in namespace {namespace:?}", used.name);
+                Failure::from_api(&error, &action)
+            })?;
+            read.insert(&used.name, map);
+        }
+        let Some(Some(map)) = read.get(used.name.as_str()) else {
+            return Ok(Some(Start::Waiting {
                 reason: reason::CONFIG_MAP_NOT_FOUND,
                 message: format!(
                     "{}: ConfigMap {:?} not found in namespace {namespace:?}; the Task starts when it is created",
@@ -312,7 +344,7 @@ async fn missing_config_map(
                     .as_ref()
                     .is_some_and(|d| d.contains_key(key));
             if !present {
-                return Ok(Some(Observation::Waiting {
+                return Ok(Some(Start::Waiting {
                     reason: reason::CONFIG_MAP_KEY_NOT_FOUND,
                     message: format!(
                         "{}: ConfigMap {:?} has no key {key:?}; the Task starts when it is added",
@@ -325,79 +357,188 @@ async fn missing_config_map(
     Ok(None)
 }
 
-fn render_failure(error: &RenderError) -> Observation {
-    let (reason, message) = match error {
-        RenderError::Plugin(PluginError::InvalidInput { .. }) => {
-            (reason::INVALID_SPEC, error.to_string())
+/// Step 3a: render and create the Task's ConfigMaps and Job. Returns the new `start` and
+/// updates the snapshot's child.
+async fn create(
+    task: &Arc<Task>,
+    namespace: &str,
+    uid: &str,
+    agent: Option<Agent>,
+    snapshot: &mut Snapshot,
+    ctx: &Context,
+) -> Result<Start, Error> {
+    let fingerprint = ctx.fingerprint(agent.as_ref());
+    // Loading a plugin may compile it (seconds, once per digest) and rendering runs wasm:
+    // both stay off the async workers.
+    let registry = ctx.plugins.clone();
+    let base = ctx.pipeline.clone();
+    let to_render = task.clone();
+    let started = Instant::now();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let stages = registry.stages(agent.as_ref())?;
+        Ok::<_, StageError>(base.extended(stages).render(&to_render, agent.as_ref()))
+    })
+    .await?;
+    let rendered = match outcome {
+        Ok(Ok(rendered)) => rendered,
+        Ok(Err(error)) => return Ok(ctx.failed(uid, Failure::from_render(&error), fingerprint)),
+        Err(StageError::NotFound {
+            agent,
+            plugin,
+            namespace,
+        }) => {
+            return Ok(Start::Waiting {
+                reason: reason::PLUGIN_NOT_FOUND,
+                message: format!(
+                    "Agent {agent:?} spec.plugins: plugin {plugin:?} is not installed (no ConfigMap {plugin:?} labelled kubetask.io/plugin in namespace {namespace:?}); the Task starts when it is"
+                ),
+            });
         }
-        RenderError::Plugin(PluginError::Denied { .. }) => {
-            (reason::POLICY_DENIED, error.to_string())
+        Err(StageError::Unavailable(message)) => {
+            return Ok(Start::Waiting {
+                reason: reason::PLUGIN_UNAVAILABLE,
+                message: format!(
+                    "{message}; no Task is rendered without it (fail closed): the Task starts when it is fixed or removed"
+                ),
+            });
         }
-        _ => (reason::PLUGIN_ERROR, error.to_string()),
     };
-    Observation::Failed { reason, message }
+    ctx.metrics.render(started.elapsed().as_secs_f64());
+    for warning in &rendered.warnings {
+        publish(ctx, task, EventType::Normal, "RenderWarning", warning);
+    }
+    let task_name = task.name_any();
+    let created = children::create(
+        &ctx.client,
+        namespace,
+        &task_name,
+        uid,
+        &rendered.config_maps,
+        &rendered.job,
+    )
+    .await;
+    Ok(match created {
+        Ok(Created::Owned(job)) => {
+            ctx.dependents.forget(&ObjectRef::from_obj(task.as_ref()));
+            snapshot.job = Child::Owned(Box::new(job));
+            Start::Created {
+                rendered_by: rendered
+                    .plugins
+                    .iter()
+                    .map(|(name, digest)| PluginRef {
+                        name: name.clone(),
+                        digest: digest.clone(),
+                    })
+                    .collect(),
+            }
+        }
+        Ok(Created::Conflict {
+            kind,
+            name,
+            owner,
+            previous,
+        }) => {
+            snapshot.job = if previous {
+                Child::Previous { kind, name }
+            } else {
+                Child::Foreign { kind, name, owner }
+            };
+            Start::NotChecked
+        }
+        Err(children::CreateError { action, error }) => {
+            ctx.failed(uid, Failure::from_api(&error, &action), fingerprint)
+        }
+    })
 }
 
-/// Writes the status through the status subresource (server-side apply, one field manager)
-/// when it changed, and emits an Event for each transition.
-async fn write_status(
+/// Step 3b: write the status, emit the Event, and say when to look again.
+async fn act(
     task: &Task,
     namespace: &str,
     uid: &str,
-    next: TaskStatus,
+    snapshot: &Snapshot,
+    plan: Plan,
     ctx: &Context,
-) -> Result<(), Error> {
-    let previous = task.status.clone().unwrap_or_default();
-    if previous == next {
-        return Ok(());
+) -> Action {
+    match &snapshot.start {
+        Start::Failed { attempts, failure } => log_failure(task, *attempts, failure, ctx),
+        Start::Blocked(_) => {}
+        _ => ctx.attempts.succeeded(uid),
     }
-    let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch = json!({"apiVersion": API_VERSION, "kind": "Task", "status": next});
-    tasks
-        .patch_status(
-            &task.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await?;
-    ctx.remember(uid, next.clone());
-    let before = (
-        previous.phase,
-        status::condition_reason(&previous).map(str::to_owned),
-    );
-    let after = (
-        next.phase,
-        status::condition_reason(&next).map(str::to_owned),
-    );
-    if before != after {
-        let why = after.1.clone().unwrap_or_default();
-        let message = next
-            .conditions
-            .first()
-            .map(|c| c.message.clone())
-            .unwrap_or_default();
-        let failing = matches!(next.phase, Some(TaskPhase::Failed))
-            || matches!(
-                why.as_str(),
-                reason::AGENT_NOT_FOUND
-                    | reason::CONFIG_MAP_NOT_FOUND
-                    | reason::CONFIG_MAP_KEY_NOT_FOUND
-                    | reason::PLUGIN_NOT_FOUND
+    if let Some(next) = plan.status {
+        let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), namespace);
+        let patch = json!({"apiVersion": API_VERSION, "kind": "Task", "status": next});
+        let written = tasks
+            .patch_status(
+                &task.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(patch),
+            )
+            .await;
+        if let Err(error) = written {
+            let action = format!(
+                "write the status of Task {:?} in namespace {namespace:?}",
+                task.name_any()
             );
-        if failing {
-            ctx.metrics.error(&why);
+            let failure = Failure::from_api(&error, &action);
+            let attempts = ctx.attempts.failed(uid, &failure, Fingerprint::default());
+            log_failure(task, attempts, &failure, ctx);
+            return Action::requeue(failure::backoff(
+                attempts,
+                None,
+                ctx.attempts.jitter(uid, attempts),
+            ));
         }
-        let kind = if failing {
+        ctx.remember(uid, next);
+    }
+    if let Some(note) = plan.event {
+        if note.warning {
+            ctx.metrics.error(&note.reason);
+        }
+        let kind = if note.warning {
             EventType::Warning
         } else {
             EventType::Normal
         };
-        publish(ctx, task, kind, &why, &message);
+        publish(ctx, task, kind, &note.reason, &note.message);
     }
-    Ok(())
+    match plan.retry {
+        Retry::OnChange => Action::await_change(),
+        Retry::After(delay) => Action::requeue(delay),
+        Retry::Backoff {
+            attempts,
+            retry_after,
+        } => Action::requeue(failure::backoff(
+            attempts,
+            retry_after,
+            ctx.attempts.jitter(uid, attempts),
+        )),
+    }
 }
 
-/// Publishes an Event in the background: the reconcile does not wait for it.
+/// Logs a failed attempt, within the controller-wide budget.
+fn log_failure(task: &Task, attempts: u32, failure: &Failure, ctx: &Context) {
+    ctx.metrics.error(failure.reason);
+    // Each Task logs its first failure and then at exponentially growing intervals; the
+    // budget bounds the total however many Tasks fail at once.
+    if !attempts.is_power_of_two() {
+        return;
+    }
+    if let Some(suppressed) = ctx.log_budget.admit() {
+        tracing::warn!(
+            task = %task.name_any(),
+            namespace = ?task.namespace(),
+            reason = failure.reason,
+            attempts,
+            suppressed,
+            "{}",
+            failure.message
+        );
+    }
+}
+
+/// Publishes an Event in the background: the reconcile does not wait for it. The recorder
+/// aggregates repeats into an Event series, as Kubernetes does.
 fn publish(ctx: &Context, task: &Task, kind: EventType, reason: &str, note: &str) {
     let event = Event {
         type_: kind,
@@ -411,14 +552,28 @@ fn publish(ctx: &Context, task: &Task, kind: EventType, reason: &str, note: &str
     let name = task.name_any();
     tokio::spawn(async move {
         if let Err(error) = recorder.publish(&event, &reference).await {
-            tracing::warn!(%error, task = %name, "publishing an Event");
+            tracing::debug!(%error, task = %name, "publishing an Event");
         }
     });
 }
 
-/// Failed reconciliations are retried with a short delay (the controller also rate-limits).
+/// A reconcile that could not run is retried with the Task's backoff.
 pub fn error_policy(task: Arc<Task>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.error(&error.metric_reason());
-    tracing::warn!(task = %task.name_any(), namespace = ?task.namespace(), %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_millis(500))
+    ctx.metrics.error(error.metric_reason());
+    let uid = task.uid().unwrap_or_default();
+    let failure = Failure {
+        class: Class::Transient {
+            retry_after: None,
+            give_up_after: None,
+        },
+        reason: error.metric_reason(),
+        message: error.to_string(),
+    };
+    let attempts = ctx.attempts.failed(&uid, &failure, Fingerprint::default());
+    log_failure(&task, attempts, &failure, &ctx);
+    Action::requeue(failure::backoff(
+        attempts,
+        None,
+        ctx.attempts.jitter(&uid, attempts),
+    ))
 }

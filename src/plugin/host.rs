@@ -153,6 +153,19 @@ impl PluginHost {
             .len()
     }
 
+    /// Drops the compiled component with `digest` from the cache (a plugin version no longer
+    /// installed). Plugins already loaded from it keep working; loading it again compiles it.
+    pub fn evict(&self, digest: &str) {
+        self.compiled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(digest);
+        self.compiling
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(digest);
+    }
+
     /// Compiles `component` (or reuses the compilation of identical bytes) and checks that it
     /// implements the plugin world and imports nothing else.
     pub fn load(&self, name: &str, component: &[u8]) -> Result<Plugin, PluginError> {

@@ -2,6 +2,7 @@
 //! controller and for `kubetask render`.
 
 mod invariants;
+pub mod needs;
 mod pipeline;
 mod resolve;
 

@@ -1,5 +1,6 @@
-//! Which ConfigMaps a Task needs before its Job can be created, and which Tasks an Agent or
-//! ConfigMap change concerns. Pure functions over the API types.
+//! What a Task needs before its Job can be rendered and created: its Agent (by name), the
+//! ConfigMaps its contexts and its Agent's default contexts read, and the render plugins its
+//! Agent names. One definition for the controller and `kubetask render`.
 
 use kubetask_api::{Agent, Context, DEFAULT_AGENT_NAME, FileContext, Task};
 
@@ -76,23 +77,9 @@ pub fn agent_name(task: &Task) -> &str {
         .unwrap_or(DEFAULT_AGENT_NAME)
 }
 
-/// Whether a change to the Agent `agent_name` in `namespace` concerns `task`.
-pub fn uses_agent(task: &Task, namespace: &str, agent_name_changed: &str) -> bool {
-    task.metadata.namespace.as_deref() == Some(namespace) && agent_name(task) == agent_name_changed
-}
-
-/// Whether `task` reads the ConfigMap `name` in `namespace` through its own contexts. (Tasks
-/// waiting for a ConfigMap an Agent's default contexts read are found by their condition
-/// reason; see the controller's ConfigMap trigger.)
-pub fn reads_config_map(task: &Task, namespace: &str, name: &str) -> bool {
-    task.metadata.namespace.as_deref() == Some(namespace)
-        && task
-            .spec
-            .contexts
-            .iter()
-            .filter_map(|context| context.file.as_ref())
-            .flat_map(file_references)
-            .any(|(_, read, _, _)| read == name)
+/// The render plugins the Agent names, in order (cluster policies follow them for every Task).
+pub fn plugin_names(agent: Option<&Agent>) -> &[String] {
+    agent.map_or(&[], |agent| agent.spec.plugins.as_slice())
 }
 
 #[cfg(test)]
@@ -147,9 +134,8 @@ mod tests {
                 ),
             ]
         );
-        assert!(reads_config_map(&task, "n", "guide"));
-        assert!(!reads_config_map(&task, "other", "guide"));
-        assert!(uses_agent(&task, "n", "default"));
-        assert!(!uses_agent(&task, "n", "a"));
+        assert_eq!(agent_name(&task), "default");
+        assert!(plugin_names(Some(&agent)).is_empty());
+        assert!(plugin_names(None).is_empty());
     }
 }

@@ -1,6 +1,6 @@
 //! Which Agent runs a Task.
 
-use kubetask_api::{DEFAULT_AGENT_NAME, Task};
+use kubetask_api::Task;
 use thiserror::Error;
 
 /// The Task names an Agent that does not exist.
@@ -18,17 +18,19 @@ pub fn resolve_agent<'a, A>(
     task: &Task,
     find: impl FnOnce(&str) -> Option<&'a A>,
 ) -> Result<Option<&'a A>, AgentNotFound> {
-    match task
+    let name = super::needs::agent_name(task);
+    let explicit = task
         .spec
         .agent_ref
         .as_deref()
-        .filter(|name| !name.is_empty())
-    {
-        Some(name) => find(name).map(Some).ok_or_else(|| AgentNotFound {
+        .is_some_and(|n| !n.is_empty());
+    match find(name) {
+        Some(agent) => Ok(Some(agent)),
+        None if explicit => Err(AgentNotFound {
             name: name.to_owned(),
             namespace: task.metadata.namespace.clone().unwrap_or_default(),
         }),
-        None => Ok(find(DEFAULT_AGENT_NAME)),
+        None => Ok(None),
     }
 }
 

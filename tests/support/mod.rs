@@ -55,7 +55,10 @@ impl Cluster {
             run_time,
             outcome: Arc::new(outcome_by_name),
         };
+        // A hardened cluster: RBAC for every user but the tests' admin,
+        // OwnerReferencesPermissionEnforcement, asynchronous garbage collection.
         let config = Config::default()
+            .hardened()
             .with_job_simulator(simulator)
             .with_user(CONTROLLER_TOKEN, CONTROLLER_USER);
         let server = TestApiServer::start(config).expect("test API server");
@@ -75,7 +78,51 @@ impl Cluster {
             controller_kubeconfig,
         };
         cluster.namespace("kubetask-system").await;
+        cluster.install_rbac().await;
         cluster
+    }
+
+    /// Creates what `manifests/rbac.yaml` holds (the controller's ServiceAccount, roles and
+    /// bindings): the controller runs with exactly the permissions the install grants.
+    pub async fn install_rbac(&self) {
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/rbac.yaml"))
+                .expect("manifests/rbac.yaml");
+        let params = PostParams::default();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let object: Value = serde::Deserialize::deserialize(document).expect("YAML");
+            let namespace = object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_owned();
+            let client = self.client.clone();
+            let created = match object["kind"].as_str() {
+                Some("ServiceAccount") => Api::<ServiceAccount>::namespaced(client, &namespace)
+                    .create(&params, &serde_json::from_value(object).unwrap())
+                    .await
+                    .map(drop),
+                Some("ClusterRole") => Api::<ClusterRole>::all(client)
+                    .create(&params, &serde_json::from_value(object).unwrap())
+                    .await
+                    .map(drop),
+                Some("ClusterRoleBinding") => Api::<ClusterRoleBinding>::all(client)
+                    .create(&params, &serde_json::from_value(object).unwrap())
+                    .await
+                    .map(drop),
+                Some("Role") => Api::<Role>::namespaced(client, &namespace)
+                    .create(&params, &serde_json::from_value(object).unwrap())
+                    .await
+                    .map(drop),
+                Some("RoleBinding") => Api::<RoleBinding>::namespaced(client, &namespace)
+                    .create(&params, &serde_json::from_value(object).unwrap())
+                    .await
+                    .map(drop),
+                other => panic!("manifests/rbac.yaml: unexpected kind {other:?}"),
+            };
+            created.expect("an RBAC object of manifests/rbac.yaml");
+        }
     }
 
     pub async fn namespace(&self, name: &str) {
@@ -211,6 +258,21 @@ impl Cluster {
             })
             .collect()
     }
+}
+
+/// Waits (up to 30 s) until `api` has no object `name`: garbage collection is asynchronous,
+/// as in a real cluster.
+pub async fn wait_gone<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    for _ in 0..600 {
+        if api.get_opt(name).await.expect("get").is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name} still exists after 30 s");
 }
 
 /// The `Succeeded` condition's reason.

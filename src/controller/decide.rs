@@ -1,0 +1,1003 @@
+//! The rules of a Task's life, as one pure function: `decide(task, snapshot, now) -> Plan`.
+//! The snapshot is what the controller knows about the Task (observed from watch-fed indexes
+//! and, for misses, the API server); the plan is what to do about it: create the Job, the
+//! status to write, the Event to emit, and when to look again. The executor (`reconcile`)
+//! carries a plan out; nothing here does I/O.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kubetask_api::{PluginRef, Task, TaskPhase, TaskStatus};
+
+use super::failure::{Class, Failure, LONGEST_RETRY, VISIBLE_AFTER};
+use super::status::{self, Condition, reason};
+
+/// The object that has (or would have) the Task's Job name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Child {
+    /// No such object.
+    Absent,
+    /// The Task's own Job.
+    Owned(Box<Job>),
+    /// A Job or ConfigMap of a deleted Task with the same name, which the garbage collector
+    /// has not removed yet.
+    Previous { kind: &'static str, name: String },
+    /// An object of someone else's.
+    Foreign {
+        kind: &'static str,
+        name: String,
+        owner: String,
+    },
+}
+
+/// How far the Task is from having a Job (looked at only while it has none).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Start {
+    /// Not looked at: the Task has a Job, is finished, or is being deleted.
+    NotChecked,
+    /// It waits for something a user or an admin provides (an Agent, a ConfigMap or key, a
+    /// plugin, a policy that loads).
+    Waiting {
+        reason: &'static str,
+        message: String,
+    },
+    /// Everything it needs is there: render and create.
+    Ready,
+    /// An earlier attempt failed permanently and nothing it depends on has changed since.
+    Blocked(Failure),
+    /// This reconcile's attempt failed; `attempts` in a row so far.
+    Failed { attempts: u32, failure: Failure },
+    /// The Job was just created (it is in `Snapshot::job`), rendered by these plugins.
+    Created { rendered_by: Vec<PluginRef> },
+}
+
+/// What the controller knows about one Task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The status as this replica last wrote it, else as the watch cache has it.
+    pub status: TaskStatus,
+    pub job: Child,
+    pub start: Start,
+}
+
+/// When to reconcile the Task again (besides a change to something it depends on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Only when something changes.
+    OnChange,
+    /// After the backoff for this many consecutive failures (the executor adds jitter).
+    Backoff {
+        attempts: u32,
+        retry_after: Option<std::time::Duration>,
+    },
+    /// After a fixed delay.
+    After(std::time::Duration),
+}
+
+/// An Event about the Task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// What to do about a Task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Render and create the Task's ConfigMaps and Job.
+    pub create: bool,
+    /// The status to write; `None` when it does not change.
+    pub status: Option<TaskStatus>,
+    /// The Event of a transition (a new phase or reason).
+    pub event: Option<Note>,
+    pub retry: Retry,
+}
+
+impl Plan {
+    fn idle() -> Self {
+        Self {
+            create: false,
+            status: None,
+            event: None,
+            retry: Retry::OnChange,
+        }
+    }
+}
+
+/// The reasons under which a Pending Task waits for a user or an admin to act: they count as
+/// errors in the metrics and their Events are warnings.
+fn is_waiting_on_a_fix(why: &str) -> bool {
+    matches!(
+        why,
+        reason::AGENT_NOT_FOUND
+            | reason::CONFIG_MAP_NOT_FOUND
+            | reason::CONFIG_MAP_KEY_NOT_FOUND
+            | reason::PLUGIN_NOT_FOUND
+            | reason::PLUGIN_UNAVAILABLE
+            | reason::FORBIDDEN
+            | reason::REJECTED
+            | reason::API_UNAVAILABLE
+            | reason::PLUGIN_TIMEOUT
+    )
+}
+
+/// Decides what to do about `task` given what the controller knows (`snapshot`) at `now`.
+pub fn decide(task: &Task, snapshot: &Snapshot, now: &Time) -> Plan {
+    if task.metadata.deletion_timestamp.is_some() || status::is_finished(task, &snapshot.status) {
+        return Plan::idle();
+    }
+    let job_name =
+        || kubetask_api::naming::job_name(task.metadata.name.as_deref().unwrap_or_default());
+    let (condition, retry) = match (&snapshot.job, &snapshot.start) {
+        (_, Start::Failed { attempts, failure }) => {
+            return on_failure(task, snapshot, *attempts, failure, now);
+        }
+        (Child::Owned(job), _) => (status::of_job(job, &job_name()), Retry::OnChange),
+        (Child::Previous { kind, name }, _) => (
+            Condition::pending(
+                reason::PREVIOUS_TASK_CLEANUP,
+                format!(
+                    "{kind} {name:?} belongs to a deleted Task of the same name; the Task starts when Kubernetes has deleted it"
+                ),
+            ),
+            Retry::OnChange,
+        ),
+        (Child::Foreign { kind, name, owner }, _) => (
+            Condition::failed(
+                reason::NAME_CONFLICT,
+                format!(
+                    "{kind} {name:?} already exists and is not controlled by this Task (controller: {owner}); delete or rename it"
+                ),
+            ),
+            Retry::OnChange,
+        ),
+        (Child::Absent, _) if snapshot.status.job_name.is_some() => (
+            Condition::failed(
+                reason::JOB_MISSING,
+                format!(
+                    "Job {:?} was deleted before it finished",
+                    snapshot.status.job_name.as_deref().unwrap_or_default()
+                ),
+            ),
+            Retry::OnChange,
+        ),
+        (Child::Absent, Start::Waiting { reason, message }) => {
+            (Condition::pending(reason, message.clone()), Retry::OnChange)
+        }
+        (Child::Absent, Start::Blocked(failure)) => (
+            Condition::pending(failure.reason, failure.message.clone()),
+            Retry::After(LONGEST_RETRY),
+        ),
+        (Child::Absent, Start::Ready) => {
+            return Plan {
+                create: true,
+                ..Plan::idle()
+            };
+        }
+        (Child::Absent, Start::NotChecked | Start::Created { .. }) => return Plan::idle(),
+    };
+    let rendered_by = match &snapshot.start {
+        Start::Created { rendered_by } => Some(rendered_by.as_slice()),
+        _ => None,
+    };
+    transition(task, snapshot, condition, rendered_by, retry, now)
+}
+
+/// The plan after a failed attempt to act.
+fn on_failure(
+    task: &Task,
+    snapshot: &Snapshot,
+    attempts: u32,
+    failure: &Failure,
+    now: &Time,
+) -> Plan {
+    match failure.class {
+        Class::Transient { retry_after, .. } => {
+            let retry = Retry::Backoff {
+                attempts,
+                retry_after,
+            };
+            if attempts < VISIBLE_AFTER {
+                return Plan {
+                    retry,
+                    ..Plan::idle()
+                };
+            }
+            let mut condition = Condition::pending(
+                failure.reason,
+                format!(
+                    "{} (attempt {attempts}; retrying with backoff, at most every 5 minutes)",
+                    failure.message
+                ),
+            );
+            // A Task with a Job keeps its phase while the controller cannot reach the server.
+            if let Some(phase) = snapshot.status.phase {
+                condition.phase = phase;
+            }
+            transition(task, snapshot, condition, None, retry, now)
+        }
+        Class::Blocked => transition(
+            task,
+            snapshot,
+            Condition::pending(failure.reason, failure.message.clone()),
+            None,
+            Retry::After(LONGEST_RETRY),
+            now,
+        ),
+        Class::Fatal => transition(
+            task,
+            snapshot,
+            Condition::failed(failure.reason, failure.message.clone()),
+            None,
+            Retry::OnChange,
+            now,
+        ),
+    }
+}
+
+/// The status after `condition`, and the Event if the phase or reason changed.
+fn transition(
+    task: &Task,
+    snapshot: &Snapshot,
+    condition: Condition,
+    rendered_by: Option<&[PluginRef]>,
+    retry: Retry,
+    now: &Time,
+) -> Plan {
+    let previous = &snapshot.status;
+    let job_name = match &snapshot.job {
+        Child::Owned(_) => Some(kubetask_api::naming::job_name(
+            task.metadata.name.as_deref().unwrap_or_default(),
+        )),
+        _ => previous.job_name.clone(),
+    };
+    let next = status::build(
+        previous,
+        task.metadata.generation,
+        job_name,
+        rendered_by,
+        &condition,
+        now,
+    );
+    let event = {
+        let before = (previous.phase, status::condition_reason(previous));
+        let after = (next.phase, status::condition_reason(&next));
+        (before != after).then(|| Note {
+            warning: matches!(next.phase, Some(TaskPhase::Failed))
+                || is_waiting_on_a_fix(condition.reason),
+            reason: condition.reason.to_owned(),
+            message: condition.message.clone(),
+        })
+    };
+    Plan {
+        create: false,
+        status: (next != *previous).then_some(next),
+        event,
+        retry,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+    use kubetask_api::TaskSpec;
+
+    use super::*;
+
+    fn time(seconds: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    fn task() -> Task {
+        let mut task = Task::new("t", TaskSpec::default());
+        task.metadata.generation = Some(1);
+        task.metadata.namespace = Some("n".into());
+        task
+    }
+
+    fn job(status: JobStatus) -> Child {
+        Child::Owned(Box::new(Job {
+            status: Some(status),
+            ..Job::default()
+        }))
+    }
+
+    fn job_condition(kind: &str, at: i64) -> JobCondition {
+        JobCondition {
+            type_: kind.to_owned(),
+            status: "True".to_owned(),
+            reason: Some("BackoffLimitExceeded".to_owned()),
+            message: Some("Job has reached the specified backoff limit".to_owned()),
+            last_transition_time: Some(time(at)),
+            ..JobCondition::default()
+        }
+    }
+
+    /// The status `decide` writes for this observation of a Task whose status was `status`.
+    fn after(status: &TaskStatus, job: Child, start: Start) -> TaskStatus {
+        let snapshot = Snapshot {
+            status: status.clone(),
+            job,
+            start,
+        };
+        decide(&task(), &snapshot, &time(1))
+            .status
+            .expect("a status is written")
+    }
+
+    /// The reason constants by value (test rows name reasons as strings).
+    fn reason_static(why: &str) -> &'static str {
+        [
+            reason::JOB_CREATED,
+            reason::RUNNING,
+            reason::COMPLETED,
+            reason::JOB_FAILED,
+            reason::JOB_MISSING,
+            reason::AGENT_NOT_FOUND,
+            reason::CONFIG_MAP_NOT_FOUND,
+            reason::CONFIG_MAP_KEY_NOT_FOUND,
+            reason::INVALID_SPEC,
+            reason::POLICY_DENIED,
+            reason::PLUGIN_ERROR,
+            reason::PLUGIN_NOT_FOUND,
+            reason::PLUGIN_UNAVAILABLE,
+            reason::PLUGIN_TIMEOUT,
+            reason::PREVIOUS_TASK_CLEANUP,
+            reason::NAME_CONFLICT,
+            reason::FORBIDDEN,
+            reason::REJECTED,
+            reason::API_UNAVAILABLE,
+        ]
+        .into_iter()
+        .find(|r| *r == why)
+        .unwrap_or_else(|| panic!("unknown reason {why}"))
+    }
+
+    fn transient(why: &'static str) -> Failure {
+        Failure {
+            class: Class::Transient {
+                retry_after: None,
+                give_up_after: None,
+            },
+            reason: why,
+            message: "the API server answered 503".into(),
+        }
+    }
+
+    fn permanent(class: Class, why: &'static str) -> Failure {
+        Failure {
+            class,
+            reason: why,
+            message: format!("{why}: what to fix"),
+        }
+    }
+
+    /// What a row expects: create?, the phase and reason written (None: no write), an Event
+    /// (None: none; Some(warning)), and the retry.
+    struct Expect {
+        create: bool,
+        written: Option<(TaskPhase, &'static str)>,
+        event: Option<bool>,
+        retry: Retry,
+    }
+
+    const ON_CHANGE: Retry = Retry::OnChange;
+
+    fn expect(
+        create: bool,
+        written: Option<(TaskPhase, &'static str)>,
+        event: Option<bool>,
+        retry: Retry,
+    ) -> Expect {
+        Expect {
+            create,
+            written,
+            event,
+            retry,
+        }
+    }
+
+    #[test]
+    fn every_phase_and_observation() {
+        use TaskPhase::*;
+        let none = TaskStatus::default();
+        let waiting = |why: &'static str| Start::Waiting {
+            reason: why,
+            message: format!("{why}: waiting"),
+        };
+        let failed_now = |attempts: u32, failure: Failure| Start::Failed { attempts, failure };
+        let pending_created = after(
+            &none,
+            job(JobStatus::default()),
+            Start::Created {
+                rendered_by: vec![],
+            },
+        );
+        let waiting_agent = after(&none, Child::Absent, waiting(reason::AGENT_NOT_FOUND));
+        let forbidden = after(
+            &none,
+            Child::Absent,
+            failed_now(1, permanent(Class::Blocked, reason::FORBIDDEN)),
+        );
+        let retrying = after(
+            &none,
+            Child::Absent,
+            failed_now(3, transient(reason::API_UNAVAILABLE)),
+        );
+        let started = JobStatus {
+            start_time: Some(time(10)),
+            active: Some(1),
+            ..JobStatus::default()
+        };
+        let ready = JobStatus {
+            ready: Some(1),
+            ..started.clone()
+        };
+        let complete = JobStatus {
+            start_time: Some(time(10)),
+            completion_time: Some(time(20)),
+            conditions: Some(vec![job_condition("Complete", 20)]),
+            ..JobStatus::default()
+        };
+        let failed = JobStatus {
+            start_time: Some(time(10)),
+            conditions: Some(vec![job_condition("Failed", 30)]),
+            ..JobStatus::default()
+        };
+        let running = after(&pending_created, job(ready.clone()), Start::NotChecked);
+        let completed = after(&running, job(complete.clone()), Start::NotChecked);
+        let job_failed = after(&running, job(failed.clone()), Start::NotChecked);
+        let backoff = |attempts| Retry::Backoff {
+            attempts,
+            retry_after: None,
+        };
+        let rows: Vec<(&str, TaskStatus, Child, Start, Expect)> = vec![
+            // A new Task.
+            (
+                "new, ready",
+                none.clone(),
+                Child::Absent,
+                Start::Ready,
+                expect(true, None, None, ON_CHANGE),
+            ),
+            (
+                "new, Agent missing",
+                none.clone(),
+                Child::Absent,
+                waiting(reason::AGENT_NOT_FOUND),
+                expect(
+                    false,
+                    Some((Pending, reason::AGENT_NOT_FOUND)),
+                    Some(true),
+                    ON_CHANGE,
+                ),
+            ),
+            (
+                "new, ConfigMap missing",
+                none.clone(),
+                Child::Absent,
+                waiting(reason::CONFIG_MAP_NOT_FOUND),
+                expect(
+                    false,
+                    Some((Pending, reason::CONFIG_MAP_NOT_FOUND)),
+                    Some(true),
+                    ON_CHANGE,
+                ),
+            ),
+            (
+                "new, key missing",
+                none.clone(),
+                Child::Absent,
+                waiting(reason::CONFIG_MAP_KEY_NOT_FOUND),
+                expect(
+                    false,
+                    Some((Pending, reason::CONFIG_MAP_KEY_NOT_FOUND)),
+                    Some(true),
+                    ON_CHANGE,
+                ),
+            ),
+            (
+                "new, plugin missing",
+                none.clone(),
+                Child::Absent,
+                waiting(reason::PLUGIN_NOT_FOUND),
+                expect(
+                    false,
+                    Some((Pending, reason::PLUGIN_NOT_FOUND)),
+                    Some(true),
+                    ON_CHANGE,
+                ),
+            ),
+            (
+                "new, policy broken",
+                none.clone(),
+                Child::Absent,
+                waiting(reason::PLUGIN_UNAVAILABLE),
+                expect(
+                    false,
+                    Some((Pending, reason::PLUGIN_UNAVAILABLE)),
+                    Some(true),
+                    ON_CHANGE,
+                ),
+            ),
+            (
+                "waiting, still waiting",
+                waiting_agent.clone(),
+                Child::Absent,
+                waiting(reason::AGENT_NOT_FOUND),
+                expect(false, None, None, ON_CHANGE),
+            ),
+            (
+                "waiting, now ready",
+                waiting_agent.clone(),
+                Child::Absent,
+                Start::Ready,
+                expect(true, None, None, ON_CHANGE),
+            ),
+            // Children that are not the Task's.
+            (
+                "old child",
+                none.clone(),
+                Child::Previous {
+                    kind: "ConfigMap",
+                    name: "t-contexts".into(),
+                },
+                Start::NotChecked,
+                expect(
+                    false,
+                    Some((Pending, reason::PREVIOUS_TASK_CLEANUP)),
+                    Some(false),
+                    ON_CHANGE,
+                ),
+            ),
+            (
+                "foreign Job",
+                none.clone(),
+                Child::Foreign {
+                    kind: "Job",
+                    name: "t".into(),
+                    owner: "none".into(),
+                },
+                Start::NotChecked,
+                expect(
+                    false,
+                    Some((Failed, reason::NAME_CONFLICT)),
+                    Some(true),
+                    ON_CHANGE,
+                ),
+            ),
+            // Creating.
+            (
+                "created",
+                none.clone(),
+                job(JobStatus::default()),
+                Start::Created {
+                    rendered_by: vec![],
+                },
+                expect(
+                    false,
+                    Some((Pending, reason::JOB_CREATED)),
+                    Some(false),
+                    ON_CHANGE,
+                ),
+            ),
+            (
+                "create failed once",
+                none.clone(),
+                Child::Absent,
+                failed_now(1, transient(reason::API_UNAVAILABLE)),
+                expect(false, None, None, backoff(1)),
+            ),
+            (
+                "create failed 3 times",
+                none.clone(),
+                Child::Absent,
+                failed_now(3, transient(reason::API_UNAVAILABLE)),
+                expect(
+                    false,
+                    Some((Pending, reason::API_UNAVAILABLE)),
+                    Some(true),
+                    backoff(3),
+                ),
+            ),
+            (
+                "retrying, failed again",
+                retrying.clone(),
+                Child::Absent,
+                failed_now(4, transient(reason::API_UNAVAILABLE)),
+                expect(
+                    false,
+                    Some((Pending, reason::API_UNAVAILABLE)),
+                    None,
+                    backoff(4),
+                ),
+            ),
+            (
+                "retrying, now ready",
+                retrying.clone(),
+                Child::Absent,
+                Start::Ready,
+                expect(true, None, None, ON_CHANGE),
+            ),
+            (
+                "plugin timed out once",
+                none.clone(),
+                Child::Absent,
+                failed_now(1, transient(reason::PLUGIN_TIMEOUT)),
+                expect(false, None, None, backoff(1)),
+            ),
+            (
+                "403",
+                none.clone(),
+                Child::Absent,
+                failed_now(1, permanent(Class::Blocked, reason::FORBIDDEN)),
+                expect(
+                    false,
+                    Some((Pending, reason::FORBIDDEN)),
+                    Some(true),
+                    Retry::After(LONGEST_RETRY),
+                ),
+            ),
+            (
+                "403, nothing changed",
+                forbidden.clone(),
+                Child::Absent,
+                Start::Blocked(permanent(Class::Blocked, reason::FORBIDDEN)),
+                expect(false, None, None, Retry::After(LONGEST_RETRY)),
+            ),
+            (
+                "403, then ready",
+                forbidden.clone(),
+                Child::Absent,
+                Start::Ready,
+                expect(true, None, None, ON_CHANGE),
+            ),
+            (
+                "422",
+                none.clone(),
+                Child::Absent,
+                failed_now(1, permanent(Class::Blocked, reason::REJECTED)),
+                expect(
+                    false,
+                    Some((Pending, reason::REJECTED)),
+                    Some(true),
+                    Retry::After(LONGEST_RETRY),
+                ),
+            ),
+            (
+                "invalid spec",
+                none.clone(),
+                Child::Absent,
+                failed_now(1, permanent(Class::Fatal, reason::INVALID_SPEC)),
+                expect(
+                    false,
+                    Some((Failed, reason::INVALID_SPEC)),
+                    Some(true),
+                    ON_CHANGE,
+                ),
+            ),
+            (
+                "denied",
+                none.clone(),
+                Child::Absent,
+                failed_now(1, permanent(Class::Fatal, reason::POLICY_DENIED)),
+                expect(
+                    false,
+                    Some((Failed, reason::POLICY_DENIED)),
+                    Some(true),
+                    ON_CHANGE,
+                ),
+            ),
+            (
+                "plugin crashed",
+                none.clone(),
+                Child::Absent,
+                failed_now(1, permanent(Class::Fatal, reason::PLUGIN_ERROR)),
+                expect(
+                    false,
+                    Some((Failed, reason::PLUGIN_ERROR)),
+                    Some(true),
+                    ON_CHANGE,
+                ),
+            ),
+            // The Job's life.
+            (
+                "Job pending",
+                pending_created.clone(),
+                job(JobStatus::default()),
+                Start::NotChecked,
+                expect(false, None, None, ON_CHANGE),
+            ),
+            (
+                "Job started, pod not ready",
+                pending_created.clone(),
+                job(started.clone()),
+                Start::NotChecked,
+                expect(false, None, None, ON_CHANGE),
+            ),
+            (
+                "pod ready",
+                pending_created.clone(),
+                job(ready.clone()),
+                Start::NotChecked,
+                expect(
+                    false,
+                    Some((Running, reason::RUNNING)),
+                    Some(false),
+                    ON_CHANGE,
+                ),
+            ),
+            (
+                "running, still",
+                running.clone(),
+                job(ready.clone()),
+                Start::NotChecked,
+                expect(false, None, None, ON_CHANGE),
+            ),
+            (
+                "running, complete",
+                running.clone(),
+                job(complete.clone()),
+                Start::NotChecked,
+                expect(
+                    false,
+                    Some((Completed, reason::COMPLETED)),
+                    Some(false),
+                    ON_CHANGE,
+                ),
+            ),
+            (
+                "running, failed",
+                running.clone(),
+                job(failed.clone()),
+                Start::NotChecked,
+                expect(
+                    false,
+                    Some((Failed, reason::JOB_FAILED)),
+                    Some(true),
+                    ON_CHANGE,
+                ),
+            ),
+            (
+                "pending, complete at once",
+                pending_created.clone(),
+                job(complete.clone()),
+                Start::NotChecked,
+                expect(
+                    false,
+                    Some((Completed, reason::COMPLETED)),
+                    Some(false),
+                    ON_CHANGE,
+                ),
+            ),
+            (
+                "running, Job deleted",
+                running.clone(),
+                Child::Absent,
+                Start::NotChecked,
+                expect(
+                    false,
+                    Some((Failed, reason::JOB_MISSING)),
+                    Some(true),
+                    ON_CHANGE,
+                ),
+            ),
+            (
+                "running, API down",
+                running.clone(),
+                Child::Absent,
+                failed_now(3, transient(reason::API_UNAVAILABLE)),
+                expect(
+                    false,
+                    Some((Running, reason::API_UNAVAILABLE)),
+                    Some(true),
+                    backoff(3),
+                ),
+            ),
+            // Finished Tasks stay as they are.
+            (
+                "completed",
+                completed.clone(),
+                Child::Absent,
+                Start::NotChecked,
+                expect(false, None, None, ON_CHANGE),
+            ),
+            (
+                "failed",
+                job_failed.clone(),
+                job(ready.clone()),
+                Start::NotChecked,
+                expect(false, None, None, ON_CHANGE),
+            ),
+        ];
+        for (name, status, child, start, expected) in rows {
+            let snapshot = Snapshot {
+                status: status.clone(),
+                job: child,
+                start,
+            };
+            let plan = decide(&task(), &snapshot, &time(100));
+            assert_eq!(plan.create, expected.create, "{name}: create");
+            let written = plan.status.as_ref().map(|s| {
+                (
+                    s.phase.unwrap(),
+                    reason_static(status::condition_reason(s).unwrap()),
+                )
+            });
+            assert_eq!(written, expected.written, "{name}: status");
+            assert_eq!(
+                plan.event.as_ref().map(|e| e.warning),
+                expected.event,
+                "{name}: event"
+            );
+            assert_eq!(plan.retry, expected.retry, "{name}: retry");
+            if let Some(written) = &plan.status {
+                assert_eq!(written.observed_generation, Some(1), "{name}");
+                assert_eq!(written.conditions.len(), 1, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn times_come_from_the_job_and_only_once_it_runs() {
+        let snapshot = |status: TaskStatus, job_status: JobStatus| Snapshot {
+            status,
+            job: job(job_status),
+            start: Start::NotChecked,
+        };
+        let pending = after(
+            &TaskStatus::default(),
+            job(JobStatus::default()),
+            Start::Created {
+                rendered_by: vec![],
+            },
+        );
+        let started = JobStatus {
+            start_time: Some(time(10)),
+            ..JobStatus::default()
+        };
+        assert_eq!(
+            decide(
+                &task(),
+                &snapshot(pending.clone(), started.clone()),
+                &time(11)
+            )
+            .status,
+            None,
+            "a startTime alone while Pending is not written"
+        );
+        let running = decide(
+            &task(),
+            &snapshot(
+                pending,
+                JobStatus {
+                    ready: Some(1),
+                    ..started
+                },
+            ),
+            &time(12),
+        )
+        .status
+        .unwrap();
+        assert_eq!(running.start_time, Some(time(10)));
+        let done = decide(
+            &task(),
+            &snapshot(
+                running.clone(),
+                JobStatus {
+                    start_time: Some(time(10)),
+                    completion_time: Some(time(20)),
+                    conditions: Some(vec![job_condition("Complete", 21)]),
+                    ..JobStatus::default()
+                },
+            ),
+            &time(30),
+        )
+        .status
+        .unwrap();
+        assert_eq!(
+            (done.start_time, done.completion_time),
+            (Some(time(10)), Some(time(20)))
+        );
+        assert_eq!(
+            running.conditions[0].last_transition_time,
+            time(1),
+            "Unknown → Unknown keeps its time"
+        );
+        assert_eq!(done.conditions[0].last_transition_time, time(30));
+        let failed = decide(
+            &task(),
+            &snapshot(
+                running.clone(),
+                JobStatus {
+                    conditions: Some(vec![job_condition("Failed", 30)]),
+                    ..JobStatus::default()
+                },
+            ),
+            &time(40),
+        )
+        .status
+        .unwrap();
+        assert_eq!(
+            failed.completion_time,
+            Some(time(30)),
+            "the Failed condition's time"
+        );
+        assert!(
+            failed.conditions[0]
+                .message
+                .contains("BackoffLimitExceeded: Job has reached")
+        );
+    }
+
+    #[test]
+    fn a_created_job_records_its_plugins_and_later_statuses_keep_them() {
+        let plugins = vec![PluginRef {
+            name: "builtin-default".into(),
+            digest: "sha256:x".into(),
+        }];
+        let created = Snapshot {
+            status: TaskStatus::default(),
+            job: job(JobStatus::default()),
+            start: Start::Created {
+                rendered_by: plugins.clone(),
+            },
+        };
+        let first = decide(&task(), &created, &time(1)).status.unwrap();
+        assert_eq!(first.rendered_by, plugins);
+        assert_eq!(first.job_name.as_deref(), Some("t"));
+        let later = Snapshot {
+            status: first,
+            job: job(JobStatus {
+                ready: Some(1),
+                ..JobStatus::default()
+            }),
+            start: Start::NotChecked,
+        };
+        assert_eq!(
+            decide(&task(), &later, &time(2))
+                .status
+                .unwrap()
+                .rendered_by,
+            plugins
+        );
+    }
+
+    #[test]
+    fn deleted_and_newer_generations() {
+        let mut deleted = task();
+        deleted.metadata.deletion_timestamp = Some(time(5));
+        let snapshot = Snapshot {
+            status: TaskStatus::default(),
+            job: Child::Absent,
+            start: Start::Ready,
+        };
+        assert_eq!(decide(&deleted, &snapshot, &time(6)), Plan::idle());
+        let mut newer = task();
+        newer.metadata.generation = Some(2);
+        let running = after(
+            &TaskStatus::default(),
+            job(JobStatus {
+                ready: Some(1),
+                ..JobStatus::default()
+            }),
+            Start::NotChecked,
+        );
+        let finished = Snapshot {
+            status: after(
+                &running,
+                job(JobStatus {
+                    conditions: Some(vec![job_condition("Complete", 3)]),
+                    ..JobStatus::default()
+                }),
+                Start::NotChecked,
+            ),
+            job: job(JobStatus::default()),
+            start: Start::NotChecked,
+        };
+        assert!(
+            decide(&newer, &finished, &time(6)).status.is_some(),
+            "a newer generation is looked at again"
+        );
+    }
+}
