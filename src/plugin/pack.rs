@@ -95,7 +95,7 @@ pub fn yaml(component: &[u8], options: &PackOptions) -> Result<String, PackError
         ),
     };
     Ok(format!(
-        "# KubeTask plugin {:?}: {role}.\n# Packed by `kubetask plugin pack`; apply with kubectl apply -f.\napiVersion: v1\nkind: ConfigMap\n{body}",
+        "# KubeTask plugin {:?}: {role}.\n# Packed by `kubetask plugin pack`. Install with `kubectl apply --server-side -f` or\n# `kubectl create -f`: a plain `kubectl apply -f` copies the component into an annotation\n# the API server refuses (over 256 KiB).\napiVersion: v1\nkind: ConfigMap\n{body}",
         options.name
     ))
 }

@@ -175,7 +175,7 @@ impl Cluster {
     }
 
     /// Creates the ConfigMap of a manifest `kubetask plugin pack` printed (a path relative to
-    /// the repository), as `kubectl apply -f` would.
+    /// the repository), as `kubectl create -f` would.
     pub async fn install_plugin(&self, manifest: &str) -> ConfigMap {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(manifest);
         let text = std::fs::read_to_string(&path).expect("the packed manifest exists");

@@ -16,6 +16,7 @@ mod meta;
 mod namespaces;
 mod openapi;
 mod patch;
+mod protobuf;
 mod rbac;
 mod registry;
 mod schema;
@@ -172,6 +173,7 @@ impl TestApiServer {
             state: Mutex::new(state),
             faults: Mutex::new(faults::Faults::new(config.seed)),
             log: Mutex::new(Vec::new()),
+            issued: Mutex::new(HashMap::new()),
             settings: Settings {
                 tokens: config.tokens.clone(),
                 bookmark_interval: config.bookmark_interval,

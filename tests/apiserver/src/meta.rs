@@ -11,6 +11,14 @@ pub fn now() -> String {
         .to_string()
 }
 
+/// `seconds` from now as a `metav1.Time` string.
+pub fn now_plus(seconds: i64) -> String {
+    let later = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs(seconds))
+        .unwrap_or_else(|_| jiff::Timestamp::now());
+    later.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
 /// A small deterministic generator (xorshift64*) for uids and generated names.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);

@@ -126,12 +126,23 @@ impl ResourceType {
                 "verbs": ["get", "patch", "update"],
             }));
         }
+        if self.group.is_empty() && self.kind == "ServiceAccount" {
+            entries.push(json!({
+                "name": "serviceaccounts/token",
+                "singularName": "",
+                "namespaced": true,
+                "group": "authentication.k8s.io",
+                "version": "v1",
+                "kind": "TokenRequest",
+                "verbs": ["create"],
+            }));
+        }
         entries
     }
 }
 
-/// The built-in kinds KubeTask and its tests use. RBAC objects and Deployments are stored
-/// (so `kubectl apply -k manifests/` works) but have no effect: no authorization, no pods.
+/// The built-in kinds KubeTask and its tests use. Deployments are stored (so `kubectl apply -k
+/// manifests/` works) but run no pods; RBAC objects take effect with `Admission::rbac`.
 pub fn builtins() -> Vec<ResourceType> {
     let mut namespace =
         ResourceType::builtin("", "v1", "Namespace", "namespaces", false).short(&["ns"]);

@@ -41,6 +41,8 @@ pub struct Shared {
     pub state: Mutex<State>,
     pub faults: Mutex<Faults>,
     pub log: Mutex<Vec<RequestRecord>>,
+    /// Tokens issued through `serviceaccounts/<name>/token` → the ServiceAccount's user.
+    pub issued: Mutex<HashMap<String, String>>,
     pub settings: Settings,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -210,15 +212,21 @@ fn verb_of(method: &Method, target: &Target, params: &HashMap<String, String>) -
     }
 }
 
-fn authenticate(settings: &Settings, headers: &hyper::HeaderMap) -> Option<String> {
-    if settings.tokens.is_empty() {
+fn authenticate(shared: &Shared, headers: &hyper::HeaderMap) -> Option<String> {
+    if shared.settings.tokens.is_empty() {
         return Some("system:anonymous".into());
     }
     let token = headers
         .get("authorization")
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))?;
-    settings.tokens.get(token.trim()).cloned()
+        .and_then(|h| h.strip_prefix("Bearer "))?
+        .trim();
+    shared
+        .settings
+        .tokens
+        .get(token)
+        .cloned()
+        .or_else(|| lock(&shared.issued).get(token).cloned())
 }
 
 /// Serves one HTTP request.
@@ -232,7 +240,7 @@ pub async fn handle(
     let params: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();
-    let user = authenticate(&shared.settings, request.headers());
+    let user = authenticate(&shared, request.headers());
     let route = parse_route(&path);
     let mut record = RequestRecord {
         method: method.to_string(),
@@ -404,6 +412,9 @@ impl Call<'_> {
             .next()
             .unwrap_or_default()
             .trim();
+        if media == crate::protobuf::MEDIA_TYPE {
+            return crate::protobuf::decode(self.body);
+        }
         if media.contains("protobuf") || media.contains("cbor") {
             // Clients (kubectl, client-go) fall back to JSON on 415.
             return Err(ApiError::unsupported_media_type(media));
@@ -513,6 +524,9 @@ fn dispatch(
         || (!rt.namespaced && !target.namespace.is_empty())
     {
         return Err(not_found());
+    }
+    if target.subresource == "token" && rt.group.is_empty() && rt.kind == "ServiceAccount" {
+        return issue_token(shared, target, verb, call);
     }
     if !target.subresource.is_empty()
         && !(target.subresource == "status" && (rt.status_subresource || rt.crd.is_none()))
@@ -639,6 +653,40 @@ fn dispatch(
         }
         _ => Err(ApiError::method_not_allowed("method not allowed")),
     }
+}
+
+/// `POST serviceaccounts/<name>/token` (`kubectl create token`): a token that authenticates
+/// as the ServiceAccount from then on.
+fn issue_token(
+    shared: &Arc<Shared>,
+    target: &Target,
+    verb: &str,
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError> {
+    if verb != "create" {
+        return Err(ApiError::method_not_allowed(
+            "only create is allowed on serviceaccounts/token",
+        ));
+    }
+    let mut request = call.json_body()?;
+    let (token, expires) = {
+        let mut state = lock(&shared.state);
+        let rt = state
+            .find_type("", "v1", "serviceaccounts")
+            .ok_or_else(|| ApiError::internal("no ServiceAccount type"))?;
+        state.get(&rt, &target.namespace, &target.name)?;
+        (state.random_token(), crate::meta::now_plus(3600))
+    };
+    lock(&shared.issued).insert(
+        token.clone(),
+        format!("system:serviceaccount:{}:{}", target.namespace, target.name),
+    );
+    request["apiVersion"] = json!("authentication.k8s.io/v1");
+    request["kind"] = json!("TokenRequest");
+    request["metadata"]["name"] = json!(target.name);
+    request["metadata"]["namespace"] = json!(target.namespace);
+    request["status"] = json!({"token": token, "expirationTimestamp": expires});
+    Ok(json_response(201, &request))
 }
 
 /// An object as the client asked for it: whole, or as `PartialObjectMetadata`.

@@ -158,6 +158,15 @@ impl State {
         state
     }
 
+    /// A fresh bearer token (for `serviceaccounts/<name>/token`).
+    pub fn random_token(&mut self) -> String {
+        format!(
+            "issued-{:016x}{:016x}",
+            self.rng.next_u64(),
+            self.rng.next_u64()
+        )
+    }
+
     /// Sets how requests are authorized and admitted.
     pub fn set_admission(&mut self, admission: Admission) {
         self.admission = admission;

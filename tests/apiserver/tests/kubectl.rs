@@ -168,3 +168,123 @@ fn the_binary_prints_a_kubeconfig_kubectl_can_use() {
         "{names}"
     );
 }
+
+#[test]
+fn imperative_creates_send_protobuf_and_issued_tokens_are_authorized_by_rbac() {
+    let server = TestApiServer::start(Config::default().hardened()).unwrap();
+    for args in [
+        &["create", "namespace", "x"][..],
+        &["create", "configmap", "c", "-n", "x", "--from-literal=a=b"],
+        &[
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "-n",
+            "x",
+            "--from-literal=p=q",
+        ],
+        &["create", "serviceaccount", "robot", "-n", "x"],
+    ] {
+        let (ok, out, err) = kubectl(&server, args, None);
+        assert!(ok, "kubectl {args:?}: {out}{err}");
+        assert!(out.contains("created"), "{out}");
+    }
+    let (ok, out, _) = kubectl(
+        &server,
+        &["get", "configmap", "c", "-n", "x", "-o", "json"],
+        None,
+    );
+    assert!(ok);
+    let map: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(map["data"]["a"], "b");
+    let (ok, out, _) = kubectl(
+        &server,
+        &["get", "secret", "s", "-n", "x", "-o", "json"],
+        None,
+    );
+    assert!(ok);
+    let secret: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(secret["data"]["p"], "cQ==", "stringData became base64 data");
+
+    // A token for the ServiceAccount authenticates as it; RBAC decides what it may do.
+    let (ok, token, err) = kubectl(&server, &["create", "token", "robot", "-n", "x"], None);
+    assert!(ok, "{err}");
+    let as_robot = ["--token", token.trim(), "-n", "x"];
+    let (ok, _, err) = kubectl(
+        &server,
+        &[&as_robot[..], &["get", "configmaps"]].concat(),
+        None,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("User \"system:serviceaccount:x:robot\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"x\""),
+        "{err}"
+    );
+    let (ok, out, err) = kubectl(
+        &server,
+        &[
+            "create",
+            "role",
+            "reader",
+            "-n",
+            "x",
+            "--verb=get,list",
+            "--resource=configmaps",
+        ],
+        None,
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = kubectl(
+        &server,
+        &[
+            "create",
+            "rolebinding",
+            "robot-reads",
+            "-n",
+            "x",
+            "--role=reader",
+            "--serviceaccount=x:robot",
+        ],
+        None,
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = kubectl(
+        &server,
+        &[&as_robot[..], &["get", "configmaps", "-o", "name"]].concat(),
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("configmap/c"), "{out}");
+}
+
+#[test]
+fn client_side_apply_of_a_large_configmap_is_refused_like_a_real_server() {
+    let server = TestApiServer::start(Config::default()).unwrap();
+    // A packed plugin: client-side apply copies binaryData into an annotation over 256 KiB.
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../plugins/examples/restricted-policy/configmap.yaml"
+    ))
+    .unwrap();
+    let (ok, out, err) = kubectl(&server, &["create", "namespace", "kubetask-system"], None);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = kubectl(&server, &["apply", "-f", "-"], Some(&manifest));
+    assert!(!ok);
+    assert!(
+        err.contains("metadata.annotations: Too long: may not be more than 262144 bytes"),
+        "{err}"
+    );
+    let (ok, out, err) = kubectl(
+        &server,
+        &["apply", "--server-side", "-f", "-"],
+        Some(&manifest),
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = kubectl(
+        &server,
+        &["apply", "--server-side", "-f", "-"],
+        Some(&manifest),
+    );
+    assert!(ok, "applying again: {out}{err}");
+}
