@@ -1,24 +1,40 @@
-//! Burst benchmark of the controller: 1,000 Tasks created at once against the test API server
-//! (in this process), reconciled by the real `kubetask controller` (a child process, release
-//! build). Reports time until every Task has its Job, Task→Job latency p50/p99, reconciles per
-//! second and the controller's peak RSS. Run with `cargo bench --bench controller`.
+//! Controller benchmark against a bare-client baseline, in one run against one server:
 //!
-//! `KUBETASK_BENCH_TASKS=N` changes the burst size; `KUBETASK_BENCH_CONCURRENCY=N` the
-//! controller's `--concurrency`.
+//! 1. **bare client**: the ConfigMap + Job pairs the controller would create, created directly
+//!    at the controller's concurrency (16 pairs in flight), then one pair at a time;
+//! 2. **controller**: the real `kubetask controller` (a child process, release build) turning
+//!    Tasks into Jobs: one Task at a time, then a burst of Tasks created at once, timed until
+//!    every Task's status names its Job (status and Events included).
+//!
+//! It prints both rates and their ratio, the single-Task vs single-pair latency, Task→Job
+//! latency percentiles, reconciles, API calls and the controller's peak RSS.
+//!
+//! By default the server is the project's test API server in this process (no Job simulator:
+//! Jobs stay pending, so both sides do the same work). `KUBETASK_BENCH_KUBECONFIG=PATH` runs
+//! against any cluster instead (the CRDs must be installed, e.g. `kubectl apply -f
+//! manifests/crds/crds.yaml`; the benchmark creates and deletes its namespaces).
+//! `KUBETASK_BENCH_TASKS=N` (default 1,000), `KUBETASK_BENCH_CONCURRENCY=N` (default 16),
+//! `KUBETASK_BENCH_SINGLES=N` (default 20).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::watcher;
 use kube::{CustomResourceExt, ResourceExt};
 use kubetask::api::{Agent, Task};
-use kubetask_test_apiserver::{Config, JobSimulator, TestApiServer};
+use kubetask_test_apiserver::{Config, TestApiServer};
+use serde_json::{Value, json};
+
+const BARE: &str = "kubetask-bench-bare";
+const CONTROLLED: &str = "kubetask-bench";
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -52,26 +68,178 @@ fn scrape(port: u16) -> String {
     text
 }
 
+fn task(name: &str) -> Task {
+    serde_json::from_value(json!({
+        "apiVersion": "kubetask.io/v1alpha1", "kind": "Task",
+        "metadata": {"name": name, "namespace": CONTROLLED},
+        "spec": {"contexts": [{"type": "File", "file": {"filePath": "/workspace/task.md", "source": {"inline": "benchmark"}}}]},
+    }))
+    .expect("a Task")
+}
+
+/// The ConfigMap and Job the controller creates for a Task named `name`, without an owner
+/// (there is no Task): rendered once by the real pipeline, renamed per pair.
+struct Pair {
+    config_map: Value,
+    job: Value,
+}
+
+impl Pair {
+    fn rendered() -> anyhow::Result<Self> {
+        let host = Arc::new(kubetask::plugin::PluginHost::new(
+            kubetask::plugin::Limits::default(),
+        )?);
+        let pipeline = kubetask::render::Pipeline::new(
+            host,
+            kubetask::render::Settings {
+                default_agent_image: "quay.io/zhaoxue/kubetask-agent-gemini:latest".into(),
+                controller_namespace: "kubetask-system".into(),
+            },
+        )?;
+        let mut sample = task("sample");
+        sample.metadata.namespace = Some(BARE.into());
+        let rendered = pipeline.render(&sample, None)?;
+        let mut config_map = serde_json::to_value(&rendered.config_maps[0])?;
+        let mut job = serde_json::to_value(&rendered.job)?;
+        for object in [&mut config_map, &mut job] {
+            if let Some(meta) = object["metadata"].as_object_mut() {
+                meta.remove("ownerReferences");
+            }
+        }
+        Ok(Self { config_map, job })
+    }
+
+    /// Creates the pair for `name`: the ConfigMap, then the Job.
+    async fn create(&self, client: &kube::Client, name: &str) -> anyhow::Result<()> {
+        let mut config_map = self.config_map.clone();
+        let mut job = self.job.clone();
+        let map_name = format!("{name}-contexts");
+        config_map["metadata"]["name"] = json!(map_name);
+        job["metadata"]["name"] = json!(name);
+        job["metadata"]["labels"]["kubetask.io/task"] = json!(name);
+        job["spec"]["template"]["metadata"]["labels"]["kubetask.io/task"] = json!(name);
+        if let Some(volumes) = job["spec"]["template"]["spec"]["volumes"].as_array_mut() {
+            for volume in volumes {
+                if volume.get("configMap").is_some() {
+                    volume["configMap"]["name"] = json!(map_name);
+                }
+            }
+        }
+        let params = PostParams::default();
+        Api::<ConfigMap>::namespaced(client.clone(), BARE)
+            .create(&params, &serde_json::from_value(config_map)?)
+            .await?;
+        Api::<Job>::namespaced(client.clone(), BARE)
+            .create(&params, &serde_json::from_value(job)?)
+            .await?;
+        Ok(())
+    }
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted
+        .get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+async fn recreate_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    if namespaces.get_opt(name).await?.is_some() {
+        namespaces.delete(name, &DeleteParams::default()).await?;
+        while namespaces.get_opt(name).await?.is_some() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let count = env_number("KUBETASK_BENCH_TASKS", 1000);
     let concurrency = env_number("KUBETASK_BENCH_CONCURRENCY", 16);
+    let singles = env_number("KUBETASK_BENCH_SINGLES", 20);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let simulator = JobSimulator { run_time: Duration::from_secs(1), ..JobSimulator::default() };
-        let server = TestApiServer::start(Config::default().with_job_simulator(simulator))?;
-        let client = server.client().await?;
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in [Task::crd(), Agent::crd()] {
-            crds.create(&PostParams::default(), &crd).await?;
+        let external = std::env::var_os("KUBETASK_BENCH_KUBECONFIG").map(PathBuf::from);
+        let (server, kubeconfig) = match &external {
+            Some(path) => (None, path.clone()),
+            None => {
+                let server = TestApiServer::start(Config::default())?;
+                let path = server.kubeconfig_path().to_owned();
+                (Some(server), path)
+            }
+        };
+        let client = {
+            let kubeconfig = kube::config::Kubeconfig::read_from(&kubeconfig)?;
+            let config = kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await?;
+            kube::Client::try_from(config)?
+        };
+        if server.is_some() {
+            let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+            for crd in [Task::crd(), Agent::crd()] {
+                crds.create(&PostParams::default(), &crd).await?;
+            }
+            let system: Namespace =
+                serde_json::from_value(json!({"metadata": {"name": "kubetask-system"}}))?;
+            Api::<Namespace>::all(client.clone())
+                .create(&PostParams::default(), &system)
+                .await?;
         }
+        recreate_namespace(&client, BARE).await?;
+        recreate_namespace(&client, CONTROLLED).await?;
+        let pair = Pair::rendered()?;
+
+        // 1. The bare client: pairs at the controller's concurrency, then one at a time.
+        let start = Instant::now();
+        let failures = Arc::new(Mutex::new(0usize));
+        stream::iter(0..count)
+            .for_each_concurrent(concurrency, |i| {
+                let (client, pair, failures) = (client.clone(), &pair, failures.clone());
+                async move {
+                    if pair.create(&client, &format!("bare-{i}")).await.is_err() {
+                        failures.lock().map(|mut f| *f += 1).ok();
+                    }
+                }
+            })
+            .await;
+        let bare_elapsed = start.elapsed();
+        let bare_failures = failures.lock().map(|f| *f).unwrap_or(0);
+        let mut bare_singles = Vec::new();
+        for i in 0..singles {
+            let sent = Instant::now();
+            pair.create(&client, &format!("single-{i}")).await?;
+            bare_singles.push(sent.elapsed());
+        }
+        bare_singles.sort();
+
+        // 2. The controller.
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let mut controller = Command::new(env!("CARGO_BIN_EXE_kubetask"))
             .args(["controller", "--kubeconfig"])
-            .arg(server.kubeconfig_path())
-            .args(["--metrics-address", &format!("127.0.0.1:{port}"), "--concurrency", &concurrency.to_string()])
+            .arg(&kubeconfig)
+            .args([
+                "--namespace",
+                CONTROLLED,
+                "--metrics-address",
+                &format!("127.0.0.1:{port}"),
+                "--concurrency",
+                &concurrency.to_string(),
+            ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -80,42 +248,61 @@ fn main() -> anyhow::Result<()> {
         while scrape(port).is_empty() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-
-        // Job observed times, from a watch.
+        // When each Task's status first names its Job, from a watch.
         let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-        let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+        let tasks: Api<Task> = Api::namespaced(client.clone(), CONTROLLED);
         let recorder = seen.clone();
+        let watched = tasks.clone();
         let watching = tokio::spawn(async move {
-            let events = watcher::watcher(jobs, watcher::Config::default());
+            let events = watcher::watcher(watched, watcher::Config::default());
             let _ = events
                 .try_for_each(|event| {
-                    if let watcher::Event::Apply(job) | watcher::Event::InitApply(job) = event
-                        && let Ok(mut seen) = recorder.lock() {
-                            seen.entry(job.name_any()).or_insert_with(Instant::now);
-                        }
+                    if let watcher::Event::Apply(task) | watcher::Event::InitApply(task) = event
+                        && task.status.as_ref().is_some_and(|s| s.job_name.is_some())
+                        && let Ok(mut seen) = recorder.lock()
+                    {
+                        seen.entry(task.name_any()).or_insert_with(Instant::now);
+                    }
                     futures::future::ready(Ok(()))
                 })
                 .await;
         });
+        let wait_for = |name: String| {
+            let seen = seen.clone();
+            async move {
+                let limit = Instant::now() + Duration::from_secs(60);
+                loop {
+                    if let Some(at) = seen.lock().ok().and_then(|s| s.get(&name).copied()) {
+                        return Ok(at);
+                    }
+                    if Instant::now() > limit {
+                        anyhow::bail!("Task {name} has no Job after 60 s");
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        };
+        let mut task_singles = Vec::new();
+        for i in 0..singles {
+            let name = format!("single-{i}");
+            let sent = Instant::now();
+            tasks.create(&PostParams::default(), &task(&name)).await?;
+            let at = wait_for(name).await?;
+            task_singles.push(at.saturating_duration_since(sent));
+        }
+        task_singles.sort();
 
-        let tasks: Api<Task> = Api::namespaced(client.clone(), "default");
         let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
         let before = metric(&scrape(port), "kubetask_reconciles_total");
+        let requests_before = server.as_ref().map_or(0, |s| s.requests().len());
         let start = Instant::now();
         stream::iter(0..count)
             .for_each_concurrent(64, |i| {
-                let tasks = tasks.clone();
-                let created = created.clone();
+                let (tasks, created) = (tasks.clone(), created.clone());
                 async move {
                     let name = format!("burst-{i}");
-                    let task: Task = serde_json::from_value(serde_json::json!({
-                        "apiVersion": "kubetask.io/v1alpha1", "kind": "Task",
-                        "metadata": {"name": name},
-                        "spec": {"contexts": [{"type": "File", "file": {"filePath": "/workspace/task.md", "source": {"inline": "benchmark"}}}]},
-                    }))
-                    .expect("task");
                     let sent = Instant::now();
-                    if tasks.create(&PostParams::default(), &task).await.is_ok() {
+                    if tasks.create(&PostParams::default(), &task(&name)).await.is_ok() {
                         created.lock().map(|mut m| m.insert(name, sent)).ok();
                     }
                 }
@@ -123,17 +310,20 @@ fn main() -> anyhow::Result<()> {
             .await;
         let created_in = start.elapsed();
         loop {
-            let done = seen.lock().map(|m| m.len()).unwrap_or(0);
+            let done = seen
+                .lock()
+                .map(|m| m.keys().filter(|k| k.starts_with("burst-")).count())
+                .unwrap_or(0);
             if done >= count {
                 break;
             }
             if start.elapsed() > Duration::from_secs(300) {
-                anyhow::bail!("only {done} of {count} Jobs after 300 s");
+                anyhow::bail!("only {done} of {count} Tasks have a Job after 300 s");
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let all_jobs = start.elapsed();
-        // Let the status writes for the burst settle before counting reconciles.
+        let controller_elapsed = start.elapsed();
+        // Let the Events of the burst settle before counting reconciles and requests.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let reconciles = metric(&scrape(port), "kubetask_reconciles_total") - before;
         let rss = peak_rss_kib(controller.id());
@@ -148,27 +338,76 @@ fn main() -> anyhow::Result<()> {
             .filter_map(|(name, sent)| seen.get(name).map(|at| at.saturating_duration_since(*sent)))
             .collect();
         latencies.sort();
-        let percentile = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
-        println!("tasks                          {count}");
-        println!("controller --concurrency       {concurrency}");
-        println!("all Tasks created in           {:>8.0} ms", created_in.as_secs_f64() * 1e3);
-        println!("all Jobs exist after           {:>8.0} ms", all_jobs.as_secs_f64() * 1e3);
-        println!("throughput                     {:>8.0} Tasks/s", count as f64 / all_jobs.as_secs_f64());
-        println!("Task→Job latency p50           {:>8.1} ms", percentile(50).as_secs_f64() * 1e3);
-        println!("Task→Job latency p99           {:>8.1} ms", percentile(99).as_secs_f64() * 1e3);
-        println!("reconciles                     {reconciles:>8.0} ({:.0}/s over the burst)", reconciles / (all_jobs.as_secs_f64() + 2.0));
+        let bare_rate = count.saturating_sub(bare_failures) as f64 / bare_elapsed.as_secs_f64();
+        let controller_rate = count as f64 / controller_elapsed.as_secs_f64();
+        let server_name = match &external {
+            Some(path) => format!("the cluster of {}", path.display()),
+            None => "the in-process test API server".to_owned(),
+        };
+        println!("server                         {server_name}");
+        println!("tasks / pairs                  {count} (concurrency {concurrency})");
+        println!(
+            "bare client                    {bare_rate:>8.0} pairs/s ({:.0} ms, {bare_failures} failed)",
+            millis(bare_elapsed)
+        );
+        println!(
+            "controller                     {controller_rate:>8.0} Tasks/s ({:.0} ms; Tasks created in {:.0} ms)",
+            millis(controller_elapsed),
+            millis(created_in)
+        );
+        println!("ratio controller / bare        {:>8.2}", controller_rate / bare_rate);
+        println!(
+            "single pair (bare) p50         {:>8.1} ms",
+            millis(percentile(&bare_singles, 50))
+        );
+        println!(
+            "single Task → status p50       {:>8.1} ms ({:.2}× a pair)",
+            millis(percentile(&task_singles, 50)),
+            percentile(&task_singles, 50).as_secs_f64()
+                / percentile(&bare_singles, 50).as_secs_f64().max(1e-9)
+        );
+        println!(
+            "burst Task → status p50 / p99  {:>8.1} / {:.1} ms",
+            millis(percentile(&latencies, 50)),
+            millis(percentile(&latencies, 99))
+        );
+        println!(
+            "reconciles in the burst        {reconciles:>8.0} ({:.2} per Task)",
+            reconciles / count as f64
+        );
         match rss {
             Some(kib) => println!("controller peak RSS            {:>8.1} MiB", kib as f64 / 1024.0),
             None => println!("controller peak RSS            unavailable"),
         }
-        let mut by_call: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
-        for request in server.requests() {
-            let resource = if request.subresource.is_empty() { request.resource.clone() } else { format!("{}/{}", request.resource, request.subresource) };
-            *by_call.entry(format!("{} {}", request.verb, resource)).or_default() += 1;
+        if let Some(server) = &server {
+            let mut by_call: std::collections::BTreeMap<String, usize> = Default::default();
+            for request in &server.requests()[requests_before..] {
+                if request.user == "admin" && request.verb != "watch" && request.resource == "tasks" {
+                    continue;
+                }
+                let resource = if request.subresource.is_empty() {
+                    request.resource.clone()
+                } else {
+                    format!("{}/{}", request.resource, request.subresource)
+                };
+                *by_call.entry(format!("{} {}", request.verb, resource)).or_default() += 1;
+            }
+            let calls: Vec<String> = by_call
+                .iter()
+                .filter(|(_, n)| **n >= count / 10)
+                .map(|(call, n)| format!("{call} {n}"))
+                .collect();
+            println!("API requests in the burst      {}", calls.join(", "));
         }
-        let calls: Vec<String> = by_call.iter().filter(|(_, n)| **n >= count / 10).map(|(call, n)| format!("{call} {n}")).collect();
-        println!("API requests (≥ {} each)        {}", count / 10, calls.join(", "));
-        server.shutdown();
+        for namespace in [BARE, CONTROLLED] {
+            Api::<Namespace>::all(client.clone())
+                .delete(namespace, &DeleteParams::default())
+                .await
+                .ok();
+        }
+        if let Some(server) = server {
+            server.shutdown();
+        }
         Ok(())
     })
 }
