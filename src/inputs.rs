@@ -5,7 +5,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use kubetask_api::{API_VERSION, Agent, Task};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kubetask_api::{API_VERSION, Agent, Task, plugin_labels};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_yaml::Value;
 
@@ -19,11 +20,13 @@ pub struct Sourced<T> {
     pub object: T,
 }
 
-/// The Tasks and Agents found in the inputs, in the order they were read.
+/// The Tasks, Agents and plugin ConfigMaps found in the inputs, in the order they were read.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Inputs {
     pub tasks: Vec<Sourced<Task>>,
     pub agents: Vec<Sourced<Agent>>,
+    /// ConfigMaps labelled `kubetask.io/plugin` (packed plugin manifests), as installed.
+    pub plugins: Vec<Sourced<ConfigMap>>,
     /// `Kind/name` of other objects, which are ignored.
     pub skipped: Vec<String>,
 }
@@ -89,6 +92,7 @@ pub fn load(paths: &[PathBuf]) -> (Inputs, Vec<InputError>) {
     }
     check_unique(&inputs.tasks, "Task", &mut errors);
     check_unique(&inputs.agents, "Agent", &mut errors);
+    check_unique(&inputs.plugins, "ConfigMap", &mut errors);
     (inputs, errors)
 }
 
@@ -191,6 +195,18 @@ fn classify(file: &Path, value: Value, inputs: &mut Inputs, errors: &mut Vec<Inp
             if let Err((field, message)) =
                 push_decoded(file, octal_file_modes(value), &mut inputs.agents)
             {
+                errors.push(error(field.as_deref(), message));
+            }
+        }
+        "ConfigMap"
+            if api_version == "v1"
+                && value
+                    .get("metadata")
+                    .and_then(|m| m.get("labels"))
+                    .and_then(|l| l.get(plugin_labels::PLUGIN))
+                    .is_some() =>
+        {
+            if let Err((field, message)) = push_decoded(file, value, &mut inputs.plugins) {
                 errors.push(error(field.as_deref(), message));
             }
         }

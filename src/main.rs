@@ -68,7 +68,9 @@ struct PackArgs {
 
 #[derive(clap::Args)]
 struct RenderArgs {
-    /// YAML/JSON file (multi-document allowed) or directory of them with Tasks and Agents.
+    /// YAML/JSON file (multi-document allowed) or directory of them with Tasks, Agents and
+    /// installed plugins (the ConfigMaps `kubetask plugin pack` prints): each Task is rendered
+    /// by its Agent's `spec.plugins` and the cluster policies among them, as the controller does.
     #[arg(short = 'f', long = "filename", required = true)]
     files: Vec<PathBuf>,
     /// Output format.
@@ -77,11 +79,16 @@ struct RenderArgs {
     /// Agent image for Tasks whose Agent sets none.
     #[arg(long, default_value = DEFAULT_AGENT_IMAGE)]
     default_agent_image: String,
-    /// A render plugin component (.wasm, or gzip .wasm.gz) to run after the default plugin,
+    /// The controller's namespace: plugin ConfigMaps elsewhere are ignored, as the controller
+    /// ignores them.
+    #[arg(long, default_value = "kubetask-system")]
+    controller_namespace: String,
+    /// A render plugin component (.wasm, or gzip .wasm.gz) to run after the Agent's plugins,
     /// for every Task (repeatable, in order). Named after its file.
     #[arg(long = "plugin", value_name = "FILE")]
     plugins: Vec<PathBuf>,
-    /// A policy plugin component to run last, for every Task (repeatable, in order).
+    /// A policy plugin component to run last, after the installed cluster policies, for every
+    /// Task (repeatable, in order).
     #[arg(long = "policy", value_name = "FILE")]
     policies: Vec<PathBuf>,
 }
@@ -232,16 +239,20 @@ fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {
     let host = Arc::new(PluginHost::new(Limits::default())?);
     let settings = Settings {
         default_agent_image: args.default_agent_image,
-        ..Settings::default()
+        controller_namespace: args.controller_namespace,
     };
-    let mut extra = Vec::new();
-    for file in args.plugins.iter().chain(&args.policies) {
-        extra.push(load_plugin(&host, file)?);
+    let mut extra = offline::Extra::default();
+    for file in &args.plugins {
+        extra.plugins.push(load_plugin(&host, file)?);
     }
-    let pipeline = Pipeline::new(host, settings)
-        .context("cannot load the built-in default plugin")?
-        .with_plugins(extra);
-    let output = match offline::render_all(&pipeline, &inputs) {
+    for file in &args.policies {
+        extra.policies.push(load_plugin(&host, file)?);
+    }
+    let controller_namespace = settings.controller_namespace.clone();
+    let pipeline =
+        Pipeline::new(host.clone(), settings).context("cannot load the built-in default plugin")?;
+    let output = match offline::render_all(&pipeline, &host, &inputs, &extra, &controller_namespace)
+    {
         Ok(output) => output,
         Err(errors) => return Ok(report(&errors)),
     };

@@ -1,12 +1,67 @@
 //! `kubetask render`: the controller's pipeline on local files, with no cluster.
 
+use std::collections::HashMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::Value;
 
 use crate::{
     inputs::{InputError, Inputs, Sourced},
-    plugin::PluginError,
-    render::{Pipeline, RenderError, resolve_agent},
+    plugin::{Plugin, PluginError, PluginHost, source},
+    render::{Pipeline, RenderError, needs, resolve_agent, stages},
 };
+
+/// Extra stages from the command line (`--plugin`, `--policy`) besides the installed ones.
+#[derive(Default)]
+pub struct Extra {
+    /// Run after the Agent's plugins, before the cluster policies.
+    pub plugins: Vec<Plugin>,
+    /// Run last.
+    pub policies: Vec<Plugin>,
+}
+
+/// The plugin ConfigMaps of the inputs as the controller would install them: only those in
+/// its namespace, each loaded (compiled) once.
+struct Installed<'a> {
+    maps: Vec<&'a ConfigMap>,
+    files: HashMap<String, &'a std::path::Path>,
+    loaded: HashMap<String, Result<Plugin, String>>,
+}
+
+impl<'a> Installed<'a> {
+    fn new(inputs: &'a Inputs, namespace: &str, warnings: &mut Vec<String>) -> Self {
+        let mut maps = Vec::new();
+        let mut files = HashMap::new();
+        for Sourced { file, object } in &inputs.plugins {
+            let name = object.metadata.name.clone().unwrap_or_default();
+            if object.metadata.namespace.as_deref() == Some(namespace) {
+                maps.push(object);
+                files.insert(name, file.as_path());
+            } else {
+                warnings.push(format!(
+                    "{}: ConfigMap/{name}: not in the controller's namespace {namespace:?}, so the controller would not load it; ignored",
+                    file.display()
+                ));
+            }
+        }
+        Self {
+            maps,
+            files,
+            loaded: HashMap::new(),
+        }
+    }
+
+    fn load(&mut self, host: &PluginHost, map: &ConfigMap) -> Result<Plugin, String> {
+        let name = map.metadata.name.clone().unwrap_or_default();
+        self.loaded
+            .entry(name.clone())
+            .or_insert_with(|| {
+                source::component_of(map)
+                    .and_then(|bytes| host.load(&name, &bytes).map_err(|e| e.to_string()))
+            })
+            .clone()
+    }
+}
 
 /// What `kubetask render` prints: the objects to create, in creation order (each Task's
 /// ConfigMaps, then its Job), and the warnings.
@@ -16,11 +71,20 @@ pub struct Output {
     pub warnings: Vec<String>,
 }
 
-/// Renders every Task of `inputs`, resolving Agents as the controller does. Returns every
-/// error, each naming its file, object and field.
-pub fn render_all(pipeline: &Pipeline, inputs: &Inputs) -> Result<Output, Vec<InputError>> {
+/// Renders every Task of `inputs`, resolving Agents and choosing plugins as the controller
+/// does: the built-in default, the Agent's `spec.plugins` and the cluster policies among the
+/// inputs' plugin ConfigMaps (packed manifests), plus the `extra` stages. Returns every error,
+/// each naming its file, object and field.
+pub fn render_all(
+    pipeline: &Pipeline,
+    host: &PluginHost,
+    inputs: &Inputs,
+    extra: &Extra,
+    controller_namespace: &str,
+) -> Result<Output, Vec<InputError>> {
     let mut output = Output::default();
     let mut errors = Vec::new();
+    let mut installed = Installed::new(inputs, controller_namespace, &mut output.warnings);
     for Sourced { file, object: task } in &inputs.tasks {
         let namespace = task.metadata.namespace.as_deref();
         let task_object = format!("Task/{}", task.metadata.name.as_deref().unwrap_or_default());
@@ -48,6 +112,84 @@ pub fn render_all(pipeline: &Pipeline, inputs: &Inputs) -> Result<Output, Vec<In
                 continue;
             }
         };
+        // With --plugin stages given, they stand in for the Agent's plugins that are not
+        // among the inputs (a plugin author trying a component before packing it).
+        let mut choosing = agent.map(|a| a.object.clone());
+        if let Some(choosing) = choosing.as_mut().filter(|_| !extra.plugins.is_empty()) {
+            choosing.spec.plugins.retain(|name| {
+                let present = installed
+                    .maps
+                    .iter()
+                    .any(|m| m.metadata.name.as_deref() == Some(name.as_str()));
+                if !present {
+                    output.warnings.push(format!(
+                        "{}: Agent/{}: spec.plugins names {name:?}, which is not among the inputs; the --plugin stages run in its place",
+                        agent.map_or(file, |a| &a.file).display(),
+                        choosing.metadata.name.as_deref().unwrap_or_default()
+                    ));
+                }
+                present
+            });
+        }
+        let chosen = match stages::select(choosing.as_ref(), &installed.maps) {
+            Ok(chosen) => chosen,
+            Err(stages::Unchosen::NotFound {
+                agent: name,
+                plugin,
+            }) => {
+                let source = agent.map_or(file, |a| &a.file);
+                let elsewhere = inputs
+                    .plugins
+                    .iter()
+                    .find(|p| p.object.metadata.name.as_deref() == Some(plugin.as_str()))
+                    .map(|p| {
+                        format!(
+                            " (the ConfigMap of {} is in namespace {:?}, not in the controller's namespace {controller_namespace:?})",
+                            p.file.display(),
+                            p.object.metadata.namespace.as_deref().unwrap_or_default()
+                        )
+                    })
+                    .unwrap_or_default();
+                errors.push(error(
+                    source,
+                    format!("Agent/{name}"),
+                    Some("spec.plugins".to_owned()),
+                    format!(
+                        "plugin {plugin:?} is not installed{elsewhere}: pass its packed manifest (kubetask plugin pack) with -f"
+                    ),
+                ));
+                continue;
+            }
+            Err(stages::Unchosen::BadOrder { policy, message }) => {
+                let source = installed.files.get(&policy).copied().unwrap_or(file);
+                errors.push(error(source, format!("ConfigMap/{policy}"), None, message));
+                continue;
+            }
+        };
+        let mut loaded = Vec::with_capacity(chosen.len());
+        let mut unloadable = None;
+        for map in &chosen {
+            match installed.load(host, map) {
+                Ok(plugin) => loaded.push(plugin),
+                Err(message) => {
+                    unloadable = Some((map.metadata.name.clone().unwrap_or_default(), message));
+                    break;
+                }
+            }
+        }
+        if let Some((name, message)) = unloadable {
+            let source = installed.files.get(&name).copied().unwrap_or(file);
+            errors.push(error(source, format!("ConfigMap/{name}"), None, message));
+            continue;
+        }
+        // The Agent's plugins, the --plugin stages, the cluster policies, the --policy stages.
+        let policies = loaded.split_off(needs::plugin_names(choosing.as_ref()).len());
+        let plugins = loaded
+            .into_iter()
+            .chain(extra.plugins.iter().cloned())
+            .chain(policies)
+            .chain(extra.policies.iter().cloned());
+        let pipeline = pipeline.extended(plugins);
         match pipeline.render(task, agent.map(|agent| &agent.object)) {
             Ok(rendered) => {
                 let encoded = rendered

@@ -217,3 +217,54 @@ fn the_readme_shows_the_current_rendering() {
         "README.md's rendered example is stale: paste the output of `kubetask render -f examples/simple-task.yaml`"
     );
 }
+
+#[test]
+fn render_chooses_installed_plugins_from_packed_manifests_as_the_controller_does() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let agent = dir.path().join("agent.yaml");
+    std::fs::write(
+        &agent,
+        "apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {name: default, namespace: kubetask-system}\nspec: {serviceAccountName: default, plugins: [git-clone]}\n---\napiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata:\n  name: t\n  namespace: kubetask-system\n  labels: {kubetask.io/team: a}\n  annotations: {git.kubetask.io/repository: 'https://github.com/acme/api.git'}\nspec:\n  contexts:\n  - {type: File, file: {filePath: /workspace/task.md, source: {inline: x}}}\n",
+    )
+    .unwrap();
+    let agent = agent.to_str().unwrap();
+    // The Agent names git-clone, which is not among the inputs.
+    let (code, _, stderr) = kubetask(&["render", "-f", agent]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("Agent/default: spec.plugins: plugin \"git-clone\" is not installed"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = kubetask(&[
+        "render",
+        "-f",
+        agent,
+        "-f",
+        "plugins/examples/git-clone/configmap.yaml",
+        "-f",
+        "plugins/examples/restricted-policy/configmap.yaml",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("name: git-clone"), "the render plugin ran");
+    assert!(stdout.contains("runAsNonRoot: true"), "the policy ran");
+    assert_eq!(
+        stderr.matches("warning").count(),
+        0,
+        "no warnings expected: {stderr}"
+    );
+    // A plugin manifest outside the controller's namespace is not installed there.
+    let (code, _, stderr) = kubetask(&[
+        "render",
+        "-f",
+        agent,
+        "-f",
+        "plugins/examples/git-clone/configmap.yaml",
+        "--controller-namespace",
+        "elsewhere",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("not in the controller's namespace"),
+        "{stderr}"
+    );
+}

@@ -126,6 +126,31 @@ async fn an_agent_render_plugin_and_cluster_policies_that_mutate_and_deny() {
         .expect("metadata")
         .remove("ownerReferences");
     is_subset(&expected, &job).expect("the cluster's Job matches the offline render");
+    // And what it prints given the installed plugins' packed manifests: the Agent's
+    // spec.plugins and the cluster policies are chosen as the controller chooses them.
+    let installed = render_offline_with(&[
+        "-f",
+        file.to_str().expect("UTF-8 path"),
+        "-f",
+        GIT_CLONE,
+        "-f",
+        DEADLINE_C,
+        "-f",
+        RESTRICTED,
+    ]);
+    let mut from_manifests = installed
+        .into_iter()
+        .find(|object| object["kind"] == "Job")
+        .expect("a Job offline");
+    from_manifests["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("ownerReferences");
+    assert_eq!(
+        from_manifests, expected,
+        "manifests and flags render the same"
+    );
+    is_subset(&from_manifests, &job).expect("the cluster's Job matches the manifests' render");
 
     let denied = cluster
         .wait_reason(NS, "no-team", "PolicyDenied", FIRST_RENDER)

@@ -28,7 +28,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::watcher;
+use kube::runtime::{PredicateConfig, predicates, watcher};
 use kube::{Resource, ResourceExt};
 use kubetask_api::{Agent, Task, labels};
 use tokio::sync::watch;
@@ -123,11 +123,19 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let namespace = options.namespace.as_deref();
 
-    let controller = Controller::new(
+    // Tasks trigger a reconcile when they appear or their spec changes (generation), not when
+    // only their status does: that is the controller's own write coming back, and reacting to
+    // it would retry a failing Task at once instead of after its backoff.
+    let (tasks, tasks_writer) = reflector::store::<Task>();
+    let task_events = watcher::watcher(
         scoped::<Task>(&client, namespace),
         watcher::Config::default(),
-    );
-    let tasks = controller.store();
+    )
+    .default_backoff()
+    .reflect(tasks_writer)
+    .applied_objects()
+    .predicate_filter(predicates::generation, PredicateConfig::default());
+    let controller = Controller::for_stream(task_events, tasks.clone());
     let probes = health::Probes {
         metrics: metrics.clone(),
         ready: ready.clone(),

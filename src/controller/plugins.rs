@@ -13,12 +13,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use kubetask_api::Agent;
 
 use crate::plugin::{Plugin, PluginHost, source};
-use crate::render::needs;
+use crate::render::stages;
 
 /// Why a Task's pipeline cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,40 +184,28 @@ impl Registry {
 
     /// The stages after the built-in default for a Task run by `agent`.
     pub fn stages(&self, agent: Option<&Agent>) -> Result<Vec<Plugin>, StageError> {
-        let mut stages = Vec::new();
-        for name in needs::plugin_names(agent) {
-            let map = self
-                .maps
-                .get(&ObjectRef::new(name).within(&self.namespace))
-                .ok_or_else(|| StageError::NotFound {
-                    agent: agent.map(ResourceExt::name_any).unwrap_or_default(),
-                    plugin: name.clone(),
-                    namespace: self.namespace.clone(),
-                })?;
-            stages.push(self.load(&map).map_err(StageError::Unavailable)?);
-        }
-        let mut policies = Vec::new();
-        for map in self.maps.state() {
-            match source::policy_order(&map) {
-                None => {}
-                Some(Ok(order)) => policies.push((order, map.name_any(), map)),
-                Some(Err(message)) => {
-                    let message = format!(
-                        "cluster policy {:?} (ConfigMap {}/{}): {message}",
-                        map.name_any(),
-                        self.namespace,
-                        map.name_any()
-                    );
-                    self.report(&map, &message);
-                    return Err(StageError::Unavailable(message));
+        let installed = self.maps.state();
+        let chosen = stages::select(agent, &installed).map_err(|unchosen| match unchosen {
+            stages::Unchosen::NotFound { agent, plugin } => StageError::NotFound {
+                agent,
+                plugin,
+                namespace: self.namespace.clone(),
+            },
+            stages::Unchosen::BadOrder { policy, message } => {
+                let message = format!(
+                    "cluster policy {policy:?} (ConfigMap {}/{policy}): {message}",
+                    self.namespace
+                );
+                if let Some(map) = installed.iter().find(|m| m.name_any() == policy) {
+                    self.report(map, &message);
                 }
+                StageError::Unavailable(message)
             }
-        }
-        policies.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        for (_, _, map) in policies {
-            stages.push(self.load(&map).map_err(StageError::Unavailable)?);
-        }
-        Ok(stages)
+        })?;
+        chosen
+            .iter()
+            .map(|map| self.load(map).map_err(StageError::Unavailable))
+            .collect()
     }
 }
 

@@ -5,6 +5,7 @@ mod invariants;
 pub mod needs;
 mod pipeline;
 mod resolve;
+pub mod stages;
 
 pub use invariants::apply_invariants;
 pub use pipeline::{Pipeline, RenderError, Rendered, Settings};
