@@ -91,6 +91,9 @@ struct RenderArgs {
     /// Task (repeatable, in order).
     #[arg(long = "policy", value_name = "FILE")]
     policies: Vec<PathBuf>,
+    /// Where compiled plugins are kept between runs (default: ~/.cache/kubetask/plugins).
+    #[arg(long, env = "KUBETASK_PLUGIN_CACHE_DIR")]
+    plugin_cache_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -137,6 +140,10 @@ struct ControllerArgs {
     /// Largest output of one plugin call, in KiB.
     #[arg(long, default_value_t = 4096)]
     plugin_output_kib: usize,
+    /// Keep compiled plugins in this directory (an emptyDir in the Deployment), so that a
+    /// restart or a fail-over does not compile them again.
+    #[arg(long, env = "KUBETASK_PLUGIN_CACHE_DIR")]
+    plugin_cache_dir: Option<PathBuf>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -220,6 +227,7 @@ fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             deadline: Duration::from_millis(args.plugin_timeout_ms),
             output_bytes: args.plugin_output_kib * 1024,
         },
+        plugin_cache_dir: args.plugin_cache_dir,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -236,7 +244,16 @@ fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {
     if inputs.tasks.is_empty() {
         anyhow::bail!("no Task found in {}", display_paths(&args.files));
     }
-    let host = Arc::new(PluginHost::new(Limits::default())?);
+    let mut host = PluginHost::new(Limits::default())?;
+    // A cache that cannot be used only costs a compilation.
+    if let Some(cache) = args
+        .plugin_cache_dir
+        .or_else(plugin::ArtifactCache::user_dir)
+        .and_then(|dir| plugin::ArtifactCache::new(dir).ok())
+    {
+        host = host.with_artifact_cache(cache);
+    }
+    let host = Arc::new(host);
     let settings = Settings {
         default_agent_image: args.default_agent_image,
         controller_namespace: args.controller_namespace,

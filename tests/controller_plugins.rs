@@ -240,3 +240,77 @@ async fn a_broken_policy_makes_tasks_wait_until_it_is_removed() {
         .unwrap();
     cluster.wait_phase(NS, "t", TaskPhase::Completed).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_controller_and_a_standby_load_compiled_plugins_from_the_cache() {
+    let cluster = Cluster::start().await;
+    let cache = tempfile::tempdir().expect("a temp dir");
+    let cache_dir = cache.path().to_str().expect("UTF-8 path");
+    let policy = plugin_map(
+        "site-policy",
+        NS,
+        true,
+        &[("kubetask.io/policy-order", "5")],
+    );
+    cluster
+        .config_maps(NS)
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    let lease = [
+        "--leader-elect",
+        "--lease-duration-seconds",
+        "3",
+        "--lease-renew-grace-seconds",
+        "1",
+    ];
+    let args: Vec<&str> = [&["--plugin-cache-dir", cache_dir][..], &lease[..]].concat();
+    let mut first = cluster.controller(&args);
+    cluster.apply_yaml(&task("before", None, None)).await;
+    cluster.wait_phase(NS, "before", TaskPhase::Completed).await;
+    let log = first.log();
+    assert!(
+        log.contains("plugin compiled") && log.contains("site-policy"),
+        "the first controller compiles the policy:\n{log}"
+    );
+    // A standby starts while the first leads: it loads the policy ahead, from the cache.
+    let standby = cluster.controller(&args);
+    for _ in 0..200 {
+        if standby.log().contains("plugin loaded ahead") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = standby.log();
+    assert!(log.contains("plugin loaded ahead"), "{log}");
+    assert!(
+        log.contains("plugin loaded from the artifact cache") && compilations(&log) == 0,
+        "the standby does not compile again:\n{log}"
+    );
+    assert_ne!(standby.is_leader(), Some(true));
+    // Fail-over: the standby renders at once.
+    first.kill();
+    cluster.apply_yaml(&task("after", None, None)).await;
+    let after = cluster.wait_phase(NS, "after", TaskPhase::Completed).await;
+    let names: Vec<String> = after
+        .status
+        .unwrap()
+        .rendered_by
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["builtin-default", "site-policy"]);
+    assert_eq!(
+        compilations(&standby.log()),
+        0,
+        "the new leader never compiled:\n{}",
+        standby.log()
+    );
+}
+
+/// How many plugins a controller's log says it compiled (rather than loaded from the cache).
+fn compilations(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("plugin compiled") && !l.contains("plugin loaded ahead"))
+        .count()
+}

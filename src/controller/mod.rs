@@ -36,7 +36,7 @@ use tokio::sync::watch;
 pub use children::FIELD_MANAGER;
 pub use leader::LeaseOptions;
 
-use crate::plugin::{Limits, PluginHost};
+use crate::plugin::{ArtifactCache, Limits, PluginHost, source};
 use crate::render::{Pipeline, Settings};
 
 /// How the controller runs (the `kubetask controller` flags).
@@ -54,6 +54,8 @@ pub struct Options {
     /// Tasks reconciled at once.
     pub concurrency: u16,
     pub limits: Limits,
+    /// Where compiled plugins are kept across restarts; `None`: in memory only.
+    pub plugin_cache_dir: Option<PathBuf>,
 }
 
 /// Builds the Kubernetes client from the options.
@@ -116,7 +118,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .await
         .context("reaching the API server")?;
     tracing::info!(server = %version.git_version, namespace = ?options.namespace, "connected");
-    let host = Arc::new(PluginHost::new(options.limits)?);
+    let mut host = PluginHost::new(options.limits)?;
+    if let Some(dir) = &options.plugin_cache_dir {
+        let cache = ArtifactCache::new(dir)
+            .with_context(|| format!("--plugin-cache-dir {}", dir.display()))?;
+        host = host.with_artifact_cache(cache);
+    }
+    let host = Arc::new(host);
     let pipeline = Arc::new(Pipeline::new(host.clone(), options.settings.clone())?);
     let metrics = Arc::new(metrics::Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
@@ -152,6 +160,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         let _ = signal_stop.send(true);
     });
 
+    // Compile the installed plugins now, also while a standby waits for the lease, so that
+    // a new leader renders at once.
+    tokio::spawn(warm_plugins(
+        client.clone(),
+        host.clone(),
+        options.settings.controller_namespace.clone(),
+    ));
     let mut shutdown = stopped.clone();
     let leadership = match &options.lease {
         Some(lease) => match leader::acquire(client.clone(), lease, &mut shutdown).await? {
@@ -265,6 +280,34 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     };
     let _ = stop.send(true);
     outcome
+}
+
+/// Loads (compiles, or reads from the artifact cache) every installed plugin once.
+async fn warm_plugins(client: kube::Client, host: Arc<PluginHost>, namespace: String) {
+    let maps: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let listed = maps
+        .list(&kube::api::ListParams::default().labels(kubetask_api::plugin_labels::PLUGIN))
+        .await;
+    let maps = match listed {
+        Ok(list) => list.items,
+        Err(error) => {
+            tracing::debug!(%error, "listing the plugins to compile ahead");
+            return;
+        }
+    };
+    let _ = tokio::task::spawn_blocking(move || {
+        for map in maps {
+            let name = map.name_any();
+            match source::component_of(&map).map(|bytes| host.load(&name, &bytes)) {
+                Ok(Ok(_)) => tracing::info!(plugin = %name, "plugin loaded ahead"),
+                Ok(Err(error)) => {
+                    tracing::debug!(plugin = %name, %error, "compiling a plugin ahead")
+                }
+                Err(error) => tracing::debug!(plugin = %name, %error, "reading a plugin ahead"),
+            }
+        }
+    })
+    .await;
 }
 
 /// An Agent change concerns the Tasks without a Job that run with it.

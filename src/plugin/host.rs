@@ -17,7 +17,7 @@ use wasmtime::{
 };
 
 use super::{
-    Limits, PluginError,
+    ArtifactCache, Limits, PluginError,
     bindings::{self, Draft, RenderRequest, kubetask::plugin::host::Level},
     limits::MemoryLimiter,
 };
@@ -100,6 +100,8 @@ pub struct PluginHost {
     /// One lock per digest being compiled, so that concurrent loads of the same component
     /// compile it once (the others wait for that compilation instead of repeating it).
     compiling: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Compiled components on disk, if enabled.
+    artifacts: Option<ArtifactCache>,
     _ticker: EpochTicker,
 }
 
@@ -136,8 +138,15 @@ impl PluginHost {
             limits,
             compiled: Mutex::new(HashMap::new()),
             compiling: Mutex::new(HashMap::new()),
+            artifacts: None,
             _ticker: ticker,
         })
+    }
+
+    /// Keeps compiled components in `cache` too, and loads them from there before compiling.
+    pub fn with_artifact_cache(mut self, cache: ArtifactCache) -> Self {
+        self.artifacts = Some(cache);
+        self
     }
 
     /// The limits every call runs under.
@@ -187,14 +196,40 @@ impl PluginHost {
         let pre = match cached {
             Some(pre) => pre,
             None => {
+                let stored = self
+                    .artifacts
+                    .as_ref()
+                    .and_then(|cache| cache.load(&self.engine, &digest));
                 let compiled =
-                    Component::from_binary(&self.engine, component).map_err(|error| {
-                        PluginError::Compile {
-                            name: name.to_owned(),
-                            digest: short(&digest),
-                            message: format!("{error:#}"),
+                    match stored {
+                        Some(compiled) => {
+                            tracing::debug!(
+                                plugin = name,
+                                digest = short(&digest),
+                                "plugin loaded from the artifact cache"
+                            );
+                            compiled
                         }
-                    })?;
+                        None => {
+                            let started = std::time::Instant::now();
+                            let compiled = Component::from_binary(&self.engine, component)
+                                .map_err(|error| PluginError::Compile {
+                                    name: name.to_owned(),
+                                    digest: short(&digest),
+                                    message: format!("{error:#}"),
+                                })?;
+                            tracing::debug!(
+                                plugin = name,
+                                digest = short(&digest),
+                                milliseconds = started.elapsed().as_millis() as u64,
+                                "plugin compiled"
+                            );
+                            if let Some(cache) = &self.artifacts {
+                                cache.store(&self.engine, &digest, &compiled);
+                            }
+                            compiled
+                        }
+                    };
                 let wrong_world = |error: wasmtime::Error| PluginError::WrongWorld {
                     name: name.to_owned(),
                     digest: short(&digest),

@@ -1,6 +1,7 @@
 //! The WebAssembly plugin host: loads components that implement the WIT world in `wit/`,
 //! compiles each once (cached by sha256 digest) and calls them in a fresh, bounded sandbox.
 
+pub mod cache;
 pub mod check;
 mod error;
 mod host;
@@ -8,6 +9,7 @@ mod limits;
 pub mod pack;
 pub mod source;
 
+pub use cache::ArtifactCache;
 pub use error::PluginError;
 pub use host::{Plugin, PluginHost};
 pub use limits::Limits;

@@ -21,6 +21,12 @@ use serde_json::{Value, json};
 pub const CONTROLLER_USER: &str = "system:serviceaccount:kubetask-system:kubetask-controller";
 const CONTROLLER_TOKEN: &str = "controller-token";
 
+/// Where the tests' controllers and `kubetask render` runs keep compiled plugins: each plugin
+/// is compiled once for the whole suite (a debug build takes seconds per example plugin).
+pub fn plugin_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")
+}
+
 /// Job outcomes by Job name: `fail-*` fails, `hang-*` runs forever, others succeed.
 pub fn outcome_by_name(job: &Value) -> JobOutcome {
     let name = job
@@ -314,6 +320,8 @@ impl ControllerProcess {
             .args(["--metrics-address", &format!("127.0.0.1:{metrics_port}")])
             .args(extra)
             .env("RUST_LOG", "info,kubetask=debug")
+            // A --plugin-cache-dir among `extra` wins.
+            .env("KUBETASK_PLUGIN_CACHE_DIR", plugin_cache_dir())
             .env_remove("KUBECONFIG")
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -429,6 +437,7 @@ pub fn render_offline_with(args: &[&str]) -> Vec<Value> {
     let output = Command::new(env!("CARGO_BIN_EXE_kubetask"))
         .args(["render", "-o", "json"])
         .args(args)
+        .env("KUBETASK_PLUGIN_CACHE_DIR", plugin_cache_dir())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
@@ -445,6 +454,7 @@ pub fn render_offline_with(args: &[&str]) -> Vec<Value> {
 pub fn kubetask(args: &[&str]) -> (i32, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_kubetask"))
         .args(args)
+        .env("KUBETASK_PLUGIN_CACHE_DIR", plugin_cache_dir())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("kubetask runs");
