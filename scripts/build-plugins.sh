@@ -44,3 +44,4 @@ componentize kubetask_example_git_clone plugins/examples/git-clone/git_clone.was
 componentize kubetask_plugin_template "$target_dir/template.wasm"
 WASM_TOOLS=$WASM_TOOLS plugins/examples/deadline-c/build.sh plugins/examples/deadline-c/deadline_policy.wasm
 check_imports plugins/examples/deadline-c/deadline_policy.wasm
+WASM_TOOLS=$WASM_TOOLS scripts/plugin-stamp.sh write
