@@ -14,7 +14,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use kubetask::api::{Agent, Task, TaskPhase, TaskStatus};
-use kubetask_test_apiserver::{Config, JobOutcome, JobSimulator, TestApiServer};
+use kubetask_test_apiserver::{Config, JobSimulator, Script, TestApiServer, outcome_from_label};
 use serde_json::{Value, json};
 
 /// The user the controller authenticates as (its own token), for RBAC and fault targeting.
@@ -27,18 +27,19 @@ pub fn plugin_cache_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")
 }
 
-/// Job outcomes by Job name: `fail-*` fails, `hang-*` runs forever, others succeed.
-pub fn outcome_by_name(job: &Value) -> JobOutcome {
+/// Job scripts by Job name: `fail-*` fails, `hang-*` runs forever; else the pod template's
+/// `simulator.kubetask.io/outcome` label (an Agent's `podLabels`), else success.
+pub fn outcome_by_name(job: &Value) -> Script {
     let name = job
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
     if name.starts_with("fail-") {
-        JobOutcome::Fail
+        Script::fail()
     } else if name.starts_with("hang-") {
-        JobOutcome::Hang
+        Script::hang()
     } else {
-        JobOutcome::Succeed
+        outcome_from_label(job)
     }
 }
 
@@ -208,6 +209,18 @@ impl Cluster {
                 .is_some_and(|c| c.reason == reason)
         })
         .await
+    }
+
+    /// Sets the Task's `spec.cancel` (as `kubectl patch` or `kubetask cancel` does).
+    pub async fn cancel(&self, namespace: &str, name: &str, reason: &str) {
+        self.tasks(namespace)
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"spec": {"cancel": {"reason": reason}}})),
+            )
+            .await
+            .expect("cancel the Task");
     }
 
     /// Starts `kubetask controller` against this cluster.

@@ -1,34 +1,119 @@
-//! The Job simulator: plays the Job controller and kubelet for `batch/v1` Jobs. After
-//! `start_delay` a new Job is active (its pod pending), after another `start_delay` the pod
-//! runs (`ready: 1`), and after `run_time` the Job completes or fails with the conditions,
-//! counts and times the real Job controller writes.
+//! The Job simulator: plays the Job controller and the kubelet for `batch/v1` Jobs, with pods.
+//!
+//! For each new Job it creates a pod from the template (owned by the Job, with the Job's
+//! selector labels). After `start_delay` the pod is bound to a node and runs (the Job shows
+//! `ready: 1`); after `run_time` its agent container exits as the Job's [`Script`] says. The
+//! Job then does what the real Job controller does: a failed pod is ignored, counted or fails
+//! the Job as `spec.podFailurePolicy` says, a new pod runs while `status.failed` ≤
+//! `spec.backoffLimit` (read each time: it is mutable), and the Job ends `Complete` or
+//! `Failed` with the conditions, counts and times the real controller writes.
+//!
+//! Like the kubelet, it stops a running pod whose `spec.activeDeadlineSeconds` has passed
+//! (also when lowered on the running pod): the pod ends `Failed`/`DeadlineExceeded` and stays,
+//! its log readable. A deleted pod counts as failed; a suspended Job has its active pods
+//! deleted and none created until it is resumed. Pod logs (`pods/<name>/log`) are the
+//! script's log lines.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::meta::{self, text};
 use crate::server::{ServerEvents, Shared, lock};
-use crate::state::EventType;
+use crate::state::{DeleteOptions, EventType, WriteOptions};
 
-/// How a simulated Job ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobOutcome {
-    /// `Complete` with `succeeded: 1`.
-    Succeed,
-    /// `Failed` (`BackoffLimitExceeded`) with `failed: backoffLimit + 1`.
-    Fail,
-    /// Stays active forever.
+/// What one pod of a Job does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Runs `run_time`, then the agent container exits with this code.
+    Exit(i32),
+    /// Runs `run_time`, then the node is drained: the pod fails with a `DisruptionTarget`
+    /// condition (exit code 137).
+    Disrupt,
+    /// Never scheduled (`PodScheduled: False`, `Unschedulable`).
+    Unschedulable,
+    /// Runs until stopped.
     Hang,
 }
 
-/// The label a test can put on a Job (or its pod template) to choose its outcome:
-/// `succeed`, `fail` or `hang`.
+/// How a simulated Job's pods behave, one [`Step`] per pod in order (the last repeats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    pub steps: Vec<Step>,
+    /// The agent container's termination message, when it exits (any code).
+    pub termination_message: Option<String>,
+    /// The agent container's log.
+    pub log: String,
+}
+
+impl Script {
+    /// One pod that runs and exits with `code`.
+    pub fn exit(code: i32) -> Self {
+        Self::steps(vec![Step::Exit(code)])
+    }
+
+    /// Pods doing `steps`, in order.
+    pub fn steps(steps: Vec<Step>) -> Self {
+        Self {
+            steps,
+            termination_message: None,
+            log: "agent started\nagent working\n".to_owned(),
+        }
+    }
+
+    pub fn succeed() -> Self {
+        Self::exit(0)
+    }
+
+    pub fn fail() -> Self {
+        Self::exit(1)
+    }
+
+    pub fn hang() -> Self {
+        Self::steps(vec![Step::Hang])
+    }
+
+    /// The same, with this termination message.
+    pub fn with_termination_message(mut self, message: impl Into<String>) -> Self {
+        self.termination_message = Some(message.into());
+        self
+    }
+
+    fn step(&self, pod: usize) -> Step {
+        self.steps
+            .get(pod)
+            .or(self.steps.last())
+            .cloned()
+            .unwrap_or(Step::Exit(0))
+    }
+
+    /// Reads an [`OUTCOME_LABEL`] value: steps separated by `.`: `succeed`, `fail`, `hang`,
+    /// `exit-N`, `disrupt`, `unschedulable` (e.g. `exit-1.disrupt.succeed`).
+    pub fn from_label(value: &str) -> Self {
+        let steps = value
+            .split('.')
+            .map(|step| match step {
+                "fail" => Step::Exit(1),
+                "hang" => Step::Hang,
+                "disrupt" => Step::Disrupt,
+                "unschedulable" => Step::Unschedulable,
+                other => other
+                    .strip_prefix("exit-")
+                    .and_then(|code| code.parse().ok())
+                    .map_or(Step::Exit(0), Step::Exit),
+            })
+            .collect();
+        Self::steps(steps)
+    }
+}
+
+/// The label a test can put on a Job (or its pod template) to script its pods
+/// (see [`Script::from_label`]).
 pub const OUTCOME_LABEL: &str = "simulator.kubetask.io/outcome";
 
-/// Chooses the outcome of a Job from the Job object.
-pub type OutcomeFn = Arc<dyn Fn(&Value) -> JobOutcome + Send + Sync>;
+/// Chooses the script of a Job from the Job object.
+pub type OutcomeFn = Arc<dyn Fn(&Value) -> Script + Send + Sync>;
 
 /// Job simulator settings.
 #[derive(Clone)]
@@ -57,8 +142,8 @@ impl Default for JobSimulator {
     }
 }
 
-/// The default outcome rule: [`OUTCOME_LABEL`] on the Job or its pod template, else success.
-pub fn outcome_from_label(job: &Value) -> JobOutcome {
+/// The default rule: [`OUTCOME_LABEL`] on the Job or its pod template, else success.
+pub fn outcome_from_label(job: &Value) -> Script {
     let label = job
         .pointer("/metadata/labels")
         .and_then(|l| l.get(OUTCOME_LABEL))
@@ -67,14 +152,15 @@ pub fn outcome_from_label(job: &Value) -> JobOutcome {
                 .and_then(|l| l.get(OUTCOME_LABEL))
         })
         .and_then(Value::as_str);
-    match label {
-        Some("fail") => JobOutcome::Fail,
-        Some("hang") => JobOutcome::Hang,
-        _ => JobOutcome::Succeed,
-    }
+    label.map_or_else(Script::succeed, Script::from_label)
 }
 
 const JOBS: &str = "batch/jobs";
+const PODS: &str = "/pods";
+/// How often a running pod and its Job are looked at (deadline, deletion, suspension).
+const TICK: Duration = Duration::from_millis(50);
+/// How long a stopped container takes to exit after SIGTERM.
+const GRACE: Duration = Duration::from_millis(30);
 
 /// Runs the simulator until the server shuts down.
 pub async fn run(shared: Arc<Shared>, simulator: JobSimulator) {
@@ -84,82 +170,494 @@ pub async fn run(shared: Arc<Shared>, simulator: JobSimulator) {
         if event.storage_key != JOBS || event.event_type != EventType::Added {
             continue;
         }
-        if event.object.pointer("/spec/suspend") == Some(&json!(true)) {
-            continue;
-        }
-        let namespace = event.namespace.clone();
-        let name = text(&event.object, "name").to_owned();
-        let uid = text(&event.object, "uid").to_owned();
-        let outcome = (simulator.outcome)(&event.object);
-        let backoff_limit = event
-            .object
-            .pointer("/spec/backoffLimit")
-            .and_then(Value::as_i64)
-            .unwrap_or(6);
-        let shared = shared.clone();
-        let simulator = simulator.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(simulator.start_delay).await;
-            let started = write(&shared, &namespace, &name, &uid, |status| {
-                status["startTime"] = json!(meta::now());
-                status["active"] = json!(1);
-                status["ready"] = json!(0);
-                status["terminating"] = json!(0);
-                status["uncountedTerminatedPods"] = json!({});
-            });
-            if !started {
-                return;
-            }
-            // The pod is scheduled and pulled, then runs (and is ready: agents have no probes).
-            tokio::time::sleep(simulator.start_delay).await;
-            let running = write(&shared, &namespace, &name, &uid, |status| {
-                status["ready"] = json!(1);
-            });
-            if !running || outcome == JobOutcome::Hang {
-                return;
-            }
-            tokio::time::sleep(simulator.run_time).await;
-            write(&shared, &namespace, &name, &uid, |status| {
-                let now = meta::now();
-                if let Some(object) = status.as_object_mut() {
-                    object.remove("active");
-                }
-                status["ready"] = json!(0);
-                if outcome == JobOutcome::Succeed {
-                    status["succeeded"] = json!(1);
-                    status["completionTime"] = json!(now);
-                    status["conditions"] = json!([
-                        {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods", "lastProbeTime": now, "lastTransitionTime": now},
-                        {"type": "Complete", "status": "True", "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods", "lastProbeTime": now, "lastTransitionTime": now},
-                    ]);
-                } else {
-                    status["failed"] = json!(backoff_limit + 1);
-                    status["conditions"] = json!([
-                        {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit", "lastProbeTime": now, "lastTransitionTime": now},
-                        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit", "lastProbeTime": now, "lastTransitionTime": now},
-                    ]);
-                }
-            });
-        });
+        let job = Sim {
+            shared: shared.clone(),
+            namespace: event.namespace.clone(),
+            name: text(&event.object, "name").to_owned(),
+            uid: text(&event.object, "uid").to_owned(),
+            script: (simulator.outcome)(&event.object),
+            start_delay: simulator.start_delay,
+            run_time: simulator.run_time,
+        };
+        tokio::spawn(job.run());
     }
 }
 
-/// Updates the status of the Job if it is still the same object (same uid).
-fn write(
-    shared: &Shared,
-    namespace: &str,
-    name: &str,
-    uid: &str,
-    change: impl FnOnce(&mut Value),
-) -> bool {
-    let mut state = lock(&shared.state);
-    state.server_status_write(JOBS, namespace, name, |job| {
-        if text(job, "uid") != uid {
-            return;
+/// One simulated Job.
+struct Sim {
+    shared: Arc<Shared>,
+    namespace: String,
+    name: String,
+    uid: String,
+    script: Script,
+    start_delay: Duration,
+    run_time: Duration,
+}
+
+/// How a pod ended.
+enum PodEnd {
+    Succeeded,
+    Failed {
+        exit_code: i32,
+        disrupted: bool,
+    },
+    /// Deleted because the Job was suspended (not counted).
+    Suspended,
+    /// The Job was deleted or finished, or the server stopped.
+    Gone,
+}
+
+impl Sim {
+    async fn run(self) {
+        let mut failed: i64 = 0;
+        let mut pods_started = 0usize;
+        loop {
+            let Some(job) = self.job() else { return };
+            if job.pointer("/spec/suspend") == Some(&json!(true)) {
+                self.write_job(|status| {
+                    set_condition(status, "Suspended", "JobSuspended", "Job suspended");
+                    remove(status, "active");
+                });
+                tokio::time::sleep(TICK).await;
+                continue;
+            }
+            if pods_started == 0 {
+                tokio::time::sleep(self.start_delay).await;
+                self.write_job(|status| {
+                    if status.get("startTime").is_none() {
+                        status["startTime"] = json!(meta::now());
+                    }
+                    remove_condition(status, "Suspended");
+                    status["terminating"] = json!(0);
+                    status["uncountedTerminatedPods"] = json!({});
+                });
+            }
+            let step = self.script.step(pods_started);
+            pods_started += 1;
+            let Some(pod) = self.create_pod(&job) else {
+                return;
+            };
+            self.write_job(|status| {
+                status["active"] = json!(1);
+                status["ready"] = json!(0);
+            });
+            match self.run_pod(&pod, step).await {
+                PodEnd::Gone => return,
+                PodEnd::Suspended => {
+                    pods_started -= 1;
+                }
+                PodEnd::Succeeded => {
+                    self.write_job(|status| {
+                        let now = meta::now();
+                        remove(status, "active");
+                        status["ready"] = json!(0);
+                        status["succeeded"] = json!(1);
+                        status["completionTime"] = json!(now);
+                        status["conditions"] = json!([
+                            {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods", "lastProbeTime": now, "lastTransitionTime": now},
+                            {"type": "Complete", "status": "True", "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods", "lastProbeTime": now, "lastTransitionTime": now},
+                        ]);
+                    });
+                    return;
+                }
+                PodEnd::Failed {
+                    exit_code,
+                    disrupted,
+                } => {
+                    let Some(job) = self.job() else { return };
+                    let verdict = pod_failure_policy(&job, exit_code, disrupted);
+                    if verdict != Verdict::Ignore {
+                        failed += 1;
+                    }
+                    let backoff_limit = job
+                        .pointer("/spec/backoffLimit")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(6);
+                    let end = match verdict {
+                        Verdict::FailJob => Some((
+                            "PodFailurePolicy",
+                            "Container agent for pod failed with exit code matching FailJob rule",
+                        )),
+                        _ if failed > backoff_limit => Some((
+                            "BackoffLimitExceeded",
+                            "Job has reached the specified backoff limit",
+                        )),
+                        _ if job.pointer("/status/conditions").is_some_and(|c| {
+                            c.as_array().is_some_and(|c| {
+                                c.iter()
+                                    .any(|c| c["type"] == "Failed" && c["status"] == "True")
+                            })
+                        }) =>
+                        {
+                            return;
+                        }
+                        _ => None,
+                    };
+                    self.write_job(|status| {
+                        remove(status, "active");
+                        status["ready"] = json!(0);
+                        if failed > 0 {
+                            status["failed"] = json!(failed);
+                        }
+                        if let Some((reason, message)) = end {
+                            let now = meta::now();
+                            status["conditions"] = json!([
+                                {"type": "FailureTarget", "status": "True", "reason": reason, "message": message, "lastProbeTime": now, "lastTransitionTime": now},
+                                {"type": "Failed", "status": "True", "reason": reason, "message": message, "lastProbeTime": now, "lastTransitionTime": now},
+                            ]);
+                        }
+                    });
+                    if end.is_some() {
+                        return;
+                    }
+                    // The Job controller's backoff before the next pod.
+                    tokio::time::sleep(self.start_delay).await;
+                }
+            }
         }
-        if !job.get("status").is_some_and(Value::is_object) {
-            job["status"] = json!({});
+    }
+
+    /// Runs one pod through its step; returns how it ended.
+    async fn run_pod(&self, pod: &str, step: Step) -> PodEnd {
+        tokio::time::sleep(self.start_delay).await;
+        if step == Step::Unschedulable {
+            self.write_pod(pod, |pod| {
+                pod["status"]["conditions"] = json!([{
+                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                    "message": "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.",
+                    "lastTransitionTime": meta::now(),
+                }]);
+            });
+        } else {
+            let bound = self.bind_and_start(pod);
+            if !bound {
+                return self.lost();
+            }
+            self.write_job(|status| status["ready"] = json!(1));
         }
-        change(&mut job["status"]);
-    })
+        let started = Instant::now();
+        loop {
+            tokio::time::sleep(TICK.min(self.run_time)).await;
+            let Some(job) = self.job() else {
+                return PodEnd::Gone;
+            };
+            let Some(current) = self.pod(pod) else {
+                // Deleted (by the controller, the Job's suspension, or a user): failed.
+                return if job.pointer("/spec/suspend") == Some(&json!(true)) {
+                    PodEnd::Suspended
+                } else {
+                    PodEnd::Failed {
+                        exit_code: 137,
+                        disrupted: false,
+                    }
+                };
+            };
+            if job.pointer("/spec/suspend") == Some(&json!(true)) {
+                self.delete_pod(pod);
+                continue;
+            }
+            if step == Step::Unschedulable {
+                continue;
+            }
+            let deadline = current
+                .pointer("/spec/activeDeadlineSeconds")
+                .and_then(Value::as_u64);
+            if deadline.is_some_and(|d| started.elapsed() >= Duration::from_secs(d)) {
+                tokio::time::sleep(GRACE).await;
+                self.end_pod(
+                    pod,
+                    143,
+                    Some((
+                        "DeadlineExceeded",
+                        "Pod was active on the node longer than the specified deadline",
+                    )),
+                    false,
+                );
+                return PodEnd::Failed {
+                    exit_code: 143,
+                    disrupted: false,
+                };
+            }
+            if step == Step::Hang || started.elapsed() < self.run_time {
+                continue;
+            }
+            return match step {
+                Step::Exit(0) => {
+                    self.end_pod(pod, 0, None, false);
+                    PodEnd::Succeeded
+                }
+                Step::Exit(code) => {
+                    self.end_pod(pod, code, None, false);
+                    PodEnd::Failed {
+                        exit_code: code,
+                        disrupted: false,
+                    }
+                }
+                _ => {
+                    self.end_pod(pod, 137, None, true);
+                    PodEnd::Failed {
+                        exit_code: 137,
+                        disrupted: true,
+                    }
+                }
+            };
+        }
+    }
+
+    fn lost(&self) -> PodEnd {
+        if self.job().is_some() {
+            PodEnd::Failed {
+                exit_code: 137,
+                disrupted: false,
+            }
+        } else {
+            PodEnd::Gone
+        }
+    }
+
+    /// The Job, if it is still this one and not finished or being deleted.
+    fn job(&self) -> Option<Value> {
+        let state = lock(&self.shared.state);
+        let rt = state.find_type("batch", "v1", "jobs")?;
+        let job = state.get(&rt, &self.namespace, &self.name).ok()?;
+        (text(&job, "uid") == self.uid && job.pointer("/metadata/deletionTimestamp").is_none())
+            .then_some(job)
+    }
+
+    fn pod(&self, name: &str) -> Option<Value> {
+        let state = lock(&self.shared.state);
+        let rt = state.find_type("", "v1", "pods")?;
+        let pod = state.get(&rt, &self.namespace, name).ok()?;
+        pod.pointer("/metadata/deletionTimestamp")
+            .is_none()
+            .then_some(pod)
+    }
+
+    fn create_pod(&self, job: &Value) -> Option<String> {
+        let template = job.pointer("/spec/template")?.clone();
+        let mut pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": template.get("metadata").cloned().unwrap_or_else(|| json!({})),
+            "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
+        });
+        pod["metadata"]["generateName"] = json!(format!("{}-", self.name));
+        pod["metadata"]["ownerReferences"] = json!([{
+            "apiVersion": "batch/v1", "kind": "Job", "name": self.name, "uid": self.uid,
+            "controller": true, "blockOwnerDeletion": true,
+        }]);
+        let mut state = lock(&self.shared.state);
+        let rt = state.find_type("", "v1", "pods")?;
+        let created = state
+            .create(&rt, &self.namespace, pod, &WriteOptions::default())
+            .ok()?;
+        let name = text(&created, "name").to_owned();
+        lock(&self.shared.pod_logs).insert(
+            (self.namespace.clone(), name.clone()),
+            self.script.log.clone(),
+        );
+        Some(name)
+    }
+
+    fn bind_and_start(&self, pod: &str) -> bool {
+        self.write_pod(pod, |pod| {
+            let now = meta::now();
+            pod["spec"]["nodeName"] = json!("node-1");
+            pod["status"] = json!({
+                "phase": "Running",
+                "startTime": now,
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                    {"type": "Ready", "status": "True", "lastTransitionTime": now},
+                ],
+                "containerStatuses": container_statuses(pod, &json!({"running": {"startedAt": now}})),
+            });
+        })
+    }
+
+    /// The pod's agent container exits with `code`.
+    fn end_pod(&self, pod: &str, code: i32, why: Option<(&str, &str)>, disrupted: bool) {
+        let message = self.script.termination_message.clone();
+        self.write_pod(pod, |pod| {
+            let now = meta::now();
+            let started = pod
+                .pointer("/status/startTime")
+                .cloned()
+                .unwrap_or_else(|| json!(now));
+            let mut terminated = json!({
+                "exitCode": code,
+                "reason": if code == 0 { "Completed" } else { "Error" },
+                "startedAt": started,
+                "finishedAt": now,
+            });
+            if let Some(message) = &message {
+                terminated["message"] = json!(message);
+            }
+            let statuses = container_statuses(pod, &json!({"terminated": terminated}));
+            let status = &mut pod["status"];
+            status["phase"] = json!(if code == 0 { "Succeeded" } else { "Failed" });
+            status["containerStatuses"] = statuses;
+            status["conditions"] = json!([{"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now}]);
+            if let Some((reason, text)) = why {
+                status["reason"] = json!(reason);
+                status["message"] = json!(text);
+            }
+            if disrupted && let Some(conditions) = status["conditions"].as_array_mut() {
+                conditions.push(json!({"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet", "message": "Pod was terminated in response to imminent node shutdown.", "lastTransitionTime": now}));
+            }
+        });
+    }
+
+    fn delete_pod(&self, pod: &str) {
+        let mut state = lock(&self.shared.state);
+        if let Some(rt) = state.find_type("", "v1", "pods") {
+            let _ = state.delete(&rt, &self.namespace, pod, &DeleteOptions::default());
+        }
+    }
+
+    /// Writes the pod (spec and status) as the kubelet and scheduler do.
+    fn write_pod(&self, name: &str, change: impl FnOnce(&mut Value)) -> bool {
+        let mut state = lock(&self.shared.state);
+        state.server_write(PODS, &self.namespace, name, change)
+    }
+
+    /// Updates the status of the Job if it is still the same object (same uid).
+    fn write_job(&self, change: impl FnOnce(&mut Value)) -> bool {
+        let uid = self.uid.clone();
+        let mut state = lock(&self.shared.state);
+        state.server_status_write(JOBS, &self.namespace, &self.name, |job| {
+            if text(job, "uid") != uid {
+                return;
+            }
+            if !job.get("status").is_some_and(Value::is_object) {
+                job["status"] = json!({});
+            }
+            change(&mut job["status"]);
+        })
+    }
+}
+
+/// One status per container of the pod, in `state`.
+fn container_statuses(pod: &Value, state: &Value) -> Value {
+    let containers = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    Value::Array(
+        containers
+            .iter()
+            .map(|c| {
+                json!({
+                    "name": c["name"], "image": c["image"], "ready": state.get("running").is_some(),
+                    "restartCount": 0, "state": state,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn remove(status: &mut Value, field: &str) {
+    if let Some(status) = status.as_object_mut() {
+        status.remove(field);
+    }
+}
+
+fn set_condition(status: &mut Value, kind: &str, reason: &str, message: &str) {
+    if !status.get("conditions").is_some_and(Value::is_array) {
+        status["conditions"] = json!([]);
+    }
+    let Some(conditions) = status["conditions"].as_array_mut() else {
+        return;
+    };
+    if !conditions.iter().any(|c| c["type"] == kind) {
+        conditions.push(json!({"type": kind, "status": "True", "reason": reason, "message": message, "lastTransitionTime": meta::now()}));
+    }
+}
+
+fn remove_condition(status: &mut Value, kind: &str) {
+    if let Some(conditions) = status.get_mut("conditions").and_then(Value::as_array_mut) {
+        conditions.retain(|c| c["type"] != kind);
+    }
+}
+
+/// What `spec.podFailurePolicy` does with a failed pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Ignore,
+    Count,
+    FailJob,
+}
+
+/// The first matching rule of the Job's pod failure policy (`Count` when none matches).
+fn pod_failure_policy(job: &Value, exit_code: i32, disrupted: bool) -> Verdict {
+    let rules = job
+        .pointer("/spec/podFailurePolicy/rules")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for rule in rules {
+        let matches = if let Some(codes) = rule.get("onExitCodes") {
+            let values: Vec<i64> = codes["values"]
+                .as_array()
+                .map(|v| v.iter().filter_map(Value::as_i64).collect())
+                .unwrap_or_default();
+            let contains = values.contains(&i64::from(exit_code));
+            !disrupted
+                && match codes["operator"].as_str() {
+                    Some("In") => contains,
+                    Some("NotIn") => !contains,
+                    _ => false,
+                }
+        } else if let Some(patterns) = rule.get("onPodConditions").and_then(Value::as_array) {
+            disrupted
+                && patterns
+                    .iter()
+                    .any(|p| p["type"] == "DisruptionTarget" && p["status"] != "False")
+        } else {
+            false
+        };
+        if matches {
+            return match rule["action"].as_str() {
+                Some("Ignore") => Verdict::Ignore,
+                Some("FailJob") => Verdict::FailJob,
+                _ => Verdict::Count,
+            };
+        }
+    }
+    Verdict::Count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_script_pods() {
+        assert_eq!(
+            Script::from_label("exit-1.disrupt.unschedulable.hang.succeed").steps,
+            vec![
+                Step::Exit(1),
+                Step::Disrupt,
+                Step::Unschedulable,
+                Step::Hang,
+                Step::Exit(0)
+            ]
+        );
+        let script = Script::from_label("fail");
+        assert_eq!(script.step(0), Step::Exit(1));
+        assert_eq!(script.step(5), Step::Exit(1), "the last step repeats");
+    }
+
+    #[test]
+    fn the_pod_failure_policy_decides_in_order() {
+        let job = json!({"spec": {"podFailurePolicy": {"rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            {"action": "FailJob", "onExitCodes": {"containerName": "agent", "operator": "In", "values": [3]}},
+        ]}}});
+        assert_eq!(pod_failure_policy(&job, 137, true), Verdict::Ignore);
+        assert_eq!(pod_failure_policy(&job, 3, false), Verdict::FailJob);
+        assert_eq!(pod_failure_policy(&job, 1, false), Verdict::Count);
+        assert_eq!(pod_failure_policy(&json!({}), 3, false), Verdict::Count);
+    }
 }

@@ -33,9 +33,10 @@ pub fn admit_update(rt: &ResourceType, old: &Value, new: &mut Value) -> Vec<Caus
     match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "ConfigMap") => validate_config_data(new, &["data", "binaryData"]),
         ("", "Secret") => admit_secret(new),
+        ("", "Pod") => admit_pod_update(old, new),
         ("batch", "Job") => {
             let mut causes = Vec::new();
-            for field in ["template", "selector", "completionMode"] {
+            for field in ["template", "selector", "completionMode", "podFailurePolicy"] {
                 if old.pointer(&format!("/spec/{field}")) != new.pointer(&format!("/spec/{field}"))
                 {
                     causes.push(cause(
@@ -49,6 +50,52 @@ pub fn admit_update(rt: &ResourceType, old: &Value, new: &mut Value) -> Vec<Caus
         }
         _ => Vec::new(),
     }
+}
+
+/// A pod's spec is immutable but for `activeDeadlineSeconds`, which may be set or lowered
+/// (never raised or removed), and the node binding.
+fn admit_pod_update(old: &Value, new: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let deadline = |pod: &Value| {
+        pod.pointer("/spec/activeDeadlineSeconds")
+            .and_then(Value::as_i64)
+    };
+    match (deadline(old), deadline(new)) {
+        (_, Some(new)) if new <= 0 => causes.push(cause(
+            "FieldValueInvalid",
+            "spec.activeDeadlineSeconds",
+            format!("Invalid value: {new}: must be greater than 0"),
+        )),
+        (Some(old), Some(new)) if new > old => causes.push(cause(
+            "FieldValueForbidden",
+            "spec.activeDeadlineSeconds",
+            "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations) or `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative); activeDeadlineSeconds may only be decreased",
+        )),
+        (Some(_), None) => causes.push(cause(
+            "FieldValueForbidden",
+            "spec.activeDeadlineSeconds",
+            "Forbidden: activeDeadlineSeconds may not be removed",
+        )),
+        _ => {}
+    }
+    let rest = |pod: &Value| {
+        let mut spec = pod.get("spec").cloned().unwrap_or(Value::Null);
+        if let Some(spec) = spec.as_object_mut() {
+            spec.remove("activeDeadlineSeconds");
+            if old.pointer("/spec/nodeName").is_none() {
+                spec.remove("nodeName");
+            }
+        }
+        spec
+    };
+    if rest(old) != rest(new) {
+        causes.push(cause(
+            "FieldValueForbidden",
+            "spec",
+            "Forbidden: pod updates may not change fields other than `spec.activeDeadlineSeconds` and a few others",
+        ));
+    }
+    causes
 }
 
 fn validate_config_data(object: &Value, fields: &[&str]) -> Vec<Cause> {

@@ -37,7 +37,7 @@ use tokio::sync::watch;
 
 pub use error::{ApiError, Cause, Details};
 pub use faults::{Fault, FaultAction, RequestRecord};
-pub use jobsim::{JobOutcome, JobSimulator, OUTCOME_LABEL, OutcomeFn, outcome_from_label};
+pub use jobsim::{JobSimulator, OUTCOME_LABEL, OutcomeFn, Script, Step, outcome_from_label};
 pub use meta::MAX_ANNOTATIONS_BYTES;
 pub use rbac::{Attributes, Decision};
 pub use server::MAX_REQUEST_BODY_BYTES;
@@ -174,6 +174,7 @@ impl TestApiServer {
             faults: Mutex::new(faults::Faults::new(config.seed)),
             log: Mutex::new(Vec::new()),
             issued: Mutex::new(HashMap::new()),
+            pod_logs: Mutex::new(HashMap::new()),
             settings: Settings {
                 tokens: config.tokens.clone(),
                 bookmark_interval: config.bookmark_interval,

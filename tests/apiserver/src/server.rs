@@ -43,6 +43,8 @@ pub struct Shared {
     pub log: Mutex<Vec<RequestRecord>>,
     /// Tokens issued through `serviceaccounts/<name>/token` → the ServiceAccount's user.
     pub issued: Mutex<HashMap<String, String>>,
+    /// The job simulator's container logs, by pod namespace and name (`pods/<name>/log`).
+    pub pod_logs: Mutex<HashMap<(String, String), String>>,
     pub settings: Settings,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -109,6 +111,49 @@ fn json_response(code: u16, value: &Value) -> Response<Body> {
         hyper::header::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// `GET pods/<name>/log`: the simulated container's log while the pod exists (`tailLines`
+/// honoured; `follow` returns what there is and ends, as for a finished container).
+fn pod_log(shared: &Shared, target: &Target, call: &Call<'_>) -> Result<Response<Body>, ApiError> {
+    let key = (target.namespace.clone(), target.name.clone());
+    let pod_exists = {
+        let state = lock(&shared.state);
+        state
+            .find_type("", "v1", "pods")
+            .is_some_and(|rt| state.get(&rt, &target.namespace, &target.name).is_ok())
+    };
+    let log = lock(&shared.pod_logs).get(&key).cloned();
+    let (true, Some(log)) = (pod_exists, log) else {
+        return Err(ApiError::not_found("", "pods", &target.name));
+    };
+    if let Some(container) = call.param("container")
+        && container != "agent"
+        && container != "tools"
+    {
+        return Err(ApiError::bad_request(format!(
+            "container {container} is not valid for pod {}",
+            target.name
+        )));
+    }
+    let log = match call
+        .param("tailLines")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        Some(n) => {
+            let lines: Vec<&str> = log.lines().collect();
+            let mut tail = lines[lines.len().saturating_sub(n)..].join("\n");
+            tail.push('\n');
+            tail
+        }
+        None => log,
+    };
+    let mut response = Response::new(full(log));
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("text/plain"),
+    );
+    Ok(response)
 }
 
 fn error_response(error: &ApiError) -> Response<Body> {
@@ -527,6 +572,9 @@ fn dispatch(
     }
     if target.subresource == "token" && rt.group.is_empty() && rt.kind == "ServiceAccount" {
         return issue_token(shared, target, verb, call);
+    }
+    if target.subresource == "log" && rt.group.is_empty() && rt.kind == "Pod" && verb == "get" {
+        return pod_log(shared, target, call);
     }
     if !target.subresource.is_empty()
         && !(target.subresource == "status" && (rt.status_subresource || rt.crd.is_none()))

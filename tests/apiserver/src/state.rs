@@ -981,6 +981,45 @@ impl State {
         self.write(&rt, &old, new, "status", &options).is_ok()
     }
 
+    /// Like [`Self::server_status_write`], for the whole object (the scheduler binding a pod
+    /// and the kubelet reporting its status): the object's own fields, then its status.
+    pub fn server_write(
+        &mut self,
+        key: &str,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&mut Value),
+    ) -> bool {
+        let (Some(rt), Some(old)) = (
+            self.type_of_storage(key),
+            self.stored(key, namespace, name).cloned(),
+        ) else {
+            return false;
+        };
+        if old.pointer("/metadata/deletionTimestamp").is_some() {
+            return false;
+        }
+        let mut new = old.clone();
+        change(&mut new);
+        let options = WriteOptions {
+            field_manager: "kubelet".into(),
+            ..Default::default()
+        };
+        let status = new.get("status").cloned();
+        let Ok(written) = self.write(&rt, &old, new, "", &options) else {
+            return false;
+        };
+        let mut with_status = written.clone();
+        match status {
+            Some(status) => with_status["status"] = status,
+            None => return true,
+        }
+        with_status == written
+            || self
+                .write(&rt, &written, with_status, "status", &options)
+                .is_ok()
+    }
+
     /// DELETE: deletes an object, honoring finalizers and the propagation policy.
     pub fn delete(
         &mut self,

@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
-use kubetask_test_apiserver::{
-    Config, Fault, FaultAction, JobOutcome, JobSimulator, OUTCOME_LABEL,
-};
+use kubetask_test_apiserver::{Config, Fault, FaultAction, JobSimulator, OUTCOME_LABEL, Script};
 use serde_json::json;
 
 fn job(name: &str, outcome: Option<&str>) -> Job {
@@ -105,9 +104,9 @@ async fn a_callback_chooses_outcomes() {
                 .and_then(|n| n.as_str())
                 .unwrap_or_default();
             if name.starts_with("fail-") {
-                JobOutcome::Fail
+                Script::fail()
             } else {
-                JobOutcome::Succeed
+                Script::succeed()
             }
         }),
     };
@@ -258,4 +257,212 @@ async fn concurrent_writers_lose_nothing() {
         maps.list(&ListParams::default()).await.unwrap().items.len(),
         320
     );
+}
+
+fn pods_of(client: &kube::Client, job: &str) -> impl Future<Output = Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let selector = format!("batch.kubernetes.io/job-name={job}");
+    async move {
+        let mut pods = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items;
+        pods.sort_by_key(|p| p.metadata.creation_timestamp.clone());
+        pods
+    }
+}
+
+fn exit_code(pod: &Pod) -> Option<i32> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()
+        .map(|t| t.exit_code)
+}
+
+#[tokio::test]
+async fn pods_run_the_script_under_the_pod_failure_policy() {
+    let simulator = JobSimulator {
+        start_delay: Duration::from_millis(10),
+        run_time: Duration::from_millis(60),
+        outcome: Arc::new(|job| {
+            let name = job["metadata"]["name"].as_str().unwrap_or_default();
+            match name {
+                "retried" => Script::from_label("disrupt.exit-1.exit-0"),
+                "no-retry" => Script::from_label("exit-3.exit-0"),
+                _ => Script::exit(0).with_termination_message(r#"{"summary": "done"}"#),
+            }
+        }),
+    };
+    let (_server, client) = start_with(Config::default().with_job_simulator(simulator)).await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let policy = json!({"rules": [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [3]}},
+    ]});
+    for name in ["retried", "no-retry", "reports"] {
+        let mut job: serde_json::Value = serde_json::to_value(job(name, None)).unwrap();
+        job["spec"]["podFailurePolicy"] = policy.clone();
+        jobs.create(
+            &PostParams::default(),
+            &serde_json::from_value(job).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+
+    // A disrupted pod does not count; a failed one does; the third succeeds.
+    let retried = finished(&jobs, "retried").await;
+    assert!(condition(&retried, "Complete"));
+    assert_eq!(retried.status.as_ref().unwrap().failed, Some(1));
+    let pods = pods_of(&client, "retried").await;
+    assert_eq!(pods.len(), 3);
+    let disrupted: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| {
+            let conditions = p.status.as_ref().and_then(|s| s.conditions.clone());
+            conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "DisruptionTarget"))
+        })
+        .collect();
+    assert_eq!(disrupted.len(), 1);
+    assert_eq!(exit_code(disrupted[0]), Some(137));
+    let mut codes: Vec<_> = pods.iter().map(exit_code).collect();
+    codes.sort();
+    assert_eq!(codes, [Some(0), Some(1), Some(137)]);
+
+    // Exit code 3 matches the FailJob rule: no retry although backoffLimit allows two.
+    let no_retry = finished(&jobs, "no-retry").await;
+    assert!(condition(&no_retry, "Failed"));
+    let reason = no_retry.status.unwrap().conditions.unwrap()[0]
+        .reason
+        .clone();
+    assert_eq!(reason.as_deref(), Some("PodFailurePolicy"));
+    assert_eq!(pods_of(&client, "no-retry").await.len(), 1);
+
+    // The termination message and the log.
+    finished(&jobs, "reports").await;
+    let pod = &pods_of(&client, "reports").await[0];
+    let terminated = pod
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
+        .state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .clone()
+        .unwrap();
+    assert_eq!(
+        terminated.message.as_deref(),
+        Some(r#"{"summary": "done"}"#)
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let log = pods
+        .logs(&pod.name_any(), &Default::default())
+        .await
+        .unwrap();
+    assert!(log.contains("agent working"), "{log}");
+}
+
+#[tokio::test]
+async fn a_lowered_pod_deadline_stops_the_pod_and_keeps_it() {
+    let simulator = JobSimulator {
+        start_delay: Duration::from_millis(10),
+        run_time: Duration::from_millis(10),
+        outcome: Arc::new(|job| match job["metadata"]["name"].as_str() {
+            Some("pending") => Script::from_label("unschedulable"),
+            _ => Script::hang(),
+        }),
+    };
+    let (_server, client) = start_with(Config::default().with_job_simulator(simulator)).await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    jobs.create(&PostParams::default(), &job("stuck", None))
+        .await
+        .unwrap();
+    let running = eventually(Duration::from_secs(5), || {
+        let client = client.clone();
+        async move {
+            pods_of(&client, "stuck")
+                .await
+                .into_iter()
+                .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        }
+    })
+    .await;
+    let name = running.name_any();
+    // Raising or removing the deadline is refused; setting and lowering it is allowed.
+    let patch = |deadline: serde_json::Value| {
+        kube::api::Patch::Merge(json!({"spec": {"activeDeadlineSeconds": deadline}}))
+    };
+    let params = kube::api::PatchParams::default();
+    pods.patch(&name, &params, &patch(json!(100)))
+        .await
+        .unwrap();
+    let raised = pods.patch(&name, &params, &patch(json!(200))).await;
+    assert!(matches!(raised, Err(kube::Error::Api(e)) if e.code == 422));
+    pods.patch(&name, &params, &patch(json!(1))).await.unwrap();
+    let stopped = eventually(Duration::from_secs(5), || {
+        let pods = pods.clone();
+        let name = name.clone();
+        async move {
+            let pod = pods.get(&name).await.unwrap();
+            (pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")).then_some(pod)
+        }
+    })
+    .await;
+    assert_eq!(
+        stopped.status.as_ref().unwrap().reason.as_deref(),
+        Some("DeadlineExceeded")
+    );
+    assert_eq!(exit_code(&stopped), Some(143));
+    // backoffLimit 2: the Job runs a new pod; the stopped one stays with its log.
+    assert!(pods.logs(&name, &Default::default()).await.is_ok());
+
+    // An unschedulable pod stays pending; suspending the Job deletes it.
+    jobs.create(&PostParams::default(), &job("pending", None))
+        .await
+        .unwrap();
+    let pending = eventually(Duration::from_secs(5), || {
+        let client = client.clone();
+        async move {
+            pods_of(&client, "pending").await.into_iter().find(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c.reason.as_deref() == Some("Unschedulable"))
+                    })
+            })
+        }
+    })
+    .await;
+    assert!(pending.spec.as_ref().unwrap().node_name.is_none());
+    jobs.patch(
+        "pending",
+        &params,
+        &kube::api::Patch::Merge(json!({"spec": {"suspend": true}})),
+    )
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(5), || {
+        let client = client.clone();
+        async move { pods_of(&client, "pending").await.is_empty().then_some(()) }
+    })
+    .await;
+    eventually(Duration::from_secs(5), || {
+        let jobs = jobs.clone();
+        async move { condition(&jobs.get("pending").await.unwrap(), "Suspended").then_some(()) }
+    })
+    .await;
 }
