@@ -33,11 +33,14 @@ fn crds_have_status_columns_short_names_and_validation_rules() {
         .flatten()
         .map(|column| column.name.as_str())
         .collect();
-    assert_eq!(columns, ["Phase", "Agent", "Job", "Age"]);
+    assert_eq!(
+        columns,
+        ["Phase", "Agent", "Job", "Reason", "Summary", "Age"]
+    );
 
     let yaml = kubetask::crds::yaml().expect("the CRDs encode");
     for rule in [
-        "self == oldSelf",
+        "!has(oldSelf.cancel) || (has(self.cancel) && self.cancel == oldSelf.cancel)",
         "has(self.filePath) != has(self.dirPath)",
         "has(self.dirPath) == has(self.source.configMapRef)",
         "[has(self.inline), has(self.configMapKeyRef), has(self.configMapRef)].filter(x, x).size() == 1",

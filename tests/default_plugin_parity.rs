@@ -33,9 +33,21 @@ fn wasm_and_native_renderings_agree_on_every_example() {
         .expect("the examples' Agents exist")
         .map(|agent| &agent.object);
         let wasm = pipeline.render(&task.object, agent).expect("wasm renders");
-        let expected =
+        let mut expected =
             native::render(&task.object, agent, &native_settings).expect("native renders");
+        // The host applies the lifecycle after the last plugin, natively in both cases.
+        let notes = kubetask::render::lifecycle::apply(
+            &task.object,
+            agent,
+            &Default::default(),
+            &mut expected.job,
+        )
+        .expect("the examples' lifecycle fields are valid");
+        expected.warnings.extend(notes);
         assert_eq!(wasm.job, expected.job, "{:?}", task.object.metadata.name);
+        let without_lifecycle = native::render(&task.object, agent, &native_settings)
+            .expect("native renders")
+            .job;
         assert_eq!(wasm.config_maps, expected.config_maps);
         assert_eq!(wasm.warnings, expected.warnings);
 
@@ -49,7 +61,7 @@ fn wasm_and_native_renderings_agree_on_every_example() {
         .expect("native JSON renders");
         assert_eq!(
             serde_json::from_str::<Job>(&json.job).expect("a Job"),
-            wasm.job
+            without_lifecycle
         );
         let maps: Vec<ConfigMap> = json
             .config_maps

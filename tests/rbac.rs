@@ -128,6 +128,34 @@ async fn the_cluster_role_is_sufficient_and_minimal() {
     cluster
         .wait_reason(NS, "flaps", "ConfigMapNotFound", limit)
         .await;
+    // Lifecycle: a running agent cancelled (its pod's deadline lowered, the Job patched), a
+    // pod that never ran cancelled (deleted), a finished Task past its TTL (deleted).
+    cluster
+        .apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {name: stuck, namespace: kubetask-system}\nspec:\n  serviceAccountName: kubetask-agent\n  podLabels: {simulator.kubetask.io/outcome: unschedulable}\n---\napiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: never-runs, namespace: kubetask-system}\nspec:\n  agentRef: stuck\n  contexts: []\n---\napiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: hang-long, namespace: kubetask-system}\nspec:\n  contexts: []\n---\napiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: short-lived, namespace: kubetask-system}\nspec:\n  ttlSecondsAfterFinished: 0\n  contexts: []\n")
+        .await;
+    cluster
+        .wait_phase(NS, "hang-long", TaskPhase::Running)
+        .await;
+    cluster.cancel(NS, "hang-long", "enough").await;
+    cluster
+        .wait_reason(NS, "never-runs", "JobCreated", limit)
+        .await;
+    // Its pod exists (unschedulable) before the cancel, so the cancel deletes it.
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(cluster.client.clone(), NS);
+    let selector =
+        kube::api::ListParams::default().labels("batch.kubernetes.io/job-name=never-runs");
+    for _ in 0..600 {
+        if !pods.list(&selector).await.unwrap().items.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.cancel(NS, "never-runs", "no node").await;
+    for name in ["hang-long", "never-runs"] {
+        cluster.wait_reason(NS, name, "Cancelled", limit).await;
+    }
+    wait_gone(&cluster.tasks(NS), "short-lived").await;
     wait_for(|| {
         cluster
             .server

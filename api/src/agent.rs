@@ -7,6 +7,7 @@ use kube_derive::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::Context;
+use crate::lifecycle::{DURATION_PATTERN, MAX_RETRIES};
 
 /// How Tasks that reference this Agent are executed.
 #[derive(CustomResource, Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
@@ -61,6 +62,23 @@ pub struct AgentSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub plugins: Vec<String>,
+    /// Timeout of the Agent's Tasks that set none (see `Task.spec.timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 64))]
+    pub default_timeout: Option<String>,
+    /// Retries of the Agent's Tasks that set none (0–10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_RETRIES))]
+    pub retries: Option<i32>,
+    /// TTL of the Agent's finished Tasks that set none (see `Task.spec.ttlSecondsAfterFinished`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i64>,
+    /// At most this many of the Agent's Tasks have an unfinished Job; the others wait
+    /// `Pending/Queued`, admitted first-in first-out by creation time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_concurrent_tasks: Option<i32>,
 }
 
 /// A Secret key handed to the agent.

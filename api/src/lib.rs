@@ -7,12 +7,14 @@
 mod agent;
 mod context;
 pub mod json;
+pub mod lifecycle;
 pub mod naming;
 pub mod ownership;
 mod task;
 
 pub use agent::{Agent, AgentSpec, Credential, PodScheduling, SecretKeyRef};
 pub use context::{ConfigMapReference, Context, ContextType, FileContext, FileSource};
+pub use lifecycle::{Attempt, Cancel, TaskResult, Usage};
 pub use task::{PluginRef, Task, TaskPhase, TaskSpec, TaskStatus};
 
 /// API group of the KubeTask resources.

@@ -5,6 +5,15 @@ use kube_derive::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::Context;
+use crate::lifecycle::{Attempt, Cancel, DURATION_PATTERN, MAX_RETRIES, TaskResult, Usage};
+
+/// Every `spec` field but `cancel` keeps its value (and its presence) on update.
+const IMMUTABLE_BUT_CANCEL: &str = "self.contexts == oldSelf.contexts \
+    && has(self.agentRef) == has(oldSelf.agentRef) && (!has(self.agentRef) || self.agentRef == oldSelf.agentRef) \
+    && has(self.timeout) == has(oldSelf.timeout) && (!has(self.timeout) || self.timeout == oldSelf.timeout) \
+    && has(self.retries) == has(oldSelf.retries) && (!has(self.retries) || self.retries == oldSelf.retries) \
+    && has(self.ttlSecondsAfterFinished) == has(oldSelf.ttlSecondsAfterFinished) \
+    && (!has(self.ttlSecondsAfterFinished) || self.ttlSecondsAfterFinished == oldSelf.ttlSecondsAfterFinished)";
 
 /// One run of an agent: the context files it gets and the Agent that runs it.
 #[derive(CustomResource, Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
@@ -20,6 +29,8 @@ use crate::Context;
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Agent","type":"string","jsonPath":".spec.agentRef"}"#,
     printcolumn = r#"{"name":"Job","type":"string","jsonPath":".status.jobName"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Succeeded\")].reason"}"#,
+    printcolumn = r#"{"name":"Summary","type":"string","priority":1,"jsonPath":".status.result.summary"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     doc = "A Task: the context files an AI agent gets, and the Agent that runs it as a Job.",
     crates(
@@ -31,7 +42,8 @@ use crate::Context;
     )
 )]
 #[x_kube(
-    validation = Rule::new("self == oldSelf").message("Task spec is immutable: delete the Task and create a new one"),
+    validation = Rule::new(IMMUTABLE_BUT_CANCEL).message("Task spec is immutable (except adding spec.cancel): delete the Task and create a new one"),
+    validation = Rule::new("!has(oldSelf.cancel) || (has(self.cancel) && self.cancel == oldSelf.cancel)").message("spec.cancel cannot be changed or removed once set"),
     crates(kube_core = "::kube_core", schemars = "::schemars", serde = "::serde")
 )]
 #[serde(rename_all = "camelCase")]
@@ -42,6 +54,25 @@ pub struct TaskSpec {
     /// Name of the Agent (in the Task's namespace) that runs this Task. Default: `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_ref: Option<String>,
+    /// Longest the Task may run, counted from the creation of its Job (`90s`, `30m`, `2h`,
+    /// `1h30m`); it then ends `Failed/Timeout`, its agent stopped and its logs kept. Default:
+    /// the Agent's `defaultTimeout`; capped by the controller's `--max-task-timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 64))]
+    pub timeout: Option<String>,
+    /// Set to stop the Task: a pending Task never gets a Job, a running agent gets SIGTERM and
+    /// its grace period, and the Task ends `Failed/Cancelled` with its logs kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<Cancel>,
+    /// How many times a failed attempt runs again (0–10). Default: the Agent's `retries`, else 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_RETRIES))]
+    pub retries: Option<i32>,
+    /// Delete the Task (and its Job and ConfigMaps) this long after it finished. Default: the
+    /// Agent's, else the controller's `--default-ttl-seconds-after-finished`, else never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i64>,
 }
 
 /// Where a Task is in its life.
@@ -82,6 +113,15 @@ pub struct TaskStatus {
     /// The plugins that rendered the Job, in order, with the sha256 of each component.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rendered_by: Vec<PluginRef>,
+    /// Each run of the agent pod, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+    /// What the agent reported in its termination message (docs/agent-image.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<TaskResult>,
+    /// What the agent reported it used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 /// A plugin that took part in rendering a Job.

@@ -120,6 +120,55 @@ fn task_spec_is_immutable() {
 }
 
 #[test]
+fn cancel_may_be_added_once_and_nothing_else_changes() {
+    let base =
+        "  contexts: [{type: File, file: {filePath: /workspace/task.md, source: {inline: x}}}]";
+    let old = task(base);
+    let cancelled = task(&format!("{base}\n  cancel: {{reason: stop}}"));
+    assert!(
+        validate_cel_update(&cancelled, &old).is_ok(),
+        "adding spec.cancel is allowed"
+    );
+    let refused = |new: &Task, old: &Task, message: &str| {
+        let error = format!(
+            "{:?}",
+            validate_cel_update(new, old).expect_err("the update is refused")
+        );
+        assert!(error.contains(message), "{error}");
+    };
+    let changed = task(&format!("{base}\n  cancel: {{reason: other}}"));
+    refused(
+        &changed,
+        &cancelled,
+        "spec.cancel cannot be changed or removed",
+    );
+    refused(&old, &cancelled, "spec.cancel cannot be changed or removed");
+    for field in [
+        "timeout: 5m",
+        "retries: 2",
+        "ttlSecondsAfterFinished: 60",
+        "agentRef: other",
+    ] {
+        let added = task(&format!("{base}\n  {field}"));
+        refused(
+            &added,
+            &old,
+            "Task spec is immutable (except adding spec.cancel)",
+        );
+        refused(
+            &old,
+            &added,
+            "Task spec is immutable (except adding spec.cancel)",
+        );
+        let with_cancel = task(&format!("{base}\n  {field}\n  cancel: {{}}"));
+        assert!(
+            validate_cel_update(&with_cancel, &added).is_ok(),
+            "cancel beside {field}"
+        );
+    }
+}
+
+#[test]
 fn each_credential_rule_refuses_what_it_should() {
     let cases = [
         (

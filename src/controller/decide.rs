@@ -4,12 +4,18 @@
 //! status to write, the Event to emit, and when to look again. The executor (`reconcile`)
 //! carries a plan out; nothing here does I/O.
 
+use std::time::Duration;
+
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kubetask_api::lifecycle::format_duration;
 use kubetask_api::{PluginRef, Task, TaskPhase, TaskStatus};
 
 use super::failure::{Class, Failure, LONGEST_RETRY, VISIBLE_AFTER};
+use super::runs;
 use super::status::{self, Condition, reason};
+use crate::render::lifecycle::job_timeout;
 
 /// The object that has (or would have) the Task's Job name.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +63,18 @@ pub struct Snapshot {
     pub status: TaskStatus,
     pub job: Child,
     pub start: Start,
+    /// The Job's pods, when they were listed for this reconcile (a Job status change, or a
+    /// stop): they update `status.attempts`, and the last one's report the result.
+    pub pods: Option<Vec<Pod>>,
+    /// How long the Task is kept once finished (its TTL), if at all.
+    pub ttl: Option<Duration>,
+}
+
+/// Why the controller stops a running agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Timeout,
+    Cancelled,
 }
 
 /// When to reconcile the Task again (besides a change to something it depends on).
@@ -90,6 +108,12 @@ pub struct Plan {
     pub status: Option<TaskStatus>,
     /// The Event of a transition (a new phase or reason).
     pub event: Option<Note>,
+    /// A warning about the agent's report (its result could not be read).
+    pub report_warning: Option<Note>,
+    /// Stop the Job's agent (keeping its pod and logs) before the status is written.
+    pub stop: Option<Stop>,
+    /// Delete the Task (its TTL after finishing has passed).
+    pub delete: bool,
     pub retry: Retry,
 }
 
@@ -99,6 +123,9 @@ impl Plan {
             create: false,
             status: None,
             event: None,
+            report_warning: None,
+            stop: None,
+            delete: false,
             retry: Retry::OnChange,
         }
     }
@@ -123,16 +150,67 @@ fn is_waiting_on_a_fix(why: &str) -> bool {
 
 /// Decides what to do about `task` given what the controller knows (`snapshot`) at `now`.
 pub fn decide(task: &Task, snapshot: &Snapshot, now: &Time) -> Plan {
-    if task.metadata.deletion_timestamp.is_some() || status::is_finished(task, &snapshot.status) {
+    if task.metadata.deletion_timestamp.is_some() {
         return Plan::idle();
+    }
+    if status::is_finished(&snapshot.status) {
+        return after_finishing(snapshot, now);
     }
     let job_name =
         || kubetask_api::naming::job_name(task.metadata.name.as_deref().unwrap_or_default());
+    let cancelled = |why: &str| {
+        let reason = task
+            .spec
+            .cancel
+            .as_ref()
+            .and_then(|c| c.reason.as_deref())
+            .filter(|r| !r.is_empty())
+            .map_or_else(String::new, |r| format!(": {r}"));
+        Condition::failed(reason::CANCELLED, format!("cancelled {why}{reason}"))
+    };
     let (condition, retry) = match (&snapshot.job, &snapshot.start) {
         (_, Start::Failed { attempts, failure }) => {
             return on_failure(task, snapshot, *attempts, failure, now);
         }
-        (Child::Owned(job), _) => (status::of_job(job, &job_name()), Retry::OnChange),
+        (Child::Owned(job), _) => {
+            let condition = status::of_job(job, &job_name());
+            let running = !matches!(condition.phase, TaskPhase::Completed | TaskPhase::Failed);
+            match deadline(job) {
+                _ if running && task.spec.cancel.is_some() => {
+                    let condition = Condition {
+                        start_time: condition.start_time,
+                        ..cancelled("while it ran; the agent was stopped and its logs are kept")
+                    };
+                    return stop(task, snapshot, Stop::Cancelled, condition, now);
+                }
+                Some((at, timeout)) if running && now.0 >= at.0 => {
+                    let condition = Condition {
+                        start_time: condition.start_time,
+                        ..Condition::failed(
+                            reason::TIMEOUT,
+                            format!(
+                                "the Task ran longer than its timeout of {} (its Job was created at {}); the agent was stopped and its logs are kept",
+                                format_duration(timeout),
+                                job.metadata
+                                    .creation_timestamp
+                                    .as_ref()
+                                    .map_or_else(String::new, |t| t.0.to_string())
+                            ),
+                        )
+                    };
+                    return stop(task, snapshot, Stop::Timeout, condition, now);
+                }
+                Some((at, _)) if running => {
+                    let left = at.0.duration_since(now.0).unsigned_abs();
+                    (condition, Retry::After(left + Duration::from_millis(100)))
+                }
+                _ => (condition, Retry::OnChange),
+            }
+        }
+        _ if task.spec.cancel.is_some() && snapshot.status.job_name.is_none() => (
+            cancelled("before it started; no Job was created"),
+            Retry::OnChange,
+        ),
         (Child::Previous { kind, name }, _) => (
             Condition::pending(
                 reason::PREVIOUS_TASK_CLEANUP,
@@ -180,7 +258,112 @@ pub fn decide(task: &Task, snapshot: &Snapshot, now: &Time) -> Plan {
         Start::Created { rendered_by } => Some(rendered_by.as_slice()),
         _ => None,
     };
-    transition(task, snapshot, condition, rendered_by, retry, now)
+    let mut plan = transition(task, snapshot, condition, rendered_by, retry, now);
+    if plan
+        .status
+        .as_ref()
+        .is_some_and(|next| status::is_finished(next) && snapshot.ttl.is_some())
+    {
+        plan.retry = Retry::After(snapshot.ttl.unwrap_or_default());
+    }
+    plan
+}
+
+/// Whether the controller must stop the Job's agent now (cancelled, or past its deadline).
+pub fn stop_due(task: &Task, job: &Job, now: &Time) -> bool {
+    let running = !matches!(
+        status::of_job(job, "").phase,
+        TaskPhase::Completed | TaskPhase::Failed
+    );
+    running && (task.spec.cancel.is_some() || deadline(job).is_some_and(|(at, _)| now.0 >= at.0))
+}
+
+/// When the Job's agent must have finished: its creation (or, for a Job created suspended,
+/// its start) plus the timeout fixed on it. `None`: no timeout, or a Job still suspended.
+fn deadline(job: &Job) -> Option<(Time, Duration)> {
+    let timeout = job_timeout(job)?;
+    let suspended = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
+    let started = job.status.as_ref().and_then(|s| s.start_time.clone());
+    let from = match (started, suspended) {
+        (_, true) => return None,
+        (Some(started), false) if status::was_queued(job) => started,
+        (_, false) => job.metadata.creation_timestamp.clone()?,
+    };
+    let signed = k8s_openapi::jiff::SignedDuration::try_from(timeout).ok()?;
+    Some((Time(from.0.checked_add(signed).ok()?), timeout))
+}
+
+/// Stops the running agent and ends the Task with `condition`.
+fn stop(task: &Task, snapshot: &Snapshot, why: Stop, condition: Condition, now: &Time) -> Plan {
+    let mut plan = transition(task, snapshot, condition, None, Retry::OnChange, now);
+    if let Some(next) = plan.status.as_mut() {
+        let label = match why {
+            Stop::Timeout => "Timeout",
+            Stop::Cancelled => "Cancelled",
+        };
+        runs::stopped(&mut next.attempts, label, now);
+    }
+    if let Some(ttl) = snapshot.ttl {
+        plan.retry = Retry::After(ttl);
+    }
+    Plan {
+        stop: Some(why),
+        ..plan
+    }
+}
+
+/// Updates the attempts from the listed pods and, once the Task has finished, reads the
+/// agent's report; returns the warning if the report is invalid.
+fn report(next: &mut TaskStatus, snapshot: &Snapshot) -> Option<Note> {
+    let pods = snapshot.pods.as_deref()?;
+    next.attempts = runs::merge(&snapshot.status.attempts, pods);
+    if !status::is_finished(next) {
+        return None;
+    }
+    match runs::report(pods) {
+        Ok(Some((result, usage))) => {
+            next.result = Some(result);
+            next.usage = usage;
+            None
+        }
+        Ok(None) => None,
+        Err(error) => {
+            let message = format!(
+                "{error}; the Task's result is left empty (see docs/agent-image.md for the format)"
+            );
+            next.conditions
+                .push(status::report_condition(&message, next));
+            Some(Note {
+                warning: true,
+                reason: reason::INVALID_RESULT.to_owned(),
+                message,
+            })
+        }
+    }
+}
+
+/// A finished Task waits for its TTL, then is deleted.
+fn after_finishing(snapshot: &Snapshot, now: &Time) -> Plan {
+    let (Some(ttl), Some(finished)) = (snapshot.ttl, snapshot.status.completion_time.as_ref())
+    else {
+        return Plan::idle();
+    };
+    let Ok(signed) = k8s_openapi::jiff::SignedDuration::try_from(ttl) else {
+        return Plan::idle();
+    };
+    let Some(due) = finished.0.checked_add(signed).ok() else {
+        return Plan::idle();
+    };
+    if now.0 >= due {
+        return Plan {
+            delete: true,
+            ..Plan::idle()
+        };
+    }
+    Plan {
+        retry: Retry::After(due.duration_since(now.0).unsigned_abs() + Duration::from_millis(100)),
+        ..Plan::idle()
+    }
 }
 
 /// The plan after a failed attempt to act.
@@ -251,7 +434,7 @@ fn transition(
         )),
         _ => previous.job_name.clone(),
     };
-    let next = status::build(
+    let mut next = status::build(
         previous,
         task.metadata.generation,
         job_name,
@@ -259,6 +442,7 @@ fn transition(
         &condition,
         now,
     );
+    let report_warning = report(&mut next, snapshot);
     let event = {
         let before = (previous.phase, status::condition_reason(previous));
         let after = (next.phase, status::condition_reason(&next));
@@ -270,10 +454,11 @@ fn transition(
         })
     };
     Plan {
-        create: false,
         status: (next != *previous).then_some(next),
         event,
+        report_warning,
         retry,
+        ..Plan::idle()
     }
 }
 
@@ -316,6 +501,8 @@ mod tests {
     /// The status `decide` writes for this observation of a Task whose status was `status`.
     fn after(status: &TaskStatus, job: Child, start: Start) -> TaskStatus {
         let snapshot = Snapshot {
+            pods: None,
+            ttl: None,
             status: status.clone(),
             job,
             start,
@@ -812,6 +999,8 @@ mod tests {
         ];
         for (name, status, child, start, expected) in rows {
             let snapshot = Snapshot {
+                pods: None,
+                ttl: None,
                 status: status.clone(),
                 job: child,
                 start,
@@ -841,6 +1030,8 @@ mod tests {
     #[test]
     fn times_come_from_the_job_and_only_once_it_runs() {
         let snapshot = |status: TaskStatus, job_status: JobStatus| Snapshot {
+            pods: None,
+            ttl: None,
             status,
             job: job(job_status),
             start: Start::NotChecked,
@@ -937,6 +1128,8 @@ mod tests {
             digest: "sha256:x".into(),
         }];
         let created = Snapshot {
+            pods: None,
+            ttl: None,
             status: TaskStatus::default(),
             job: job(JobStatus::default()),
             start: Start::Created {
@@ -947,6 +1140,8 @@ mod tests {
         assert_eq!(first.rendered_by, plugins);
         assert_eq!(first.job_name.as_deref(), Some("t"));
         let later = Snapshot {
+            pods: None,
+            ttl: None,
             status: first,
             job: job(JobStatus {
                 ready: Some(1),
@@ -968,6 +1163,8 @@ mod tests {
         let mut deleted = task();
         deleted.metadata.deletion_timestamp = Some(time(5));
         let snapshot = Snapshot {
+            pods: None,
+            ttl: None,
             status: TaskStatus::default(),
             job: Child::Absent,
             start: Start::Ready,
@@ -984,6 +1181,8 @@ mod tests {
             Start::NotChecked,
         );
         let finished = Snapshot {
+            pods: None,
+            ttl: None,
             status: after(
                 &running,
                 job(JobStatus {
@@ -995,9 +1194,10 @@ mod tests {
             job: job(JobStatus::default()),
             start: Start::NotChecked,
         };
-        assert!(
-            decide(&newer, &finished, &time(6)).status.is_some(),
-            "a newer generation is looked at again"
+        assert_eq!(
+            decide(&newer, &finished, &time(6)),
+            Plan::idle(),
+            "a finished status is final, also for a newer generation (spec.cancel added late)"
         );
     }
 }

@@ -122,6 +122,13 @@ impl Failure {
     /// A failed render.
     pub fn from_render(error: &RenderError) -> Self {
         let message = error.to_string();
+        if let RenderError::Lifecycle(_) = error {
+            return Self {
+                class: Class::Fatal,
+                reason: reason::INVALID_SPEC,
+                message,
+            };
+        }
         let RenderError::Plugin(plugin) = error else {
             return Self {
                 class: Class::Fatal,

@@ -12,6 +12,7 @@ mod leader;
 mod metrics;
 mod plugins;
 mod reconcile;
+mod runs;
 pub mod status;
 
 use std::net::SocketAddr;

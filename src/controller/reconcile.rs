@@ -15,7 +15,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::{batch::v1::Job, core::v1::ConfigMap};
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{ConfigMap, Pod},
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -28,7 +31,7 @@ use thiserror::Error;
 
 use super::attempts::{Attempts, Fingerprint, LogBudget};
 use super::children::{self, Created, FIELD_MANAGER};
-use super::decide::{Child, Plan, Retry, Snapshot, Start, decide};
+use super::decide::{self, Child, Plan, Retry, Snapshot, Start, decide};
 use super::dependents::Dependents;
 use super::failure::{self, Class, Failure};
 use super::metrics::Metrics;
@@ -82,6 +85,32 @@ pub struct Context {
     pub attempts: Attempts,
     /// Failure log lines per minute, however many Tasks fail.
     pub log_budget: LogBudget,
+    /// The Job status counts this replica last read pods for, by Task uid: the pods are
+    /// listed again only when they change.
+    pub seen_jobs: Mutex<HashMap<String, JobCounts>>,
+}
+
+/// What in a Job's status means its pods changed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JobCounts {
+    active: i32,
+    ready: i32,
+    failed: i32,
+    succeeded: i32,
+    conditions: usize,
+}
+
+impl JobCounts {
+    fn of(job: &Job) -> Self {
+        let status = job.status.clone().unwrap_or_default();
+        Self {
+            active: status.active.unwrap_or(0),
+            ready: status.ready.unwrap_or(0),
+            failed: status.failed.unwrap_or(0),
+            succeeded: status.succeeded.unwrap_or(0),
+            conditions: status.conditions.map_or(0, |c| c.len()),
+        }
+    }
 }
 
 impl Context {
@@ -111,6 +140,7 @@ impl Context {
             dependents,
             attempts: Attempts::default(),
             log_budget: LogBudget::new(20, Duration::from_secs(60)),
+            seen_jobs: Mutex::default(),
         }
     }
 
@@ -130,6 +160,9 @@ impl Context {
             let live: std::collections::HashSet<String> =
                 self.tasks.state().iter().filter_map(|t| t.uid()).collect();
             written.retain(|uid, _| live.contains(uid));
+            if let Ok(mut seen) = self.seen_jobs.lock() {
+                seen.retain(|uid, _| live.contains(uid));
+            }
             self.attempts.retain(|uid| live.contains(uid));
             self.dependents
                 .retain(|task| self.tasks.get(task).is_some());
@@ -180,12 +213,19 @@ async fn observe(
     ctx: &Context,
 ) -> (Snapshot, Option<Agent>) {
     let reference = ObjectRef::from_obj(task);
+    let agent_in_store = ctx
+        .agents
+        .get(&ObjectRef::new(needs::agent_name(task)).within(namespace));
+    let ttl =
+        crate::render::lifecycle::ttl(task, agent_in_store.as_deref(), ctx.pipeline.lifecycle());
     let mut snapshot = Snapshot {
         job: Child::Absent,
         start: Start::NotChecked,
         status,
+        pods: None,
+        ttl,
     };
-    if task.metadata.deletion_timestamp.is_some() || status::is_finished(task, &snapshot.status) {
+    if task.metadata.deletion_timestamp.is_some() || status::is_finished(&snapshot.status) {
         ctx.dependents.forget(&reference);
         return (snapshot, None);
     }
@@ -225,6 +265,28 @@ async fn observe(
             owner: children::controller_name(&job.metadata),
         },
     };
+    if let Child::Owned(job) = &snapshot.job {
+        let counts = JobCounts::of(job);
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let changed = ctx
+            .seen_jobs
+            .lock()
+            .map_or(true, |seen| seen.get(uid) != Some(&counts));
+        if changed || decide::stop_due(task, job, &now) {
+            match list_pods(&ctx.client, namespace, job).await {
+                Ok(pods) => {
+                    if let Ok(mut seen) = ctx.seen_jobs.lock() {
+                        seen.insert(uid.to_owned(), counts);
+                    }
+                    snapshot.pods = Some(pods);
+                }
+                Err(failure) => {
+                    snapshot.start = ctx.failed(uid, failure, Fingerprint::default());
+                    return (snapshot, None);
+                }
+            }
+        }
+    }
     if snapshot.job != Child::Absent || snapshot.status.job_name.is_some() {
         ctx.dependents.forget(&reference);
         return (snapshot, None);
@@ -232,6 +294,122 @@ async fn observe(
     let (start, agent) = prerequisites(task, namespace, uid, &reference, ctx).await;
     snapshot.start = start;
     (snapshot, agent)
+}
+
+/// The Job's pods (by the `batch.kubernetes.io/job-name` label the Job controller sets).
+async fn list_pods(client: &kube::Client, namespace: &str, job: &Job) -> Result<Vec<Pod>, Failure> {
+    let name = job.metadata.name.as_deref().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let params =
+        kube::api::ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}"));
+    let uid = job.metadata.uid.as_deref();
+    pods.list(&params)
+        .await
+        .map(|list| {
+            list.items
+                .into_iter()
+                .filter(|pod| {
+                    pod.metadata
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .any(|o| Some(o.uid.as_str()) == uid)
+                })
+                .collect()
+        })
+        .map_err(|error| {
+            Failure::from_api(
+                &error,
+                &format!("list the pods of Job {name:?} in namespace {namespace:?}"),
+            )
+        })
+}
+
+/// Stops the Job's agent, keeping its pod and logs: a bound pod's `activeDeadlineSeconds` is
+/// lowered so the kubelet stops it with its grace period and keeps the pod; a pod not bound
+/// to a node (it never ran) is deleted; the Job's `backoffLimit` is lowered to the failures it
+/// has, so the stopped pod ends the Job without another attempt, and a Job-level deadline a
+/// grace period later removes any pod created meanwhile. A Job with no pod yet is suspended.
+async fn stop_agent(
+    client: &kube::Client,
+    namespace: &str,
+    job: &Job,
+    pods: &[Pod],
+) -> Result<(), Failure> {
+    let name = job.metadata.name.as_deref().unwrap_or_default();
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let seconds_since =
+        |time: Option<&Time>| time.map_or(0, |t| now.duration_since(t.0).as_secs().max(0));
+    let mut longest_grace = 0;
+    let mut live = 0;
+    for pod in pods {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed"))
+            || pod.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        live += 1;
+        let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+        let spec = pod.spec.clone().unwrap_or_default();
+        longest_grace = longest_grace.max(spec.termination_grace_period_seconds.unwrap_or(30));
+        let result = if spec.node_name.is_some() {
+            let ran = seconds_since(pod.status.as_ref().and_then(|s| s.start_time.as_ref()));
+            let deadline = ran.max(1);
+            if spec.active_deadline_seconds.is_some_and(|d| d <= deadline) {
+                continue;
+            }
+            pods_api
+                .patch(
+                    pod_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"activeDeadlineSeconds": deadline}})),
+                )
+                .await
+                .map(drop)
+        } else {
+            pods_api
+                .delete(pod_name, &kube::api::DeleteParams::default())
+                .await
+                .map(drop)
+        };
+        match result {
+            Ok(()) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => {
+                return Err(Failure::from_api(
+                    &error,
+                    &format!("stop pod {pod_name:?} of Job {name:?} in namespace {namespace:?}"),
+                ));
+            }
+        }
+    }
+    let failed = job.status.as_ref().and_then(|s| s.failed).unwrap_or(0);
+    let started = seconds_since(job.status.as_ref().and_then(|s| s.start_time.as_ref()));
+    let mut spec = json!({
+        "backoffLimit": failed,
+        "activeDeadlineSeconds": (started + longest_grace + 15).max(1),
+    });
+    if live == 0 {
+        spec["suspend"] = json!(true);
+    }
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    match jobs
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": spec})),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(Failure::from_api(
+            &error,
+            &format!("stop Job {name:?} in namespace {namespace:?}"),
+        )),
+    }
 }
 
 /// Whether everything a Task without a Job needs is there. The Task is registered as waiting
@@ -420,6 +598,10 @@ async fn create(
     Ok(match created {
         Ok(Created::Owned(job)) => {
             ctx.dependents.forget(&ObjectRef::from_obj(task.as_ref()));
+            // A new Job has no pods: nothing to list until its status changes.
+            if let Ok(mut seen) = ctx.seen_jobs.lock() {
+                seen.insert(uid.to_owned(), JobCounts::of(&job));
+            }
             snapshot.job = Child::Owned(Box::new(job));
             Start::Created {
                 rendered_by: rendered
@@ -465,6 +647,49 @@ async fn act(
         Start::Blocked(_) => {}
         _ => ctx.attempts.succeeded(uid),
     }
+    if plan.delete {
+        let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), namespace);
+        let params = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: Some(uid.to_owned()),
+                resource_version: None,
+            }),
+            ..kube::api::DeleteParams::background()
+        };
+        return match tasks.delete(&task.name_any(), &params).await {
+            Ok(_) => {
+                publish(
+                    ctx,
+                    task,
+                    EventType::Normal,
+                    "Expired",
+                    "deleted: its ttlSecondsAfterFinished has passed",
+                );
+                Action::await_change()
+            }
+            Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {
+                Action::await_change()
+            }
+            Err(error) => {
+                let action = format!(
+                    "delete the finished Task {:?} in namespace {namespace:?}",
+                    task.name_any()
+                );
+                retry_after_failure(task, uid, &Failure::from_api(&error, &action), ctx)
+            }
+        };
+    }
+    if plan.stop.is_some()
+        && let Child::Owned(job) = &snapshot.job
+    {
+        let pods = snapshot.pods.as_deref().unwrap_or_default();
+        if let Err(failure) = stop_agent(&ctx.client, namespace, job, pods).await {
+            return retry_after_failure(task, uid, &failure, ctx);
+        }
+    }
+    if let Some(note) = &plan.report_warning {
+        publish(ctx, task, EventType::Warning, &note.reason, &note.message);
+    }
     if let Some(next) = plan.status {
         let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), namespace);
         let patch = json!({"apiVersion": API_VERSION, "kind": "Task", "status": next});
@@ -480,14 +705,7 @@ async fn act(
                 "write the status of Task {:?} in namespace {namespace:?}",
                 task.name_any()
             );
-            let failure = Failure::from_api(&error, &action);
-            let attempts = ctx.attempts.failed(uid, &failure, Fingerprint::default());
-            log_failure(task, attempts, &failure, ctx);
-            return Action::requeue(failure::backoff(
-                attempts,
-                None,
-                ctx.attempts.jitter(uid, attempts),
-            ));
+            return retry_after_failure(task, uid, &Failure::from_api(&error, &action), ctx);
         }
         ctx.remember(uid, next);
     }
@@ -514,6 +732,17 @@ async fn act(
             ctx.attempts.jitter(uid, attempts),
         )),
     }
+}
+
+/// A failed action: counted, logged within the budget, retried with the Task's backoff.
+fn retry_after_failure(task: &Task, uid: &str, failure: &Failure, ctx: &Context) -> Action {
+    let attempts = ctx.attempts.failed(uid, failure, Fingerprint::default());
+    log_failure(task, attempts, failure, ctx);
+    Action::requeue(failure::backoff(
+        attempts,
+        None,
+        ctx.attempts.jitter(uid, attempts),
+    ))
 }
 
 /// Logs a failed attempt, within the controller-wide budget.

@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kubetask_api::{PluginRef, Task, TaskPhase, TaskStatus};
+use kubetask_api::{PluginRef, TaskPhase, TaskStatus};
 
 /// The type of the Task's single condition.
 pub const CONDITION: &str = "Succeeded";
@@ -51,7 +51,21 @@ pub mod reason {
     pub const PREVIOUS_TASK_CLEANUP: &str = "PreviousTaskCleanup";
     /// An object with the Job's or ConfigMap's name exists and belongs to something else.
     pub const NAME_CONFLICT: &str = "NameConflict";
+    /// The Job is suspended (by a queue such as Kueue): the Task waits and its timeout does
+    /// not run.
+    pub const QUEUED: &str = "Queued";
+    /// The Task ran longer than its timeout; the agent was stopped, its logs kept.
+    pub const TIMEOUT: &str = "Timeout";
+    /// `spec.cancel` was set.
+    pub const CANCELLED: &str = "Cancelled";
+    /// An attempt failed and the Job runs the next one.
+    pub const RETRYING: &str = "Retrying";
+    /// The agent's termination message is not a valid report (condition `ResultReported`).
+    pub const INVALID_RESULT: &str = "InvalidResult";
 }
+
+/// The type of the condition that says the agent's report could not be read.
+pub const REPORT_CONDITION: &str = "ResultReported";
 
 /// The Task's condition as the rules decide it, with the times the Job reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,6 +142,13 @@ pub fn of_job(job: &Job, job_name: &str) -> Condition {
                 format!("Job {job_name:?} failed: {why}"),
             )
         }
+    } else if job.spec.as_ref().and_then(|s| s.suspend) == Some(true) {
+        Condition::pending(
+            reason::QUEUED,
+            format!(
+                "Job {job_name:?} is suspended (queued, e.g. by Kueue); the Task waits, and its timeout does not run, until it is resumed"
+            ),
+        )
     } else if job_status.ready.unwrap_or(0) > 0 {
         Condition {
             phase: TaskPhase::Running,
@@ -137,11 +158,52 @@ pub fn of_job(job: &Job, job_name: &str) -> Condition {
                 format!("the agent runs in Job {job_name:?}"),
             )
         }
+    } else if job_status.failed.unwrap_or(0) > 0 {
+        let failed = job_status.failed.unwrap_or(0);
+        let limit = job.spec.as_ref().and_then(|s| s.backoff_limit).unwrap_or(0);
+        Condition {
+            phase: TaskPhase::Running,
+            start_time,
+            ..Condition::pending(
+                reason::RETRYING,
+                format!(
+                    "{failed} attempt(s) of Job {job_name:?} failed; retrying ({} of {limit} retries left)",
+                    (limit + 1 - failed).max(0)
+                ),
+            )
+        }
     } else {
         Condition::pending(
             reason::JOB_CREATED,
             format!("Job {job_name:?} created; waiting for its pod to run"),
         )
+    }
+}
+
+/// Whether the Job was suspended at some point (its timeout then counts from its start).
+pub fn was_queued(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Suspended"))
+}
+
+/// The `ResultReported=False` condition for an unreadable report.
+pub fn report_condition(
+    message: &str,
+    status: &TaskStatus,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    let at = status
+        .completion_time
+        .clone()
+        .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        type_: REPORT_CONDITION.to_owned(),
+        status: "False".to_owned(),
+        reason: reason::INVALID_RESULT.to_owned(),
+        message: message.to_owned(),
+        observed_generation: status.observed_generation,
+        last_transition_time: at,
     }
 }
 
@@ -188,13 +250,16 @@ pub fn build(
             last_transition_time: unchanged.unwrap_or_else(|| now.clone()),
         }],
         rendered_by: rendered_by.map_or_else(|| previous.rendered_by.clone(), <[_]>::to_vec),
+        attempts: previous.attempts.clone(),
+        result: previous.result.clone(),
+        usage: previous.usage.clone(),
     }
 }
 
-/// Whether the Task has finished (nothing more will happen to it), by `status`.
-pub fn is_finished(task: &Task, status: &TaskStatus) -> bool {
+/// Whether the Task has finished: nothing more happens to it but its TTL (a finished
+/// status is final; the only spec change allowed, adding `spec.cancel`, does not undo it).
+pub fn is_finished(status: &TaskStatus) -> bool {
     matches!(status.phase, Some(TaskPhase::Completed | TaskPhase::Failed))
-        && status.observed_generation == task.metadata.generation
 }
 
 /// The condition's reason, if any.

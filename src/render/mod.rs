@@ -2,11 +2,13 @@
 //! controller and for `kubetask render`.
 
 mod invariants;
+pub mod lifecycle;
 pub mod needs;
 mod pipeline;
 mod resolve;
 pub mod stages;
 
 pub use invariants::apply_invariants;
+pub use lifecycle::LifecycleSettings;
 pub use pipeline::{Pipeline, RenderError, Rendered, Settings};
 pub use resolve::{AgentNotFound, resolve_agent};

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 
 use super::apply_invariants;
+use super::lifecycle::LifecycleSettings;
 use crate::plugin::{
     DEFAULT_PLUGIN_NAME, DEFAULT_PLUGIN_WASM, Plugin, PluginError, PluginHost,
     bindings::{self, Draft, RenderRequest},
@@ -37,12 +38,16 @@ pub enum RenderError {
     /// The Task or Agent could not be encoded as JSON (never expected for parsed objects).
     #[error("cannot encode the {kind} for the plugins: {message}")]
     Encode { kind: &'static str, message: String },
+    /// A lifecycle field (timeout) is invalid.
+    #[error(transparent)]
+    Lifecycle(#[from] super::lifecycle::InvalidLifecycle),
 }
 
 /// The render pipeline: the built-in default plugin, then any further stages.
 pub struct Pipeline {
     host: Arc<PluginHost>,
     settings: Settings,
+    lifecycle: LifecycleSettings,
     stages: Vec<Plugin>,
 }
 
@@ -53,6 +58,7 @@ impl Pipeline {
         Ok(Self {
             host,
             settings,
+            lifecycle: LifecycleSettings::default(),
             stages: vec![default],
         })
     }
@@ -65,8 +71,20 @@ impl Pipeline {
         Self {
             host: self.host.clone(),
             settings: self.settings.clone(),
+            lifecycle: self.lifecycle.clone(),
             stages,
         }
+    }
+
+    /// The same pipeline with the controller's lifecycle settings (timeout cap, default TTL).
+    pub fn with_lifecycle(mut self, lifecycle: LifecycleSettings) -> Self {
+        self.lifecycle = lifecycle;
+        self
+    }
+
+    /// The controller's lifecycle settings.
+    pub fn lifecycle(&self) -> &LifecycleSettings {
+        &self.lifecycle
     }
 
     /// Appends `plugins` as further stages, run in order after the built-in default plugin.
@@ -109,13 +127,19 @@ impl Pipeline {
             plugins.push((stage.name().to_owned(), stage.digest().to_owned()));
             rendered = Some((job, config_maps, output.warnings));
         }
-        let Some((job, config_maps, _)) = rendered else {
+        let Some((mut job, config_maps, _)) = rendered else {
             return Err(RenderError::Plugin(PluginError::Internal {
                 name: "pipeline".to_owned(),
                 digest: String::new(),
                 message: "the pipeline has no stages".to_owned(),
             }));
         };
+        warnings.extend(super::lifecycle::apply(
+            task,
+            agent,
+            &self.lifecycle,
+            &mut job,
+        )?);
         Ok(Rendered {
             job,
             config_maps,

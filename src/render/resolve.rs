@@ -46,6 +46,7 @@ mod tests {
             TaskSpec {
                 contexts: vec![],
                 agent_ref: agent_ref.map(str::to_owned),
+                ..TaskSpec::default()
             },
         );
         task.metadata.namespace = Some("ns".to_owned());

@@ -1,0 +1,168 @@
+//! The agent's runs, read from the Job's pods: one `status.attempts` entry per pod, and the
+//! result and usage the last one reported in its termination message. Pure functions.
+
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kubetask_api::lifecycle::{InvalidReport, parse_report};
+use kubetask_api::{Attempt, TaskResult, Usage};
+
+use crate::render::lifecycle::AGENT_CONTAINER;
+
+/// Most attempts kept in the status (the oldest are dropped first).
+const MAX_ATTEMPTS: usize = 32;
+
+/// The attempt a pod is.
+pub fn attempt_of(pod: &Pod) -> Attempt {
+    let status = pod.status.clone().unwrap_or_default();
+    let terminated = agent_terminated(pod);
+    let disrupted = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "DisruptionTarget" && c.status == "True");
+    let reason = match status.phase.as_deref() {
+        Some("Succeeded") => "Succeeded",
+        Some("Failed") if disrupted => "Disrupted",
+        Some("Failed") if status.reason.as_deref() == Some("DeadlineExceeded") => {
+            "DeadlineExceeded"
+        }
+        Some("Failed") => "Failed",
+        Some("Running") => "Running",
+        _ => "Pending",
+    };
+    Attempt {
+        pod_name: pod.metadata.name.clone().unwrap_or_default(),
+        start_time: status.start_time,
+        completion_time: terminated.and_then(|t| t.finished_at.clone()),
+        reason: reason.to_owned(),
+        exit_code: terminated.map(|t| t.exit_code),
+    }
+}
+
+fn agent_terminated(pod: &Pod) -> Option<&ContainerStateTerminated> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == AGENT_CONTAINER)?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()
+}
+
+/// `recorded` updated with what the pods show now: a pod already listed is updated, a new
+/// one appended (oldest first); a recorded pod that is gone keeps its entry.
+pub fn merge(recorded: &[Attempt], pods: &[Pod]) -> Vec<Attempt> {
+    let mut attempts = recorded.to_vec();
+    let mut seen: Vec<Attempt> = pods.iter().map(attempt_of).collect();
+    seen.sort_by(|a, b| {
+        let key = |x: &Attempt| x.start_time.as_ref().map(|t| t.0);
+        key(a)
+            .cmp(&key(b))
+            .then_with(|| a.pod_name.cmp(&b.pod_name))
+    });
+    for attempt in seen {
+        match attempts.iter_mut().find(|a| a.pod_name == attempt.pod_name) {
+            Some(known) => *known = attempt,
+            None => attempts.push(attempt),
+        }
+    }
+    if attempts.len() > MAX_ATTEMPTS {
+        attempts.drain(..attempts.len() - MAX_ATTEMPTS);
+    }
+    attempts
+}
+
+/// Marks the running or pending attempts as stopped by the controller (`Timeout` or
+/// `Cancelled`) at `now`.
+pub fn stopped(attempts: &mut [Attempt], reason: &str, now: &Time) {
+    for attempt in attempts
+        .iter_mut()
+        .filter(|a| matches!(a.reason.as_str(), "Running" | "Pending"))
+    {
+        attempt.reason = reason.to_owned();
+        attempt.completion_time = Some(now.clone());
+    }
+}
+
+/// The result and usage reported by the last pod that ran to the end.
+pub fn report(pods: &[Pod]) -> Result<Option<(TaskResult, Option<Usage>)>, InvalidReport> {
+    let last = pods
+        .iter()
+        .filter_map(|pod| agent_terminated(pod).map(|t| (t.finished_at.as_ref().map(|f| f.0), t)))
+        .max_by_key(|(finished, _)| *finished);
+    match last.and_then(|(_, t)| t.message.as_deref()) {
+        Some(message) => parse_report(message),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(name: &str, phase: &str, exit: Option<i32>, message: Option<&str>, at: i64) -> Pod {
+        let state = match exit {
+            Some(code) => json!({"terminated": {"exitCode": code, "message": message,
+                "finishedAt": format!("2026-01-01T00:00:{:02}Z", at + 1)}}),
+            None => json!({"running": {}}),
+        };
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "status": {"phase": phase, "startTime": format!("2026-01-01T00:00:{at:02}Z"),
+                "containerStatuses": [{"name": "agent", "image": "i", "ready": false, "restartCount": 0, "state": state}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn pods_become_attempts_in_order() {
+        let first = pod("p-1", "Failed", Some(1), None, 1);
+        let mut disrupted = pod("p-2", "Failed", Some(137), None, 2);
+        disrupted.status.as_mut().unwrap().conditions = Some(vec![
+            serde_json::from_value(json!({"type": "DisruptionTarget", "status": "True"})).unwrap(),
+        ]);
+        let running = pod("p-3", "Running", None, None, 3);
+        let attempts = merge(&[], &[running.clone(), first, disrupted]);
+        let summary: Vec<_> = attempts
+            .iter()
+            .map(|a| (a.pod_name.as_str(), a.reason.as_str(), a.exit_code))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("p-1", "Failed", Some(1)),
+                ("p-2", "Disrupted", Some(137)),
+                ("p-3", "Running", None)
+            ]
+        );
+        // p-1 and p-2 were garbage collected; p-3 finished: entries kept and updated.
+        let done = pod("p-3", "Succeeded", Some(0), None, 3);
+        let later = merge(&attempts, &[done]);
+        assert_eq!(later.len(), 3);
+        assert_eq!(later[2].reason, "Succeeded");
+        let mut stopped_now = merge(&[], &[running]);
+        stopped(
+            &mut stopped_now,
+            "Cancelled",
+            &Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        );
+        assert_eq!(stopped_now[0].reason, "Cancelled");
+    }
+
+    #[test]
+    fn the_last_pod_reports() {
+        let old = pod("a", "Failed", Some(1), Some(r#"{"summary": "old"}"#), 1);
+        let new = pod("b", "Succeeded", Some(0), Some(r#"{"summary": "new"}"#), 5);
+        let (result, _) = report(&[new.clone(), old]).unwrap().unwrap();
+        assert_eq!(result.summary, "new");
+        let bad = pod("c", "Succeeded", Some(0), Some("{oops"), 9);
+        assert!(report(&[new, bad]).is_err());
+        let quiet = pod("d", "Succeeded", Some(0), None, 1);
+        assert_eq!(report(&[quiet]), Ok(None));
+    }
+}
