@@ -7,6 +7,7 @@
 // (`plugin::cache`, whose comment says why that is sound).
 #![deny(unsafe_code)]
 
+pub mod cluster_commands;
 pub mod controller;
 pub mod crds;
 pub mod inputs;

@@ -5,10 +5,11 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Du
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use kubetask::{
+    cluster_commands,
     controller::{self, LeaseOptions},
     crds, inputs, offline,
     plugin::{self, Limits, PluginHost},
-    render::{Pipeline, Settings},
+    render::{LifecycleSettings, Pipeline, Settings},
 };
 use kubetask_api::DEFAULT_AGENT_IMAGE;
 
@@ -31,6 +32,46 @@ enum Command {
     /// Tools for plugin authors: check a component, pack it as a ConfigMap.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Stop a Task: a pending one never starts, a running agent gets SIGTERM and its grace
+    /// period; the Task ends Failed/Cancelled and its logs stay readable.
+    Cancel(CancelArgs),
+    /// Print the agent's log (the last attempt's agent container, or --attempt N).
+    Logs(LogsArgs),
+    /// Print what the agent reported (summary, outputs, usage) as JSON, once the Task finished.
+    Result(ResultArgs),
+}
+
+#[derive(clap::Args)]
+struct CancelArgs {
+    /// The Task's name.
+    task: String,
+    /// Why (shown in the Task's condition).
+    #[arg(long)]
+    reason: Option<String>,
+    #[command(flatten)]
+    target: cluster_commands::Target,
+}
+
+#[derive(clap::Args)]
+struct LogsArgs {
+    /// The Task's name.
+    task: String,
+    /// Keep streaming while the agent runs.
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// The attempt to show (1 is the first; default: the last).
+    #[arg(long)]
+    attempt: Option<usize>,
+    #[command(flatten)]
+    target: cluster_commands::Target,
+}
+
+#[derive(clap::Args)]
+struct ResultArgs {
+    /// The Task's name.
+    task: String,
+    #[command(flatten)]
+    target: cluster_commands::Target,
 }
 
 #[derive(Subcommand)]
@@ -94,6 +135,9 @@ struct RenderArgs {
     /// Where compiled plugins are kept between runs (default: ~/.cache/kubetask/plugins).
     #[arg(long, env = "KUBETASK_PLUGIN_CACHE_DIR")]
     plugin_cache_dir: Option<PathBuf>,
+    /// The controller's --max-task-timeout, to render what it would create.
+    #[arg(long, value_parser = parse_duration)]
+    max_task_timeout: Option<Duration>,
 }
 
 #[derive(clap::Args)]
@@ -144,9 +188,20 @@ struct ControllerArgs {
     /// restart or a fail-over does not compile them again.
     #[arg(long, env = "KUBETASK_PLUGIN_CACHE_DIR")]
     plugin_cache_dir: Option<PathBuf>,
+    /// No Task runs longer than this (`30m`, `2h`), whatever its timeout says.
+    #[arg(long, value_parser = parse_duration)]
+    max_task_timeout: Option<Duration>,
+    /// Delete finished Tasks this many seconds after they finished, unless the Task or its
+    /// Agent sets `ttlSecondsAfterFinished` (default: keep them).
+    #[arg(long)]
+    default_ttl_seconds_after_finished: Option<u64>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    kubetask_api::lifecycle::parse_duration(text).map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -184,6 +239,22 @@ fn main() -> ExitCode {
         Command::Render(args) => render(args),
         Command::Plugin(PluginCommand::Check(args)) => check_plugin(args),
         Command::Plugin(PluginCommand::Pack(args)) => pack_plugin(args),
+        Command::Cancel(args) => on_cluster(async move {
+            let said =
+                cluster_commands::cancel(&args.target, &args.task, args.reason.as_deref()).await?;
+            println!("{said}");
+            Ok(())
+        }),
+        Command::Logs(args) => on_cluster(async move {
+            cluster_commands::logs(&args.target, &args.task, args.follow, args.attempt).await
+        }),
+        Command::Result(args) => on_cluster(async move {
+            println!(
+                "{}",
+                cluster_commands::result(&args.target, &args.task).await?
+            );
+            Ok(())
+        }),
         Command::Crds => crds::yaml()
             .map(|yaml| {
                 print!("{yaml}");
@@ -198,6 +269,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs a command that talks to the cluster.
+fn on_cluster(
+    command: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(command)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
@@ -228,6 +310,12 @@ fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             output_bytes: args.plugin_output_kib * 1024,
         },
         plugin_cache_dir: args.plugin_cache_dir,
+        lifecycle: LifecycleSettings {
+            max_task_timeout: args.max_task_timeout,
+            default_ttl: args
+                .default_ttl_seconds_after_finished
+                .map(Duration::from_secs),
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -266,8 +354,12 @@ fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {
         extra.policies.push(load_plugin(&host, file)?);
     }
     let controller_namespace = settings.controller_namespace.clone();
-    let pipeline =
-        Pipeline::new(host.clone(), settings).context("cannot load the built-in default plugin")?;
+    let pipeline = Pipeline::new(host.clone(), settings)
+        .context("cannot load the built-in default plugin")?
+        .with_lifecycle(LifecycleSettings {
+            max_task_timeout: args.max_task_timeout,
+            default_ttl: None,
+        });
     let output = match offline::render_all(&pipeline, &host, &inputs, &extra, &controller_namespace)
     {
         Ok(output) => output,

@@ -175,7 +175,30 @@ pub fn decide(task: &Task, snapshot: &Snapshot, now: &Time) -> Plan {
         (Child::Owned(job), _) => {
             let condition = status::of_job(job, &job_name());
             let running = !matches!(condition.phase, TaskPhase::Completed | TaskPhase::Failed);
+            let timed_out = !running
+                && condition.phase == TaskPhase::Failed
+                && deadline(job).is_some_and(|(at, _)| match snapshot.pods.as_deref() {
+                    // The kubelet stopped a pod at its deadline (the safety net fired first).
+                    Some(pods) => pods
+                        .iter()
+                        .any(|p| runs::attempt_of(p).reason == "DeadlineExceeded"),
+                    None => now.0 >= at.0,
+                });
             match deadline(job) {
+                Some((_, timeout)) if timed_out => {
+                    let condition = Condition {
+                        start_time: condition.start_time,
+                        completion_time: condition.completion_time,
+                        ..Condition::failed(
+                            reason::TIMEOUT,
+                            format!(
+                                "the Task ran longer than its timeout of {}; the kubelet stopped the agent and its logs are kept",
+                                format_duration(timeout)
+                            ),
+                        )
+                    };
+                    (condition, Retry::OnChange)
+                }
                 _ if running && task.spec.cancel.is_some() => {
                     let condition = Condition {
                         start_time: condition.start_time,

@@ -57,6 +57,8 @@ pub struct Options {
     pub limits: Limits,
     /// Where compiled plugins are kept across restarts; `None`: in memory only.
     pub plugin_cache_dir: Option<PathBuf>,
+    /// The timeout cap and the default TTL.
+    pub lifecycle: crate::render::LifecycleSettings,
 }
 
 /// Builds the Kubernetes client from the options.
@@ -126,7 +128,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         host = host.with_artifact_cache(cache);
     }
     let host = Arc::new(host);
-    let pipeline = Arc::new(Pipeline::new(host.clone(), options.settings.clone())?);
+    let pipeline = Arc::new(
+        Pipeline::new(host.clone(), options.settings.clone())?
+            .with_lifecycle(options.lifecycle.clone()),
+    );
     let metrics = Arc::new(metrics::Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let (stop, stopped) = watch::channel(false);

@@ -14,7 +14,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use kubetask::api::{Agent, Task, TaskPhase, TaskStatus};
-use kubetask_test_apiserver::{Config, JobSimulator, Script, TestApiServer, outcome_from_label};
+use kubetask_test_apiserver::{
+    Config, JobSimulator, OutcomeFn, Script, TestApiServer, outcome_from_label,
+};
 use serde_json::{Value, json};
 
 /// The user the controller authenticates as (its own token), for RBAC and fault targeting.
@@ -57,10 +59,15 @@ impl Cluster {
 
     /// `run_time`: how long simulated Jobs run.
     pub async fn start_with(run_time: Duration) -> Self {
+        Self::start_scripted(run_time, Arc::new(outcome_by_name)).await
+    }
+
+    /// `outcome`: the script of each simulated Job's pods.
+    pub async fn start_scripted(run_time: Duration, outcome: OutcomeFn) -> Self {
         let simulator = JobSimulator {
             start_delay: Duration::from_millis(30),
             run_time,
-            outcome: Arc::new(outcome_by_name),
+            outcome,
         };
         // A hardened cluster: RBAC for every user but the tests' admin,
         // OwnerReferencesPermissionEnforcement, asynchronous garbage collection.

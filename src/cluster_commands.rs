@@ -1,0 +1,198 @@
+//! The commands that act on a Task in a cluster: `kubetask cancel`, `logs` and `result`. They
+//! use kubectl's conventions (kubeconfig, `--context`, `-n/--namespace`, the context's
+//! namespace by default), so the same binary works as a kubectl plugin (`kubectl kubetask …`
+//! when installed or linked as `kubectl-kubetask`).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use futures::{AsyncBufReadExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, LogParams, Patch, PatchParams};
+use kubetask_api::{Task, TaskPhase};
+use serde_json::json;
+
+use crate::controller::status;
+use crate::render::lifecycle::AGENT_CONTAINER;
+
+/// Where the Task is: the kubeconfig and namespace flags every command takes.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Target {
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster account).
+    #[arg(long, env = "KUBECONFIG", global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// The Task's namespace (default: the context's namespace, else `default`).
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+}
+
+impl Target {
+    /// A client and the namespace to use.
+    pub async fn connect(&self) -> anyhow::Result<(kube::Client, String)> {
+        let options = kube::config::KubeConfigOptions {
+            context: self.context.clone(),
+            ..Default::default()
+        };
+        let config = match &self.kubeconfig {
+            Some(path) => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?
+            }
+            None if self.context.is_some() => kube::Config::from_kubeconfig(&options).await?,
+            None => kube::Config::infer()
+                .await
+                .context("no kubeconfig or in-cluster configuration")?,
+        };
+        let namespace = self
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
+        Ok((kube::Client::try_from(config)?, namespace))
+    }
+}
+
+async fn get_task(tasks: &Api<Task>, name: &str, namespace: &str) -> anyhow::Result<Task> {
+    match tasks.get_opt(name).await {
+        Ok(Some(task)) => Ok(task),
+        Ok(None) => bail!("Task {name:?} not found in namespace {namespace:?}"),
+        Err(error) => Err(error).with_context(|| format!("reading Task {name:?}")),
+    }
+}
+
+/// `kubetask cancel TASK [--reason TEXT]`: sets `spec.cancel`.
+pub async fn cancel(target: &Target, name: &str, reason: Option<&str>) -> anyhow::Result<String> {
+    let (client, namespace) = target.connect().await?;
+    let tasks: Api<Task> = Api::namespaced(client, &namespace);
+    let task = get_task(&tasks, name, &namespace).await?;
+    let status = task.status.clone().unwrap_or_default();
+    if status::is_finished(&status) {
+        let phase = status.phase.map_or("finished", phase_name);
+        return Ok(format!(
+            "Task {name:?} has already finished ({phase}); nothing to cancel"
+        ));
+    }
+    if task.spec.cancel.is_some() {
+        return Ok(format!("Task {name:?} is already being cancelled"));
+    }
+    let cancel = match reason {
+        Some(reason) => json!({"reason": reason}),
+        None => json!({}),
+    };
+    tasks
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"cancel": cancel}})),
+        )
+        .await
+        .with_context(|| format!("cancelling Task {name:?}"))?;
+    Ok(format!("task.kubetask.io/{name} cancelled"))
+}
+
+fn phase_name(phase: TaskPhase) -> &'static str {
+    match phase {
+        TaskPhase::Pending => "Pending",
+        TaskPhase::Running => "Running",
+        TaskPhase::Completed => "Completed",
+        TaskPhase::Failed => "Failed",
+    }
+}
+
+/// `kubetask result TASK`: the agent's report (`summary`, `outputs`, `usage`) with the phase
+/// and reason, as JSON. Fails while the Task has not finished.
+pub async fn result(target: &Target, name: &str) -> anyhow::Result<String> {
+    let (client, namespace) = target.connect().await?;
+    let tasks: Api<Task> = Api::namespaced(client, &namespace);
+    let task = get_task(&tasks, name, &namespace).await?;
+    let status = task.status.unwrap_or_default();
+    if !status::is_finished(&status) {
+        let phase = status.phase.map_or("Pending", phase_name);
+        bail!("Task {name:?} is {phase}: it has no result until it finishes");
+    }
+    let reason = status::condition_reason(&status).map(str::to_owned);
+    let result = status.result.unwrap_or_default();
+    let report = json!({
+        "phase": status.phase.map(phase_name),
+        "reason": reason,
+        "summary": result.summary,
+        "outputs": result.outputs,
+        "usage": status.usage,
+    });
+    Ok(serde_json::to_string_pretty(&report)?)
+}
+
+/// `kubetask logs TASK [-f] [--attempt N]`: the agent container's log of the last attempt (or
+/// attempt N, from 1), written to stdout.
+pub async fn logs(
+    target: &Target,
+    name: &str,
+    follow: bool,
+    attempt: Option<usize>,
+) -> anyhow::Result<()> {
+    let (client, namespace) = target.connect().await?;
+    let tasks: Api<Task> = Api::namespaced(client.clone(), &namespace);
+    let task = get_task(&tasks, name, &namespace).await?;
+    let status = task.status.unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(client, &namespace);
+    let pod = match attempt {
+        Some(n) => match n.checked_sub(1).and_then(|i| status.attempts.get(i)) {
+            Some(attempt) => attempt.pod_name.clone(),
+            None => bail!(
+                "Task {name:?} has {} attempt(s); there is no attempt {n}",
+                status.attempts.len()
+            ),
+        },
+        None => latest_pod(&pods, &status).await?.with_context(|| {
+            format!(
+                "Task {name:?} has no agent pod yet (phase {:?})",
+                status.phase
+            )
+        })?,
+    };
+    let params = LogParams {
+        container: Some(AGENT_CONTAINER.to_owned()),
+        follow,
+        ..LogParams::default()
+    };
+    let mut lines = pods
+        .log_stream(&pod, &params)
+        .await
+        .with_context(|| format!("reading the log of pod {pod:?}"))?
+        .lines();
+    let mut stdout = std::io::stdout().lock();
+    while let Some(line) = lines.try_next().await? {
+        if writeln!(stdout, "{line}").is_err() {
+            // stdout closed (e.g. `| head`): stop quietly.
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The pod of the newest attempt: from the Job's pods (the newest), else the last recorded.
+async fn latest_pod(
+    pods: &Api<Pod>,
+    status: &kubetask_api::TaskStatus,
+) -> anyhow::Result<Option<String>> {
+    if let Some(job) = &status.job_name {
+        let listed = pods
+            .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
+            .await
+            .context("listing the Job's pods")?;
+        let newest = listed.items.into_iter().max_by_key(|p| {
+            (
+                p.metadata.creation_timestamp.clone(),
+                p.metadata.name.clone(),
+            )
+        });
+        if let Some(pod) = newest.and_then(|p| p.metadata.name) {
+            return Ok(Some(pod));
+        }
+    }
+    Ok(status.attempts.last().map(|a| a.pod_name.clone()))
+}
