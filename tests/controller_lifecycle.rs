@@ -372,3 +372,109 @@ fn the_binary_works_as_a_kubectl_plugin() {
     assert!(output.status.success(), "{text}");
     assert!(text.contains("--reason"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_tasks_queues_first_in_first_out_across_a_sigkill() {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let cluster = Cluster::start_scripted(Duration::from_millis(300), Arc::new(scripts)).await;
+    cluster.namespace(NS).await;
+    cluster
+        .apply_yaml(&agent("pair", "  maxConcurrentTasks: 2\n"))
+        .await;
+    // Every Job state in order, from a watch: the exact history of unfinished Jobs.
+    let jobs = cluster.jobs(NS);
+    let history = Arc::new(std::sync::Mutex::new((Vec::<String>::new(), 0usize)));
+    let recorder = history.clone();
+    let watching = tokio::spawn(async move {
+        let mut unfinished = std::collections::BTreeSet::new();
+        let mut events =
+            std::pin::pin!(watcher::watcher(jobs, watcher::Config::default()).applied_objects());
+        while let Some(Ok(job)) = events.next().await {
+            let name = job.metadata.name.clone().unwrap_or_default();
+            let done = job
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| {
+                    c.iter().any(|c| {
+                        (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"
+                    })
+                });
+            let mut record = recorder.lock().unwrap();
+            if !record.0.contains(&name) {
+                record.0.push(name.clone());
+            }
+            if done {
+                unfinished.remove(&name);
+            } else {
+                unfinished.insert(name);
+            }
+            record.1 = record.1.max(unfinished.len());
+        }
+    });
+    let mut controller = cluster.controller(&[]);
+    let names: Vec<String> = (0..10).map(|i| format!("q-{i:02}")).collect();
+    for name in &names {
+        cluster.apply_yaml(&task(name, "  agentRef: pair\n")).await;
+    }
+    let queued = cluster.wait_reason(NS, "q-09", "Queued", LIMIT).await;
+    let message = &queued.status.unwrap().conditions[0].message;
+    assert!(message.contains("maxConcurrentTasks 2"), "{message}");
+    // Kill the controller mid-queue; a new one goes on from what the API server holds.
+    for _ in 0..300 {
+        if history.lock().unwrap().0.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    controller.kill();
+    let mut controller = cluster.controller(&[]);
+    let tasks = cluster.tasks(NS);
+    for _ in 0..1200 {
+        let list = tasks.list(&ListParams::default()).await.unwrap();
+        if list
+            .items
+            .iter()
+            .all(|t| t.status.as_ref().and_then(|s| s.phase) == Some(TaskPhase::Completed))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let list = tasks.list(&ListParams::default()).await.unwrap();
+    let stuck: Vec<_> = list
+        .items
+        .iter()
+        .filter(|t| t.status.as_ref().and_then(|s| s.phase) != Some(TaskPhase::Completed))
+        .map(|t| {
+            (
+                t.metadata.name.clone(),
+                t.status.as_ref().map(|s| s.conditions.clone()),
+            )
+        })
+        .collect();
+    assert!(
+        stuck.is_empty(),
+        "not completed: {stuck:?}\n{}",
+        controller.log()
+    );
+    assert!(controller.terminate(), "{}", controller.log());
+    watching.abort();
+    let (started, most) = history.lock().unwrap().clone();
+    // Admitted first in, first out; two admitted together may create their Jobs in either
+    // order.
+    assert_eq!(started.len(), names.len());
+    for (at, name) in started.iter().enumerate() {
+        let expected = names.iter().position(|n| n == name).unwrap();
+        assert!(
+            at.abs_diff(expected) < 2,
+            "Jobs created out of the Tasks' creation order: {started:?}"
+        );
+    }
+    assert!(
+        most <= 2,
+        "at most 2 unfinished Jobs at any time, saw {most}"
+    );
+    assert_eq!(most, 2, "the limit was used");
+}

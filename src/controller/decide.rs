@@ -263,7 +263,12 @@ pub fn decide(task: &Task, snapshot: &Snapshot, now: &Time) -> Plan {
             Retry::OnChange,
         ),
         (Child::Absent, Start::Waiting { reason, message }) => {
-            (Condition::pending(reason, message.clone()), Retry::OnChange)
+            let retry = if *reason == reason::QUEUED {
+                Retry::After(super::queue::RECHECK)
+            } else {
+                Retry::OnChange
+            };
+            (Condition::pending(reason, message.clone()), retry)
         }
         (Child::Absent, Start::Blocked(failure)) => (
             Condition::pending(failure.reason, failure.message.clone()),
@@ -557,6 +562,10 @@ mod tests {
             reason::FORBIDDEN,
             reason::REJECTED,
             reason::API_UNAVAILABLE,
+            reason::QUEUED,
+            reason::TIMEOUT,
+            reason::CANCELLED,
+            reason::RETRYING,
         ]
         .into_iter()
         .find(|r| *r == why)
@@ -1222,5 +1231,317 @@ mod tests {
             Plan::idle(),
             "a finished status is final, also for a newer generation (spec.cancel added late)"
         );
+    }
+
+    /// A Job created at `created` with a `timeout_seconds` fixed on it, in `status`.
+    fn timed_job(created: i64, timeout_seconds: Option<u64>, status: JobStatus) -> Child {
+        let mut job = Job {
+            status: Some(status),
+            ..Job::default()
+        };
+        job.metadata.creation_timestamp = Some(time(created));
+        if let Some(seconds) = timeout_seconds {
+            job.metadata.annotations = Some(
+                [(
+                    crate::render::lifecycle::TIMEOUT_ANNOTATION.to_owned(),
+                    seconds.to_string(),
+                )]
+                .into(),
+            );
+        }
+        Child::Owned(Box::new(job))
+    }
+
+    fn pod(name: &str, phase: &str, reason: Option<&str>, message: Option<&str>) -> Pod {
+        let state = if phase == "Running" {
+            serde_json::json!({"running": {}})
+        } else {
+            serde_json::json!({"terminated": {"exitCode": if phase == "Succeeded" { 0 } else { 1 }, "message": message, "finishedAt": "1970-01-01T00:00:20Z"}})
+        };
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "status": {"phase": phase, "reason": reason, "startTime": "1970-01-01T00:00:10Z",
+                "containerStatuses": [{"name": "agent", "image": "i", "ready": false, "restartCount": 0, "state": state}]},
+        }))
+        .unwrap()
+    }
+
+    /// One row per lifecycle rule: cancel, timeout, queue, retries, reports, TTL.
+    #[test]
+    fn lifecycle_rules() {
+        use TaskPhase::*;
+        let mut cancelled = task();
+        cancelled.spec.cancel = Some(kubetask_api::Cancel {
+            reason: Some("wrong repo".into()),
+        });
+        let plain = task();
+        let none = TaskStatus::default();
+        let running_status = after(
+            &none,
+            job(JobStatus {
+                ready: Some(1),
+                start_time: Some(time(10)),
+                ..JobStatus::default()
+            }),
+            Start::NotChecked,
+        );
+        let ready = JobStatus {
+            ready: Some(1),
+            active: Some(1),
+            start_time: Some(time(10)),
+            ..JobStatus::default()
+        };
+        let complete = JobStatus {
+            start_time: Some(time(10)),
+            completion_time: Some(time(20)),
+            conditions: Some(vec![job_condition("Complete", 20)]),
+            ..JobStatus::default()
+        };
+        let failed = JobStatus {
+            start_time: Some(time(10)),
+            failed: Some(1),
+            conditions: Some(vec![job_condition("Failed", 30)]),
+            ..JobStatus::default()
+        };
+        let finished = after(&running_status, job(complete.clone()), Start::NotChecked);
+        let good = r#"{"summary": "done", "usage": {"cost": "0.10"}}"#;
+        struct Row {
+            name: &'static str,
+            task: Task,
+            status: TaskStatus,
+            job: Child,
+            pods: Option<Vec<Pod>>,
+            ttl: Option<u64>,
+            now: i64,
+            written: Option<(TaskPhase, &'static str)>,
+            stop: Option<Stop>,
+            delete: bool,
+            retry: Retry,
+        }
+        let row = |name, task: &Task, status: &TaskStatus, job, now| Row {
+            name,
+            task: task.clone(),
+            status: status.clone(),
+            job,
+            pods: None,
+            ttl: None,
+            now,
+            written: None,
+            stop: None,
+            delete: false,
+            retry: Retry::OnChange,
+        };
+        let rows = vec![
+            Row {
+                written: Some((Failed, reason::CANCELLED)),
+                ..row(
+                    "cancelled before a Job",
+                    &cancelled,
+                    &none,
+                    Child::Absent,
+                    1,
+                )
+            },
+            Row {
+                written: Some((Failed, reason::CANCELLED)),
+                stop: Some(Stop::Cancelled),
+                ..row(
+                    "cancelled while running",
+                    &cancelled,
+                    &running_status,
+                    timed_job(5, None, ready.clone()),
+                    30,
+                )
+            },
+            row(
+                "cancelled after finishing",
+                &cancelled,
+                &finished,
+                job(complete.clone()),
+                30,
+            ),
+            Row {
+                retry: Retry::After(Duration::from_millis(5100)),
+                ..row(
+                    "running, deadline ahead",
+                    &plain,
+                    &running_status,
+                    timed_job(5, Some(30), ready.clone()),
+                    30,
+                )
+            },
+            Row {
+                written: Some((Failed, reason::TIMEOUT)),
+                stop: Some(Stop::Timeout),
+                ..row(
+                    "running, deadline passed",
+                    &plain,
+                    &running_status,
+                    timed_job(5, Some(30), ready.clone()),
+                    35,
+                )
+            },
+            Row {
+                written: Some((Failed, reason::TIMEOUT)),
+                pods: Some(vec![pod("p", "Failed", Some("DeadlineExceeded"), None)]),
+                ..row(
+                    "the kubelet's deadline stopped the pod",
+                    &plain,
+                    &running_status,
+                    timed_job(5, Some(30), failed.clone()),
+                    34,
+                )
+            },
+            Row {
+                written: Some((Failed, reason::JOB_FAILED)),
+                pods: Some(vec![pod("p", "Failed", None, None)]),
+                ..row(
+                    "failed before its deadline",
+                    &plain,
+                    &running_status,
+                    timed_job(5, Some(30), failed.clone()),
+                    34,
+                )
+            },
+            Row {
+                written: Some((Pending, reason::QUEUED)),
+                ..row(
+                    "suspended by a queue: no deadline",
+                    &plain,
+                    &none,
+                    {
+                        let Child::Owned(mut job) = timed_job(5, Some(30), JobStatus::default())
+                        else {
+                            unreachable!()
+                        };
+                        job.spec = Some(k8s_openapi::api::batch::v1::JobSpec {
+                            suspend: Some(true),
+                            ..Default::default()
+                        });
+                        Child::Owned(job)
+                    },
+                    100,
+                )
+            },
+            Row {
+                written: Some((Running, reason::RETRYING)),
+                ..row(
+                    "an attempt failed, retries left",
+                    &plain,
+                    &running_status,
+                    job(JobStatus {
+                        active: Some(1),
+                        failed: Some(1),
+                        start_time: Some(time(10)),
+                        ..JobStatus::default()
+                    }),
+                    30,
+                )
+            },
+            Row {
+                written: Some((Completed, reason::COMPLETED)),
+                pods: Some(vec![pod("p", "Succeeded", None, Some(good))]),
+                ..row(
+                    "completed with a report",
+                    &plain,
+                    &running_status,
+                    job(complete.clone()),
+                    30,
+                )
+            },
+            Row {
+                written: Some((Completed, reason::COMPLETED)),
+                pods: Some(vec![pod("p", "Succeeded", None, Some("{bad"))]),
+                ..row(
+                    "completed with a bad report",
+                    &plain,
+                    &running_status,
+                    job(complete.clone()),
+                    30,
+                )
+            },
+            Row {
+                written: Some((Completed, reason::COMPLETED)),
+                ttl: Some(60),
+                retry: Retry::After(Duration::from_secs(60)),
+                ..row(
+                    "completed, TTL starts",
+                    &plain,
+                    &running_status,
+                    job(complete.clone()),
+                    30,
+                )
+            },
+            Row {
+                ttl: Some(60),
+                retry: Retry::After(Duration::from_millis(50_100)),
+                ..row(
+                    "finished, TTL ahead",
+                    &plain,
+                    &finished,
+                    job(complete.clone()),
+                    30,
+                )
+            },
+            Row {
+                ttl: Some(5),
+                delete: true,
+                ..row(
+                    "finished, TTL passed",
+                    &plain,
+                    &finished,
+                    job(complete.clone()),
+                    30,
+                )
+            },
+        ];
+        for row in rows {
+            let snapshot = Snapshot {
+                status: row.status.clone(),
+                job: row.job,
+                start: Start::NotChecked,
+                pods: row.pods,
+                ttl: row.ttl.map(Duration::from_secs),
+            };
+            let plan = decide(&row.task, &snapshot, &time(row.now));
+            let written = plan.status.as_ref().map(|s| {
+                (
+                    s.phase.expect("a phase"),
+                    reason_static(status::condition_reason(s).unwrap_or_default()),
+                )
+            });
+            assert_eq!(written, row.written, "{}: written", row.name);
+            assert_eq!(plan.stop, row.stop, "{}: stop", row.name);
+            assert_eq!(plan.delete, row.delete, "{}: delete", row.name);
+            assert_eq!(plan.retry, row.retry, "{}: retry", row.name);
+            assert!(!plan.create, "{}", row.name);
+            let next = plan.status.unwrap_or_default();
+            match row.name {
+                "completed with a report" => {
+                    assert_eq!(
+                        next.result.as_ref().map(|r| r.summary.as_str()),
+                        Some("done")
+                    );
+                    assert_eq!(next.usage.and_then(|u| u.cost).as_deref(), Some("0.10"));
+                    assert_eq!(next.attempts.len(), 1);
+                    assert!(plan.report_warning.is_none());
+                }
+                "completed with a bad report" => {
+                    assert!(next.result.is_none());
+                    let warning = plan.report_warning.expect("a warning Event");
+                    assert_eq!(warning.reason, reason::INVALID_RESULT);
+                    assert!(
+                        next.conditions
+                            .iter()
+                            .any(|c| c.type_ == status::REPORT_CONDITION)
+                    );
+                }
+                "cancelled while running" | "cancelled before a Job" => {
+                    let message = &next.conditions[0].message;
+                    assert!(message.contains("wrong repo"), "{message}");
+                }
+                _ => {}
+            }
+        }
     }
 }

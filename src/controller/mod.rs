@@ -11,6 +11,7 @@ mod health;
 mod leader;
 mod metrics;
 mod plugins;
+mod queue;
 mod reconcile;
 mod runs;
 pub mod status;
@@ -234,6 +235,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     .default_backoff()
     .touched_objects();
     let dependents = Arc::new(dependents::Dependents::default());
+    let agents_for_jobs = agents.clone();
     let context = Arc::new(reconcile::Context::new(
         client.clone(),
         pipeline,
@@ -247,7 +249,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     ));
     let mut graceful = stopped.clone();
     let running = controller
-        .owns_stream(job_events)
+        .watches_stream(
+            job_events,
+            job_trigger(tasks.clone(), agents_for_jobs, dependents.clone()),
+        )
         .watches_stream(agent_events, agent_trigger(dependents.clone()))
         .watches_stream(plugin_events, plugin_trigger(registry, dependents.clone()))
         .watches_stream(config_map_events, config_map_trigger(dependents))
@@ -321,6 +326,47 @@ fn agent_trigger(
     dependents: Arc<dependents::Dependents>,
 ) -> impl Fn(Agent) -> Vec<ObjectRef<Task>> + Send + Sync + 'static {
     move |agent| dependents.of_agent(&agent.namespace().unwrap_or_default(), &agent.name_any())
+}
+
+/// A Job change concerns its Task; a finished (or deleted) Job frees a slot of its Task's
+/// Agent, which concerns the first Tasks in that Agent's queue.
+fn job_trigger(
+    tasks: reflector::Store<Task>,
+    agents: reflector::Store<Agent>,
+    dependents: Arc<dependents::Dependents>,
+) -> impl Fn(Job) -> Vec<ObjectRef<Task>> + Send + Sync + 'static {
+    move |job| {
+        let namespace = job.namespace().unwrap_or_default();
+        let Some(owner) = job
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true) && o.kind == "Task")
+            .map(|o| ObjectRef::<Task>::new(&o.name).within(&namespace))
+        else {
+            return Vec::new();
+        };
+        let finished = !matches!(
+            status::of_job(&job, "").phase,
+            kubetask_api::TaskPhase::Pending | kubetask_api::TaskPhase::Running
+        );
+        let mut concerned = vec![owner.clone()];
+        if finished || job.metadata.deletion_timestamp.is_some() {
+            let agent = tasks
+                .get(&owner)
+                .map(|task| crate::render::needs::agent_name(&task).to_owned());
+            if let Some(agent) = agent {
+                let limit = agents
+                    .get(&ObjectRef::new(&agent).within(&namespace))
+                    .and_then(|a| a.spec.max_concurrent_tasks)
+                    .and_then(|l| usize::try_from(l).ok());
+                if let Some(limit) = limit {
+                    let waiting = dependents.of_agent(&namespace, &agent);
+                    concerned.extend(queue::heads(&tasks, waiting, limit));
+                }
+            }
+        }
+        concerned
+    }
 }
 
 /// A plugin change concerns every Task still to be rendered (Tasks with a Job are not

@@ -36,6 +36,7 @@ use super::dependents::Dependents;
 use super::failure::{self, Class, Failure};
 use super::metrics::Metrics;
 use super::plugins::{Registry, StageError};
+use super::queue;
 use super::status::{self, reason};
 use crate::render::needs::{self, ConfigMapUse};
 use crate::render::{Pipeline, resolve_agent};
@@ -88,6 +89,8 @@ pub struct Context {
     /// The Job status counts this replica last read pods for, by Task uid: the pods are
     /// listed again only when they change.
     pub seen_jobs: Mutex<HashMap<String, JobCounts>>,
+    /// The Tasks this replica admitted from an Agent's queue.
+    pub admitted: queue::Admitted,
 }
 
 /// What in a Job's status means its pods changed.
@@ -141,6 +144,7 @@ impl Context {
             attempts: Attempts::default(),
             log_budget: LogBudget::new(20, Duration::from_secs(60)),
             seen_jobs: Mutex::default(),
+            admitted: queue::Admitted::default(),
         }
     }
 
@@ -163,6 +167,7 @@ impl Context {
             if let Ok(mut seen) = self.seen_jobs.lock() {
                 seen.retain(|uid, _| live.contains(uid));
             }
+            self.admitted.retain(|uid| live.contains(uid));
             self.attempts.retain(|uid| live.contains(uid));
             self.dependents
                 .retain(|task| self.tasks.get(task).is_some());
@@ -487,6 +492,33 @@ async fn prerequisites(
         };
         return (ctx.failed(uid, failure, fingerprint), agent);
     }
+    if let Some(agent) = agent.as_ref()
+        && agent.spec.max_concurrent_tasks.is_some()
+    {
+        // Count from complete caches only: right after a start they may still be listing.
+        let _ = ctx.tasks.wait_until_ready().await;
+        let _ = ctx.jobs.wait_until_ready().await;
+        let status_of = |t: &Task| ctx.current_status(t, &t.uid().unwrap_or_default());
+        let view = queue::View {
+            tasks: &ctx.tasks,
+            jobs: &ctx.jobs,
+            admitted: &ctx.admitted,
+            status_of: &status_of,
+        };
+        if let Some(queue::Admission::Queued { position, active }) =
+            queue::request(&view, task, agent)
+        {
+            let limit = agent.spec.max_concurrent_tasks.unwrap_or_default();
+            let start = Start::Waiting {
+                reason: reason::QUEUED,
+                message: format!(
+                    "position {position} in the queue of Agent {:?} (maxConcurrentTasks {limit}, {active} running); the Task starts when an earlier one finishes",
+                    agent.name_any()
+                ),
+            };
+            return (start, Some(agent.clone()));
+        }
+    }
     (Start::Ready, agent)
 }
 
@@ -557,14 +589,20 @@ async fn create(
         Ok::<_, StageError>(base.extended(stages).render(&to_render, agent.as_ref()))
     })
     .await?;
+    let admitted = uid.to_owned();
+    let forget_admission = || ctx.admitted.forget(&admitted);
     let rendered = match outcome {
         Ok(Ok(rendered)) => rendered,
-        Ok(Err(error)) => return Ok(ctx.failed(uid, Failure::from_render(&error), fingerprint)),
+        Ok(Err(error)) => {
+            forget_admission();
+            return Ok(ctx.failed(uid, Failure::from_render(&error), fingerprint));
+        }
         Err(StageError::NotFound {
             agent,
             plugin,
             namespace,
         }) => {
+            forget_admission();
             return Ok(Start::Waiting {
                 reason: reason::PLUGIN_NOT_FOUND,
                 message: format!(
@@ -573,6 +611,7 @@ async fn create(
             });
         }
         Err(StageError::Unavailable(message)) => {
+            forget_admission();
             return Ok(Start::Waiting {
                 reason: reason::PLUGIN_UNAVAILABLE,
                 message: format!(
@@ -620,6 +659,7 @@ async fn create(
             owner,
             previous,
         }) => {
+            forget_admission();
             snapshot.job = if previous {
                 Child::Previous { kind, name }
             } else {
@@ -628,6 +668,7 @@ async fn create(
             Start::NotChecked
         }
         Err(children::CreateError { action, error }) => {
+            forget_admission();
             ctx.failed(uid, Failure::from_api(&error, &action), fingerprint)
         }
     })

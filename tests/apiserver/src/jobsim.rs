@@ -354,7 +354,7 @@ impl Sim {
             };
             if job.pointer("/spec/suspend") == Some(&json!(true)) {
                 self.delete_pod(pod);
-                continue;
+                return PodEnd::Suspended;
             }
             if step == Step::Unschedulable {
                 continue;

@@ -1,0 +1,252 @@
+//! An Agent's `maxConcurrentTasks`: at most that many of its Tasks have a Job that has not
+//! finished; the others wait `Pending/Queued`, first in, first out by creation time. The
+//! queue is derived from the watch caches (the Tasks and Jobs the API server holds), plus
+//! the Tasks this replica admitted whose Job the cache has not shown yet, so a restarted or
+//! failed-over controller admits in the same order and never more than the limit.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kubetask_api::{Agent, Task, TaskPhase, naming};
+
+use super::status::{self, reason};
+use crate::render::needs;
+
+/// How often a queued Task looks again even if nothing woke it (a Task deleted while
+/// running frees its slot without an event that names the Agent).
+pub const RECHECK: Duration = Duration::from_secs(30);
+
+/// One Task in the queue: ordered by creation time, then name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    pub created: Option<i64>,
+    pub name: String,
+    pub uid: String,
+}
+
+/// The outcome of asking for a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    /// 1-based position among the waiting Tasks, with the count of active ones.
+    Queued {
+        position: usize,
+        active: usize,
+    },
+}
+
+/// Whether `me` may start: it is among the first `limit - active` waiting Tasks.
+pub fn admit(limit: usize, active: usize, waiting: &mut [Entry], me: &str) -> Admission {
+    waiting.sort();
+    let position = waiting
+        .iter()
+        .position(|e| e.uid == me)
+        .unwrap_or(waiting.len());
+    if position < limit.saturating_sub(active) {
+        Admission::Admitted
+    } else {
+        Admission::Queued {
+            position: position + 1,
+            active,
+        }
+    }
+}
+
+/// The Tasks this replica admitted, by uid (their Job may not be in the cache yet).
+#[derive(Debug, Default)]
+pub struct Admitted(Mutex<HashSet<String>>);
+
+impl Admitted {
+    /// Forgets a Task (its Job failed to be created, or the Task is gone).
+    pub fn forget(&self, uid: &str) {
+        if let Ok(mut admitted) = self.0.lock() {
+            admitted.remove(uid);
+        }
+    }
+
+    /// Drops the Tasks `live` says no longer exist.
+    pub fn retain(&self, live: impl Fn(&str) -> bool) {
+        if let Ok(mut admitted) = self.0.lock() {
+            admitted.retain(|uid| live(uid));
+        }
+    }
+}
+
+/// What the queue needs to see.
+pub struct View<'a> {
+    pub tasks: &'a Store<Task>,
+    pub jobs: &'a Store<Job>,
+    pub admitted: &'a Admitted,
+    /// The status this replica last wrote (fresher than the cache).
+    pub status_of: &'a dyn Fn(&Task) -> kubetask_api::TaskStatus,
+}
+
+fn created(task: &Task) -> Option<i64> {
+    task.metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t: &Time| t.0.as_millisecond())
+}
+
+/// Asks for a slot of `agent` for `task`; an admitted Task is recorded at once, under the
+/// same lock, so concurrent reconciles never admit more than the limit.
+pub fn request(view: &View<'_>, task: &Task, agent: &Agent) -> Option<Admission> {
+    let limit = usize::try_from(agent.spec.max_concurrent_tasks?)
+        .ok()?
+        .max(1);
+    let namespace = task.namespace().unwrap_or_default();
+    let agent_name = needs::agent_name(task);
+    let me = task.uid().unwrap_or_default();
+    let Ok(mut admitted) = view.admitted.0.lock() else {
+        return None;
+    };
+    let mut active = 0;
+    let mut waiting = Vec::new();
+    let mut seen_me = false;
+    for other in view.tasks.state() {
+        if other.namespace().as_deref() != Some(namespace.as_str())
+            || needs::agent_name(&other) != agent_name
+        {
+            continue;
+        }
+        let uid = other.uid().unwrap_or_default();
+        let job = view
+            .jobs
+            .get(&ObjectRef::new(&naming::job_name(&other.name_any())).within(&namespace));
+        let own_job = job.filter(|job| {
+            job.owner_references()
+                .iter()
+                .any(|o| o.uid == uid && o.controller == Some(true))
+        });
+        match own_job {
+            Some(job) => {
+                let phase = status::of_job(&job, "").phase;
+                if !matches!(phase, TaskPhase::Completed | TaskPhase::Failed) {
+                    active += 1;
+                }
+                continue;
+            }
+            None if admitted.contains(&uid) && uid != me => {
+                active += 1;
+                continue;
+            }
+            None => {}
+        }
+        let status = (view.status_of)(&other);
+        let eligible = other.metadata.deletion_timestamp.is_none()
+            && other.spec.cancel.is_none()
+            && !status::is_finished(&status)
+            && status.job_name.is_none()
+            && (status == kubetask_api::TaskStatus::default()
+                || status::condition_reason(&status) == Some(reason::QUEUED)
+                || uid == me);
+        if eligible {
+            seen_me |= uid == me;
+            waiting.push(Entry {
+                created: created(&other),
+                name: other.name_any(),
+                uid,
+            });
+        }
+    }
+    if !seen_me {
+        waiting.push(Entry {
+            created: created(task),
+            name: task.name_any(),
+            uid: me.clone(),
+        });
+    }
+    let admission = admit(limit, active, &mut waiting, &me);
+    if admission == Admission::Admitted {
+        admitted.insert(me);
+    }
+    Some(admission)
+}
+
+/// The first queued Tasks of `agent` (as many as its limit), by creation: the ones a freed
+/// slot concerns.
+pub fn heads(
+    tasks: &Store<Task>,
+    waiting: Vec<ObjectRef<Task>>,
+    limit: usize,
+) -> Vec<ObjectRef<Task>> {
+    let mut entries: Vec<(Entry, ObjectRef<Task>)> = waiting
+        .into_iter()
+        .filter_map(|reference| {
+            let task = tasks.get(&reference)?;
+            Some((
+                Entry {
+                    created: created(&task),
+                    name: task.name_any(),
+                    uid: task.uid().unwrap_or_default(),
+                },
+                reference,
+            ))
+        })
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries
+        .into_iter()
+        .take(limit.max(1))
+        .map(|(_, r)| r)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(created: i64, name: &str) -> Entry {
+        Entry {
+            created: Some(created),
+            name: name.to_owned(),
+            uid: format!("uid-{name}"),
+        }
+    }
+
+    #[test]
+    fn first_in_first_out_within_the_free_slots() {
+        let mut waiting = vec![entry(3, "c"), entry(1, "a"), entry(2, "b"), entry(2, "a2")];
+        assert_eq!(admit(2, 0, &mut waiting, "uid-a"), Admission::Admitted);
+        assert_eq!(
+            admit(2, 0, &mut waiting, "uid-a2"),
+            Admission::Admitted,
+            "same time: by name"
+        );
+        assert_eq!(
+            admit(2, 0, &mut waiting, "uid-b"),
+            Admission::Queued {
+                position: 3,
+                active: 0
+            }
+        );
+        assert_eq!(
+            admit(2, 1, &mut waiting, "uid-a2"),
+            Admission::Queued {
+                position: 2,
+                active: 1
+            }
+        );
+        assert_eq!(
+            admit(2, 2, &mut waiting, "uid-a"),
+            Admission::Queued {
+                position: 1,
+                active: 2
+            },
+            "no slot free"
+        );
+        assert_eq!(
+            admit(2, 5, &mut waiting, "uid-a"),
+            Admission::Queued {
+                position: 1,
+                active: 5
+            },
+            "over the limit (the limit was lowered)"
+        );
+    }
+}
