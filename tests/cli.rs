@@ -93,6 +93,7 @@ fn a_directory_and_the_helm_batch_render_every_task() {
     assert_eq!(
         jobs,
         [
+            "Job/fix-bug",
             "Job/complex-task",
             "Job/update-service-a",
             "Job/update-service-a",

@@ -175,6 +175,26 @@ async fn cancel_while_pending_and_while_running_keeps_the_logs() {
     let (code, log, stderr) = kubetask_cli(&cluster, &["logs", "hang-agent"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(log.contains("agent working"), "{log}");
+    // kubectl finds it too, through the Job.
+    let output = std::process::Command::new("kubectl")
+        .args([
+            "logs",
+            "job/hang-agent",
+            "-c",
+            "agent",
+            "-n",
+            NS,
+            "--kubeconfig",
+        ])
+        .arg(cluster.server.kubeconfig_path())
+        .output()
+        .expect("kubectl runs (CI installs it)");
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && log.contains("agent working"),
+        "{log}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     // Cancelling again says so; a finished Task is left alone.
     let (code, said, _) = kubetask_cli(&cluster, &["cancel", "hang-agent"]);
     assert_eq!(code, 0);
@@ -281,6 +301,36 @@ async fn the_agents_report_becomes_the_result_and_a_bad_one_is_a_warning() {
     assert_eq!(printed["summary"], "opened PR 7");
     assert_eq!(printed["usage"]["outputTokens"], 300);
     assert_eq!(printed["phase"], "Completed");
+    // The same through kubectl, as the kubectl-kubetask plugin.
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_kubetask"),
+        dir.path().join("kubectl-kubetask"),
+    )
+    .unwrap();
+    let output = std::process::Command::new("kubectl")
+        .args([
+            "kubetask",
+            "result",
+            "report-good",
+            "-n",
+            NS,
+            "--kubeconfig",
+        ])
+        .arg(cluster.server.kubeconfig_path())
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                dir.path().display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .expect("kubectl runs (CI installs it)");
+    let printed: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+    assert_eq!(printed["summary"], "opened PR 7");
 
     let bad = cluster
         .wait_phase(NS, "report-bad", TaskPhase::Completed)

@@ -496,8 +496,17 @@ async fn prerequisites(
         && agent.spec.max_concurrent_tasks.is_some()
     {
         // Count from complete caches only: right after a start they may still be listing.
-        let _ = ctx.tasks.wait_until_ready().await;
-        let _ = ctx.jobs.wait_until_ready().await;
+        if !(synced(&ctx.tasks).await && synced(&ctx.jobs).await) {
+            let failure = Failure {
+                class: Class::Transient {
+                    retry_after: None,
+                    give_up_after: None,
+                },
+                reason: reason::API_UNAVAILABLE,
+                message: "the Task and Job caches are not listed yet (the queue is counted from complete caches only)".to_owned(),
+            };
+            return (ctx.failed(uid, failure, fingerprint), Some(agent.clone()));
+        }
         let status_of = |t: &Task| ctx.current_status(t, &t.uid().unwrap_or_default());
         let view = queue::View {
             tasks: &ctx.tasks,
@@ -505,9 +514,8 @@ async fn prerequisites(
             admitted: &ctx.admitted,
             status_of: &status_of,
         };
-        if let Some(queue::Admission::Queued { position, active }) =
-            queue::request(&view, task, agent)
-        {
+        let admission = queue::request(&view, task, agent);
+        if let Some(queue::Admission::Queued { position, active }) = admission {
             let limit = agent.spec.max_concurrent_tasks.unwrap_or_default();
             let start = Start::Waiting {
                 reason: reason::QUEUED,
@@ -520,6 +528,25 @@ async fn prerequisites(
         }
     }
     (Start::Ready, agent)
+}
+
+/// Whether a watch cache has finished its first list, waiting up to 10 s. Each wait is a
+/// fresh short future: a waiter that started before the cache was ready may not be woken
+/// (seen with kube 5's `Store::wait_until_ready` under load), a new one returns at once.
+async fn synced<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    for _ in 0..50 {
+        match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+            Ok(Ok(())) => return true,
+            // The writer is gone (in-process tests build stores without one): nothing to wait for.
+            Ok(Err(_)) => return true,
+            Err(_) => {}
+        }
+    }
+    false
 }
 
 /// The first ConfigMap or key that must exist and does not. Each ConfigMap is read once.
