@@ -175,6 +175,13 @@ async fn cancel_while_pending_and_while_running_keeps_the_logs() {
     let (code, log, stderr) = kubetask_cli(&cluster, &["logs", "hang-agent"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(log.contains("agent working"), "{log}");
+    let (code, log, stderr) =
+        kubetask_cli(&cluster, &["logs", "-f", "hang-agent", "--attempt", "1"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(log.contains("agent working"), "{log}");
+    let (code, _, stderr) = kubetask_cli(&cluster, &["logs", "hang-agent", "--attempt", "2"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("there is no attempt 2"), "{stderr}");
     // kubectl finds it too, through the Job.
     let output = std::process::Command::new("kubectl")
         .args([
