@@ -25,9 +25,11 @@ outputs=(
 inputs_hash() {
   {
     # Every tracked file the plugin build reads (the workspace manifest holds the `plugin`
-    # profile; the API crate is compiled into every Rust plugin).
+    # profile; the API crate is compiled into every Rust plugin) — not the outputs, nor what
+    # is made from them (the packed configmap.yaml manifests), nor documentation.
     git ls-files -z -- plugins wit api Cargo.toml Cargo.lock scripts/build-plugins.sh \
-        scripts/install-wasm-toolchain.sh ':!:*.wasm' ":!:$stamp" |
+        scripts/install-wasm-toolchain.sh ':!:*.wasm' ":!:$stamp" ':!:*/configmap.yaml' \
+        ':!:*.md' |
       sort -z | xargs -0 sha256sum
     # The tools that produce the bytes.
     /usr/bin/rustc --version --verbose

@@ -279,12 +279,8 @@ async fn observe(
             .map_or(true, |seen| seen.get(uid) != Some(&counts));
         if changed || decide::stop_due(task, job, &now) {
             match list_pods(&ctx.client, namespace, job).await {
-                Ok(pods) => {
-                    if let Ok(mut seen) = ctx.seen_jobs.lock() {
-                        seen.insert(uid.to_owned(), counts);
-                    }
-                    snapshot.pods = Some(pods);
-                }
+                // Recorded as seen only once the status they lead to is written (in `act`).
+                Ok(pods) => snapshot.pods = Some(pods),
                 Err(failure) => {
                     snapshot.start = ctx.failed(uid, failure, Fingerprint::default());
                     return (snapshot, None);
@@ -776,6 +772,13 @@ async fn act(
             return retry_after_failure(task, uid, &Failure::from_api(&error, &action), ctx);
         }
         ctx.remember(uid, next);
+    }
+    // What the pods showed is in the status now: list them again only when the Job changes.
+    if snapshot.pods.is_some()
+        && let Child::Owned(job) = &snapshot.job
+        && let Ok(mut seen) = ctx.seen_jobs.lock()
+    {
+        seen.insert(uid.to_owned(), JobCounts::of(job));
     }
     if let Some(note) = plan.event {
         if note.warning {
