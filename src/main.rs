@@ -242,25 +242,22 @@ fn main() -> ExitCode {
         Command::Cancel(args) => on_cluster(async move {
             let said =
                 cluster_commands::cancel(&args.target, &args.task, args.reason.as_deref()).await?;
-            println!("{said}");
+            emit(&format!("{said}\n"))?;
             Ok(())
         }),
         Command::Logs(args) => on_cluster(async move {
             cluster_commands::logs(&args.target, &args.task, args.follow, args.attempt).await
         }),
         Command::Result(args) => on_cluster(async move {
-            println!(
-                "{}",
+            emit(&format!(
+                "{}\n",
                 cluster_commands::result(&args.target, &args.task).await?
-            );
+            ))?;
             Ok(())
         }),
         Command::Crds => crds::yaml()
-            .map(|yaml| {
-                print!("{yaml}");
-                ExitCode::SUCCESS
-            })
-            .context("cannot encode the CRDs"),
+            .context("cannot encode the CRDs")
+            .and_then(|yaml| emit(&yaml).map(|()| ExitCode::SUCCESS)),
     };
     match result {
         Ok(code) => code,
@@ -372,7 +369,7 @@ fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {
         Format::Yaml => offline::to_yaml_stream(&output.objects)?,
         Format::Json => offline::to_json_list(&output.objects)? + "\n",
     };
-    print!("{text}");
+    emit(&text)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -390,15 +387,16 @@ fn check_plugin(args: CheckArgs) -> anyhow::Result<ExitCode> {
         &inputs,
         &Settings::default(),
     );
-    println!("{}:", args.file.display());
+    let mut text = format!("{}:\n", args.file.display());
     for finding in &report.findings {
         let tag = match finding.severity {
             plugin::check::Severity::Ok => "ok",
             plugin::check::Severity::Note => "note",
             plugin::check::Severity::Error => "error",
         };
-        println!("  {tag}: {}", finding.text);
+        text.push_str(&format!("  {tag}: {}\n", finding.text));
     }
+    emit(&text)?;
     Ok(if report.passed() {
         ExitCode::SUCCESS
     } else {
@@ -417,8 +415,23 @@ fn pack_plugin(args: PackArgs) -> anyhow::Result<ExitCode> {
         },
     )
     .with_context(|| format!("cannot pack {}", args.file.display()))?;
-    print!("{yaml}");
+    emit(&yaml)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes to stdout; a closed stdout (`kubetask crds | head`) ends the output quietly.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(error).context("writing to stdout")
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A component file's bytes (decompressed when it ends in `.gz`).

@@ -269,3 +269,40 @@ fn render_chooses_installed_plugins_from_packed_manifests_as_the_controller_does
         "{stderr}"
     );
 }
+
+#[test]
+fn a_closed_stdout_ends_the_output_quietly() {
+    use std::io::Read as _;
+    for args in [
+        &["crds"][..],
+        &["render", "-f", "examples/"][..],
+        &[
+            "plugin",
+            "pack",
+            "plugins/examples/git-clone/git_clone.wasm",
+            "--name",
+            "g",
+        ][..],
+    ] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kubetask"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("KUBETASK_PLUGIN_CACHE_DIR", support::plugin_cache_dir())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubetask runs");
+        let mut first = [0u8; 3];
+        child
+            .stdout
+            .take()
+            .expect("stdout")
+            .read_exact(&mut first)
+            .expect("some output");
+        // The read end is closed here (like `| head -c 3`).
+        let output = child.wait_with_output().expect("exits");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

@@ -264,3 +264,30 @@ fn three_example_plugins_compose_in_order() {
         Some(3600)
     );
 }
+
+#[test]
+fn a_warning_is_reported_once_however_many_stages_follow() {
+    // An Agent default context that the Task overrides: a warning of the built-in renderer.
+    let agent: Agent = serde_json::from_value(json!({
+        "apiVersion": "kubetask.io/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": "default", "namespace": "payments"},
+        "spec": {"serviceAccountName": "sa", "defaultContexts": [
+            {"type": "File", "file": {"filePath": "/workspace/task.md", "source": {"inline": "default"}}}
+        ]},
+    }))
+    .expect("an Agent");
+    let task = task(json!({"kubetask.io/team": "payments"}), json!({}));
+    let alone = pipeline(&[]).render(&task, Some(&agent)).expect("renders");
+    assert_eq!(alone.warnings.len(), 1, "{:?}", alone.warnings);
+    // The C policy and the Rust policy both return the draft's warnings with their own.
+    let three = pipeline(&[("job-deadline", DEADLINE_C), ("restricted", RESTRICTED)])
+        .render(&task, Some(&agent))
+        .expect("renders");
+    let overrides = three
+        .warnings
+        .iter()
+        .filter(|w| w.contains("overrides"))
+        .count();
+    assert_eq!(overrides, 1, "{:?}", three.warnings);
+}

@@ -102,17 +102,18 @@ impl Pipeline {
             default_agent_image: self.settings.default_agent_image.clone(),
             controller_namespace: self.settings.controller_namespace.clone(),
         };
-        // The last stage's objects (invariants restored) and its warnings; the next stage's
-        // draft is encoded from them only when there is a next stage.
-        let mut rendered: Option<(Job, Vec<ConfigMap>, Vec<String>)> = None;
-        let mut warnings = Vec::new();
+        // The last stage's objects (invariants restored); the next stage's draft is encoded
+        // from them only when there is a next stage.
+        let mut rendered: Option<(Job, Vec<ConfigMap>)> = None;
+        // Every stage's new warnings, once: a stage gets the warnings so far in its draft and
+        // usually returns them with its own, so only what it adds is appended (a stage cannot
+        // hide an earlier warning by dropping it either).
+        let mut warnings: Vec<String> = Vec::new();
         let mut plugins = Vec::with_capacity(self.stages.len());
         for stage in &self.stages {
             let draft = rendered
                 .as_ref()
-                .map(|(job, config_maps, stage_warnings)| {
-                    encode_draft(job, config_maps, stage_warnings)
-                })
+                .map(|(job, config_maps)| encode_draft(job, config_maps, &warnings))
                 .transpose()?;
             let request = RenderRequest {
                 task: task_json.clone(),
@@ -123,11 +124,21 @@ impl Pipeline {
             let output = self.host.render(stage, &request)?;
             let (mut job, mut config_maps) = decode_draft(stage, &output)?;
             apply_invariants(task, &mut job, &mut config_maps);
-            warnings.extend(output.warnings.iter().cloned());
+            let mut earlier: Vec<&String> = warnings.iter().collect();
+            let mut added = Vec::new();
+            for warning in &output.warnings {
+                match earlier.iter().position(|e| *e == warning) {
+                    Some(at) => {
+                        earlier.swap_remove(at);
+                    }
+                    None => added.push(warning.clone()),
+                }
+            }
+            warnings.extend(added);
             plugins.push((stage.name().to_owned(), stage.digest().to_owned()));
-            rendered = Some((job, config_maps, output.warnings));
+            rendered = Some((job, config_maps));
         }
-        let Some((mut job, config_maps, _)) = rendered else {
+        let Some((mut job, config_maps)) = rendered else {
             return Err(RenderError::Plugin(PluginError::Internal {
                 name: "pipeline".to_owned(),
                 digest: String::new(),
