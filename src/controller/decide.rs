@@ -286,15 +286,7 @@ pub fn decide(task: &Task, snapshot: &Snapshot, now: &Time) -> Plan {
         Start::Created { rendered_by } => Some(rendered_by.as_slice()),
         _ => None,
     };
-    let mut plan = transition(task, snapshot, condition, rendered_by, retry, now);
-    if plan
-        .status
-        .as_ref()
-        .is_some_and(|next| status::is_finished(next) && snapshot.ttl.is_some())
-    {
-        plan.retry = Retry::After(snapshot.ttl.unwrap_or_default());
-    }
-    plan
+    transition(task, snapshot, condition, rendered_by, retry, now)
 }
 
 /// Whether the controller must stop the Job's agent now (cancelled, or past its deadline).
@@ -330,9 +322,6 @@ fn stop(task: &Task, snapshot: &Snapshot, why: Stop, condition: Condition, now: 
             Stop::Cancelled => "Cancelled",
         };
         runs::stopped(&mut next.attempts, label, now);
-    }
-    if let Some(ttl) = snapshot.ttl {
-        plan.retry = Retry::After(ttl);
     }
     Plan {
         stop: Some(why),
@@ -480,6 +469,13 @@ fn transition(
             reason: condition.reason.to_owned(),
             message: condition.message.clone(),
         })
+    };
+    // A Task that finishes now (whatever the reason) waits for its TTL.
+    let retry = match snapshot.ttl {
+        Some(ttl) if status::is_finished(&next) && !status::is_finished(previous) => {
+            Retry::After(ttl)
+        }
+        _ => retry,
     };
     Plan {
         status: (next != *previous).then_some(next),
@@ -1473,6 +1469,19 @@ mod tests {
                 )
             },
             Row {
+                written: Some((Failed, reason::JOB_FAILED)),
+                ttl: Some(60),
+                retry: Retry::After(Duration::from_secs(60)),
+                pods: Some(vec![pod("p", "Failed", None, None)]),
+                ..row(
+                    "failed, TTL starts",
+                    &plain,
+                    &running_status,
+                    timed_job(5, Some(30), failed.clone()),
+                    34,
+                )
+            },
+            Row {
                 ttl: Some(60),
                 retry: Retry::After(Duration::from_millis(50_100)),
                 ..row(
@@ -1543,5 +1552,19 @@ mod tests {
                 _ => {}
             }
         }
+        // A Task that fails before it has a Job waits for its TTL too.
+        let invalid = Snapshot {
+            status: none.clone(),
+            job: Child::Absent,
+            start: Start::Failed {
+                attempts: 1,
+                failure: permanent(Class::Fatal, reason::INVALID_SPEC),
+            },
+            pods: None,
+            ttl: Some(Duration::from_secs(60)),
+        };
+        let plan = decide(&plain, &invalid, &time(30));
+        assert_eq!(plan.retry, Retry::After(Duration::from_secs(60)));
+        assert_eq!(plan.status.and_then(|s| s.phase), Some(Failed));
     }
 }
