@@ -7,6 +7,8 @@ use std::{
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kubetask_api::{API_VERSION, Agent, Task, plugin_labels};
+
+use crate::render::validation::{self, Kind};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_yaml::Value;
 
@@ -67,6 +69,61 @@ impl fmt::Display for InputError {
 
 impl std::error::Error for InputError {}
 
+/// Largest input file read. A larger one is refused by its size, before it is read (and a
+/// device or pipe once this much has been read).
+pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+/// Deepest nesting of YAML flow collections (`[`, `{`) read: the parser's time grows with the
+/// square of the depth, and no Task or Agent comes near it.
+pub const MAX_FLOW_DEPTH: usize = 256;
+
+/// Reads a file of at most [`MAX_FILE_BYTES`] as UTF-8, without a leading byte-order mark.
+fn read_bounded(file: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let too_big = || format!("is larger than {} MiB; split it", MAX_FILE_BYTES >> 20);
+    let opened = std::fs::File::open(file).map_err(|error| format!("cannot read: {error}"))?;
+    if opened
+        .metadata()
+        .is_ok_and(|metadata| metadata.is_file() && metadata.len() > MAX_FILE_BYTES)
+    {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    opened
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| format!("cannot read: {error}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
+    let text = String::from_utf8(bytes).map_err(|error| {
+        format!(
+            "is not UTF-8 text (invalid byte at offset {})",
+            error.utf8_error().valid_up_to()
+        )
+    })?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    })
+}
+
+/// The deepest nesting of flow collections in `text`, counted without parsing (brackets in
+/// quoted or block scalars count too, which only makes the bound stricter).
+fn flow_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for byte in text.bytes() {
+        match byte {
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// File extensions read from directories (files named explicitly are always read).
 const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 
@@ -79,11 +136,9 @@ pub fn load(paths: &[PathBuf]) -> (Inputs, Vec<InputError>) {
         match files_of(path) {
             Ok(files) => {
                 for file in files {
-                    match std::fs::read_to_string(&file) {
+                    match read_bounded(&file) {
                         Ok(text) => parse_into(&file, &text, &mut inputs, &mut errors),
-                        Err(error) => {
-                            errors.push(file_error(&file, format!("cannot read: {error}")))
-                        }
+                        Err(message) => errors.push(file_error(&file, message)),
                     }
                 }
             }
@@ -130,8 +185,22 @@ fn file_error(file: &Path, message: String) -> InputError {
 
 /// Parses the documents of one file into `inputs`.
 pub fn parse_into(file: &Path, text: &str, inputs: &mut Inputs, errors: &mut Vec<InputError>) {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if flow_depth(text) > MAX_FLOW_DEPTH {
+        errors.push(file_error(
+            file,
+            format!(
+                "nests [ and {{ deeper than {MAX_FLOW_DEPTH} levels; no Task or Agent needs that"
+            ),
+        ));
+        return;
+    }
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        match Value::deserialize(document) {
+        let merged = Value::deserialize(document).and_then(|mut value| {
+            // `<<: *defaults` merges as kubectl merges it (YAML 1.1 merge keys).
+            value.apply_merge().map(|()| value)
+        });
+        match merged {
             Ok(Value::Null) => {}
             Ok(value) => classify(file, value, inputs, errors),
             Err(error) => {
@@ -187,15 +256,26 @@ fn classify(file: &Path, value: Value, inputs: &mut Inputs, errors: &mut Vec<Inp
             errors.push(error(Some("metadata.name"), "is required".to_owned()));
         }
         "Task" => {
-            if let Err((field, message)) = push_decoded(file, value, &mut inputs.tasks) {
-                errors.push(error(field.as_deref(), message));
+            if let Err(problems) = push_checked(file, Kind::Task, value, &mut inputs.tasks) {
+                errors.extend(
+                    problems
+                        .into_iter()
+                        .map(|(field, message)| error(field.as_deref(), message)),
+                );
             }
         }
         "Agent" => {
-            if let Err((field, message)) =
-                push_decoded(file, octal_file_modes(value), &mut inputs.agents)
-            {
-                errors.push(error(field.as_deref(), message));
+            if let Err(problems) = push_checked(
+                file,
+                Kind::Agent,
+                octal_file_modes(value),
+                &mut inputs.agents,
+            ) {
+                errors.extend(
+                    problems
+                        .into_iter()
+                        .map(|(field, message)| error(field.as_deref(), message)),
+                );
             }
         }
         "ConfigMap"
@@ -213,6 +293,34 @@ fn classify(file: &Path, value: Value, inputs: &mut Inputs, errors: &mut Vec<Inp
         "" => errors.push(error(Some("kind"), "is required".to_owned())),
         _ => inputs.skipped.push(object),
     }
+}
+
+/// Checks a Task or Agent as the API server and `kubectl apply` would (every refused field,
+/// unknown ones included), then decodes and appends it.
+fn push_checked<T: DeserializeOwned + kube_core::Resource>(
+    file: &Path,
+    kind: Kind,
+    value: Value,
+    objects: &mut Vec<Sourced<T>>,
+) -> Result<(), Vec<(Option<String>, String)>> {
+    let mut json = serde_json::to_value(&value)
+        .map_err(|error| vec![(None, format!("cannot be read as JSON: {error}"))])?;
+    if let Some(metadata) = json
+        .get_mut("metadata")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        metadata
+            .entry("namespace")
+            .or_insert_with(|| DEFAULT_NAMESPACE.into());
+    }
+    let problems = validation::problems(kind, &json, true);
+    if !problems.is_empty() {
+        return Err(problems
+            .into_iter()
+            .map(|cause| (Some(cause.field).filter(|f| !f.is_empty()), cause.message))
+            .collect());
+    }
+    push_decoded(file, value, objects).map_err(|problem| vec![problem])
 }
 
 /// Decodes a Task or Agent, puts it in `default` if it names no namespace, and appends it.
@@ -344,12 +452,12 @@ mod tests {
             (
                 TASK.replace("contexts: []", "contexts:\n  - type: Folder"),
                 Some("spec.contexts[0].type"),
-                "unknown variant",
+                "Unsupported value: \"Folder\"",
             ),
             (
                 TASK.replace("  contexts: []\n", "  agentRef: x\n"),
-                Some("spec"),
-                "missing field `contexts`",
+                Some("spec.contexts"),
+                "Required value",
             ),
             (
                 TASK.replace("v1alpha1", "v1"),
@@ -372,6 +480,194 @@ mod tests {
             assert!(error.message.contains(message), "{error}");
             assert!(error.to_string().starts_with("in.yaml"), "{error}");
         }
+    }
+
+    #[test]
+    fn what_the_api_server_refuses_is_refused_with_its_field() {
+        let agent = "apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata:\n  name: a\nspec:\n  serviceAccountName: sa\n";
+        let cases = [
+            (
+                TASK.replace("name: t", "name: Fix_Bug"),
+                "metadata.name",
+                "RFC 1123 subdomain",
+            ),
+            (
+                TASK.replace("name: t", &format!("name: {}", "a".repeat(254))),
+                "metadata.name",
+                "no more than 253",
+            ),
+            (
+                TASK.replace("name: t", "name: t\n  namespace: team.a"),
+                "metadata.namespace",
+                "RFC 1123 label",
+            ),
+            (
+                TASK.replace("name: t", "name: t\n  labels: {\"a b\": x}"),
+                "metadata.labels",
+                "name part must consist",
+            ),
+            (
+                TASK.replace("contexts: []", "contexts: []\n  agentRefs: x"),
+                "spec.agentRefs",
+                "unknown field",
+            ),
+            (
+                TASK.replace("contexts: []", "contexts: []\n  agentRef: My_Agent"),
+                "spec.agentRef",
+                "should match",
+            ),
+            (
+                agent.replace("serviceAccountName: sa", "serviceAccountName: Bad_SA"),
+                "spec.serviceAccountName",
+                "should match",
+            ),
+            (
+                agent.replace(
+                    "  serviceAccountName: sa\n",
+                    "  serviceAccountName: sa\n  credential: []\n",
+                ),
+                "spec.credential",
+                "unknown field",
+            ),
+            (
+                format!("{agent}  agentImage: 'team/Agent:v1'\n"),
+                "spec.agentImage",
+                "should match",
+            ),
+            (
+                format!("{agent}  podLabels: {{\"bad key\": x}}\n"),
+                "spec.podLabels",
+                "keys must be label keys",
+            ),
+            (
+                format!("{agent}  podLabels: {{team: \"not valid\"}}\n"),
+                "spec.podLabels.team",
+                "should match",
+            ),
+            (
+                format!("{agent}  scheduling: {{nodeSelector: {{\"-x\": y}}}}\n"),
+                "spec.scheduling.nodeSelector",
+                "keys must be label keys",
+            ),
+            (
+                format!("{agent}  scheduling: {{tolerations: [{{key: k, operator: Maybe}}]}}\n"),
+                "spec.scheduling.tolerations[0].operator",
+                "Unsupported value",
+            ),
+            (
+                format!("{agent}  scheduling: {{tolerations: [{{key: k, effect: NoRun}}]}}\n"),
+                "spec.scheduling.tolerations[0].effect",
+                "Unsupported value",
+            ),
+            (
+                format!("{agent}  scheduling: {{tolerations: [{{operator: Equal, value: v}}]}}\n"),
+                "spec.scheduling.tolerations[0]",
+                "without a key",
+            ),
+            (
+                format!(
+                    "{agent}  scheduling: {{tolerations: [{{key: k, operator: Exists, value: v}}]}}\n"
+                ),
+                "spec.scheduling.tolerations[0]",
+                "value must be empty",
+            ),
+            (
+                format!(
+                    "{agent}  scheduling: {{tolerations: [{{key: k, tolerationSeconds: 5}}]}}\n"
+                ),
+                "spec.scheduling.tolerations[0]",
+                "NoExecute",
+            ),
+            (
+                format!(
+                    "{agent}  credentials: [{{name: k, secretRef: {{name: s, key: k}}, env: '1X'}}]\n"
+                ),
+                "spec.credentials[0].env",
+                "should match",
+            ),
+            (
+                format!(
+                    "{agent}  credentials: [{{name: k, secretRef: {{name: S, key: '..'}}, env: X}}]\n"
+                ),
+                "spec.credentials[0].secretRef.name",
+                "should match",
+            ),
+            (
+                format!("{agent}  plugins: [Not_A_Name]\n"),
+                "spec.plugins[0]",
+                "should match",
+            ),
+        ];
+        for (text, field, message) in cases {
+            let (inputs, errors) = parse(&text);
+            let error = errors
+                .iter()
+                .find(|error| error.field.as_deref() == Some(field))
+                .unwrap_or_else(|| panic!("{field} refused in {text}: {errors:?}"));
+            assert!(error.message.contains(message), "{error}");
+            assert!(
+                inputs.tasks.is_empty() && inputs.agents.is_empty(),
+                "nothing bad is kept"
+            );
+        }
+        let fine = format!(
+            "{agent}  agentImage: registry.example.com:5000/team/agent:v1.2@sha256:{}\n  scheduling: {{tolerations: [{{operator: Exists}}, {{key: example.com/gpu, operator: Equal, value: a100, effect: NoExecute, tolerationSeconds: 60}}]}}\n",
+            "a".repeat(64)
+        );
+        assert_eq!(parse(&fine).1, []);
+    }
+
+    #[test]
+    fn byte_order_marks_merge_keys_and_nesting() {
+        let (inputs, errors) = parse(&format!("\u{feff}{TASK}"));
+        assert_eq!((inputs.tasks.len(), errors), (1, vec![]));
+
+        let merged = "base: &base\n  contexts: []\n---\napiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata:\n  name: t\nspec:\n  <<: {contexts: [], agentRef: a}\n";
+        let (inputs, errors) = parse(merged);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0].field.as_deref(),
+            Some("kind"),
+            "the first document has no kind"
+        );
+        assert_eq!(
+            inputs.tasks[0].object.spec.agent_ref.as_deref(),
+            Some("a"),
+            "merged"
+        );
+
+        let deep = format!(
+            "{}{}",
+            "[".repeat(MAX_FLOW_DEPTH + 1),
+            "]".repeat(MAX_FLOW_DEPTH + 1)
+        );
+        let (_, errors) = parse(&deep);
+        assert!(errors[0].message.contains("deeper than 256"), "{errors:?}");
+        let (_, errors) = parse(
+            "a: &a [1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\nh: [*g, *g, *g, *g, *g, *g, *g, *g, *g]\n",
+        );
+        assert!(
+            errors[0].message.contains("repetition limit"),
+            "alias expansion is bounded: {errors:?}"
+        );
+    }
+
+    #[test]
+    fn large_files_are_refused_by_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big = dir.path().join("big.yaml");
+        let file = std::fs::File::create(&big).expect("create");
+        file.set_len(MAX_FILE_BYTES + 1).expect("sparse file");
+        let (_, errors) = load(&[big]);
+        assert!(
+            errors[0].message.contains("larger than 8 MiB"),
+            "{errors:?}"
+        );
+        let (_, errors) = load(&[PathBuf::from("/dev/zero")]);
+        assert!(
+            errors[0].message.contains("larger than 8 MiB"),
+            "a device is read only up to the cap: {errors:?}"
+        );
     }
 
     #[test]

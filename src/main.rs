@@ -406,6 +406,11 @@ fn check_plugin(args: CheckArgs) -> anyhow::Result<ExitCode> {
 
 fn pack_plugin(args: PackArgs) -> anyhow::Result<ExitCode> {
     let bytes = read_component(&args.file)?;
+    // Only a component the controller can load is worth installing.
+    let host = PluginHost::new(Limits::default())?;
+    if let Err(message) = plugin::check::load_component(&host, &args.name, &bytes) {
+        anyhow::bail!("cannot pack {}: {message}", args.file.display());
+    }
     let yaml = plugin::pack::yaml(
         &bytes,
         &plugin::pack::PackOptions {

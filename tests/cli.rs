@@ -149,15 +149,15 @@ fn invalid_input_errors_name_file_object_and_field() {
     let cases = [
         (
             "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: t}\nspec:\n  contexts:\n  - type: File\n    file: {filePath: relative.md, source: {inline: x}}\n",
-            "bad.yaml: Task/t: spec.contexts[0].file.filePath: \"relative.md\" is not an absolute path",
+            "bad.yaml: Task/t: spec.contexts[0].file.filePath: Invalid value: \"object\": must be an absolute path without '..' segments",
         ),
         (
             "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: t}\nspec:\n  contexts:\n  - type: Folder\n",
-            "bad.yaml: Task/t: spec.contexts[0].type: unknown variant `Folder`",
+            "bad.yaml: Task/t: spec.contexts[0].type: Unsupported value: \"Folder\": supported values: \"File\"",
         ),
         (
             "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: t}\nspec: {contexts: []}\n---\napiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {name: default}\nspec:\n  serviceAccountName: sa\n  credentials:\n  - {name: c, secretRef: {name: s, key: k}}\n",
-            "bad.yaml: Agent/default: spec.credentials[0]: set env, mountPath or both",
+            "bad.yaml: Agent/default: spec.credentials[0]: Invalid value: \"object\": set env, mountPath or both",
         ),
         (
             "apiVersion: v1\nkind: [broken\n",
@@ -225,7 +225,7 @@ fn render_chooses_installed_plugins_from_packed_manifests_as_the_controller_does
     let agent = dir.path().join("agent.yaml");
     std::fs::write(
         &agent,
-        "apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {name: default, namespace: kubetask-system}\nspec: {serviceAccountName: default, plugins: [git-clone]}\n---\napiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata:\n  name: t\n  namespace: kubetask-system\n  labels: {kubetask.io/team: a}\n  annotations: {git.kubetask.io/repository: 'https://github.com/acme/api.git'}\nspec:\n  contexts:\n  - {type: File, file: {filePath: /workspace/task.md, source: {inline: x}}}\n",
+        "apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {name: default, namespace: team-a}\nspec: {serviceAccountName: default, plugins: [git-clone]}\n---\napiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata:\n  name: t\n  namespace: team-a\n  labels: {kubetask.io/team: a}\n  annotations: {git.kubetask.io/repository: 'https://github.com/acme/api.git'}\nspec:\n  contexts:\n  - {type: File, file: {filePath: /workspace/task.md, source: {inline: x}}}\n",
     )
     .unwrap();
     let agent = agent.to_str().unwrap();

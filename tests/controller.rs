@@ -12,7 +12,7 @@ use kubetask::api::{Agent, Task, TaskPhase};
 use serde_json::{Value, json};
 use support::*;
 
-const NS: &str = "kubetask-system";
+const NS: &str = "team-a";
 
 fn example(name: &str) -> String {
     std::fs::read_to_string(format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
@@ -231,7 +231,7 @@ async fn failures_missing_agents_and_invalid_tasks() {
             .message
             .contains("spec.agentRef")
     );
-    cluster.apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {name: later, namespace: kubetask-system}\nspec: {serviceAccountName: default}\n").await;
+    cluster.apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {name: later, namespace: team-a}\nspec: {serviceAccountName: default}\n").await;
     let done = cluster
         .wait_phase(NS, "needs-agent", TaskPhase::Completed)
         .await;
@@ -239,7 +239,7 @@ async fn failures_missing_agents_and_invalid_tasks() {
 
     // A Task the CRD accepts but the renderer refuses (two contexts at one path): a
     // condition naming the field, and no Job.
-    let duplicate = "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: invalid, namespace: kubetask-system}\nspec:\n  contexts:\n  - {type: File, file: {filePath: /workspace/a.md, source: {inline: a}}}\n  - {type: File, file: {filePath: /workspace/a.md, source: {inline: b}}}\n";
+    let duplicate = "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: invalid, namespace: team-a}\nspec:\n  contexts:\n  - {type: File, file: {filePath: /workspace/a.md, source: {inline: a}}}\n  - {type: File, file: {filePath: /workspace/a.md, source: {inline: b}}}\n";
     cluster.apply_yaml(duplicate).await;
     let invalid = cluster.wait_phase(NS, "invalid", TaskPhase::Failed).await;
     assert_eq!(reason(&invalid), "InvalidSpec");
@@ -360,26 +360,26 @@ async fn sigterm_shuts_down_cleanly_and_health_endpoints_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_changes_reach_waiting_tasks_in_other_namespaces() {
     let cluster = Cluster::start().await;
-    cluster.namespace("team-a").await;
+    cluster.namespace("team-b").await;
     let _controller = cluster.controller(&[]);
     cluster
-        .apply_yaml(&task_yaml("a", "team-a", "  agentRef: coder\n"))
+        .apply_yaml(&task_yaml("a", "team-b", "  agentRef: coder\n"))
         .await;
     cluster
-        .wait_reason("team-a", "a", "AgentNotFound", Duration::from_secs(30))
+        .wait_reason("team-b", "a", "AgentNotFound", Duration::from_secs(30))
         .await;
     // An Agent of the same name elsewhere does not count.
-    cluster.apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {name: coder, namespace: kubetask-system}\nspec: {serviceAccountName: default}\n").await;
+    cluster.apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {name: coder, namespace: team-a}\nspec: {serviceAccountName: default}\n").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        reason(&cluster.tasks("team-a").get("a").await.unwrap()),
+        reason(&cluster.tasks("team-b").get("a").await.unwrap()),
         "AgentNotFound"
     );
-    let agents: kube::Api<Agent> = kube::Api::namespaced(cluster.client.clone(), "team-a");
+    let agents: kube::Api<Agent> = kube::Api::namespaced(cluster.client.clone(), "team-b");
     let agent: Agent = serde_json::from_value(json!({"apiVersion": "kubetask.io/v1alpha1", "kind": "Agent", "metadata": {"name": "coder"}, "spec": {"serviceAccountName": "default", "agentImage": "example.com/coder:1"}})).unwrap();
     agents.create(&PostParams::default(), &agent).await.unwrap();
     let done = cluster
-        .wait_phase("team-a", "a", TaskPhase::Completed)
+        .wait_phase("team-b", "a", TaskPhase::Completed)
         .await;
     let job = cluster.jobs_of(&done).await.remove(0);
     assert_eq!(

@@ -13,7 +13,7 @@ use kubetask::api::{Task, TaskPhase};
 use serde_json::{Value, json};
 use support::*;
 
-const NS: &str = "kubetask-system";
+const NS: &str = "team-a";
 const GIT_CLONE: &str = "plugins/examples/git-clone/configmap.yaml";
 const RESTRICTED: &str = "plugins/examples/restricted-policy/configmap.yaml";
 const DEADLINE_C: &str = "plugins/examples/deadline-c/configmap.yaml";
@@ -53,7 +53,7 @@ async fn an_agent_render_plugin_and_cluster_policies_that_mutate_and_deny() {
     let restricted = cluster.install_plugin(RESTRICTED).await;
     let deadline = cluster.install_plugin(DEADLINE_C).await;
     let _controller = cluster.controller(&[]);
-    let agent = "apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {name: coder, namespace: kubetask-system}\nspec: {agentImage: 'quay.io/acme/coder:v1', serviceAccountName: default, plugins: [git-clone]}\n";
+    let agent = "apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {name: coder, namespace: team-a}\nspec: {agentImage: 'quay.io/acme/coder:v1', serviceAccountName: default, plugins: [git-clone]}\n";
     let with_repo = task_yaml(
         "clone-and-fix",
         Some("payments"),
@@ -190,7 +190,7 @@ async fn a_policy_replaced_while_tasks_arrive_renders_each_task_with_one_whole_v
         if index == 8 {
             // Replace the component (and its pin and order) in place, as `kubectl apply` does.
             cluster
-                .config_maps(NS)
+                .config_maps("kubetask-system")
                 .patch(
                     "job-deadline",
                     &PatchParams::default(),

@@ -15,7 +15,7 @@ use kubetask_test_apiserver::{Fault, FaultAction};
 use serde_json::json;
 use support::*;
 
-const NS: &str = "kubetask-system";
+const NS: &str = "team-a";
 const SOON: Duration = Duration::from_secs(15);
 
 fn task_yaml(name: &str) -> String {
@@ -102,14 +102,14 @@ async fn a_job_the_server_rejects_names_the_field_and_waits_for_the_agent() {
     let _controller = cluster.controller(&[]);
     cluster
         .apply_yaml(&format!(
-            "apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {{name: default, namespace: {NS}}}\nspec:\n  serviceAccountName: Bad_SA\n"
+            "apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {{name: default, namespace: {NS}}}\nspec:\n  serviceAccountName: kubetask-agent\n  scheduling:\n    affinity: {{nodeAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: {{nodeSelectorTerms: [{{matchExpressions: [{{key: gpu, operator: Near}}]}}]}}}}}}\n"
         ))
         .await;
     cluster.apply_yaml(&task_yaml("rejected")).await;
     let rejected = cluster.wait_reason(NS, "rejected", "Rejected", SOON).await;
     let message = &rejected.status.unwrap().conditions[0].message;
     assert!(
-        message.contains("spec.template.spec.serviceAccountName: Invalid value: \"Bad_SA\""),
+        message.contains("spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator: Unsupported value: \"Near\""),
         "{message}"
     );
     let job_creates = || {
@@ -132,7 +132,7 @@ async fn a_job_the_server_rejects_names_the_field_and_waits_for_the_agent() {
         .patch(
             "default",
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"serviceAccountName": "kubetask-agent"}})),
+            &Patch::Merge(json!({"spec": {"scheduling": null}})),
         )
         .await
         .unwrap();
@@ -223,4 +223,35 @@ async fn a_task_recreated_under_the_same_name_gets_its_own_job_after_gc() {
             .any(|r| Some(&r.uid) == second.uid().as_ref()),
         "the new ConfigMap belongs to the new Task"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_in_the_controller_namespace_is_refused_naming_the_field() {
+    let cluster = Cluster::start().await;
+    let _controller = cluster.controller(&[]);
+    cluster
+        .apply_yaml(&task_yaml("inside").replace(NS, "kubetask-system"))
+        .await;
+    let refused = cluster
+        .wait_reason("kubetask-system", "inside", "InvalidSpec", SOON)
+        .await;
+    let status = refused.status.expect("status");
+    assert_eq!(status.phase, Some(TaskPhase::Failed));
+    let message = &status.conditions[0].message;
+    assert!(
+        message.contains("metadata.namespace") && message.contains("is the controller's namespace"),
+        "{message}"
+    );
+    let creates = cluster
+        .server
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.user == CONTROLLER_USER
+                && r.verb == "create"
+                && r.namespace == "kubetask-system"
+                && matches!(r.resource.as_str(), "jobs" | "configmaps")
+        })
+        .count();
+    assert_eq!(creates, 0, "nothing is created for it");
 }

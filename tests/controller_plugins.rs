@@ -15,7 +15,9 @@ use kube::api::{Api, PostParams};
 use kubetask::api::TaskPhase;
 use support::*;
 
-const NS: &str = "kubetask-system";
+const NS: &str = "team-a";
+/// The controller's namespace, where plugins are installed.
+const PLUGINS_NS: &str = "kubetask-system";
 const HOSTILE: &[u8] = include_bytes!("../plugins/testing/hostile.wasm");
 
 fn plugin_map(name: &str, namespace: &str, gzip: bool, annotations: &[(&str, &str)]) -> ConfigMap {
@@ -64,7 +66,7 @@ async fn an_agent_plugin_that_appears_later_renders_the_job() {
     let cluster = Cluster::start().await;
     cluster.namespace("elsewhere").await;
     let _controller = cluster.controller(&[]);
-    cluster.apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {name: shaped, namespace: kubetask-system}\nspec: {serviceAccountName: default, plugins: [shaper]}\n").await;
+    cluster.apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {name: shaped, namespace: team-a}\nspec: {serviceAccountName: default, plugins: [shaper]}\n").await;
     // A plugin ConfigMap outside the controller's namespace is never loaded.
     let elsewhere = plugin_map("shaper", "elsewhere", false, &[]);
     cluster
@@ -85,10 +87,10 @@ async fn an_agent_plugin_that_appears_later_renders_the_job() {
     );
 
     cluster
-        .config_maps(NS)
+        .config_maps(PLUGINS_NS)
         .create(
             &PostParams::default(),
-            &plugin_map("shaper", NS, false, &[]),
+            &plugin_map("shaper", PLUGINS_NS, false, &[]),
         )
         .await
         .unwrap();
@@ -117,7 +119,7 @@ async fn cluster_policies_deny_and_hostile_plugins_fail_only_their_task() {
     let pin = format!("sha256:{}", digest());
     let policy = plugin_map(
         "site-policy",
-        NS,
+        PLUGINS_NS,
         true,
         &[
             ("kubetask.io/policy-order", "10"),
@@ -125,7 +127,7 @@ async fn cluster_policies_deny_and_hostile_plugins_fail_only_their_task() {
         ],
     );
     cluster
-        .config_maps(NS)
+        .config_maps(PLUGINS_NS)
         .create(&PostParams::default(), &policy)
         .await
         .unwrap();
@@ -183,7 +185,7 @@ async fn a_broken_policy_makes_tasks_wait_until_it_is_removed() {
     let _controller = cluster.controller(&[]);
     let policy = plugin_map(
         "pinned",
-        NS,
+        PLUGINS_NS,
         false,
         &[
             ("kubetask.io/policy-order", "1"),
@@ -191,7 +193,7 @@ async fn a_broken_policy_makes_tasks_wait_until_it_is_removed() {
         ],
     );
     cluster
-        .config_maps(NS)
+        .config_maps(PLUGINS_NS)
         .create(&PostParams::default(), &policy)
         .await
         .unwrap();
@@ -212,7 +214,7 @@ async fn a_broken_policy_makes_tasks_wait_until_it_is_removed() {
     assert!(cluster.jobs(NS).get_opt("t").await.unwrap().is_none());
     // The policy's ConfigMap gets a warning Event naming the problem.
     let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(cluster.client.clone(), NS);
+        Api::namespaced(cluster.client.clone(), PLUGINS_NS);
     let mut about_policy = Vec::new();
     for _ in 0..200 {
         about_policy = events
@@ -234,7 +236,7 @@ async fn a_broken_policy_makes_tasks_wait_until_it_is_removed() {
     assert_eq!(about_policy.len(), 1, "one Event on the policy's ConfigMap");
     // Removing the policy lets the Task start.
     cluster
-        .config_maps(NS)
+        .config_maps(PLUGINS_NS)
         .delete("pinned", &Default::default())
         .await
         .unwrap();
@@ -248,12 +250,12 @@ async fn a_restarted_controller_and_a_standby_load_compiled_plugins_from_the_cac
     let cache_dir = cache.path().to_str().expect("UTF-8 path");
     let policy = plugin_map(
         "site-policy",
-        NS,
+        PLUGINS_NS,
         true,
         &[("kubetask.io/policy-order", "5")],
     );
     cluster
-        .config_maps(NS)
+        .config_maps(PLUGINS_NS)
         .create(&PostParams::default(), &policy)
         .await
         .unwrap();

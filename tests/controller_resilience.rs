@@ -13,7 +13,7 @@ use kubetask::api::{Task, TaskPhase};
 use kubetask_test_apiserver::{Fault, FaultAction};
 use support::*;
 
-const NS: &str = "kubetask-system";
+const NS: &str = "team-a";
 
 fn task(name: &str) -> Task {
     serde_json::from_value(serde_json::json!({

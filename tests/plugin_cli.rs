@@ -152,6 +152,55 @@ fn pack_prints_the_committed_manifest_of_every_example() {
         stderr.contains("--name \"Not_A_Name\" is not a valid ConfigMap name"),
         "{stderr}"
     );
+    let (code, _, stderr) = kubetask(&[
+        "plugin",
+        "pack",
+        EXAMPLES[0].wasm,
+        "--name",
+        "ok",
+        "--namespace",
+        "Team.A",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("--namespace \"Team.A\" is not a valid namespace"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn pack_refuses_what_is_not_a_plugin_component_as_check_does() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let cases: [(&str, &[u8], &str); 3] = [
+        (
+            "random.wasm",
+            b"\x13\x37 not a plugin at all",
+            "not WebAssembly",
+        ),
+        (
+            "module.wasm",
+            b"\0asm\x01\0\0\0",
+            "a core WebAssembly module, not a component",
+        ),
+        (
+            "truncated.wasm",
+            b"\0asm\x0d\0\x01\0\x07",
+            "is not a valid WebAssembly component",
+        ),
+    ];
+    for (file, bytes, expected) in cases {
+        let path = dir.path().join(file);
+        std::fs::write(&path, bytes).expect("writes");
+        let path = path.to_str().expect("UTF-8 path");
+        let (code, stdout, stderr) = kubetask(&["plugin", "pack", path, "--name", "x"]);
+        assert_eq!((code, stdout.as_str()), (1, ""), "{file}: {stderr}");
+        assert!(stderr.contains(expected), "{file}: {stderr}");
+        let (_, check, _) = kubetask(&["plugin", "check", path]);
+        assert!(
+            check.contains(expected),
+            "the same words as `plugin check`: {check}"
+        );
+    }
 }
 
 #[test]

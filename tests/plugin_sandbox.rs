@@ -167,6 +167,116 @@ fn a_plugin_cannot_rename_move_or_reparent_the_job() {
     assert_eq!(rendered.warnings, ["hijack attempted"]);
 }
 
+/// Renders the sample Task through a hostile stage that applies `job_patch` (a JSON merge patch)
+/// to the Job and adds `config_maps`.
+fn render_patched(
+    job_patch: serde_json::Value,
+    config_maps: serde_json::Value,
+) -> Result<Rendered, RenderError> {
+    let mut task = task(Some("patch"));
+    let annotations = task.metadata.annotations.get_or_insert_default();
+    annotations.insert(
+        "test.kubetask.io/job-patch".to_owned(),
+        job_patch.to_string(),
+    );
+    annotations.insert(
+        "test.kubetask.io/config-maps".to_owned(),
+        config_maps.to_string(),
+    );
+    with_hostile(&host()).render(&task, None)
+}
+
+#[test]
+fn what_a_plugin_emits_is_confined_to_its_task() {
+    let marks = json!({
+        "labels": {"kubetask.io/plugin": "true", "team": "a"},
+        "annotations": {"kubetask.io/policy-order": "1", "kubetask.io/sha256": "sha256:00"},
+        "finalizers": ["example.com/keep-forever"],
+        "ownerReferences": [{"apiVersion": "v1", "kind": "Namespace", "name": "team-a", "uid": "ns-uid"}],
+    });
+    let rendered = render_patched(
+        json!({
+            "metadata": marks,
+            "spec": {"template": {"metadata": {"labels": {"kubetask.io/task": null, "kubetask.io/plugin": "x"}}}},
+        }),
+        json!([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+            "name": "fix-bug-policy", "namespace": "kubetask-system",
+            "labels": marks["labels"], "annotations": marks["annotations"],
+            "finalizers": marks["finalizers"], "ownerReferences": marks["ownerReferences"]},
+            "data": {"a": "b"}}]),
+    )
+    .expect("confined, not refused");
+    let extra = &rendered.config_maps[1];
+    assert_eq!(extra.metadata.name.as_deref(), Some("fix-bug-policy"));
+    for metadata in [&rendered.job.metadata, &extra.metadata] {
+        assert_eq!(metadata.namespace.as_deref(), Some("team-a"));
+        let labels = metadata.labels.as_ref().expect("labels");
+        assert!(!labels.contains_key("kubetask.io/plugin"), "{labels:?}");
+        assert_eq!(labels.get("team").map(String::as_str), Some("a"));
+        let annotations = metadata.annotations.clone().unwrap_or_default();
+        assert!(
+            annotations.is_empty(),
+            "policy annotations stripped: {annotations:?}"
+        );
+        assert_eq!(metadata.finalizers, None);
+        let owners = metadata.owner_references.as_ref().expect("owners");
+        assert_eq!(owners.len(), 1, "only the Task: {owners:?}");
+        assert_eq!(owners[0].uid, "uid-1");
+    }
+    let template = rendered
+        .job
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.metadata.as_ref());
+    let labels = template
+        .and_then(|m| m.labels.as_ref())
+        .expect("pod labels");
+    assert_eq!(
+        labels.get("kubetask.io/task").map(String::as_str),
+        Some("fix-bug")
+    );
+    assert!(!labels.contains_key("kubetask.io/plugin"));
+
+    let config_map =
+        |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+    let many: Vec<_> = (0..16)
+        .map(|i| config_map(&format!("fix-bug-{i}")))
+        .collect();
+    let refused = [
+        (
+            json!({}),
+            json!([config_map("other-task-contexts")]),
+            "must start with \"fix-bug-\"",
+        ),
+        (json!({}), json!([config_map("guide")]), "must start with"),
+        (
+            json!({}),
+            json!([config_map("fix-bug-contexts")]),
+            "used twice",
+        ),
+        (json!({}), json!(many), "at most 16"),
+        (
+            json!({"spec": {"selector": {"matchLabels": {"app": "db"}}}}),
+            json!([]),
+            "spec.selector",
+        ),
+        (
+            json!({"spec": {"manualSelector": true}}),
+            json!([]),
+            "spec.manualSelector",
+        ),
+    ];
+    for (patch, config_maps, expected) in refused {
+        match render_patched(patch.clone(), config_maps) {
+            Err(RenderError::Plugin(PluginError::InvalidOutput { name, message, .. })) => {
+                assert_eq!(name, "hostile");
+                assert!(message.contains(expected), "{patch}: {message}");
+            }
+            other => panic!("{patch}: expected invalid output, got {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn a_runaway_plugin_does_not_hold_up_other_tasks() {
     let host = host();

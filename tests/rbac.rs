@@ -16,7 +16,7 @@ use kubetask::api::TaskPhase;
 use serde_json::{Value, json};
 use support::*;
 
-const NS: &str = "kubetask-system";
+const NS: &str = "team-a";
 
 /// `(verb, group, resource[/subresource], namespace)`; namespace is `*` for ClusterRoles.
 type Grant = (String, String, String, String);
@@ -88,10 +88,10 @@ async fn the_cluster_role_is_sufficient_and_minimal() {
         .await
         .unwrap();
     cluster
-        .apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: reads, namespace: kubetask-system}\nspec:\n  contexts:\n  - {type: File, file: {filePath: /workspace/g.md, source: {configMapKeyRef: {name: guide, key: g.md}}}}\n")
+        .apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: reads, namespace: team-a}\nspec:\n  contexts:\n  - {type: File, file: {filePath: /workspace/g.md, source: {configMapKeyRef: {name: guide, key: g.md}}}}\n")
         .await;
     cluster
-        .apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: fail-x, namespace: kubetask-system}\nspec:\n  agentRef: missing\n  contexts: []\n")
+        .apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: fail-x, namespace: team-a}\nspec:\n  agentRef: missing\n  contexts: []\n")
         .await;
     cluster
         .wait_phase(NS, "update-service-a", TaskPhase::Completed)
@@ -103,7 +103,7 @@ async fn the_cluster_role_is_sufficient_and_minimal() {
     // The same Event twice on one Task (ConfigMapNotFound, ConfigMapKeyNotFound, then
     // ConfigMapNotFound again) is patched into a series.
     cluster
-        .apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: flaps, namespace: kubetask-system}\nspec:\n  contexts:\n  - {type: File, file: {filePath: /workspace/g.md, source: {configMapKeyRef: {name: later, key: g.md}}}}\n")
+        .apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: flaps, namespace: team-a}\nspec:\n  contexts:\n  - {type: File, file: {filePath: /workspace/g.md, source: {configMapKeyRef: {name: later, key: g.md}}}}\n")
         .await;
     let limit = Duration::from_secs(30);
     cluster
@@ -131,7 +131,7 @@ async fn the_cluster_role_is_sufficient_and_minimal() {
     // Lifecycle: a running agent cancelled (its pod's deadline lowered, the Job patched), a
     // pod that never ran cancelled (deleted), a finished Task past its TTL (deleted).
     cluster
-        .apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {name: stuck, namespace: kubetask-system}\nspec:\n  serviceAccountName: kubetask-agent\n  podLabels: {simulator.kubetask.io/outcome: unschedulable}\n---\napiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: never-runs, namespace: kubetask-system}\nspec:\n  agentRef: stuck\n  contexts: []\n---\napiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: hang-long, namespace: kubetask-system}\nspec:\n  contexts: []\n---\napiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: short-lived, namespace: kubetask-system}\nspec:\n  ttlSecondsAfterFinished: 0\n  contexts: []\n")
+        .apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {name: stuck, namespace: team-a}\nspec:\n  serviceAccountName: kubetask-agent\n  podLabels: {simulator.kubetask.io/outcome: unschedulable}\n---\napiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: never-runs, namespace: team-a}\nspec:\n  agentRef: stuck\n  contexts: []\n---\napiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: hang-long, namespace: team-a}\nspec:\n  contexts: []\n---\napiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: short-lived, namespace: team-a}\nspec:\n  ttlSecondsAfterFinished: 0\n  contexts: []\n")
         .await;
     cluster
         .wait_phase(NS, "hang-long", TaskPhase::Running)

@@ -4,6 +4,10 @@ use k8s_openapi::api::core::v1::ConfigMapKeySelector;
 use kube_derive::KubeSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::syntax::{
+    CONFIG_MAP_KEY_REF_MESSAGE, CONFIG_MAP_KEY_REF_RULE, MAX_SUBDOMAIN, SUBDOMAIN_PATTERN,
+};
+
 /// One piece of context given to the agent.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
 #[x_kube(
@@ -63,6 +67,7 @@ pub struct FileSource {
     pub inline: Option<String>,
     /// One key of a ConfigMap in the Task's namespace, mounted as the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(CONFIG_MAP_KEY_REF_RULE).message(CONFIG_MAP_KEY_REF_MESSAGE))]
     pub config_map_key_ref: Option<ConfigMapKeySelector>,
     /// A whole ConfigMap in the Task's namespace, every key a file of `dirPath`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,6 +79,7 @@ pub struct FileSource {
 #[serde(rename_all = "camelCase")]
 pub struct ConfigMapReference {
     /// Name of the ConfigMap, in the Task's namespace.
+    #[schemars(regex(pattern = SUBDOMAIN_PATTERN), length(max = MAX_SUBDOMAIN))]
     pub name: String,
     /// When true, a missing ConfigMap gives an empty directory instead of blocking the Task.
     #[serde(default, skip_serializing_if = "Option::is_none")]

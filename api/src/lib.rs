@@ -10,9 +10,10 @@ pub mod json;
 pub mod lifecycle;
 pub mod naming;
 pub mod ownership;
+pub mod syntax;
 mod task;
 
-pub use agent::{Agent, AgentSpec, Credential, PodScheduling, SecretKeyRef};
+pub use agent::{Agent, AgentSpec, Credential, PodScheduling, SecretKeyRef, Toleration};
 pub use context::{ConfigMapReference, Context, ContextType, FileContext, FileSource};
 pub use lifecycle::{Attempt, Cancel, TaskResult, Usage};
 pub use task::{PluginRef, Task, TaskPhase, TaskSpec, TaskStatus};

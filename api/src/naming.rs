@@ -15,9 +15,14 @@ pub fn job_name(task_name: &str) -> String {
     }
     let digest = Sha256::digest(task_name.as_bytes());
     let hash: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
-    let mut prefix = &task_name[..MAX_JOB_NAME - HASH_LEN - 1];
+    // Cut on a character boundary: names are ASCII once validated, but this must not panic
+    // on one that is not.
+    let mut cut = MAX_JOB_NAME - HASH_LEN - 1;
+    while !task_name.is_char_boundary(cut) {
+        cut -= 1;
+    }
     // A name segment must end with an alphanumeric character.
-    prefix = prefix.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    let prefix = task_name[..cut].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
     format!("{prefix}-{}", &hash[..HASH_LEN])
 }
 
@@ -57,6 +62,14 @@ mod tests {
             .map(|(prefix, _)| prefix)
             .unwrap_or_default();
         assert_eq!(prefix, "c".repeat(50));
+    }
+
+    #[test]
+    fn long_non_ascii_names_are_cut_between_characters() {
+        // Byte 52, where the cut falls, is inside the 26th 'é'.
+        let name = job_name(&format!("a{}", "é".repeat(40)));
+        assert!(name.len() <= MAX_JOB_NAME, "{name}");
+        assert!(name.starts_with("a-"), "{name}");
     }
 
     #[test]

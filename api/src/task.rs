@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Context;
 use crate::lifecycle::{Attempt, Cancel, DURATION_PATTERN, MAX_RETRIES, TaskResult, Usage};
+use crate::syntax::{MAX_SUBDOMAIN, SUBDOMAIN_PATTERN};
 
 /// Every `spec` field but `cancel` keeps its value (and its presence) on update.
 const IMMUTABLE_BUT_CANCEL: &str = "self.contexts == oldSelf.contexts \
@@ -53,6 +54,7 @@ pub struct TaskSpec {
     pub contexts: Vec<Context>,
     /// Name of the Agent (in the Task's namespace) that runs this Task. Default: `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = SUBDOMAIN_PATTERN), length(max = MAX_SUBDOMAIN))]
     pub agent_ref: Option<String>,
     /// Longest the Task may run, counted from the creation of its Job (`90s`, `30m`, `2h`,
     /// `1h30m`); it then ends `Failed/Timeout`, its agent stopped and its logs kept. Default:

@@ -155,25 +155,8 @@ pub fn check(
 
 /// Compiles and links the component, explaining failures.
 fn load(host: &PluginHost, name: &str, bytes: &[u8], report: &mut Report) -> Option<Plugin> {
-    const MAGIC: &[u8] = b"\0asm";
-    if !bytes.starts_with(MAGIC) || bytes.len() < 8 {
-        report.push(
-            Severity::Error,
-            "not WebAssembly (no \\0asm header): pass the .wasm component your build produced",
-        );
-        return None;
-    }
-    if bytes[4..8] == [1, 0, 0, 0] {
-        report.push(
-            Severity::Error,
-            "a core WebAssembly module, not a component: wrap it with \
-             `wasm-tools component new module.wasm -o plugin.wasm` (the module must embed the \
-             component type that wit-bindgen generates from wit/; the SDK's export_plugin! does)",
-        );
-        return None;
-    }
     let started = Instant::now();
-    match host.load(name, bytes) {
+    match load_component(host, name, bytes) {
         Ok(plugin) => {
             report.push(
                 Severity::Ok,
@@ -186,6 +169,32 @@ fn load(host: &PluginHost, name: &str, bytes: &[u8], report: &mut Report) -> Opt
             );
             Some(plugin)
         }
+        Err(message) => {
+            report.push(Severity::Error, message);
+            None
+        }
+    }
+}
+
+/// Compiles and links `bytes` as a plugin: `Err` says why they are not a component
+/// implementing the plugin world, and what to do about it (`plugin check` and `plugin pack`
+/// refuse with the same words).
+pub fn load_component(host: &PluginHost, name: &str, bytes: &[u8]) -> Result<Plugin, String> {
+    const MAGIC: &[u8] = b"\0asm";
+    if !bytes.starts_with(MAGIC) || bytes.len() < 8 {
+        return Err(
+            "not WebAssembly (no \\0asm header): pass the .wasm component your build produced"
+                .to_owned(),
+        );
+    }
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err("a core WebAssembly module, not a component: wrap it with \
+             `wasm-tools component new module.wasm -o plugin.wasm` (the module must embed the \
+             component type that wit-bindgen generates from wit/; the SDK's export_plugin! does)"
+            .to_owned());
+    }
+    match host.load(name, bytes) {
+        Ok(plugin) => Ok(plugin),
         Err(error @ PluginError::WrongWorld { .. }) => {
             let hint = if error.to_string().contains("wasi:") {
                 ". The sandbox gives plugins no WASI: build Rust plugins for wasm32-unknown-unknown \
@@ -194,13 +203,9 @@ fn load(host: &PluginHost, name: &str, bytes: &[u8], report: &mut Report) -> Opt
             } else {
                 ". Generate bindings from this repository's wit/ (world `plugin`) and export `render`"
             };
-            report.push(Severity::Error, format!("{error}{hint}"));
-            None
+            Err(format!("{error}{hint}"))
         }
-        Err(error) => {
-            report.push(Severity::Error, error.to_string());
-            None
-        }
+        Err(error) => Err(error.to_string()),
     }
 }
 

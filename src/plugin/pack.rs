@@ -25,7 +25,9 @@ pub struct PackOptions {
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PackError {
     #[error("--name {0:?} is not a valid ConfigMap name: {1}")]
-    Name(String, &'static str),
+    Name(String, String),
+    #[error("--namespace {0:?} is not a valid namespace: {1}")]
+    Namespace(String, String),
     #[error(
         "the component is {size} bytes{gzip}, more than a ConfigMap holds ({MAX_CONFIG_MAP_BYTES} bytes): \
          build it smaller (opt-level = \"s\" or \"z\", strip = true, fewer dependencies)"
@@ -40,8 +42,11 @@ pub enum PackError {
 /// The ConfigMap installing `component`: gzip-compressed when that is smaller, pinned to the
 /// component's sha256.
 pub fn config_map(component: &[u8], options: &PackOptions) -> Result<ConfigMap, PackError> {
-    if let Some(why) = name_error(&options.name) {
+    if let Some(why) = kubetask_validation::names::subdomain_error(&options.name) {
         return Err(PackError::Name(options.name.clone(), why));
+    }
+    if let Some(why) = kubetask_validation::names::label_error(&options.namespace) {
+        return Err(PackError::Namespace(options.namespace.clone(), why));
     }
     let compressed = gzip(component)?;
     let (key, data, gzip_note) = if compressed.len() < component.len() {
@@ -109,24 +114,6 @@ fn gzip(bytes: &[u8]) -> Result<Vec<u8>, PackError> {
         .write_all(bytes)
         .and_then(|()| encoder.finish())
         .map_err(|e| PackError::Compress(e.to_string()))
-}
-
-/// Why `name` is not a DNS subdomain (what ConfigMap names must be), if it is not.
-fn name_error(name: &str) -> Option<&'static str> {
-    if name.is_empty() || name.len() > 253 {
-        return Some("must be 1 to 253 characters");
-    }
-    let valid_chars = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-    if !valid_chars {
-        return Some("use lowercase letters, digits, '-' and '.'");
-    }
-    let alnum_edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    if !alnum_edge(name.chars().next()) || !alnum_edge(name.chars().last()) {
-        return Some("must start and end with a letter or digit");
-    }
-    None
 }
 
 #[cfg(test)]

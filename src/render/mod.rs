@@ -7,6 +7,7 @@ pub mod needs;
 mod pipeline;
 mod resolve;
 pub mod stages;
+pub mod validation;
 
 pub use invariants::apply_invariants;
 pub use lifecycle::LifecycleSettings;

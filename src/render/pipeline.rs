@@ -9,6 +9,7 @@ use thiserror::Error;
 
 use super::apply_invariants;
 use super::lifecycle::LifecycleSettings;
+use super::validation::{InvalidObject, Kind, ensure_valid};
 use crate::plugin::{
     DEFAULT_PLUGIN_NAME, DEFAULT_PLUGIN_WASM, Plugin, PluginError, PluginHost,
     bindings::{self, Draft, RenderRequest},
@@ -41,6 +42,10 @@ pub enum RenderError {
     /// A lifecycle field (timeout) is invalid.
     #[error(transparent)]
     Lifecycle(#[from] super::lifecycle::InvalidLifecycle),
+    /// The Task or Agent has a field the API server would refuse, or the Task is in the
+    /// controller's namespace.
+    #[error(transparent)]
+    Invalid(#[from] InvalidObject),
 }
 
 /// The render pipeline: the built-in default plugin, then any further stages.
@@ -96,6 +101,11 @@ impl Pipeline {
     /// Renders `task` with its resolved `agent` (none: built-in defaults). The Task's
     /// `metadata.namespace` must be set.
     pub fn render(&self, task: &Task, agent: Option<&Agent>) -> Result<Rendered, RenderError> {
+        ensure_valid(Kind::Task, task)?;
+        if let Some(agent) = agent {
+            ensure_valid(Kind::Agent, agent)?;
+        }
+        self.refuse_controller_namespace(task)?;
         let task_json = encode("Task", task)?;
         let agent_json = agent.map(|agent| encode("Agent", agent)).transpose()?;
         let settings = bindings::Settings {
@@ -123,7 +133,13 @@ impl Pipeline {
             };
             let output = self.host.render(stage, &request)?;
             let (mut job, mut config_maps) = decode_draft(stage, &output)?;
-            apply_invariants(task, &mut job, &mut config_maps);
+            apply_invariants(task, &mut job, &mut config_maps).map_err(|message| {
+                PluginError::InvalidOutput {
+                    name: stage.name().to_owned(),
+                    digest: stage.short_digest(),
+                    message,
+                }
+            })?;
             let mut earlier: Vec<&String> = warnings.iter().collect();
             let mut added = Vec::new();
             for warning in &output.warnings {
@@ -180,6 +196,28 @@ fn encode<T: serde::Serialize>(kind: &'static str, value: &T) -> Result<String, 
         kind,
         message: error.to_string(),
     })
+}
+
+impl Pipeline {
+    /// Tasks do not run in the controller's namespace: there, an Agent could name the
+    /// controller's ServiceAccount or Secrets, and the Task's ConfigMaps would sit beside the
+    /// installed plugins.
+    fn refuse_controller_namespace(&self, task: &Task) -> Result<(), InvalidObject> {
+        let namespace = task.metadata.namespace.as_deref().unwrap_or_default();
+        if namespace != self.settings.controller_namespace {
+            return Ok(());
+        }
+        Err(InvalidObject {
+            object: format!(
+                "Task/{namespace}/{}",
+                task.metadata.name.as_deref().unwrap_or_default()
+            ),
+            field: "metadata.namespace".to_owned(),
+            message: format!(
+                "{namespace:?} is the controller's namespace, where Tasks do not run (its ServiceAccount, Secrets and plugins live there): create the Task in another namespace"
+            ),
+        })
+    }
 }
 
 /// Parses a stage's output; anything that is not a Job and ConfigMaps is the plugin's fault.

@@ -92,6 +92,7 @@ impl Cluster {
             controller_kubeconfig,
         };
         cluster.namespace("kubetask-system").await;
+        cluster.namespace("team-a").await;
         cluster.install_rbac().await;
         cluster
     }

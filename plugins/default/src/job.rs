@@ -201,7 +201,7 @@ pub(crate) fn assemble(parts: JobParts<'_>) -> (Job, Option<ConfigMap>) {
                     node_selector: (!scheduling.node_selector.is_empty())
                         .then_some(scheduling.node_selector),
                     tolerations: (!scheduling.tolerations.is_empty())
-                        .then_some(scheduling.tolerations),
+                        .then(|| scheduling.tolerations.into_iter().map(Into::into).collect()),
                     affinity: scheduling.affinity,
                     ..PodSpec::default()
                 }),

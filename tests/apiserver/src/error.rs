@@ -2,13 +2,7 @@
 
 use serde_json::{Value, json};
 
-/// One cause in `details.causes` (for example a field that failed validation).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cause {
-    pub reason: String,
-    pub field: String,
-    pub message: String,
-}
+pub use kubetask_validation::{Cause, cause};
 
 /// A failed request: HTTP code, `reason`, message and `details`.
 #[derive(Debug, Clone, PartialEq)]
@@ -261,12 +255,3 @@ impl std::fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
-
-/// Shorthand for a field error cause.
-pub fn cause(reason: &str, field: impl Into<String>, message: impl Into<String>) -> Cause {
-    Cause {
-        reason: reason.to_owned(),
-        field: field.into(),
-        message: message.into(),
-    }
-}

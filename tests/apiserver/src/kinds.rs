@@ -166,15 +166,23 @@ fn admit_secret(object: &mut Value) -> Vec<Cause> {
 }
 
 /// The pod template rules KubeTask's Jobs can break: the ServiceAccount name is a DNS
-/// subdomain, container names are DNS labels.
+/// subdomain, container names are DNS labels, node selectors are labels, tolerations and node
+/// affinity use the operators and effects Kubernetes knows.
 fn validate_pod_spec(pod: Option<&Value>) -> Vec<Cause> {
     let mut causes = Vec::new();
     let Some(pod) = pod else {
         return causes;
     };
     let field = "spec.template.spec";
+    kubetask_validation::metadata::validate_labels_at(
+        pod.get("nodeSelector"),
+        &format!("{field}.nodeSelector"),
+        &mut causes,
+    );
+    validate_tolerations(pod, field, &mut causes);
+    validate_node_affinity(pod, field, &mut causes);
     if let Some(account) = pod.get("serviceAccountName").and_then(Value::as_str)
-        && let Some(mut invalid) = crate::meta::validate_name(account, false)
+        && let Some(mut invalid) = kubetask_validation::names::validate_name(account, false)
     {
         invalid.field = format!("{field}.serviceAccountName");
         causes.push(invalid);
@@ -188,13 +196,86 @@ fn validate_pod_spec(pod: Option<&Value>) -> Vec<Cause> {
             .enumerate()
         {
             let name = container.get("name").and_then(Value::as_str).unwrap_or("");
-            if let Some(mut invalid) = crate::meta::validate_name(name, true) {
+            if let Some(mut invalid) = kubetask_validation::names::validate_name(name, true) {
                 invalid.field = format!("{field}.{kind}[{index}].name");
                 causes.push(invalid);
             }
         }
     }
     causes
+}
+
+fn unsupported(field: String, value: &str, supported: &[&str]) -> Cause {
+    let supported: Vec<String> = supported.iter().map(|s| format!("\"{s}\"")).collect();
+    cause(
+        "FieldValueNotSupported",
+        field,
+        format!(
+            "Unsupported value: \"{value}\": supported values: {}",
+            supported.join(", ")
+        ),
+    )
+}
+
+fn validate_tolerations(pod: &Value, field: &str, causes: &mut Vec<Cause>) {
+    let tolerations = pod.get("tolerations").and_then(Value::as_array);
+    for (index, toleration) in tolerations.into_iter().flatten().enumerate() {
+        let at = format!("{field}.tolerations[{index}]");
+        let text = |key: &str| toleration.get(key).and_then(Value::as_str).unwrap_or("");
+        let operator = text("operator");
+        if !["", "Exists", "Equal"].contains(&operator) {
+            causes.push(unsupported(
+                format!("{at}.operator"),
+                operator,
+                &["Equal", "Exists"],
+            ));
+        }
+        let effect = text("effect");
+        if !["", "NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
+            causes.push(unsupported(
+                format!("{at}.effect"),
+                effect,
+                &["NoExecute", "NoSchedule", "PreferNoSchedule"],
+            ));
+        }
+        if text("key").is_empty() && operator != "Exists" {
+            causes.push(cause(
+                "FieldValueInvalid",
+                format!("{at}.operator"),
+                format!("Invalid value: \"{operator}\": operator must be Exists when `key` is empty, which means \"match all values and all keys\""),
+            ));
+        }
+        if toleration.get("tolerationSeconds").is_some() && effect != "NoExecute" {
+            causes.push(cause(
+                "FieldValueInvalid",
+                format!("{at}.effect"),
+                format!("Invalid value: \"{effect}\": effect must be 'NoExecute' when `tolerationSeconds` is set"),
+            ));
+        }
+    }
+}
+
+fn validate_node_affinity(pod: &Value, field: &str, causes: &mut Vec<Cause>) {
+    let terms = pod
+        .pointer("/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+        .and_then(Value::as_array);
+    for (term_index, term) in terms.into_iter().flatten().enumerate() {
+        let expressions = term.get("matchExpressions").and_then(Value::as_array);
+        for (index, expression) in expressions.into_iter().flatten().enumerate() {
+            let operator = expression
+                .get("operator")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let supported = ["DoesNotExist", "Exists", "Gt", "In", "Lt", "NotIn"];
+            if !supported.contains(&operator) {
+                causes.push(unsupported(
+                    format!("{field}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[{term_index}].matchExpressions[{index}].operator"),
+                    operator,
+                    &supported,
+                ));
+            }
+        }
+    }
 }
 
 fn admit_job(job: &mut Value) -> Vec<Cause> {

@@ -6,11 +6,11 @@ use serde_json::{Value, json};
 
 /// A schema's `x-kubernetes-validations`, compiled (kube-cel).
 #[derive(Clone)]
-pub struct CompiledRules(pub Arc<kube_cel::CompiledSchema>);
+pub struct CompiledRules(pub Arc<kubetask_validation::schema::CompiledSchema>);
 
 impl CompiledRules {
     fn compile(schema: &Value) -> Self {
-        Self(Arc::new(kube_cel::compile_schema(schema)))
+        Self(Arc::new(kubetask_validation::schema::compile(schema)))
     }
 }
 

@@ -507,8 +507,10 @@ impl State {
         }
         let name = text(&body, "name").to_owned();
         let label_name = (rt.group.is_empty() && rt.kind == "Namespace") || (rt.group == "batch");
-        let mut causes: Vec<Cause> = meta::validate_name(&name, label_name).into_iter().collect();
-        causes.extend(meta::validate_metadata(&body));
+        let mut causes: Vec<Cause> = kubetask_validation::names::validate_name(&name, label_name)
+            .into_iter()
+            .collect();
+        causes.extend(kubetask_validation::metadata::validate_metadata(&body));
         if !causes.is_empty() {
             return Err(ApiError::invalid(&rt.group, &rt.kind, &name, causes));
         }
@@ -540,7 +542,7 @@ impl State {
         }
         let mut causes = kinds::admit_create(rt, &mut body);
         if let Some(schema) = &rt.schema {
-            let (failed, pruned) = crate::schema::admit(
+            let (failed, pruned) = kubetask_validation::schema::admit(
                 schema,
                 rt.rules.as_ref().map(|r| r.0.as_ref()),
                 &mut body,
@@ -891,10 +893,10 @@ impl State {
         }
         new["apiVersion"] = json!(rt.api_version());
         new["kind"] = json!(rt.kind);
-        let mut causes = meta::validate_metadata(&new);
+        let mut causes = kubetask_validation::metadata::validate_metadata(&new);
         causes.extend(kinds::admit_update(rt, old, &mut new));
         if let Some(schema) = &rt.schema {
-            let (failed, pruned) = crate::schema::admit(
+            let (failed, pruned) = kubetask_validation::schema::admit(
                 schema,
                 rt.rules.as_ref().map(|r| r.0.as_ref()),
                 &mut new,
@@ -1528,7 +1530,7 @@ fn spec_changed(rt: &ResourceType, old: &Value, new: &Value) -> bool {
     } else {
         &["metadata"]
     };
-    !meta::equal_except(old, new, ignored)
+    !kubetask_validation::metadata::equal_except(old, new, ignored)
 }
 
 fn finalizers(object: &Value) -> Vec<String> {

@@ -103,7 +103,7 @@ fn kubectl_installs_the_crds_and_applies_the_examples() {
     let (ok, _, err) = kubectl(
         &server,
         &["apply", "-f", "-"],
-        Some("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: kubetask-system\n"),
+        Some("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n"),
     );
     assert!(ok, "{err}");
     let (ok, out, err) = kubectl(
@@ -118,21 +118,21 @@ fn kubectl_installs_the_crds_and_applies_the_examples() {
     );
     let (ok, out, err) = kubectl(
         &server,
-        &["get", "tasks", "-n", "kubetask-system", "-o", "json"],
+        &["get", "tasks", "-n", "team-a", "-o", "json"],
         None,
     );
     assert!(ok, "{err}");
     let list: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(list["items"][0]["metadata"]["name"], "update-service-a");
     // A Task that breaks the schema is refused with the field's path.
-    let bad = "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata:\n  name: bad\n  namespace: kubetask-system\nspec: {}\n";
+    let bad = "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata:\n  name: bad\n  namespace: team-a\nspec: {}\n";
     let (ok, _, err) = kubectl(&server, &["apply", "-f", "-"], Some(bad));
     assert!(
         !ok && err.contains("spec.contexts: Required value"),
         "{err}"
     );
     // kubectl asks for strict field validation: a misspelt field is an error, not dropped.
-    let typo = "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata:\n  name: typo\n  namespace: kubetask-system\nspec:\n  contexts: []\n  agentRefs: x\n";
+    let typo = "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata:\n  name: typo\n  namespace: team-a\nspec:\n  contexts: []\n  agentRefs: x\n";
     let (ok, _, err) = kubectl(&server, &["apply", "-f", "-"], Some(typo));
     assert!(
         !ok && err.contains("unknown field \"spec.agentRefs\""),

@@ -404,6 +404,88 @@ async fn crds_register_kinds_with_validation_and_status() {
     );
 }
 
+/// The rules the Agent CRD carries (patterns, enums, bounds, CEL) are enforced at the server,
+/// as `kubectl apply` would meet them, with the field of each cause.
+#[tokio::test]
+async fn the_agent_crd_refuses_what_a_job_would_fail_on() {
+    let (_server, client) = start().await;
+    install_crds(&client).await;
+    let dynamic: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &ApiResource::erase::<Agent>(&()));
+    let agent = |extra: serde_json::Value| -> DynamicObject {
+        let mut spec = json!({"serviceAccountName": "runner"});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        serde_json::from_value(json!({"apiVersion": "kubetask.io/v1alpha1", "kind": "Agent", "metadata": {"name": "a"}, "spec": spec})).unwrap()
+    };
+    let cases = [
+        (
+            json!({"serviceAccountName": "Bad_SA"}),
+            "spec.serviceAccountName",
+            "should match",
+        ),
+        (
+            json!({"agentImage": "team/Agent:v1"}),
+            "spec.agentImage",
+            "should match",
+        ),
+        (
+            json!({"podLabels": {"bad key": "x"}}),
+            "spec.podLabels",
+            "keys must be label keys",
+        ),
+        (
+            json!({"podLabels": {"team": "not valid"}}),
+            "spec.podLabels.team",
+            "should match",
+        ),
+        (
+            json!({"scheduling": {"tolerations": [{"key": "k", "operator": "Maybe"}]}}),
+            "spec.scheduling.tolerations[0].operator",
+            "Unsupported value",
+        ),
+        (
+            json!({"scheduling": {"tolerations": [{"operator": "Equal", "value": "v"}]}}),
+            "spec.scheduling.tolerations[0]",
+            "without a key",
+        ),
+        (
+            json!({"credentials": [{"name": "c", "secretRef": {"name": "s", "key": "k"}, "env": "1X"}]}),
+            "spec.credentials[0].env",
+            "should match",
+        ),
+        (
+            json!({"plugins": ["Not_A_Name"]}),
+            "spec.plugins[0]",
+            "should match",
+        ),
+    ];
+    for (spec, field, message) in cases {
+        let refused = api_error(
+            dynamic
+                .create(&PostParams::default(), &agent(spec.clone()))
+                .await,
+        );
+        assert_eq!(refused.code, 422, "{spec}: {refused:?}");
+        let causes = refused.details.expect("details").causes;
+        assert!(
+            causes
+                .iter()
+                .any(|c| c.field == field && c.message.contains(message)),
+            "{spec}: {causes:?}"
+        );
+    }
+    let fine = agent(
+        json!({"agentImage": "registry.example.com:5000/team/agent:v1", "podLabels": {"example.com/team": "a"},
+        "scheduling": {"tolerations": [{"operator": "Exists"}, {"key": "gpu", "value": "a100", "effect": "NoExecute", "tolerationSeconds": 30}]}}),
+    );
+    dynamic
+        .create(&PostParams::default(), &fine)
+        .await
+        .expect("a valid Agent is stored");
+}
+
 #[tokio::test]
 async fn server_side_apply_with_field_managers() {
     let (_server, client) = start().await;

@@ -1,6 +1,8 @@
 //! A plugin that misbehaves on request, to prove the sandbox contains it. The Task annotation
 //! `test.kubetask.io/behavior` picks what it does; without it the plugin passes the draft on
-//! unchanged (a well-behaved stage).
+//! unchanged (a well-behaved stage). With `patch`, it applies the JSON merge patch in the
+//! annotation `test.kubetask.io/job-patch` to the Job and appends the ConfigMaps of the JSON
+//! array in `test.kubetask.io/config-maps`: any output a plugin could produce, chosen by the test.
 
 #[cfg(target_arch = "wasm32")]
 mod component {
@@ -15,12 +17,53 @@ mod component {
 
     struct Hostile;
 
-    fn behavior(task: &str) -> String {
+    fn annotation(task: &str, key: &str) -> Option<String> {
         let task: Value = serde_json::from_str(task).unwrap_or(Value::Null);
-        task["metadata"]["annotations"]["test.kubetask.io/behavior"]
+        task["metadata"]["annotations"][key]
             .as_str()
-            .unwrap_or("pass")
-            .to_owned()
+            .map(str::to_owned)
+    }
+
+    fn behavior(task: &str) -> String {
+        annotation(task, "test.kubetask.io/behavior").unwrap_or_else(|| "pass".to_owned())
+    }
+
+    /// RFC 7386: objects merge key by key, `null` removes, anything else replaces.
+    fn merge_patch(target: &mut Value, patch: &Value) {
+        let Value::Object(patch) = patch else {
+            *target = patch.clone();
+            return;
+        };
+        if !target.is_object() {
+            *target = json!({});
+        }
+        if let Value::Object(target) = target {
+            for (key, value) in patch {
+                if value.is_null() {
+                    target.remove(key);
+                } else {
+                    merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+    }
+
+    fn patched(task: &str, mut draft: Draft) -> Result<Draft, RenderError> {
+        let parse = |text: &str| {
+            serde_json::from_str::<Value>(text).map_err(|e| RenderError::Internal(e.to_string()))
+        };
+        if let Some(patch) = annotation(task, "test.kubetask.io/job-patch") {
+            let mut job = parse(&draft.job)?;
+            merge_patch(&mut job, &parse(&patch)?);
+            draft.job = job.to_string();
+        }
+        if let Some(config_maps) = annotation(task, "test.kubetask.io/config-maps") {
+            let config_maps = parse(&config_maps)?;
+            for config_map in config_maps.as_array().into_iter().flatten() {
+                draft.config_maps.push(config_map.to_string());
+            }
+        }
+        Ok(draft)
     }
 
     #[inline(never)]
@@ -94,6 +137,7 @@ mod component {
                     draft.warnings.push("hijack attempted".to_owned());
                     Ok(draft)
                 }
+                "patch" => patched(&request.task, draft?),
                 _ => draft,
             }
         }

@@ -2,9 +2,20 @@
 //! fields, apply defaults, validate types, required fields, enums and bounds, then evaluate
 //! the `x-kubernetes-validations` CEL rules (with `oldSelf` on updates).
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex, PoisonError};
+
+use regex::Regex;
 use serde_json::{Map, Value};
 
-use crate::error::{Cause, cause};
+use crate::{Cause, cause};
+
+pub use kube_cel::CompiledSchema;
+
+/// Compiles the CEL rules of a schema once, for many [`admit`] calls.
+pub fn compile(schema: &Value) -> CompiledSchema {
+    kube_cel::compile_schema(schema)
+}
 
 /// Prunes, defaults and validates `object` against a CRD version's `openAPIV3Schema`.
 /// Returns every failed field (empty when the object is valid) and the pruned fields.
@@ -50,7 +61,7 @@ pub fn admit(
     // Like kube-apiserver's validation ratcheting: an update that changes nothing but metadata
     // and status does not re-run the rules.
     let unchanged =
-        old.is_some_and(|old| crate::meta::equal_except(old, object, &["metadata", "status"]));
+        old.is_some_and(|old| crate::metadata::equal_except(old, object, &["metadata", "status"]));
     let result = match (causes.is_empty() && !unchanged, rules) {
         (false, _) => Ok(()),
         (true, Some(rules)) => kube_cel::validate_compiled(rules, object, old),
@@ -134,6 +145,20 @@ fn prune_and_default(schema: &Value, value: &mut Value, path: &str, pruned: &mut
         }
         _ => {}
     }
+}
+
+/// Whether `text` matches a schema `pattern` (an RE2 expression, unanchored like the server's).
+/// Compiled patterns are kept: a process sees few distinct schemas. A pattern that does not
+/// compile matches nothing, so the object is refused rather than let through.
+fn matches_pattern(pattern: &str, text: &str) -> bool {
+    static COMPILED: LazyLock<Mutex<HashMap<String, Option<Regex>>>> =
+        LazyLock::new(Default::default);
+    let mut compiled = COMPILED.lock().unwrap_or_else(PoisonError::into_inner);
+    compiled
+        .entry(pattern.to_owned())
+        .or_insert_with(|| Regex::new(pattern).ok())
+        .as_ref()
+        .is_some_and(|regex| regex.is_match(text))
 }
 
 fn type_name(value: &Value) -> &'static str {
@@ -250,6 +275,18 @@ fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Cause>, 
                     ),
                 ));
             }
+            if let Some(pattern) = schema.get("pattern").and_then(Value::as_str)
+                && !matches_pattern(pattern, text)
+            {
+                causes.push(cause(
+                    "FieldValueInvalid",
+                    path,
+                    format!(
+                        "Invalid value: {}: {path} in body should match '{pattern}'",
+                        show(value)
+                    ),
+                ));
+            }
         }
         Value::Number(number) => {
             let n = number.as_f64().unwrap_or_default();
@@ -297,6 +334,13 @@ fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Cause>, 
             }
         }
         Value::Object(map) => {
+            if let Some(max) = bound("maxProperties").filter(|max| map.len() as f64 > *max) {
+                causes.push(cause(
+                    "FieldValueTooMany",
+                    path,
+                    format!("Too many: {}: must have at most {max} items", map.len()),
+                ));
+            }
             if let Some(required) = schema.get("required").and_then(Value::as_array) {
                 for name in required.iter().filter_map(Value::as_str) {
                     if !map.contains_key(name) {
@@ -347,6 +391,8 @@ mod tests {
                         "mode": {"type": "string", "enum": ["a", "b"]},
                         "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
                         "port": {"x-kubernetes-int-or-string": true},
+                        "code": {"type": "string", "pattern": "^[a-z]+$"},
+                        "tags": {"type": "object", "maxProperties": 1, "additionalProperties": {"type": "string"}},
                     },
                     "x-kubernetes-validations": [{"rule": "self.name != 'bad'", "message": "name must not be bad"}],
                 },
@@ -390,6 +436,16 @@ mod tests {
                 "integer,string",
             ),
             (json!({"name": "bad"}), "spec", "name must not be bad"),
+            (
+                json!({"name": "x", "code": "A1"}),
+                "spec.code",
+                "should match '^[a-z]+$'",
+            ),
+            (
+                json!({"name": "x", "tags": {"a": "1", "b": "2"}}),
+                "spec.tags",
+                "must have at most 1 items",
+            ),
         ];
         for (spec, field, message) in cases {
             let mut object =

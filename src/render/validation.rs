@@ -1,0 +1,210 @@
+//! The checks kube-apiserver runs on a Task or Agent before it stores one: its name and
+//! namespace, its metadata, and the CRD's schema (types, bounds, patterns, enums and CEL
+//! rules). The schema is the CRD this binary prints (`kubetask crds`), evaluated by the same
+//! code as the project's test API server, so `kubetask render`, the controller and
+//! `kubectl apply` refuse the same objects, naming the same fields.
+
+use std::sync::LazyLock;
+
+use kube_core::CustomResourceExt;
+use kubetask_api::{Agent, Task};
+use kubetask_validation::{
+    Cause, cause, metadata::validate_metadata, names, schema::CompiledSchema,
+};
+use serde_json::Value;
+use thiserror::Error;
+
+/// The kinds this module checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Task,
+    Agent,
+}
+
+impl Kind {
+    /// The kind as written in `kind:`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Task => "Task",
+            Self::Agent => "Agent",
+        }
+    }
+}
+
+/// A Task or Agent the API server would refuse, with the first offending field.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("{object}: {field}: {message}")]
+pub struct InvalidObject {
+    /// `Kind/namespace/name`.
+    pub object: String,
+    /// Path of the field, e.g. `spec.scheduling.tolerations[0].operator`.
+    pub field: String,
+    /// What is wrong, in the API server's words; says how many more fields are wrong.
+    pub message: String,
+}
+
+struct CompiledCrd {
+    schema: Value,
+    rules: CompiledSchema,
+}
+
+impl CompiledCrd {
+    fn of(
+        crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    ) -> Self {
+        let schema = crd
+            .spec
+            .versions
+            .first()
+            .and_then(|version| version.schema.as_ref())
+            .and_then(|schema| schema.open_api_v3_schema.as_ref())
+            .and_then(|schema| serde_json::to_value(schema).ok())
+            .unwrap_or(Value::Null);
+        let rules = kubetask_validation::schema::compile(&schema);
+        Self { schema, rules }
+    }
+}
+
+/// The CRD schemas, compiled once per process.
+static SCHEMAS: LazyLock<[CompiledCrd; 2]> = LazyLock::new(|| {
+    [
+        CompiledCrd::of(&Task::crd()),
+        CompiledCrd::of(&Agent::crd()),
+    ]
+});
+
+/// Every field of `object` (a Task or Agent as JSON) the API server would refuse. With
+/// `strict`, fields the schema does not know are refused too, as `kubectl apply` does (its
+/// default `--validate=strict`); without, they are dropped silently, as the server prunes them.
+pub fn problems(kind: Kind, object: &Value, strict: bool) -> Vec<Cause> {
+    let metadata = object.get("metadata");
+    let text = |field: &str| metadata.and_then(|m| m.get(field)).and_then(Value::as_str);
+    let mut causes: Vec<Cause> = names::validate_name(text("name").unwrap_or_default(), false)
+        .into_iter()
+        .collect();
+    if let Some(namespace) = text("namespace")
+        && let Some(why) = names::label_error(namespace)
+    {
+        causes.push(cause(
+            "FieldValueInvalid",
+            "metadata.namespace",
+            format!("Invalid value: \"{namespace}\": {why}"),
+        ));
+    }
+    causes.extend(validate_metadata(object));
+    let crd = &SCHEMAS[kind as usize];
+    let mut admitted = object.clone();
+    let (failed, unknown) =
+        kubetask_validation::schema::admit(&crd.schema, Some(&crd.rules), &mut admitted, None);
+    causes.extend(failed);
+    if strict {
+        causes.extend(unknown.into_iter().map(|field| {
+            cause(
+                "FieldValueNotSupported",
+                field,
+                "unknown field (the API server would drop it; kubectl apply refuses it)",
+            )
+        }));
+    }
+    causes
+}
+
+/// Checks a parsed Task or Agent as the API server would (unknown fields cannot occur in a
+/// parsed object): `Err` names the first offending field and counts the others.
+pub fn ensure_valid<T: serde::Serialize + kube_core::Resource>(
+    kind: Kind,
+    object: &T,
+) -> Result<(), InvalidObject> {
+    let value = serde_json::to_value(object).map_err(|error| InvalidObject {
+        object: object_name(kind, object),
+        field: String::new(),
+        message: format!("cannot encode: {error}"),
+    })?;
+    let causes = problems(kind, &value, false);
+    let Some(first) = causes.first() else {
+        return Ok(());
+    };
+    let mut message = first.message.clone();
+    if causes.len() > 1 {
+        message.push_str(&format!(" (and {} more invalid fields)", causes.len() - 1));
+    }
+    Err(InvalidObject {
+        object: object_name(kind, object),
+        field: first.field.clone(),
+        message,
+    })
+}
+
+fn object_name<T: kube_core::Resource>(kind: Kind, object: &T) -> String {
+    let metadata = object.meta();
+    format!(
+        "{}/{}/{}",
+        kind.name(),
+        metadata.namespace.as_deref().unwrap_or_default(),
+        metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn task(spec: Value) -> Value {
+        json!({"apiVersion": "kubetask.io/v1alpha1", "kind": "Task",
+            "metadata": {"name": "t", "namespace": "default"}, "spec": spec})
+    }
+
+    fn agent(spec: Value) -> Value {
+        json!({"apiVersion": "kubetask.io/v1alpha1", "kind": "Agent",
+            "metadata": {"name": "a", "namespace": "default"}, "spec": spec})
+    }
+
+    fn fields(kind: Kind, object: &Value) -> Vec<String> {
+        problems(kind, object, true)
+            .into_iter()
+            .map(|cause| cause.field)
+            .collect()
+    }
+
+    #[test]
+    fn valid_objects_pass() {
+        let inline = json!({"type": "File", "file": {"filePath": "/workspace/a.md", "source": {"inline": "x"}}});
+        assert_eq!(
+            fields(Kind::Task, &task(json!({"contexts": [inline]}))),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            fields(Kind::Agent, &agent(json!({"serviceAccountName": "runner"}))),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn names_namespaces_and_unknown_fields_are_refused() {
+        let mut bad_name = task(json!({"contexts": []}));
+        bad_name["metadata"]["name"] = json!("Fix_Bug");
+        bad_name["metadata"]["namespace"] = json!("team.a");
+        assert_eq!(
+            fields(Kind::Task, &bad_name),
+            ["metadata.name", "metadata.namespace"]
+        );
+
+        let typo = task(json!({"contexts": [], "agentRefs": "x"}));
+        assert_eq!(fields(Kind::Task, &typo), ["spec.agentRefs"]);
+        assert!(
+            problems(Kind::Task, &typo, false).is_empty(),
+            "pruned when not strict"
+        );
+    }
+
+    #[test]
+    fn a_parsed_object_is_checked_against_the_crd() {
+        let mut agent = Agent::new("a", kubetask_api::AgentSpec::default());
+        agent.metadata.namespace = Some("default".to_owned());
+        let error = ensure_valid(Kind::Agent, &agent).expect_err("empty serviceAccountName");
+        assert_eq!(error.object, "Agent/default/a");
+        assert_eq!(error.field, "spec.serviceAccountName");
+    }
+}
