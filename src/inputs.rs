@@ -1,6 +1,7 @@
 //! Reading Tasks and Agents from YAML or JSON files, for offline rendering.
 
 use std::{
+    collections::HashMap,
     fmt,
     path::{Path, PathBuf},
 };
@@ -34,13 +35,36 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    /// The Agent `name` in `namespace`, if the inputs hold it.
-    pub fn agent(&self, namespace: Option<&str>, name: &str) -> Option<&Sourced<Agent>> {
-        self.agents.iter().find(|agent| {
-            agent.object.metadata.name.as_deref() == Some(name)
-                && agent.object.metadata.namespace.as_deref() == namespace
-        })
+    /// The Agents by namespace and name, for lookups that do not grow with the number of
+    /// Agents.
+    pub fn agent_index(&self) -> AgentIndex<'_> {
+        AgentIndex(
+            self.agents
+                .iter()
+                .map(|agent| (object_key(&agent.object), agent))
+                .collect(),
+        )
     }
+}
+
+/// The Agents of [`Inputs`] by `(namespace, name)`.
+pub struct AgentIndex<'a>(HashMap<(String, String), &'a Sourced<Agent>>);
+
+impl<'a> AgentIndex<'a> {
+    /// The Agent `name` in `namespace`, if the inputs hold it.
+    pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<&'a Sourced<Agent>> {
+        self.0
+            .get(&(namespace.unwrap_or_default().to_owned(), name.to_owned()))
+            .copied()
+    }
+}
+
+fn object_key<T: kube_core::Resource>(object: &T) -> (String, String) {
+    let metadata = object.meta();
+    (
+        metadata.namespace.clone().unwrap_or_default(),
+        metadata.name.clone().unwrap_or_default(),
+    )
 }
 
 /// A problem with one input, located as precisely as possible.
@@ -379,26 +403,19 @@ fn check_unique<T: kube_core::Resource>(
     kind: &str,
     errors: &mut Vec<InputError>,
 ) {
-    let key = |sourced: &Sourced<T>| {
-        let metadata = sourced.object.meta();
-        (
-            metadata.namespace.clone().unwrap_or_default(),
-            metadata.name.clone().unwrap_or_default(),
-        )
-    };
-    for (index, later) in objects.iter().enumerate() {
-        let later_key = key(later);
-        if let Some(earlier) = objects[..index]
-            .iter()
-            .find(|earlier| key(earlier) == later_key)
-        {
-            let (namespace, name) = later_key;
+    let mut first: HashMap<(String, String), &Path> = HashMap::with_capacity(objects.len());
+    for sourced in objects {
+        let key = object_key(&sourced.object);
+        if let Some(earlier) = first.get(&key) {
+            let (namespace, name) = &key;
             errors.push(InputError {
-                file: later.file.clone(),
+                file: sourced.file.clone(),
                 object: Some(format!("{kind}/{namespace}/{name}")),
                 field: None,
-                message: format!("is also defined in {}", earlier.file.display()),
+                message: format!("is also defined in {}", earlier.display()),
             });
+        } else {
+            first.insert(key, &sourced.file);
         }
     }
 }

@@ -85,6 +85,7 @@ pub fn render_all(
     let mut output = Output::default();
     let mut errors = Vec::new();
     let mut installed = Installed::new(inputs, controller_namespace, &mut output.warnings);
+    let agents = inputs.agent_index();
     for Sourced { file, object: task } in &inputs.tasks {
         let namespace = task.metadata.namespace.as_deref();
         let task_object = format!("Task/{}", task.metadata.name.as_deref().unwrap_or_default());
@@ -97,7 +98,7 @@ pub fn render_all(
             field,
             message,
         };
-        let agent = match resolve_agent(task, |name| inputs.agent(namespace, name)) {
+        let agent = match resolve_agent(task, |name| agents.get(namespace, name)) {
             Ok(agent) => agent,
             Err(not_found) => {
                 errors.push(error(

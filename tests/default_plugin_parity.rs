@@ -26,9 +26,10 @@ fn wasm_and_native_renderings_agree_on_every_example() {
     )
     .expect("the default plugin loads");
     let native_settings = settings.clone();
+    let agents = inputs.agent_index();
     for task in &inputs.tasks {
         let agent = resolve_agent(&task.object, |name| {
-            inputs.agent(task.object.metadata.namespace.as_deref(), name)
+            agents.get(task.object.metadata.namespace.as_deref(), name)
         })
         .expect("the examples' Agents exist")
         .map(|agent| &agent.object);

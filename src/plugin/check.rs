@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{Plugin, PluginError, PluginHost, source};
 use crate::{
-    inputs::Inputs,
+    inputs::{AgentIndex, Inputs},
     render::{Pipeline, RenderError, Settings, resolve_agent},
 };
 
@@ -147,8 +147,9 @@ pub fn check(
         }
     };
     let with_plugin = baseline.extended([plugin]);
+    let agents = inputs.agent_index();
     for task in tasks {
-        trial(&baseline, &with_plugin, task, inputs, &mut report);
+        trial(&baseline, &with_plugin, task, &agents, &mut report);
     }
     report
 }
@@ -214,7 +215,7 @@ fn trial(
     baseline: &Pipeline,
     with_plugin: &Pipeline,
     task: &Task,
-    inputs: &Inputs,
+    agents: &AgentIndex<'_>,
     report: &mut Report,
 ) {
     let label = format!(
@@ -223,7 +224,7 @@ fn trial(
         task.metadata.name.as_deref().unwrap_or_default()
     );
     let namespace = task.metadata.namespace.as_deref();
-    let agent = match resolve_agent(task, |name| inputs.agent(namespace, name)) {
+    let agent = match resolve_agent(task, |name| agents.get(namespace, name)) {
         Ok(agent) => agent.map(|agent| &agent.object),
         Err(missing) => {
             report.push(
