@@ -71,7 +71,7 @@ pub async fn cancel(target: &Target, name: &str, reason: Option<&str>) -> anyhow
     let task = get_task(&tasks, name, &namespace).await?;
     let status = task.status.clone().unwrap_or_default();
     if status::is_finished(&status) {
-        let phase = status.phase.map_or("finished", phase_name);
+        let phase = status.phase.map_or("finished", TaskPhase::as_str);
         return Ok(format!(
             "Task {name:?} has already finished ({phase}); nothing to cancel"
         ));
@@ -94,15 +94,6 @@ pub async fn cancel(target: &Target, name: &str, reason: Option<&str>) -> anyhow
     Ok(format!("task.kubetask.io/{name} cancelled"))
 }
 
-fn phase_name(phase: TaskPhase) -> &'static str {
-    match phase {
-        TaskPhase::Pending => "Pending",
-        TaskPhase::Running => "Running",
-        TaskPhase::Completed => "Completed",
-        TaskPhase::Failed => "Failed",
-    }
-}
-
 /// `kubetask result TASK`: the agent's report (`summary`, `outputs`, `usage`) with the phase
 /// and reason, as JSON. Fails while the Task has not finished.
 pub async fn result(target: &Target, name: &str) -> anyhow::Result<String> {
@@ -111,13 +102,13 @@ pub async fn result(target: &Target, name: &str) -> anyhow::Result<String> {
     let task = get_task(&tasks, name, &namespace).await?;
     let status = task.status.unwrap_or_default();
     if !status::is_finished(&status) {
-        let phase = status.phase.map_or("Pending", phase_name);
+        let phase = status.phase.map_or("Pending", TaskPhase::as_str);
         bail!("Task {name:?} is {phase}: it has no result until it finishes");
     }
     let reason = status::condition_reason(&status).map(str::to_owned);
     let result = status.result.unwrap_or_default();
     let report = json!({
-        "phase": status.phase.map(phase_name),
+        "phase": status.phase.map(TaskPhase::as_str),
         "reason": reason,
         "summary": result.summary,
         "outputs": result.outputs,
@@ -181,7 +172,7 @@ async fn latest_pod(
 ) -> anyhow::Result<Option<String>> {
     if let Some(job) = &status.job_name {
         let listed = pods
-            .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
+            .list(&ListParams::default().labels(&kubetask_api::naming::job_pods_selector(job)))
             .await
             .context("listing the Job's pods")?;
         let newest = listed.items.into_iter().max_by_key(|p| {

@@ -3,8 +3,9 @@
 //!
 //! The data flows top to bottom: [`inputs`] (offline) or the API server → [`render::resolve_agent`]
 //! → [`render::Pipeline`] (the [`plugin`] host running the built-in default plugin) → Job.
-// One function may use `unsafe`: deserializing compiled plugins this program cached
-// (`plugin::cache`, whose comment says why that is sound).
+// Two functions may use `unsafe`: deserializing compiled plugins this program cached
+// (`plugin::cache`) and the default plugin compiled into this binary (`plugin::precompiled`);
+// their comments say why that is sound.
 #![deny(unsafe_code)]
 
 pub mod cluster_commands;

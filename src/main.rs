@@ -81,6 +81,19 @@ enum PluginCommand {
     Check(CheckArgs),
     /// Print the ConfigMap that installs a plugin (gzip when smaller, pinned by sha256).
     Pack(PackArgs),
+    /// Compile the built-in default plugin ahead of time (`make plugins` runs it; CI checks
+    /// that the committed artifact is what this prints).
+    #[command(hide = true)]
+    Precompile(PrecompileArgs),
+}
+
+#[derive(clap::Args)]
+struct PrecompileArgs {
+    /// The component (.wasm).
+    file: PathBuf,
+    /// Where to write the artifact.
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -239,6 +252,7 @@ fn main() -> ExitCode {
         Command::Render(args) => render(args),
         Command::Plugin(PluginCommand::Check(args)) => check_plugin(args),
         Command::Plugin(PluginCommand::Pack(args)) => pack_plugin(args),
+        Command::Plugin(PluginCommand::Precompile(args)) => precompile_plugin(args),
         Command::Cancel(args) => on_cluster(async move {
             let said =
                 cluster_commands::cancel(&args.target, &args.task, args.reason.as_deref()).await?;
@@ -266,6 +280,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Compiles a component ahead of time (how `make plugins` makes the built-in artifact).
+fn precompile_plugin(args: PrecompileArgs) -> anyhow::Result<ExitCode> {
+    let component = read_component(&args.file)?;
+    let artifact = plugin::precompiled::precompile(&component)
+        .with_context(|| format!("cannot precompile {}", args.file.display()))?;
+    std::fs::write(&args.output, artifact)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs a command that talks to the cluster.

@@ -31,6 +31,11 @@ pub fn contexts_config_map_name(job_name: &str) -> String {
     format!("{job_name}-contexts")
 }
 
+/// The label selector of a Job's pods (the label the Job controller sets on them).
+pub fn job_pods_selector(job_name: &str) -> String {
+    format!("batch.kubernetes.io/job-name={job_name}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

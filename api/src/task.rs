@@ -90,6 +90,21 @@ pub enum TaskPhase {
     Failed,
 }
 
+impl TaskPhase {
+    /// Every phase, in the order a Task goes through them.
+    pub const ALL: [TaskPhase; 4] = [Self::Pending, Self::Running, Self::Completed, Self::Failed];
+
+    /// The phase's name, as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Running => "Running",
+            Self::Completed => "Completed",
+            Self::Failed => "Failed",
+        }
+    }
+}
+
 /// Observed state of a Task, written by the controller.
 #[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -133,4 +148,19 @@ pub struct PluginRef {
     pub name: String,
     /// `sha256:<hex>` of the component.
     pub digest: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_names_are_their_serialized_form() {
+        for phase in TaskPhase::ALL {
+            assert_eq!(
+                serde_json::to_value(phase).ok(),
+                Some(serde_json::Value::from(phase.as_str()))
+            );
+        }
+    }
 }

@@ -175,16 +175,19 @@ pub fn decide(task: &Task, snapshot: &Snapshot, now: &Time) -> Plan {
         (Child::Owned(job), _) => {
             let condition = status::of_job(job, &job_name());
             let running = !matches!(condition.phase, TaskPhase::Completed | TaskPhase::Failed);
+            let deadline = deadline(job);
             let timed_out = !running
                 && condition.phase == TaskPhase::Failed
-                && deadline(job).is_some_and(|(at, _)| match snapshot.pods.as_deref() {
-                    // The kubelet stopped a pod at its deadline (the safety net fired first).
-                    Some(pods) => pods
-                        .iter()
-                        .any(|p| runs::attempt_of(p).reason == "DeadlineExceeded"),
-                    None => now.0 >= at.0,
-                });
-            match deadline(job) {
+                && deadline
+                    .as_ref()
+                    .is_some_and(|(at, _)| match snapshot.pods.as_deref() {
+                        // The kubelet stopped a pod at its deadline (the safety net fired first).
+                        Some(pods) => pods
+                            .iter()
+                            .any(|p| runs::attempt_of(p).reason == "DeadlineExceeded"),
+                        None => now.0 >= at.0,
+                    });
+            match deadline {
                 Some((_, timeout)) if timed_out => {
                     let condition = Condition {
                         start_time: condition.start_time,
@@ -291,11 +294,8 @@ pub fn decide(task: &Task, snapshot: &Snapshot, now: &Time) -> Plan {
 
 /// Whether the controller must stop the Job's agent now (cancelled, or past its deadline).
 pub fn stop_due(task: &Task, job: &Job, now: &Time) -> bool {
-    let running = !matches!(
-        status::of_job(job, "").phase,
-        TaskPhase::Completed | TaskPhase::Failed
-    );
-    running && (task.spec.cancel.is_some() || deadline(job).is_some_and(|(at, _)| now.0 >= at.0))
+    !status::job_finished(job)
+        && (task.spec.cancel.is_some() || deadline(job).is_some_and(|(at, _)| now.0 >= at.0))
 }
 
 /// When the Job's agent must have finished: its creation (or, for a Job created suspended,
@@ -522,6 +522,36 @@ mod tests {
         }
     }
 
+    /// A Job started at 10 whose pod is ready.
+    fn ready_status() -> JobStatus {
+        JobStatus {
+            start_time: Some(time(10)),
+            active: Some(1),
+            ready: Some(1),
+            ..JobStatus::default()
+        }
+    }
+
+    /// A Job started at 10 that completed at 20.
+    fn complete_status() -> JobStatus {
+        JobStatus {
+            start_time: Some(time(10)),
+            completion_time: Some(time(20)),
+            conditions: Some(vec![job_condition("Complete", 20)]),
+            ..JobStatus::default()
+        }
+    }
+
+    /// A Job started at 10 whose one attempt failed it at 30.
+    fn failed_status() -> JobStatus {
+        JobStatus {
+            start_time: Some(time(10)),
+            failed: Some(1),
+            conditions: Some(vec![job_condition("Failed", 30)]),
+            ..JobStatus::default()
+        }
+    }
+
     /// The status `decide` writes for this observation of a Task whose status was `status`.
     fn after(status: &TaskStatus, job: Child, start: Start) -> TaskStatus {
         let snapshot = Snapshot {
@@ -640,25 +670,10 @@ mod tests {
             failed_now(3, transient(reason::API_UNAVAILABLE)),
         );
         let started = JobStatus {
-            start_time: Some(time(10)),
-            active: Some(1),
-            ..JobStatus::default()
+            ready: None,
+            ..ready_status()
         };
-        let ready = JobStatus {
-            ready: Some(1),
-            ..started.clone()
-        };
-        let complete = JobStatus {
-            start_time: Some(time(10)),
-            completion_time: Some(time(20)),
-            conditions: Some(vec![job_condition("Complete", 20)]),
-            ..JobStatus::default()
-        };
-        let failed = JobStatus {
-            start_time: Some(time(10)),
-            conditions: Some(vec![job_condition("Failed", 30)]),
-            ..JobStatus::default()
-        };
+        let (ready, complete, failed) = (ready_status(), complete_status(), failed_status());
         let running = after(&pending_created, job(ready.clone()), Start::NotChecked);
         let completed = after(&running, job(complete.clone()), Start::NotChecked);
         let job_failed = after(&running, job(failed.clone()), Start::NotChecked);
@@ -1281,24 +1296,7 @@ mod tests {
             }),
             Start::NotChecked,
         );
-        let ready = JobStatus {
-            ready: Some(1),
-            active: Some(1),
-            start_time: Some(time(10)),
-            ..JobStatus::default()
-        };
-        let complete = JobStatus {
-            start_time: Some(time(10)),
-            completion_time: Some(time(20)),
-            conditions: Some(vec![job_condition("Complete", 20)]),
-            ..JobStatus::default()
-        };
-        let failed = JobStatus {
-            start_time: Some(time(10)),
-            failed: Some(1),
-            conditions: Some(vec![job_condition("Failed", 30)]),
-            ..JobStatus::default()
-        };
+        let (ready, complete, failed) = (ready_status(), complete_status(), failed_status());
         let finished = after(&running_status, job(complete.clone()), Start::NotChecked);
         let good = r#"{"summary": "done", "usage": {"cost": "0.10"}}"#;
         struct Row {

@@ -25,20 +25,17 @@ pub struct Probes {
 }
 
 fn phase_counts(tasks: &Store<Task>) -> [(&'static str, i64); 4] {
-    let mut counts = [
-        ("Pending", 0),
-        ("Running", 0),
-        ("Completed", 0),
-        ("Failed", 0),
-    ];
+    let mut counts = TaskPhase::ALL.map(|phase| (phase.as_str(), 0));
     for task in tasks.state() {
-        let index = match task.status.as_ref().and_then(|s| s.phase) {
-            None | Some(TaskPhase::Pending) => 0,
-            Some(TaskPhase::Running) => 1,
-            Some(TaskPhase::Completed) => 2,
-            Some(TaskPhase::Failed) => 3,
-        };
-        counts[index].1 += 1;
+        // A Task the controller has not written yet is Pending.
+        let phase = task
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .unwrap_or(TaskPhase::Pending);
+        if let Some(index) = TaskPhase::ALL.iter().position(|p| *p == phase) {
+            counts[index].1 += 1;
+        }
     }
     counts
 }

@@ -345,10 +345,7 @@ fn job_trigger(
         else {
             return Vec::new();
         };
-        let finished = !matches!(
-            status::of_job(&job, "").phase,
-            kubetask_api::TaskPhase::Pending | kubetask_api::TaskPhase::Running
-        );
+        let finished = status::job_finished(&job);
         let mut concerned = vec![owner.clone()];
         if finished || job.metadata.deletion_timestamp.is_some() {
             let agent = tasks

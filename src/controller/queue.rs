@@ -12,7 +12,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kubetask_api::{Agent, Task, TaskPhase, naming};
+use kubetask_api::{Agent, Task, naming};
 
 use super::status::{self, reason};
 use crate::render::needs;
@@ -125,8 +125,7 @@ pub fn request(view: &View<'_>, task: &Task, agent: &Agent) -> Option<Admission>
         });
         match own_job {
             Some(job) => {
-                let phase = status::of_job(&job, "").phase;
-                if !matches!(phase, TaskPhase::Completed | TaskPhase::Failed) {
+                if !status::job_finished(&job) {
                     active += 1;
                 }
                 continue;

@@ -301,8 +301,7 @@ async fn observe(
 async fn list_pods(client: &kube::Client, namespace: &str, job: &Job) -> Result<Vec<Pod>, Failure> {
     let name = job.metadata.name.as_deref().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let params =
-        kube::api::ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}"));
+    let params = kube::api::ListParams::default().labels(&naming::job_pods_selector(name));
     let uid = job.metadata.uid.as_deref();
     pods.list(&params)
         .await
@@ -591,8 +590,23 @@ async fn missing_config_map(
 }
 
 /// Step 3a: render and create the Task's ConfigMaps and Job. Returns the new `start` and
-/// updates the snapshot's child.
+/// updates the snapshot's child. A Task that got no Job gives its admission back.
 async fn create(
+    task: &Arc<Task>,
+    namespace: &str,
+    uid: &str,
+    agent: Option<Agent>,
+    snapshot: &mut Snapshot,
+    ctx: &Context,
+) -> Result<Start, Error> {
+    let start = render_and_create(task, namespace, uid, agent, snapshot, ctx).await;
+    if !matches!(start, Ok(Start::Created { .. })) {
+        ctx.admitted.forget(uid);
+    }
+    start
+}
+
+async fn render_and_create(
     task: &Arc<Task>,
     namespace: &str,
     uid: &str,
@@ -612,12 +626,9 @@ async fn create(
         Ok::<_, StageError>(base.extended(stages).render(&to_render, agent.as_ref()))
     })
     .await?;
-    let admitted = uid.to_owned();
-    let forget_admission = || ctx.admitted.forget(&admitted);
     let rendered = match outcome {
         Ok(Ok(rendered)) => rendered,
         Ok(Err(error)) => {
-            forget_admission();
             return Ok(ctx.failed(uid, Failure::from_render(&error), fingerprint));
         }
         Err(StageError::NotFound {
@@ -625,7 +636,6 @@ async fn create(
             plugin,
             namespace,
         }) => {
-            forget_admission();
             return Ok(Start::Waiting {
                 reason: reason::PLUGIN_NOT_FOUND,
                 message: format!(
@@ -634,7 +644,6 @@ async fn create(
             });
         }
         Err(StageError::Unavailable(message)) => {
-            forget_admission();
             return Ok(Start::Waiting {
                 reason: reason::PLUGIN_UNAVAILABLE,
                 message: format!(
@@ -682,7 +691,6 @@ async fn create(
             owner,
             previous,
         }) => {
-            forget_admission();
             snapshot.job = if previous {
                 Child::Previous { kind, name }
             } else {
@@ -691,7 +699,6 @@ async fn create(
             Start::NotChecked
         }
         Err(children::CreateError { action, error }) => {
-            forget_admission();
             ctx.failed(uid, Failure::from_api(&error, &action), fingerprint)
         }
     })

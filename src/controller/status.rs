@@ -104,6 +104,19 @@ impl Condition {
     }
 }
 
+/// Whether the Job has finished (a `Complete` or `Failed` condition that is true): what
+/// [`of_job`] would call `Completed` or `Failed`, without building its message.
+pub fn job_finished(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        })
+}
+
 /// The condition a Job's status implies.
 pub fn of_job(job: &Job, job_name: &str) -> Condition {
     let job_status = job.status.clone().unwrap_or_default();
@@ -269,4 +282,63 @@ pub fn condition_reason(status: &TaskStatus) -> Option<&str> {
         .iter()
         .find(|c| c.type_ == CONDITION)
         .map(|c| c.reason.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::batch::v1::{JobCondition, JobSpec, JobStatus};
+
+    use super::*;
+
+    fn job(conditions: &[(&str, &str)], spec: JobSpec, ready: i32, failed: i32) -> Job {
+        let conditions = conditions
+            .iter()
+            .map(|(kind, status)| JobCondition {
+                type_: (*kind).to_owned(),
+                status: (*status).to_owned(),
+                ..JobCondition::default()
+            })
+            .collect();
+        Job {
+            spec: Some(spec),
+            status: Some(JobStatus {
+                conditions: Some(conditions),
+                ready: Some(ready),
+                failed: Some(failed),
+                ..JobStatus::default()
+            }),
+            ..Job::default()
+        }
+    }
+
+    #[test]
+    fn job_finished_is_what_of_job_calls_completed_or_failed() {
+        let suspended = JobSpec {
+            suspend: Some(true),
+            ..JobSpec::default()
+        };
+        let jobs = [
+            Job::default(),
+            job(&[], JobSpec::default(), 0, 0),
+            job(&[("Complete", "True")], JobSpec::default(), 0, 0),
+            job(&[("Failed", "True")], JobSpec::default(), 0, 2),
+            job(&[("Failed", "False")], JobSpec::default(), 1, 1),
+            job(&[("Complete", "Unknown")], JobSpec::default(), 0, 0),
+            job(&[("Suspended", "True")], suspended, 0, 0),
+            job(&[("FailureTarget", "True")], JobSpec::default(), 0, 1),
+            job(&[], JobSpec::default(), 0, 1),
+        ];
+        let finished: Vec<bool> = jobs.iter().map(job_finished).collect();
+        let by_phase: Vec<bool> = jobs
+            .iter()
+            .map(|job| {
+                matches!(
+                    of_job(job, "j").phase,
+                    TaskPhase::Completed | TaskPhase::Failed
+                )
+            })
+            .collect();
+        assert_eq!(finished, by_phase);
+        assert_eq!(finished.iter().filter(|f| **f).count(), 2);
+    }
 }

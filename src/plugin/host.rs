@@ -105,27 +105,33 @@ pub struct PluginHost {
     _ticker: EpochTicker,
 }
 
+/// The engine configuration plugins are compiled and run with (also what
+/// [`super::precompiled`] compiles the built-in plugin with, minus the host's CPU features).
+pub(super) fn engine_config(limits: &Limits) -> Config {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(MAX_CONCURRENT_INSTANCES)
+        .total_core_instances(MAX_CONCURRENT_INSTANCES * 4)
+        .total_memories(MAX_CONCURRENT_INSTANCES)
+        .total_tables(MAX_CONCURRENT_INSTANCES * 4)
+        .max_memory_size(limits.memory_bytes)
+        // Reset reused slots by rewriting only the pages an instance dirtied (found with
+        // the PAGEMAP_SCAN ioctl where the kernel has it) instead of dropping them with
+        // madvise: each fresh instance would otherwise page-fault its whole heap back in.
+        .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+        .table_keep_resident(KEEP_RESIDENT_BYTES)
+        .pagemap_scan(Enabled::Auto);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
 impl PluginHost {
     /// A host whose plugin calls are bounded by `limits`.
     pub fn new(limits: Limits) -> anyhow::Result<Self> {
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(MAX_CONCURRENT_INSTANCES)
-            .total_core_instances(MAX_CONCURRENT_INSTANCES * 4)
-            .total_memories(MAX_CONCURRENT_INSTANCES)
-            .total_tables(MAX_CONCURRENT_INSTANCES * 4)
-            .max_memory_size(limits.memory_bytes)
-            // Reset reused slots by rewriting only the pages an instance dirtied (found with
-            // the PAGEMAP_SCAN ioctl where the kernel has it) instead of dropping them with
-            // madvise: each fresh instance would otherwise page-fault its whole heap back in.
-            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-            .table_keep_resident(KEEP_RESIDENT_BYTES)
-            .pagemap_scan(Enabled::Auto);
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config)
+        let engine = Engine::new(&engine_config(&limits))
             .map_err(|error| anyhow::anyhow!("cannot start wasmtime: {error}"))?;
         let mut linker = Linker::new(&engine);
         bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
@@ -178,6 +184,27 @@ impl PluginHost {
     /// Compiles `component` (or reuses the compilation of identical bytes) and checks that it
     /// implements the plugin world and imports nothing else.
     pub fn load(&self, name: &str, component: &[u8]) -> Result<Plugin, PluginError> {
+        self.load_with(name, component, None)
+    }
+
+    /// Like [`Self::load`] for a component built into this binary with its precompiled form
+    /// (made by [`super::precompiled::precompile`]): loads that instead of compiling when it
+    /// was made from `component` and this engine accepts it, else compiles.
+    pub fn load_builtin(
+        &self,
+        name: &str,
+        component: &[u8],
+        precompiled: &'static [u8],
+    ) -> Result<Plugin, PluginError> {
+        self.load_with(name, component, Some(precompiled))
+    }
+
+    fn load_with(
+        &self,
+        name: &str,
+        component: &[u8],
+        precompiled: Option<&'static [u8]>,
+    ) -> Result<Plugin, PluginError> {
         let digest = digest_of(component);
         let flight = self
             .compiling
@@ -196,20 +223,30 @@ impl PluginHost {
         let pre = match cached {
             Some(pre) => pre,
             None => {
-                let stored = self
-                    .artifacts
-                    .as_ref()
-                    .and_then(|cache| cache.load(&self.engine, &digest));
+                let built_in = precompiled
+                    .and_then(|bytes| super::precompiled::load(&self.engine, name, &digest, bytes));
+                let stored = match built_in {
+                    Some(compiled) => {
+                        tracing::debug!(
+                            plugin = name,
+                            digest = short(&digest),
+                            "plugin loaded precompiled"
+                        );
+                        Some(compiled)
+                    }
+                    None => self.artifacts.as_ref().and_then(|cache| {
+                        let compiled = cache.load(&self.engine, &digest)?;
+                        tracing::debug!(
+                            plugin = name,
+                            digest = short(&digest),
+                            "plugin loaded from the artifact cache"
+                        );
+                        Some(compiled)
+                    }),
+                };
                 let compiled =
                     match stored {
-                        Some(compiled) => {
-                            tracing::debug!(
-                                plugin = name,
-                                digest = short(&digest),
-                                "plugin loaded from the artifact cache"
-                            );
-                            compiled
-                        }
+                        Some(compiled) => compiled,
                         None => {
                             let started = std::time::Instant::now();
                             let compiled = Component::from_binary(&self.engine, component)

@@ -7,6 +7,7 @@ mod error;
 mod host;
 mod limits;
 pub mod pack;
+pub mod precompiled;
 pub mod source;
 
 pub use cache::ArtifactCache;
@@ -17,6 +18,10 @@ pub use limits::Limits;
 /// The built-in default plugin (`plugins/default`), built by `make plugins`.
 pub const DEFAULT_PLUGIN_WASM: &[u8] =
     include_bytes!("../../plugins/default/kubetask_default.wasm");
+/// The built-in default plugin compiled ahead of time for x86_64 ([`precompiled`]; made by
+/// `make plugins`, checked by CI).
+pub const DEFAULT_PLUGIN_PRECOMPILED: &[u8] =
+    include_bytes!("../../plugins/default/kubetask_default.cwasm");
 /// Name under which the built-in default plugin reports.
 pub const DEFAULT_PLUGIN_NAME: &str = "builtin-default";
 

@@ -42,6 +42,15 @@ pub fn timeout(
     agent: Option<&Agent>,
     settings: &LifecycleSettings,
 ) -> Result<Option<Duration>, InvalidLifecycle> {
+    Ok(capped_timeout(task, agent, settings)?.0)
+}
+
+/// [`timeout`], and a note naming the field when the cap shortened what it asked for.
+fn capped_timeout(
+    task: &Task,
+    agent: Option<&Agent>,
+    settings: &LifecycleSettings,
+) -> Result<(Option<Duration>, Option<String>), InvalidLifecycle> {
     let own = task.spec.timeout.as_deref().map(|t| ("spec.timeout", t));
     let inherited = agent
         .and_then(|a| a.spec.default_timeout.as_deref())
@@ -49,15 +58,24 @@ pub fn timeout(
     let asked = own
         .or(inherited)
         .map(|(field, text)| {
-            parse_duration(text).map_err(|e| InvalidLifecycle {
-                field,
-                message: e.to_string(),
-            })
+            parse_duration(text)
+                .map(|asked| (field, asked))
+                .map_err(|e| InvalidLifecycle {
+                    field,
+                    message: e.to_string(),
+                })
         })
         .transpose()?;
     Ok(match (asked, settings.max_task_timeout) {
-        (Some(asked), Some(max)) => Some(asked.min(max)),
-        (asked, max) => asked.or(max),
+        (Some((field, asked)), Some(max)) if asked > max => (
+            Some(max),
+            Some(format!(
+                "{field} is capped at {} by the controller's --max-task-timeout",
+                format_duration(max)
+            )),
+        ),
+        (Some((_, asked)), _) => (Some(asked), None),
+        (None, max) => (max, None),
     })
 }
 
@@ -86,23 +104,8 @@ pub fn apply(
     settings: &LifecycleSettings,
     job: &mut Job,
 ) -> Result<Vec<String>, InvalidLifecycle> {
-    let mut notes = Vec::new();
-    let timeout = timeout(task, agent, settings)?;
-    if let (Some(timeout), Some(max)) = (timeout, settings.max_task_timeout)
-        && timeout == max
-        && task.spec.timeout.is_some()
-        && task
-            .spec
-            .timeout
-            .as_deref()
-            .and_then(|t| parse_duration(t).ok())
-            .is_some_and(|asked| asked > max)
-    {
-        notes.push(format!(
-            "spec.timeout is capped at {} by the controller's --max-task-timeout",
-            format_duration(max)
-        ));
-    }
+    let (timeout, note) = capped_timeout(task, agent, settings)?;
+    let notes: Vec<String> = note.into_iter().collect();
     let spec = job.spec.get_or_insert_default();
     spec.backoff_limit = Some(retries(task, agent));
     let mut rules = vec![
@@ -250,6 +253,15 @@ mod tests {
         );
         assert_eq!(timeout(&task(None, None), None, &capped), minutes(10));
         assert_eq!(timeout(&task(None, None), None, &none), Ok(None));
+        let note = |task: &Task, agent| capped_timeout(task, agent, &capped).map(|(_, note)| note);
+        assert_eq!(
+            note(&task(None, None), Some(&agent)),
+            Ok(Some(
+                "Agent spec.defaultTimeout is capped at 10m by the controller's --max-task-timeout"
+                    .to_owned()
+            ))
+        );
+        assert_eq!(note(&task(Some("10m"), None), Some(&agent)), Ok(None));
         let error = timeout(&task(Some("5 minutes"), None), None, &none).unwrap_err();
         assert_eq!(error.field, "spec.timeout");
         assert_eq!(retries(&task(None, Some(1)), Some(&agent)), 1);
@@ -270,7 +282,10 @@ mod tests {
             &mut rendered,
         )
         .unwrap();
-        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!(
+            notes,
+            ["spec.timeout is capped at 1h by the controller's --max-task-timeout"]
+        );
         let spec = rendered.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(3));
         let pod = spec.template.spec.as_ref().unwrap();

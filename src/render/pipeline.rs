@@ -11,7 +11,8 @@ use super::apply_invariants;
 use super::lifecycle::LifecycleSettings;
 use super::validation::{InvalidObject, Kind, ensure_valid};
 use crate::plugin::{
-    DEFAULT_PLUGIN_NAME, DEFAULT_PLUGIN_WASM, Plugin, PluginError, PluginHost,
+    DEFAULT_PLUGIN_NAME, DEFAULT_PLUGIN_PRECOMPILED, DEFAULT_PLUGIN_WASM, Plugin, PluginError,
+    PluginHost,
     bindings::{self, Draft, RenderRequest},
 };
 
@@ -59,7 +60,11 @@ pub struct Pipeline {
 impl Pipeline {
     /// A pipeline of the built-in default plugin alone.
     pub fn new(host: Arc<PluginHost>, settings: Settings) -> Result<Self, PluginError> {
-        let default = host.load(DEFAULT_PLUGIN_NAME, DEFAULT_PLUGIN_WASM)?;
+        let default = host.load_builtin(
+            DEFAULT_PLUGIN_NAME,
+            DEFAULT_PLUGIN_WASM,
+            DEFAULT_PLUGIN_PRECOMPILED,
+        )?;
         Ok(Self {
             host,
             settings,

@@ -957,6 +957,25 @@ impl State {
         Ok(present(rt, &new))
     }
 
+    /// The stored object and its type, with `change` applied, unless it is absent or being
+    /// deleted: what a server-side component (Job simulator, scheduler, kubelet) writes.
+    fn server_change(
+        &self,
+        key: &str,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&mut Value),
+    ) -> Option<(ResourceType, Value, Value)> {
+        let rt = self.type_of_storage(key)?;
+        let old = self.stored(key, namespace, name)?.clone();
+        if old.pointer("/metadata/deletionTimestamp").is_some() {
+            return None;
+        }
+        let mut new = old.clone();
+        change(&mut new);
+        Some((rt, old, new))
+    }
+
     /// Writes a status computed by the server itself (the Job simulator).
     pub fn server_status_write(
         &mut self,
@@ -965,17 +984,9 @@ impl State {
         name: &str,
         change: impl FnOnce(&mut Value),
     ) -> bool {
-        let (Some(rt), Some(old)) = (
-            self.type_of_storage(key),
-            self.stored(key, namespace, name).cloned(),
-        ) else {
+        let Some((rt, old, new)) = self.server_change(key, namespace, name, change) else {
             return false;
         };
-        if old.pointer("/metadata/deletionTimestamp").is_some() {
-            return false;
-        }
-        let mut new = old.clone();
-        change(&mut new);
         let options = WriteOptions {
             field_manager: "job-controller".into(),
             ..Default::default()
@@ -992,17 +1003,9 @@ impl State {
         name: &str,
         change: impl FnOnce(&mut Value),
     ) -> bool {
-        let (Some(rt), Some(old)) = (
-            self.type_of_storage(key),
-            self.stored(key, namespace, name).cloned(),
-        ) else {
+        let Some((rt, old, new)) = self.server_change(key, namespace, name, change) else {
             return false;
         };
-        if old.pointer("/metadata/deletionTimestamp").is_some() {
-            return false;
-        }
-        let mut new = old.clone();
-        change(&mut new);
         let options = WriteOptions {
             field_manager: "kubelet".into(),
             ..Default::default()
