@@ -1,16 +1,16 @@
 //! The checks kube-apiserver runs on a Task or Agent before it stores one: its name and
 //! namespace, its metadata, and the CRD's schema (types, bounds, patterns, enums and CEL
-//! rules). The schema is the CRD this binary prints (`kubetask crds`), evaluated by the same
-//! code as the project's test API server, so `kubetask render`, the controller and
-//! `kubectl apply` refuse the same objects, naming the same fields.
+//! rules). The schema is the installed CRD (`manifests/crds/crds.yaml`, which is what
+//! `kubetask crds` prints), evaluated by the same code as the project's test API server, so
+//! `kubetask render`, the controller and `kubectl apply` refuse the same objects, naming the
+//! same fields.
 
 use std::sync::LazyLock;
 
-use kube_core::CustomResourceExt;
-use kubetask_api::{Agent, Task};
 use kubetask_validation::{
     Cause, cause, metadata::validate_metadata, names, schema::CompiledSchema,
 };
+use serde::Deserialize;
 use serde_json::Value;
 use thiserror::Error;
 
@@ -48,17 +48,27 @@ struct CompiledCrd {
     rules: CompiledSchema,
 }
 
+/// The CRDs as installed on a cluster: `manifests/crds/crds.yaml`, which CI checks is what
+/// `kubetask crds` prints (and a test below too). Reading this text at start costs a few ms;
+/// generating the CRDs from the Rust types costs tens (`docs/performance.md`, CLI start).
+const INSTALLED_CRDS: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/manifests/crds/crds.yaml"
+));
+
 impl CompiledCrd {
-    fn of(
-        crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-    ) -> Self {
-        let schema = crd
-            .spec
-            .versions
-            .first()
-            .and_then(|version| version.schema.as_ref())
-            .and_then(|schema| schema.open_api_v3_schema.as_ref())
-            .and_then(|schema| serde_json::to_value(schema).ok())
+    /// The schema of `kind` in [`INSTALLED_CRDS`]; `Null` (every object admitted) only if the
+    /// embedded text is not the CRDs, which the tests rule out.
+    fn of(kind: Kind) -> Self {
+        let schema = serde_yaml::Deserializer::from_str(INSTALLED_CRDS)
+            .filter_map(|document| Value::deserialize(document).ok())
+            .find(|crd| {
+                crd.pointer("/spec/names/kind").and_then(Value::as_str) == Some(kind.name())
+            })
+            .and_then(|mut crd| {
+                crd.pointer_mut("/spec/versions/0/schema/openAPIV3Schema")
+                    .map(Value::take)
+            })
             .unwrap_or(Value::Null);
         let rules = kubetask_validation::schema::compile(&schema);
         Self { schema, rules }
@@ -66,12 +76,8 @@ impl CompiledCrd {
 }
 
 /// The CRD schemas, compiled once per process.
-static SCHEMAS: LazyLock<[CompiledCrd; 2]> = LazyLock::new(|| {
-    [
-        CompiledCrd::of(&Task::crd()),
-        CompiledCrd::of(&Agent::crd()),
-    ]
-});
+static SCHEMAS: LazyLock<[CompiledCrd; 2]> =
+    LazyLock::new(|| [CompiledCrd::of(Kind::Task), CompiledCrd::of(Kind::Agent)]);
 
 /// Every field of `object` (a Task or Agent as JSON) the API server would refuse. With
 /// `strict`, fields the schema does not know are refused too, as `kubectl apply` does (its
@@ -147,9 +153,23 @@ fn object_name<T: kube_core::Resource>(kind: Kind, object: &T) -> String {
 
 #[cfg(test)]
 mod tests {
+    use kubetask_api::Agent;
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn the_embedded_crds_are_the_ones_this_binary_prints() {
+        let printed = crate::crds::yaml().expect("the CRDs encode");
+        assert!(
+            INSTALLED_CRDS == printed,
+            "manifests/crds/crds.yaml is stale: run `make crds`"
+        );
+        for crd in SCHEMAS.iter() {
+            assert_eq!(crd.schema["type"], "object");
+            assert!(crd.schema["properties"]["spec"].is_object());
+        }
+    }
 
     fn task(spec: Value) -> Value {
         json!({"apiVersion": "kubetask.io/v1alpha1", "kind": "Task",
