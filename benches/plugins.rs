@@ -1,16 +1,20 @@
-//! Plugin costs: cold compile and cached load of each example plugin, and render latency of one
-//! Task with 0, 1 and 3 extra stages after the built-in default (p50/p99). Run with
+//! Plugin costs, every row in one run and each measured in interleaved rounds (so a noisy
+//! moment hits every row alike): the CLI's `render` wall time against `--version`; cold
+//! compile, load from the compiled-artifact cache (deserialize) and in-memory cached load of
+//! each example plugin; render latency of one Task with 0, 1 and 3 extra stages after the
+//! built-in default (p50/p99) and the p50 each stage adds. Run with
 //! `cargo bench --bench plugins`; results are in docs/performance.md.
 
 use std::{
     hint::black_box,
+    process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use kubetask::{
     api::{Agent, Task},
-    plugin::{Limits, PluginHost},
+    plugin::{ArtifactCache, Limits, PluginHost},
     render::{Pipeline, Settings},
 };
 use serde_json::json;
@@ -33,6 +37,108 @@ const EXAMPLES: [(&str, &[u8]); 3] = [
         include_bytes!("../plugins/examples/deadline-c/deadline_policy.wasm"),
     ),
 ];
+
+/// Rounds of the CLI and plugin-load rows (each cold compile of an SDK plugin takes seconds).
+const LOAD_ROUNDS: usize = 3;
+/// CLI runs per command and round.
+const CLI_RUNS: usize = 21;
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+/// Wall time of `kubetask render` of the simple example against `kubetask --version`, each run
+/// with a fresh empty cache directory so no compiled plugin from an earlier run helps.
+fn cli_start() {
+    let binary = env!("CARGO_BIN_EXE_kubetask");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/simple-task.yaml");
+    let run = |args: &[&str]| {
+        let cache = tempfile::tempdir().expect("a cache directory");
+        let start = Instant::now();
+        let status = Command::new(binary)
+            .args(args)
+            .env("XDG_CACHE_HOME", cache.path())
+            .stdout(Stdio::null())
+            .status()
+            .expect("kubetask runs");
+        let elapsed = start.elapsed();
+        assert!(status.success(), "kubetask {args:?} failed");
+        elapsed
+    };
+    println!(
+        "CLI start ({binary}): {LOAD_ROUNDS} interleaved rounds, median of {CLI_RUNS} runs per command and round"
+    );
+    for round in 1..=LOAD_ROUNDS {
+        let mut render = Vec::new();
+        let mut version = Vec::new();
+        for _ in 0..CLI_RUNS {
+            render.push(run(&["render", "-f", example]));
+            version.push(run(&["--version"]));
+        }
+        let (render, version) = (median(render), median(version));
+        println!(
+            "round {round}: render {:>6.1} ms   --version {:>5.1} ms   ratio {:>5.1}×",
+            ms(render),
+            ms(version),
+            render.as_secs_f64() / version.as_secs_f64()
+        );
+    }
+}
+
+/// Per example plugin: a cold compile (a fresh host, no artifact cache), a load from a filled
+/// artifact cache by a fresh host (what a restarted controller or a second `render` does), and
+/// a load of the same bytes again by the same host (in-memory).
+fn plugin_loads() {
+    let cache_dir = tempfile::tempdir().expect("a cache directory");
+    let cached_host = || {
+        PluginHost::new(Limits::default())
+            .expect("host")
+            .with_artifact_cache(ArtifactCache::new(cache_dir.path()).expect("cache"))
+    };
+    for (name, bytes) in EXAMPLES {
+        cached_host().load(name, bytes).expect("loads");
+    }
+    println!(
+        "\nplugin loads: {LOAD_ROUNDS} interleaved rounds; in-memory load p50 of 1,000 per round"
+    );
+    let mut rows = vec![(Vec::new(), Vec::new(), Vec::new()); EXAMPLES.len()];
+    for _ in 0..LOAD_ROUNDS {
+        for ((name, bytes), (cold, deserialize, memory)) in EXAMPLES.iter().zip(&mut rows) {
+            let host = PluginHost::new(Limits::default()).expect("host");
+            let start = Instant::now();
+            host.load(name, bytes).expect("loads");
+            cold.push(start.elapsed());
+
+            let host = cached_host();
+            let start = Instant::now();
+            host.load(name, bytes).expect("loads");
+            deserialize.push(start.elapsed());
+
+            let samples = (0..1_000)
+                .map(|_| {
+                    let start = Instant::now();
+                    black_box(host.load(name, bytes).expect("loads"));
+                    start.elapsed()
+                })
+                .collect();
+            memory.push(percentiles(samples).0);
+        }
+    }
+    for ((name, bytes), (cold, deserialize, memory)) in EXAMPLES.iter().zip(rows) {
+        println!(
+            "{name:<20} {:>9} bytes   cold compile {:>7.1} ms   from the artifact cache {:>6.2} ms   in memory p50 {:>6.1} µs",
+            bytes.len(),
+            ms(median(cold)),
+            ms(median(deserialize)),
+            median(memory).as_secs_f64() * 1e6
+        );
+    }
+}
 
 fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort();
@@ -76,27 +182,8 @@ fn main() {
     }))
     .expect("a Task");
 
-    println!("cold compile: a fresh host per component; cached load: the same bytes again");
-    for (name, bytes) in EXAMPLES {
-        let host = PluginHost::new(Limits::default()).expect("host");
-        let start = Instant::now();
-        host.load(name, bytes).expect("loads");
-        let cold = start.elapsed();
-        let samples = (0..1_000)
-            .map(|_| {
-                let start = Instant::now();
-                black_box(host.load(name, bytes).expect("loads"));
-                start.elapsed()
-            })
-            .collect();
-        let (cached, _) = percentiles(samples);
-        println!(
-            "{name:<20} {:>9} bytes   cold compile {:>7.1} ms   cached load p50 {:>6.1} µs",
-            bytes.len(),
-            cold.as_secs_f64() * 1e3,
-            cached.as_secs_f64() * 1e6
-        );
-    }
+    cli_start();
+    plugin_loads();
 
     let host = Arc::new(PluginHost::new(Limits::default()).expect("host"));
     let plugins: Vec<_> = EXAMPLES
