@@ -103,6 +103,10 @@ struct CheckArgs {
     /// Tasks (and their Agents) to trial-render, as for `kubetask render -f`.
     #[arg(short = 'f', long = "filename")]
     files: Vec<PathBuf>,
+    /// Show the plugins' log lines (`host.log`) on stderr; twice (`-vv`) for everything the
+    /// host logs too, such as where each plugin was loaded from.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 #[derive(clap::Args)]
@@ -151,6 +155,10 @@ struct RenderArgs {
     /// The controller's --max-task-timeout, to render what it would create.
     #[arg(long, value_parser = parse_duration)]
     max_task_timeout: Option<Duration>,
+    /// Show the plugins' log lines (`host.log`) on stderr; twice (`-vv`) for everything the
+    /// host logs too, such as where each plugin was loaded from.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 #[derive(clap::Args)]
@@ -234,6 +242,7 @@ fn init_logging(default_level: &str, format: LogFormat) {
         .unwrap_or_else(|_| default_level.into());
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter);
     match format {
         LogFormat::Text => builder.init(),
@@ -241,10 +250,23 @@ fn init_logging(default_level: &str, format: LogFormat) {
     }
 }
 
+/// The log filter of an offline command run with `-v` this many times (`RUST_LOG` wins).
+fn offline_log_level(verbose: u8) -> &'static str {
+    match verbose {
+        0 => "warn",
+        1 => "warn,plugin=debug",
+        _ => "debug",
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Command::Controller(args) => init_logging("info", args.log_format),
+        Command::Render(RenderArgs { verbose, .. })
+        | Command::Plugin(PluginCommand::Check(CheckArgs { verbose, .. })) => {
+            init_logging(offline_log_level(*verbose), LogFormat::Text)
+        }
         _ => init_logging("warn", LogFormat::Text),
     }
     let result = match cli.command {

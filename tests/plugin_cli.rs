@@ -226,3 +226,41 @@ fn render_runs_the_examples_offline_including_gzip() {
     assert!(stdout.contains("name: git-clone"), "{stdout}");
     assert!(stdout.contains("activeDeadlineSeconds: 3600"), "{stdout}");
 }
+
+#[test]
+fn verbose_shows_the_plugins_log_lines_and_quiet_does_not() {
+    // The hostile plugin, passing the draft through, logs `behaving as pass` at info level.
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "render",
+            "-f",
+            "examples/simple-task.yaml",
+            "--plugin",
+            "plugins/testing/hostile.wasm",
+        ];
+        args.extend_from_slice(extra);
+        let (code, _, stderr) = kubetask(&args);
+        assert_eq!(code, 0, "{stderr}");
+        stderr
+    };
+    let quiet = run(&[]);
+    assert!(!quiet.contains("behaving as pass"), "{quiet}");
+    let verbose = run(&["-v"]);
+    assert!(
+        verbose.contains("behaving as pass") && verbose.contains("plugin=\"hostile\""),
+        "{verbose}"
+    );
+    assert!(
+        !verbose.contains("plugin loaded"),
+        "-v is the plugins' lines only: {verbose}"
+    );
+    let very = run(&["-vv"]);
+    assert!(
+        very.contains("behaving as pass") && very.contains("plugin loaded"),
+        "{very}"
+    );
+
+    let (code, _, stderr) = kubetask(&["plugin", "check", "plugins/testing/hostile.wasm", "-v"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("behaving as pass"), "{stderr}");
+}

@@ -76,14 +76,18 @@ pub(crate) struct CallState {
     digest: String,
 }
 
+/// The log target of the lines plugins write with `host.log` (`RUST_LOG=plugin=debug` shows
+/// them all; `kubetask render -v` and `plugin check -v` do that).
+pub const LOG_TARGET: &str = "plugin";
+
 impl bindings::kubetask::plugin::host::Host for CallState {
     fn log(&mut self, level: Level, message: String) {
         let (plugin, digest) = (&self.plugin, short(&self.digest));
         match level {
-            Level::Debug => tracing::debug!(plugin, digest, "{message}"),
-            Level::Info => tracing::info!(plugin, digest, "{message}"),
-            Level::Warn => tracing::warn!(plugin, digest, "{message}"),
-            Level::Error => tracing::error!(plugin, digest, "{message}"),
+            Level::Debug => tracing::debug!(target: LOG_TARGET, plugin, digest, "{message}"),
+            Level::Info => tracing::info!(target: LOG_TARGET, plugin, digest, "{message}"),
+            Level::Warn => tracing::warn!(target: LOG_TARGET, plugin, digest, "{message}"),
+            Level::Error => tracing::error!(target: LOG_TARGET, plugin, digest, "{message}"),
         }
     }
 }
