@@ -25,7 +25,7 @@ outputs=(
 
 # The plugin packages `scripts/build-plugins.sh` builds.
 plugin_packages=(kubetask-default-plugin kubetask-hostile-plugin kubetask-example-restricted-policy
-  kubetask-example-git-clone kubetask-plugin-template)
+  kubetask-example-git-clone)
 
 # What of the workspace manifest and the lock file the plugin build reads: the workspace tables
 # and the release/plugin profiles (not the host package's dependencies, benches or dev profile),
@@ -83,7 +83,7 @@ inputs_hash() {
     # plugin) — not the outputs, nor what is made from them (the packed configmap.yaml
     # manifests), nor documentation.
     git ls-files -z -- plugins wit api scripts/build-plugins.sh scripts/install-wasm-toolchain.sh \
-        ':!:*.wasm' ':!:*.cwasm' ":!:$stamp" ':!:*/configmap.yaml' ':!:*.md' |
+        ':!:plugins/template*' ':!:*.wasm' ':!:*.cwasm' ":!:$stamp" ':!:*/configmap.yaml' ':!:*.md' |
       sort -z | xargs -0 sha256sum
     plugin_manifests
   } | sha256sum | cut -d' ' -f1

@@ -2,11 +2,12 @@
 //! name. Replace [`Template::render`] with what your plugin does; keep the unit tests running the
 //! built-in renderer first, as the controller does.
 //!
-//! Build, check and pack (docs/plugins.md):
+//! Test, build, check and pack (docs/plugins.md):
 //! ```text
-//! scripts/build-plugins.sh                      # or your own cargo build for wasm32 + wasm-tools component new
-//! kubetask plugin check my_plugin.wasm          # world, imports, a trial render
-//! kubetask plugin pack my_plugin.wasm --name my-plugin > my-plugin.yaml
+//! cargo test                                    # natively, after the built-in renderer
+//! ./build.sh                                    # the component: kubetask_plugin_template.wasm
+//! kubetask plugin check kubetask_plugin_template.wasm -v     # world, imports, a trial render
+//! kubetask plugin pack kubetask_plugin_template.wasm --name my-plugin > my-plugin.yaml
 //! ```
 #![deny(unsafe_code)]
 

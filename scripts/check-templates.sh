@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds each plugin template as a plugin author would: copied into an empty directory outside
+# this repository, tested natively (`cargo test`), built with the build.sh it ships with, then
+# checked with `kubetask plugin check`. The KubeTask crates come from this checkout (KUBETASK_SDK; CI has no network for Git)
+# and the other crates at this workspace's locked versions (its Cargo.lock, seeded into the copy).
+#
+#   scripts/check-templates.sh [KUBETASK_BINARY]    (default: target/debug/kubetask)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+kubetask=${1:-$root/target/debug/kubetask}
+export WASM_TOOLS=${WASM_TOOLS:-$root/.venv-wasm/bin/wasm-tools}
+work=$(mktemp -d "${TMPDIR:-/tmp}/kubetask-template.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+for template in template template-raw; do
+  [ -d "$root/plugins/$template" ] || continue
+  copy="$work/my-$template"
+  # -L: the raw template's wit/ is a link to this repository's wit/ (authors copy the files).
+  cp -rL "$root/plugins/$template" "$copy"
+  rm -rf "$copy/target" "$copy/Cargo.lock" "$copy"/*.wasm
+  cp "$root/Cargo.lock" "$copy/Cargo.lock"
+  echo "--- $template, copied to $copy"
+  (cd "$copy" && CARGO_TARGET_DIR="$root/target/templates/$template-native" \
+    cargo test --offline --config "patch.'https://github.com/kubetask/kubetask'.kubetask-plugin-sdk.path='$root/plugins/sdk'" \
+      --config "patch.'https://github.com/kubetask/kubetask'.kubetask-default-plugin.path='$root/plugins/default'")
+  KUBETASK_SDK=$root CARGO_OFFLINE=1 CARGO_TARGET_DIR="$root/target/templates/$template" \
+    "$copy/build.sh" -o "$copy/plugin.wasm"
+  "$kubetask" plugin check "$copy/plugin.wasm" -v
+done
