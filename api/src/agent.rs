@@ -112,7 +112,7 @@ pub struct Credential {
     /// Absolute path of a file that receives the value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096))]
-    #[x_kube(validation = Rule::new("self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')").message("must be an absolute path without '..' segments"))]
+    #[x_kube(validation = Rule::new("self.startsWith('/') && !self.contains('/../') && !self.endsWith('/..')").message("must be an absolute path without '..' segments"))]
     pub mount_path: Option<String>,
     /// Permission bits of the file at `mountPath` (e.g. `0400`). Default `0644`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

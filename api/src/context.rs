@@ -42,12 +42,12 @@ pub struct FileContext {
     /// Absolute path of a single file, e.g. `/workspace/task.md`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096))]
-    #[x_kube(validation = Rule::new("self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')").message("must be an absolute path without '..' segments"))]
+    #[x_kube(validation = Rule::new("self.startsWith('/') && !self.contains('/../') && !self.endsWith('/..')").message("must be an absolute path without '..' segments"))]
     pub file_path: Option<String>,
     /// Absolute path of a directory holding every key of `source.configMapRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096))]
-    #[x_kube(validation = Rule::new("self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')").message("must be an absolute path without '..' segments"))]
+    #[x_kube(validation = Rule::new("self.startsWith('/') && !self.contains('/../') && !self.endsWith('/..')").message("must be an absolute path without '..' segments"))]
     pub dir_path: Option<String>,
     /// Where the content comes from.
     pub source: FileSource,

@@ -202,6 +202,38 @@ mod tests {
     }
 
     #[test]
+    fn a_file_path_must_be_absolute_without_dot_dot_segments() {
+        let with_path = |path: &str| {
+            let file = json!({"filePath": path, "source": {"inline": "x"}});
+            fields(
+                Kind::Task,
+                &task(json!({"contexts": [{"type": "File", "file": file}]})),
+            )
+        };
+        for refused in [
+            "/workspace/../etc",
+            "/workspace/..",
+            "/..",
+            "/../x",
+            "workspace/a",
+        ] {
+            assert_eq!(
+                with_path(refused),
+                ["spec.contexts[0].file.filePath"],
+                "{refused}"
+            );
+        }
+        for accepted in [
+            "/workspace/a..b",
+            "/workspace/..a/b",
+            "/workspace/.x/...",
+            "/a/./b",
+        ] {
+            assert_eq!(with_path(accepted), Vec::<String>::new(), "{accepted}");
+        }
+    }
+
+    #[test]
     fn names_namespaces_and_unknown_fields_are_refused() {
         let mut bad_name = task(json!({"contexts": []}));
         bad_name["metadata"]["name"] = json!("Fix_Bug");
