@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds each plugin template as a plugin author would: copied into an empty directory outside
 # this repository, tested natively (`cargo test`), built with the build.sh it ships with, then
-# checked with `kubetask plugin check`. The KubeTask crates come from this checkout (KUBETASK_SDK; CI has no network for Git)
-# and the other crates at this workspace's locked versions (its Cargo.lock, seeded into the copy).
+# checked with `kubetask plugin check`. The KubeTask crates come from this checkout
+# (KUBETASK_SDK; CI has no network for Git), the other crates at this workspace's locked versions
+# (its Cargo.lock, seeded into the copy; the registry serves what the local cache lacks, such as
+# the standard library's crates for -Zbuild-std on a machine that has not built plugins yet).
 #
 #   scripts/check-templates.sh [KUBETASK_BINARY]    (default: target/debug/kubetask)
 set -euo pipefail
@@ -21,9 +23,9 @@ for template in template template-raw; do
   cp "$root/Cargo.lock" "$copy/Cargo.lock"
   echo "--- $template, copied to $copy"
   (cd "$copy" && CARGO_TARGET_DIR="$root/target/templates/$template-native" \
-    cargo test --offline --config "patch.'https://github.com/kubetask/kubetask'.kubetask-plugin-sdk.path='$root/plugins/sdk'" \
+    cargo test --config "patch.'https://github.com/kubetask/kubetask'.kubetask-plugin-sdk.path='$root/plugins/sdk'" \
       --config "patch.'https://github.com/kubetask/kubetask'.kubetask-default-plugin.path='$root/plugins/default'")
-  KUBETASK_SDK=$root CARGO_OFFLINE=1 CARGO_TARGET_DIR="$root/target/templates/$template" \
+  KUBETASK_SDK=$root CARGO_TARGET_DIR="$root/target/templates/$template" \
     "$copy/build.sh" -o "$copy/plugin.wasm"
   "$kubetask" plugin check "$copy/plugin.wasm" -v
 done
