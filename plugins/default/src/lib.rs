@@ -17,8 +17,9 @@ mod tests;
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::{batch::v1::Job, core::v1::ConfigMap};
 use kubetask_api::{Agent, Task, labels, naming};
-use kubetask_plugin::{Plugin, Request};
+use kubetask_plugin::{Object, Plugin, Request};
 
 pub use contexts::{TOOLS, WORKSPACE};
 pub use job::{AGENT_CONTAINER, TOOLS_PATH};
@@ -26,12 +27,47 @@ pub use kubetask_plugin::{Draft, Error as RenderError, Settings, WireDraft};
 
 pub use kubetask_api::MAX_CONFIG_MAP_BYTES;
 
+/// What the built-in renderer makes of a Task, typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// The agent Job.
+    pub job: Job,
+    /// The ConfigMap of the inline contexts, if any.
+    pub config_maps: Vec<ConfigMap>,
+    /// Notes for the Task's owner.
+    pub warnings: Vec<String>,
+}
+
+impl Rendered {
+    /// The rendering as a [`Draft`], what the next stage receives.
+    pub fn into_draft(self) -> Result<Draft, RenderError> {
+        Ok(Draft {
+            job: Object::new(&self.job)?,
+            config_maps: self
+                .config_maps
+                .iter()
+                .map(Object::new)
+                .collect::<Result<_, _>>()?,
+            warnings: self.warnings,
+        })
+    }
+}
+
+/// [`render`] as the [`Draft`] the next stage receives: what a plugin's tests chain after.
+pub fn draft(
+    task: &Task,
+    agent: Option<&Agent>,
+    settings: &Settings,
+) -> Result<Draft, RenderError> {
+    render(task, agent, settings)?.into_draft()
+}
+
 /// Renders `task` (and its resolved `agent`, if any) into the objects to create.
 pub fn render(
     task: &Task,
     agent: Option<&Agent>,
     settings: &Settings,
-) -> Result<Draft, RenderError> {
+) -> Result<Rendered, RenderError> {
     let name = task.metadata.name.as_deref().unwrap_or_default();
     if name.is_empty() {
         return Err(RenderError::invalid("Task", "metadata.name", "is required"));
@@ -137,7 +173,7 @@ pub fn render(
         scheduling: agent_spec.and_then(|spec| spec.scheduling.as_ref()),
         service_account_name: agent_spec.map(|spec| spec.service_account_name.as_str()),
     });
-    Ok(Draft {
+    Ok(Rendered {
         job,
         config_maps: config_map.into_iter().collect(),
         warnings,
@@ -172,7 +208,7 @@ pub fn render_json(
     agent: Option<&str>,
     settings: &Settings,
 ) -> Result<WireDraft, RenderError> {
-    kubetask_plugin::render_wire::<DefaultRenderer>(&kubetask_plugin::WireRequest {
+    kubetask_plugin::render_wire::<DefaultRenderer>(kubetask_plugin::WireRequest {
         task: task.to_owned(),
         agent: agent.map(str::to_owned),
         settings: settings.clone(),
@@ -188,7 +224,12 @@ impl Plugin for DefaultRenderer {
     const READS_DRAFT: bool = false;
 
     fn render(request: Request) -> Result<Draft, RenderError> {
-        render(&request.task, request.agent.as_ref(), &request.settings)
+        render(
+            &request.task()?,
+            request.agent()?.as_ref(),
+            &request.settings,
+        )?
+        .into_draft()
     }
 }
 

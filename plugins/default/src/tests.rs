@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::{PodSpec, Volume, VolumeMount};
 use kubetask_api::{Agent, Task};
 use serde_json::{Value, json};
 
-use crate::{Draft, RenderError, Settings, render, render_json};
+use crate::{RenderError, Rendered, Settings, render, render_json};
 
 const DEFAULT_IMAGE: &str = "quay.io/zhaoxue/kubetask-agent-gemini:latest";
 
@@ -57,7 +57,7 @@ fn agent(spec: Value) -> Agent {
     serde_json::from_value(agent_json(spec)).expect("test Agent is well-formed")
 }
 
-fn pod(rendered: &Draft) -> &PodSpec {
+fn pod(rendered: &Rendered) -> &PodSpec {
     rendered
         .job
         .spec
@@ -66,21 +66,21 @@ fn pod(rendered: &Draft) -> &PodSpec {
         .expect("the Job has a pod spec")
 }
 
-fn mounts(rendered: &Draft) -> &[VolumeMount] {
+fn mounts(rendered: &Rendered) -> &[VolumeMount] {
     pod(rendered).containers[0]
         .volume_mounts
         .as_deref()
         .unwrap_or_default()
 }
 
-fn mount_at<'a>(rendered: &'a Draft, path: &str) -> &'a VolumeMount {
+fn mount_at<'a>(rendered: &'a Rendered, path: &str) -> &'a VolumeMount {
     mounts(rendered)
         .iter()
         .find(|mount| mount.mount_path == path)
         .unwrap_or_else(|| panic!("no mount at {path}: {:#?}", mounts(rendered)))
 }
 
-fn volume<'a>(rendered: &'a Draft, name: &str) -> &'a Volume {
+fn volume<'a>(rendered: &'a Rendered, name: &str) -> &'a Volume {
     pod(rendered)
         .volumes
         .as_deref()
@@ -90,11 +90,11 @@ fn volume<'a>(rendered: &'a Draft, name: &str) -> &'a Volume {
         .unwrap_or_else(|| panic!("no volume {name}"))
 }
 
-fn env(rendered: &Draft) -> Value {
+fn env(rendered: &Rendered) -> Value {
     serde_json::to_value(&pod(rendered).containers[0].env).expect("env serializes")
 }
 
-fn ok(task: &Task, agent: Option<&Agent>) -> Draft {
+fn ok(task: &Task, agent: Option<&Agent>) -> Rendered {
     render(task, agent, &settings()).unwrap_or_else(|error| panic!("render failed: {error}"))
 }
 

@@ -36,7 +36,7 @@ impl<P: Plugin> bindings::Guest for Adapter<P> {
                 warnings: draft.warnings,
             }),
         };
-        match crate::render_wire::<P>(&request) {
+        match crate::render_wire::<P>(request) {
             Ok(draft) => Ok(types::Draft {
                 job: draft.job,
                 config_maps: draft.config_maps,

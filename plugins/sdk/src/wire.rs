@@ -1,9 +1,7 @@
 //! The wire form of a request and a draft (objects as JSON text, as the WIT world passes them)
 //! and the conversion between it and the typed form.
 
-use serde::{Serialize, de::DeserializeOwned};
-
-use crate::{Draft, Error, Plugin, Request, Settings};
+use crate::{Draft, Error, Object, Plugin, Request, Settings};
 
 /// A request as it crosses the component boundary: objects as JSON text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,50 +28,44 @@ pub struct WireDraft {
 }
 
 impl WireDraft {
-    /// A typed draft in wire form.
-    pub fn encode(draft: &Draft) -> Result<Self, Error> {
+    /// A draft in wire form (what was never read passes through as it came).
+    pub fn encode(draft: Draft) -> Result<Self, Error> {
         Ok(Self {
-            job: to_json(&draft.job)?,
+            job: draft.job.into_json()?,
             config_maps: draft
                 .config_maps
-                .iter()
-                .map(to_json)
+                .into_iter()
+                .map(Object::into_json)
                 .collect::<Result<_, _>>()?,
-            warnings: draft.warnings.clone(),
+            warnings: draft.warnings,
         })
     }
 
-    /// The typed draft. The host produced it, so a malformed draft is an internal error.
-    pub fn decode(&self) -> Result<Draft, Error> {
-        Ok(Draft {
-            job: from_json("Job", &self.job).map_err(internal)?,
+    /// The draft, not yet decoded: [`Object`]s decode what a plugin reads (a malformed part
+    /// is then an internal error, as the host produced it).
+    pub fn decode(self) -> Draft {
+        Draft {
+            job: Object::from_json(self.job),
             config_maps: self
                 .config_maps
-                .iter()
-                .map(|map| from_json("ConfigMap", map).map_err(internal))
-                .collect::<Result<_, _>>()?,
-            warnings: self.warnings.clone(),
-        })
+                .into_iter()
+                .map(Object::from_json)
+                .collect(),
+            warnings: self.warnings,
+        }
     }
 }
 
 impl WireRequest {
-    /// The typed request. A Task or Agent that does not parse is the user's to fix, so it is
-    /// an [`Error::Invalid`] naming the field.
-    /// The draft is decoded only for a plugin that reads it ([`Plugin::READS_DRAFT`]).
-    pub fn decode<P: Plugin>(&self) -> Result<Request, Error> {
+    /// The request, not yet decoded: the plugin decodes what it reads ([`Request::task`] names
+    /// the field of a Task that does not decode). The draft is passed only to a plugin that
+    /// reads it ([`Plugin::READS_DRAFT`]).
+    pub fn decode<P: Plugin>(self) -> Result<Request, Error> {
         Ok(Request {
-            task: from_json("Task", &self.task)?,
-            agent: self
-                .agent
-                .as_deref()
-                .map(|agent| from_json("Agent", agent))
-                .transpose()?,
-            settings: self.settings.clone(),
-            previous: match &self.draft {
-                Some(draft) if P::READS_DRAFT => Some(draft.decode()?),
-                _ => None,
-            },
+            task: Object::from_json(self.task),
+            agent: self.agent.map(Object::from_json),
+            settings: self.settings,
+            previous: self.draft.filter(|_| P::READS_DRAFT).map(WireDraft::decode),
         })
     }
 }
@@ -81,24 +73,9 @@ impl WireRequest {
 /// Runs plugin `P` on a wire request: decodes it, calls [`Plugin::render`] and encodes the
 /// result. The exported component does exactly this, so a test through `render_wire` covers
 /// everything but the canonical ABI.
-pub fn render_wire<P: Plugin>(request: &WireRequest) -> Result<WireDraft, Error> {
+pub fn render_wire<P: Plugin>(request: WireRequest) -> Result<WireDraft, Error> {
     let draft = P::render(request.decode::<P>()?)?;
-    WireDraft::encode(&draft)
-}
-
-fn from_json<T: DeserializeOwned>(kind: &str, json: &str) -> Result<T, Error> {
-    kubetask_api::json::from_json(json)
-        .map_err(|error| Error::invalid(kind, error.field, error.message))
-}
-
-fn internal(error: Error) -> Error {
-    Error::Internal(format!(
-        "the draft from the previous stage is not valid: {error}"
-    ))
-}
-
-fn to_json<T: Serialize>(value: &T) -> Result<String, Error> {
-    serde_json::to_string(value).map_err(|error| Error::Internal(error.to_string()))
+    WireDraft::encode(draft)
 }
 
 #[cfg(test)]
@@ -106,13 +83,25 @@ mod tests {
     use super::*;
     use crate::{Draft, Request};
 
-    /// Passes the draft on with a warning added.
+    /// Reads the Task and passes the draft on with a warning added.
     struct Warns;
 
     impl Plugin for Warns {
         fn render(request: Request) -> Result<Draft, Error> {
+            request.task()?;
             let mut draft = request.draft()?;
             draft.warnings.push("seen".to_owned());
+            Ok(draft)
+        }
+    }
+
+    /// Reads the Job's backoff limit.
+    struct Reads;
+
+    impl Plugin for Reads {
+        fn render(request: Request) -> Result<Draft, Error> {
+            let draft = request.draft()?;
+            draft.job.get::<i32>("/spec/backoffLimit")?;
             Ok(draft)
         }
     }
@@ -147,7 +136,7 @@ mod tests {
     #[test]
     fn a_draft_round_trips_through_a_plugin() {
         let job = r#"{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"t"},"spec":{"backoffLimit":0,"template":{"spec":{"containers":[]}}}}"#;
-        let out = render_wire::<Warns>(&request(TASK, Some(job))).expect("renders");
+        let out = render_wire::<Warns>(request(TASK, Some(job))).expect("renders");
         assert_eq!(out.warnings, ["earlier", "seen"]);
         let value: serde_json::Value = serde_json::from_str(&out.job).expect("JSON");
         assert_eq!(value["spec"]["backoffLimit"], 0);
@@ -157,20 +146,25 @@ mod tests {
     #[test]
     fn a_bad_task_names_the_field_and_a_bad_draft_is_internal() {
         let task = TASK.replace(r#""contexts":[]"#, r#""contexts":"nope""#);
-        match render_wire::<Warns>(&request(&task, Some("{}"))) {
+        match render_wire::<Warns>(request(&task, Some("{}"))) {
             Err(Error::Invalid { object, field, .. }) => {
                 assert_eq!((object.as_str(), field.as_str()), ("Task", "spec.contexts"));
             }
             other => panic!("expected an invalid field, got {other:?}"),
         }
         let bad_job = r#"{"spec":{"backoffLimit":"zero"}}"#;
-        match render_wire::<Warns>(&request(TASK, Some(bad_job))) {
+        let passed = render_wire::<Warns>(request(TASK, Some(bad_job))).expect("not read");
+        assert_eq!(
+            passed.job, bad_job,
+            "what a plugin does not read passes as it came"
+        );
+        match render_wire::<Reads>(request(TASK, Some(bad_job))) {
             Err(Error::Internal(message)) => {
                 assert!(message.contains("spec.backoffLimit"), "{message}");
             }
             other => panic!("expected an internal error, got {other:?}"),
         }
-        match render_wire::<Warns>(&request(TASK, None)) {
+        match render_wire::<Warns>(request(TASK, None)) {
             Err(Error::Internal(message)) => assert!(message.contains("built-in renderer")),
             other => panic!("expected an internal error, got {other:?}"),
         }
@@ -178,7 +172,7 @@ mod tests {
 
     #[test]
     fn a_plugin_that_reads_no_draft_gets_none() {
-        let out = render_wire::<Fresh>(&request(TASK, Some("not even JSON"))).expect("renders");
+        let out = render_wire::<Fresh>(request(TASK, Some("not even JSON"))).expect("renders");
         assert!(out.warnings.is_empty());
     }
 }

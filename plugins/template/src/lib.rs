@@ -11,6 +11,8 @@
 //! ```
 #![deny(unsafe_code)]
 
+use std::collections::BTreeMap;
+
 use kubetask_plugin::{Draft, Error, Level, Plugin, Request, log};
 
 /// The annotation this template adds to the Job.
@@ -21,24 +23,16 @@ pub struct Template;
 
 impl Plugin for Template {
     fn render(request: Request) -> Result<Draft, Error> {
-        let task = format!(
-            "{}/{}",
-            request
-                .task
-                .metadata
-                .namespace
-                .as_deref()
-                .unwrap_or_default(),
-            request.task_name()
-        );
+        let task = format!("{}/{}", request.task_namespace(), request.task_name());
         let mut draft = request.draft()?;
         log(Level::Debug, &format!("annotating the Job of {task}"));
+        // The Job is JSON decoded only where the plugin looks (kubetask_plugin::Object): edit
+        // the part at a JSON pointer as its k8s-openapi type; the rest passes through.
         draft
             .job
-            .metadata
-            .annotations
-            .get_or_insert_default()
-            .insert(ANNOTATION.to_owned(), task);
+            .edit("/metadata/annotations", |annotations: &mut BTreeMap<String, String>| {
+                annotations.insert(ANNOTATION.to_owned(), task);
+            })?;
         Ok(draft)
     }
 }
@@ -56,15 +50,11 @@ mod tests {
         let mut task = Task::new("fix-bug", TaskSpec::default());
         task.metadata.namespace = Some("team-a".to_owned());
         let draft =
-            kubetask_default_plugin::render(&task, None, &Settings::default()).expect("renders");
-        let rendered = Template::render(Request {
-            task,
-            agent: None,
-            settings: Settings::default(),
-            previous: Some(draft),
-        })
-        .expect("renders");
-        let annotations = rendered.job.metadata.annotations.expect("annotations");
+            kubetask_default_plugin::draft(&task, None, &Settings::default()).expect("renders");
+        let rendered =
+            Template::render(Request::new(&task, None, Some(draft)).expect("encodes")).expect("renders");
+        let job = rendered.job.typed().expect("a Job");
+        let annotations = job.metadata.annotations.expect("annotations");
         assert_eq!(annotations[ANNOTATION], "team-a/fix-bug");
     }
 }

@@ -14,9 +14,9 @@
 #![deny(unsafe_code)]
 
 use kubetask_plugin::{
-    Draft, Error, Plugin, Request,
+    Draft, Error, Job, Object, Plugin, Request,
     k8s_openapi::api::core::v1::{
-        Capabilities, Container, EnvVar, PodSpec, SeccompProfile, SecurityContext, VolumeMount,
+        Capabilities, Container, EnvVar, SeccompProfile, SecurityContext, VolumeMount,
     },
 };
 
@@ -35,6 +35,8 @@ pub const REPOSITORY_ENV: &str = "KUBETASK_REPOSITORY";
 /// The volume the built-in renderer mounts at `/workspace`.
 const WORKSPACE_VOLUME: &str = "workspace";
 const WORKSPACE: &str = "/workspace";
+/// The pod spec in the Job.
+const POD: &str = "/spec/template/spec";
 /// An unprivileged user (the "nonroot" user of distroless images).
 const CLONE_USER: i64 = 65532;
 
@@ -60,23 +62,27 @@ impl Plugin for GitClone {
         let clone = clone_container(url, git_ref, &checkout);
 
         let mut draft = request.draft()?;
-        let pod = draft
-            .job
-            .spec
-            .as_mut()
-            .and_then(|spec| spec.template.spec.as_mut())
-            .ok_or_else(|| Error::Internal("the draft Job has no pod template".to_owned()))?;
-        if !pod
-            .volumes
-            .iter()
-            .flatten()
-            .any(|volume| volume.name == WORKSPACE_VOLUME)
-        {
+        // Only the parts the plugin reads are decoded (kubetask_plugin::Object).
+        let job = &mut draft.job;
+        if !job.contains(POD)? {
+            return Err(Error::Internal(
+                "the draft Job has no pod template".to_owned(),
+            ));
+        }
+        let volumes = format!("{POD}/volumes");
+        let mut has_workspace = false;
+        for index in 0..job.len(&volumes)? {
+            has_workspace |= job
+                .get::<String>(&format!("{volumes}/{index}/name"))?
+                .as_deref()
+                == Some(WORKSPACE_VOLUME);
+        }
+        if !has_workspace {
             return Err(Error::Internal(format!(
                 "the draft has no `{WORKSPACE_VOLUME}` volume: this plugin must run after the built-in renderer"
             )));
         }
-        if let Some(conflict) = mounted_at_or_below(pod, &checkout) {
+        if let Some(conflict) = mounted_at_or_below(job, &checkout)? {
             return Err(Error::invalid(
                 &object,
                 annotation(DIRECTORY),
@@ -85,13 +91,20 @@ impl Plugin for GitClone {
                 ),
             ));
         }
-        pod.init_containers.get_or_insert_default().push(clone);
-        for container in &mut pod.containers {
-            container.env.get_or_insert_default().push(EnvVar {
-                name: REPOSITORY_ENV.to_owned(),
-                value: Some(checkout.clone()),
-                ..EnvVar::default()
-            });
+        let init_containers = format!("{POD}/initContainers");
+        let next = job.len(&init_containers)?;
+        job.set(&format!("{init_containers}/{next}"), &clone)?;
+        for index in 0..job.len(&format!("{POD}/containers"))? {
+            job.edit(
+                &format!("{POD}/containers/{index}/env"),
+                |env: &mut Vec<EnvVar>| {
+                    env.push(EnvVar {
+                        name: REPOSITORY_ENV.to_owned(),
+                        value: Some(checkout.clone()),
+                        ..EnvVar::default()
+                    })
+                },
+            )?;
         }
         Ok(draft)
     }
@@ -138,13 +151,18 @@ fn clone_container(url: &str, git_ref: Option<&str>, checkout: &str) -> Containe
 }
 
 /// The mount path of a context at or below `path`, if any.
-fn mounted_at_or_below(pod: &PodSpec, path: &str) -> Option<String> {
-    pod.containers
-        .iter()
-        .flat_map(|container| container.volume_mounts.iter().flatten())
-        .map(|mount| mount.mount_path.as_str())
-        .find(|mount| *mount == path || mount.starts_with(&format!("{path}/")))
-        .map(str::to_owned)
+fn mounted_at_or_below(job: &Object<Job>, path: &str) -> Result<Option<String>, Error> {
+    for index in 0..job.len(&format!("{POD}/containers"))? {
+        let mounts: Vec<VolumeMount> = job
+            .get(&format!("{POD}/containers/{index}/volumeMounts"))?
+            .unwrap_or_default();
+        if let Some(mount) = mounts.into_iter().find(|mount| {
+            mount.mount_path == path || mount.mount_path.starts_with(&format!("{path}/"))
+        }) {
+            return Ok(Some(mount.mount_path));
+        }
+    }
+    Ok(None)
 }
 
 fn check_url(url: &str) -> Result<(), String> {

@@ -17,14 +17,8 @@ fn task(annotations: Value) -> Task {
 }
 
 fn run(task: Task) -> Result<Draft, Error> {
-    let draft =
-        kubetask_default_plugin::render(&task, None, &Settings::default()).expect("renders");
-    GitClone::render(Request {
-        task,
-        agent: None,
-        settings: Settings::default(),
-        previous: Some(draft),
-    })
+    let draft = kubetask_default_plugin::draft(&task, None, &Settings::default()).expect("renders");
+    GitClone::render(Request::new(&task, None, Some(draft)).expect("encodes"))
 }
 
 fn pod(draft: &Draft) -> Value {
@@ -42,7 +36,7 @@ fn invalid_field(result: Result<Draft, Error>) -> (String, String) {
 fn without_the_annotation_the_draft_passes_unchanged() {
     let task = task(json!({}));
     let expected =
-        kubetask_default_plugin::render(&task, None, &Settings::default()).expect("renders");
+        kubetask_default_plugin::draft(&task, None, &Settings::default()).expect("renders");
     assert_eq!(run(task).expect("renders"), expected);
 }
 

@@ -11,6 +11,8 @@
 mod pod_security;
 mod resources;
 
+use std::collections::BTreeMap;
+
 use kubetask_plugin::{Draft, Error, Plugin, Request};
 
 /// The Task label that names the owning team; copied onto the Job and its pods.
@@ -33,20 +35,15 @@ impl Plugin for RestrictedPolicy {
             })?;
         let mut draft = request.draft()?;
         let job = &mut draft.job;
-        job.metadata
-            .labels
-            .get_or_insert_default()
-            .insert(TEAM_LABEL.to_owned(), team.clone());
-        let template = &mut job.spec.get_or_insert_default().template;
-        template
-            .metadata
-            .get_or_insert_default()
-            .labels
-            .get_or_insert_default()
-            .insert(TEAM_LABEL.to_owned(), team);
-        let pod = template.spec.get_or_insert_default();
-        pod_security::enforce(pod)?;
-        resources::apply_defaults(pod);
+        // Only the parts the policy reads are decoded (kubetask_plugin::Object); the rest of
+        // the Job passes through as it came.
+        for labels in ["/metadata/labels", "/spec/template/metadata/labels"] {
+            job.edit(labels, |labels: &mut BTreeMap<String, String>| {
+                labels.insert(TEAM_LABEL.to_owned(), team.clone());
+            })?;
+        }
+        pod_security::enforce(job)?;
+        resources::apply_defaults(job)?;
         Ok(draft)
     }
 }

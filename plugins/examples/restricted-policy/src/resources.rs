@@ -1,8 +1,10 @@
 //! Default resource requests and limits for containers that set none.
 
-use kubetask_plugin::k8s_openapi::{
-    api::core::v1::{Container, PodSpec},
-    apimachinery::pkg::api::resource::Quantity,
+use kubetask_plugin::{
+    Error, Job, Object,
+    k8s_openapi::{
+        api::core::v1::ResourceRequirements, apimachinery::pkg::api::resource::Quantity,
+    },
 };
 
 /// Requests a container gets for each resource it does not request.
@@ -14,19 +16,17 @@ pub const DEFAULT_LIMITS: &[(&str, &str)] = &[("memory", "2Gi")];
 /// Fills in [`DEFAULT_REQUESTS`] and [`DEFAULT_LIMITS`] on every container. A resource the
 /// container limits itself gets no default request: Kubernetes then requests the limit, and a
 /// default request above a smaller limit would make the pod invalid.
-pub fn apply_defaults(pod: &mut PodSpec) {
-    for container in pod
-        .init_containers
-        .iter_mut()
-        .flatten()
-        .chain(pod.containers.iter_mut())
-    {
-        apply(container);
+pub fn apply_defaults(job: &mut Object<Job>) -> Result<(), Error> {
+    for list in ["initContainers", "containers"] {
+        let list = format!("/spec/template/spec/{list}");
+        for index in 0..job.len(&list)? {
+            job.edit(&format!("{list}/{index}/resources"), apply)?;
+        }
     }
+    Ok(())
 }
 
-fn apply(container: &mut Container) {
-    let resources = container.resources.get_or_insert_default();
+fn apply(resources: &mut ResourceRequirements) {
     let limits = resources.limits.get_or_insert_default();
     let limited_by_user: Vec<String> = limits.keys().cloned().collect();
     for (name, value) in DEFAULT_LIMITS {

@@ -22,24 +22,20 @@ fn team_task() -> Task {
 
 /// What the built-in renderer hands the policy.
 fn default_draft(task: &Task) -> Draft {
-    kubetask_default_plugin::render(task, None, &Settings::default()).expect("renders")
+    kubetask_default_plugin::draft(task, None, &Settings::default()).expect("renders")
 }
 
 fn run(task: Task, draft: Draft) -> Result<Draft, Error> {
-    RestrictedPolicy::render(Request {
-        task,
-        agent: None,
-        settings: Settings::default(),
-        previous: Some(draft),
-    })
+    RestrictedPolicy::render(Request::new(&task, None, Some(draft)).expect("encodes"))
 }
 
-fn pod(draft: &Draft) -> &PodSpec {
+fn pod(draft: &Draft) -> PodSpec {
     draft
         .job
+        .typed()
+        .expect("a Job")
         .spec
-        .as_ref()
-        .and_then(|spec| spec.template.spec.as_ref())
+        .and_then(|spec| spec.template.spec)
         .expect("a pod spec")
 }
 
@@ -243,12 +239,12 @@ fn allowed_settings_are_kept() {
 fn the_wire_form_gives_the_same_result() {
     let task = team_task();
     let direct = run(task.clone(), default_draft(&task)).expect("allowed");
-    let wire = render_wire::<RestrictedPolicy>(&WireRequest {
+    let wire = render_wire::<RestrictedPolicy>(WireRequest {
         task: serde_json::to_string(&task).expect("encodes"),
         agent: None,
         settings: Settings::default(),
-        draft: Some(WireDraft::encode(&default_draft(&task)).expect("encodes")),
+        draft: Some(WireDraft::encode(default_draft(&task)).expect("encodes")),
     })
     .expect("allowed");
-    assert_eq!(wire.decode().expect("decodes"), direct);
+    assert_eq!(wire.decode(), direct);
 }
