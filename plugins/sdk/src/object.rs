@@ -212,11 +212,15 @@ impl<T> Default for Object<T> {
 }
 
 impl<T> PartialEq for Object<T> {
-    /// The same JSON (text compared as parsed values when either side was read).
+    /// The same JSON: the same text, or the same parsed values (text that is not JSON equals
+    /// only the same text).
     fn eq(&self, other: &Self) -> bool {
         match (&self.text, &other.text) {
             (Some(a), Some(b)) if a == b => true,
-            _ => self.tree().ok() == other.tree().ok(),
+            _ => match (self.tree(), other.tree()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            },
         }
     }
 }
@@ -449,6 +453,14 @@ mod tests {
             .expect_err("not a Job");
         assert!(error.to_string().contains("spec.backoffLimit"), "{error}");
         assert!(Object::<Job>::from_json("nope").value().is_err());
+        assert_ne!(
+            Object::<Job>::from_json("nope"),
+            Object::<Job>::from_json("nah")
+        );
+        assert_eq!(
+            Object::<Job>::from_json(r#"{"a": 1}"#),
+            Object::<Job>::from_json(r#"{"a":1}"#)
+        );
         assert!(Object::<Job>::from_json("nope").get::<i32>("/a").is_err());
     }
 
