@@ -261,12 +261,11 @@ fn imperative_creates_send_protobuf_and_issued_tokens_are_authorized_by_rbac() {
 #[test]
 fn client_side_apply_of_a_large_configmap_is_refused_like_a_real_server() {
     let server = TestApiServer::start(Config::default()).unwrap();
-    // A packed plugin: client-side apply copies binaryData into an annotation over 256 KiB.
-    let manifest = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../plugins/examples/restricted-policy/configmap.yaml"
-    ))
-    .unwrap();
+    // Client-side apply copies binaryData into an annotation: 300 KB of it is over 256 KiB.
+    let blob = "A".repeat(300_000);
+    let manifest = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big, namespace: kubetask-system}}\nbinaryData:\n  blob: {blob}\n"
+    );
     let (ok, out, err) = kubectl(&server, &["create", "namespace", "kubetask-system"], None);
     assert!(ok, "{out}{err}");
     let (ok, _, err) = kubectl(&server, &["apply", "-f", "-"], Some(&manifest));
@@ -287,4 +286,12 @@ fn client_side_apply_of_a_large_configmap_is_refused_like_a_real_server() {
         Some(&manifest),
     );
     assert!(ok, "applying again: {out}{err}");
+    // The packed example plugins (lean SDK, about 115 KB) fit even client-side apply.
+    let packed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../plugins/examples/restricted-policy/configmap.yaml"
+    ))
+    .unwrap();
+    let (ok, out, err) = kubectl(&server, &["apply", "-f", "-"], Some(&packed));
+    assert!(ok, "{out}{err}");
 }
