@@ -172,14 +172,13 @@ impl Registry {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Whether the plugin ConfigMaps have been listed once (waiting up to a second). Before
-    /// that, no Task may be rendered: it could miss a cluster policy.
+    /// Whether the plugin ConfigMaps have been listed once (waiting up to a second, in short
+    /// fresh waits: one long wait that began before the list may never be woken, and the
+    /// Task that met it, typically the first one after a start, would fall behind the
+    /// others). Before that, no Task may be rendered: it could miss a cluster policy.
     pub async fn ready(&self) -> bool {
-        let wait = tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            self.maps.wait_until_ready(),
-        );
-        matches!(wait.await, Ok(Ok(())))
+        let within = std::time::Duration::from_secs(1);
+        super::reconcile::listed(&self.maps, within).await == super::reconcile::Listed::Yes
     }
 
     /// The stages after the built-in default for a Task run by `agent`.

@@ -77,6 +77,25 @@ impl Admitted {
     }
 }
 
+/// Reasons of a Task that waits on the controller or the cluster, not on its owner: it keeps
+/// its place in the queue, so a Task that met one of them right after a start (caches or
+/// plugins still listing) is not overtaken by the Tasks created after it.
+const TRANSIENT_WAITS: &[&str] = &[
+    reason::QUEUED,
+    reason::API_UNAVAILABLE,
+    reason::PLUGIN_UNAVAILABLE,
+    reason::PLUGIN_TIMEOUT,
+    reason::PREVIOUS_TASK_CLEANUP,
+];
+
+/// Whether a Task without a Job holds a place in its Agent's queue: it has not been looked at
+/// yet, or it waits for something that is not its owner's to fix. A Task waiting for its
+/// owner (a missing ConfigMap, a refused spec) does not hold up the ones behind it.
+fn keeps_place(status: &kubetask_api::TaskStatus) -> bool {
+    *status == kubetask_api::TaskStatus::default()
+        || status::condition_reason(status).is_some_and(|reason| TRANSIENT_WAITS.contains(&reason))
+}
+
 /// What the queue needs to see.
 pub struct View<'a> {
     pub tasks: &'a Store<Task>,
@@ -141,9 +160,7 @@ pub fn request(view: &View<'_>, task: &Task, agent: &Agent) -> Option<Admission>
             && other.spec.cancel.is_none()
             && !status::is_finished(&status)
             && status.job_name.is_none()
-            && (status == kubetask_api::TaskStatus::default()
-                || status::condition_reason(&status) == Some(reason::QUEUED)
-                || uid == me);
+            && (keeps_place(&status) || uid == me);
         if eligible {
             seen_me |= uid == me;
             waiting.push(Entry {
@@ -205,6 +222,43 @@ mod tests {
             created: Some(created),
             name: name.to_owned(),
             uid: format!("uid-{name}"),
+        }
+    }
+
+    fn waiting_for(reason: &str) -> kubetask_api::TaskStatus {
+        kubetask_api::TaskStatus {
+            conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: status::CONDITION.to_owned(),
+                status: "Unknown".to_owned(),
+                reason: reason.to_owned(),
+                message: String::new(),
+                last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+                observed_generation: None,
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_task_waiting_on_the_cluster_keeps_its_place_and_one_waiting_on_its_owner_does_not() {
+        assert!(
+            keeps_place(&kubetask_api::TaskStatus::default()),
+            "not looked at yet"
+        );
+        for reason in TRANSIENT_WAITS {
+            assert!(keeps_place(&waiting_for(reason)), "{reason}");
+        }
+        for reason in [
+            reason::AGENT_NOT_FOUND,
+            reason::CONFIG_MAP_NOT_FOUND,
+            reason::CONFIG_MAP_KEY_NOT_FOUND,
+            reason::INVALID_SPEC,
+            reason::POLICY_DENIED,
+            reason::FORBIDDEN,
+            reason::REJECTED,
+            reason::NAME_CONFLICT,
+        ] {
+            assert!(!keeps_place(&waiting_for(reason)), "{reason}");
         }
     }
 

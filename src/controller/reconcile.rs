@@ -525,24 +525,48 @@ async fn prerequisites(
     (Start::Ready, agent)
 }
 
-/// Whether a watch cache has finished its first list, waiting up to 10 s. Each wait is a
-/// fresh short future: a waiter that started before the cache was ready may not be woken
-/// (seen with kube 5's `Store::wait_until_ready` under load), a new one returns at once.
+/// Whether a watch cache has finished its first list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listed {
+    Yes,
+    /// Not within the wait.
+    NotYet,
+    /// The cache has no writer (in-process tests build stores without one): it never will be.
+    NoWriter,
+}
+
+/// Waits up to `within` for a watch cache's first list. Each wait is a fresh short future: a
+/// waiter that started before the cache was ready may not be woken (seen with kube 5's
+/// `Store::wait_until_ready` under load), a new one returns at once.
+pub(crate) async fn listed<K>(store: &Store<K>, within: Duration) -> Listed
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    const STEP: Duration = Duration::from_millis(200);
+    let mut waited = Duration::ZERO;
+    loop {
+        match tokio::time::timeout(STEP, store.wait_until_ready()).await {
+            Ok(Ok(())) => return Listed::Yes,
+            Ok(Err(_)) => return Listed::NoWriter,
+            Err(_) if waited + STEP >= within => return Listed::NotYet,
+            Err(_) => waited += STEP,
+        }
+    }
+}
+
+/// Whether the Task or Job cache is complete enough to count a queue from (a cache without a
+/// writer holds what the test put in it).
 async fn synced<K>(store: &Store<K>) -> bool
 where
     K: kube::Resource + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    for _ in 0..50 {
-        match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
-            Ok(Ok(())) => return true,
-            // The writer is gone (in-process tests build stores without one): nothing to wait for.
-            Ok(Err(_)) => return true,
-            Err(_) => {}
-        }
-    }
-    false
+    listed(store, CACHE_WAIT).await != Listed::NotYet
 }
+
+/// How long a reconcile waits for the Task and Job caches' first list.
+const CACHE_WAIT: Duration = Duration::from_secs(10);
 
 /// The first ConfigMap or key that must exist and does not. Each ConfigMap is read once.
 async fn missing_config_map(
