@@ -141,22 +141,21 @@ impl Request {
 
     /// The Task's annotation `key`, if set.
     pub fn task_annotation(&self, key: &str) -> Option<&str> {
-        self.task
-            .tree()
-            .ok()?
-            .get("metadata")?
-            .get("annotations")?
-            .get(key)?
-            .as_str()
+        self.task_metadata("annotations", key)
     }
 
     /// The Task's label `key`, if set.
     pub fn task_label(&self, key: &str) -> Option<&str> {
+        self.task_metadata("labels", key)
+    }
+
+    /// The entry `key` of the Task's `metadata.<map>` (its labels or annotations).
+    fn task_metadata(&self, map: &str, key: &str) -> Option<&str> {
         self.task
             .tree()
             .ok()?
             .get("metadata")?
-            .get("labels")?
+            .get(map)?
             .get(key)?
             .as_str()
     }

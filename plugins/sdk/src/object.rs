@@ -145,11 +145,10 @@ impl<T> Object<T> {
     }
 
     /// The object as JSON text, without a copy while unchanged.
-    pub fn into_json(self) -> Result<String, Error> {
-        match self.text {
+    pub fn into_json(mut self) -> Result<String, Error> {
+        match self.text.take() {
             Some(text) => Ok(text),
-            None => serde_json::to_string(&self.tree.into_inner().unwrap_or_default())
-                .map_err(|error| Error::Internal(error.to_string())),
+            None => self.to_json(),
         }
     }
 }

@@ -91,9 +91,7 @@ impl Plugin for GitClone {
                 ),
             ));
         }
-        let init_containers = format!("{POD}/initContainers");
-        let next = job.len(&init_containers)?;
-        job.set(&format!("{init_containers}/{next}"), &clone)?;
+        job.set(&format!("{POD}/initContainers/-"), &clone)?;
         for index in 0..job.len(&format!("{POD}/containers"))? {
             job.edit(
                 &format!("{POD}/containers/{index}/env"),

@@ -15,6 +15,9 @@ use std::collections::BTreeMap;
 
 use kubetask_plugin::{Draft, Error, Plugin, Request};
 
+/// The pod spec in the Job, as a JSON pointer.
+const POD: &str = "/spec/template/spec";
+
 /// The Task label that names the owning team; copied onto the Job and its pods.
 pub const TEAM_LABEL: &str = "kubetask.io/team";
 

@@ -8,12 +8,12 @@ use kubetask_plugin::{
     },
 };
 
+use crate::POD;
+
 /// Capabilities the profile allows a container to add.
 const ALLOWED_CAPABILITIES: &[&str] = &["NET_BIND_SERVICE"];
 const RUNTIME_DEFAULT: &str = "RuntimeDefault";
 const LOCALHOST: &str = "Localhost";
-/// The pod spec in the Job.
-const POD: &str = "/spec/template/spec";
 
 /// Sets what is unset to the restricted value; denies what is explicitly set otherwise. Reads
 /// only the fields the profile is about.

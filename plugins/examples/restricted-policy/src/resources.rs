@@ -7,6 +7,8 @@ use kubetask_plugin::{
     },
 };
 
+use crate::POD;
+
 /// Requests a container gets for each resource it does not request.
 pub const DEFAULT_REQUESTS: &[(&str, &str)] = &[("cpu", "250m"), ("memory", "512Mi")];
 /// Limits a container gets for each resource it does not limit. No CPU limit: throttling an
@@ -18,7 +20,7 @@ pub const DEFAULT_LIMITS: &[(&str, &str)] = &[("memory", "2Gi")];
 /// default request above a smaller limit would make the pod invalid.
 pub fn apply_defaults(job: &mut Object<Job>) -> Result<(), Error> {
     for list in ["initContainers", "containers"] {
-        let list = format!("/spec/template/spec/{list}");
+        let list = format!("{POD}/{list}");
         for index in 0..job.len(&list)? {
             job.edit(&format!("{list}/{index}/resources"), apply)?;
         }
