@@ -2,6 +2,7 @@
 //! and reconciles each Task into one Job. Leader election, graceful shutdown on SIGTERM,
 //! health and metrics endpoints.
 
+mod agent_reads;
 mod attempts;
 mod children;
 pub mod decide;

@@ -29,6 +29,7 @@ use kubetask_api::{API_VERSION, Agent, PluginRef, Task, TaskStatus, naming};
 use serde_json::json;
 use thiserror::Error;
 
+use super::agent_reads::AgentReads;
 use super::attempts::{Attempts, Fingerprint, LogBudget};
 use super::children::{self, Created, FIELD_MANAGER};
 use super::decide::{self, Child, Plan, Retry, Snapshot, Start, decide};
@@ -75,6 +76,8 @@ pub struct Context {
     pub jobs: Store<Job>,
     /// The Agents, from their watch (a miss is confirmed with a GET).
     pub agents: Store<Agent>,
+    /// The GETs that confirm a miss in `agents`, shared by concurrent reconciles.
+    pub agent_reads: AgentReads,
     /// The status this replica last wrote for each Task uid. The controller is the only
     /// writer of Task status, so this is at least as fresh as the watch cache, which may not
     /// have seen the last write yet; without it, a reconcile started from a stale cache
@@ -139,6 +142,7 @@ impl Context {
             plugins,
             jobs,
             agents,
+            agent_reads: AgentReads::default(),
             written: Mutex::default(),
             dependents,
             attempts: Attempts::default(),
@@ -193,13 +197,14 @@ impl Context {
 
 /// Reconciles one Task.
 pub async fn reconcile(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
     let _timer = ctx.metrics.reconcile();
     let uid = task.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let namespace = task
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let status = ctx.current_status(&task, &uid);
-    let (mut snapshot, agent) = observe(&task, &namespace, &uid, status, &ctx).await;
+    let (mut snapshot, agent) = observe(&task, &namespace, &uid, status, started, &ctx).await;
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut plan = decide(&task, &snapshot, &now);
     if plan.create {
@@ -215,6 +220,7 @@ async fn observe(
     namespace: &str,
     uid: &str,
     status: TaskStatus,
+    started: Instant,
     ctx: &Context,
 ) -> (Snapshot, Option<Agent>) {
     let reference = ObjectRef::from_obj(task);
@@ -292,7 +298,7 @@ async fn observe(
         ctx.dependents.forget(&reference);
         return (snapshot, None);
     }
-    let (start, agent) = prerequisites(task, namespace, uid, &reference, ctx).await;
+    let (start, agent) = prerequisites(task, namespace, uid, &reference, started, ctx).await;
     snapshot.start = start;
     (snapshot, agent)
 }
@@ -419,6 +425,7 @@ async fn prerequisites(
     namespace: &str,
     uid: &str,
     reference: &ObjectRef<Task>,
+    started: Instant,
     ctx: &Context,
 ) -> (Start, Option<Agent>) {
     let agent_name = needs::agent_name(task);
@@ -441,16 +448,14 @@ async fn prerequisites(
         .get(&ObjectRef::new(agent_name).within(namespace))
     {
         Some(agent) => Some(agent.as_ref().clone()),
-        None => match Api::<Agent>::namespaced(ctx.client.clone(), namespace)
-            .get_opt(agent_name)
+        // Sent after this reconcile started, so it sees an Agent created before the Task.
+        None => match ctx
+            .agent_reads
+            .get(&ctx.client, namespace, agent_name, started)
             .await
         {
             Ok(agent) => agent,
-            Err(error) => {
-                let action = format!("read Agent {agent_name:?} in namespace {namespace:?}");
-                let failure = Failure::from_api(&error, &action);
-                return (ctx.failed(uid, failure, Fingerprint::default()), None);
-            }
+            Err(failure) => return (ctx.failed(uid, failure, Fingerprint::default()), None),
         },
     };
     let agent = match resolve_agent(task, |name| agent.as_ref().filter(|a| a.name_any() == name)) {

@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use super::apply_invariants;
 use super::lifecycle::LifecycleSettings;
-use super::validation::{InvalidObject, Kind, ensure_valid};
+use super::validation::InvalidObject;
 use crate::plugin::{
     DEFAULT_PLUGIN_NAME, DEFAULT_PLUGIN_PRECOMPILED, DEFAULT_PLUGIN_WASM, Plugin, PluginError,
     PluginHost,
@@ -43,8 +43,7 @@ pub enum RenderError {
     /// A lifecycle field (timeout) is invalid.
     #[error(transparent)]
     Lifecycle(#[from] super::lifecycle::InvalidLifecycle),
-    /// The Task or Agent has a field the API server would refuse, or the Task is in the
-    /// controller's namespace.
+    /// The Task is in the controller's namespace.
     #[error(transparent)]
     Invalid(#[from] InvalidObject),
 }
@@ -105,11 +104,13 @@ impl Pipeline {
 
     /// Renders `task` with its resolved `agent` (none: built-in defaults). The Task's
     /// `metadata.namespace` must be set.
+    ///
+    /// Both are objects the CRD admits: the controller's come from the API server, which
+    /// checked them against the installed CRD; `kubetask render` and `plugin check` read them
+    /// with [`crate::inputs`], which checks them against the same CRD
+    /// ([`super::validation::problems`]). The CRD's rules are not evaluated again per render
+    /// (they cost more than the built-in plugin: docs/performance.md).
     pub fn render(&self, task: &Task, agent: Option<&Agent>) -> Result<Rendered, RenderError> {
-        ensure_valid(Kind::Task, task)?;
-        if let Some(agent) = agent {
-            ensure_valid(Kind::Agent, agent)?;
-        }
         self.refuse_controller_namespace(task)?;
         let task_json = encode("Task", task)?;
         let agent_json = agent.map(|agent| encode("Agent", agent)).transpose()?;

@@ -115,42 +115,6 @@ pub fn problems(kind: Kind, object: &Value, strict: bool) -> Vec<Cause> {
     causes
 }
 
-/// Checks a parsed Task or Agent as the API server would (unknown fields cannot occur in a
-/// parsed object): `Err` names the first offending field and counts the others.
-pub fn ensure_valid<T: serde::Serialize + kube_core::Resource>(
-    kind: Kind,
-    object: &T,
-) -> Result<(), InvalidObject> {
-    let value = serde_json::to_value(object).map_err(|error| InvalidObject {
-        object: object_name(kind, object),
-        field: String::new(),
-        message: format!("cannot encode: {error}"),
-    })?;
-    let causes = problems(kind, &value, false);
-    let Some(first) = causes.first() else {
-        return Ok(());
-    };
-    let mut message = first.message.clone();
-    if causes.len() > 1 {
-        message.push_str(&format!(" (and {} more invalid fields)", causes.len() - 1));
-    }
-    Err(InvalidObject {
-        object: object_name(kind, object),
-        field: first.field.clone(),
-        message,
-    })
-}
-
-fn object_name<T: kube_core::Resource>(kind: Kind, object: &T) -> String {
-    let metadata = object.meta();
-    format!(
-        "{}/{}/{}",
-        kind.name(),
-        metadata.namespace.as_deref().unwrap_or_default(),
-        metadata.name.as_deref().unwrap_or_default()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use kubetask_api::Agent;
@@ -255,8 +219,11 @@ mod tests {
     fn a_parsed_object_is_checked_against_the_crd() {
         let mut agent = Agent::new("a", kubetask_api::AgentSpec::default());
         agent.metadata.namespace = Some("default".to_owned());
-        let error = ensure_valid(Kind::Agent, &agent).expect_err("empty serviceAccountName");
-        assert_eq!(error.object, "Agent/default/a");
-        assert_eq!(error.field, "spec.serviceAccountName");
+        let json = serde_json::to_value(&agent).expect("encodes");
+        assert_eq!(
+            fields(Kind::Agent, &json),
+            ["spec.serviceAccountName"],
+            "an empty serviceAccountName"
+        );
     }
 }
