@@ -210,8 +210,12 @@ fn main() {
             base.extended([pass]),
         ),
         (
-            "1 extra stage: restricted (Rust SDK)",
+            "1 extra stage: restricted (Rust SDK policy)",
             base.extended([plugins[1].clone()]),
+        ),
+        (
+            "1 extra stage: git-clone (Rust SDK render)",
+            base.extended([plugins[0].clone()]),
         ),
         (
             "3 extra stages: git-clone, restricted, job-deadline",
@@ -250,14 +254,16 @@ fn main() {
         );
         p50s.push(p50);
     }
-    let (none, c, pass, rust, three) = (p50s[0], p50s[1], p50s[2], p50s[3], p50s[4]);
+    let (none, c, pass, rust, render, three) =
+        (p50s[0], p50s[1], p50s[2], p50s[3], p50s[4], p50s[5]);
     let per_stage =
         |with: Duration, stages: u32| (with.saturating_sub(none) / stages).as_secs_f64() * 1e6;
     println!(
-        "added p50 per extra stage: C {:.1} µs, Rust pass-through {:.1} µs, Rust SDK {:.1} µs, mean of 3 {:.1} µs",
+        "added p50 per extra stage: C {:.1} µs, Rust pass-through {:.1} µs, Rust SDK policy {:.1} µs, Rust SDK render {:.1} µs, mean of 3 {:.1} µs",
         per_stage(c, 1),
         per_stage(pass, 1),
         per_stage(rust, 1),
+        per_stage(render, 1),
         per_stage(three, 3)
     );
 }
