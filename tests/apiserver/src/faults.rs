@@ -162,4 +162,6 @@ pub struct RequestRecord {
     pub name: String,
     /// The HTTP status code of the response.
     pub code: u16,
+    /// When the request arrived (its headers were read).
+    pub received: std::time::Instant,
 }

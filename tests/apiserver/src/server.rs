@@ -300,6 +300,7 @@ pub async fn handle(
         namespace: String::new(),
         name: String::new(),
         code: 0,
+        received: std::time::Instant::now(),
     };
     if let Route::Resource(target) = &route {
         record.verb = verb_of(&method, target, &params).to_owned();
