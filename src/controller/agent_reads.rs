@@ -73,10 +73,11 @@ impl AgentReads {
             }
         };
         // An answer is of use only to the reconciles waiting for it (later ones started after
-        // it was sent): the last one out drops the slot. One that takes the slot meanwhile
-        // sends its own GET.
+        // it was sent): the last one out drops the slot, if the map still holds that one.
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        if Arc::strong_count(&slot) == 2 {
+        if Arc::strong_count(&slot) == 2
+            && slots.get(&key).is_some_and(|held| Arc::ptr_eq(held, &slot))
+        {
             slots.remove(&key);
         }
         agent
