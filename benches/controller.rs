@@ -183,6 +183,30 @@ impl Seen {
     }
 }
 
+/// Records in `seen` when each object of `api` is first seen by a watch in a state `counts`.
+fn record_watch<K>(
+    api: Api<K>,
+    seen: Seen,
+    counts: impl Fn(&K) -> bool + Send + Sync + 'static,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    tokio::spawn(async move {
+        let events = watcher::watcher(api, watcher::Config::default());
+        let _ = events
+            .try_for_each(|event| {
+                if let watcher::Event::Apply(object) | watcher::Event::InitApply(object) = event
+                    && counts(&object)
+                {
+                    seen.record(object.name_any());
+                }
+                futures::future::ready(Ok(()))
+            })
+            .await;
+    })
+}
+
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
     sorted
         .get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1)))
@@ -300,37 +324,14 @@ fn main() -> anyhow::Result<()> {
         let seen = Seen::default();
         let jobs_seen = Seen::default();
         let tasks: Api<Task> = Api::namespaced(client.clone(), CONTROLLED);
-        let watching = {
-            let (recorder, watched) = (seen.clone(), tasks.clone());
-            tokio::spawn(async move {
-                let events = watcher::watcher(watched, watcher::Config::default());
-                let _ = events
-                    .try_for_each(|event| {
-                        if let watcher::Event::Apply(task) | watcher::Event::InitApply(task) = event
-                            && task.status.as_ref().is_some_and(|s| s.job_name.is_some())
-                        {
-                            recorder.record(task.name_any());
-                        }
-                        futures::future::ready(Ok(()))
-                    })
-                    .await;
-            })
-        };
-        let watching_jobs = {
-            let recorder = jobs_seen.clone();
-            let watched: Api<Job> = Api::namespaced(client.clone(), CONTROLLED);
-            tokio::spawn(async move {
-                let events = watcher::watcher(watched, watcher::Config::default());
-                let _ = events
-                    .try_for_each(|event| {
-                        if let watcher::Event::Apply(job) | watcher::Event::InitApply(job) = event {
-                            recorder.record(job.name_any());
-                        }
-                        futures::future::ready(Ok(()))
-                    })
-                    .await;
-            })
-        };
+        let watching = record_watch(tasks.clone(), seen.clone(), |task: &Task| {
+            task.status.as_ref().is_some_and(|s| s.job_name.is_some())
+        });
+        let watching_jobs = record_watch(
+            Api::<Job>::namespaced(client.clone(), CONTROLLED),
+            jobs_seen.clone(),
+            |_: &Job| true,
+        );
         let mut task_singles = Vec::new();
         let mut job_singles = Vec::new();
         // The requests the server saw for the last single Task, from its create on.
@@ -350,13 +351,7 @@ fn main() -> anyhow::Result<()> {
                 timeline = server.requests()[logged..]
                     .iter()
                     .filter(|r| r.verb != "watch" && r.verb != "list")
-                    .map(|r| {
-                        let call = match r.subresource.as_str() {
-                            "" => format!("{} {}", r.verb, r.resource),
-                            sub => format!("{} {}/{sub}", r.verb, r.resource),
-                        };
-                        (r.received.saturating_duration_since(sent), call)
-                    })
+                    .map(|r| (r.received.saturating_duration_since(sent), r.call()))
                     .collect();
                 timeline.push((job_at.saturating_duration_since(sent), "Job seen by a watch".into()));
                 timeline.push((at.saturating_duration_since(sent), "status seen by a watch".into()));
@@ -473,12 +468,7 @@ fn main() -> anyhow::Result<()> {
                 if request.verb == "create" && request.resource == "tasks" {
                     continue;
                 }
-                let resource = if request.subresource.is_empty() {
-                    request.resource.clone()
-                } else {
-                    format!("{}/{}", request.resource, request.subresource)
-                };
-                *by_call.entry(format!("{} {}", request.verb, resource)).or_default() += 1;
+                *by_call.entry(request.call()).or_default() += 1;
             }
             let calls: Vec<String> = by_call
                 .iter()

@@ -991,10 +991,7 @@ mod tests {
         server.requests()[from..]
             .iter()
             .filter(|r: &&RequestRecord| r.resource != "events")
-            .map(|r| match r.subresource.as_str() {
-                "" => format!("{} {}", r.verb, r.resource),
-                sub => format!("{} {}/{sub}", r.verb, r.resource),
-            })
+            .map(RequestRecord::call)
             .collect()
     }
 

@@ -165,3 +165,19 @@ pub struct RequestRecord {
     /// When the request arrived (its headers were read).
     pub received: std::time::Instant,
 }
+
+impl RequestRecord {
+    /// The resource as RBAC names it: `tasks`, or `tasks/status` for a subresource.
+    pub fn resource_path(&self) -> String {
+        if self.subresource.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}/{}", self.resource, self.subresource)
+        }
+    }
+
+    /// `verb resource[/subresource]`, e.g. `patch tasks/status`.
+    pub fn call(&self) -> String {
+        format!("{} {}", self.verb, self.resource_path())
+    }
+}
