@@ -28,13 +28,15 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::watcher;
-use kube::{CustomResourceExt, ResourceExt};
+use kube::{CustomResourceExt, Resource, ResourceExt};
 use kubetask::api::{Agent, Task};
 use kubetask_test_apiserver::{Config, TestApiServer};
 use serde_json::{Value, json};
 
 const BARE: &str = "kubetask-bench-bare";
 const CONTROLLED: &str = "kubetask-bench";
+/// Where a client sends the controller's requests itself (no controller watches it).
+const BY_HAND: &str = "kubetask-bench-by-hand";
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -111,8 +113,28 @@ impl Pair {
 
     /// Creates the pair for `name`: the ConfigMap, then the Job.
     async fn create(&self, client: &kube::Client, name: &str) -> anyhow::Result<()> {
+        self.create_in(client, BARE, name, None).await
+    }
+
+    /// Creates the pair for `name` in `namespace`, owned by `owner` as the controller's are.
+    async fn create_in(
+        &self,
+        client: &kube::Client,
+        namespace: &str,
+        name: &str,
+        owner: Option<&Task>,
+    ) -> anyhow::Result<()> {
         let mut config_map = self.config_map.clone();
         let mut job = self.job.clone();
+        if let Some(task) = owner {
+            let reference = json!([{
+                "apiVersion": "kubetask.io/v1alpha1", "kind": "Task",
+                "name": task.name_any(), "uid": task.uid(),
+                "controller": true, "blockOwnerDeletion": true,
+            }]);
+            config_map["metadata"]["ownerReferences"] = reference.clone();
+            job["metadata"]["ownerReferences"] = reference;
+        }
         let map_name = format!("{name}-contexts");
         config_map["metadata"]["name"] = json!(map_name);
         job["metadata"]["name"] = json!(name);
@@ -126,10 +148,10 @@ impl Pair {
             }
         }
         let params = PostParams::default();
-        Api::<ConfigMap>::namespaced(client.clone(), BARE)
+        Api::<ConfigMap>::namespaced(client.clone(), namespace)
             .create(&params, &serde_json::from_value(config_map)?)
             .await?;
-        Api::<Job>::namespaced(client.clone(), BARE)
+        Api::<Job>::namespaced(client.clone(), namespace)
             .create(&params, &serde_json::from_value(job)?)
             .await?;
         Ok(())
@@ -207,6 +229,71 @@ where
     })
 }
 
+/// The status and Event the controller wrote for the first single Task, to send by hand.
+struct ByHand {
+    status: String,
+    reason: String,
+    note: Option<String>,
+}
+
+async fn by_hand_template(client: &kube::Client) -> anyhow::Result<ByHand> {
+    use k8s_openapi::api::events::v1::Event;
+    let task = Api::<Task>::namespaced(client.clone(), CONTROLLED)
+        .get("single-0")
+        .await?;
+    let status = serde_json::to_string(&task.status)?;
+    let events = Api::<Event>::namespaced(client.clone(), CONTROLLED)
+        .list(&Default::default())
+        .await?;
+    let event = events
+        .items
+        .into_iter()
+        .find(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("single-0"))
+        .ok_or_else(|| anyhow::anyhow!("no Event of Task single-0"))?;
+    Ok(ByHand {
+        status,
+        reason: event.reason.unwrap_or_default(),
+        note: event.note,
+    })
+}
+
+impl ByHand {
+    async fn send(&self, client: &kube::Client, pair: &Pair, name: &str) -> anyhow::Result<()> {
+        use kube::api::{Patch, PatchParams};
+        use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+        let tasks: Api<Task> = Api::namespaced(client.clone(), BY_HAND);
+        let mut new = task(name);
+        new.metadata.namespace = Some(BY_HAND.into());
+        let task = tasks.create(&PostParams::default(), &new).await?;
+        pair.create_in(client, BY_HAND, name, Some(&task)).await?;
+        let status: Value = serde_json::from_str(&self.status.replace("single-0", name))?;
+        let patch = json!({"apiVersion": "kubetask.io/v1alpha1", "kind": "Task", "status": status});
+        tasks
+            .patch_status(
+                name,
+                &PatchParams::apply("kubetask-controller").force(),
+                &Patch::Apply(patch),
+            )
+            .await?;
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "kubetask-controller".into(),
+                instance: None,
+            },
+        );
+        let event = Event {
+            type_: EventType::Normal,
+            reason: self.reason.clone(),
+            note: self.note.as_ref().map(|n| n.replace("single-0", name)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        recorder.publish(&event, &task.object_ref(&())).await?;
+        Ok(())
+    }
+}
+
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
     sorted
         .get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1)))
@@ -273,6 +360,7 @@ fn main() -> anyhow::Result<()> {
         }
         recreate_namespace(&client, BARE).await?;
         recreate_namespace(&client, CONTROLLED).await?;
+        recreate_namespace(&client, BY_HAND).await?;
         let pair = Pair::rendered()?;
 
         // 1. The bare client: pairs at the controller's concurrency, then one at a time.
@@ -364,6 +452,39 @@ fn main() -> anyhow::Result<()> {
         // from the controller and the server on these two cores.
         watching_jobs.abort();
 
+        // 3. The controller's requests sent by a client: per Task its create, the ConfigMap and
+        // Job creates, the status patch and the Event, with the status and Event the controller
+        // wrote for the first single Task, at the controller's concurrency. No controller
+        // logic and no watches: what any controller that writes status and Events costs this
+        // server at least.
+        let by_hand_rate = match by_hand_template(&client).await {
+            Ok(template) => {
+                let start = Instant::now();
+                let failures = Arc::new(Mutex::new(0usize));
+                stream::iter(0..count)
+                    .for_each_concurrent(concurrency, |i| {
+                        let (client, pair, template, failures) =
+                            (client.clone(), &pair, &template, failures.clone());
+                        async move {
+                            let name = format!("by-hand-{i}");
+                            if template.send(&client, pair, &name).await.is_err() {
+                                failures.lock().map(|mut f| *f += 1).ok();
+                            }
+                        }
+                    })
+                    .await;
+                let failed = failures.lock().map(|f| *f).unwrap_or(0);
+                Some((
+                    count.saturating_sub(failed) as f64 / start.elapsed().as_secs_f64(),
+                    failed,
+                ))
+            }
+            Err(error) => {
+                eprintln!("the controller's requests by hand: {error:#}");
+                None
+            }
+        };
+
         let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
         let before = metric(&scrape(port), "kubetask_reconciles_total");
         let requests_before = server.as_ref().map_or(0, |s| s.requests().len());
@@ -425,6 +546,12 @@ fn main() -> anyhow::Result<()> {
             millis(created_in)
         );
         println!("ratio controller / bare        {:>8.2}", controller_rate / bare_rate);
+        if let Some((rate, failed)) = by_hand_rate {
+            println!(
+                "its requests by hand           {rate:>8.0} Tasks/s ({:.2} of bare, {failed} failed): Task, ConfigMap, Job, status, Event",
+                rate / bare_rate
+            );
+        }
         println!(
             "single pair (bare) p50         {:>8.1} ms",
             millis(percentile(&bare_singles, 50))
@@ -477,7 +604,7 @@ fn main() -> anyhow::Result<()> {
                 .collect();
             println!("API requests in the burst      {}", calls.join(", "));
         }
-        for namespace in [BARE, CONTROLLED] {
+        for namespace in [BARE, CONTROLLED, BY_HAND] {
             Api::<Namespace>::all(client.clone())
                 .delete(namespace, &DeleteParams::default())
                 .await

@@ -14,6 +14,7 @@ mod metrics;
 mod plugins;
 mod queue;
 mod reconcile;
+mod runner;
 mod runs;
 pub mod status;
 
@@ -28,7 +29,6 @@ use k8s_openapi::api::{batch::v1::Job, core::v1::ConfigMap};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{PredicateConfig, predicates, watcher};
@@ -151,7 +151,6 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     .reflect(tasks_writer)
     .applied_objects()
     .predicate_filter(predicates::generation, PredicateConfig::default());
-    let controller = Controller::for_stream(task_events, tasks.clone());
     let probes = health::Probes {
         metrics: metrics.clone(),
         ready: ready.clone(),
@@ -249,24 +248,40 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         dependents.clone(),
     ));
     let mut graceful = stopped.clone();
-    let running = controller
-        .watches_stream(
+    let triggers = futures::stream::select_all([
+        concerning(task_events, |task: Task| vec![ObjectRef::from_obj(&task)]),
+        concerning(
             job_events,
             job_trigger(tasks.clone(), agents_for_jobs, dependents.clone()),
-        )
-        .watches_stream(agent_events, agent_trigger(dependents.clone()))
-        .watches_stream(plugin_events, plugin_trigger(registry, dependents.clone()))
-        .watches_stream(config_map_events, config_map_trigger(dependents))
-        .with_config(controller::Config::default().concurrency(options.concurrency))
-        .graceful_shutdown_on(async move {
-            let _ = graceful.changed().await;
-        })
-        .run(reconcile::reconcile, reconcile::error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "controller event");
+        ),
+        concerning(agent_events, agent_trigger(dependents.clone())),
+        concerning(plugin_events, plugin_trigger(registry, dependents.clone())),
+        concerning(config_map_events, config_map_trigger(dependents)),
+    ]);
+    let listed = tasks.clone();
+    let running = runner::run(
+        triggers,
+        async move {
+            let _ = listed.wait_until_ready().await;
+        },
+        |task: &ObjectRef<Task>| tasks.get(task),
+        usize::from(options.concurrency),
+        move |task: Arc<Task>| {
+            let context = context.clone();
+            async move {
+                match reconcile::reconcile(task.clone(), context.clone()).await {
+                    Ok(action) => action,
+                    Err(error) => {
+                        tracing::debug!(%error, task = %task.name_any(), "reconcile failed");
+                        reconcile::error_policy(task, &error, context)
+                    }
+                }
             }
-        });
+        },
+        async move {
+            let _ = graceful.changed().await;
+        },
+    );
 
     let outcome = match leadership {
         None => {
@@ -320,6 +335,25 @@ async fn warm_plugins(client: kube::Client, host: Arc<PluginHost>, namespace: St
         }
     })
     .await;
+}
+
+/// The Tasks each event of a watch concerns; a watch error (retried by the watch's backoff)
+/// is logged.
+fn concerning<K: 'static>(
+    events: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    concerns: impl Fn(K) -> Vec<ObjectRef<Task>> + Send + 'static,
+) -> futures::stream::BoxStream<'static, Vec<ObjectRef<Task>>> {
+    events
+        .filter_map(move |event| {
+            futures::future::ready(match event {
+                Ok(object) => Some(concerns(object)),
+                Err(error) => {
+                    tracing::debug!(%error, "watch");
+                    None
+                }
+            })
+        })
+        .boxed()
 }
 
 /// An Agent change concerns the Tasks without a Job that run with it.

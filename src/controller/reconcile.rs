@@ -21,7 +21,6 @@ use k8s_openapi::api::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
@@ -38,6 +37,7 @@ use super::failure::{self, Class, Failure};
 use super::metrics::Metrics;
 use super::plugins::{Registry, StageError};
 use super::queue;
+use super::runner::Action;
 use super::status::{self, reason};
 use crate::render::needs::{self, ConfigMapUse};
 use crate::render::{Pipeline, resolve_agent};
