@@ -126,6 +126,8 @@ impl Pair {
     ) -> anyhow::Result<()> {
         let mut config_map = self.config_map.clone();
         let mut job = self.job.clone();
+        config_map["metadata"]["namespace"] = json!(namespace);
+        job["metadata"]["namespace"] = json!(namespace);
         if let Some(task) = owner {
             let reference = json!([{
                 "apiVersion": "kubetask.io/v1alpha1", "kind": "Task",
@@ -422,8 +424,8 @@ fn main() -> anyhow::Result<()> {
         );
         let mut task_singles = Vec::new();
         let mut job_singles = Vec::new();
-        // The requests the server saw for the last single Task, from its create on.
-        let mut timeline = Vec::new();
+        // When the server received each request of each single Task, from its create on.
+        let mut steps: Vec<Vec<(Duration, String)>> = Vec::new();
         for i in 0..singles {
             let name = format!("single-{i}");
             let logged = server.as_ref().map_or(0, |s| s.requests().len());
@@ -433,21 +435,41 @@ fn main() -> anyhow::Result<()> {
             task_singles.push(at.saturating_duration_since(sent));
             let job_at = jobs_seen.wait_for(&name).await?;
             job_singles.push(job_at.saturating_duration_since(sent));
-            if let Some(server) = &server
-                && i + 1 == singles
-            {
-                timeline = server.requests()[logged..]
-                    .iter()
-                    .filter(|r| r.verb != "watch" && r.verb != "list")
-                    .map(|r| (r.received.saturating_duration_since(sent), r.call()))
-                    .collect();
+            if let Some(server) = &server {
+                let mut timeline: Vec<(Duration, String)> = Vec::new();
+                for request in &server.requests()[logged..] {
+                    let call = request.call();
+                    let step = matches!(
+                        call.as_str(),
+                        "create tasks" | "get agents" | "create configmaps" | "create jobs" | "patch tasks/status"
+                    );
+                    if step && !timeline.iter().any(|(_, c)| *c == call) {
+                        timeline.push((request.received.saturating_duration_since(sent), call));
+                    }
+                }
                 timeline.push((job_at.saturating_duration_since(sent), "Job seen by a watch".into()));
                 timeline.push((at.saturating_duration_since(sent), "status seen by a watch".into()));
-                timeline.sort();
+                steps.push(timeline);
             }
+        }
+        // Each step's median over the single Tasks, in the order of the medians.
+        let mut timeline: Vec<(Duration, String)> = Vec::new();
+        if let Some(first) = steps.first() {
+            for (_, call) in first {
+                let mut times: Vec<Duration> = steps
+                    .iter()
+                    .filter_map(|t| t.iter().find(|(_, c)| c == call).map(|(at, _)| *at))
+                    .collect();
+                times.sort();
+                timeline.push((percentile(&times, 50), call.clone()));
+            }
+            timeline.sort();
         }
         task_singles.sort();
         job_singles.sort();
+        let scraped = scrape(port);
+        let render_mean = metric(&scraped, "kubetask_render_duration_seconds_sum")
+            / metric(&scraped, "kubetask_render_duration_seconds_count").max(1.0);
         // The burst is timed by the Task watch alone: decoding every Job too would take CPU
         // from the controller and the server on these two cores.
         watching_jobs.abort();
@@ -467,8 +489,13 @@ fn main() -> anyhow::Result<()> {
                             (client.clone(), &pair, &template, failures.clone());
                         async move {
                             let name = format!("by-hand-{i}");
-                            if template.send(&client, pair, &name).await.is_err() {
-                                failures.lock().map(|mut f| *f += 1).ok();
+                            if let Err(error) = template.send(&client, pair, &name).await {
+                                if let Ok(mut failed) = failures.lock() {
+                                    if *failed == 0 {
+                                        eprintln!("the controller's requests by hand: {error:#}");
+                                    }
+                                    *failed += 1;
+                                }
                             }
                         }
                     })
@@ -484,6 +511,21 @@ fn main() -> anyhow::Result<()> {
                 None
             }
         };
+
+        // The same one at a time, up to the Job's create (as a bare pair is timed): a
+        // controller's floor for one Task, with no watch between the Task and its children.
+        let mut by_hand_singles = Vec::new();
+        for i in 0..singles {
+            let name = format!("by-hand-single-{i}");
+            let by_hand: Api<Task> = Api::namespaced(client.clone(), BY_HAND);
+            let mut new = task(&name);
+            new.metadata.namespace = Some(BY_HAND.into());
+            let sent = Instant::now();
+            let created = by_hand.create(&PostParams::default(), &new).await?;
+            pair.create_in(&client, BY_HAND, &name, Some(&created)).await?;
+            by_hand_singles.push(sent.elapsed());
+        }
+        by_hand_singles.sort();
 
         let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
         let before = metric(&scrape(port), "kubetask_reconciles_total");
@@ -568,12 +610,19 @@ fn main() -> anyhow::Result<()> {
             percentile(&job_singles, 50).as_secs_f64()
                 / percentile(&bare_singles, 50).as_secs_f64().max(1e-9)
         );
+        println!(
+            "single Task by hand p50        {:>8.1} ms ({:.2}× a pair): its create, the ConfigMap's, the Job's",
+            millis(percentile(&by_hand_singles, 50)),
+            percentile(&by_hand_singles, 50).as_secs_f64()
+                / percentile(&bare_singles, 50).as_secs_f64().max(1e-9)
+        );
+        println!("render mean (single Tasks)     {:>8.3} ms", render_mean * 1e3);
         if !timeline.is_empty() {
             let steps: Vec<String> = timeline
                 .iter()
                 .map(|(at, call)| format!("{:.2} ms {call}", millis(*at)))
                 .collect();
-            println!("last single Task, from its create  {}", steps.join(", "));
+            println!("single Task steps, p50 from its create  {}", steps.join(", "));
         }
         println!(
             "burst Task → status p50 / p99  {:>8.1} / {:.1} ms",
