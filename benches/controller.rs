@@ -14,7 +14,15 @@
 //! against any cluster instead (the CRDs must be installed, e.g. `kubectl apply -f
 //! manifests/crds/crds.yaml`; the benchmark creates and deletes its namespaces).
 //! `KUBETASK_BENCH_TASKS=N` (default 1,000), `KUBETASK_BENCH_CONCURRENCY=N` (default 16),
-//! `KUBETASK_BENCH_SINGLES=N` (default 20).
+//! `KUBETASK_BENCH_SINGLES=N` (default 20). `KUBETASK_BENCH_WRITE_LATENCY_US=N` and
+//! `KUBETASK_BENCH_READ_LATENCY_US=N` (default 0) make the test API server wait that long
+//! before each write (create, update, patch, delete) and each get or list, as a real server
+//! waits for etcd: latency-bound instead of bound by the two cores it shares.
+//!
+//! Besides the controller it runs the controller's requests by hand (per Task: its create,
+//! the ConfigMap and Job creates, the status patch, the Event), at the same concurrency, and
+//! one Task's create, ConfigMap and Job one at a time: what any controller that writes status
+//! and Events costs the server at least, with no watch in between.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -30,7 +38,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::watcher;
 use kube::{CustomResourceExt, Resource, ResourceExt};
 use kubetask::api::{Agent, Task};
-use kubetask_test_apiserver::{Config, TestApiServer};
+use kubetask_test_apiserver::{Config, Fault, FaultAction, TestApiServer};
 use serde_json::{Value, json};
 
 const BARE: &str = "kubetask-bench-bare";
@@ -326,6 +334,10 @@ fn main() -> anyhow::Result<()> {
     let count = env_number("KUBETASK_BENCH_TASKS", 1000);
     let concurrency = env_number("KUBETASK_BENCH_CONCURRENCY", 16);
     let singles = env_number("KUBETASK_BENCH_SINGLES", 20);
+    let write_latency =
+        Duration::from_micros(env_number("KUBETASK_BENCH_WRITE_LATENCY_US", 0) as u64);
+    let read_latency =
+        Duration::from_micros(env_number("KUBETASK_BENCH_READ_LATENCY_US", 0) as u64);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -336,6 +348,16 @@ fn main() -> anyhow::Result<()> {
             Some(path) => (None, path.clone()),
             None => {
                 let server = TestApiServer::start(Config::default())?;
+                // A latency-bound server, like a real one whose writes wait for etcd: every
+                // write (and read) waits this long before the server handles it.
+                for (verbs, latency) in [
+                    (&["create", "update", "patch", "delete"][..], write_latency),
+                    (&["get", "list"][..], read_latency),
+                ] {
+                    for verb in verbs.iter().filter(|_| !latency.is_zero()) {
+                        server.inject(Fault::new(Some(verb), None, FaultAction::Latency(latency)));
+                    }
+                }
                 let path = server.kubeconfig_path().to_owned();
                 (Some(server), path)
             }
@@ -574,7 +596,14 @@ fn main() -> anyhow::Result<()> {
         let controller_rate = count as f64 / controller_elapsed.as_secs_f64();
         let server_name = match &external {
             Some(path) => format!("the cluster of {}", path.display()),
-            None => "the in-process test API server".to_owned(),
+            None if write_latency.is_zero() && read_latency.is_zero() => {
+                "the in-process test API server".to_owned()
+            }
+            None => format!(
+                "the in-process test API server, {:.1} ms per write, {:.1} ms per get or list",
+                millis(write_latency),
+                millis(read_latency)
+            ),
         };
         println!("server                         {server_name}");
         println!("tasks / pairs                  {count} (concurrency {concurrency})");
