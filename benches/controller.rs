@@ -511,13 +511,13 @@ fn main() -> anyhow::Result<()> {
                             (client.clone(), &pair, &template, failures.clone());
                         async move {
                             let name = format!("by-hand-{i}");
-                            if let Err(error) = template.send(&client, pair, &name).await {
-                                if let Ok(mut failed) = failures.lock() {
-                                    if *failed == 0 {
-                                        eprintln!("the controller's requests by hand: {error:#}");
-                                    }
-                                    *failed += 1;
+                            if let Err(error) = template.send(&client, pair, &name).await
+                                && let Ok(mut failed) = failures.lock()
+                            {
+                                if *failed == 0 {
+                                    eprintln!("the controller's requests by hand: {error:#}");
                                 }
+                                *failed += 1;
                             }
                         }
                     })

@@ -17,6 +17,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// What a reconcile asks for next: nothing until a watch event concerns the object again, or
 /// another reconcile after a delay (unless a watch event comes first).
@@ -191,8 +192,10 @@ pub async fn run<R, K, Fut>(
                     queue.finished(object, None);
                     continue;
                 };
+                let span = tracing::info_span!("reconciling object", "object.ref" = %object);
+                let reconciling = span.in_scope(|| reconcile(item)).instrument(span);
                 let handle = tasks.spawn({
-                    let (object, reconciling) = (object.clone(), reconcile(item));
+                    let object = object.clone();
                     async move { (object, reconciling.await) }
                 });
                 ids.insert(handle.id(), object);
