@@ -193,8 +193,8 @@ struct ControllerArgs {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_address: SocketAddr,
-    /// Tasks reconciled at once.
-    #[arg(long, default_value_t = 16)]
+    /// Tasks reconciled at once (at least 1).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
     /// Memory limit of one plugin call, in MiB.
     #[arg(long, default_value_t = 64)]

@@ -306,3 +306,14 @@ fn a_closed_stdout_ends_the_output_quietly() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_controller_concurrency_of_zero_is_refused_before_anything_starts() {
+    let (code, stdout, stderr) = kubetask(&["controller", "--concurrency", "0"]);
+    assert_eq!(code, 2, "a usage error: {stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("--concurrency") && stderr.contains("0 is not in 1.."),
+        "{stderr}"
+    );
+}
