@@ -174,15 +174,10 @@ pub async fn run<R, K, Fut>(
     let mut tasks: JoinSet<(R, Action)> = JoinSet::new();
     let mut ids = HashMap::new();
     let mut is_ready = false;
-    let triggers = triggers.fuse();
-    let timer = tokio::time::sleep_until(Instant::now());
-    let (ready, shutdown) = (std::pin::pin!(ready), std::pin::pin!(shutdown));
-    let (mut ready, mut shutdown, mut triggers, mut timer) = (
-        ready,
-        shutdown,
-        std::pin::pin!(triggers),
-        std::pin::pin!(timer),
-    );
+    let mut triggers = std::pin::pin!(triggers.fuse());
+    let mut ready = std::pin::pin!(ready);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(Instant::now()));
     let mut armed: Option<Instant> = None;
     loop {
         if is_ready {
