@@ -58,7 +58,7 @@ pub struct AgentSpec {
     pub credentials: Vec<Credential>,
     /// Extra labels of the agent pod (for NetworkPolicies, monitoring, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = MAX_LABELS, "additionalProperties" = {"type": "string", "pattern": LABEL_VALUE_PATTERN}))]
+    #[schemars(extend("maxProperties" = MAX_LABELS, "additionalProperties" = {"type": "string", "pattern": LABEL_VALUE_PATTERN, "maxLength": MAX_LABEL_VALUE}))]
     #[x_kube(validation = Rule::new(LABEL_KEYS_RULE).message(LABEL_KEYS_MESSAGE))]
     pub pod_labels: BTreeMap<String, String>,
     /// Where the agent pod may run.
@@ -95,8 +95,8 @@ pub struct AgentSpec {
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("has(self.env) || has(self.mountPath)").message("set env, mountPath or both"),
-    validation = Rule::new("!has(self.fileMode) || has(self.mountPath)").message("fileMode needs mountPath"),
+    validation = Rule::new("has(self.env) || has(self.mountPath)").message("set env, mountPath or both").field_path(".env").reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.fileMode) || has(self.mountPath)").message("fileMode needs mountPath").field_path(".fileMode").reason(Reason::FieldValueForbidden),
     crates(kube_core = "::kube_core", schemars = "::schemars", serde = "::serde")
 )]
 pub struct Credential {
@@ -138,7 +138,7 @@ pub struct SecretKeyRef {
 pub struct PodScheduling {
     /// Node labels the pod's node must have.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = MAX_LABELS, "additionalProperties" = {"type": "string", "pattern": LABEL_VALUE_PATTERN}))]
+    #[schemars(extend("maxProperties" = MAX_LABELS, "additionalProperties" = {"type": "string", "pattern": LABEL_VALUE_PATTERN, "maxLength": MAX_LABEL_VALUE}))]
     #[x_kube(validation = Rule::new(LABEL_KEYS_RULE).message(LABEL_KEYS_MESSAGE))]
     pub node_selector: BTreeMap<String, String>,
     /// Taints the pod tolerates.
@@ -155,9 +155,9 @@ pub struct PodScheduling {
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')").message("a toleration without a key must have operator Exists (it then matches every taint)"),
-    validation = Rule::new("!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''").message("value must be empty when operator is Exists"),
-    validation = Rule::new("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')").message("tolerationSeconds needs effect NoExecute"),
+    validation = Rule::new("(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')").message("a toleration without a key must have operator Exists (it then matches every taint)").field_path(".operator"),
+    validation = Rule::new("!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''").message("value must be empty when operator is Exists").field_path(".value"),
+    validation = Rule::new("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')").message("tolerationSeconds needs effect NoExecute").field_path(".tolerationSeconds").reason(Reason::FieldValueForbidden),
     crates(kube_core = "::kube_core", schemars = "::schemars", serde = "::serde")
 )]
 pub struct Toleration {

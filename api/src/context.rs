@@ -4,14 +4,12 @@ use k8s_openapi::api::core::v1::ConfigMapKeySelector;
 use kube_derive::KubeSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::syntax::{
-    CONFIG_MAP_KEY_REF_MESSAGE, CONFIG_MAP_KEY_REF_RULE, MAX_SUBDOMAIN, SUBDOMAIN_PATTERN,
-};
+use crate::syntax::{DATA_KEY_PATTERN, MAX_DATA_KEY, MAX_SUBDOMAIN, SUBDOMAIN_PATTERN};
 
 /// One piece of context given to the agent.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
 #[x_kube(
-    validation = Rule::new("self.type != 'File' || has(self.file)").message("file is required when type is File"),
+    validation = Rule::new("self.type != 'File' || has(self.file)").message("file is required when type is File").field_path(".file").reason(Reason::FieldValueRequired),
     crates(kube_core = "::kube_core", schemars = "::schemars", serde = "::serde")
 )]
 pub struct Context {
@@ -34,8 +32,8 @@ pub enum ContextType {
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("has(self.filePath) != has(self.dirPath)").message("exactly one of filePath or dirPath must be set"),
-    validation = Rule::new("has(self.dirPath) == has(self.source.configMapRef)").message("dirPath goes with source.configMapRef, and configMapRef needs dirPath"),
+    validation = Rule::new("has(self.filePath) != has(self.dirPath)").message("exactly one of filePath or dirPath must be set").field_path(".filePath"),
+    validation = Rule::new("has(self.dirPath) == has(self.source.configMapRef)").message("dirPath goes with source.configMapRef, and configMapRef needs dirPath").field_path(".dirPath"),
     crates(kube_core = "::kube_core", schemars = "::schemars", serde = "::serde")
 )]
 pub struct FileContext {
@@ -67,7 +65,7 @@ pub struct FileSource {
     pub inline: Option<String>,
     /// One key of a ConfigMap in the Task's namespace, mounted as the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new(CONFIG_MAP_KEY_REF_RULE).message(CONFIG_MAP_KEY_REF_MESSAGE))]
+    #[schemars(schema_with = "config_map_key_ref_schema")]
     pub config_map_key_ref: Option<ConfigMapKeySelector>,
     /// A whole ConfigMap in the Task's namespace, every key a file of `dirPath`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,4 +82,35 @@ pub struct ConfigMapReference {
     /// When true, a missing ConfigMap gives an empty directory instead of blocking the Task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optional: Option<bool>,
+}
+
+/// The schema of `configMapKeyRef`: Kubernetes' `ConfigMapKeySelector` with the bounds and
+/// patterns the API server checks without CEL (a `matches()` rule on unbounded strings in a list
+/// exceeds kube-apiserver's cost budget; a `pattern` costs none).
+fn config_map_key_ref_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "One key of a ConfigMap in the Task's namespace, mounted as the file.",
+        "type": "object",
+        "nullable": true,
+        "required": ["key", "name"],
+        "properties": {
+            "name": {
+                "description": "Name of the ConfigMap, in the Task's namespace (a DNS subdomain).",
+                "type": "string",
+                "maxLength": MAX_SUBDOMAIN,
+                "pattern": SUBDOMAIN_PATTERN,
+            },
+            "key": {
+                "description": "The key to mount: [-._a-zA-Z0-9]+, not '.' or '..'.",
+                "type": "string",
+                "maxLength": MAX_DATA_KEY,
+                "pattern": DATA_KEY_PATTERN,
+            },
+            "optional": {
+                "description": "When true, a missing ConfigMap or key gives an empty file instead of blocking the Task.",
+                "type": "boolean",
+                "nullable": true,
+            },
+        },
+    })
 }

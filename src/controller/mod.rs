@@ -125,9 +125,18 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     tracing::info!(server = %version.git_version, namespace = ?options.namespace, "connected");
     let mut host = PluginHost::new(options.limits)?;
     if let Some(dir) = &options.plugin_cache_dir {
-        let cache = ArtifactCache::new(dir)
-            .with_context(|| format!("--plugin-cache-dir {}", dir.display()))?;
-        host = host.with_artifact_cache(cache);
+        // Without a cache every start compiles the plugins again: slower, never wrong.
+        match ArtifactCache::new(dir) {
+            Ok(cache) => {
+                tracing::info!(dir = %cache.dir().display(), "compiled plugins cached");
+                host = host.with_artifact_cache(cache);
+            }
+            Err(error) => tracing::warn!(
+                dir = %dir.display(),
+                %error,
+                "--plugin-cache-dir cannot be used: compiling plugins at every start"
+            ),
+        }
     }
     let host = Arc::new(host);
     let pipeline = Arc::new(

@@ -40,15 +40,15 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl ArtifactCache {
-    /// Uses (and creates, readable only by this user) `dir`.
+    /// Uses `dir` when this user owns it (made readable only by this user), else a
+    /// subdirectory `kubetask-<uid>` of it that this user creates or already owns. What is not
+    /// ours is never changed: a Deployment's `emptyDir` belongs to root and is writable by
+    /// everyone, so the entries (machine code, run as is) go where no one else may write.
     pub fn new(dir: impl Into<PathBuf>) -> std::io::Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
         #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-        }
+        let dir = private_dir(dir)?;
         Ok(Self { dir })
     }
 
@@ -120,6 +120,45 @@ impl ArtifactCache {
             tracing::warn!(path = %path.display(), %error, "cannot cache a compiled plugin");
         }
     }
+}
+
+/// `dir` if this user owns it, else its subdirectory `kubetask-<uid>`, created or checked to be
+/// this user's; either one readable and writable by this user alone.
+#[cfg(unix)]
+fn private_dir(dir: PathBuf) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+    let uid = effective_uid();
+    let private = if std::fs::metadata(&dir)?.uid() == uid {
+        dir
+    } else {
+        let sub = dir.join(format!("kubetask-{uid}"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&sub) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(error),
+        }
+        let metadata = std::fs::symlink_metadata(&sub)?;
+        if !metadata.is_dir() || metadata.uid() != uid {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is not a directory of user {uid}: not using it for compiled plugins",
+                    sub.display()
+                ),
+            ));
+        }
+        sub
+    };
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))?;
+    Ok(private)
+}
+
+/// The user this process runs as.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions, cannot fail and touches no memory of ours.
+    unsafe { libc::geteuid() }
 }
 
 /// Turns bytes of [`Component::serialize`] back into a component.

@@ -328,13 +328,22 @@ fn free_port() -> u16 {
 
 impl ControllerProcess {
     pub fn spawn(kubeconfig: &Path, extra: &[&str]) -> Self {
+        Self::spawn_from(
+            Command::new(env!("CARGO_BIN_EXE_kubetask")),
+            kubeconfig,
+            extra,
+        )
+    }
+
+    /// Runs `kubetask controller` from `command` (another copy of the binary, another user).
+    pub fn spawn_from(mut command: Command, kubeconfig: &Path, extra: &[&str]) -> Self {
         let metrics_port = free_port();
         let log = std::env::temp_dir().join(format!(
             "kubetask-controller-{}-{metrics_port}.log",
             std::process::id()
         ));
         let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_kubetask"))
+        let child = command
             .arg("controller")
             .arg("--kubeconfig")
             .arg(kubeconfig)

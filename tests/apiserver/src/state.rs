@@ -604,6 +604,13 @@ impl State {
                 None
             }
             Ok(types) => {
+                // kube-apiserver's CEL cost budget: a CRD whose rules could cost too much is
+                // refused with the server's own words.
+                let over_budget = kubetask_validation::crd_budget::check_crd(body);
+                if !over_budget.is_empty() {
+                    causes.extend(over_budget);
+                    return None;
+                }
                 let crd_name = text(body, "name").to_owned();
                 for t in &types {
                     let taken = self.types.iter().any(|o| {

@@ -806,3 +806,47 @@ async fn delete_collection_and_dry_run() {
         .collect();
     assert_eq!(left, ["c"]);
 }
+
+/// A CRD whose CEL rules exceed kube-apiserver's cost budget is refused as a real v1.36 server
+/// refused the project's own CRDs of commit 55f7de9 (`validation/tests/real-apiserver/`), and
+/// nothing of it is served.
+#[tokio::test]
+async fn a_crd_over_the_cel_cost_budget_is_refused_in_the_servers_words() {
+    let (_server, client) = start().await;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let fixtures = format!("{root}/../../validation/tests/real-apiserver/crd-budget");
+    let text = std::fs::read_to_string(format!("{fixtures}/project-crds-55f7de9.yaml")).unwrap();
+    let verdicts =
+        std::fs::read_to_string(format!("{fixtures}/project-crds-55f7de9.verdict.txt")).unwrap();
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    let documents: Vec<&str> = text
+        .split("\n---")
+        .filter(|d| d.contains("kind:"))
+        .collect();
+    assert_eq!(documents.len(), 2);
+    for (document, verdict) in documents.iter().zip(verdicts.lines()) {
+        let crd = serde_yaml::from_str(document).unwrap();
+        let status = api_error(crds.create(&PostParams::default(), &crd).await);
+        assert_eq!(status.code, 422);
+        assert_eq!(
+            format!("Error from server (Invalid): {}", status.message),
+            verdict,
+            "the test server refuses with the real server's message"
+        );
+    }
+    let tasks: Api<Task> = Api::namespaced(client, "default");
+    assert!(
+        tasks.list(&ListParams::default()).await.is_err(),
+        "no Task kind was registered"
+    );
+    // The committed CRDs fit the budget.
+    let committed =
+        std::fs::read_to_string(format!("{root}/../../manifests/crds/crds.yaml")).unwrap();
+    for document in committed.split("\n---").filter(|d| d.contains("kind:")) {
+        let crd = serde_yaml::from_str(document).unwrap();
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("the committed CRDs are within the budget");
+    }
+}
