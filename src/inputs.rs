@@ -578,21 +578,21 @@ mod tests {
             ),
             (
                 format!("{agent}  scheduling: {{tolerations: [{{operator: Equal, value: v}}]}}\n"),
-                "spec.scheduling.tolerations[0]",
+                "spec.scheduling.tolerations[0].operator",
                 "without a key",
             ),
             (
                 format!(
                     "{agent}  scheduling: {{tolerations: [{{key: k, operator: Exists, value: v}}]}}\n"
                 ),
-                "spec.scheduling.tolerations[0]",
+                "spec.scheduling.tolerations[0].value",
                 "value must be empty",
             ),
             (
                 format!(
                     "{agent}  scheduling: {{tolerations: [{{key: k, tolerationSeconds: 5}}]}}\n"
                 ),
-                "spec.scheduling.tolerations[0]",
+                "spec.scheduling.tolerations[0].tolerationSeconds",
                 "NoExecute",
             ),
             (

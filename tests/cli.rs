@@ -157,7 +157,7 @@ fn invalid_input_errors_name_file_object_and_field() {
         ),
         (
             "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: t}\nspec: {contexts: []}\n---\napiVersion: kubetask.io/v1alpha1\nkind: Agent\nmetadata: {name: default}\nspec:\n  serviceAccountName: sa\n  credentials:\n  - {name: c, secretRef: {name: s, key: k}}\n",
-            "bad.yaml: Agent/default: spec.credentials[0]: Invalid value: \"object\": set env, mountPath or both",
+            "bad.yaml: Agent/default: spec.credentials[0].env: Required value: set env, mountPath or both",
         ),
         (
             "apiVersion: v1\nkind: [broken\n",
@@ -316,4 +316,26 @@ fn a_controller_concurrency_of_zero_is_refused_before_anything_starts() {
         stderr.contains("--concurrency") && stderr.contains("0 is not in 1.."),
         "{stderr}"
     );
+}
+
+#[test]
+fn the_seeds_first_example_renders_in_the_controller_namespace() {
+    let items = render_json(&["-f", "examples/seed/simple-task.yaml"]);
+    assert_eq!(
+        kinds(&items),
+        [
+            "ConfigMap/update-service-a-contexts",
+            "Job/update-service-a"
+        ]
+        .map(str::to_owned)
+    );
+    for item in &items {
+        assert_eq!(item["metadata"]["namespace"], "kubetask-system");
+    }
+    let pod = &items[1]["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["containers"][0]["image"],
+        "quay.io/myorg/claude-agent:v1.0"
+    );
+    assert_eq!(pod["serviceAccountName"], "kubetask-agent");
 }

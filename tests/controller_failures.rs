@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::ClusterRole;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use kubetask::api::{Agent, TaskPhase};
 use kubetask_test_apiserver::{Fault, FaultAction};
@@ -225,33 +225,89 @@ async fn a_task_recreated_under_the_same_name_gets_its_own_job_after_gc() {
     );
 }
 
+/// The seed's own examples, verbatim (`examples/seed/`), put the Agent and the Tasks in the
+/// controller's namespace: they run there like anywhere else, and what the controller creates
+/// there never looks like a plugin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_in_the_controller_namespace_is_refused_naming_the_field() {
+async fn the_seeds_examples_run_in_the_controller_namespace() {
+    const SYSTEM: &str = "kubetask-system";
     let cluster = Cluster::start().await;
     let _controller = cluster.controller(&[]);
-    cluster
-        .apply_yaml(&task_yaml("inside").replace(NS, "kubetask-system"))
+    let example = |name: &str| {
+        std::fs::read_to_string(format!(
+            "{}/examples/seed/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("the seed's example")
+    };
+    cluster.apply_yaml(&example("simple-task.yaml")).await;
+    let simple = cluster
+        .wait_phase(SYSTEM, "update-service-a", TaskPhase::Completed)
         .await;
-    let refused = cluster
-        .wait_reason("kubetask-system", "inside", "InvalidSpec", SOON)
-        .await;
-    let status = refused.status.expect("status");
-    assert_eq!(status.phase, Some(TaskPhase::Failed));
-    let message = &status.conditions[0].message;
-    assert!(
-        message.contains("metadata.namespace") && message.contains("is the controller's namespace"),
-        "{message}"
+    let job = &cluster.jobs_of(&simple).await[0];
+    let pod = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod spec");
+    assert_eq!(
+        pod.containers[0].image.as_deref(),
+        Some("quay.io/myorg/claude-agent:v1.0")
     );
-    let creates = cluster
-        .server
-        .requests()
+    assert_eq!(pod.service_account_name.as_deref(), Some("kubetask-agent"));
+
+    // The second example's Agent and ConfigMaps, then its Task as the seed writes it.
+    let agent = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/agent-claude-workspace.yaml"
+    ))
+    .expect("the Agent example")
+    .replace("namespace: team-a", "namespace: kubetask-system");
+    cluster.apply_yaml(&agent).await;
+    for (name, key) in [
+        ("guides", "refactoring-guide.md"),
+        ("project-configs", "a.yaml"),
+        ("org-configs", "guidelines.md"),
+    ] {
+        let map: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": SYSTEM},
+            "data": {key: "text"},
+        }))
+        .expect("a ConfigMap");
+        cluster
+            .config_maps(SYSTEM)
+            .create(&PostParams::default(), &map)
+            .await
+            .expect("create the ConfigMap");
+    }
+    cluster.apply_yaml(&example("complex-task.yaml")).await;
+    cluster
+        .wait_phase(SYSTEM, "complex-task", TaskPhase::Completed)
+        .await;
+    let maps = cluster
+        .config_maps(SYSTEM)
+        .list(&ListParams::default())
+        .await
+        .expect("ConfigMaps");
+    let generated: Vec<_> = maps
+        .items
         .iter()
-        .filter(|r| {
-            r.user == CONTROLLER_USER
-                && r.verb == "create"
-                && r.namespace == "kubetask-system"
-                && matches!(r.resource.as_str(), "jobs" | "configmaps")
+        .filter(|m| {
+            m.labels()
+                .get("app.kubernetes.io/managed-by")
+                .map(String::as_str)
+                == Some("kubetask")
         })
-        .count();
-    assert_eq!(creates, 0, "nothing is created for it");
+        .collect();
+    assert_eq!(
+        generated.len(),
+        2,
+        "one generated ConfigMap per Task with inline contexts"
+    );
+    assert!(
+        generated
+            .iter()
+            .all(|m| !m.labels().contains_key("kubetask.io/plugin")),
+        "no generated ConfigMap is ever taken for a plugin"
+    );
 }

@@ -111,7 +111,6 @@ impl Pipeline {
     /// ([`super::validation::problems`]). The CRD's rules are not evaluated again per render
     /// (they cost more than the built-in plugin: docs/performance.md).
     pub fn render(&self, task: &Task, agent: Option<&Agent>) -> Result<Rendered, RenderError> {
-        self.refuse_controller_namespace(task)?;
         let task_json = encode("Task", task)?;
         let agent_json = agent.map(|agent| encode("Agent", agent)).transpose()?;
         let settings = bindings::Settings {
@@ -202,28 +201,6 @@ fn encode<T: serde::Serialize>(kind: &'static str, value: &T) -> Result<String, 
         kind,
         message: error.to_string(),
     })
-}
-
-impl Pipeline {
-    /// Tasks do not run in the controller's namespace: there, an Agent could name the
-    /// controller's ServiceAccount or Secrets, and the Task's ConfigMaps would sit beside the
-    /// installed plugins.
-    fn refuse_controller_namespace(&self, task: &Task) -> Result<(), InvalidObject> {
-        let namespace = task.metadata.namespace.as_deref().unwrap_or_default();
-        if namespace != self.settings.controller_namespace {
-            return Ok(());
-        }
-        Err(InvalidObject {
-            object: format!(
-                "Task/{namespace}/{}",
-                task.metadata.name.as_deref().unwrap_or_default()
-            ),
-            field: "metadata.namespace".to_owned(),
-            message: format!(
-                "{namespace:?} is the controller's namespace, where Tasks do not run (its ServiceAccount, Secrets and plugins live there): create the Task in another namespace"
-            ),
-        })
-    }
 }
 
 /// Parses a stage's output; anything that is not a Job and ConfigMaps is the plugin's fault.

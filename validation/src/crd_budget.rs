@@ -79,7 +79,7 @@ pub fn check_schema(schema: &Value, base: &str) -> Vec<Cause> {
             .iter()
             .filter(|r| r.cost >= PER_CRD_LIMIT / 100)
             .collect();
-        expensive.sort_by(|a, b| b.cost.cmp(&a.cost));
+        expensive.sort_by_key(|r| std::cmp::Reverse(r.cost));
         for rule in expensive.into_iter().take(4) {
             causes.push(forbidden(
                 &rule.path,

@@ -74,7 +74,12 @@ pub fn admit(
                 .reason
                 .clone()
                 .unwrap_or_else(|| "FieldValueInvalid".into());
-            let message = format!("Invalid value: \"object\": {}", error.message);
+            // kube-apiserver words a rule's failure by the rule's reason.
+            let message = match reason.as_str() {
+                "FieldValueRequired" => format!("Required value: {}", error.message),
+                "FieldValueForbidden" => format!("Forbidden: {}", error.message),
+                _ => format!("Invalid value: \"object\": {}", error.message),
+            };
             causes.push(cause(&reason, field, message));
         }
     }

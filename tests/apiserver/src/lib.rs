@@ -8,6 +8,7 @@
 mod apply;
 mod discovery;
 mod error;
+mod events;
 mod faults;
 mod gc;
 mod jobsim;
@@ -22,6 +23,7 @@ mod registry;
 mod selector;
 mod server;
 mod state;
+mod table;
 mod tls;
 
 use std::collections::HashMap;

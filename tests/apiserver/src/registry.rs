@@ -47,6 +47,8 @@ pub struct ResourceType {
     pub rules: Option<CompiledRules>,
     /// Set for custom resources: the CRD's name.
     pub crd: Option<String>,
+    /// A custom resource's printer columns (`kubectl get`); `None`: the default table.
+    pub printer_columns: Option<Arc<Vec<Value>>>,
 }
 
 impl ResourceType {
@@ -65,6 +67,7 @@ impl ResourceType {
             schema: None,
             rules: None,
             crd: None,
+            printer_columns: None,
         }
     }
 
@@ -90,7 +93,16 @@ impl ResourceType {
 
     /// The storage key shared by all versions of one resource.
     pub fn storage_key(&self) -> String {
+        // Core and events.k8s.io Events are one resource (crate::events).
+        if self.is_core_event() {
+            return "events.k8s.io/events".to_owned();
+        }
         format!("{}/{}", self.group, self.plural)
+    }
+
+    /// The core `v1` Event, served from the `events.k8s.io/v1` Events.
+    pub fn is_core_event(&self) -> bool {
+        self.group.is_empty() && self.plural == "events"
     }
 
     /// The `APIResource` entries (the resource and its subresources) for discovery.
@@ -308,6 +320,7 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
                 .pointer("/schema/openAPIV3Schema")
                 .map(CompiledRules::compile),
             crd: Some(name.to_owned()),
+            printer_columns: Some(Arc::new(crate::table::crd_columns(version))),
         });
     }
     Ok(types)

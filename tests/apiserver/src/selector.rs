@@ -140,7 +140,27 @@ fn valid_value(value: &str) -> Result<String, String> {
     }
 }
 
-/// A field selector over `metadata.name` and `metadata.namespace`.
+/// The fields an Event list may be selected by, in the core and the events.k8s.io API.
+const EVENT_FIELDS: [&str; 16] = [
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "type",
+    "regarding.kind",
+    "regarding.namespace",
+    "regarding.name",
+    "regarding.uid",
+    "reportingController",
+    "source",
+];
+
+/// A field selector over `metadata.name`, `metadata.namespace` and an Event's fields.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
@@ -160,7 +180,9 @@ impl FieldSelector {
                     "invalid selector: '{part}'; can't understand '{part}'"
                 ));
             };
-            if !matches!(field.trim(), "metadata.name" | "metadata.namespace") {
+            let known = matches!(field.trim(), "metadata.name" | "metadata.namespace")
+                || EVENT_FIELDS.iter().any(|f| *f == field.trim());
+            if !known {
                 return Err(format!(
                     "\"{}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\"",
                     field.trim()
@@ -174,13 +196,10 @@ impl FieldSelector {
     /// Whether the object satisfies every term.
     pub fn matches(&self, object: &Value) -> bool {
         self.0.iter().all(|(field, negate, value)| {
-            let pointer = if field == "metadata.name" {
-                "/metadata/name"
-            } else {
-                "/metadata/namespace"
-            };
+            // Events are stored in their events.k8s.io form (crate::events).
+            let pointer = format!("/{}", crate::events::stored_field(field).replace('.', "/"));
             let actual = object
-                .pointer(pointer)
+                .pointer(&pointer)
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             (actual == value) != *negate

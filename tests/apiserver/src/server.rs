@@ -386,6 +386,7 @@ pub async fn handle(
                             user_agent: &user_agent,
                             user: &record.user,
                             metadata_only: accept.contains("as=PartialObjectMetadata"),
+                            table: accept.contains("as=Table"),
                             drop_after,
                         };
                         match route {
@@ -440,6 +441,8 @@ struct Call<'a> {
     user: &'a str,
     /// `Accept: ...;as=PartialObjectMetadata[List]`: objects are served as their metadata.
     metadata_only: bool,
+    /// `Accept: ...;as=Table`: a `meta.k8s.io/v1` Table, as `kubectl get` asks.
+    table: bool,
     drop_after: Option<Duration>,
 }
 
@@ -588,6 +591,13 @@ fn dispatch(
     match verb {
         "get" => {
             let object = lock(&shared.state).get(&rt, ns, name)?;
+            if call.table {
+                let version = text_of(&object, "/metadata/resourceVersion");
+                return Ok(json_response(
+                    200,
+                    &as_table(&rt, call, &[object], &version),
+                ));
+            }
             Ok(json_response(
                 200,
                 &as_requested(object, call.metadata_only),
@@ -614,7 +624,16 @@ fn dispatch(
             if let Some(remaining) = result.remaining {
                 metadata["remainingItemCount"] = json!(remaining);
             }
-            let list = if call.metadata_only {
+            let list = if call.table {
+                let mut table = as_table(
+                    &rt,
+                    call,
+                    &result.items,
+                    &result.resource_version.to_string(),
+                );
+                table["metadata"] = metadata;
+                table
+            } else if call.metadata_only {
                 json!({
                     "kind": "PartialObjectMetadataList",
                     "apiVersion": "meta.k8s.io/v1",
@@ -638,12 +657,12 @@ fn dispatch(
                     "POST on a named resource is not supported",
                 ));
             }
-            let body = call.json_body()?;
+            let body = stored_form(&rt, call.json_body()?);
             let created = lock(&shared.state).create(&rt, ns, body, &call.write_options())?;
             Ok(json_response(201, &created))
         }
         "update" => {
-            let body = call.json_body()?;
+            let body = stored_form(&rt, call.json_body()?);
             Ok(json_response(
                 200,
                 &lock(&shared.state).update(&rt, ns, name, sub, body, &call.write_options())?,
@@ -736,6 +755,33 @@ fn issue_token(
     request["metadata"]["namespace"] = json!(target.namespace);
     request["status"] = json!({"token": token, "expirationTimestamp": expires});
     Ok(json_response(201, &request))
+}
+
+/// A written object as it is stored: a core Event in its events.k8s.io form.
+fn stored_form(rt: &ResourceType, body: Value) -> Value {
+    if rt.is_core_event() {
+        crate::events::from_core(&body)
+    } else {
+        body
+    }
+}
+
+/// Objects as a server-side Table (`kubectl get`).
+fn as_table(rt: &ResourceType, call: &Call, objects: &[Value], resource_version: &str) -> Value {
+    let include = crate::table::IncludeObject::parse(call.param("includeObject"));
+    if rt.is_core_event() {
+        return crate::table::event_table(objects, include, resource_version);
+    }
+    let columns = rt.printer_columns.as_deref().map(Vec::as_slice);
+    crate::table::table(columns, objects, include, resource_version)
+}
+
+fn text_of(object: &Value, pointer: &str) -> String {
+    object
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// An object as the client asked for it: whole, or as `PartialObjectMetadata`.

@@ -1571,7 +1571,11 @@ fn owner_uids(object: &Value) -> Vec<String> {
 
 /// The object as served at `rt`'s version.
 pub fn present(rt: &ResourceType, object: &Value) -> Value {
-    let mut copy = object.clone();
+    let mut copy = if rt.is_core_event() {
+        crate::events::to_core(object)
+    } else {
+        object.clone()
+    };
     copy["apiVersion"] = json!(rt.api_version());
     copy["kind"] = json!(rt.kind);
     copy

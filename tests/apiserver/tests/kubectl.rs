@@ -295,3 +295,126 @@ fn client_side_apply_of_a_large_configmap_is_refused_like_a_real_server() {
     let (ok, out, err) = kubectl(&server, &["apply", "-f", "-"], Some(&packed));
     assert!(ok, "{out}{err}");
 }
+
+/// `kubectl get` prints the CRD's printer columns from the server-side Table, `-o wide` adds
+/// the priority-1 ones, and an `events.k8s.io/v1` Event (what the controller writes) shows in
+/// `kubectl describe` and `kubectl get events` as a real server shows it
+/// (`shared/real-apiserver/responses/`).
+#[test]
+fn kubectl_get_and_describe_show_columns_and_events_like_a_real_server() {
+    let server = TestApiServer::start(Config::default()).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let crds = format!("{root}/../../manifests/crds/crds.yaml");
+    let (ok, out, err) = kubectl(&server, &["apply", "-f", &crds], None);
+    assert!(ok, "{out}{err}");
+    let task = "apiVersion: v1
+kind: Namespace
+metadata: {name: demo}
+---
+apiVersion: kubetask.io/v1alpha1
+kind: Task
+metadata: {name: hello, namespace: demo}
+spec:
+  contexts:
+    - type: File
+      file: {filePath: /workspace/task.md, source: {inline: hi}}
+";
+    let (ok, out, err) = kubectl(&server, &["apply", "-f", "-"], Some(task));
+    assert!(ok, "{out}{err}");
+    let status = r#"{"status": {"phase": "Running", "jobName": "hello",
+        "result": {"summary": "halfway there"},
+        "conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running", "message": "the agent runs",
+                        "lastTransitionTime": "2026-12-05T16:07:23Z"}]}}"#;
+    let (ok, out, err) = kubectl(
+        &server,
+        &[
+            "patch",
+            "task",
+            "hello",
+            "-n",
+            "demo",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            status,
+        ],
+        None,
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, uid, err) = kubectl(
+        &server,
+        &[
+            "get",
+            "task",
+            "hello",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let event = format!(
+        "apiVersion: events.k8s.io/v1
+kind: Event
+metadata: {{name: hello.18ee65edd355d09f, namespace: demo}}
+eventTime: '2026-12-05T16:00:01.000000Z'
+reportingController: kubetask.io/controller
+reportingInstance: kubetask-controller-0
+action: Reconcile
+reason: JobCreated
+regarding: {{kind: Task, namespace: demo, name: hello, uid: '{uid}', apiVersion: kubetask.io/v1alpha1}}
+note: Created Job hello
+type: Normal
+"
+    );
+    let (ok, out, err) = kubectl(&server, &["create", "-f", "-"], Some(&event));
+    assert!(ok, "{out}{err}");
+
+    let (ok, out, err) = kubectl(&server, &["get", "tasks", "-n", "demo"], None);
+    assert!(ok, "{err}");
+    let header: Vec<&str> = out
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "PHASE", "AGENT", "JOB", "REASON", "AGE"],
+        "{out}"
+    );
+    let row: Vec<&str> = out
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[..4], ["hello", "Running", "hello", "Running"], "{out}");
+
+    let (ok, out, err) = kubectl(&server, &["get", "tasks", "-n", "demo", "-o", "wide"], None);
+    assert!(ok, "{err}");
+    assert!(
+        out.lines().next().unwrap_or_default().contains("SUMMARY"),
+        "{out}"
+    );
+    assert!(out.contains("halfway there"), "{out}");
+
+    let (ok, out, err) = kubectl(&server, &["describe", "task", "hello", "-n", "demo"], None);
+    assert!(ok, "{err}");
+    let events = out.split("Events:").nth(1).unwrap_or_default();
+    assert!(
+        events.contains("JobCreated")
+            && events.contains("kubetask.io/controller")
+            && events.contains("Created Job hello"),
+        "{out}"
+    );
+
+    let (ok, out, err) = kubectl(&server, &["get", "events", "-n", "demo"], None);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("JobCreated") && out.contains("Created Job hello"),
+        "{out}"
+    );
+}

@@ -447,7 +447,7 @@ async fn the_agent_crd_refuses_what_a_job_would_fail_on() {
         ),
         (
             json!({"scheduling": {"tolerations": [{"operator": "Equal", "value": "v"}]}}),
-            "spec.scheduling.tolerations[0]",
+            "spec.scheduling.tolerations[0].operator",
             "without a key",
         ),
         (

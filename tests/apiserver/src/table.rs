@@ -1,0 +1,439 @@
+//! Server-side tables: what `kubectl get` asks for (`Accept: application/json;as=Table;v=v1;
+//! g=meta.k8s.io`) and prints. A custom resource's columns are its CRD's
+//! `additionalPrinterColumns` (by default `Age`), after `Name`; built-in kinds get
+//! kube-apiserver's default table (`Name`, `Created At`). Cells are as the real server fills
+//! them: JSONPath values, `null` where a path finds nothing, dates as a human age (`10s`).
+
+use serde_json::{Value, json};
+
+const NAME_DESCRIPTION: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
+
+/// What each row carries besides its cells (`?includeObject=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncludeObject {
+    None,
+    Metadata,
+    Object,
+}
+
+impl IncludeObject {
+    /// From the query parameter (default: `Metadata`, as kube-apiserver).
+    pub fn parse(value: Option<&str>) -> Self {
+        match value {
+            Some("None") => IncludeObject::None,
+            Some("Object") => IncludeObject::Object,
+            _ => IncludeObject::Metadata,
+        }
+    }
+}
+
+/// The CRD version's printer columns, or the default `Age`.
+pub fn crd_columns(version: &Value) -> Vec<Value> {
+    match version
+        .get("additionalPrinterColumns")
+        .and_then(Value::as_array)
+    {
+        Some(columns) if !columns.is_empty() => columns.clone(),
+        _ => {
+            vec![json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"})]
+        }
+    }
+}
+
+/// A `meta.k8s.io/v1` Table of `objects`; `columns` as a CRD declares them (`None`: the
+/// default table of built-in kinds).
+pub fn table(
+    columns: Option<&[Value]>,
+    objects: &[Value],
+    include: IncludeObject,
+    resource_version: &str,
+) -> Value {
+    let mut definitions = vec![json!({
+        "name": "Name", "type": "string", "format": "name",
+        "description": NAME_DESCRIPTION, "priority": 0,
+    })];
+    match columns {
+        Some(columns) => {
+            for column in columns {
+                let path = column.get("jsonPath").and_then(Value::as_str).unwrap_or_default();
+                let description = column
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| {
+                        format!("Custom resource definition column (in JSONPath format): {path}")
+                    });
+                definitions.push(json!({
+                    "name": column.get("name").cloned().unwrap_or(json!("")),
+                    "type": column.get("type").cloned().unwrap_or(json!("string")),
+                    "format": column.get("format").cloned().unwrap_or(json!("")),
+                    "description": description,
+                    "priority": column.get("priority").cloned().unwrap_or(json!(0)),
+                }));
+            }
+        }
+        None => definitions.push(json!({
+            "name": "Created At", "type": "date", "format": "",
+            "description": "CreationTimestamp is a timestamp representing the server time when this object was created.",
+            "priority": 0,
+        })),
+    }
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|object| {
+            let mut cells = vec![
+                object
+                    .pointer("/metadata/name")
+                    .cloned()
+                    .unwrap_or(Value::Null),
+            ];
+            match columns {
+                Some(columns) => {
+                    for column in columns {
+                        let path = column
+                            .get("jsonPath")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        let kind = column
+                            .get("type")
+                            .and_then(Value::as_str)
+                            .unwrap_or("string");
+                        cells.push(cell(object, path, kind));
+                    }
+                }
+                None => cells.push(
+                    object
+                        .pointer("/metadata/creationTimestamp")
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                ),
+            }
+            let mut row = json!({"cells": cells});
+            match include {
+                IncludeObject::None => {}
+                IncludeObject::Metadata => {
+                    row["object"] = json!({
+                        "kind": "PartialObjectMetadata",
+                        "apiVersion": "meta.k8s.io/v1",
+                        "metadata": object.get("metadata").cloned().unwrap_or(json!({})),
+                    });
+                }
+                IncludeObject::Object => row["object"] = object.clone(),
+            }
+            row
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": resource_version},
+        "columnDefinitions": definitions,
+        "rows": rows,
+    })
+}
+
+/// kube-apiserver's Event table (`kubectl get events`): LAST SEEN, TYPE, REASON, OBJECT,
+/// MESSAGE, and with `-o wide` SUBOBJECT, SOURCE, FIRST SEEN, COUNT, NAME. `events` are in
+/// their core form.
+pub fn event_table(events: &[Value], include: IncludeObject, resource_version: &str) -> Value {
+    let column = |name: &str, priority: u8| {
+        json!({"name": name, "type": "string", "format": if name == "Name" { "name" } else { "" },
+               "description": "", "priority": priority})
+    };
+    let definitions = vec![
+        column("Last Seen", 0),
+        column("Type", 0),
+        column("Reason", 0),
+        column("Object", 0),
+        column("Subobject", 1),
+        column("Source", 1),
+        column("Message", 0),
+        column("First Seen", 1),
+        column("Count", 1),
+        column("Name", 1),
+    ];
+    let text = |event: &Value, pointer: &str| {
+        event
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let age = |time: &str| {
+        time.parse::<jiff::Timestamp>()
+            .map(|t| human_duration(jiff::Timestamp::now().duration_since(t).as_secs()))
+            .unwrap_or_else(|_| "<unknown>".to_owned())
+    };
+    let rows: Vec<Value> = events
+        .iter()
+        .map(|event| {
+            let last = [
+                "/series/lastObservedTime",
+                "/lastTimestamp",
+                "/eventTime",
+                "/metadata/creationTimestamp",
+            ]
+            .iter()
+            .map(|p| text(event, p))
+            .find(|t| !t.is_empty())
+            .unwrap_or_default();
+            let first = ["/firstTimestamp", "/eventTime", "/metadata/creationTimestamp"]
+                .iter()
+                .map(|p| text(event, p))
+                .find(|t| !t.is_empty())
+                .unwrap_or_default();
+            let source = [text(event, "/source/component"), text(event, "/reportingComponent")]
+                .into_iter()
+                .find(|s| !s.is_empty())
+                .unwrap_or_default();
+            let count = event.get("count").and_then(Value::as_i64).unwrap_or(1);
+            let mut row = json!({"cells": [
+                age(&last),
+                text(event, "/type"),
+                text(event, "/reason"),
+                format!("{}/{}", text(event, "/involvedObject/kind").to_lowercase(), text(event, "/involvedObject/name")),
+                text(event, "/involvedObject/fieldPath"),
+                source,
+                text(event, "/message"),
+                age(&first),
+                count,
+                text(event, "/metadata/name"),
+            ]});
+            match include {
+                IncludeObject::None => {}
+                IncludeObject::Metadata => {
+                    row["object"] = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                        "metadata": event.get("metadata").cloned().unwrap_or(json!({}))});
+                }
+                IncludeObject::Object => row["object"] = event.clone(),
+            }
+            row
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": resource_version},
+        "columnDefinitions": definitions,
+        "rows": rows,
+    })
+}
+
+/// One cell: the first value `path` finds, a date as its age.
+fn cell(object: &Value, path: &str, kind: &str) -> Value {
+    let found = json_path(object, path);
+    let Some(first) = found.first() else {
+        return Value::Null;
+    };
+    let value = if found.len() > 1 {
+        Value::String(
+            found
+                .iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+    } else {
+        (*first).clone()
+    };
+    if kind == "date"
+        && let Some(text) = value.as_str()
+        && let Ok(time) = text.parse::<jiff::Timestamp>()
+    {
+        let age = jiff::Timestamp::now().duration_since(time);
+        return Value::String(human_duration(age.as_secs()));
+    }
+    value
+}
+
+/// kube-apiserver's `duration.HumanDuration`: `10s`, `2m5s`, `45m`, `3h20m`, `2d4h`, `400d`.
+pub fn human_duration(seconds: i64) -> String {
+    if seconds < -1 {
+        return "<invalid>".into();
+    }
+    if seconds < 0 {
+        return "0s".into();
+    }
+    if seconds < 120 {
+        return format!("{seconds}s");
+    }
+    let minutes = seconds / 60;
+    if minutes < 10 {
+        let s = seconds % 60;
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
+    }
+    if minutes < 180 {
+        return format!("{minutes}m");
+    }
+    let hours = minutes / 60;
+    if hours < 8 {
+        let m = minutes % 60;
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
+    }
+    if hours < 48 {
+        return format!("{hours}h");
+    }
+    if hours < 24 * 8 {
+        let h = hours % 24;
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{h}h", hours / 24)
+        };
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{}d", hours / 24);
+    }
+    if hours < 24 * 365 * 8 {
+        let days = (hours / 24) % 365;
+        return if days == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{days}d", hours / 24 / 365)
+        };
+    }
+    format!("{}y", hours / 24 / 365)
+}
+
+/// The values a printer column's JSONPath finds: `.a.b`, `.a[0]`, `.a[*].b`,
+/// `.a[?(@.type=="X")].b`.
+pub fn json_path<'a>(root: &'a Value, path: &str) -> Vec<&'a Value> {
+    let mut current = vec![root];
+    let mut rest = path.trim().trim_start_matches('{').trim_end_matches('}');
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('.') {
+            let end = after.find(['.', '[']).unwrap_or(after.len());
+            let field = &after[..end];
+            rest = &after[end..];
+            if field.is_empty() {
+                continue;
+            }
+            current = current.into_iter().filter_map(|v| v.get(field)).collect();
+        } else if let Some(after) = rest.strip_prefix('[') {
+            let Some(close) = find_close(after) else {
+                return Vec::new();
+            };
+            let inside = &after[..close];
+            rest = &after[close + 1..];
+            current = select(current, inside);
+        } else {
+            return Vec::new();
+        }
+    }
+    current.into_iter().filter(|v| !v.is_null()).collect()
+}
+
+fn find_close(text: &str) -> Option<usize> {
+    let mut depth = 0;
+    let mut quote = None;
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '[' | '(') => depth += 1,
+            (None, ')') => depth -= 1,
+            (None, ']') if depth == 0 => return Some(i),
+            (None, ']') => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+fn select<'a>(values: Vec<&'a Value>, inside: &str) -> Vec<&'a Value> {
+    let inside = inside.trim();
+    if inside == "*" {
+        return values
+            .into_iter()
+            .flat_map(|v| match v {
+                Value::Array(items) => items.iter().collect::<Vec<_>>(),
+                Value::Object(map) => map.values().collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+    }
+    if let Ok(index) = inside.parse::<usize>() {
+        return values.into_iter().filter_map(|v| v.get(index)).collect();
+    }
+    if let Some(name) = inside
+        .strip_prefix('\'')
+        .and_then(|s| s.strip_suffix('\''))
+        .or_else(|| inside.strip_prefix('"').and_then(|s| s.strip_suffix('"')))
+    {
+        return values.into_iter().filter_map(|v| v.get(name)).collect();
+    }
+    if let Some(filter) = inside.strip_prefix("?(").and_then(|s| s.strip_suffix(')')) {
+        let (left, right, equal) = match filter.split_once("==") {
+            Some((l, r)) => (l, r, true),
+            None => match filter.split_once("!=") {
+                Some((l, r)) => (l, r, false),
+                None => return Vec::new(),
+            },
+        };
+        let field = left.trim().trim_start_matches('@');
+        let wanted = right.trim().trim_matches(['"', '\'']);
+        return values
+            .into_iter()
+            .filter_map(Value::as_array)
+            .flatten()
+            .filter(|item| {
+                let found = json_path(item, field);
+                let matches = found.first().is_some_and(|v| match v {
+                    Value::String(s) => s == wanted,
+                    Value::Number(n) => n.to_string() == wanted,
+                    Value::Bool(b) => wanted == if *b { "true" } else { "false" },
+                    _ => false,
+                });
+                matches == equal
+            })
+            .collect();
+    }
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_paths_of_printer_columns() {
+        let task = json!({"status": {"phase": "Running", "conditions": [
+            {"type": "Ready", "reason": "A"}, {"type": "Succeeded", "reason": "Running"}]}});
+        assert_eq!(json_path(&task, ".status.phase"), [&json!("Running")]);
+        assert_eq!(
+            json_path(&task, ".status.conditions[?(@.type==\"Succeeded\")].reason"),
+            [&json!("Running")]
+        );
+        assert_eq!(json_path(&task, ".status.conditions[*].type").len(), 2);
+        assert_eq!(
+            json_path(&task, ".status.conditions[0].reason"),
+            [&json!("A")]
+        );
+        assert!(json_path(&task, ".spec.agentRef").is_empty());
+    }
+
+    #[test]
+    fn ages_as_kubectl_prints_them() {
+        for (seconds, text) in [
+            (10, "10s"),
+            (119, "119s"),
+            (125, "2m5s"),
+            (600, "10m"),
+            (3 * 3600 + 20 * 60, "3h20m"),
+            (30 * 3600, "30h"),
+            (50 * 3600, "2d2h"),
+            (400 * 86400, "400d"),
+        ] {
+            assert_eq!(human_duration(seconds), text);
+        }
+    }
+}
