@@ -315,6 +315,13 @@ fn classify(file: &Path, value: Value, inputs: &mut Inputs, errors: &mut Vec<Inp
             }
         }
         "" => errors.push(error(Some("kind"), "is required".to_owned())),
+        // kubectl refuses a kind its server does not serve; KubeTask's group serves two.
+        other if api_version.starts_with("kubetask.io/") || other.eq_ignore_ascii_case("Task") || other.eq_ignore_ascii_case("Agent") => {
+            errors.push(error(
+                Some("kind"),
+                format!("no matches for kind {other:?} in version {api_version:?}: the kinds of kubetask.io are Task and Agent"),
+            ))
+        }
         _ => inputs.skipped.push(object),
     }
 }
@@ -461,6 +468,25 @@ mod tests {
             Some("x")
         );
         assert_eq!(inputs.skipped, ["ConfigMap/c"]);
+    }
+
+    #[test]
+    fn an_unknown_kind_of_ours_is_an_error_naming_it() {
+        for document in [
+            "apiVersion: kubetask.io/v1alpha1\nkind: task\nmetadata: {name: t}\n",
+            "apiVersion: kubetask.io/v1alpha1\nkind: Tasks\nmetadata: {name: t}\n",
+        ] {
+            let mut inputs = Inputs::default();
+            let mut errors = Vec::new();
+            parse_into(Path::new("in.yaml"), document, &mut inputs, &mut errors);
+            assert_eq!(errors.len(), 1, "{document}");
+            assert_eq!(errors[0].field.as_deref(), Some("kind"));
+            assert!(
+                errors[0].message.contains("no matches for kind"),
+                "{errors:?}"
+            );
+            assert!(inputs.skipped.is_empty());
+        }
     }
 
     #[test]
