@@ -784,20 +784,7 @@ impl<'a> Coster<'a> {
             }
             (operators::CONDITIONAL, None, [_, if_true, if_false]) => {
                 *result_size = Some(size(if_true).union(size(if_false)));
-                let entry = match (
-                    self.compute_entry_size(&call.args[1]),
-                    self.compute_entry_size(&call.args[2]),
-                ) {
-                    (Some(a), Some(b)) => Some(EntrySize {
-                        container: a.container,
-                        key: a.key.union(b.key),
-                        value: a.value.union(b.value),
-                    }),
-                    _ => None,
-                };
-                if let Some(entry) = entry {
-                    self.entry_sizes.insert(e.id, entry);
-                }
+                self.union_entry_sizes(e, &call.args[1], &call.args[2]);
                 return arg_costs[0].add(arg_costs[1].union(arg_costs[2]));
             }
             (operators::ADD, None, [lhs, rhs])
@@ -805,20 +792,7 @@ impl<'a> Coster<'a> {
             {
                 let total = size(lhs).add(size(rhs));
                 *result_size = Some(total);
-                let entry = match (
-                    self.compute_entry_size(&call.args[0]),
-                    self.compute_entry_size(&call.args[1]),
-                ) {
-                    (Some(a), Some(b)) => Some(EntrySize {
-                        container: a.container,
-                        key: a.key.union(b.key),
-                        value: a.value.union(b.value),
-                    }),
-                    _ => None,
-                };
-                if let Some(entry) = entry {
-                    self.entry_sizes.insert(e.id, entry);
-                }
+                self.union_entry_sizes(e, &call.args[0], &call.args[1]);
                 return if lhs.ty.kind() == Kind::List {
                     Estimate::fixed(1).add(arg_cost_sum)
                 } else {
@@ -841,6 +815,18 @@ impl<'a> Coster<'a> {
             _ => {}
         }
         Estimate::fixed(1).add(arg_cost_sum)
+    }
+
+    /// `e`'s entries are either operand's (a conditional's branches, a concatenation).
+    fn union_entry_sizes(&mut self, e: &IdedExpr, a: &IdedExpr, b: &IdedExpr) {
+        if let (Some(a), Some(b)) = (self.compute_entry_size(a), self.compute_entry_size(b)) {
+            let union = EntrySize {
+                container: a.container,
+                key: a.key.union(b.key),
+                value: a.value.union(b.value),
+            };
+            self.entry_sizes.insert(e.id, union);
+        }
     }
 
     /// Kubernetes' library costs (`k8s.io/apiserver/pkg/cel/library/cost.go`), or `None` for
