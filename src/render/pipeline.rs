@@ -9,7 +9,6 @@ use thiserror::Error;
 
 use super::apply_invariants;
 use super::lifecycle::LifecycleSettings;
-use super::validation::InvalidObject;
 use crate::plugin::{
     DEFAULT_PLUGIN_NAME, DEFAULT_PLUGIN_PRECOMPILED, DEFAULT_PLUGIN_WASM, Plugin, PluginError,
     PluginHost,
@@ -43,9 +42,6 @@ pub enum RenderError {
     /// A lifecycle field (timeout) is invalid.
     #[error(transparent)]
     Lifecycle(#[from] super::lifecycle::InvalidLifecycle),
-    /// The Task is in the controller's namespace.
-    #[error(transparent)]
-    Invalid(#[from] InvalidObject),
 }
 
 /// The render pipeline: the built-in default plugin, then any further stages.

@@ -12,7 +12,6 @@ use kubetask_validation::{
 };
 use serde::Deserialize;
 use serde_json::Value;
-use thiserror::Error;
 
 /// The kinds this module checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,18 +28,6 @@ impl Kind {
             Self::Agent => "Agent",
         }
     }
-}
-
-/// A Task or Agent the API server would refuse, with the first offending field.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
-#[error("{object}: {field}: {message}")]
-pub struct InvalidObject {
-    /// `Kind/namespace/name`.
-    pub object: String,
-    /// Path of the field, e.g. `spec.scheduling.tolerations[0].operator`.
-    pub field: String,
-    /// What is wrong, in the API server's words; says how many more fields are wrong.
-    pub message: String,
 }
 
 struct CompiledCrd {
