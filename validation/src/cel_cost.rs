@@ -369,6 +369,13 @@ struct Node<'a> {
     computed_size: Option<Estimate>,
 }
 
+impl Node<'_> {
+    /// The node's size, as far as anything tells (`sizeOrUnknown`).
+    fn size(&self) -> Estimate {
+        self.computed_size.unwrap_or(Estimate::UNKNOWN)
+    }
+}
+
 /// Estimates the cost of one parsed rule declared on `root` (`self` and `oldSelf`).
 struct Coster<'a> {
     root: &'a DeclType,
@@ -442,6 +449,8 @@ impl<'a> Coster<'a> {
                 } else {
                     sum = sum.add(self.cost(&select.operand));
                     let operand = self.ty(&select.operand);
+                    // cel-go charges a select on an object or a map. A type this inference
+                    // does not know is charged as an object (at most one unit too many).
                     if matches!(operand.kind(), Kind::Map | Kind::Object | Kind::Dyn) {
                         sum = sum.add(Estimate::fixed(1));
                     }
@@ -696,7 +705,7 @@ impl<'a> Coster<'a> {
         });
         let args: Vec<Node<'a>> = call.args.iter().map(|a| self.node(a)).collect();
         let arg_cost_sum = arg_costs.iter().fold(Estimate::ZERO, |s, c| s.add(*c));
-        let ty = self.result_type(function, target.as_ref(), &args);
+        let ty = self.result_type(function, &args);
         self.types.insert(e.id, ty);
 
         let mut result_size = None;
@@ -754,7 +763,7 @@ impl<'a> Coster<'a> {
         result_size: &mut Option<Estimate>,
     ) -> Estimate {
         let arg_cost_sum = arg_costs.iter().fold(Estimate::ZERO, |s, c| s.add(*c));
-        let size = |n: &Node| n.computed_size.unwrap_or(Estimate::UNKNOWN);
+        let size = Node::size;
         let traversal = STRING_TRAVERSAL_COST_FACTOR;
         match (function, target, args) {
             ("startsWith" | "endsWith", Some(t), [arg])
@@ -837,11 +846,7 @@ impl<'a> Coster<'a> {
         target: Option<&Node<'a>>,
         args: &[Node<'a>],
     ) -> Option<(Estimate, Option<Estimate>)> {
-        let size = |n: &Node| -> Estimate {
-            n.computed_size
-                .or_else(|| self.estimate_size(&n.path))
-                .unwrap_or(Estimate::UNKNOWN)
-        };
+        let size = Node::size;
         let traversal = STRING_TRAVERSAL_COST_FACTOR;
         match function {
             "isSorted" | "sum" | "max" | "min" | "indexOf" | "lastIndexOf" => {
@@ -908,7 +913,7 @@ impl<'a> Coster<'a> {
         }
     }
 
-    fn result_type(&self, function: &str, target: Option<&Node<'a>>, args: &[Node<'a>]) -> Ty<'a> {
+    fn result_type(&self, function: &str, args: &[Node<'a>]) -> Ty<'a> {
         match function {
             operators::LOGICAL_AND
             | operators::LOGICAL_OR
@@ -947,14 +952,11 @@ impl<'a> Coster<'a> {
             | operators::MODULO
             | operators::NEGATE => args.first().map_or(Ty::Dyn, |a| a.ty.clone()),
             operators::INDEX => args.first().map_or(Ty::Dyn, |a| a.ty.element()),
-            _ => match target {
-                Some(_) => Ty::Dyn,
-                None => Ty::Dyn,
-            },
+            _ => Ty::Dyn,
         }
     }
 
-    fn size_or_unknown(&mut self, e: &IdedExpr) -> Estimate {
+    fn size_or_unknown(&self, e: &IdedExpr) -> Estimate {
         self.compute_size(e).unwrap_or(Estimate::UNKNOWN)
     }
 

@@ -45,18 +45,20 @@ pub fn check_crd(crd: &Value) -> Vec<Cause> {
         .collect();
     // The server keeps one schema shared by every version at spec.validation.
     let shared = schemas.windows(2).all(|w| w[0] == w[1]);
+    if shared {
+        return schemas
+            .first()
+            .copied()
+            .flatten()
+            .map(|schema| check_schema(schema, "spec.validation.openAPIV3Schema"))
+            .unwrap_or_default();
+    }
     let mut causes = Vec::new();
     for (index, schema) in schemas.iter().enumerate() {
-        let Some(schema) = schema else { continue };
-        if shared && index > 0 {
-            break;
+        if let Some(schema) = schema {
+            let base = format!("spec.versions[{index}].schema.openAPIV3Schema");
+            causes.extend(check_schema(schema, &base));
         }
-        let base = if shared {
-            "spec.validation.openAPIV3Schema".to_owned()
-        } else {
-            format!("spec.versions[{index}].schema.openAPIV3Schema")
-        };
-        causes.extend(check_schema(schema, &base));
     }
     causes
 }
@@ -136,61 +138,50 @@ fn walk(
             cost: total,
         });
     }
-    // How many times each child may occur per occurrence of this node.
-    let schema_type = schema
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let bound = |name: &str| {
-        schema
-            .get(name)
-            .and_then(Value::as_i64)
-            .map(|v| v.max(0) as u64)
-    };
-    let times = |factor: Option<u64>| cardinality.zip(factor).map(|(c, f)| c.saturating_mul(f));
+    // Each child may occur this many times per occurrence of this node.
+    let children = cardinality
+        .zip(max_elements(schema))
+        .map(|(c, f)| c.saturating_mul(f));
     if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
-        let factor = match schema_type {
-            "object" if schema.get("additionalProperties").is_some() => bound("maxProperties"),
-            "array" => bound("maxItems"),
-            _ => Some(1),
-        };
         for (name, property) in properties {
             if let Some(child) = decl.fields.get(name) {
-                walk(
-                    property,
-                    child,
-                    &format!("{path}.properties[{name}]"),
-                    times(factor),
-                    cost,
-                );
+                let child_path = format!("{path}.properties[{name}]");
+                walk(property, child, &child_path, children, cost);
             }
         }
     }
     if let Some(items) = schema.get("items").filter(|i| i.is_object())
         && let Some(child) = decl.elem.as_deref()
     {
-        let factor = if schema_type == "array" {
-            bound("maxItems")
-        } else {
-            Some(1)
-        };
-        walk(items, child, &format!("{path}.items"), times(factor), cost);
+        walk(items, child, &format!("{path}.items"), children, cost);
     }
     if let Some(additional) = schema.get("additionalProperties").filter(|a| a.is_object())
         && let Some(child) = decl.elem.as_deref()
     {
-        let factor = if schema_type == "object" {
-            bound("maxProperties")
-        } else {
-            Some(1)
-        };
         walk(
             additional,
             child,
             &format!("{path}.additionalProperties"),
-            times(factor),
+            children,
             cost,
         );
+    }
+}
+
+/// How many times each child of `schema` may occur per occurrence of it
+/// (`extractMaxElements`): a list's `maxItems`, a map's `maxProperties`, one for an object's
+/// fields; `None` for an unbounded list or map.
+fn max_elements(schema: &Value) -> Option<u64> {
+    let bound = |name: &str| {
+        schema
+            .get(name)
+            .and_then(Value::as_i64)
+            .map(|v| v.max(0) as u64)
+    };
+    match schema.get("type").and_then(Value::as_str) {
+        Some("object") if schema.get("additionalProperties").is_some() => bound("maxProperties"),
+        Some("array") => bound("maxItems"),
+        _ => Some(1),
     }
 }
 
