@@ -39,10 +39,8 @@ fn rename(object: &Value, to_core: bool) -> Value {
 /// A stored Event as the core API shows it.
 pub fn to_core(stored: &Value) -> Value {
     let mut core = rename(stored, true);
-    for field in ["source"] {
-        if core.get(field).is_none() {
-            core[field] = json!({});
-        }
+    if core.get("source").is_none() {
+        core["source"] = json!({});
     }
     for field in ["firstTimestamp", "lastTimestamp"] {
         if core.get(field).is_none() {

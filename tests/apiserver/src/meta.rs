@@ -1,6 +1,6 @@
 //! Object metadata helpers: timestamps and uids.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// The current time as a `metav1.Time` string (seconds precision, UTC).
 pub fn now() -> String {
@@ -80,6 +80,12 @@ pub fn text<'a>(object: &'a Value, field: &str) -> &'a str {
         .and_then(|m| m.get(field))
         .and_then(Value::as_str)
         .unwrap_or_default()
+}
+
+/// `object` as `PartialObjectMetadata`: its metadata alone.
+pub fn partial_object_metadata(object: &Value) -> Value {
+    let metadata = object.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": metadata})
 }
 
 #[cfg(test)]

@@ -592,10 +592,11 @@ fn dispatch(
         "get" => {
             let object = lock(&shared.state).get(&rt, ns, name)?;
             if call.table {
-                let version = text_of(&object, "/metadata/resourceVersion");
+                let metadata =
+                    json!({"resourceVersion": crate::meta::text(&object, "resourceVersion")});
                 return Ok(json_response(
                     200,
-                    &as_table(&rt, call, &[object], &version),
+                    &as_table(&rt, call, &[object], metadata),
                 ));
             }
             Ok(json_response(
@@ -625,14 +626,7 @@ fn dispatch(
                 metadata["remainingItemCount"] = json!(remaining);
             }
             let list = if call.table {
-                let mut table = as_table(
-                    &rt,
-                    call,
-                    &result.items,
-                    &result.resource_version.to_string(),
-                );
-                table["metadata"] = metadata;
-                table
+                as_table(&rt, call, &result.items, metadata)
             } else if call.metadata_only {
                 json!({
                     "kind": "PartialObjectMetadataList",
@@ -767,21 +761,13 @@ fn stored_form(rt: &ResourceType, body: Value) -> Value {
 }
 
 /// Objects as a server-side Table (`kubectl get`).
-fn as_table(rt: &ResourceType, call: &Call, objects: &[Value], resource_version: &str) -> Value {
+fn as_table(rt: &ResourceType, call: &Call, objects: &[Value], metadata: Value) -> Value {
     let include = crate::table::IncludeObject::parse(call.param("includeObject"));
     if rt.is_core_event() {
-        return crate::table::event_table(objects, include, resource_version);
+        return crate::table::event_table(objects, include, metadata);
     }
     let columns = rt.printer_columns.as_deref().map(Vec::as_slice);
-    crate::table::table(columns, objects, include, resource_version)
-}
-
-fn text_of(object: &Value, pointer: &str) -> String {
-    object
-        .pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
+    crate::table::table(columns, objects, include, metadata)
 }
 
 /// An object as the client asked for it: whole, or as `PartialObjectMetadata`.
@@ -789,8 +775,7 @@ fn as_requested(object: Value, metadata_only: bool) -> Value {
     if !metadata_only {
         return object;
     }
-    let metadata = object.get("metadata").cloned().unwrap_or_else(|| json!({}));
-    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": metadata})
+    crate::meta::partial_object_metadata(&object)
 }
 
 /// What one watch stream filters on.

@@ -27,6 +27,31 @@ impl IncludeObject {
     }
 }
 
+impl IncludeObject {
+    /// A row of `cells` (a JSON array), with `object` as asked.
+    fn row(self, cells: Value, object: &Value) -> Value {
+        let mut row = json!({"cells": cells});
+        match self {
+            IncludeObject::None => {}
+            IncludeObject::Metadata => row["object"] = crate::meta::partial_object_metadata(object),
+            IncludeObject::Object => row["object"] = object.clone(),
+        }
+        row
+    }
+}
+
+/// The Table around `definitions` and `rows`; `metadata` is the list's (or the object's
+/// resourceVersion).
+fn envelope(definitions: Vec<Value>, rows: Vec<Value>, metadata: Value) -> Value {
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": metadata,
+        "columnDefinitions": definitions,
+        "rows": rows,
+    })
+}
+
 /// The CRD version's printer columns, or the default `Age`.
 pub fn crd_columns(version: &Value) -> Vec<Value> {
     match version
@@ -46,7 +71,7 @@ pub fn table(
     columns: Option<&[Value]>,
     objects: &[Value],
     include: IncludeObject,
-    resource_version: &str,
+    metadata: Value,
 ) -> Value {
     let mut definitions = vec![json!({
         "name": "Name", "type": "string", "format": "name",
@@ -108,34 +133,16 @@ pub fn table(
                         .unwrap_or(Value::Null),
                 ),
             }
-            let mut row = json!({"cells": cells});
-            match include {
-                IncludeObject::None => {}
-                IncludeObject::Metadata => {
-                    row["object"] = json!({
-                        "kind": "PartialObjectMetadata",
-                        "apiVersion": "meta.k8s.io/v1",
-                        "metadata": object.get("metadata").cloned().unwrap_or(json!({})),
-                    });
-                }
-                IncludeObject::Object => row["object"] = object.clone(),
-            }
-            row
+            include.row(Value::Array(cells), object)
         })
         .collect();
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"resourceVersion": resource_version},
-        "columnDefinitions": definitions,
-        "rows": rows,
-    })
+    envelope(definitions, rows, metadata)
 }
 
 /// kube-apiserver's Event table (`kubectl get events`): LAST SEEN, TYPE, REASON, OBJECT,
 /// MESSAGE, and with `-o wide` SUBOBJECT, SOURCE, FIRST SEEN, COUNT, NAME. `events` are in
 /// their core form.
-pub fn event_table(events: &[Value], include: IncludeObject, resource_version: &str) -> Value {
+pub fn event_table(events: &[Value], include: IncludeObject, metadata: Value) -> Value {
     let column = |name: &str, priority: u8| {
         json!({"name": name, "type": "string", "format": if name == "Name" { "name" } else { "" },
                "description": "", "priority": priority})
@@ -167,56 +174,47 @@ pub fn event_table(events: &[Value], include: IncludeObject, resource_version: &
     let rows: Vec<Value> = events
         .iter()
         .map(|event| {
-            let last = [
+            // The first of these fields that is set.
+            let first_of = |pointers: &[&str]| {
+                pointers
+                    .iter()
+                    .map(|p| text(event, p))
+                    .find(|t| !t.is_empty())
+                    .unwrap_or_default()
+            };
+            let last = first_of(&[
                 "/series/lastObservedTime",
                 "/lastTimestamp",
                 "/eventTime",
                 "/metadata/creationTimestamp",
-            ]
-            .iter()
-            .map(|p| text(event, p))
-            .find(|t| !t.is_empty())
-            .unwrap_or_default();
-            let first = ["/firstTimestamp", "/eventTime", "/metadata/creationTimestamp"]
-                .iter()
-                .map(|p| text(event, p))
-                .find(|t| !t.is_empty())
-                .unwrap_or_default();
-            let source = [text(event, "/source/component"), text(event, "/reportingComponent")]
-                .into_iter()
-                .find(|s| !s.is_empty())
-                .unwrap_or_default();
+            ]);
+            let first = first_of(&[
+                "/firstTimestamp",
+                "/eventTime",
+                "/metadata/creationTimestamp",
+            ]);
+            let source = first_of(&["/source/component", "/reportingComponent"]);
             let count = event.get("count").and_then(Value::as_i64).unwrap_or(1);
-            let mut row = json!({"cells": [
+            let cells = json!([
                 age(&last),
                 text(event, "/type"),
                 text(event, "/reason"),
-                format!("{}/{}", text(event, "/involvedObject/kind").to_lowercase(), text(event, "/involvedObject/name")),
+                format!(
+                    "{}/{}",
+                    text(event, "/involvedObject/kind").to_lowercase(),
+                    text(event, "/involvedObject/name")
+                ),
                 text(event, "/involvedObject/fieldPath"),
                 source,
                 text(event, "/message"),
                 age(&first),
                 count,
                 text(event, "/metadata/name"),
-            ]});
-            match include {
-                IncludeObject::None => {}
-                IncludeObject::Metadata => {
-                    row["object"] = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                        "metadata": event.get("metadata").cloned().unwrap_or(json!({}))});
-                }
-                IncludeObject::Object => row["object"] = event.clone(),
-            }
-            row
+            ]);
+            include.row(cells, event)
         })
         .collect();
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"resourceVersion": resource_version},
-        "columnDefinitions": definitions,
-        "rows": rows,
-    })
+    envelope(definitions, rows, metadata)
 }
 
 /// One cell: the first value `path` finds, a date as its age.
