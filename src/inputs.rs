@@ -315,15 +315,21 @@ fn classify(file: &Path, value: Value, inputs: &mut Inputs, errors: &mut Vec<Inp
             }
         }
         "" => errors.push(error(Some("kind"), "is required".to_owned())),
-        // kubectl refuses a kind its server does not serve; KubeTask's group serves two.
-        other if api_version.starts_with("kubetask.io/") || other.eq_ignore_ascii_case("Task") || other.eq_ignore_ascii_case("Agent") => {
-            errors.push(error(
-                Some("kind"),
-                format!("no matches for kind {other:?} in version {api_version:?}: the kinds of kubetask.io are Task and Agent"),
-            ))
-        }
+        other if names_a_kind_we_do_not_serve(&api_version, other) => errors.push(error(
+            Some("kind"),
+            format!("no matches for kind {other:?} in version {api_version:?}: the kinds of kubetask.io are Task and Agent"),
+        )),
         _ => inputs.skipped.push(object),
     }
+}
+
+/// Whether `kind`, which is not exactly `Task` or `Agent`, is meant as one of ours: kubectl
+/// refuses a kind its server does not serve (`kind: task`, any other kind of kubetask.io), where
+/// we would otherwise skip it silently.
+fn names_a_kind_we_do_not_serve(api_version: &str, kind: &str) -> bool {
+    api_version.starts_with("kubetask.io/")
+        || kind.eq_ignore_ascii_case("Task")
+        || kind.eq_ignore_ascii_case("Agent")
 }
 
 /// Checks a Task or Agent as the API server and `kubectl apply` would (every refused field,

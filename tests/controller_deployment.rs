@@ -15,6 +15,25 @@ use support::*;
 /// The Deployment's `runAsUser` and `runAsGroup`.
 const DEPLOYMENT_USER: u32 = 65532;
 
+/// Creates a Task in `team-a` and waits until the controller has run it to `Completed`.
+async fn run_a_task(cluster: &Cluster, name: &str) {
+    let task: Task = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubetask.io/v1alpha1",
+        "kind": "Task",
+        "metadata": {"name": name, "namespace": "team-a"},
+        "spec": {"contexts": [{"type": "File", "file": {"filePath": "/workspace/task.md", "source": {"inline": "hello"}}}]},
+    }))
+    .expect("a Task");
+    cluster
+        .tasks("team-a")
+        .create(&PostParams::default(), &task)
+        .await
+        .expect("create the Task");
+    cluster
+        .wait_phase("team-a", name, TaskPhase::Completed)
+        .await;
+}
+
 #[tokio::test]
 async fn the_controller_runs_as_user_65532_with_a_root_owned_cache_directory() {
     let running_as = std::fs::metadata("/proc/self").expect("/proc/self").uid();
@@ -44,21 +63,7 @@ async fn the_controller_runs_as_user_65532_with_a_root_owned_cache_directory() {
     let cache_arg = format!("--plugin-cache-dir={}", cache.display());
     let mut controller = ControllerProcess::spawn_from(command, &kubeconfig, &[&cache_arg]);
 
-    let task: Task = serde_json::from_value(serde_json::json!({
-        "apiVersion": "kubetask.io/v1alpha1",
-        "kind": "Task",
-        "metadata": {"name": "as-65532", "namespace": "team-a"},
-        "spec": {"contexts": [{"type": "File", "file": {"filePath": "/workspace/task.md", "source": {"inline": "hello"}}}]},
-    }))
-    .expect("a Task");
-    cluster
-        .tasks("team-a")
-        .create(&PostParams::default(), &task)
-        .await
-        .expect("create the Task");
-    cluster
-        .wait_phase("team-a", "as-65532", TaskPhase::Completed)
-        .await;
+    run_a_task(&cluster, "as-65532").await;
     assert!(controller.alive(), "the controller keeps running");
 
     let log = controller.log();
@@ -87,21 +92,7 @@ async fn a_cache_directory_that_cannot_be_used_is_skipped_with_a_warning() {
     std::fs::write(&blocked, "").expect("a file");
     let cache_arg = format!("--plugin-cache-dir={}", blocked.display());
     let mut controller = cluster.controller(&[&cache_arg]);
-    let task: Task = serde_json::from_value(serde_json::json!({
-        "apiVersion": "kubetask.io/v1alpha1",
-        "kind": "Task",
-        "metadata": {"name": "no-cache", "namespace": "team-a"},
-        "spec": {"contexts": [{"type": "File", "file": {"filePath": "/workspace/task.md", "source": {"inline": "hello"}}}]},
-    }))
-    .expect("a Task");
-    cluster
-        .tasks("team-a")
-        .create(&PostParams::default(), &task)
-        .await
-        .expect("create the Task");
-    cluster
-        .wait_phase("team-a", "no-cache", TaskPhase::Completed)
-        .await;
+    run_a_task(&cluster, "no-cache").await;
     assert!(controller.alive());
     assert!(
         controller
