@@ -115,7 +115,6 @@ async fn an_agent_plugin_that_appears_later_renders_the_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_policies_deny_and_hostile_plugins_fail_only_their_task() {
     let cluster = Cluster::start().await;
-    let _controller = cluster.controller(&["--plugin-timeout-ms", "300"]);
     let pin = format!("sha256:{}", digest());
     let policy = plugin_map(
         "site-policy",
@@ -131,6 +130,10 @@ async fn cluster_policies_deny_and_hostile_plugins_fail_only_their_task() {
         .create(&PostParams::default(), &policy)
         .await
         .unwrap();
+    // Started after the policy exists, so its first list holds it. A policy installed while
+    // the controller lists, or just before a Task, reaches the controller by its own watch:
+    // a Task rendered before that is not re-rendered (docs/plugins.md).
+    let _controller = cluster.controller(&["--plugin-timeout-ms", "300"]);
 
     for (name, behavior) in [
         ("denied", "deny"),
@@ -182,7 +185,6 @@ async fn cluster_policies_deny_and_hostile_plugins_fail_only_their_task() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_policy_makes_tasks_wait_until_it_is_removed() {
     let cluster = Cluster::start().await;
-    let _controller = cluster.controller(&[]);
     let policy = plugin_map(
         "pinned",
         PLUGINS_NS,
@@ -197,6 +199,8 @@ async fn a_broken_policy_makes_tasks_wait_until_it_is_removed() {
         .create(&PostParams::default(), &policy)
         .await
         .unwrap();
+    // Started after the policy exists (see cluster_policies_deny_…).
+    let _controller = cluster.controller(&[]);
     cluster.apply_yaml(&task("t", None, None)).await;
     // A pin mismatch is refused before compiling, and fails closed: the Task waits.
     let waiting = cluster
