@@ -995,9 +995,9 @@ async fn tables_and_events_answer_as_the_recorded_real_server() {
     ] {
         assert_eq!(ours[field], theirs[field], "{field}");
     }
-    let other = format!("involvedObject.name=other,involvedObject.namespace=demo");
+    let other = "involvedObject.name=other,involvedObject.namespace=demo";
     assert!(
-        core.list(&ListParams::default().fields(&other))
+        core.list(&ListParams::default().fields(other))
             .await
             .unwrap()
             .items
