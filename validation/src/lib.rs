@@ -1,7 +1,7 @@
 //! What kube-apiserver validates in an object, in its own words: names and label syntax
 //! ([`names`]), metadata ([`metadata`]), and a custom resource against its CRD's structural
-//! schema and CEL rules ([`schema`]), and whether a CRD's rules fit the server's CEL cost budget
-//! ([`crd_budget`], estimated by [`cel_cost`]).
+//! schema and CEL rules ([`schema`]), and a CRD's own rules: valid `fieldPath`s and the server's
+//! CEL cost budget ([`crd_rules`], estimated by [`cel_cost`]).
 //!
 //! One implementation serves the offline checks of `kubetask render`, the controller's check
 //! of what it reads, and the project's test API server, so all three refuse the same objects
@@ -9,7 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cel_cost;
-pub mod crd_budget;
+pub mod crd_rules;
 pub mod metadata;
 pub mod names;
 pub mod schema;

@@ -604,11 +604,11 @@ impl State {
                 None
             }
             Ok(types) => {
-                // kube-apiserver's CEL cost budget: a CRD whose rules could cost too much is
-                // refused with the server's own words.
-                let over_budget = kubetask_validation::crd_budget::check_crd(body);
-                if !over_budget.is_empty() {
-                    causes.extend(over_budget);
+                // Its rules as kube-apiserver judges them (fieldPaths, the CEL cost budget),
+                // refused in the server's own words.
+                let refused = kubetask_validation::crd_rules::check_crd(body);
+                if !refused.is_empty() {
+                    causes.extend(refused);
                     return None;
                 }
                 let crd_name = text(body, "name").to_owned();

@@ -1,8 +1,9 @@
-//! kube-apiserver's CEL cost budget for a CustomResourceDefinition: every
-//! `x-kubernetes-validations` rule's worst-case cost, times the number of times the schema lets
-//! it run, must stay within the per-rule limit, and all rules together within the per-CRD limit
-//! (`apiextensions-apiserver/pkg/apis/apiextensions/validation`). A CRD over either is refused
-//! with the server's own words, so a CRD that passes here installs on a real cluster.
+//! A CustomResourceDefinition's `x-kubernetes-validations` as kube-apiserver judges them when the
+//! CRD is created or updated (`apiextensions-apiserver/pkg/apis/apiextensions/validation`): every
+//! `fieldPath` must name a field of the schema, and the CEL cost budget must hold — every rule's
+//! worst-case cost, times the number of times the schema lets it run, within the per-rule limit,
+//! and all rules together within the per-CRD limit. A CRD that fails is refused with the server's
+//! own words, so a CRD that passes here installs on a real cluster.
 
 use serde_json::Value;
 
@@ -25,11 +26,13 @@ pub struct RuleCost {
     pub cost: u64,
 }
 
-/// Every rule's estimate and the schema's total.
+/// Every rule's estimate and the schema's total, and the rules whose `fieldPath` is invalid.
 #[derive(Debug, Clone, Default)]
 pub struct SchemaCost {
     pub rules: Vec<RuleCost>,
     pub total: u64,
+    /// A `fieldPath` that names no field is a schema error: the server then estimates nothing.
+    pub invalid_field_paths: Vec<Cause>,
 }
 
 /// The causes a real server gives for a CRD's rules over budget; empty when it fits.
@@ -66,6 +69,9 @@ pub fn check_crd(crd: &Value) -> Vec<Cause> {
 /// The budget causes for one `openAPIV3Schema`, its errors' paths starting at `base`.
 pub fn check_schema(schema: &Value, base: &str) -> Vec<Cause> {
     let cost = schema_cost(schema, base);
+    if !cost.invalid_field_paths.is_empty() {
+        return cost.invalid_field_paths;
+    }
     let mut causes = Vec::new();
     for rule in &cost.rules {
         if rule.cost > PER_RULE_LIMIT {
@@ -120,6 +126,15 @@ fn walk(
         .get("x-kubernetes-validations")
         .and_then(Value::as_array);
     for (index, rule) in rules.into_iter().flatten().enumerate() {
+        if let Some(field_path) = rule.get("fieldPath").and_then(Value::as_str)
+            && let Some(problem) = field_path_problem(schema, field_path)
+        {
+            cost.invalid_field_paths.push(cause(
+                "FieldValueInvalid",
+                format!("{path}.x-kubernetes-validations[{index}].fieldPath"),
+                format!("Invalid value: \"{field_path}\": {problem}"),
+            ));
+        }
         let Some(text) = rule.get("rule").and_then(Value::as_str) else {
             continue;
         };
@@ -183,6 +198,51 @@ fn max_elements(schema: &Value) -> Option<u64> {
         Some("array") => bound("maxItems"),
         _ => Some(1),
     }
+}
+
+/// What is wrong with a rule's `fieldPath` on `schema` (`ValidFieldPath`): `.name` steps and
+/// `['name']` steps, each to a property, or to a map's values.
+fn field_path_problem(schema: &Value, field_path: &str) -> Option<String> {
+    if field_path.trim().is_empty() {
+        return Some("fieldPath must be non-empty if specified".to_owned());
+    }
+    if field_path.contains(['\n', '\r']) {
+        return Some("fieldPath must not contain line breaks".to_owned());
+    }
+    let invalid = |why: String| Some(format!("fieldPath must be a valid path: {why}"));
+    let mut node = schema;
+    let mut rest = field_path;
+    while !rest.is_empty() {
+        let name;
+        if let Some(after) = rest.strip_prefix('.') {
+            let end = after.find(['.', '[']).unwrap_or(after.len());
+            (name, rest) = after.split_at(end);
+        } else if let Some(after) = rest.strip_prefix("['") {
+            let Some(end) = after.find("']") else {
+                return invalid(format!("expected single quoted string but got {after}"));
+            };
+            name = &after[..end];
+            rest = &after[end + 2..];
+        } else if let Some(after) = rest.strip_prefix('[') {
+            let got = after.split(']').next().unwrap_or(after);
+            return invalid(format!("expected single quoted string but got {got}"));
+        } else {
+            return invalid(format!("expected [ or . but got: {rest}"));
+        }
+        let property = node.pointer(&format!(
+            "/properties/{}",
+            name.replace('~', "~0").replace('/', "~1")
+        ));
+        node = match (
+            property,
+            node.get("additionalProperties").filter(|a| a.is_object()),
+        ) {
+            (Some(property), _) => property,
+            (None, Some(values)) => values,
+            (None, None) => return invalid("does not refer to a valid field".to_owned()),
+        };
+    }
+    None
 }
 
 fn forbidden(field: &str, message: &str) -> Cause {
@@ -258,6 +318,48 @@ mod tests {
                 .contains("contributed to estimated rule cost total")
         );
         assert_eq!(causes[2].field, "s");
+    }
+
+    #[test]
+    fn a_field_path_must_name_a_field_of_the_schema() {
+        let schema = json!({"type": "object", "properties": {
+            "a": {"type": "object", "properties": {"b": {"type": "string"}}},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        }});
+        for (field_path, problem) in [
+            (".a", None),
+            (".a.b", None),
+            ("['a'].b", None),
+            (".labels['x.y']", None),
+            (
+                ".a.c",
+                Some("fieldPath must be a valid path: does not refer to a valid field"),
+            ),
+            (
+                ".a[0]",
+                Some("fieldPath must be a valid path: expected single quoted string but got 0"),
+            ),
+            (
+                "a",
+                Some("fieldPath must be a valid path: expected [ or . but got: a"),
+            ),
+            ("   ", Some("fieldPath must be non-empty if specified")),
+        ] {
+            assert_eq!(
+                field_path_problem(&schema, field_path).as_deref(),
+                problem,
+                "{field_path}"
+            );
+        }
+        let mut with_rule = schema.clone();
+        with_rule["x-kubernetes-validations"] = json!([{"rule": "true", "fieldPath": ".a.c"}]);
+        let causes = check_schema(&with_rule, "s");
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "s.x-kubernetes-validations[0].fieldPath");
+        assert_eq!(
+            causes[0].message,
+            "Invalid value: \".a.c\": fieldPath must be a valid path: does not refer to a valid field"
+        );
     }
 
     #[test]

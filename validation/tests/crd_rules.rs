@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kubetask_validation::crd_budget::check_crd;
+use kubetask_validation::crd_rules::check_crd;
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
