@@ -9,8 +9,9 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use k8s_openapi::api::batch::v1::Job;
 use kube::runtime::reflector::Store;
-use kubetask_api::{Task, TaskPhase};
+use kubetask_api::{Agent, Task, TaskPhase};
 use tokio::sync::watch;
 
 use super::metrics::Metrics;
@@ -21,7 +22,32 @@ pub struct Probes {
     pub metrics: Arc<Metrics>,
     /// Set once the controller is initialised (plugins compiled, API server reached).
     pub ready: Arc<AtomicBool>,
+    pub caches: Caches,
+}
+
+/// The controller's caches (the watches' reflector stores).
+#[derive(Clone)]
+pub struct Caches {
     pub tasks: Store<Task>,
+    pub jobs: Store<Job>,
+    pub agents: Store<Agent>,
+}
+
+/// How many objects each cache holds.
+pub struct Counts {
+    pub tasks: usize,
+    pub jobs: usize,
+    pub agents: usize,
+}
+
+impl Caches {
+    pub fn counts(&self) -> Counts {
+        Counts {
+            tasks: self.tasks.len(),
+            jobs: self.jobs.len(),
+            agents: self.agents.len(),
+        }
+    }
 }
 
 fn phase_counts(tasks: &Store<Task>) -> [(&'static str, i64); 4] {
@@ -55,7 +81,18 @@ async fn respond(
             "starting".to_owned(),
         ),
         "/metrics" => {
-            probes.metrics.set_tasks(&phase_counts(&probes.tasks));
+            let caches = &probes.caches;
+            probes.metrics.set_tasks(&phase_counts(&caches.tasks));
+            let counts = caches.counts();
+            probes.metrics.set_cached(&[
+                ("Task", counts.tasks),
+                ("Job", counts.jobs),
+                ("Agent", counts.agents),
+            ]);
+            probes.metrics.set_memory(
+                super::memory::resident_bytes(),
+                super::memory::limit_bytes(),
+            );
             (
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -1,5 +1,5 @@
 //! Prometheus metrics: reconciles, errors by reason, reconcile and render durations, Tasks
-//! by phase, and leadership.
+//! by phase, leadership, cached objects by kind and the process's memory.
 
 use std::time::Instant;
 
@@ -20,6 +20,11 @@ struct PhaseLabel {
     phase: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
 /// The controller's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
@@ -29,6 +34,9 @@ pub struct Metrics {
     render_seconds: Histogram,
     tasks: Family<PhaseLabel, Gauge>,
     leader: Gauge,
+    cached: Family<KindLabel, Gauge>,
+    resident: Gauge,
+    limit: Gauge,
 }
 
 impl Default for Metrics {
@@ -40,6 +48,8 @@ impl Default for Metrics {
         let render_seconds = Histogram::new(exponential_buckets(0.00002, 2.0, 16));
         let tasks = Family::<PhaseLabel, Gauge>::default();
         let leader = Gauge::default();
+        let cached = Family::<KindLabel, Gauge>::default();
+        let (resident, limit) = (Gauge::default(), Gauge::default());
         registry.register("reconciles", "Task reconciliations", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -66,6 +76,21 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        registry.register(
+            "cached_objects",
+            "Objects held in the controller's caches, by kind",
+            cached.clone(),
+        );
+        registry.register(
+            "resident_memory_bytes",
+            "Resident memory of the controller process",
+            resident.clone(),
+        );
+        registry.register(
+            "memory_limit_bytes",
+            "The memory limit of the controller's cgroup (0: none)",
+            limit.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -74,6 +99,9 @@ impl Default for Metrics {
             render_seconds,
             tasks,
             leader,
+            cached,
+            resident,
+            limit,
         }
     }
 }
@@ -127,6 +155,24 @@ impl Metrics {
         }
     }
 
+    /// Sets the cached-objects-by-kind gauges.
+    pub fn set_cached(&self, counts: &[(&str, usize)]) {
+        for (kind, count) in counts {
+            self.cached
+                .get_or_create(&KindLabel {
+                    kind: (*kind).to_owned(),
+                })
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Sets the resident memory and limit gauges (0 when unknown or unlimited).
+    pub fn set_memory(&self, resident: Option<u64>, limit: Option<u64>) {
+        let bytes = |b: Option<u64>| i64::try_from(b.unwrap_or(0)).unwrap_or(i64::MAX);
+        self.resident.set(bytes(resident));
+        self.limit.set(bytes(limit));
+    }
+
     /// Records whether this replica leads.
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
@@ -154,6 +200,8 @@ mod tests {
         metrics.render(0.0001);
         metrics.set_tasks(&[("Running", 3)]);
         metrics.set_leader(true);
+        metrics.set_cached(&[("Job", 7)]);
+        metrics.set_memory(Some(1 << 20), None);
         let text = metrics.encode();
         for line in [
             "kubetask_reconciles_total 1",
@@ -162,6 +210,9 @@ mod tests {
             "kubetask_render_duration_seconds_count 1",
             "kubetask_tasks{phase=\"Running\"} 3",
             "kubetask_leader 1",
+            "kubetask_cached_objects{kind=\"Job\"} 7",
+            "kubetask_resident_memory_bytes 1048576",
+            "kubetask_memory_limit_bytes 0",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

@@ -4,12 +4,14 @@
 
 mod agent_reads;
 mod attempts;
+pub mod cached;
 mod children;
 pub mod decide;
 mod dependents;
 pub mod failure;
 mod health;
 mod leader;
+mod memory;
 mod metrics;
 mod plugins;
 mod queue;
@@ -24,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::{batch::v1::Job, core::v1::ConfigMap};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -157,14 +159,22 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(cached::task)
     .reflect(tasks_writer)
     .applied_objects()
     .predicate_filter(predicates::generation, PredicateConfig::default());
+    let (jobs, jobs_writer) = reflector::store::<Job>();
+    let (agents, agents_writer) = reflector::store::<Agent>();
     let probes = health::Probes {
         metrics: metrics.clone(),
         ready: ready.clone(),
-        tasks: tasks.clone(),
+        caches: health::Caches {
+            tasks: tasks.clone(),
+            jobs: jobs.clone(),
+            agents: agents.clone(),
+        },
     };
+    tokio::spawn(memory::watch(probes.caches.clone()));
     let bound = health::serve(options.metrics_address, probes, stopped.clone()).await?;
     tracing::info!(address = %bound, "serving /healthz, /readyz and /metrics");
     ready.store(true, Ordering::Release);
@@ -201,16 +211,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             instance: identity,
         },
     );
-    let managed = watcher::Config::default().labels(&format!(
-        "{}={}",
-        labels::MANAGED_BY,
-        labels::MANAGED_BY_VALUE
-    ));
-    let (jobs, jobs_writer) = reflector::store::<Job>();
-    let job_events = watcher::watcher(scoped::<Job>(&client, namespace), managed)
-        .default_backoff()
-        .reflect(jobs_writer)
-        .touched_objects();
+    let job_events = watch_jobs(scoped::<Job>(&client, namespace), jobs_writer).touched_objects();
     // Plugins: only ConfigMaps in the controller's namespace, only those labelled as plugins.
     let (plugin_maps, plugin_writer) = reflector::store::<ConfigMap>();
     let plugin_events = watcher::watcher(
@@ -218,6 +219,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         watcher::Config::default().labels(kubetask_api::plugin_labels::PLUGIN),
     )
     .default_backoff()
+    .modify(cached::plugin_map)
     .reflect(plugin_writer)
     .touched_objects();
     let registry = Arc::new(plugins::Registry::new(
@@ -226,12 +228,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         options.settings.controller_namespace.clone(),
         Some(recorder.clone()),
     ));
-    let (agents, agents_writer) = reflector::store::<Agent>();
     let agent_events = watcher::watcher(
         scoped::<Agent>(&client, namespace),
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(cached::agent)
     .reflect(agents_writer)
     .touched_objects();
     // Every ConfigMap, as metadata only (no data is held or listed): a Task's generated
@@ -261,7 +263,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         concerning(task_events, |task: Task| vec![ObjectRef::from_obj(&task)]),
         concerning(
             job_events,
-            job_trigger(tasks.clone(), agents_for_jobs, dependents.clone()),
+            job_trigger(
+                tasks.clone(),
+                agents_for_jobs,
+                dependents.clone(),
+                context.clone(),
+            ),
         ),
         concerning(agent_events, agent_trigger(dependents.clone())),
         concerning(plugin_events, plugin_trigger(registry, dependents.clone())),
@@ -316,6 +323,25 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     };
     let _ = stop.send(true);
     outcome
+}
+
+/// The Jobs the controller created (by their label), in their cached form
+/// ([`cached::job`]: no pod template; finished ones leave, [`cached::job_event`]), reflected
+/// into `writer`.
+fn watch_jobs(
+    api: Api<Job>,
+    writer: reflector::store::Writer<Job>,
+) -> impl futures::Stream<Item = Result<watcher::Event<Job>, watcher::Error>> + Send + 'static {
+    let managed = watcher::Config::default().labels(&format!(
+        "{}={}",
+        labels::MANAGED_BY,
+        labels::MANAGED_BY_VALUE
+    ));
+    watcher::watcher(api, managed)
+        .default_backoff()
+        .modify(cached::job)
+        .map_ok(cached::job_event)
+        .reflect(writer)
 }
 
 /// Loads (compiles, or reads from the artifact cache) every installed plugin once.
@@ -373,11 +399,13 @@ fn agent_trigger(
 }
 
 /// A Job change concerns its Task; a finished (or deleted) Job frees a slot of its Task's
-/// Agent, which concerns the first Tasks in that Agent's queue.
+/// Agent, which concerns the first Tasks in that Agent's queue. Once a Job has reached the
+/// cache (and, finished, left it), its Task's admission from the queue is no longer needed.
 fn job_trigger(
     tasks: reflector::Store<Task>,
     agents: reflector::Store<Agent>,
     dependents: Arc<dependents::Dependents>,
+    context: Arc<reconcile::Context>,
 ) -> impl Fn(Job) -> Vec<ObjectRef<Task>> + Send + Sync + 'static {
     move |job| {
         let namespace = job.namespace().unwrap_or_default();
@@ -385,10 +413,11 @@ fn job_trigger(
             .owner_references()
             .iter()
             .find(|o| o.controller == Some(true) && o.kind == "Task")
-            .map(|o| ObjectRef::<Task>::new(&o.name).within(&namespace))
         else {
             return Vec::new();
         };
+        context.admitted.forget(&owner.uid);
+        let owner = ObjectRef::<Task>::new(&owner.name).within(&namespace);
         let finished = status::job_finished(&job);
         let mut concerned = vec![owner.clone()];
         if finished || job.metadata.deletion_timestamp.is_some() {
@@ -439,5 +468,63 @@ fn config_map_trigger(
                 .map(|owner| ObjectRef::new(&owner.name).within(&namespace)),
         );
         concerned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::PostParams;
+    use kubetask_test_apiserver::{Config, TestApiServer};
+
+    /// The Job watch stores what `decide` reads of a Job, never its pod template: the cache
+    /// holds one small object per Job however big the agent's pod is.
+    #[tokio::test]
+    async fn the_job_cache_holds_no_pod_template() {
+        let server = TestApiServer::start(Config::default()).expect("server");
+        let client = server.client().await.expect("client");
+        let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "t-job", "labels": {labels::MANAGED_BY: labels::MANAGED_BY_VALUE}},
+            "spec": {
+                "backoffLimit": 1,
+                "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "agent", "image": "agent:1", "args": ["x".repeat(4096)]}]}},
+            },
+        }))
+        .expect("a Job");
+        jobs.create(&PostParams::default(), &job)
+            .await
+            .expect("create");
+        let (store, writer) = reflector::store::<Job>();
+        let watching =
+            tokio::spawn(watch_jobs(jobs.clone(), writer).try_for_each(|_| async { Ok(()) }));
+        tokio::time::timeout(std::time::Duration::from_secs(10), store.wait_until_ready())
+            .await
+            .expect("listed within 10 s")
+            .expect("a store");
+        watching.abort();
+        let cached = store
+            .get(&ObjectRef::new("t-job").within("default"))
+            .expect("the Job in the cache");
+        let spec = cached.spec.clone().unwrap_or_default();
+        assert_eq!(
+            spec.template,
+            Default::default(),
+            "a pod template in the cache"
+        );
+        assert_eq!(spec.backoff_limit, Some(1));
+        assert!(
+            cached
+                .metadata
+                .managed_fields
+                .as_ref()
+                .is_none_or(Vec::is_empty)
+        );
+        let listed = jobs.get("t-job").await.expect("get");
+        assert!(
+            listed
+                .spec
+                .is_some_and(|s| !s.template.spec.unwrap_or_default().containers.is_empty())
+        );
     }
 }

@@ -142,20 +142,19 @@ pub fn request(view: &View<'_>, task: &Task, agent: &Agent) -> Option<Admission>
                 .iter()
                 .any(|o| o.uid == uid && o.controller == Some(true))
         });
-        match own_job {
-            Some(job) => {
-                if !status::job_finished(&job) {
-                    active += 1;
-                }
-                continue;
-            }
-            None if admitted.contains(&uid) && uid != me => {
+        if let Some(job) = own_job {
+            if !status::job_finished(&job) {
                 active += 1;
-                continue;
             }
-            None => {}
+            continue;
         }
         let status = (view.status_of)(&other);
+        // Admitted, its Job not in the cache yet (a finished Job leaves the cache, and a
+        // finished Task holds no slot).
+        if admitted.contains(&uid) && uid != me && !status::is_finished(&status) {
+            active += 1;
+            continue;
+        }
         let eligible = other.metadata.deletion_timestamp.is_none()
             && other.spec.cancel.is_none()
             && !status::is_finished(&status)

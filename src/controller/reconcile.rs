@@ -12,6 +12,7 @@
 //! wait for a change.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,7 @@ use super::metrics::Metrics;
 use super::plugins::{Registry, StageError};
 use super::queue;
 use super::runner::Action;
+use super::runs;
 use super::status::{self, reason};
 use crate::render::needs::{self, ConfigMapUse};
 use crate::render::{Pipeline, resolve_agent};
@@ -94,7 +96,12 @@ pub struct Context {
     pub seen_jobs: Mutex<HashMap<String, JobCounts>>,
     /// The Tasks this replica admitted from an Agent's queue.
     pub admitted: queue::Admitted,
+    /// The size of `written` at which settled Tasks are forgotten next.
+    sweep_at: AtomicUsize,
 }
+
+/// The least size of `written` at which settled Tasks are forgotten.
+const SWEEP_AT_LEAST: usize = 1024;
 
 /// What in a Job's status means its pods changed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -149,13 +156,23 @@ impl Context {
             log_budget: LogBudget::new(20, Duration::from_secs(60)),
             seen_jobs: Mutex::default(),
             admitted: queue::Admitted::default(),
+            sweep_at: AtomicUsize::new(SWEEP_AT_LEAST),
         }
     }
 
-    /// The Task's status as last written (by this replica), else as cached.
+    /// The Task's status as last written (by this replica), else as cached (the cache's
+    /// newest copy of the Task, which may be newer than the one being reconciled).
     fn current_status(&self, task: &Task, uid: &str) -> TaskStatus {
         let written = self.written.lock().ok().and_then(|w| w.get(uid).cloned());
-        written.or_else(|| task.status.clone()).unwrap_or_default()
+        written
+            .or_else(|| {
+                self.tasks
+                    .get(&ObjectRef::from_obj(task))
+                    .filter(|latest| latest.uid().as_deref() == Some(uid))
+                    .and_then(|latest| latest.status.clone())
+            })
+            .or_else(|| task.status.clone())
+            .unwrap_or_default()
     }
 
     fn remember(&self, uid: &str, status: TaskStatus) {
@@ -163,19 +180,34 @@ impl Context {
             return;
         };
         written.insert(uid.to_owned(), status);
-        // Forget deleted Tasks now and then.
-        if written.len() > 2 * self.tasks.len() + 1024 {
-            let live: std::collections::HashSet<String> =
-                self.tasks.state().iter().filter_map(|t| t.uid()).collect();
-            written.retain(|uid, _| live.contains(uid));
-            if let Ok(mut seen) = self.seen_jobs.lock() {
-                seen.retain(|uid, _| live.contains(uid));
-            }
-            self.admitted.retain(|uid| live.contains(uid));
-            self.attempts.retain(|uid| live.contains(uid));
-            self.dependents
-                .retain(|task| self.tasks.get(task).is_some());
+        if written.len() >= self.sweep_at.load(Ordering::Relaxed) {
+            let kept = self.forget_settled(&mut written);
+            self.sweep_at
+                .store((2 * kept).max(SWEEP_AT_LEAST), Ordering::Relaxed);
         }
+    }
+
+    /// Forgets what this replica kept about Tasks that are deleted, or finished with the cache
+    /// showing it (a finished status never changes, and the cache has caught up with it).
+    /// Returns how many written statuses are kept. Called as the kept statuses double, so
+    /// it costs a constant per write however many finished Tasks the cache holds.
+    fn forget_settled(&self, written: &mut HashMap<String, TaskStatus>) -> usize {
+        let unsettled: std::collections::HashSet<String> = self
+            .tasks
+            .state()
+            .iter()
+            .filter(|task| !task.status.as_ref().is_some_and(status::is_finished))
+            .filter_map(|task| task.uid())
+            .collect();
+        written.retain(|uid, _| unsettled.contains(uid));
+        if let Ok(mut seen) = self.seen_jobs.lock() {
+            seen.retain(|uid, _| unsettled.contains(uid));
+        }
+        self.admitted.retain(|uid| unsettled.contains(uid));
+        self.attempts.retain(|uid| unsettled.contains(uid));
+        self.dependents
+            .retain(|task| self.tasks.get(task).is_some());
+        written.len()
     }
 
     fn fingerprint(&self, agent: Option<&Agent>) -> Fingerprint {
@@ -279,10 +311,15 @@ async fn observe(
     if let Child::Owned(job) = &snapshot.job {
         let counts = JobCounts::of(job);
         let now = Time(k8s_openapi::jiff::Timestamp::now());
+        // Pods are listed when the Job's counts changed since they were last listed, or,
+        // with no memory of that (a new Job, a restart), when the status does not show them.
         let changed = ctx
             .seen_jobs
             .lock()
-            .map_or(true, |seen| seen.get(uid) != Some(&counts));
+            .map_or(true, |seen| match seen.get(uid) {
+                Some(seen) => *seen != counts,
+                None => !runs::accounted_for(&snapshot.status.attempts, job),
+            });
         if changed || decide::stop_due(task, job, &now) {
             match list_pods(&ctx.client, namespace, job).await {
                 // Recorded as seen only once the status they lead to is written (in `act`).

@@ -1,6 +1,7 @@
 //! The agent's runs, read from the Job's pods: one `status.attempts` entry per pod, and the
 //! result and usage the last one reported in its termination message. Pure functions.
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kubetask_api::lifecycle::{InvalidReport, parse_report};
@@ -87,6 +88,29 @@ pub fn stopped(attempts: &mut [Attempt], reason: &str, now: &Time) {
     }
 }
 
+/// Whether `recorded` (a status's attempts) already shows every pod `job`'s status counts, in
+/// the state it counts them: listing the pods would add nothing (e.g. after a restart, which
+/// otherwise lists the pods of every running Job once). A finished Job is never accounted for:
+/// its pods hold the agent's report.
+pub fn accounted_for(recorded: &[Attempt], job: &Job) -> bool {
+    if super::status::job_finished(job) {
+        return false;
+    }
+    let counts = job.status.clone().unwrap_or_default();
+    let count = |reasons: &[&str]| {
+        recorded
+            .iter()
+            .filter(|a| reasons.contains(&a.reason.as_str()))
+            .count()
+    };
+    let counted = |n: Option<i32>| usize::try_from(n.unwrap_or(0)).unwrap_or(usize::MAX);
+    // Disrupted pods do not count against the Job's retries (its pod failure policy).
+    count(&["Running", "Pending"]) == counted(counts.active)
+        && count(&["Succeeded"]) == counted(counts.succeeded)
+        && count(&["Failed", "DeadlineExceeded"]) == counted(counts.failed)
+        && (count(&["Running"]) > 0) == (counted(counts.ready) > 0)
+}
+
 /// The result and usage reported by the last pod that ran to the end.
 pub fn report(pods: &[Pod]) -> Result<Option<(TaskResult, Option<Usage>)>, InvalidReport> {
     let last = pods
@@ -152,6 +176,59 @@ mod tests {
             &Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
         );
         assert_eq!(stopped_now[0].reason, "Cancelled");
+    }
+
+    #[test]
+    fn attempts_account_for_a_job_only_when_they_show_every_pod_it_counts() {
+        let job = |status: serde_json::Value| -> Job {
+            serde_json::from_value(json!({"status": status})).unwrap()
+        };
+        let failed = pod("p-1", "Failed", Some(1), None, 1);
+        let mut disrupted = pod("p-2", "Failed", Some(137), None, 2);
+        disrupted.status.as_mut().unwrap().conditions = Some(vec![
+            serde_json::from_value(json!({"type": "DisruptionTarget", "status": "True"})).unwrap(),
+        ]);
+        let running = pod("p-3", "Running", None, None, 3);
+        let recorded = merge(&[], &[failed.clone(), disrupted, running]);
+        let cases = [
+            (
+                "as recorded",
+                json!({"active": 1, "ready": 1, "failed": 1}),
+                true,
+            ),
+            (
+                "a new failure",
+                json!({"active": 1, "ready": 1, "failed": 2}),
+                false,
+            ),
+            (
+                "the pod no longer ready",
+                json!({"active": 1, "ready": 0, "failed": 1}),
+                false,
+            ),
+            (
+                "a pod more",
+                json!({"active": 2, "ready": 1, "failed": 1}),
+                false,
+            ),
+            (
+                "finished",
+                json!({"succeeded": 1, "failed": 1, "conditions": [{"type": "Complete", "status": "True"}]}),
+                false,
+            ),
+        ];
+        for (case, status, expected) in cases {
+            assert_eq!(accounted_for(&recorded, &job(status)), expected, "{case}");
+        }
+        // A new Job without pods needs no list; one with a pod the status does not show does.
+        assert!(accounted_for(&[], &job(json!({}))));
+        assert!(!accounted_for(&[], &job(json!({"active": 1}))));
+        let pending = merge(&[], &[pod("p-4", "Pending", None, None, 4)]);
+        assert!(accounted_for(&pending, &job(json!({"active": 1}))));
+        assert!(!accounted_for(
+            &merge(&[], &[failed]),
+            &job(json!({"active": 1, "failed": 1}))
+        ));
     }
 
     #[test]
