@@ -3,9 +3,10 @@
 //!
 //! The data flows top to bottom: [`inputs`] (offline) or the API server → [`render::resolve_agent`]
 //! → [`render::Pipeline`] (the [`plugin`] host running the built-in default plugin) → Job.
-// Two functions may use `unsafe`: deserializing compiled plugins this program cached
-// (`plugin::cache`) and the default plugin compiled into this binary (`plugin::precompiled`);
-// their comments say why that is sound.
+// A few functions may use `unsafe`: deserializing compiled plugins this program cached
+// (`plugin::cache`) and the default plugin compiled into this binary (`plugin::precompiled`),
+// the user id (`plugin::cache`) and glibc's `malloc_trim` (`controller::memory`); their
+// comments say why that is sound.
 #![deny(unsafe_code)]
 
 pub mod cluster_commands;

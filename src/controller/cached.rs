@@ -28,8 +28,8 @@ fn trim_metadata(object: &mut impl ResourceExt) {
 
 /// A Task as cached. An unfinished Task is rendered from its cached form, so its spec stays
 /// whole. A finished Task's later decisions read only its phase and completion time (the
-/// TTL), its Agent (the TTL's default, a freed queue slot) and its metadata (a delete): its
-/// context files and the status details shown to users are dropped.
+/// TTL), its Agent (the TTL's default, a freed queue slot) and its name and uid (a delete):
+/// its context files, labels, annotations and the status details shown to users are dropped.
 pub fn task(task: &mut Task) {
     trim_metadata(task);
     let finished = task.status.as_ref().is_some_and(status::is_finished);
@@ -37,6 +37,9 @@ pub fn task(task: &mut Task) {
         return;
     }
     task.spec.contexts = Vec::new();
+    // Labels and annotations are read by plugins when they render, never after.
+    task.metadata.labels = None;
+    task.metadata.annotations = None;
     if let Some(status) = task.status.take() {
         task.status = Some(TaskStatus {
             phase: status.phase,
@@ -263,5 +266,8 @@ mod tests {
         assert_eq!(status.completion_time, full_status.completion_time);
         assert_eq!(status.job_name, full_status.job_name);
         assert!(status.result.is_none() && status.conditions.is_empty());
+        assert_eq!(cached.metadata.labels, None);
+        assert_eq!(cached.metadata.annotations, None);
+        assert_eq!(cached.metadata.uid, full.metadata.uid);
     }
 }

@@ -204,13 +204,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     metrics.set_leader(true);
 
     let identity = options.lease.as_ref().map(|l| l.identity.clone());
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: FIELD_MANAGER.to_owned(),
-            instance: identity,
-        },
-    );
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.to_owned(),
+        instance: identity,
+    };
+    let recorder = Recorder::new(client.clone(), reporter.clone());
     let job_events = watch_jobs(scoped::<Job>(&client, namespace), jobs_writer).touched_objects();
     // Plugins: only ConfigMaps in the controller's namespace, only those labelled as plugins.
     let (plugin_maps, plugin_writer) = reflector::store::<ConfigMap>();
@@ -250,7 +248,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let context = Arc::new(reconcile::Context::new(
         client.clone(),
         pipeline,
-        recorder,
+        reporter,
         metrics.clone(),
         tasks.clone(),
         registry.clone(),

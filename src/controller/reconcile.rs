@@ -22,7 +22,7 @@ use k8s_openapi::api::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use kubetask_api::{API_VERSION, Agent, PluginRef, Task, TaskStatus, naming};
@@ -68,7 +68,11 @@ impl Error {
 pub struct Context {
     pub client: kube::Client,
     pub pipeline: Arc<Pipeline>,
+    /// Publishes Warnings: a failure that lasts repeats its Warning, which the recorder folds
+    /// into one Event's series (it keeps each Event it published for 6 minutes).
     pub recorder: Recorder,
+    /// Who publishes the Events (a lifecycle Event gets a recorder of its own, see `publish`).
+    pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
     /// The Tasks the controller watches (to forget what it kept about deleted Tasks).
     pub tasks: Store<Task>,
@@ -132,7 +136,7 @@ impl Context {
     pub fn new(
         client: kube::Client,
         pipeline: Arc<Pipeline>,
-        recorder: Recorder,
+        reporter: Reporter,
         metrics: Arc<Metrics>,
         tasks: Store<Task>,
         plugins: Arc<Registry>,
@@ -141,9 +145,10 @@ impl Context {
         dependents: Arc<Dependents>,
     ) -> Self {
         Self {
+            recorder: Recorder::new(client.clone(), reporter.clone()),
             client,
             pipeline,
-            recorder,
+            reporter,
             metrics,
             tasks,
             plugins,
@@ -277,7 +282,14 @@ async fn observe(
     // A Task never reconciled before has no Job, unless a previous run died between creating
     // it and writing the status: creating it then fails with 409 and adopts it.
     let never_reconciled = snapshot.status == TaskStatus::default();
-    let job = match ctx.jobs.get(&ObjectRef::new(&job_name).within(namespace)) {
+    let job_ref = ObjectRef::new(&job_name).within(namespace);
+    let mut cached = ctx.jobs.get(&job_ref);
+    // After a start, the Job cache may still be listing: wait for it rather than ask the
+    // server for each Job. A miss then is a finished Job (they leave the cache) or none.
+    if cached.is_none() && !never_reconciled && synced(&ctx.jobs).await {
+        cached = ctx.jobs.get(&job_ref);
+    }
+    let job = match cached {
         Some(job) => Some(job.as_ref().clone()),
         None if never_reconciled => None,
         None => match Api::<Job>::namespaced(ctx.client.clone(), namespace)
@@ -920,7 +932,13 @@ fn publish(ctx: &Context, task: &Task, kind: EventType, reason: &str, note: &str
         action: "Reconcile".to_owned(),
         secondary: None,
     };
-    let recorder = ctx.recorder.clone();
+    // A lifecycle Event (Normal) is published once per Task and state: through a recorder of
+    // its own, which keeps nothing afterwards. The shared recorder would keep every one of them
+    // for 6 minutes (several MiB in a burst of Tasks) to fold repeats that never come.
+    let recorder = match kind {
+        EventType::Normal => Recorder::new(ctx.client.clone(), ctx.reporter.clone()),
+        EventType::Warning => ctx.recorder.clone(),
+    };
     let reference = task.object_ref(&());
     let name = task.name_any();
     tokio::spawn(async move {
@@ -959,7 +977,6 @@ mod tests {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::CustomResourceExt;
     use kube::api::PostParams;
-    use kube::runtime::events::Reporter;
     use kube::runtime::{reflector, watcher};
     use kubetask_test_apiserver::{Config, Fault, FaultAction, RequestRecord, TestApiServer};
 
@@ -987,17 +1004,14 @@ mod tests {
             "kubetask-system".into(),
             None,
         ));
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance: None,
-            },
-        );
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: None,
+        };
         Arc::new(Context::new(
             client,
             pipeline,
-            recorder,
+            reporter,
             Arc::new(Metrics::default()),
             reflector::store::<Task>().0,
             registry,
