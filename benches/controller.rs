@@ -36,8 +36,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::watcher;
-use kube::{CustomResourceExt, Resource, ResourceExt};
-use kubetask::api::{Agent, Task};
+use kube::{Resource, ResourceExt};
+use kubetask::api::Task;
 use kubetask_test_apiserver::{Config, Fault, FaultAction, TestApiServer};
 use serde_json::{Value, json};
 
@@ -371,7 +371,7 @@ fn main() -> anyhow::Result<()> {
         };
         if server.is_some() {
             let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-            for crd in [Task::crd(), Agent::crd()] {
+            for crd in kubetask::crds::definitions() {
                 crds.create(&PostParams::default(), &crd).await?;
             }
             let system: Namespace =

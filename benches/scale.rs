@@ -30,9 +30,9 @@ use futures::{StreamExt, stream};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::{CustomResourceExt, ResourceExt};
-use kubetask::api::{Agent, Task};
+use kubetask::api::Task;
 use kubetask::controller::cached;
 use kubetask_test_apiserver::{Config, JobSimulator, Script, TestApiServer};
 use serde_json::json;
@@ -371,7 +371,7 @@ fn main() -> anyhow::Result<()> {
         let namespaces: Api<Namespace> = Api::all(client.clone());
         if server.is_some() {
             let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-            for crd in [Task::crd(), Agent::crd()] {
+            for crd in kubetask::crds::definitions() {
                 crds.create(&PostParams::default(), &crd).await?;
             }
             for name in ["kubetask-system", NAMESPACE] {

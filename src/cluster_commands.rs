@@ -1,4 +1,5 @@
-//! The commands that act on a Task in a cluster: `kubetask cancel`, `logs` and `result`. They
+//! The commands that act on a Task in a cluster: `kubetask cancel`, `logs`, `result` and
+//! `trigger cron`. They
 //! use kubectl's conventions (kubeconfig, `--context`, `-n/--namespace`, the context's
 //! namespace by default), so the same binary works as a kubectl plugin (`kubectl kubetask …`
 //! when installed or linked as `kubectl-kubetask`).
@@ -9,8 +10,8 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use futures::{AsyncBufReadExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, LogParams, Patch, PatchParams};
-use kubetask_api::{Task, TaskPhase};
+use kube::api::{Api, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kubetask_api::{CronTask, Task, TaskPhase};
 use serde_json::json;
 
 use crate::controller::status;
@@ -92,6 +93,31 @@ pub async fn cancel(target: &Target, name: &str, reason: Option<&str>) -> anyhow
         .await
         .with_context(|| format!("cancelling Task {name:?}"))?;
     Ok(format!("task.kubetask.io/{name} cancelled"))
+}
+
+/// `kubetask trigger cron NAME`: creates one run of the CronTask now, from its template,
+/// named `<name>-manual-<seconds>`, annotated `kubetask.io/trigger: manual` and owned by the
+/// CronTask (so it shows in its status and history), whatever its schedule, suspension and
+/// concurrency policy say.
+pub async fn trigger_cron(target: &Target, name: &str) -> anyhow::Result<String> {
+    let (client, namespace) = target.connect().await?;
+    let cron_tasks: Api<CronTask> = Api::namespaced(client.clone(), &namespace);
+    let cron_task = match cron_tasks.get_opt(name).await {
+        Ok(Some(cron_task)) => cron_task,
+        Ok(None) => bail!("CronTask {name:?} not found in namespace {namespace:?}"),
+        Err(error) => return Err(error).with_context(|| format!("reading CronTask {name:?}")),
+    };
+    let run_name = crate::cron::manual_name(name, jiff::Timestamp::now());
+    crate::cron::check_name(&run_name)?;
+    let task = crate::cron::run(&cron_task, run_name.clone(), crate::cron::Trigger::Manual);
+    let tasks: Api<Task> = Api::namespaced(client, &namespace);
+    match tasks.create(&PostParams::default(), &task).await {
+        Ok(_) => Ok(format!("task.kubetask.io/{run_name} created")),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            bail!("Task {run_name:?} exists already (triggered within the same second): try again")
+        }
+        Err(error) => Err(error).with_context(|| format!("creating Task {run_name:?}")),
+    }
 }
 
 /// `kubetask result TASK`: the agent's report (`summary`, `outputs`, `usage`) with the phase

@@ -2,11 +2,11 @@
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube_core::CustomResourceExt;
-use kubetask_api::{Agent, Task};
+use kubetask_api::{Agent, CronTask, Task};
 
-/// The CRDs of Task and Agent.
-pub fn definitions() -> [CustomResourceDefinition; 2] {
-    [Task::crd(), Agent::crd()]
+/// The CRDs of Task, Agent and CronTask.
+pub fn definitions() -> [CustomResourceDefinition; 3] {
+    [Task::crd(), Agent::crd(), CronTask::crd()]
 }
 
 /// The CRDs as a multi-document YAML stream (what `kubetask crds` prints and

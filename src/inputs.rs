@@ -7,7 +7,7 @@ use std::{
 };
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kubetask_api::{API_VERSION, Agent, Task, plugin_labels};
+use kubetask_api::{API_VERSION, Agent, CronTask, Task, plugin_labels};
 
 use crate::render::validation::{self, Kind};
 use serde::{Deserialize, de::DeserializeOwned};
@@ -28,6 +28,9 @@ pub struct Sourced<T> {
 pub struct Inputs {
     pub tasks: Vec<Sourced<Task>>,
     pub agents: Vec<Sourced<Agent>>,
+    pub cron_tasks: Vec<Sourced<CronTask>>,
+    /// The Task each CronTask creates next ([`Inputs::schedule_runs`]), rendered like Tasks.
+    pub cron_runs: Vec<Sourced<Task>>,
     /// ConfigMaps labelled `kubetask.io/plugin` (packed plugin manifests), as installed.
     pub plugins: Vec<Sourced<ConfigMap>>,
     /// `Kind/name` of other objects, which are ignored.
@@ -35,6 +38,37 @@ pub struct Inputs {
 }
 
 impl Inputs {
+    /// Turns each CronTask into the Task it would create at its first tick after `now`
+    /// ([`Inputs::cron_runs`]); a schedule that cannot be read is an error naming its field.
+    pub fn schedule_runs(&mut self, now: jiff::Timestamp) -> Vec<InputError> {
+        let mut errors = Vec::new();
+        for Sourced { file, object } in &self.cron_tasks {
+            let name = object.metadata.name.clone().unwrap_or_default();
+            let next = crate::cron::Schedule::of(&object.spec).and_then(|schedule| {
+                let at = schedule.next_after(now).ok_or(crate::cron::Invalid {
+                    reason: "InvalidSchedule",
+                    field: "spec.schedule",
+                    message: "no run after now".to_owned(),
+                })?;
+                let run = crate::cron::scheduled_name(&name, at);
+                crate::cron::check_name(&run).map(|()| (run, at))
+            });
+            match next {
+                Ok((run, at)) => self.cron_runs.push(Sourced {
+                    file: file.clone(),
+                    object: crate::cron::run(object, run, crate::cron::Trigger::Scheduled(at)),
+                }),
+                Err(invalid) => errors.push(InputError {
+                    file: file.clone(),
+                    object: Some(format!("CronTask/{name}")),
+                    field: Some(invalid.field.to_owned()),
+                    message: invalid.message,
+                }),
+            }
+        }
+        errors
+    }
+
     /// The Agents by namespace and name, for lookups that do not grow with the number of
     /// Agents.
     pub fn agent_index(&self) -> AgentIndex<'_> {
@@ -272,15 +306,26 @@ fn classify(file: &Path, value: Value, inputs: &mut Inputs, errors: &mut Vec<Inp
                 classify(file, item, inputs, errors);
             }
         }
-        "Task" | "Agent" if api_version != API_VERSION => errors.push(error(
+        "Task" | "Agent" | "CronTask" if api_version != API_VERSION => errors.push(error(
             Some("apiVersion"),
             format!("{api_version:?} is not supported; use {API_VERSION}"),
         )),
-        "Task" | "Agent" if name.is_empty() => {
+        "Task" | "Agent" | "CronTask" if name.is_empty() => {
             errors.push(error(Some("metadata.name"), "is required".to_owned()));
         }
         "Task" => {
             if let Err(problems) = push_checked(file, Kind::Task, value, &mut inputs.tasks) {
+                errors.extend(
+                    problems
+                        .into_iter()
+                        .map(|(field, message)| error(field.as_deref(), message)),
+                );
+            }
+        }
+        "CronTask" => {
+            if let Err(problems) =
+                push_checked(file, Kind::CronTask, value, &mut inputs.cron_tasks)
+            {
                 errors.extend(
                     problems
                         .into_iter()
@@ -317,7 +362,7 @@ fn classify(file: &Path, value: Value, inputs: &mut Inputs, errors: &mut Vec<Inp
         "" => errors.push(error(Some("kind"), "is required".to_owned())),
         other if names_a_kind_we_do_not_serve(&api_version, other) => errors.push(error(
             Some("kind"),
-            format!("no matches for kind {other:?} in version {api_version:?}: the kinds of kubetask.io are Task and Agent"),
+            format!("no matches for kind {other:?} in version {api_version:?}: the kinds of kubetask.io are Task, Agent and CronTask"),
         )),
         _ => inputs.skipped.push(object),
     }
@@ -330,6 +375,7 @@ fn names_a_kind_we_do_not_serve(api_version: &str, kind: &str) -> bool {
     api_version.starts_with("kubetask.io/")
         || kind.eq_ignore_ascii_case("Task")
         || kind.eq_ignore_ascii_case("Agent")
+        || kind.eq_ignore_ascii_case("CronTask")
 }
 
 /// Checks a Task or Agent as the API server and `kubectl apply` would (every refused field,

@@ -12,6 +12,7 @@
 pub mod cluster_commands;
 pub mod controller;
 pub mod crds;
+pub mod cron;
 pub mod inputs;
 pub mod offline;
 pub mod plugin;

@@ -27,7 +27,7 @@ enum Command {
     Controller(Box<ControllerArgs>),
     /// Render Tasks into the Jobs and ConfigMaps the controller would create, with no cluster.
     Render(RenderArgs),
-    /// Print the CustomResourceDefinitions of Task and Agent.
+    /// Print the CustomResourceDefinitions of Task, Agent and CronTask.
     Crds,
     /// Tools for plugin authors: check a component, pack it as a ConfigMap.
     #[command(subcommand)]
@@ -39,6 +39,24 @@ enum Command {
     Logs(LogsArgs),
     /// Print what the agent reported (summary, outputs, usage) as JSON, once the Task finished.
     Result(ResultArgs),
+    /// Start a run now.
+    #[command(subcommand)]
+    Trigger(TriggerCommand),
+}
+
+#[derive(Subcommand)]
+enum TriggerCommand {
+    /// Create one Task from a CronTask's template now (it shows in the CronTask's history),
+    /// whatever its schedule, suspension and concurrency policy say.
+    Cron(TriggerArgs),
+}
+
+#[derive(clap::Args)]
+struct TriggerArgs {
+    /// The CronTask's name.
+    cron_task: String,
+    #[command(flatten)]
+    target: cluster_commands::Target,
 }
 
 #[derive(clap::Args)]
@@ -219,6 +237,10 @@ struct ControllerArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Tests only: CronTask schedules read "now" from this file (an RFC 3339 time) instead of
+    /// the system clock.
+    #[arg(long, hide = true)]
+    test_clock_file: Option<PathBuf>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -291,6 +313,11 @@ fn main() -> ExitCode {
             ))?;
             Ok(())
         }),
+        Command::Trigger(TriggerCommand::Cron(args)) => on_cluster(async move {
+            let said = cluster_commands::trigger_cron(&args.target, &args.cron_task).await?;
+            emit(&format!("{said}\n"))?;
+            Ok(())
+        }),
         Command::Crds => crds::yaml()
             .context("cannot encode the CRDs")
             .and_then(|yaml| emit(&yaml).map(|()| ExitCode::SUCCESS)),
@@ -359,6 +386,9 @@ fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
                 .default_ttl_seconds_after_finished
                 .map(Duration::from_secs),
         },
+        clock: args
+            .test_clock_file
+            .map_or(kubetask::cron::Clock::System, kubetask::cron::Clock::File),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -368,12 +398,17 @@ fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {
-    let (inputs, errors) = inputs::load(&args.files);
+    let (mut inputs, mut errors) = inputs::load(&args.files);
+    // A CronTask renders as the Task it creates next.
+    errors.extend(inputs.schedule_runs(jiff::Timestamp::now()));
     if !errors.is_empty() {
         return Ok(report(&errors));
     }
-    if inputs.tasks.is_empty() {
-        anyhow::bail!("no Task found in {}", display_paths(&args.files));
+    if inputs.tasks.is_empty() && inputs.cron_runs.is_empty() {
+        anyhow::bail!(
+            "no Task or CronTask found in {}",
+            display_paths(&args.files)
+        );
     }
     let mut host = PluginHost::new(Limits::default())?;
     // A cache that cannot be used only costs a compilation.

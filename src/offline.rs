@@ -64,7 +64,7 @@ impl<'a> Installed<'a> {
 }
 
 /// What `kubetask render` prints: the objects to create, in creation order (each Task's
-/// ConfigMaps, then its Job), and the warnings.
+/// ConfigMaps, then its Job; a CronTask's next Task before them), and the warnings.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Output {
     pub objects: Vec<Value>,
@@ -86,7 +86,10 @@ pub fn render_all(
     let mut errors = Vec::new();
     let mut installed = Installed::new(inputs, controller_namespace, &mut output.warnings);
     let agents = inputs.agent_index();
-    for Sourced { file, object: task } in &inputs.tasks {
+    let runs = inputs.cron_runs.iter().map(|run| (run, true));
+    for (Sourced { file, object: task }, is_run) in
+        inputs.tasks.iter().map(|task| (task, false)).chain(runs)
+    {
         let namespace = task.metadata.namespace.as_deref();
         let task_object = format!("Task/{}", task.metadata.name.as_deref().unwrap_or_default());
         let error = |file: &std::path::Path,
@@ -193,10 +196,11 @@ pub fn render_all(
         let pipeline = pipeline.extended(plugins);
         match pipeline.render(task, agent.map(|agent| &agent.object)) {
             Ok(rendered) => {
-                let encoded = rendered
-                    .config_maps
-                    .iter()
-                    .map(serde_json::to_value)
+                // A CronTask's run: the Task it creates, then what the Task becomes.
+                let run = is_run.then(|| serde_json::to_value(task));
+                let encoded = run
+                    .into_iter()
+                    .chain(rendered.config_maps.iter().map(serde_json::to_value))
                     .chain(std::iter::once(serde_json::to_value(&rendered.job)))
                     .collect::<Result<Vec<_>, _>>();
                 match encoded {

@@ -88,8 +88,14 @@ fn a_directory_and_the_helm_batch_render_every_task() {
     let items = render_json(&["-f", "examples/", "-f", "examples/helm-batch/rendered.yaml"]);
     let jobs: Vec<String> = kinds(&items)
         .into_iter()
-        .filter(|kind| kind.starts_with("Job/"))
+        .filter(|kind| kind.starts_with("Job/") && !kind.starts_with("Job/nightly-"))
         .collect();
+    // The CronTask's next run: a Task and its Job, named by its scheduled minute.
+    let nightly: Vec<String> = kinds(&items)
+        .into_iter()
+        .filter(|kind| kind.contains("/nightly-dependencies-"))
+        .collect();
+    assert_eq!(nightly.len(), 3, "{nightly:?}");
     assert_eq!(
         jobs,
         [
@@ -141,6 +147,80 @@ fn a_missing_explicit_agent_is_an_error_naming_file_object_and_field() {
         stderr.contains("examples/multi-context-task.yaml: Task/complex-task: spec.agentRef: Agent \"claude-workspace\" does not exist"),
         "{stderr}"
     );
+}
+
+/// A CronTask renders as the Task it creates at its next tick (in its time zone), then the
+/// Task's ConfigMap and Job; a schedule or time zone that cannot be read is an error naming
+/// the field.
+#[test]
+fn a_cron_task_renders_as_its_next_task_and_job() {
+    let before = jiff::Timestamp::now();
+    let items = render_json(&["-f", "examples/nightly-dependencies.yaml"]);
+    let kinds = kinds(&items);
+    assert_eq!(kinds.len(), 3, "{kinds:?}");
+    assert!(
+        kinds[0].starts_with("Task/nightly-dependencies-"),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds[2].starts_with("Job/nightly-dependencies-"),
+        "{kinds:?}"
+    );
+    let task = &items[0];
+    let scheduled: jiff::Timestamp = task["metadata"]["annotations"]["kubetask.io/scheduled-time"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("a scheduled time");
+    assert!(scheduled > before);
+    assert!(scheduled <= before + jiff::SignedDuration::from_hours(25));
+    // 02:00 in Berlin: 01:00 UTC in winter, 00:00 UTC in summer.
+    let utc = scheduled.to_zoned(jiff::tz::TimeZone::UTC);
+    assert!(
+        matches!(utc.hour(), 0 | 1) && utc.minute() == 0,
+        "{scheduled}"
+    );
+    assert_eq!(
+        task["metadata"]["name"],
+        format!("nightly-dependencies-{}", scheduled.as_second() / 60)
+    );
+    assert_eq!(task["metadata"]["ownerReferences"][0]["kind"], "CronTask");
+    assert_eq!(task["spec"]["timeout"], "2h");
+    assert_eq!(
+        items[2]["metadata"]["annotations"]["kubetask.io/timeout-seconds"],
+        "7200"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (schedule, zone, expected) in [
+        (
+            "61 2 * * *",
+            "UTC",
+            "bad.yaml: CronTask/c: spec.schedule: \"61 2 * * *\" is not a cron expression",
+        ),
+        (
+            "0 2 * * *",
+            "Mars/Olympus",
+            "bad.yaml: CronTask/c: spec.timeZone: \"Mars/Olympus\" is not a time zone",
+        ),
+        (
+            "0 2 * *",
+            "UTC",
+            "bad.yaml: CronTask/c: spec.schedule: Invalid value: \"0 2 * *\"",
+        ),
+    ] {
+        let file = dir.path().join("bad.yaml");
+        std::fs::write(
+            &file,
+            format!("apiVersion: kubetask.io/v1alpha1\nkind: CronTask\nmetadata: {{name: c}}\nspec:\n  schedule: '{schedule}'\n  timeZone: {zone}\n  taskTemplate: {{spec: {{contexts: []}}}}\n"),
+        )
+        .expect("write");
+        let (code, _, stderr) = kubetask(&["render", "-f", file.to_str().expect("UTF-8")]);
+        assert_eq!(code, 1, "{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in {stderr:?}"
+        );
+    }
 }
 
 #[test]

@@ -12,11 +12,27 @@ fn committed_crds_match_the_generated_ones() {
 
 #[test]
 fn crds_have_status_columns_short_names_and_validation_rules() {
-    let [task, agent] = kubetask::crds::definitions();
+    let [task, agent, cron_task] = kubetask::crds::definitions();
     assert_eq!(task.spec.group, "kubetask.io");
     assert_eq!(task.spec.scope, "Namespaced");
     assert_eq!(task.spec.names.short_names, Some(vec!["tk".to_owned()]));
     assert_eq!(agent.spec.names.short_names, Some(vec!["ag".to_owned()]));
+    assert_eq!(
+        cron_task.spec.names.short_names,
+        Some(vec!["ctk".to_owned()])
+    );
+    assert_eq!(cron_task.spec.names.plural, "crontasks");
+    let cron_columns: Vec<_> = cron_task.spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .filter(|column| column.priority.unwrap_or(0) == 0)
+        .map(|column| column.name.as_str())
+        .collect();
+    assert_eq!(
+        cron_columns,
+        ["Schedule", "Suspend", "Active", "Last Schedule", "Age"]
+    );
     let version = &task.spec.versions[0];
     assert_eq!(version.name, "v1alpha1");
     assert!(

@@ -67,7 +67,17 @@ async fn wait_for(done: impl Fn() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_role_is_sufficient_and_minimal() {
     let cluster = Cluster::start().await;
-    let mut controller = cluster.controller(&["--leader-elect", "--lease-duration-seconds", "5"]);
+    // The CronTask scenario reads its schedule's "now" from this file.
+    let clock = tempfile::tempdir().unwrap();
+    let now = clock.path().join("now");
+    std::fs::write(&now, "2030-01-01T00:00:30Z").unwrap();
+    let mut controller = cluster.controller(&[
+        "--leader-elect",
+        "--lease-duration-seconds",
+        "5",
+        "--test-clock-file",
+        now.to_str().unwrap(),
+    ]);
     // Scenarios: the seed example to completion, a context read from a ConfigMap, a Task
     // waiting for its Agent, a failing Job.
     cluster
@@ -156,6 +166,22 @@ async fn the_cluster_role_is_sufficient_and_minimal() {
         cluster.wait_reason(NS, name, "Cancelled", limit).await;
     }
     wait_gone(&cluster.tasks(NS), "short-lived").await;
+    // A CronTask: its run created (blockOwnerDeletion on the CronTask), replaced at the next
+    // tick (cancelled by a patch), deleted past the history limit, the status written.
+    cluster
+        .apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: CronTask\nmetadata: {name: hang-cron, namespace: team-a}\nspec:\n  schedule: '*/5 * * * *'\n  concurrencyPolicy: Replace\n  failedTasksHistoryLimit: 0\n  taskTemplate: {spec: {contexts: []}}\n")
+        .await;
+    let first =
+        kubetask::cron::scheduled_name("hang-cron", "2030-01-01T00:00:00Z".parse().unwrap());
+    for _ in 0..600 {
+        if cluster.tasks(NS).get_opt(&first).await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.wait_phase(NS, &first, TaskPhase::Running).await;
+    std::fs::write(&now, "2030-01-01T00:05:10Z").unwrap();
+    wait_gone(&cluster.tasks(NS), &first).await;
     wait_for(|| {
         cluster
             .server

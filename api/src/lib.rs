@@ -1,4 +1,5 @@
-//! The `kubetask.io/v1alpha1` API: [`Task`] (what to do) and [`Agent`] (how to do it).
+//! The `kubetask.io/v1alpha1` API: [`Task`] (what to do), [`Agent`] (how to do it) and
+//! [`CronTask`] (Tasks on a schedule).
 //!
 //! These types are the single definition shared by the controller, the offline renderer and the
 //! Rust plugins (including the built-in default plugin, which compiles them to WebAssembly).
@@ -6,6 +7,7 @@
 
 mod agent;
 mod context;
+mod cron_task;
 pub mod json;
 pub mod lifecycle;
 pub mod naming;
@@ -15,6 +17,10 @@ mod task;
 
 pub use agent::{Agent, AgentSpec, Credential, PodScheduling, SecretKeyRef, Toleration};
 pub use context::{ConfigMapReference, Context, ContextType, FileContext, FileSource};
+pub use cron_task::{
+    ConcurrencyPolicy, CronTask, CronTaskSpec, CronTaskStatus, TaskReference, TaskTemplate,
+    TemplateMetadata, cron_labels,
+};
 pub use lifecycle::{Attempt, Cancel, TaskResult, Usage};
 pub use task::{PluginRef, Task, TaskPhase, TaskSpec, TaskStatus};
 

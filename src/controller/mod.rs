@@ -6,6 +6,7 @@ mod agent_reads;
 mod attempts;
 pub mod cached;
 mod children;
+pub mod cron;
 pub mod decide;
 mod dependents;
 pub mod failure;
@@ -35,7 +36,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{PredicateConfig, predicates, watcher};
 use kube::{Resource, ResourceExt};
-use kubetask_api::{Agent, Task, labels};
+use kubetask_api::{Agent, CronTask, Task, labels};
 use tokio::sync::watch;
 
 pub use children::FIELD_MANAGER;
@@ -63,6 +64,8 @@ pub struct Options {
     pub plugin_cache_dir: Option<PathBuf>,
     /// The timeout cap and the default TTL.
     pub lifecycle: crate::render::LifecycleSettings,
+    /// Where CronTask schedules read the time (the system clock but in end-to-end tests).
+    pub clock: crate::cron::Clock,
 }
 
 /// Builds the Kubernetes client from the options.
@@ -154,6 +157,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     // only their status does: that is the controller's own write coming back, and reacting to
     // it would retry a failing Task at once instead of after its backoff.
     let (tasks, tasks_writer) = reflector::store::<Task>();
+    // A change of a CronTask's run (it finished, was deleted) reconciles the CronTask. When the
+    // channel is full the signal is dropped: the CronTask looks again at its next tick anyway.
+    let (runs_changed, cron_triggers) = tokio::sync::mpsc::channel::<ObjectRef<CronTask>>(1024);
     let task_events = watcher::watcher(
         scoped::<Task>(&client, namespace),
         watcher::Config::default(),
@@ -161,6 +167,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     .default_backoff()
     .modify(cached::task)
     .reflect(tasks_writer)
+    .inspect_ok(move |event| {
+        if let watcher::Event::Apply(task) | watcher::Event::Delete(task) = event
+            && let Some(owner) = cron::owner(task)
+        {
+            let _ = runs_changed.try_send(owner);
+        }
+    })
     .applied_objects()
     .predicate_filter(predicates::generation, PredicateConfig::default());
     let (jobs, jobs_writer) = reflector::store::<Job>();
@@ -248,7 +261,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let context = Arc::new(reconcile::Context::new(
         client.clone(),
         pipeline,
-        reporter,
+        reporter.clone(),
         metrics.clone(),
         tasks.clone(),
         registry.clone(),
@@ -256,6 +269,31 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         agents,
         dependents.clone(),
     ));
+    let cron_context = Arc::new(cron::Context::new(
+        client.clone(),
+        tasks.clone(),
+        options.clock.clone(),
+        reporter.clone(),
+    ));
+    let mut cron_stop = stopped.clone();
+    let mut cron_triggers = cron_triggers;
+    let cron_tasks = kube::runtime::Controller::new(
+        scoped::<CronTask>(&client, namespace),
+        watcher::Config::default(),
+    )
+    .reconcile_on(futures::stream::poll_fn(move |cx| cron_triggers.poll_recv(cx)))
+    .graceful_shutdown_on(async move {
+        let _ = cron_stop.changed().await;
+    })
+    .run(cron::reconcile, cron::error_policy, cron_context)
+    .for_each(|result| {
+        // Reconcile errors are reported by `cron::error_policy`; a watch that fails (the
+        // CronTask CRD not installed, access denied) retries with backoff and is said here.
+        if let Err(kube::runtime::controller::Error::QueueError(error)) = result {
+            tracing::warn!(%error, "watching CronTasks (is the CronTask CRD installed? kubectl apply -k manifests/)");
+        }
+        futures::future::ready(())
+    });
     let mut graceful = stopped.clone();
     let triggers = futures::stream::select_all([
         concerning(task_events, |task: Task| vec![ObjectRef::from_obj(&task)]),
@@ -297,6 +335,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         },
     );
 
+    let running = async move {
+        tokio::join!(running, cron_tasks);
+    };
     let outcome = match leadership {
         None => {
             running.await;

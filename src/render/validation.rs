@@ -18,6 +18,7 @@ use serde_json::Value;
 pub enum Kind {
     Task,
     Agent,
+    CronTask,
 }
 
 impl Kind {
@@ -26,6 +27,7 @@ impl Kind {
         match self {
             Self::Task => "Task",
             Self::Agent => "Agent",
+            Self::CronTask => "CronTask",
         }
     }
 }
@@ -63,8 +65,13 @@ impl CompiledCrd {
 }
 
 /// The CRD schemas, compiled once per process.
-static SCHEMAS: LazyLock<[CompiledCrd; 2]> =
-    LazyLock::new(|| [CompiledCrd::of(Kind::Task), CompiledCrd::of(Kind::Agent)]);
+static SCHEMAS: LazyLock<[CompiledCrd; 3]> = LazyLock::new(|| {
+    [
+        CompiledCrd::of(Kind::Task),
+        CompiledCrd::of(Kind::Agent),
+        CompiledCrd::of(Kind::CronTask),
+    ]
+});
 
 /// Every field of `object` (a Task or Agent as JSON) the API server would refuse. With
 /// `strict`, fields the schema does not know are refused too, as `kubectl apply` does (its

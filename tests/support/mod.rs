@@ -12,8 +12,8 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, PostParams};
-use kube::{Client, CustomResourceExt, ResourceExt};
-use kubetask::api::{Agent, Task, TaskPhase, TaskStatus};
+use kube::{Client, ResourceExt};
+use kubetask::api::{Agent, CronTask, Task, TaskPhase, TaskStatus};
 use kubetask_test_apiserver::{
     Config, JobSimulator, OutcomeFn, Script, TestApiServer, outcome_from_label,
 };
@@ -78,7 +78,7 @@ impl Cluster {
         let server = TestApiServer::start(config).expect("test API server");
         let client = server.client().await.expect("client");
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in [Task::crd(), Agent::crd()] {
+        for crd in kubetask::crds::definitions() {
             crds.create(&PostParams::default(), &crd)
                 .await
                 .expect("CRD");
@@ -162,7 +162,7 @@ impl Cluster {
         Api::namespaced(self.client.clone(), namespace)
     }
 
-    /// Creates the Agents and Tasks of a YAML stream, read as `kubetask render` and kubectl
+    /// Creates the Agents, Tasks and CronTasks of a YAML stream, read as `kubetask render` and kubectl
     /// read them (YAML 1.1 octal file modes included); Agents first.
     pub async fn apply_yaml(&self, yaml: &str) {
         let mut inputs = kubetask::inputs::Inputs::default();
@@ -186,6 +186,17 @@ impl Cluster {
                 .create(&PostParams::default(), &task)
                 .await
                 .expect("Task");
+        }
+        for cron_task in inputs.cron_tasks {
+            let cron_task = cron_task.object;
+            let cron_tasks: Api<CronTask> = Api::namespaced(
+                self.client.clone(),
+                &cron_task.namespace().unwrap_or_else(|| "default".into()),
+            );
+            cron_tasks
+                .create(&PostParams::default(), &cron_task)
+                .await
+                .expect("CronTask");
         }
     }
 
