@@ -2,7 +2,8 @@
 //! schedule clock set by the tests (the hidden `--test-clock-file`). A run per tick, Forbid
 //! skipping while a run is unfinished, Replace cancelling with the logs kept, history limits,
 //! a restart after missed ticks (one run, or none past the starting deadline), two replicas
-//! never creating a run twice, `kubetask trigger cron`, and `kubectl get crontasks`' columns.
+//! never creating a run twice, `kubetask trigger cron` (also as `kubectl kubetask`), deleting
+//! a CronTask deleting its Tasks, and `kubectl get crontasks`' columns.
 
 mod support;
 
@@ -461,6 +462,62 @@ async fn trigger_cron_creates_a_run_at_once_even_when_suspended() {
     ]);
     assert_eq!(code, 1);
     assert!(stderr.contains("CronTask \"nope\" not found"), "{stderr}");
+
+    // Through kubectl: `kubectl kubetask trigger cron` (the binary as the kubectl-kubetask
+    // plugin) and `kubectl get crontasks`' columns.
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_kubetask"),
+        dir.path().join("kubectl-kubetask"),
+    )
+    .unwrap();
+    let kubectl = |args: &[&str]| {
+        let output = std::process::Command::new("kubectl")
+            .args(args)
+            .args(["-n", NS, "--kubeconfig"])
+            .arg(&kubeconfig)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    dir.path().display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .output()
+            .expect("kubectl runs (CI installs it)");
+        assert!(
+            output.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    // Manual runs are named by the second: wait for the next one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let said = kubectl(&["kubetask", "trigger", "cron", "by-hand"]);
+    assert!(
+        said.starts_with("task.kubetask.io/by-hand-manual-"),
+        "{said}"
+    );
+    let table = kubectl(&["get", "crontasks"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "SCHEDULE", "SUSPEND", "ACTIVE", "LAST", "SCHEDULE", "AGE"
+        ],
+        "{table}"
+    );
+    assert!(table.contains("by-hand"), "{table}");
+    assert_eq!(runs(&cluster, "by-hand").await.len(), 2);
+
+    // Deleting the CronTask deletes its Tasks (owner references, garbage collection).
+    cron_tasks(&cluster.client)
+        .delete("by-hand", &Default::default())
+        .await
+        .unwrap();
+    wait_gone(&cluster.tasks(NS), &name).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
