@@ -206,6 +206,7 @@ pub fn load(paths: &[PathBuf]) -> (Inputs, Vec<InputError>) {
     check_unique(&inputs.tasks, "Task", &mut errors);
     check_unique(&inputs.agents, "Agent", &mut errors);
     check_unique(&inputs.plugins, "ConfigMap", &mut errors);
+    check_unique(&inputs.cron_tasks, "CronTask", &mut errors);
     (inputs, errors)
 }
 

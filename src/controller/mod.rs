@@ -18,7 +18,7 @@ mod plugins;
 mod queue;
 mod reconcile;
 mod runner;
-mod runs;
+pub mod runs;
 pub mod status;
 
 use std::net::SocketAddr;
