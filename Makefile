@@ -1,5 +1,5 @@
 # Everyday commands. `cargo` alone builds and tests everything; these wrap the rest.
-.PHONY: plugins wasm-toolchain test crds check
+.PHONY: plugins wasm-toolchain test crds check image
 
 # Rebuild the wasm plugins (the embedded default plugin and the test plugin), then compile
 # the default plugin ahead of time (the artifact the binary embeds; CI checks it).
@@ -17,6 +17,10 @@ crds:
 
 test:
 	cargo test --workspace --locked
+
+# The controller's image as an OCI archive (target/image/), without a container engine.
+image:
+	scripts/build-image.sh
 
 # Everything CI checks.
 check:
