@@ -102,7 +102,7 @@ impl Pair {
         let pipeline = kubetask::render::Pipeline::new(
             host,
             kubetask::render::Settings {
-                default_agent_image: "quay.io/zhaoxue/kubetask-agent-gemini:latest".into(),
+                default_agent_image: kubetask::api::DEFAULT_AGENT_IMAGE.into(),
                 controller_namespace: "kubetask-system".into(),
             },
         )?;

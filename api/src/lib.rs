@@ -33,8 +33,10 @@ pub const API_VERSION: &str = "kubetask.io/v1alpha1";
 
 /// Name of the Agent a Task uses when it sets no `spec.agentRef`.
 pub const DEFAULT_AGENT_NAME: &str = "default";
-/// Agent image used when no Agent sets `spec.agentImage` (overridable by a controller flag).
-pub const DEFAULT_AGENT_IMAGE: &str = "quay.io/zhaoxue/kubetask-agent-gemini:latest";
+/// Agent image used when no Agent sets `spec.agentImage` (overridable by a controller flag):
+/// this project's Gemini CLI image (`agents/gemini`), of this release.
+pub const DEFAULT_AGENT_IMAGE: &str =
+    concat!("ghcr.io/kubetask/agent-gemini:v", env!("CARGO_PKG_VERSION"));
 
 /// Most bytes a ConfigMap's data may hold (keys and values, as the API server counts them).
 pub const MAX_CONFIG_MAP_BYTES: usize = 1024 * 1024;

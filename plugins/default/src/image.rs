@@ -33,7 +33,7 @@ mod tests {
     fn pull_policy_follows_the_tag() {
         let cases = [
             ("quay.io/myorg/claude-agent:v1.0", "IfNotPresent"),
-            ("quay.io/zhaoxue/kubetask-agent-gemini:latest", "Always"),
+            ("quay.io/myorg/claude-agent:latest", "Always"),
             ("quay.io/myorg/claude-agent", "Always"),
             ("localhost:5000/agent", "Always"),
             ("localhost:5000/agent:v2", "IfNotPresent"),

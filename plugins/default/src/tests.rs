@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::{RenderError, Rendered, Settings, render, render_json};
 
-const DEFAULT_IMAGE: &str = "quay.io/zhaoxue/kubetask-agent-gemini:latest";
+const DEFAULT_IMAGE: &str = "ghcr.io/kubetask/agent-gemini:v0.1.0";
 
 fn settings() -> Settings {
     Settings {
@@ -123,7 +123,8 @@ fn simple_task_becomes_a_job_and_a_config_map() {
     let pod = &job["spec"]["template"]["spec"];
     assert_eq!(pod["restartPolicy"], "Never");
     assert_eq!(pod["containers"][0]["image"], DEFAULT_IMAGE);
-    assert_eq!(pod["containers"][0]["imagePullPolicy"], "Always");
+    // The default image is pinned to a release tag.
+    assert_eq!(pod["containers"][0]["imagePullPolicy"], "IfNotPresent");
     assert_eq!(pod["containers"][0]["workingDir"], "/workspace");
     assert!(
         pod.get("serviceAccountName").is_none(),
