@@ -321,6 +321,25 @@ async fn forbid_skips_while_a_run_is_unfinished_and_replace_cancels_it_with_logs
     cluster
         .wait_reason(NS, &first_forbid, "Cancelled", LIMIT)
         .await;
+    // It is no longer listed as active.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let status = cron_tasks(&cluster.client)
+            .get("hang-forbid")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        if status.active.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still active: {:?}",
+            status.active
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let quiet = holds_for(Duration::from_secs(2), async || {
         runs(&cluster, "hang-forbid").await.len() == 1
     })

@@ -145,7 +145,12 @@ pub async fn reconcile(cron_task: Arc<CronTask>, ctx: Arc<Context>) -> Result<Ac
     }
     if cron_task.status.as_ref() != Some(&decision.status) {
         let api: Api<CronTask> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = json!({"status": decision.status});
+        // A merge patch keeps what it does not name: an emptied list must be named to go.
+        let mut status = serde_json::to_value(&decision.status).unwrap_or_default();
+        if let Some(fields) = status.as_object_mut() {
+            fields.entry("active").or_insert(serde_json::Value::Null);
+        }
+        let patch = json!({ "status": status });
         match api
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
