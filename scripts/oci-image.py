@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""Writes the controller's container image as an OCI image layout in a tar (what
-`skopeo copy oci-archive:FILE docker://REGISTRY/NAME:TAG` pushes), without a container engine.
+"""Writes a container image of one static binary as an OCI image layout in a tar (what
+`skopeo copy oci-archive:FILE docker://REGISTRY/NAME:TAG` pushes), without a container engine:
+the controller (`kubetask`) or the agent runner (`kubetask-agent`).
 
     scripts/oci-image.py --binary target/x86_64-unknown-linux-gnu/release/kubetask \
         --arch amd64 --version 0.1.0 --revision $(git rev-parse HEAD) --created-epoch EPOCH \
         --output target/image/kubetask-linux-amd64.oci.tar
 
 The image holds the static binary (/kubetask, the entrypoint, `controller` its default
-argument), the CA certificates and a passwd/group naming user 65532 (`nonroot`), and nothing
-else: no shell, no package manager. It runs as 65532:65532.
+argument; or /kubetask-agent with `--program kubetask-agent`), the CA certificates and a
+passwd/group naming user 65532 (`nonroot`), and nothing else: no shell, no package manager. It
+runs as 65532:65532.
 
 Reproducible by construction (the same inputs give the same bytes, so the same digest): every
 tar entry has a fixed owner, mode and mtime (the commit's time), entries are sorted, gzip
@@ -31,6 +33,10 @@ SOURCE = "https://github.com/kubetask/kubetask"
 USER = "65532:65532"
 PASSWD = "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"
 GROUP = "root:x:0:\nnonroot:x:65532:\n"
+DESCRIPTIONS = {
+    "kubetask": "KubeTask controller: AI agents as Kubernetes Jobs, shaped by WebAssembly plugins",
+    "kubetask-agent": "KubeTask agent runner: drives a coding CLI in an agent pod and reports to the Task",
+}
 
 
 def tar_bytes(entries, mtime):
@@ -70,6 +76,7 @@ def digest(data):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--binary", required=True)
+    parser.add_argument("--program", default="kubetask", choices=["kubetask", "kubetask-agent"])
     parser.add_argument("--arch", required=True, choices=["amd64", "arm64"])
     parser.add_argument("--version", required=True)
     parser.add_argument("--revision", required=True)
@@ -95,7 +102,7 @@ def main():
             ("etc/ssl", 0o755, None),
             ("etc/ssl/certs", 0o755, None),
             ("etc/ssl/certs/ca-certificates.crt", 0o644, certificates),
-            ("kubetask", 0o755, binary),
+            (args.program, 0o755, binary),
         ],
         mtime,
     )
@@ -104,8 +111,8 @@ def main():
         "org.opencontainers.image.source": SOURCE,
         "org.opencontainers.image.version": args.version,
         "org.opencontainers.image.revision": args.revision,
-        "org.opencontainers.image.title": "kubetask",
-        "org.opencontainers.image.description": "KubeTask controller: AI agents as Kubernetes Jobs, shaped by WebAssembly plugins",
+        "org.opencontainers.image.title": args.program,
+        "org.opencontainers.image.description": DESCRIPTIONS[args.program],
         "org.opencontainers.image.licenses": "Apache-2.0",
         "org.opencontainers.image.created": created,
     }
@@ -116,8 +123,8 @@ def main():
             "created": created,
             "config": {
                 "User": USER,
-                "Entrypoint": ["/kubetask"],
-                "Cmd": ["controller"],
+                "Entrypoint": ["/" + args.program],
+                **({"Cmd": ["controller"]} if args.program == "kubetask" else {}),
                 "Env": ["SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],
                 "ExposedPorts": {"8080/tcp": {}},
                 "WorkingDir": "/",

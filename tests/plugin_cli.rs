@@ -34,6 +34,12 @@ const EXAMPLES: &[Example] = &[
         policy: Some("200"),
         changes: "+Job.spec.activeDeadlineSeconds",
     },
+    Example {
+        wasm: "plugins/examples/agent-runner/agent_runner.wasm",
+        name: "agent-runner",
+        policy: None,
+        changes: "+Job.spec.template.spec.initContainers",
+    },
 ];
 
 fn sample_of(example: &Example) -> Option<String> {

@@ -1,4 +1,6 @@
 //! `kubetask-agent [-- COMMAND...]`: see the library's documentation and docs/agents.md.
+//! `kubetask-agent --install DIR` copies this executable to `DIR/kubetask-agent` (the init
+//! container of the agent-runner plugin puts the runner into any agent image that way).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,6 +14,15 @@ fn main() -> ExitCode {
     if args.first().is_some_and(|arg| arg == "--version") {
         println!("kubetask-agent {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
+    }
+    if args.first().is_some_and(|arg| arg == "--install") {
+        return match args.get(1) {
+            Some(dir) if args.len() == 2 => install(std::path::Path::new(dir)),
+            _ => {
+                eprintln!("kubetask-agent: usage: kubetask-agent --install DIR");
+                ExitCode::from(2)
+            }
+        };
     }
     let terminate = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -36,4 +47,30 @@ fn main() -> ExitCode {
     };
     let finished = run::run(&config, &terminate);
     ExitCode::from(u8::try_from(finished.exit_code).unwrap_or(1))
+}
+
+/// Copies this executable to `dir/kubetask-agent`, executable by everyone.
+fn install(dir: &std::path::Path) -> ExitCode {
+    let copied = std::env::current_exe().and_then(|exe| {
+        std::fs::create_dir_all(dir)?;
+        let target = dir.join("kubetask-agent");
+        std::fs::copy(&exe, &target)?;
+        let mut permissions = std::fs::metadata(&target)?.permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        std::fs::set_permissions(&target, permissions)?;
+        Ok(target)
+    });
+    match copied {
+        Ok(target) => {
+            println!("kubetask-agent: installed {}", target.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!(
+                "kubetask-agent: cannot install into {}: {error}",
+                dir.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
 }
