@@ -9,6 +9,7 @@ case "$image" in
   *) echo "error: $image is not pinned by digest (NAME@sha256:...)" >&2; exit 1 ;;
 esac
 root=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$root/target"
 overlay=$(mktemp -d "$root/target/install-overlay.XXXXXX")
 trap 'rm -rf "$overlay"' EXIT
 name=${image%@*}
