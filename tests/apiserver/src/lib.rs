@@ -17,6 +17,7 @@ mod meta;
 mod namespaces;
 mod openapi;
 mod patch;
+mod printers;
 mod protobuf;
 mod rbac;
 mod registry;

@@ -447,6 +447,11 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
+    /// `?includeObject=` of a Table request.
+    fn include_object(&self) -> crate::table::IncludeObject {
+        crate::table::IncludeObject::parse(self.param("includeObject"))
+    }
+
     fn param(&self, name: &str) -> Option<&str> {
         self.params
             .get(name)
@@ -596,7 +601,7 @@ fn dispatch(
                     json!({"resourceVersion": crate::meta::text(&object, "resourceVersion")});
                 return Ok(json_response(
                     200,
-                    &as_table(&rt, call, &[object], metadata),
+                    &as_table(&rt, call.include_object(), &[object], metadata, true),
                 ));
             }
             Ok(json_response(
@@ -626,7 +631,7 @@ fn dispatch(
                 metadata["remainingItemCount"] = json!(remaining);
             }
             let list = if call.table {
-                as_table(&rt, call, &result.items, metadata)
+                as_table(&rt, call.include_object(), &result.items, metadata, true)
             } else if call.metadata_only {
                 json!({
                     "kind": "PartialObjectMetadataList",
@@ -760,14 +765,22 @@ fn stored_form(rt: &ResourceType, body: Value) -> Value {
     }
 }
 
-/// Objects as a server-side Table (`kubectl get`).
-fn as_table(rt: &ResourceType, call: &Call, objects: &[Value], metadata: Value) -> Value {
-    let include = crate::table::IncludeObject::parse(call.param("includeObject"));
+/// Objects as a server-side Table (`kubectl get`); `headers: false` after a watch's first event.
+fn as_table(
+    rt: &ResourceType,
+    include: crate::table::IncludeObject,
+    objects: &[Value],
+    metadata: Value,
+    headers: bool,
+) -> Value {
     if rt.is_core_event() {
-        return crate::table::event_table(objects, include, metadata);
+        return crate::table::event_table(objects, include, metadata, headers);
     }
-    let columns = rt.printer_columns.as_deref().map(Vec::as_slice);
-    crate::table::table(columns, objects, include, metadata)
+    let columns = match rt.printer_columns.as_deref() {
+        Some(columns) => crate::table::Columns::Crd(columns),
+        None => crate::table::Columns::Builtin(&rt.group, &rt.kind),
+    };
+    crate::table::table(columns, objects, include, metadata, headers)
 }
 
 /// An object as the client asked for it: whole, or as `PartialObjectMetadata`.
@@ -785,9 +798,27 @@ struct WatchFilter {
     labels: LabelSelector,
     fields: FieldSelector,
     metadata_only: bool,
+    /// `as=Table`: each event's object is a Table of one row (what `kubectl get -w` asks).
+    table: Option<crate::table::IncludeObject>,
+    /// Whether a Table with the column definitions was sent (only the first event has them).
+    headers_sent: bool,
 }
 
 impl WatchFilter {
+    /// One event's line, the object as the client asked for it.
+    fn frame(&mut self, event_type: &str, object: Value) -> Bytes {
+        let object = match self.table {
+            Some(include) => {
+                let metadata =
+                    json!({"resourceVersion": crate::meta::text(&object, "resourceVersion")});
+                let headers = !std::mem::replace(&mut self.headers_sent, true);
+                as_table(&self.rt, include, &[object], metadata, headers)
+            }
+            None => as_requested(object, self.metadata_only),
+        };
+        frame(event_type, &object)
+    }
+
     fn matches(&self, object: &Value) -> bool {
         self.labels.matches(object) && self.fields.matches(object)
     }
@@ -811,10 +842,7 @@ impl WatchFilter {
             (other, _) if now => other,
             _ => return None,
         };
-        Some((
-            event_type,
-            as_requested(present(&self.rt, &event.object), self.metadata_only),
-        ))
+        Some((event_type, present(&self.rt, &event.object)))
     }
 }
 
@@ -842,12 +870,14 @@ fn watch(
     call: &Call<'_>,
 ) -> Result<Response<Body>, ApiError> {
     let (labels, fields) = call.selectors()?;
-    let filter = WatchFilter {
+    let mut filter = WatchFilter {
         rt: rt.clone(),
         namespace: namespace.to_owned(),
         labels,
         fields,
         metadata_only: call.metadata_only,
+        table: call.table.then(|| call.include_object()),
+        headers_sent: false,
     };
     let bookmarks = call.param("allowWatchBookmarks") == Some("true");
     let send_initial = call.param("sendInitialEvents") == Some("true");
@@ -875,7 +905,7 @@ fn watch(
         let start_rv = state.resource_version();
         if send_initial || requested == "0" {
             for object in state.snapshot(rt, namespace, &filter.labels, &filter.fields) {
-                frames.push(frame("ADDED", &as_requested(object, filter.metadata_only)));
+                frames.push(filter.frame("ADDED", object));
             }
             if send_initial {
                 frames.push(bookmark(rt, start_rv, true));
@@ -888,7 +918,7 @@ fn watch(
                 Ok(events) => {
                     for event in events {
                         if let Some((event_type, object)) = filter.view(&event) {
-                            frames.push(frame(event_type.as_str(), &object));
+                            frames.push(filter.frame(event_type.as_str(), object));
                         }
                     }
                 }
@@ -941,7 +971,7 @@ fn stream_response(frames: Vec<Bytes>, rx: Option<mpsc::Receiver<Bytes>>) -> Res
 #[allow(clippy::too_many_arguments)]
 async fn pump(
     shared: Arc<Shared>,
-    filter: WatchFilter,
+    mut filter: WatchFilter,
     mut live: broadcast::Receiver<std::sync::Arc<Event>>,
     tx: mpsc::Sender<Bytes>,
     mut last_rv: u64,
@@ -963,7 +993,7 @@ async fn pump(
                     }
                     last_rv = event.rv;
                     if let Some((event_type, object)) = filter.view(&event)
-                        && tx.send(frame(event_type.as_str(), &object)).await.is_err() {
+                        && tx.send(filter.frame(event_type.as_str(), object)).await.is_err() {
                             return;
                         }
                 }
@@ -980,7 +1010,7 @@ async fn pump(
                             if event.rv > last_rv {
                                 last_rv = event.rv;
                                 if let Some((event_type, object)) = filter.view(&event)
-                                    && tx.send(frame(event_type.as_str(), &object)).await.is_err() {
+                                    && tx.send(filter.frame(event_type.as_str(), object)).await.is_err() {
                                         return;
                                     }
                             }

@@ -41,8 +41,9 @@ impl IncludeObject {
 }
 
 /// The Table around `definitions` and `rows`; `metadata` is the list's (or the object's
-/// resourceVersion).
-fn envelope(definitions: Vec<Value>, rows: Vec<Value>, metadata: Value) -> Value {
+/// resourceVersion). Without `definitions` (a watch after its first event) the columns are
+/// `null`, as kube-apiserver sends them.
+fn envelope(definitions: Option<Vec<Value>>, rows: Vec<Value>, metadata: Value) -> Value {
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
@@ -65,22 +66,38 @@ pub fn crd_columns(version: &Value) -> Vec<Value> {
     }
 }
 
-/// A `meta.k8s.io/v1` Table of `objects`; `columns` as a CRD declares them (`None`: the
-/// default table of built-in kinds).
+/// Where a table's columns come from.
+#[derive(Clone, Copy)]
+pub enum Columns<'a> {
+    /// A custom resource's `additionalPrinterColumns`.
+    Crd(&'a [Value]),
+    /// A built-in kind's printer (group, kind), or the default `Name`, `Created At`.
+    Builtin(&'a str, &'a str),
+}
+
+/// A `meta.k8s.io/v1` Table of `objects`; `headers: false` leaves out the column definitions
+/// (`TableOptions.NoHeaders`).
 pub fn table(
-    columns: Option<&[Value]>,
+    columns: Columns,
     objects: &[Value],
     include: IncludeObject,
     metadata: Value,
+    headers: bool,
 ) -> Value {
-    let mut definitions = vec![json!({
-        "name": "Name", "type": "string", "format": "name",
-        "description": NAME_DESCRIPTION, "priority": 0,
-    })];
-    match columns {
-        Some(columns) => {
+    let name = |object: &Value| {
+        object
+            .pointer("/metadata/name")
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let (definitions, rows): (Vec<Value>, Vec<Value>) = match columns {
+        Columns::Crd(columns) => {
+            let mut definitions = vec![name_column()];
             for column in columns {
-                let path = column.get("jsonPath").and_then(Value::as_str).unwrap_or_default();
+                let path = column
+                    .get("jsonPath")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let description = column
                     .get("description")
                     .and_then(Value::as_str)
@@ -96,53 +113,84 @@ pub fn table(
                     "priority": column.get("priority").cloned().unwrap_or(json!(0)),
                 }));
             }
-        }
-        None => definitions.push(json!({
-            "name": "Created At", "type": "date", "format": "",
-            "description": "CreationTimestamp is a timestamp representing the server time when this object was created.",
-            "priority": 0,
-        })),
-    }
-    let rows: Vec<Value> = objects
-        .iter()
-        .map(|object| {
-            let mut cells = vec![
-                object
-                    .pointer("/metadata/name")
-                    .cloned()
-                    .unwrap_or(Value::Null),
-            ];
-            match columns {
-                Some(columns) => {
+            let rows = objects
+                .iter()
+                .map(|object| {
+                    let mut cells = vec![name(object)];
                     for column in columns {
-                        let path = column
-                            .get("jsonPath")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default();
-                        let kind = column
-                            .get("type")
-                            .and_then(Value::as_str)
-                            .unwrap_or("string");
-                        cells.push(cell(object, path, kind));
+                        let text = |field: &str| {
+                            column
+                                .get(field)
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                        };
+                        cells.push(cell(object, text("jsonPath"), text("type")));
                     }
-                }
-                None => cells.push(
-                    object
-                        .pointer("/metadata/creationTimestamp")
-                        .cloned()
-                        .unwrap_or(Value::Null),
-                ),
+                    include.row(Value::Array(cells), object)
+                })
+                .collect();
+            (definitions, rows)
+        }
+        Columns::Builtin(group, kind) => match crate::printers::printer(group, kind) {
+            Some(printer) => {
+                let rows = objects
+                    .iter()
+                    .map(|object| {
+                        let mut cells = vec![name(object)];
+                        cells.extend((printer.cells)(object));
+                        let mut row = include.row(Value::Array(cells), object);
+                        if let Some(conditions) =
+                            crate::printers::row_conditions(group, kind, object)
+                        {
+                            row["conditions"] = conditions;
+                        }
+                        row
+                    })
+                    .collect();
+                (printer.definitions(NAME_DESCRIPTION), rows)
             }
-            include.row(Value::Array(cells), object)
-        })
-        .collect();
-    envelope(definitions, rows, metadata)
+            None => {
+                let definitions = vec![
+                    name_column(),
+                    json!({
+                        "name": "Created At", "type": "date", "format": "",
+                        "description": "CreationTimestamp is a timestamp representing the server time when this object was created.",
+                        "priority": 0,
+                    }),
+                ];
+                let rows = objects
+                    .iter()
+                    .map(|object| {
+                        let created = object
+                            .pointer("/metadata/creationTimestamp")
+                            .cloned()
+                            .unwrap_or(Value::Null);
+                        include.row(json!([name(object), created]), object)
+                    })
+                    .collect();
+                (definitions, rows)
+            }
+        },
+    };
+    envelope(headers.then_some(definitions), rows, metadata)
+}
+
+fn name_column() -> Value {
+    json!({
+        "name": "Name", "type": "string", "format": "name",
+        "description": NAME_DESCRIPTION, "priority": 0,
+    })
 }
 
 /// kube-apiserver's Event table (`kubectl get events`): LAST SEEN, TYPE, REASON, OBJECT,
 /// MESSAGE, and with `-o wide` SUBOBJECT, SOURCE, FIRST SEEN, COUNT, NAME. `events` are in
 /// their core form.
-pub fn event_table(events: &[Value], include: IncludeObject, metadata: Value) -> Value {
+pub fn event_table(
+    events: &[Value],
+    include: IncludeObject,
+    metadata: Value,
+    headers: bool,
+) -> Value {
     let column = |name: &str, priority: u8| {
         json!({"name": name, "type": "string", "format": if name == "Name" { "name" } else { "" },
                "description": "", "priority": priority})
@@ -214,34 +262,33 @@ pub fn event_table(events: &[Value], include: IncludeObject, metadata: Value) ->
             include.row(cells, event)
         })
         .collect();
-    envelope(definitions, rows, metadata)
+    envelope(headers.then_some(definitions), rows, metadata)
 }
 
-/// One cell: the first value `path` finds, a date as its age.
+/// One cell, as apiextensions-apiserver's table convertor fills it: the first value `path`
+/// finds (only the first, even for `[*]`), as the column's type; a value of another type is
+/// `null`, a `string` column prints any value, a `date` column shows the age.
 fn cell(object: &Value, path: &str, kind: &str) -> Value {
-    let found = json_path(object, path);
-    let Some(first) = found.first() else {
+    let Some(value) = json_path(object, path).into_iter().next() else {
         return Value::Null;
     };
-    let value = if found.len() > 1 {
-        Value::String(
-            found
-                .iter()
-                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-                .collect::<Vec<_>>()
-                .join(","),
-        )
-    } else {
-        (*first).clone()
-    };
-    if kind == "date"
-        && let Some(text) = value.as_str()
-        && let Ok(time) = text.parse::<jiff::Timestamp>()
-    {
-        let age = jiff::Timestamp::now().duration_since(time);
-        return Value::String(human_duration(age.as_secs()));
+    match (kind, value) {
+        ("string", Value::String(_)) => value.clone(),
+        ("string", other) => Value::String(other.to_string()),
+        ("integer", Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().map(|f| f as i64))
+            .map_or(Value::Null, Value::from),
+        ("number", Value::Number(n)) => n.as_f64().map_or(Value::Null, Value::from),
+        ("boolean", Value::Bool(_)) => value.clone(),
+        ("date", Value::String(text)) => match text.parse::<jiff::Timestamp>() {
+            Ok(time) => Value::String(human_duration(
+                jiff::Timestamp::now().duration_since(time).as_secs(),
+            )),
+            Err(_) => Value::String("<invalid>".to_owned()),
+        },
+        _ => Value::Null,
     }
-    value
 }
 
 /// kube-apiserver's `duration.HumanDuration`: `10s`, `2m5s`, `45m`, `3h20m`, `2d4h`, `400d`.
@@ -405,6 +452,21 @@ mod tests {
             [&json!("A")]
         );
         assert!(json_path(&task, ".spec.agentRef").is_empty());
+    }
+
+    #[test]
+    fn cells_as_the_crd_table_convertor_fills_them() {
+        let object = json!({"status": {"active": [{"name": "a"}, {"name": "b"}], "count": 3,
+                                       "flag": true, "when": "not a time"}});
+        // Only the first value a path finds, even for `[*]`.
+        assert_eq!(cell(&object, ".status.active[*].name", "string"), "a");
+        // A string column prints any value; other types must match or are null.
+        assert_eq!(cell(&object, ".status.count", "string"), "3");
+        assert_eq!(cell(&object, ".status.count", "integer"), 3);
+        assert_eq!(cell(&object, ".status.flag", "integer"), Value::Null);
+        assert_eq!(cell(&object, ".status.flag", "boolean"), true);
+        assert_eq!(cell(&object, ".status.when", "date"), "<invalid>");
+        assert_eq!(cell(&object, ".status.missing", "string"), Value::Null);
     }
 
     #[test]

@@ -418,3 +418,198 @@ type: Normal
         "{out}"
     );
 }
+
+/// The built-in kinds' columns (kube-apiserver's printers): `kubectl get jobs` shows STATUS,
+/// COMPLETIONS, DURATION; `kubectl get pods` READY, STATUS, RESTARTS, and `-o wide` the node.
+#[test]
+fn kubectl_get_jobs_and_pods_shows_their_columns() {
+    let server = TestApiServer::start(Config::default()).unwrap();
+    let objects = "apiVersion: v1
+kind: Namespace
+metadata: {name: demo}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: hello, namespace: demo}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: agent, image: 'ghcr.io/kubetask/agent-gemini:v1'}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hello-x7k2p, namespace: demo}
+spec:
+  nodeName: node-1
+  containers: [{name: agent, image: 'ghcr.io/kubetask/agent-gemini:v1'}]
+";
+    let (ok, out, err) = kubectl(&server, &["apply", "-f", "-"], Some(objects));
+    assert!(ok, "{out}{err}");
+    let patch_status = |kind: &str, name: &str, status: &str| {
+        let (ok, out, err) = kubectl(
+            &server,
+            &[
+                "patch",
+                kind,
+                name,
+                "-n",
+                "demo",
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                status,
+            ],
+            None,
+        );
+        assert!(ok, "{out}{err}");
+    };
+    patch_status(
+        "job",
+        "hello",
+        r#"{"status": {"succeeded": 1, "startTime": "2026-12-05T16:00:00Z",
+            "completionTime": "2026-12-05T16:02:05Z",
+            "conditions": [{"type": "SuccessCriteriaMet", "status": "True"},
+                           {"type": "Complete", "status": "True"}]}}"#,
+    );
+    patch_status(
+        "pod",
+        "hello-x7k2p",
+        r#"{"status": {"phase": "Running", "podIP": "10.0.0.7", "podIPs": [{"ip": "10.0.0.7"}],
+            "containerStatuses": [{"name": "agent", "ready": true, "restartCount": 0,
+                "image": "ghcr.io/kubetask/agent-gemini:v1", "imageID": "", "state": {"running": {}}}]}}"#,
+    );
+    let words = |text: &str, line: usize| -> Vec<String> {
+        text.lines()
+            .nth(line)
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    let (ok, out, err) = kubectl(&server, &["get", "jobs", "-n", "demo"], None);
+    assert!(ok, "{err}");
+    assert_eq!(
+        words(&out, 0),
+        ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"],
+        "{out}"
+    );
+    assert_eq!(
+        words(&out, 1)[..4],
+        ["hello", "Complete", "1/1", "2m5s"],
+        "{out}"
+    );
+    let (ok, out, err) = kubectl(&server, &["get", "jobs", "-n", "demo", "-o", "wide"], None);
+    assert!(ok, "{err}");
+    assert!(words(&out, 0).ends_with(&["CONTAINERS".into(), "IMAGES".into(), "SELECTOR".into()]));
+    assert!(out.contains("ghcr.io/kubetask/agent-gemini:v1"), "{out}");
+
+    let (ok, out, err) = kubectl(&server, &["get", "pods", "-n", "demo"], None);
+    assert!(ok, "{err}");
+    assert_eq!(
+        words(&out, 0),
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+        "{out}"
+    );
+    assert_eq!(
+        words(&out, 1)[..4],
+        ["hello-x7k2p", "1/1", "Running", "0"],
+        "{out}"
+    );
+    let (ok, out, err) = kubectl(&server, &["get", "pods", "-n", "demo", "-o", "wide"], None);
+    assert!(ok, "{err}");
+    let row = words(&out, 1);
+    assert!(
+        row.contains(&"10.0.0.7".into()) && row.contains(&"node-1".into()),
+        "{out}"
+    );
+}
+
+/// `kubectl get tasks -w`: the watch is served as Tables (headers in the first event only),
+/// so a change shows as a new row with its columns.
+#[test]
+fn kubectl_get_watch_prints_rows_as_objects_change() {
+    use std::io::BufRead as _;
+    let server = TestApiServer::start(Config::default()).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let crds = format!("{root}/../../manifests/crds/crds.yaml");
+    let (ok, out, err) = kubectl(&server, &["apply", "-f", &crds], None);
+    assert!(ok, "{out}{err}");
+    let task = "apiVersion: v1
+kind: Namespace
+metadata: {name: demo}
+---
+apiVersion: kubetask.io/v1alpha1
+kind: Task
+metadata: {name: hello, namespace: demo}
+spec:
+  contexts:
+    - type: File
+      file: {filePath: /workspace/task.md, source: {inline: hi}}
+";
+    let (ok, out, err) = kubectl(&server, &["apply", "-f", "-"], Some(task));
+    assert!(ok, "{out}{err}");
+    let mut watcher = Command::new("kubectl")
+        .args(["get", "tasks", "-n", "demo", "-w"])
+        .env("KUBECONFIG", server.kubeconfig_path())
+        .env("HOME", server.kubeconfig_path().parent().unwrap())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl is installed");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next = |what: &str| {
+        lines
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("kubectl get -w printed no {what}"))
+    };
+    let header = next("header");
+    assert!(
+        header
+            .split_whitespace()
+            .eq(["NAME", "PHASE", "AGENT", "JOB", "REASON", "AGE"]),
+        "{header}"
+    );
+    let first = next("row");
+    assert!(first.starts_with("hello "), "{first}");
+    for (phase, reason) in [("Running", "Running"), ("Completed", "Succeeded")] {
+        let status = format!(
+            r#"{{"status": {{"phase": "{phase}", "jobName": "hello",
+                "conditions": [{{"type": "Succeeded", "status": "Unknown", "reason": "{reason}",
+                                 "message": "m", "lastTransitionTime": "2026-12-05T16:07:23Z"}}]}}}}"#
+        );
+        let (ok, out, err) = kubectl(
+            &server,
+            &[
+                "patch",
+                "task",
+                "hello",
+                "-n",
+                "demo",
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &status,
+            ],
+            None,
+        );
+        assert!(ok, "{out}{err}");
+        let row = next("changed row");
+        // No agent: that cell is empty (a null, as the real server sends it).
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[..4], ["hello", phase, "hello", reason], "{row}");
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+}

@@ -395,3 +395,52 @@ async fn watches_end_at_their_timeout() {
         .unwrap();
     assert!(watch.query.contains("timeoutSeconds=1"), "{}", watch.query);
 }
+
+/// A watch asked `as=Table` (what `kubectl get -w` sends) gets one Table per event, the column
+/// definitions in the first only (kube-apiserver's `NoHeaders` after the first event).
+#[tokio::test]
+async fn watches_as_tables_send_the_columns_once() {
+    let (_server, client) = start().await;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    maps.create(&PostParams::default(), &config_map("first", "x"))
+        .await
+        .unwrap();
+    let request = hyper::Request::get(
+        "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=0&timeoutSeconds=10",
+    )
+    .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+    .body(Vec::new())
+    .unwrap();
+    let mut events = client
+        .request_events::<serde_json::Value>(request)
+        .await
+        .unwrap()
+        .boxed();
+    let mut next = async || match tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("an event within 5 s")
+        .expect("the stream is open")
+        .expect("a decodable event")
+    {
+        WatchEvent::Added(table) | WatchEvent::Modified(table) => table,
+        other => panic!("unexpected {other:?}"),
+    };
+    let table = next().await;
+    assert_eq!(table["kind"], "Table");
+    let columns: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .expect("the first event has the columns")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(columns, ["Name", "Data", "Age"]);
+    let cells = &table["rows"][0]["cells"];
+    assert_eq!((&cells[0], &cells[1]), (&json!("first"), &json!(1)));
+    assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    maps.create(&PostParams::default(), &config_map("second", "x"))
+        .await
+        .unwrap();
+    let table = next().await;
+    assert!(table["columnDefinitions"].is_null(), "{table}");
+    assert_eq!(table["rows"][0]["cells"][0], "second");
+}
