@@ -725,7 +725,13 @@ impl State {
             }
             return Err(ApiError::not_found(&rt.group, &rt.plural, name));
         };
-        let mut new = old.clone();
+        // A core Event is patched in its core form (the body names `message`, `count`, ...)
+        // and stored back in its events.k8s.io form.
+        let mut new = if rt.is_core_event() {
+            present(rt, &old)
+        } else {
+            old.clone()
+        };
         match patch_type {
             PatchType::Merge => patch::merge_patch(&mut new, body),
             PatchType::Json => patch::apply_json_patch(&mut new, body).map_err(|e| {
@@ -756,6 +762,12 @@ impl State {
                     options.force,
                     (&rt.group, &rt.plural, name),
                 )?;
+            }
+        }
+        if rt.is_core_event() {
+            new = crate::events::from_core(&new);
+            for field in ["apiVersion", "kind"] {
+                new[field] = old.get(field).cloned().unwrap_or(Value::Null);
             }
         }
         if !new.get("metadata").is_some_and(Value::is_object) {

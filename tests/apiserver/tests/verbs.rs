@@ -1003,4 +1003,26 @@ async fn tables_and_events_answer_as_the_recorded_real_server() {
             .items
             .is_empty()
     );
+
+    // client-go's event recorder bumps a repeated core Event with a strategic merge patch of
+    // its core fields; the events.k8s.io view shows the same change.
+    let name = listed.items[0].metadata.name.clone().unwrap();
+    let bump = json!({"count": 2, "message": "Created Job hello again",
+                      "lastTimestamp": "2026-12-05T16:05:00Z"});
+    let patched = core
+        .patch(&name, &PatchParams::default(), &Patch::Strategic(&bump))
+        .await
+        .unwrap();
+    assert_eq!(patched.count, Some(2));
+    assert_eq!(patched.message.as_deref(), Some("Created Job hello again"));
+    assert_eq!(patched.involved_object.name.as_deref(), Some("hello"));
+    let stored = events.get(&name).await.unwrap();
+    assert_eq!(stored.data["note"], "Created Job hello again");
+    assert_eq!(stored.data["deprecatedCount"], 2);
+    assert_eq!(
+        stored.data["deprecatedLastTimestamp"],
+        "2026-12-05T16:05:00Z"
+    );
+    assert!(stored.data.get("message").is_none(), "{:?}", stored.data);
+    assert_eq!(stored.types.unwrap().api_version, "events.k8s.io/v1");
 }
