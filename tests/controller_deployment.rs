@@ -34,41 +34,66 @@ async fn run_a_task(cluster: &Cluster, name: &str) {
         .await;
 }
 
+/// What the pod has: the binary and the kubeconfig readable by anyone, and an emptyDir (owned
+/// by root, mode 0777) for the cache.
+struct PodFiles {
+    /// Holds the files.
+    _sandbox: tempfile::TempDir,
+    binary: std::path::PathBuf,
+    kubeconfig: std::path::PathBuf,
+    cache: std::path::PathBuf,
+}
+
+impl PodFiles {
+    fn new(cluster: &Cluster) -> Self {
+        let running_as = std::fs::metadata("/proc/self").expect("/proc/self").uid();
+        assert_eq!(
+            running_as, 0,
+            "this test switches to user {DEPLOYMENT_USER}, which only root can do (CI runs as root)"
+        );
+        let sandbox = tempfile::tempdir().expect("a temp dir");
+        let readable = |path: &std::path::Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        };
+        readable(sandbox.path(), 0o755);
+        let binary = sandbox.path().join("kubetask");
+        std::fs::copy(env!("CARGO_BIN_EXE_kubetask"), &binary).expect("copy the binary");
+        readable(&binary, 0o755);
+        let kubeconfig = sandbox.path().join("kubeconfig");
+        std::fs::copy(&cluster.controller_kubeconfig, &kubeconfig).expect("copy the kubeconfig");
+        readable(&kubeconfig, 0o644);
+        let cache = sandbox.path().join("plugin-cache");
+        std::fs::create_dir(&cache).expect("the emptyDir");
+        readable(&cache, 0o777);
+        Self {
+            _sandbox: sandbox,
+            binary,
+            kubeconfig,
+            cache,
+        }
+    }
+
+    fn cache_arg(&self) -> String {
+        format!("--plugin-cache-dir={}", self.cache.display())
+    }
+}
+
 #[tokio::test]
 async fn the_controller_runs_as_user_65532_with_a_root_owned_cache_directory() {
-    let running_as = std::fs::metadata("/proc/self").expect("/proc/self").uid();
-    assert_eq!(
-        running_as, 0,
-        "this test switches to user {DEPLOYMENT_USER}, which only root can do (CI runs as root)"
-    );
     let cluster = Cluster::start().await;
-    // What the pod has: the binary and the kubeconfig readable by anyone, and an emptyDir.
-    let sandbox = tempfile::tempdir().expect("a temp dir");
-    let readable = |path: &std::path::Path, mode: u32| {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-    };
-    readable(sandbox.path(), 0o755);
-    let binary = sandbox.path().join("kubetask");
-    std::fs::copy(env!("CARGO_BIN_EXE_kubetask"), &binary).expect("copy the binary");
-    readable(&binary, 0o755);
-    let kubeconfig = sandbox.path().join("kubeconfig");
-    std::fs::copy(&cluster.controller_kubeconfig, &kubeconfig).expect("copy the kubeconfig");
-    readable(&kubeconfig, 0o644);
-    let cache = sandbox.path().join("plugin-cache");
-    std::fs::create_dir(&cache).expect("the emptyDir");
-    readable(&cache, 0o777);
-
-    let mut command = Command::new(&binary);
+    let pod = PodFiles::new(&cluster);
+    let mut command = Command::new(&pod.binary);
     command.uid(DEPLOYMENT_USER).gid(DEPLOYMENT_USER);
-    let cache_arg = format!("--plugin-cache-dir={}", cache.display());
-    let mut controller = ControllerProcess::spawn_from(command, &kubeconfig, &[&cache_arg]);
+    let mut controller =
+        ControllerProcess::spawn_from(command, &pod.kubeconfig, &[&pod.cache_arg()]);
 
     run_a_task(&cluster, "as-65532").await;
     assert!(controller.alive(), "the controller keeps running");
 
     let log = controller.log();
     assert!(!log.contains("cannot be used"), "the cache is used: {log}");
-    let top = std::fs::metadata(&cache).expect("the emptyDir");
+    let cache = &pod.cache;
+    let top = std::fs::metadata(cache).expect("the emptyDir");
     assert_eq!(
         (top.uid(), top.mode() & 0o777),
         (0, 0o777),
@@ -81,6 +106,58 @@ async fn the_controller_runs_as_user_65532_with_a_root_owned_cache_directory() {
         (DEPLOYMENT_USER, 0o700),
         "compiled plugins go where only the controller may write"
     );
+}
+
+/// `readOnlyRootFilesystem: true`: every filesystem read-only (in a mount namespace of its own,
+/// `unshare --mount`), the cache a fresh tmpfs like the emptyDir, and user 65532. The
+/// controller runs a Task and writes nothing but its cache.
+#[tokio::test]
+async fn the_controller_runs_on_a_read_only_root_filesystem() {
+    let cluster = Cluster::start().await;
+    let pod = PodFiles::new(&cluster);
+    // Remount every mount read-only but the kernel's own (/proc, /sys, /dev), as a container
+    // runtime does for readOnlyRootFilesystem, then mount the emptyDir and drop to the user.
+    let script = format!(
+        r#"set -e
+for target in $(findmnt -rn -o TARGET); do
+  case "$target" in /proc*|/sys*|/dev*) ;; *) mount -o remount,bind,ro "$target" ;; esac
+done
+if touch /kubetask-rw-probe 2>/dev/null || touch "${{TMPDIR:-/tmp}}/kubetask-rw-probe" 2>/dev/null; then
+  echo "the root filesystem is still writable" >&2; exit 97
+fi
+mount -t tmpfs -o mode=0777,size=512m emptydir '{cache}'
+exec setpriv --reuid {user} --regid {user} --clear-groups "$@""#,
+        cache = pod.cache.display(),
+        user = DEPLOYMENT_USER,
+    );
+    let mut command = Command::new("unshare");
+    command
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ])
+        .arg(&pod.binary);
+    let mut controller =
+        ControllerProcess::spawn_from(command, &pod.kubeconfig, &[&pod.cache_arg()]);
+
+    run_a_task(&cluster, "read-only-root").await;
+    assert!(controller.alive(), "the controller keeps running");
+    let log = controller.log();
+    assert!(
+        !log.contains("Read-only file system") && !log.contains("cannot be used"),
+        "nothing is written outside the cache: {log}"
+    );
+    // The cache is in the controller's own mount namespace: look through its root.
+    let private = std::path::Path::new(&format!("/proc/{}/root", controller.pid()))
+        .join(pod.cache.strip_prefix("/").expect("an absolute path"))
+        .join(format!("kubetask-{DEPLOYMENT_USER}"));
+    let metadata = std::fs::metadata(&private).expect("the controller's cache directory");
+    assert_eq!(metadata.uid(), DEPLOYMENT_USER);
 }
 
 #[tokio::test]

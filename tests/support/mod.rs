@@ -396,6 +396,11 @@ impl ControllerProcess {
         false
     }
 
+    /// The process id (of the controller, or of what execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
