@@ -229,7 +229,7 @@ fn invalid_input_errors_name_file_object_and_field() {
     let cases = [
         (
             "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: t}\nspec:\n  contexts:\n  - type: File\n    file: {filePath: relative.md, source: {inline: x}}\n",
-            "bad.yaml: Task/t: spec.contexts[0].file.filePath: Invalid value: \"object\": must be an absolute path without '..' segments",
+            "bad.yaml: Task/t: spec.contexts[0].file.filePath: Invalid value: \"string\": must be an absolute path without '..' segments",
         ),
         (
             "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: t}\nspec:\n  contexts:\n  - type: Folder\n",

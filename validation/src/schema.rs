@@ -78,12 +78,57 @@ pub fn admit(
             let message = match reason.as_str() {
                 "FieldValueRequired" => format!("Required value: {}", error.message),
                 "FieldValueForbidden" => format!("Forbidden: {}", error.message),
-                _ => format!("Invalid value: \"object\": {}", error.message),
+                // Like kube-apiserver, the value shown is the type of the node whose rule
+                // failed (`"string"` for a rule on a string), whatever its fieldPath names.
+                _ => format!(
+                    "Invalid value: \"{}\": {}",
+                    rule_node_type(schema, &field, &error.rule),
+                    error.message
+                ),
             };
             causes.push(cause(&reason, field, message));
         }
     }
     (causes, pruned)
+}
+
+/// The type of the schema node on `field`'s way from the root whose `x-kubernetes-validations`
+/// hold `rule` (the deepest such node; `object` if none is found).
+fn rule_node_type<'a>(schema: &'a Value, field: &str, rule: &str) -> &'a str {
+    let mut nodes = vec![schema];
+    let mut node = schema;
+    let mut rest = field;
+    while !rest.is_empty() {
+        let next = if let Some(after) = rest.strip_prefix('[') {
+            let Some(close) = after.find(']') else { break };
+            rest = &after[close + 1..];
+            node.get("items")
+                .or_else(|| node.get("additionalProperties"))
+        } else {
+            let name = rest.trim_start_matches('.');
+            let end = name.find(['.', '[']).unwrap_or(name.len());
+            rest = &name[end..];
+            node.pointer(&format!("/properties/{}", &name[..end]))
+                .or_else(|| node.get("additionalProperties"))
+        };
+        let Some(next) = next else { break };
+        node = next;
+        nodes.push(node);
+    }
+    nodes
+        .into_iter()
+        .rev()
+        .find(|node| {
+            node.get("x-kubernetes-validations")
+                .and_then(Value::as_array)
+                .is_some_and(|rules| {
+                    rules
+                        .iter()
+                        .any(|r| r.get("rule").and_then(Value::as_str) == Some(rule))
+                })
+        })
+        .and_then(|node| node.get("type").and_then(Value::as_str))
+        .unwrap_or("object")
 }
 
 fn drop_nulls(properties: &Map<String, Value>, map: &mut Map<String, Value>) {
@@ -397,6 +442,12 @@ mod tests {
                         "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
                         "port": {"x-kubernetes-int-or-string": true},
                         "code": {"type": "string", "pattern": "^[a-z]+$"},
+                        "path": {"type": "string", "x-kubernetes-validations": [
+                            {"rule": "self.startsWith('/')", "message": "must be absolute"}]},
+                        "items": {"type": "array", "items": {"type": "object",
+                            "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+                            "x-kubernetes-validations": [{"rule": "!has(self.b) || has(self.a)",
+                                "message": "b goes with a", "fieldPath": ".b"}]}},
                         "tags": {"type": "object", "maxProperties": 1, "additionalProperties": {"type": "string"}},
                     },
                     "x-kubernetes-validations": [{"rule": "self.name != 'bad'", "message": "name must not be bad"}],
@@ -440,7 +491,23 @@ mod tests {
                 "spec.port",
                 "integer,string",
             ),
-            (json!({"name": "bad"}), "spec", "name must not be bad"),
+            (
+                json!({"name": "bad"}),
+                "spec",
+                "Invalid value: \"object\": name must not be bad",
+            ),
+            // The value shown is the type of the node whose rule failed; the field is its
+            // fieldPath.
+            (
+                json!({"name": "x", "path": "relative"}),
+                "spec.path",
+                "Invalid value: \"string\": must be absolute",
+            ),
+            (
+                json!({"name": "x", "items": [{"a": "1"}, {"b": "2"}]}),
+                "spec.items[1].b",
+                "Invalid value: \"object\": b goes with a",
+            ),
             (
                 json!({"name": "x", "code": "A1"}),
                 "spec.code",
