@@ -3,8 +3,10 @@
 //! through the same reading, checking and rendering as the CLI, in process. For each: no
 //! panic, no trap in the default plugin, an answer within a time and a memory bound, and
 //! either a rendering or errors naming the file, the object and the field; at least 99 % of
-//! the inputs must be handled so (the others are printed). It runs a fixed number of cases with a fixed seed in
-//! `cargo test`.
+//! the inputs must be handled so (the others are printed). Every valid pair must render, and
+//! every refusal of a pair whose spec had one place changed must name that place (the field
+//! itself, one inside it, or one holding it). It runs a fixed number of cases with a fixed seed
+//! in `cargo test`.
 
 use std::{
     path::Path,
@@ -59,8 +61,8 @@ static SEEN: AtomicUsize = AtomicUsize::new(0);
 static RENDERED: AtomicUsize = AtomicUsize::new(0);
 static UNHANDLED: LazyLock<Mutex<Vec<String>>> = LazyLock::new(Mutex::default);
 
-/// What a run of `kubetask render` on `text` answers, judged.
-fn judge(text: &str) {
+/// What a run of `kubetask render` on `text` answers, judged; the errors it gave.
+fn judge(text: &str) -> Vec<InputError> {
     let peak_before = peak_resident_bytes();
     let started = Instant::now();
     let file = Path::new("fuzz.yaml");
@@ -102,6 +104,41 @@ fn judge(text: &str) {
             .unwrap_or_else(|e| e.into_inner())
             .push(format!("{problem}\n  input: {sample:?}"));
     }
+    errors
+}
+
+/// Mutated cases refused, and those refused without naming the mutated field.
+static MUTATED_REFUSED: AtomicUsize = AtomicUsize::new(0);
+static MISNAMED: LazyLock<Mutex<Vec<String>>> = LazyLock::new(Mutex::default);
+
+/// A field path as its steps: `spec.contexts[0].file` is `spec`, `contexts`, `0`, `file`.
+fn steps(path: &str) -> Vec<String> {
+    path.split(['.', '[', ']'])
+        .map(|step| step.trim_matches(['\'', '"']))
+        .filter(|step| !step.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether `error` is about the mutated place `path` of `object` (`Kind/name`): its field is
+/// that place, inside it, or one of the objects holding it (a removed required field is
+/// named by its parent's rule, a bad item by its list's).
+fn names_the_place(error: &InputError, kind: &str, path: &[String]) -> bool {
+    let about = error
+        .object
+        .as_deref()
+        .is_some_and(|object| object.starts_with(&format!("{kind}/")));
+    let field = steps(error.field.as_deref().unwrap_or_default());
+    // A one-of rule names one alternative and says the others: a sibling whose message names
+    // the changed field also names it ("env: Required value: set env, mountPath or both").
+    let sibling_saying_it = field.len() == path.len()
+        && field[..field.len() - 1] == path[..path.len() - 1]
+        && path
+            .last()
+            .is_some_and(|key| error.message.contains(key.as_str()));
+    about
+        && !field.is_empty()
+        && (field.starts_with(path) || path.starts_with(&field) || sibling_saying_it)
 }
 
 /// Why an error is not a clear answer, if it is not: it must name the file; an error about an
@@ -338,6 +375,22 @@ fn valid_pair() -> impl Strategy<Value = (Value, Value)> {
                 timeout,
                 retries,
             )| {
+                // One credential per name, env variable and path (a second one is refused).
+                let mut names = std::collections::HashSet::new();
+                let mut targets = std::collections::HashSet::new();
+                let credentials: Vec<Value> = credentials
+                    .into_iter()
+                    .filter(|c| {
+                        let target = format!("{}{}", c["env"], c["mountPath"]);
+                        names.insert(c["name"].to_string()) && targets.insert(target)
+                    })
+                    .collect();
+                // One context per path.
+                let mut paths = std::collections::HashSet::new();
+                let contexts: Vec<Value> = contexts
+                    .into_iter()
+                    .filter(|c| paths.insert(c["file"]["filePath"].to_string()))
+                    .collect();
                 let agent = json!({"apiVersion": "kubetask.io/v1alpha1", "kind": "Agent",
                     "metadata": {"name": agent, "namespace": namespace},
                     "spec": {"agentImage": "quay.io/acme/agent:v1", "serviceAccountName": "runner",
@@ -380,13 +433,20 @@ fn places(value: &Value, path: &mut Vec<Value>, out: &mut Vec<Vec<Value>>) {
 }
 
 /// `value` with the place numbered `which` (modulo their count) replaced by `with`, or removed
-/// when `with` is `None`.
-fn mutate(mut value: Value, which: usize, with: Option<Value>) -> Value {
+/// when `with` is `None`; and that place's path (empty when `value` has no places).
+fn mutate(mut value: Value, which: usize, with: Option<Value>) -> (Value, Vec<String>) {
     let mut all = Vec::new();
     places(&value, &mut Vec::new(), &mut all);
-    let Some(path) = all.get(which % all.len().max(1)) else {
-        return value;
+    let Some(path) = all.get(which % all.len().max(1)).cloned() else {
+        return (value, Vec::new());
     };
+    let steps: Vec<String> = path
+        .iter()
+        .map(|step| match step {
+            Value::String(key) => key.clone(),
+            index => index.to_string(),
+        })
+        .collect();
     let (last, parents) = path.split_last().expect("a place has a path");
     let mut parent = &mut value;
     for key in parents {
@@ -413,7 +473,7 @@ fn mutate(mut value: Value, which: usize, with: Option<Value>) -> Value {
         }
         _ => {}
     }
-    value
+    (value, steps)
 }
 
 /// Documents as YAML, often with the Agent a Task names.
@@ -488,27 +548,61 @@ fn at_least_99_percent_of_generated_bad_inputs_are_handled() {
         yaml_of(&[agent, task])
     });
     fuzz(raw(), |text| text);
-    // Mostly valid: what a user means, with at most one field replaced or removed.
-    fuzz(
-        (
-            valid_pair(),
-            prop::option::weighted(
-                0.7,
-                (
-                    any::<bool>(),
-                    any::<usize>(),
-                    prop::option::of(json_value()),
+    // Mostly valid: what a user means, with at most one field replaced or removed. A refusal
+    // must name the place that was changed.
+    runner()
+        .run(
+            &(
+                valid_pair(),
+                prop::option::weighted(
+                    0.7,
+                    (
+                        any::<bool>(),
+                        any::<usize>(),
+                        prop::option::of(json_value()),
+                    ),
                 ),
             ),
-        ),
-        |((agent, task), mutation)| match mutation {
-            None => yaml_of(&[agent, task]),
-            Some((in_agent, which, with)) if in_agent => {
-                yaml_of(&[mutate(agent, which, with), task])
-            }
-            Some((_, which, with)) => yaml_of(&[agent, mutate(task, which, with)]),
-        },
-    );
+            |((agent, task), mutation)| {
+                let Some((in_agent, which, with)) = mutation else {
+                    let errors = judge(&yaml_of(&[agent, task]));
+                    if !errors.is_empty() {
+                        MISNAMED
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(format!("a valid pair is refused: {errors:?}"));
+                    }
+                    return Ok(());
+                };
+                let (kind, (agent, task), (changed, path)) = if in_agent {
+                    let (agent, path) = mutate(agent, which, with.clone());
+                    ("Agent", (agent.clone(), task), (agent, path))
+                } else {
+                    let (task, path) = mutate(task, which, with.clone());
+                    ("Task", (agent, task.clone()), (task, path))
+                };
+                let errors = judge(&yaml_of(&[agent, task]));
+                if errors.is_empty() || path.first().is_some_and(|p| p != "spec") {
+                    // Accepted, or a change of kind, version or metadata (which may move the
+                    // object or its reference: checked by the field rule of `unhandled`).
+                    return Ok(());
+                }
+                MUTATED_REFUSED.fetch_add(1, Ordering::Relaxed);
+                if !errors.iter().any(|e| names_the_place(e, kind, &path)) {
+                    let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    MISNAMED
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(format!(
+                            "{kind} {} set to {with:?}: {}\n  object: {changed}",
+                            path.join("."),
+                            shown.join("; ")
+                        ));
+                }
+                Ok(())
+            },
+        )
+        .expect("judging never fails a case: misnamed ones are counted");
     // The classes of bad input found by hand before.
     let corpus = [
         "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: é}\nspec: {contexts: []}\n".to_owned(),
@@ -537,6 +631,17 @@ fn at_least_99_percent_of_generated_bad_inputs_are_handled() {
         unhandled.len() * 100 <= seen,
         "{handled:.2} % of {seen} inputs handled (goal: 99 %); not handled:\n{}",
         unhandled.join("\n")
+    );
+    let misnamed = MISNAMED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    println!(
+        "{} refused mutations of a spec, {} not naming the changed field",
+        MUTATED_REFUSED.load(Ordering::Relaxed),
+        misnamed.len()
+    );
+    assert!(
+        misnamed.is_empty(),
+        "refusals that do not name the changed field:\n{}",
+        misnamed.join("\n")
     );
 }
 
@@ -587,12 +692,58 @@ fn a_mutation_replaces_or_removes_one_place() {
     // Places in order: a, a.b, a.b[0], a.b[1], c.
     assert_eq!(
         mutate(value.clone(), 3, Some(json!("x"))),
-        json!({"a": {"b": [1, "x"]}, "c": 3})
+        (
+            json!({"a": {"b": [1, "x"]}, "c": 3}),
+            vec!["a".into(), "b".into(), "1".into()]
+        )
     );
-    assert_eq!(mutate(value.clone(), 1, None), json!({"a": {}, "c": 3}));
+    assert_eq!(mutate(value.clone(), 1, None).0, json!({"a": {}, "c": 3}));
     assert_eq!(
         mutate(value.clone(), 4 + 5, None),
-        json!({"a": {"b": [1, 2]}})
+        (json!({"a": {"b": [1, 2]}}), vec!["c".to_owned()])
     );
-    assert_eq!(mutate(json!(1), 0, None), json!(1));
+    assert_eq!(mutate(json!(1), 0, None), (json!(1), Vec::new()));
+}
+
+#[test]
+fn an_error_names_the_place_when_its_field_is_that_place_inside_or_around_it() {
+    let error = |object: &str, field: &str| InputError {
+        file: "f.yaml".into(),
+        object: Some(object.to_owned()),
+        field: Some(field.to_owned()),
+        message: "bad".into(),
+    };
+    let place = steps("spec.contexts[0].file");
+    assert_eq!(place, ["spec", "contexts", "0", "file"]);
+    assert!(names_the_place(
+        &error("Task/t", "spec.contexts[0].file"),
+        "Task",
+        &place
+    ));
+    assert!(names_the_place(
+        &error("Task/t", "spec.contexts[0].file.filePath"),
+        "Task",
+        &place
+    ));
+    assert!(names_the_place(
+        &error("Task/t", "spec.contexts[0]"),
+        "Task",
+        &place
+    ));
+    assert!(!names_the_place(
+        &error("Task/t", "spec.contexts[1]"),
+        "Task",
+        &place
+    ));
+    assert!(!names_the_place(
+        &error("Agent/a", "spec.contexts[0].file"),
+        "Task",
+        &place
+    ));
+    assert!(!names_the_place(&error("Task/t", ""), "Task", &place));
+    let mut one_of = error("Agent/a", "spec.credentials[0].env");
+    let removed = steps("spec.credentials[0].mountPath");
+    assert!(!names_the_place(&one_of, "Agent", &removed));
+    one_of.message = "Required value: set env, mountPath or both".into();
+    assert!(names_the_place(&one_of, "Agent", &removed));
 }
