@@ -13,6 +13,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use kubetask::api::TaskPhase;
+use kubetask_test_apiserver::{Fault, FaultAction};
 use support::*;
 
 const NS: &str = "team-a";
@@ -130,9 +131,8 @@ async fn cluster_policies_deny_and_hostile_plugins_fail_only_their_task() {
         .create(&PostParams::default(), &policy)
         .await
         .unwrap();
-    // Started after the policy exists, so its first list holds it. A policy installed while
-    // the controller lists, or just before a Task, reaches the controller by its own watch:
-    // a Task rendered before that is not re-rendered (docs/plugins.md).
+    // Started after the policy exists, so its first list holds it (a policy created just
+    // before a Task: a_policy_created_just_before_a_task_governs_it_despite_a_lagging_watch).
     let _controller = cluster.controller(&["--plugin-timeout-ms", "300"]);
 
     for (name, behavior) in [
@@ -319,4 +319,40 @@ fn compilations(log: &str) -> usize {
     log.lines()
         .filter(|l| l.contains("plugin compiled") && !l.contains("plugin loaded ahead"))
         .count()
+}
+
+/// A policy created just before a Task governs it, however late the controller's watch brings
+/// the policy: the store is checked against a fresh list before a Task is first rendered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_created_just_before_a_task_governs_it_despite_a_lagging_watch() {
+    let cluster = Cluster::start().await;
+    let mut lag = Fault::new(
+        Some("watch"),
+        Some("configmaps"),
+        FaultAction::LagWatch(Duration::from_secs(3)),
+    );
+    lag.user = Some(CONTROLLER_USER.to_owned());
+    cluster.server.inject(lag);
+    let _controller = cluster.controller(&[]);
+    // Running: its watches are open (and lagging).
+    cluster
+        .apply_yaml(&task("before", Some("deny"), None))
+        .await;
+    cluster.wait_phase(NS, "before", TaskPhase::Completed).await;
+
+    let policy = plugin_map(
+        "late-policy",
+        PLUGINS_NS,
+        false,
+        &[("kubetask.io/policy-order", "1")],
+    );
+    cluster
+        .config_maps(PLUGINS_NS)
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    cluster.apply_yaml(&task("after", Some("deny"), None)).await;
+    let after = cluster.wait_phase(NS, "after", TaskPhase::Failed).await;
+    assert_eq!(reason(&after), "PolicyDenied");
+    assert!(cluster.jobs(NS).get_opt("after").await.unwrap().is_none());
 }

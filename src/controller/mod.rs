@@ -238,6 +238,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         plugin_maps,
         options.settings.controller_namespace.clone(),
         Some(recorder.clone()),
+        Some(client.clone()),
     ));
     let agent_events = watcher::watcher(
         scoped::<Agent>(&client, namespace),

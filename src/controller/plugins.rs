@@ -6,12 +6,18 @@
 //!
 //! A plugin that cannot be loaded fails closed: the Tasks that need it wait (a policy may be
 //! security), an Event on its ConfigMap says why, once per version.
+//!
+//! The store is a watch, which may lag: before a Task is first rendered, a fresh list of the
+//! plugin ConfigMaps (metadata only, one at a time, shared by every Task older than it) shows
+//! whether the store holds every plugin installed before the Task was last written. A policy
+//! created just before a Task therefore governs it, however late its watch event arrives.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
@@ -48,6 +54,12 @@ pub struct Registry {
     /// Bumped on every plugin ConfigMap event.
     generation: AtomicU64,
     recorder: Option<Recorder>,
+    /// Where fresh lists come from (none in unit tests: the store is taken as current).
+    client: Option<kube::Client>,
+    /// The resourceVersion of the newest fresh list the store was seen to hold in full.
+    confirmed: AtomicU64,
+    /// One fresh list at a time; the Tasks waiting on it reuse its answer.
+    checking: tokio::sync::Mutex<()>,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -65,12 +77,14 @@ fn version_of(map: &ConfigMap) -> Version {
 }
 
 impl Registry {
-    /// `recorder`: where the Events about plugins that cannot be loaded go (none in tests).
+    /// `recorder`: where the Events about plugins that cannot be loaded go; `client`: where
+    /// the store is checked against a fresh list (both none in unit tests).
     pub fn new(
         host: Arc<PluginHost>,
         maps: Store<ConfigMap>,
         namespace: String,
         recorder: Option<Recorder>,
+        client: Option<kube::Client>,
     ) -> Self {
         Self {
             host,
@@ -80,7 +94,54 @@ impl Registry {
             reported: Mutex::default(),
             generation: AtomicU64::new(0),
             recorder,
+            client,
+            confirmed: AtomicU64::new(0),
+            checking: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Whether the store holds every plugin ConfigMap written before `resource_version` (a
+    /// Task's): `Ok(false)` while its watch has not caught up with a fresh list. An object
+    /// version that is not a number (never from an etcd-backed server) is always checked.
+    pub async fn current_for(&self, resource_version: Option<&str>) -> Result<bool, kube::Error> {
+        let Some(client) = &self.client else {
+            return Ok(true);
+        };
+        let wanted = resource_version.and_then(|rv| rv.parse::<u64>().ok());
+        let covered = || wanted.is_some_and(|w| self.confirmed.load(Ordering::Acquire) >= w);
+        if covered() {
+            return Ok(true);
+        }
+        let _one_at_a_time = self.checking.lock().await;
+        if covered() {
+            return Ok(true);
+        }
+        // No resourceVersion: a consistent read, newer than the Task.
+        let listed = Api::<ConfigMap>::namespaced(client.clone(), &self.namespace)
+            .list_metadata(&ListParams::default().labels(kubetask_api::plugin_labels::PLUGIN))
+            .await?;
+        let fresh: HashSet<Version> = listed
+            .items
+            .iter()
+            .map(|m| {
+                (
+                    m.uid().unwrap_or_default(),
+                    m.resource_version().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let cached: HashSet<Version> = self.maps.state().iter().map(|m| version_of(m)).collect();
+        if fresh != cached {
+            return Ok(false);
+        }
+        if let Some(rv) = listed
+            .metadata
+            .resource_version
+            .and_then(|rv| rv.parse::<u64>().ok())
+        {
+            self.confirmed.fetch_max(rv, Ordering::AcqRel);
+        }
+        Ok(true)
     }
 
     fn load(&self, map: &ConfigMap) -> Result<Plugin, String> {
@@ -255,7 +316,7 @@ mod tests {
     fn updates_evict_old_versions_and_broken_policies_fail_closed() {
         let host = Arc::new(PluginHost::new(Limits::default()).expect("host"));
         let (store, mut writer) = kube::runtime::reflector::store::<ConfigMap>();
-        let registry = Registry::new(host.clone(), store, "sys".into(), None);
+        let registry = Registry::new(host.clone(), store, "sys".into(), None, None);
         for version in 1..=50 {
             writer.apply_watcher_event(&watcher::Event::Apply(map(
                 "policy",

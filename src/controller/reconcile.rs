@@ -541,6 +541,25 @@ async fn prerequisites(
         };
         return (ctx.failed(uid, failure, fingerprint), agent);
     }
+    // The plugin watch may lag: a policy created just before this Task must govern it.
+    let current = ctx
+        .plugins
+        .current_for(task.resource_version().as_deref())
+        .await;
+    if !matches!(current, Ok(true)) {
+        let failure = match current {
+            Err(error) => Failure::from_api(&error, "listing the plugin ConfigMaps"),
+            _ => Failure {
+                class: Class::Transient {
+                    retry_after: Some(std::time::Duration::from_millis(200)),
+                    give_up_after: None,
+                },
+                reason: reason::PLUGIN_UNAVAILABLE,
+                message: "the plugin ConfigMaps changed and the controller's watch has not caught up yet (no Task is rendered against an older set of cluster policies than it was created after)".to_owned(),
+            },
+        };
+        return (ctx.failed(uid, failure, fingerprint), agent);
+    }
     if let Some(agent) = agent.as_ref()
         && agent.spec.max_concurrent_tasks.is_some()
     {
@@ -1002,6 +1021,7 @@ mod tests {
             host,
             plugin_maps,
             "kubetask-system".into(),
+            None,
             None,
         ));
         let reporter = Reporter {

@@ -18,6 +18,9 @@ pub enum FaultAction {
     Latency(Duration),
     /// Serve a watch, then end its stream abruptly after this long.
     DropWatch { after: Duration },
+    /// Serve a watch whose live events each arrive this much late (a slow watch cache or
+    /// network): a client's cache falls behind what a fresh read shows.
+    LagWatch(Duration),
 }
 
 /// A fault rule: which requests it matches, what it does, how often.
@@ -140,7 +143,7 @@ pub fn error_for(action: &FaultAction) -> Option<ApiError> {
             "Conflict",
             "Operation cannot be fulfilled: injected conflict",
         )),
-        FaultAction::Latency(_) | FaultAction::DropWatch { .. } => None,
+        FaultAction::Latency(_) | FaultAction::DropWatch { .. } | FaultAction::LagWatch(_) => None,
     }
 }
 

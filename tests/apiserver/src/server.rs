@@ -339,11 +339,13 @@ pub async fn handle(
             &record.subresource,
         );
         let mut drop_after = None;
+        let mut watch_lag = None;
         let mut injected = None;
         for action in &actions {
             match action {
                 FaultAction::Latency(delay) => tokio::time::sleep(*delay).await,
                 FaultAction::DropWatch { after } => drop_after = Some(*after),
+                FaultAction::LagWatch(lag) => watch_lag = Some(*lag),
                 other => injected = injected.or_else(|| faults::error_for(other)),
             }
         }
@@ -388,6 +390,7 @@ pub async fn handle(
                             metadata_only: accept.contains("as=PartialObjectMetadata"),
                             table: accept.contains("as=Table"),
                             drop_after,
+                            watch_lag,
                         };
                         match route {
                             Route::Resource(target) => {
@@ -444,6 +447,8 @@ struct Call<'a> {
     /// `Accept: ...;as=Table`: a `meta.k8s.io/v1` Table, as `kubectl get` asks.
     table: bool,
     drop_after: Option<Duration>,
+    /// Each live watch event is delivered this much late (`FaultAction::LagWatch`).
+    watch_lag: Option<Duration>,
 }
 
 impl Call<'_> {
@@ -802,6 +807,8 @@ struct WatchFilter {
     table: Option<crate::table::IncludeObject>,
     /// Whether a Table with the column definitions was sent (only the first event has them).
     headers_sent: bool,
+    /// Live events are held back this long each (`FaultAction::LagWatch`).
+    lag: Option<Duration>,
 }
 
 impl WatchFilter {
@@ -878,6 +885,7 @@ fn watch(
         metadata_only: call.metadata_only,
         table: call.table.then(|| call.include_object()),
         headers_sent: false,
+        lag: call.watch_lag,
     };
     let bookmarks = call.param("allowWatchBookmarks") == Some("true");
     let send_initial = call.param("sendInitialEvents") == Some("true");
@@ -992,10 +1000,14 @@ async fn pump(
                         continue;
                     }
                     last_rv = event.rv;
-                    if let Some((event_type, object)) = filter.view(&event)
-                        && tx.send(filter.frame(event_type.as_str(), object)).await.is_err() {
+                    if let Some((event_type, object)) = filter.view(&event) {
+                        if let Some(lag) = filter.lag {
+                            tokio::time::sleep(lag).await;
+                        }
+                        if tx.send(filter.frame(event_type.as_str(), object)).await.is_err() {
                             return;
                         }
+                    }
                 }
                 // Too slow to keep up: end the stream; the client resumes from its last
                 // resourceVersion, which history still covers.
@@ -1009,10 +1021,14 @@ async fn pump(
                         Ok(event) => {
                             if event.rv > last_rv {
                                 last_rv = event.rv;
-                                if let Some((event_type, object)) = filter.view(&event)
-                                    && tx.send(filter.frame(event_type.as_str(), object)).await.is_err() {
+                                if let Some((event_type, object)) = filter.view(&event) {
+                                    if let Some(lag) = filter.lag {
+                                        tokio::time::sleep(lag).await;
+                                    }
+                                    if tx.send(filter.frame(event_type.as_str(), object)).await.is_err() {
                                         return;
                                     }
+                                }
                             }
                             if event.rv >= current {
                                 break;
