@@ -35,7 +35,7 @@ pub const DEFAULT_FAILED_HISTORY: i32 = 1;
     printcolumn = r#"{"name":"Schedule","type":"string","jsonPath":".spec.schedule"}"#,
     printcolumn = r#"{"name":"Timezone","type":"string","priority":1,"jsonPath":".spec.timeZone"}"#,
     printcolumn = r#"{"name":"Suspend","type":"boolean","jsonPath":".spec.suspend"}"#,
-    printcolumn = r#"{"name":"Active","type":"string","jsonPath":".status.active[*].name"}"#,
+    printcolumn = r#"{"name":"Active","type":"string","description":"The oldest unfinished run (a column shows one value; status.active lists them all)","jsonPath":".status.active[0].name"}"#,
     printcolumn = r#"{"name":"Last Schedule","type":"date","jsonPath":".status.lastScheduleTime"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,

@@ -41,6 +41,7 @@
 #[allow(unsafe_code)]
 #[doc(hidden)]
 pub mod component;
+pub mod containers;
 mod error;
 mod log;
 mod object;

@@ -15,10 +15,9 @@
 #![deny(unsafe_code)]
 
 use kubetask_plugin::{
-    Draft, Error, Plugin, Request,
+    Draft, Error, Plugin, Request, containers,
     k8s_openapi::api::core::v1::{
-        Capabilities, Container, EmptyDirVolumeSource, EnvVar, SeccompProfile, SecurityContext,
-        Volume, VolumeMount,
+        Container, EmptyDirVolumeSource, EnvVar, SecurityContext, Volume, VolumeMount,
     },
 };
 
@@ -167,19 +166,8 @@ fn install_container() -> Container {
             ..VolumeMount::default()
         }]),
         security_context: Some(SecurityContext {
-            run_as_user: Some(INSTALL_USER),
-            run_as_non_root: Some(true),
-            allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                ..SeccompProfile::default()
-            }),
-            ..SecurityContext::default()
+            ..containers::restricted(INSTALL_USER)
         }),
         ..Container::default()
     }

@@ -14,10 +14,8 @@
 #![deny(unsafe_code)]
 
 use kubetask_plugin::{
-    Draft, Error, Job, Object, Plugin, Request,
-    k8s_openapi::api::core::v1::{
-        Capabilities, Container, EnvVar, SeccompProfile, SecurityContext, VolumeMount,
-    },
+    Draft, Error, Job, Object, Plugin, Request, containers,
+    k8s_openapi::api::core::v1::{Container, EnvVar, VolumeMount},
 };
 
 /// Annotation with the repository URL.
@@ -130,20 +128,7 @@ fn clone_container(url: &str, git_ref: Option<&str>, checkout: &str) -> Containe
             mount_path: WORKSPACE.to_owned(),
             ..VolumeMount::default()
         }]),
-        security_context: Some(SecurityContext {
-            run_as_user: Some(CLONE_USER),
-            run_as_non_root: Some(true),
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                ..SeccompProfile::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(containers::restricted(CLONE_USER)),
         ..Container::default()
     }
 }
