@@ -41,41 +41,16 @@ use kubetask::api::Task;
 use kubetask_test_apiserver::{Config, Fault, FaultAction, TestApiServer};
 use serde_json::{Value, json};
 
+mod support;
+use support::{env_number, metric, proc_status_kib, scrape};
+
 const BARE: &str = "kubetask-bench-bare";
 const CONTROLLED: &str = "kubetask-bench";
 /// Where a client sends the controller's requests itself (no controller watches it).
 const BY_HAND: &str = "kubetask-bench-by-hand";
 
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
-fn scrape(port: u16) -> String {
-    use std::io::{Read as _, Write as _};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let _ = write!(stream, "GET /metrics HTTP/1.0\r\n\r\n");
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text
+    proc_status_kib(pid, "VmHWM:")
 }
 
 fn task(name: &str, namespace: &str) -> Task {

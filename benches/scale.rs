@@ -37,18 +37,14 @@ use kubetask::controller::cached;
 use kubetask_test_apiserver::{Config, JobSimulator, Script, TestApiServer};
 use serde_json::json;
 
+mod support;
+use support::{env_number, metric, proc_status_kib, scrape};
+
 const NAMESPACE: &str = "kubetask-scale";
 /// Tasks whose agents never finish.
 const RUNNING: &str = "running-";
 const DONE: &str = "done-";
 const MIB: f64 = 1024.0 * 1024.0;
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// `(finished Tasks, RSS goal in MiB)` of each stage.
 fn stages() -> Vec<(usize, Option<f64>)> {
@@ -72,33 +68,8 @@ fn stages() -> Vec<(usize, Option<f64>)> {
     sizes.into_iter().map(|n| (n, goal(n))).collect()
 }
 
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 fn rss_mib(pid: u32) -> f64 {
     proc_status_kib(pid, "VmRSS:").map_or(f64::NAN, |kib| kib as f64 / 1024.0)
-}
-
-fn scrape(port: u16) -> String {
-    use std::io::{Read as _, Write as _};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let _ = write!(stream, "GET /metrics HTTP/1.0\r\n\r\n");
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text
-}
-
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 fn task(name: &str, stage: &str) -> Task {

@@ -258,7 +258,6 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     .default_backoff()
     .touched_objects();
     let dependents = Arc::new(dependents::Dependents::default());
-    let agents_for_jobs = agents.clone();
     let context = Arc::new(reconcile::Context::new(
         client.clone(),
         pipeline,
@@ -298,15 +297,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let mut graceful = stopped.clone();
     let triggers = futures::stream::select_all([
         concerning(task_events, |task: Task| vec![ObjectRef::from_obj(&task)]),
-        concerning(
-            job_events,
-            job_trigger(
-                tasks.clone(),
-                agents_for_jobs,
-                dependents.clone(),
-                context.clone(),
-            ),
-        ),
+        concerning(job_events, job_trigger(context.clone())),
         concerning(agent_events, agent_trigger(dependents.clone())),
         concerning(plugin_events, plugin_trigger(registry, dependents.clone())),
         concerning(config_map_events, config_map_trigger(dependents)),
@@ -442,9 +433,6 @@ fn agent_trigger(
 /// Agent, which concerns the first Tasks in that Agent's queue. Once a Job has reached the
 /// cache (and, finished, left it), its Task's admission from the queue is no longer needed.
 fn job_trigger(
-    tasks: reflector::Store<Task>,
-    agents: reflector::Store<Agent>,
-    dependents: Arc<dependents::Dependents>,
     context: Arc<reconcile::Context>,
 ) -> impl Fn(Job) -> Vec<ObjectRef<Task>> + Send + Sync + 'static {
     move |job| {
@@ -461,17 +449,19 @@ fn job_trigger(
         let finished = status::job_finished(&job);
         let mut concerned = vec![owner.clone()];
         if finished || job.metadata.deletion_timestamp.is_some() {
-            let agent = tasks
+            let agent = context
+                .tasks
                 .get(&owner)
                 .map(|task| crate::render::needs::agent_name(&task).to_owned());
             if let Some(agent) = agent {
-                let limit = agents
+                let limit = context
+                    .agents
                     .get(&ObjectRef::new(&agent).within(&namespace))
                     .and_then(|a| a.spec.max_concurrent_tasks)
                     .and_then(|l| usize::try_from(l).ok());
                 if let Some(limit) = limit {
-                    let waiting = dependents.of_agent(&namespace, &agent);
-                    concerned.extend(queue::heads(&tasks, waiting, limit));
+                    let waiting = context.dependents.of_agent(&namespace, &agent);
+                    concerned.extend(queue::heads(&context.tasks, waiting, limit));
                 }
             }
         }
