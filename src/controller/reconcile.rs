@@ -467,6 +467,16 @@ async fn stop_agent(
     }
 }
 
+/// Whether the plugin store may render a Task (`plugins::Registry::current_for`).
+enum PluginStore {
+    Current,
+    /// The first list has not arrived.
+    NotListed,
+    /// A fresh list shows plugins the watch has not brought yet.
+    Behind,
+    Unreadable(kube::Error),
+}
+
 /// Whether everything a Task without a Job needs is there. The Task is registered as waiting
 /// on each thing *before* it is looked up, so a change that lands meanwhile wakes it again.
 async fn prerequisites(
@@ -492,20 +502,40 @@ async fn prerequisites(
             .register(reference, namespace, agent_name, &names);
     };
     register(&own_uses);
-    let agent = match ctx
-        .agents
-        .get(&ObjectRef::new(agent_name).within(namespace))
-    {
-        Some(agent) => Some(agent.as_ref().clone()),
-        // Sent after this reconcile started, so it sees an Agent created before the Task.
-        None => match ctx
-            .agent_reads
-            .get(&ctx.client, namespace, agent_name, started)
+    let lookup = async {
+        match ctx
+            .agents
+            .get(&ObjectRef::new(agent_name).within(namespace))
+        {
+            Some(agent) => Ok(Some(agent.as_ref().clone())),
+            // Sent after this reconcile started, so it sees an Agent created before the Task.
+            None => {
+                ctx.agent_reads
+                    .get(&ctx.client, namespace, agent_name, started)
+                    .await
+            }
+        }
+    };
+    // Whether the plugin store may be used for this Task: checked at the same time as the
+    // Agent is read (both may cost a request), acted on below in its turn.
+    let plugins = async {
+        if !ctx.plugins.ready().await {
+            return PluginStore::NotListed;
+        }
+        match ctx
+            .plugins
+            .current_for(task.resource_version().as_deref())
             .await
         {
-            Ok(agent) => agent,
-            Err(failure) => return (ctx.failed(uid, failure, Fingerprint::default()), None),
-        },
+            Ok(true) => PluginStore::Current,
+            Ok(false) => PluginStore::Behind,
+            Err(error) => PluginStore::Unreadable(error),
+        }
+    };
+    let (agent, plugins) = tokio::join!(lookup, plugins);
+    let agent = match agent {
+        Ok(agent) => agent,
+        Err(failure) => return (ctx.failed(uid, failure, Fingerprint::default()), None),
     };
     let agent = match resolve_agent(task, |name| agent.as_ref().filter(|a| a.name_any() == name)) {
         Ok(agent) => agent.cloned(),
@@ -530,34 +560,30 @@ async fn prerequisites(
         Ok(None) => {}
         Err(failure) => return (ctx.failed(uid, failure, fingerprint), agent),
     }
-    if !ctx.plugins.ready().await {
-        let failure = Failure {
-            class: Class::Transient {
-                retry_after: None,
-                give_up_after: None,
-            },
-            reason: reason::PLUGIN_UNAVAILABLE,
-            message: "the plugin ConfigMaps are not listed yet (no Task is rendered before every cluster policy is known)".to_owned(),
-        };
-        return (ctx.failed(uid, failure, fingerprint), agent);
-    }
-    // The plugin watch may lag: a policy created just before this Task must govern it.
-    let current = ctx
-        .plugins
-        .current_for(task.resource_version().as_deref())
-        .await;
-    if !matches!(current, Ok(true)) {
-        let failure = match current {
-            Err(error) => Failure::from_api(&error, "listing the plugin ConfigMaps"),
-            _ => Failure {
-                class: Class::Transient {
-                    retry_after: Some(std::time::Duration::from_millis(200)),
-                    give_up_after: None,
-                },
-                reason: reason::PLUGIN_UNAVAILABLE,
-                message: "the plugin ConfigMaps changed and the controller's watch has not caught up yet (no Task is rendered against an older set of cluster policies than it was created after)".to_owned(),
-            },
-        };
+    let waiting = |message: &str, retry_after| Failure {
+        class: Class::Transient {
+            retry_after,
+            give_up_after: None,
+        },
+        reason: reason::PLUGIN_UNAVAILABLE,
+        message: message.to_owned(),
+    };
+    let failure = match plugins {
+        PluginStore::Current => None,
+        PluginStore::NotListed => Some(waiting(
+            "the plugin ConfigMaps are not listed yet (no Task is rendered before every cluster policy is known)",
+            None,
+        )),
+        // The plugin watch may lag: a policy created just before this Task must govern it.
+        PluginStore::Behind => Some(waiting(
+            "the plugin ConfigMaps changed and the controller's watch has not caught up yet (no Task is rendered against an older set of cluster policies than it was created after)",
+            Some(Duration::from_millis(200)),
+        )),
+        PluginStore::Unreadable(error) => {
+            Some(Failure::from_api(&error, "list the plugin ConfigMaps"))
+        }
+    };
+    if let Some(failure) = failure {
         return (ctx.failed(uid, failure, fingerprint), agent);
     }
     if let Some(agent) = agent.as_ref()
