@@ -575,9 +575,10 @@ async fn prerequisites(
             None,
         )),
         // The plugin watch may lag: a policy created just before this Task must govern it.
+        // The watch's event wakes the Task; the backoff only covers a watch that stays behind.
         PluginStore::Behind => Some(waiting(
             "the plugin ConfigMaps changed and the controller's watch has not caught up yet (no Task is rendered against an older set of cluster policies than it was created after)",
-            Some(Duration::from_millis(200)),
+            None,
         )),
         PluginStore::Unreadable(error) => {
             Some(Failure::from_api(&error, "list the plugin ConfigMaps"))
