@@ -104,10 +104,8 @@ async fn wait_runs(cluster: &Cluster, cron_task: &str, expected: &[String]) {
 async fn wait_phase(cluster: &Cluster, name: &str, phase: TaskPhase) -> Task {
     let deadline = tokio::time::Instant::now() + LIMIT;
     while cluster.tasks(NS).get_opt(name).await.unwrap().is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no Task {name}; runs: {:?}",
-            cluster
+        if tokio::time::Instant::now() >= deadline {
+            let runs: Vec<String> = cluster
                 .tasks(NS)
                 .list(&ListParams::default())
                 .await
@@ -115,8 +113,18 @@ async fn wait_phase(cluster: &Cluster, name: &str, phase: TaskPhase) -> Task {
                 .items
                 .iter()
                 .map(|t| t.name_any())
-                .collect::<Vec<_>>()
-        );
+                .collect();
+            // What each CronTask decided, for a failure that does not repeat.
+            let cron_tasks: Vec<String> = cron_tasks(&cluster.client)
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .map(|c| format!("{} {:?} {:?}", c.name_any(), c.metadata.uid, c.status))
+                .collect();
+            panic!("no Task {name}; runs: {runs:?}; CronTasks: {cron_tasks:#?}");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     cluster.wait_phase(NS, name, phase).await

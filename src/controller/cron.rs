@@ -82,6 +82,15 @@ pub async fn reconcile(cron_task: Arc<CronTask>, ctx: Arc<Context>) -> Result<Ac
     let name = cron_task.name_any();
     let now = ctx.clock.now();
     let mut decision = decide::decide(&cron_task, &runs(&cron_task, &ctx.tasks), now);
+    tracing::debug!(
+        cron_task = %name,
+        %now,
+        create = ?decision.create.as_ref().map(|planned| &planned.name),
+        cancel = ?decision.cancel,
+        delete = ?decision.delete,
+        wake_at = ?decision.wake_at,
+        "CronTask decided"
+    );
     let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), &namespace);
     let fail = |action: &'static str, name: &str| {
         let name = name.to_owned();
