@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -76,8 +77,13 @@ fn runs(cron_task: &CronTask, tasks: &Store<Task>) -> Vec<Run> {
 
 /// Reconciles one CronTask.
 pub async fn reconcile(cron_task: Arc<CronTask>, ctx: Arc<Context>) -> Result<Action, Error> {
-    // Until the Task cache has listed, a CronTask would seem to have no runs.
-    let _ = ctx.tasks.wait_until_ready().await;
+    // Until the Task cache has listed, a CronTask would seem to have no runs. (Not one long
+    // `wait_until_ready`: with several waiters on one cache, only the last one polled is woken.)
+    if super::reconcile::listed(&ctx.tasks, Duration::from_secs(10)).await
+        == super::reconcile::Listed::NotYet
+    {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let namespace = cron_task.namespace().unwrap_or_default();
     let name = cron_task.name_any();
     let now = ctx.clock.now();

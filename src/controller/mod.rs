@@ -306,7 +306,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let running = runner::run(
         triggers,
         async move {
-            let _ = listed.wait_until_ready().await;
+            // In short fresh waits: a long `wait_until_ready` may never be woken while other
+            // tasks wait on the same cache (`reconcile::listed`).
+            while reconcile::listed(&listed, std::time::Duration::from_secs(60)).await
+                == reconcile::Listed::NotYet
+            {}
         },
         |task: &ObjectRef<Task>| tasks.get(task),
         usize::from(options.concurrency),

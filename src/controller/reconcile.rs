@@ -635,9 +635,10 @@ pub(crate) enum Listed {
     NoWriter,
 }
 
-/// Waits up to `within` for a watch cache's first list. Each wait is a fresh short future: a
-/// waiter that started before the cache was ready may not be woken (seen with kube 5's
-/// `Store::wait_until_ready` under load), a new one returns at once.
+/// Waits up to `within` for a watch cache's first list. Each wait is a fresh short future:
+/// kube 5's `Store::wait_until_ready` keeps one waker (its `DelayedInit` polls a oneshot
+/// receiver, which remembers only the last task that polled it), so of several tasks waiting
+/// at once only one is woken; a new wait after the list returns at once.
 pub(crate) async fn listed<K>(store: &Store<K>, within: Duration) -> Listed
 where
     K: kube::Resource + Clone + 'static,
