@@ -130,7 +130,7 @@ impl Registry {
                 )
             })
             .collect();
-        let cached: HashSet<Version> = self.maps.state().iter().map(|m| version_of(m)).collect();
+        let cached = self.installed_versions();
         if fresh != cached {
             return Ok(false);
         }
@@ -142,6 +142,11 @@ impl Registry {
             self.confirmed.fetch_max(rv, Ordering::AcqRel);
         }
         Ok(true)
+    }
+
+    /// The versions of the plugin ConfigMaps in the store.
+    fn installed_versions(&self) -> HashSet<Version> {
+        self.maps.state().iter().map(|m| version_of(m)).collect()
     }
 
     fn load(&self, map: &ConfigMap) -> Result<Plugin, String> {
@@ -173,7 +178,7 @@ impl Registry {
     /// Drops the loaded versions that are no longer the installed ones, and evicts their
     /// compiled components unless an installed version has the same digest.
     fn evict_unused(&self) {
-        let installed: HashSet<Version> = self.maps.state().iter().map(|m| version_of(m)).collect();
+        let installed = self.installed_versions();
         let mut loaded = locked(&self.loaded);
         let stale: Vec<Version> = loaded
             .keys()
@@ -224,7 +229,7 @@ impl Registry {
     pub fn changed(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.evict_unused();
-        let installed: HashSet<Version> = self.maps.state().iter().map(|m| version_of(m)).collect();
+        let installed = self.installed_versions();
         locked(&self.reported).retain(|v| installed.contains(v));
     }
 
