@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::table::human_duration;
+use crate::table::{human_duration, since};
 
 /// One column: name, type, priority.
 type Column = (&'static str, &'static str, u8);
@@ -189,14 +189,6 @@ fn items<'a>(object: &'a Value, pointer: &str) -> &'a [Value] {
 
 fn timestamp(object: &Value, pointer: &str) -> Option<jiff::Timestamp> {
     object.pointer(pointer)?.as_str()?.parse().ok()
-}
-
-/// `translateTimestampSince`: the age of a time, `<unknown>` when unset.
-fn since(time: Option<jiff::Timestamp>) -> String {
-    match time {
-        Some(time) => human_duration(jiff::Timestamp::now().duration_since(time).as_secs()),
-        None => "<unknown>".to_owned(),
-    }
 }
 
 fn age(object: &Value) -> Value {

@@ -214,11 +214,7 @@ pub fn event_table(
             .unwrap_or_default()
             .to_owned()
     };
-    let age = |time: &str| {
-        time.parse::<jiff::Timestamp>()
-            .map(|t| human_duration(jiff::Timestamp::now().duration_since(t).as_secs()))
-            .unwrap_or_else(|_| "<unknown>".to_owned())
-    };
+    let age = |time: &str| since(time.parse().ok());
     let rows: Vec<Value> = events
         .iter()
         .map(|event| {
@@ -282,12 +278,18 @@ fn cell(object: &Value, path: &str, kind: &str) -> Value {
         ("number", Value::Number(n)) => n.as_f64().map_or(Value::Null, Value::from),
         ("boolean", Value::Bool(_)) => value.clone(),
         ("date", Value::String(text)) => match text.parse::<jiff::Timestamp>() {
-            Ok(time) => Value::String(human_duration(
-                jiff::Timestamp::now().duration_since(time).as_secs(),
-            )),
+            Ok(time) => Value::String(since(Some(time))),
             Err(_) => Value::String("<invalid>".to_owned()),
         },
         _ => Value::Null,
+    }
+}
+
+/// `translateTimestampSince`: the age of a time, `<unknown>` when there is none.
+pub fn since(time: Option<jiff::Timestamp>) -> String {
+    match time {
+        Some(time) => human_duration(jiff::Timestamp::now().duration_since(time).as_secs()),
+        None => "<unknown>".to_owned(),
     }
 }
 
