@@ -4,12 +4,19 @@ use std::process::Command;
 
 use kubetask_test_apiserver::{Config, TestApiServer};
 
-fn kubectl(server: &TestApiServer, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    use std::io::Write as _;
-    let mut child = Command::new("kubectl")
+/// `kubectl args` configured for `server`.
+fn kubectl_command(server: &TestApiServer, args: &[&str]) -> Command {
+    let mut command = Command::new("kubectl");
+    command
         .args(args)
         .env("KUBECONFIG", server.kubeconfig_path())
-        .env("HOME", server.kubeconfig_path().parent().unwrap())
+        .env("HOME", server.kubeconfig_path().parent().unwrap());
+    command
+}
+
+fn kubectl(server: &TestApiServer, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write as _;
+    let mut child = kubectl_command(server, args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -296,12 +303,9 @@ fn client_side_apply_of_a_large_configmap_is_refused_like_a_real_server() {
     assert!(ok, "{out}{err}");
 }
 
-/// `kubectl get` prints the CRD's printer columns from the server-side Table, `-o wide` adds
-/// the priority-1 ones, and an `events.k8s.io/v1` Event (what the controller writes) shows in
-/// `kubectl describe` and `kubectl get events` as a real server shows it
-/// (`shared/real-apiserver/responses/`).
-#[test]
-fn kubectl_get_and_describe_show_columns_and_events_like_a_real_server() {
+/// A server with the project's CRDs and the Task `demo/hello` (no status yet), applied with
+/// kubectl.
+fn server_with_a_task() -> TestApiServer {
     let server = TestApiServer::start(Config::default()).unwrap();
     let root = env!("CARGO_MANIFEST_DIR");
     let crds = format!("{root}/../../manifests/crds/crds.yaml");
@@ -321,6 +325,16 @@ spec:
 ";
     let (ok, out, err) = kubectl(&server, &["apply", "-f", "-"], Some(task));
     assert!(ok, "{out}{err}");
+    server
+}
+
+/// `kubectl get` prints the CRD's printer columns from the server-side Table, `-o wide` adds
+/// the priority-1 ones, and an `events.k8s.io/v1` Event (what the controller writes) shows in
+/// `kubectl describe` and `kubectl get events` as a real server shows it
+/// (`shared/real-apiserver/responses/`).
+#[test]
+fn kubectl_get_and_describe_show_columns_and_events_like_a_real_server() {
+    let server = server_with_a_task();
     let status = r#"{"status": {"phase": "Running", "jobName": "hello",
         "result": {"summary": "halfway there"},
         "conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running", "message": "the agent runs",
@@ -530,29 +544,8 @@ spec:
 #[test]
 fn kubectl_get_watch_prints_rows_as_objects_change() {
     use std::io::BufRead as _;
-    let server = TestApiServer::start(Config::default()).unwrap();
-    let root = env!("CARGO_MANIFEST_DIR");
-    let crds = format!("{root}/../../manifests/crds/crds.yaml");
-    let (ok, out, err) = kubectl(&server, &["apply", "-f", &crds], None);
-    assert!(ok, "{out}{err}");
-    let task = "apiVersion: v1
-kind: Namespace
-metadata: {name: demo}
----
-apiVersion: kubetask.io/v1alpha1
-kind: Task
-metadata: {name: hello, namespace: demo}
-spec:
-  contexts:
-    - type: File
-      file: {filePath: /workspace/task.md, source: {inline: hi}}
-";
-    let (ok, out, err) = kubectl(&server, &["apply", "-f", "-"], Some(task));
-    assert!(ok, "{out}{err}");
-    let mut watcher = Command::new("kubectl")
-        .args(["get", "tasks", "-n", "demo", "-w"])
-        .env("KUBECONFIG", server.kubeconfig_path())
-        .env("HOME", server.kubeconfig_path().parent().unwrap())
+    let server = server_with_a_task();
+    let mut watcher = kubectl_command(&server, &["get", "tasks", "-n", "demo", "-w"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
