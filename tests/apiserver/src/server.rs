@@ -812,6 +812,20 @@ struct WatchFilter {
 }
 
 impl WatchFilter {
+    /// Sends a live event this watcher sees (held back by its lag, if any); false once the
+    /// client is gone.
+    async fn deliver(&mut self, event: &Event, tx: &mpsc::Sender<Bytes>) -> bool {
+        let Some((event_type, object)) = self.view(event) else {
+            return true;
+        };
+        if let Some(lag) = self.lag {
+            tokio::time::sleep(lag).await;
+        }
+        tx.send(self.frame(event_type.as_str(), object))
+            .await
+            .is_ok()
+    }
+
     /// One event's line, the object as the client asked for it.
     fn frame(&mut self, event_type: &str, object: Value) -> Bytes {
         let object = match self.table {
@@ -1000,13 +1014,8 @@ async fn pump(
                         continue;
                     }
                     last_rv = event.rv;
-                    if let Some((event_type, object)) = filter.view(&event) {
-                        if let Some(lag) = filter.lag {
-                            tokio::time::sleep(lag).await;
-                        }
-                        if tx.send(filter.frame(event_type.as_str(), object)).await.is_err() {
-                            return;
-                        }
+                    if !filter.deliver(&event, &tx).await {
+                        return;
                     }
                 }
                 // Too slow to keep up: end the stream; the client resumes from its last
@@ -1021,13 +1030,8 @@ async fn pump(
                         Ok(event) => {
                             if event.rv > last_rv {
                                 last_rv = event.rv;
-                                if let Some((event_type, object)) = filter.view(&event) {
-                                    if let Some(lag) = filter.lag {
-                                        tokio::time::sleep(lag).await;
-                                    }
-                                    if tx.send(filter.frame(event_type.as_str(), object)).await.is_err() {
-                                        return;
-                                    }
+                                if !filter.deliver(&event, &tx).await {
+                                    return;
                                 }
                             }
                             if event.rv >= current {
