@@ -12,7 +12,7 @@ use std::{
 
 use kubetask::{
     api::{Agent, Task},
-    inputs,
+    cli::files as inputs,
     plugin::{DEFAULT_PLUGIN_NAME, DEFAULT_PLUGIN_WASM, Limits, PluginHost, bindings},
     render::{Pipeline, Settings},
 };

@@ -1,7 +1,7 @@
 //! KubeTask: run AI agents on Kubernetes. A `Task` (what to do) and an `Agent` (how) become a
 //! `batch/v1` Job, shaped by sandboxed WebAssembly plugins.
 //!
-//! The data flows top to bottom: [`inputs`] (offline) or the API server → [`render::resolve_agent`]
+//! The data flows top to bottom: [`cli::files`] (offline) or the API server → [`render::resolve_agent`]
 //! → [`render::Pipeline`] (the [`plugin`] host running the built-in default plugin) → Job.
 // A few functions may use `unsafe`: deserializing compiled plugins this program cached
 // (`plugin::cache`) and the default plugin compiled into this binary (`plugin::precompiled`),
@@ -9,12 +9,11 @@
 // comments say why that is sound.
 #![deny(unsafe_code)]
 
-pub mod cluster_commands;
+pub mod cli;
+pub mod client;
 pub mod controller;
 pub mod crds;
 pub mod cron;
-pub mod inputs;
-pub mod offline;
 pub mod plugin;
 pub mod render;
 

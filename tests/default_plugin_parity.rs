@@ -6,7 +6,7 @@ use std::{path::PathBuf, sync::Arc};
 
 use k8s_openapi::api::{batch::v1::Job, core::v1::ConfigMap};
 use kubetask::{
-    inputs,
+    cli::files as inputs,
     plugin::{Limits, PluginHost},
     render::{Pipeline, Settings, resolve_agent},
 };

@@ -18,8 +18,8 @@ use std::{
 };
 
 use kubetask::{
-    inputs::{InputError, Inputs, parse_into},
-    offline::{Extra, render_all},
+    cli::files::{InputError, Inputs, parse_into},
+    cli::render::{Extra, render_all},
     plugin::{Limits, PluginHost},
     render::{Pipeline, Settings},
 };

@@ -68,25 +68,6 @@ pub struct Options {
     pub clock: crate::cron::Clock,
 }
 
-/// Builds the Kubernetes client from the options.
-async fn client(options: &Options) -> anyhow::Result<kube::Client> {
-    let config = match &options.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(
-                kubeconfig,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no kubeconfig or in-cluster configuration")?,
-    };
-    Ok(kube::Client::try_from(config)?)
-}
-
 fn scoped<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -122,7 +103,7 @@ async fn termination() {
 
 /// Runs the controller until SIGTERM (Ok) or until the lease is lost (Err).
 pub async fn run(options: Options) -> anyhow::Result<()> {
-    let client = client(&options).await?;
+    let client = crate::client::connect(options.kubeconfig.as_deref(), None).await?;
     let version = client
         .apiserver_version()
         .await

@@ -2,17 +2,15 @@
 //! compiles each once (cached by sha256 digest) and calls them in a fresh, bounded sandbox.
 
 pub mod cache;
-pub mod check;
 mod error;
 mod host;
 mod limits;
-pub mod pack;
 pub mod precompiled;
 pub mod source;
 
 pub use cache::ArtifactCache;
 pub use error::PluginError;
-pub use host::{Plugin, PluginHost};
+pub use host::{Plugin, PluginHost, digest_of};
 pub use limits::Limits;
 
 /// The built-in default plugin (`plugins/default`), built by `make plugins`.

@@ -103,7 +103,7 @@ impl Pipeline {
     ///
     /// Both are objects the CRD admits: the controller's come from the API server, which
     /// checked them against the installed CRD; `kubetask render` and `plugin check` read them
-    /// with [`crate::inputs`], which checks them against the same CRD
+    /// with [`crate::cli::files`], which checks them against the same CRD
     /// ([`super::validation::problems`]). The CRD's rules are not evaluated again per render
     /// (they cost more than the built-in plugin: docs/performance.md).
     pub fn render(&self, task: &Task, agent: Option<&Agent>) -> Result<Rendered, RenderError> {

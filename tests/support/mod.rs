@@ -165,9 +165,9 @@ impl Cluster {
     /// Creates the Agents, Tasks and CronTasks of a YAML stream, read as `kubetask render` and kubectl
     /// read them (YAML 1.1 octal file modes included); Agents first.
     pub async fn apply_yaml(&self, yaml: &str) {
-        let mut inputs = kubetask::inputs::Inputs::default();
+        let mut inputs = kubetask::cli::files::Inputs::default();
         let mut errors = Vec::new();
-        kubetask::inputs::parse_into(Path::new("test.yaml"), yaml, &mut inputs, &mut errors);
+        kubetask::cli::files::parse_into(Path::new("test.yaml"), yaml, &mut inputs, &mut errors);
         assert!(errors.is_empty(), "{errors:?}");
         for agent in inputs.agents {
             let agent = agent.object;

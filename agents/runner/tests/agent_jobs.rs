@@ -11,8 +11,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
-use kubetask::inputs;
-use kubetask::offline::{self, Extra};
+use kubetask::cli::files as inputs;
+use kubetask::cli::render::{self as offline, Extra};
 use kubetask::plugin::{Limits, PluginHost};
 use kubetask::render::{Pipeline, Settings};
 use serde_json::{Value, json};

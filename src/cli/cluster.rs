@@ -6,6 +6,7 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use futures::{AsyncBufReadExt, TryStreamExt};
@@ -14,6 +15,7 @@ use kube::api::{Api, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kubetask_api::{CronTask, Task, TaskPhase};
 use serde_json::json;
 
+use super::emit;
 use crate::controller::status;
 use crate::render::lifecycle::AGENT_CONTAINER;
 
@@ -34,26 +36,98 @@ pub struct Target {
 impl Target {
     /// A client and the namespace to use.
     pub async fn connect(&self) -> anyhow::Result<(kube::Client, String)> {
-        let options = kube::config::KubeConfigOptions {
-            context: self.context.clone(),
-            ..Default::default()
-        };
-        let config = match &self.kubeconfig {
-            Some(path) => {
-                let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?
-            }
-            None if self.context.is_some() => kube::Config::from_kubeconfig(&options).await?,
-            None => kube::Config::infer()
-                .await
-                .context("no kubeconfig or in-cluster configuration")?,
-        };
+        let config =
+            crate::client::config(self.kubeconfig.as_deref(), self.context.as_deref()).await?;
         let namespace = self
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
         Ok((kube::Client::try_from(config)?, namespace))
+    }
+}
+
+#[derive(clap::Subcommand)]
+pub enum TriggerCommand {
+    /// Create one Task from a CronTask's template now (it shows in the CronTask's history),
+    /// whatever its schedule, suspension and concurrency policy say.
+    Cron(TriggerArgs),
+}
+
+#[derive(clap::Args)]
+pub struct TriggerArgs {
+    /// The CronTask's name.
+    cron_task: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(clap::Args)]
+pub struct CancelArgs {
+    /// The Task's name.
+    task: String,
+    /// Why (shown in the Task's condition).
+    #[arg(long)]
+    reason: Option<String>,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    /// The Task's name.
+    task: String,
+    /// Keep streaming while the agent runs.
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// The attempt to show (1 is the first; default: the last).
+    #[arg(long)]
+    attempt: Option<usize>,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(clap::Args)]
+pub struct ResultArgs {
+    /// The Task's name.
+    task: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// Runs a command that talks to the cluster.
+fn on_cluster(command: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(command)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kubetask cancel`.
+pub fn cancel_command(args: CancelArgs) -> anyhow::Result<ExitCode> {
+    on_cluster(async move {
+        let said = cancel(&args.target, &args.task, args.reason.as_deref()).await?;
+        emit(&format!("{said}\n"))
+    })
+}
+
+/// `kubetask logs`.
+pub fn logs_command(args: LogsArgs) -> anyhow::Result<ExitCode> {
+    on_cluster(async move { logs(&args.target, &args.task, args.follow, args.attempt).await })
+}
+
+/// `kubetask result`.
+pub fn result_command(args: ResultArgs) -> anyhow::Result<ExitCode> {
+    on_cluster(async move { emit(&format!("{}\n", result(&args.target, &args.task).await?)) })
+}
+
+/// `kubetask trigger cron`.
+pub fn trigger_command(command: TriggerCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TriggerCommand::Cron(args) => on_cluster(async move {
+            let said = trigger_cron(&args.target, &args.cron_task).await?;
+            emit(&format!("{said}\n"))
+        }),
     }
 }
 

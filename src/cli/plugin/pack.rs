@@ -8,7 +8,7 @@ use k8s_openapi::{
 use kubetask_api::{MAX_CONFIG_MAP_BYTES, plugin_labels};
 use thiserror::Error;
 
-use super::host::digest_of;
+use crate::plugin::digest_of;
 
 /// How to pack a plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]

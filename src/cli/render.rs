@@ -1,15 +1,127 @@
 //! `kubetask render`: the controller's pipeline on local files, with no cluster.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
+use anyhow::Context as _;
+use clap::ValueEnum;
 use k8s_openapi::api::core::v1::ConfigMap;
+use kubetask_api::DEFAULT_AGENT_IMAGE;
 use serde_json::Value;
 
+use super::{display_paths, emit, parse_duration, plugin_name_of, read_component, report};
 use crate::{
-    inputs::{InputError, Inputs, Sourced},
-    plugin::{Plugin, PluginError, PluginHost, source},
-    render::{Pipeline, RenderError, needs, resolve_agent, stages},
+    cli::files::{self, InputError, Inputs, Sourced},
+    plugin::{self, Limits, Plugin, PluginError, PluginHost, source},
+    render::{LifecycleSettings, Pipeline, RenderError, Settings, needs, resolve_agent, stages},
 };
+
+#[derive(clap::Args)]
+pub struct RenderArgs {
+    /// YAML/JSON file (multi-document allowed) or directory of them with Tasks, Agents and
+    /// installed plugins (the ConfigMaps `kubetask plugin pack` prints): each Task is rendered
+    /// by its Agent's `spec.plugins` and the cluster policies among them, as the controller does.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Yaml)]
+    output: Format,
+    /// Agent image for Tasks whose Agent sets none.
+    #[arg(long, default_value = DEFAULT_AGENT_IMAGE)]
+    default_agent_image: String,
+    /// The controller's namespace: plugin ConfigMaps elsewhere are ignored, as the controller
+    /// ignores them.
+    #[arg(long, default_value = "kubetask-system")]
+    controller_namespace: String,
+    /// A render plugin component (.wasm, or gzip .wasm.gz) to run after the Agent's plugins,
+    /// for every Task (repeatable, in order). Named after its file.
+    #[arg(long = "plugin", value_name = "FILE")]
+    plugins: Vec<PathBuf>,
+    /// A policy plugin component to run last, after the installed cluster policies, for every
+    /// Task (repeatable, in order).
+    #[arg(long = "policy", value_name = "FILE")]
+    policies: Vec<PathBuf>,
+    /// Where compiled plugins are kept between runs (default: ~/.cache/kubetask/plugins).
+    #[arg(long, env = "KUBETASK_PLUGIN_CACHE_DIR")]
+    plugin_cache_dir: Option<PathBuf>,
+    /// The controller's --max-task-timeout, to render what it would create.
+    #[arg(long, value_parser = parse_duration)]
+    max_task_timeout: Option<Duration>,
+    /// Show the plugins' log lines (`host.log`) on stderr; twice (`-vv`) for everything the
+    /// host logs too, such as where each plugin was loaded from.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub(super) verbose: u8,
+}
+
+/// Output format.
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Yaml,
+    Json,
+}
+
+/// Runs `kubetask render`.
+pub fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
+    let (mut inputs, mut errors) = files::load(&args.files);
+    // A CronTask renders as the Task it creates next.
+    errors.extend(inputs.schedule_runs(jiff::Timestamp::now()));
+    if !errors.is_empty() {
+        return Ok(report(&errors));
+    }
+    if inputs.tasks.is_empty() && inputs.cron_runs.is_empty() {
+        anyhow::bail!(
+            "no Task or CronTask found in {}",
+            display_paths(&args.files)
+        );
+    }
+    let mut host = PluginHost::new(Limits::default())?;
+    // A cache that cannot be used only costs a compilation.
+    if let Some(cache) = args
+        .plugin_cache_dir
+        .or_else(plugin::ArtifactCache::user_dir)
+        .and_then(|dir| plugin::ArtifactCache::new(dir).ok())
+    {
+        host = host.with_artifact_cache(cache);
+    }
+    let host = Arc::new(host);
+    let settings = Settings {
+        default_agent_image: args.default_agent_image,
+        controller_namespace: args.controller_namespace,
+    };
+    let mut extra = Extra::default();
+    for file in &args.plugins {
+        extra.plugins.push(load_plugin(&host, file)?);
+    }
+    for file in &args.policies {
+        extra.policies.push(load_plugin(&host, file)?);
+    }
+    let controller_namespace = settings.controller_namespace.clone();
+    let pipeline = Pipeline::new(host.clone(), settings)
+        .context("cannot load the built-in default plugin")?
+        .with_lifecycle(LifecycleSettings {
+            max_task_timeout: args.max_task_timeout,
+            default_ttl: None,
+        });
+    let output = match render_all(&pipeline, &host, &inputs, &extra, &controller_namespace) {
+        Ok(output) => output,
+        Err(errors) => return Ok(report(&errors)),
+    };
+    for warning in &output.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let text = match args.output {
+        Format::Yaml => to_yaml_stream(&output.objects)?,
+        Format::Json => to_json_list(&output.objects)? + "\n",
+    };
+    emit(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads a plugin component from a file (gzip when it ends in `.gz`).
+fn load_plugin(host: &PluginHost, file: &std::path::Path) -> anyhow::Result<Plugin> {
+    let bytes = read_component(file)?;
+    host.load(&plugin_name_of(file), &bytes)
+        .with_context(|| format!("cannot load {}", file.display()))
+}
 
 /// Extra stages from the command line (`--plugin`, `--policy`) besides the installed ones.
 #[derive(Default)]

@@ -6,9 +6,9 @@ use std::{sync::Arc, time::Instant};
 use kubetask_api::Task;
 use serde_json::Value;
 
-use super::{Plugin, PluginError, PluginHost, source};
+use crate::plugin::{Plugin, PluginError, PluginHost, source};
 use crate::{
-    inputs::{AgentIndex, Inputs},
+    cli::files::{AgentIndex, Inputs},
     render::{Pipeline, RenderError, Settings, resolve_agent},
 };
 

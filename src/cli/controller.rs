@@ -1,0 +1,128 @@
+//! `kubetask controller`: the flags of the controller, turned into [`crate::controller::Options`].
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use kubetask_api::DEFAULT_AGENT_IMAGE;
+
+use super::{LogFormat, parse_duration};
+use crate::{
+    controller::{self, LeaseOptions},
+    plugin::Limits,
+    render::{LifecycleSettings, Settings},
+};
+
+#[derive(clap::Args)]
+pub struct ControllerArgs {
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Watch Tasks in this namespace only (default: all namespaces).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// The namespace the controller runs in (plugins and the leader Lease live there).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kubetask-system")]
+    controller_namespace: String,
+    /// Agent image for Tasks whose Agent sets none.
+    #[arg(long, default_value = DEFAULT_AGENT_IMAGE)]
+    default_agent_image: String,
+    /// Elect a leader on a Lease so that only one replica acts.
+    #[arg(long)]
+    leader_elect: bool,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "kubetask-controller")]
+    lease_name: String,
+    /// Seconds a leader's lease is valid after its last renewal; a standby takes over after it.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Seconds before expiry the leader renews its lease.
+    #[arg(long, default_value_t = 5)]
+    lease_renew_grace_seconds: u64,
+    /// This replica's identity in the Lease (default: $POD_NAME, else host name and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_address: SocketAddr,
+    /// Tasks reconciled at once (at least 1).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+    /// Memory limit of one plugin call, in MiB.
+    #[arg(long, default_value_t = 64)]
+    plugin_memory_mib: usize,
+    /// Wall-clock deadline of one plugin call, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    plugin_timeout_ms: u64,
+    /// Largest output of one plugin call, in KiB.
+    #[arg(long, default_value_t = 4096)]
+    plugin_output_kib: usize,
+    /// Keep compiled plugins in this directory (an emptyDir in the Deployment), so that a
+    /// restart or a fail-over does not compile them again.
+    #[arg(long, env = "KUBETASK_PLUGIN_CACHE_DIR")]
+    plugin_cache_dir: Option<PathBuf>,
+    /// No Task runs longer than this (`30m`, `2h`), whatever its timeout says.
+    #[arg(long, value_parser = parse_duration)]
+    max_task_timeout: Option<Duration>,
+    /// Delete finished Tasks this many seconds after they finished, unless the Task or its
+    /// Agent sets `ttlSecondsAfterFinished` (default: keep them).
+    #[arg(long)]
+    default_ttl_seconds_after_finished: Option<u64>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub(super) log_format: LogFormat,
+    /// Tests only: CronTask schedules read "now" from this file (an RFC 3339 time) instead of
+    /// the system clock.
+    #[arg(long, hide = true)]
+    test_clock_file: Option<PathBuf>,
+}
+
+impl ControllerArgs {
+    /// The controller's options from its flags.
+    fn options(self) -> controller::Options {
+        let identity = self.identity.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "kubetask".to_owned());
+            format!("{host}-{}", std::process::id())
+        });
+        let lease = self.leader_elect.then(|| LeaseOptions {
+            name: self.lease_name.clone(),
+            namespace: self.controller_namespace.clone(),
+            identity,
+            duration: Duration::from_secs(self.lease_duration_seconds),
+            grace: Duration::from_secs(self.lease_renew_grace_seconds),
+        });
+        controller::Options {
+            kubeconfig: self.kubeconfig,
+            namespace: self.namespace,
+            settings: Settings {
+                default_agent_image: self.default_agent_image,
+                controller_namespace: self.controller_namespace,
+            },
+            lease,
+            metrics_address: self.metrics_address,
+            concurrency: self.concurrency,
+            limits: Limits {
+                memory_bytes: self.plugin_memory_mib * 1024 * 1024,
+                deadline: Duration::from_millis(self.plugin_timeout_ms),
+                output_bytes: self.plugin_output_kib * 1024,
+            },
+            plugin_cache_dir: self.plugin_cache_dir,
+            lifecycle: LifecycleSettings {
+                max_task_timeout: self.max_task_timeout,
+                default_ttl: self
+                    .default_ttl_seconds_after_finished
+                    .map(Duration::from_secs),
+            },
+            clock: self
+                .test_clock_file
+                .map_or(crate::cron::Clock::System, crate::cron::Clock::File),
+        }
+    }
+}
+
+/// Runs the controller until SIGTERM.
+pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(controller::run(args.options()))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,172 @@
+//! The `kubetask` command line: one file per command group. `main.rs` only calls [`run`].
+//!
+//! | command | file |
+//! |---|---|
+//! | `kubetask controller` | [`controller`] |
+//! | `kubetask render` | [`render`] (files read by [`files`]) |
+//! | `kubetask plugin check/pack/precompile` | [`plugin`] |
+//! | `kubetask cancel/logs/result/trigger` | [`cluster`] |
+//! | `kubetask crds` | here ([`crate::crds`] makes them) |
+
+pub mod cluster;
+pub mod controller;
+pub mod files;
+pub mod plugin;
+pub mod render;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Run AI agents on Kubernetes: Tasks become Jobs, shaped by sandboxed WebAssembly plugins.
+#[derive(Parser)]
+#[command(name = "kubetask", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller: reconcile Tasks into Jobs on a cluster.
+    Controller(Box<controller::ControllerArgs>),
+    /// Render Tasks into the Jobs and ConfigMaps the controller would create, with no cluster.
+    Render(render::RenderArgs),
+    /// Print the CustomResourceDefinitions of Task, Agent and CronTask.
+    Crds,
+    /// Tools for plugin authors: check a component, pack it as a ConfigMap.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+    /// Stop a Task: a pending one never starts, a running agent gets SIGTERM and its grace
+    /// period; the Task ends Failed/Cancelled and its logs stay readable.
+    Cancel(cluster::CancelArgs),
+    /// Print the agent's log (the last attempt's agent container, or --attempt N).
+    Logs(cluster::LogsArgs),
+    /// Print what the agent reported (summary, outputs, usage) as JSON, once the Task finished.
+    Result(cluster::ResultArgs),
+    /// Start a run now.
+    #[command(subcommand)]
+    Trigger(cluster::TriggerCommand),
+}
+
+/// Log line format.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Parses the command line, runs the command, and turns its error into a message on stderr.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Controller(args) => init_logging("info", args.log_format),
+        Command::Render(render::RenderArgs { verbose, .. })
+        | Command::Plugin(plugin::PluginCommand::Check(plugin::CheckArgs { verbose, .. })) => {
+            init_logging(offline_log_level(*verbose), LogFormat::Text)
+        }
+        _ => init_logging("warn", LogFormat::Text),
+    }
+    let result = match cli.command {
+        Command::Controller(args) => controller::run(*args),
+        Command::Render(args) => render::run(args),
+        Command::Plugin(command) => plugin::run(command),
+        Command::Cancel(args) => cluster::cancel_command(args),
+        Command::Logs(args) => cluster::logs_command(args),
+        Command::Result(args) => cluster::result_command(args),
+        Command::Trigger(command) => cluster::trigger_command(command),
+        Command::Crds => crate::crds::yaml()
+            .context("cannot encode the CRDs")
+            .and_then(|yaml| emit(&yaml).map(|()| ExitCode::SUCCESS)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(default_level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_level.into());
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// The log filter of an offline command run with `-v` this many times (`RUST_LOG` wins).
+fn offline_log_level(verbose: u8) -> &'static str {
+    match verbose {
+        0 => "warn",
+        1 => "warn,plugin=debug",
+        _ => "debug",
+    }
+}
+
+/// A `--max-task-timeout`-style duration (`30m`, `2h`).
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    kubetask_api::lifecycle::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Writes to stdout; a closed stdout (`kubetask crds | head`) ends the output quietly.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(error).context("writing to stdout")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Prints input errors, one per line, and fails.
+fn report(errors: &[files::InputError]) -> ExitCode {
+    for error in errors {
+        eprintln!("error: {error}");
+    }
+    ExitCode::FAILURE
+}
+
+fn display_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A component file's bytes (decompressed when it ends in `.gz`).
+fn read_component(file: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    if file.extension().is_some_and(|e| e == "gz") {
+        crate::plugin::source::gunzip(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+    } else {
+        Ok(bytes)
+    }
+}
+
+/// A plugin's name from its file: `site-policy.wasm.gz` is `site-policy`.
+fn plugin_name_of(file: &Path) -> String {
+    file.file_name()
+        .and_then(|n| n.to_str())
+        .map(|n| {
+            n.trim_end_matches(".gz")
+                .trim_end_matches(".wasm")
+                .to_owned()
+        })
+        .unwrap_or_else(|| "plugin".to_owned())
+}
