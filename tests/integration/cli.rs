@@ -1,6 +1,6 @@
 //! `kubetask render` and `kubetask crds` as a user runs them.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 
@@ -286,7 +286,7 @@ fn overridden_default_contexts_are_reported_as_warnings() {
 fn crds_command_prints_the_committed_crds() {
     let (code, stdout, stderr) = kubetask(&["crds"]);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(stdout, include_str!("../manifests/crds/crds.yaml"));
+    assert_eq!(stdout, include_str!("../../manifests/crds/crds.yaml"));
 }
 
 #[test]
@@ -294,7 +294,7 @@ fn the_readme_shows_the_current_rendering() {
     let (code, stdout, stderr) = kubetask(&["render", "-f", "examples/simple-task.yaml"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        include_str!("../README.md").contains(&stdout),
+        include_str!("../../README.md").contains(&stdout),
         "README.md's rendered example is stale: paste the output of `kubetask render -f examples/simple-task.yaml`"
     );
 }

@@ -3,7 +3,7 @@
 //! own Task. The plugin used is `plugins/testing/hostile.wasm`: it passes drafts through, or
 //! misbehaves as the Task's `test.kubetask.io/behavior` annotation says.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -19,7 +19,7 @@ use support::*;
 const NS: &str = "team-a";
 /// The controller's namespace, where plugins are installed.
 const PLUGINS_NS: &str = "kubetask-system";
-const HOSTILE: &[u8] = include_bytes!("../plugins/testing/hostile.wasm");
+const HOSTILE: &[u8] = include_bytes!("../../plugins/testing/hostile.wasm");
 
 fn plugin_map(name: &str, namespace: &str, gzip: bool, annotations: &[(&str, &str)]) -> ConfigMap {
     let (key, bytes) = if gzip {

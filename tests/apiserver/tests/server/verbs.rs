@@ -1,6 +1,6 @@
 //! Every verb, driven through `kube::Client`: errors carry the real `metav1.Status`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

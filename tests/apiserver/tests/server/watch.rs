@@ -1,7 +1,7 @@
 //! Watches through `kube::Client` and kube-runtime: initial events, resumption after a drop,
 //! 410 Expired, bookmarks, streaming lists, selector transitions, and a Controller.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

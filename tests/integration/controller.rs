@@ -1,7 +1,7 @@
 //! End-to-end: the real `kubetask controller` process against the test API server with the
 //! Job simulator. Each test starts its own server and controller.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

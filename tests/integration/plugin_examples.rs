@@ -15,9 +15,9 @@ use kubetask::{
 use serde_json::{Value, json};
 
 const RESTRICTED: &[u8] =
-    include_bytes!("../plugins/examples/restricted-policy/restricted_policy.wasm");
-const GIT_CLONE: &[u8] = include_bytes!("../plugins/examples/git-clone/git_clone.wasm");
-const DEADLINE_C: &[u8] = include_bytes!("../plugins/examples/deadline-c/deadline_policy.wasm");
+    include_bytes!("../../plugins/examples/restricted-policy/restricted_policy.wasm");
+const GIT_CLONE: &[u8] = include_bytes!("../../plugins/examples/git-clone/git_clone.wasm");
+const DEADLINE_C: &[u8] = include_bytes!("../../plugins/examples/deadline-c/deadline_policy.wasm");
 
 /// One host for the whole binary: each component is compiled once, whichever test asks first.
 fn host() -> &'static Arc<PluginHost> {

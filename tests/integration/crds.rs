@@ -2,7 +2,7 @@
 
 #[test]
 fn committed_crds_match_the_generated_ones() {
-    let committed = include_str!("../manifests/crds/crds.yaml");
+    let committed = include_str!("../../manifests/crds/crds.yaml");
     let generated = kubetask::crds::yaml().expect("the CRDs encode");
     assert!(
         committed == generated,

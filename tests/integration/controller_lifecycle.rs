@@ -4,7 +4,7 @@
 //! counted, "do not retry" honoured), the agent's report in status, a suspended Job shown as
 //! Queued, TTL, and the `kubetask cancel/logs/result` commands, also as `kubectl-kubetask`.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

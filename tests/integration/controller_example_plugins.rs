@@ -3,7 +3,7 @@
 //! (restricted pod security) and denies, a policy written in C, and a policy ConfigMap
 //! replaced while Tasks arrive.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! End-to-end resilience: a controller killed mid-burst, two replicas with leader election,
 //! and an API server that fails requests and drops watches.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

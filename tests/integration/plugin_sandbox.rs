@@ -10,7 +10,7 @@ use kubetask::{
 };
 use serde_json::json;
 
-const HOSTILE: &[u8] = include_bytes!("../plugins/testing/hostile.wasm");
+const HOSTILE: &[u8] = include_bytes!("../../plugins/testing/hostile.wasm");
 
 fn host() -> Arc<PluginHost> {
     let limits = Limits {

@@ -1,7 +1,7 @@
 //! `kubetask plugin check` and `kubetask plugin pack` as a plugin author runs them, on every
 //! example plugin, and `kubetask render --plugin/--policy` with the packed examples.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -5,7 +5,7 @@
 //! allowed request or admission check. Namespaced grants (the leader-election Role) must only
 //! be used in their namespace.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! never creating a run twice, `kubetask trigger cron` (also as `kubectl kubetask`), deleting
 //! a CronTask deleting its Tasks, and `kubectl get crontasks`' columns.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::Duration;

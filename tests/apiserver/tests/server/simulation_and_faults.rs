@@ -1,6 +1,6 @@
 //! The Job simulator, fault injection, the request log, and concurrent writers.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

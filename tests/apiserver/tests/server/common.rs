@@ -1,5 +1,4 @@
 //! Helpers shared by the test API server's suites.
-#![allow(dead_code)]
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! user 65532, and a `--plugin-cache-dir` that is an `emptyDir` — owned by root, writable by
 //! everyone. The test server runs no pods, so this runs the binary itself that way.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;

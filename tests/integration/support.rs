@@ -1,6 +1,5 @@
 //! End-to-end harness: the test API server in-process, the real `kubetask controller` binary
 //! as a child process, and helpers to wait for Tasks.
-#![allow(dead_code)]
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! clean up, on a test API server that behaves like a hardened cluster (RBAC,
 //! OwnerReferencesPermissionEnforcement, asynchronous garbage collection).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
