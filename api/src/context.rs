@@ -4,7 +4,9 @@ use k8s_openapi::api::core::v1::ConfigMapKeySelector;
 use kube_derive::KubeSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::syntax::{DATA_KEY_PATTERN, MAX_DATA_KEY, MAX_SUBDOMAIN, SUBDOMAIN_PATTERN};
+use crate::syntax::{
+    DATA_KEY_PATTERN, MAX_DATA_KEY, MAX_SUBDOMAIN, PATH_PATTERN, SUBDOMAIN_PATTERN,
+};
 
 /// One piece of context given to the agent.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
@@ -39,12 +41,12 @@ pub enum ContextType {
 pub struct FileContext {
     /// Absolute path of a single file, e.g. `/workspace/task.md`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 4096))]
+    #[schemars(length(max = 4096), regex(pattern = PATH_PATTERN))]
     #[x_kube(validation = Rule::new("self.startsWith('/') && !self.contains('/../') && !self.endsWith('/..')").message("must be an absolute path without '..' segments"))]
     pub file_path: Option<String>,
     /// Absolute path of a directory holding every key of `source.configMapRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 4096))]
+    #[schemars(length(max = 4096), regex(pattern = PATH_PATTERN))]
     #[x_kube(validation = Rule::new("self.startsWith('/') && !self.contains('/../') && !self.endsWith('/..')").message("must be an absolute path without '..' segments"))]
     pub dir_path: Option<String>,
     /// Where the content comes from.

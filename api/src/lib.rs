@@ -10,6 +10,7 @@ mod context;
 mod cron_task;
 pub mod json;
 pub mod lifecycle;
+pub mod names;
 pub mod naming;
 pub mod ownership;
 pub mod syntax;

@@ -51,6 +51,10 @@ pub const DATA_KEY_PATTERN: &str = concat!("^", data_key!(), "$");
 /// shell can read (the API server's rule before 1.32 relaxed it).
 pub const ENV_NAME_PATTERN: &str = "^[-._a-zA-Z][-._a-zA-Z0-9]*$";
 
+/// A path with no control character (a NUL or a newline in a mount path breaks the Job at
+/// the kubelet); [`crate::names::path_characters_error`] says the same.
+pub const PATH_PATTERN: &str = r"^[^\x00-\x1F\x7F-\x9F]*$";
+
 /// A container image reference, `[registry[:port]/]path[:tag][@digest]`, as the container
 /// runtimes parse it (the grammar of `distribution/reference`).
 pub const IMAGE_PATTERN: &str = concat!(

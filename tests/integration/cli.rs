@@ -232,6 +232,10 @@ fn invalid_input_errors_name_file_object_and_field() {
             "bad.yaml: Task/t: spec.contexts[0].file.filePath: Invalid value: \"string\": must be an absolute path without '..' segments",
         ),
         (
+            "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: t}\nspec:\n  contexts:\n  - type: File\n    file: {filePath: \"/workspace/a\\0b\", source: {inline: x}}\n",
+            "bad.yaml: Task/t: spec.contexts[0].file.filePath: Invalid value: \"/workspace/a\\x00b\": spec.contexts[0].file.filePath in body should match",
+        ),
+        (
             "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: t}\nspec:\n  contexts:\n  - type: Folder\n",
             "bad.yaml: Task/t: spec.contexts[0].type: Unsupported value: \"Folder\": supported values: \"File\"",
         ),

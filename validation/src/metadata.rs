@@ -18,7 +18,7 @@ pub fn validate_labels_at(labels: Option<&Value>, field: &str, causes: &mut Vec<
             causes.push(cause(
                 "FieldValueInvalid",
                 field,
-                format!("Invalid value: \"{key}\": {why}"),
+                format!("Invalid value: {}: {why}", crate::go_quote(key)),
             ));
         }
         let Some(value) = value.as_str() else {
@@ -33,7 +33,7 @@ pub fn validate_labels_at(labels: Option<&Value>, field: &str, causes: &mut Vec<
             causes.push(cause(
                 "FieldValueInvalid",
                 field,
-                format!("Invalid value: \"{value}\": {why}"),
+                format!("Invalid value: {}: {why}", crate::go_quote(value)),
             ));
         }
     }
@@ -49,7 +49,7 @@ fn validate_annotations_at(annotations: Option<&Value>, field: &str, causes: &mu
             causes.push(cause(
                 "FieldValueInvalid",
                 field,
-                format!("Invalid value: \"{key}\": {why}"),
+                format!("Invalid value: {}: {why}", crate::go_quote(key)),
             ));
         }
         total += key.len() + value.as_str().map_or(0, str::len);

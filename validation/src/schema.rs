@@ -225,7 +225,7 @@ fn type_name(value: &Value) -> &'static str {
 
 fn show(value: &Value) -> String {
     match value {
-        Value::String(s) => format!("\"{s}\""),
+        Value::String(s) => crate::go_quote(s),
         Value::Object(_) => "\"object\"".into(),
         Value::Array(_) => "\"array\"".into(),
         other => other.to_string(),

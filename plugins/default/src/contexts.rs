@@ -4,11 +4,9 @@
 use k8s_openapi::api::core::v1::ConfigMapKeySelector;
 use kubetask_api::{ConfigMapReference, Context, ContextType};
 
-use crate::{
-    RenderError,
-    kube_names::{config_map_key_error, object_name_error},
-    paths,
-};
+use kubetask_api::names::{data_key_error, subdomain_error};
+
+use crate::{RenderError, paths, refused};
 
 /// The writable directory the agent works in.
 pub const WORKSPACE: &str = "/workspace";
@@ -216,14 +214,14 @@ fn validate<'a>(
     }
     match &source {
         ContextSource::ConfigMapKey(selector) => {
-            if let Some(message) = object_name_error(&selector.name) {
+            if let Some(message) = refused("object name", &selector.name, subdomain_error) {
                 return Err(RenderError::invalid(
                     object,
                     format!("{source_field}.configMapKeyRef.name"),
                     message,
                 ));
             }
-            if let Some(message) = config_map_key_error(&selector.key) {
+            if let Some(message) = refused("key", &selector.key, data_key_error) {
                 return Err(RenderError::invalid(
                     object,
                     format!("{source_field}.configMapKeyRef.key"),
@@ -232,7 +230,7 @@ fn validate<'a>(
             }
         }
         ContextSource::ConfigMapDirectory(reference) => {
-            if let Some(message) = object_name_error(&reference.name) {
+            if let Some(message) = refused("object name", &reference.name, subdomain_error) {
                 return Err(RenderError::invalid(
                     object,
                     format!("{source_field}.configMapRef.name"),

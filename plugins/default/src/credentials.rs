@@ -8,9 +8,9 @@ use kubetask_api::Credential;
 use crate::{
     RenderError,
     contexts::{PlacedContext, TOOLS, WORKSPACE},
-    kube_names::{config_map_key_error, env_name_error, object_name_error},
-    paths,
+    paths, refused,
 };
+use kubetask_api::names::{data_key_error, env_var_name_error, subdomain_error};
 
 /// File name of a credential inside its Secret volume (mounted with `subPath`).
 const CREDENTIAL_FILE: &str = "value";
@@ -56,17 +56,18 @@ pub(crate) fn plan(
                 ),
             ));
         }
-        if let Some(message) = object_name_error(&credential.secret_ref.name) {
+        if let Some(message) = refused("object name", &credential.secret_ref.name, subdomain_error)
+        {
             return Err(invalid(".secretRef.name", message));
         }
-        if let Some(message) = config_map_key_error(&credential.secret_ref.key) {
+        if let Some(message) = refused("key", &credential.secret_ref.key, data_key_error) {
             return Err(invalid(".secretRef.key", message));
         }
         if credential.env.is_none() && credential.mount_path.is_none() {
             return Err(invalid("", "set env, mountPath or both".to_owned()));
         }
         if let Some(env) = &credential.env {
-            if let Some(message) = env_name_error(env) {
+            if let Some(message) = refused("environment variable name", env, env_var_name_error) {
                 return Err(invalid(".env", message));
             }
             if reserved_env.contains(&env.as_str()) {

@@ -10,7 +10,6 @@ mod contexts;
 mod credentials;
 mod image;
 mod job;
-mod kube_names;
 mod paths;
 #[cfg(test)]
 mod tests;
@@ -18,7 +17,7 @@ mod tests;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::{batch::v1::Job, core::v1::ConfigMap};
-use kubetask_api::{Agent, Task, labels, naming};
+use kubetask_api::{Agent, Task, labels, names, naming};
 use kubetask_plugin::{Object, Plugin, Request};
 
 pub use contexts::{TOOLS, WORKSPACE};
@@ -26,6 +25,18 @@ pub use job::{AGENT_CONTAINER, TOOLS_PATH};
 pub use kubetask_plugin::{Draft, Error as RenderError, Settings, WireDraft};
 
 pub use kubetask_api::MAX_CONFIG_MAP_BYTES;
+
+/// Why kube-apiserver would refuse `value` as a `what` (`"object name"`), if `rule` (one of
+/// [`kubetask_api::names`]) says it would.
+pub(crate) fn refused(what: &str, value: &str, rule: fn(&str) -> Option<String>) -> Option<String> {
+    rule(value).map(|why| {
+        if value.is_empty() {
+            "must not be empty".to_owned()
+        } else {
+            format!("{value:?} is not a valid {what}: {why}")
+        }
+    })
+}
 
 /// What the built-in renderer makes of a Task, typed.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,8 +146,8 @@ pub fn render(
         credentials = credentials::plan(object, &spec.credentials, reserved, &contexts)?;
         for (key, value) in &spec.pod_labels {
             let field = format!("spec.podLabels[{key}]");
-            if let Some(message) =
-                kube_names::label_key_error(key).or_else(|| kube_names::label_value_error(value))
+            if let Some(message) = refused("label key", key, names::qualified_name_error)
+                .or_else(|| refused("label value", value, names::label_value_error))
             {
                 return Err(RenderError::invalid(object, field, message));
             }

@@ -2,6 +2,9 @@
 
 /// Returns `path` without a trailing `/` if it is an acceptable absolute path, else why not.
 pub(crate) fn normalize_absolute(path: &str) -> Result<&str, String> {
+    if let Some(why) = kubetask_api::names::path_characters_error(path) {
+        return Err(format!("{path:?} {why}"));
+    }
     if !path.starts_with('/') {
         return Err(format!(
             "{path:?} is not an absolute path (it must start with '/')"
@@ -58,6 +61,8 @@ mod tests {
             "",
             "/",
             "/workspace/../etc",
+            "/workspace/a\0b",
+            "/workspace/line\nbreak",
             "/workspace/./a",
             "/a//b",
             "/..",

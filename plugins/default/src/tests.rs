@@ -572,6 +572,18 @@ fn rejected_cases() -> Vec<Rejected> {
             "the workspace itself",
         ),
         task_ctx(
+            json!([inline("/workspace/a\u{0}b.md", "x")]),
+            "spec.contexts[0].file.filePath",
+            "control characters",
+            "NUL in a file path",
+        ),
+        task_ctx(
+            json!([dir_ref("/workspace/con\nfigs", "c")]),
+            "spec.contexts[0].file.dirPath",
+            "control characters",
+            "newline in a directory path",
+        ),
+        task_ctx(
             json!([inline("/tools/bin/git", "x")]),
             "spec.contexts[0].file.filePath",
             "reserved",
@@ -673,7 +685,7 @@ fn rejected_cases() -> Vec<Rejected> {
         agent_spec(
             json!({"credentials": [credential(json!({"env": "A=B"}))]}),
             "spec.credentials[0].env",
-            "without '='",
+            "other than '='",
             "bad env name",
         ),
         agent_spec(
