@@ -222,6 +222,29 @@ mod tests {
     }
 
     #[test]
+    fn label_keys_and_values() {
+        for good in ["app", "network-policy", "example.com/tier", "a_b.c"] {
+            assert_eq!(qualified_name_error(good), None, "{good}");
+        }
+        for bad in [
+            "",
+            "-app",
+            "Example.com/x",
+            "a/b/c",
+            &"x".repeat(64),
+            "sp ace",
+        ] {
+            assert!(qualified_name_error(bad).is_some(), "{bad:?}");
+        }
+        for good in ["", "agent-restricted", "v1.2_3"] {
+            assert_eq!(label_value_error(good), None, "{good}");
+        }
+        for bad in ["-x", "x-", "a b", &"v".repeat(64)] {
+            assert!(label_value_error(bad).is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn names_as_kube_apiserver_says() {
         assert_eq!(subdomain_error("abc-1.x"), None);
         assert_eq!(label_error("abc-1.x"), Some(LABEL_RULE.to_owned()));

@@ -79,8 +79,8 @@ fn runs(cron_task: &CronTask, tasks: &Store<Task>) -> Vec<Run> {
 pub async fn reconcile(cron_task: Arc<CronTask>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Until the Task cache has listed, a CronTask would seem to have no runs. (Not one long
     // `wait_until_ready`: with several waiters on one cache, only the last one polled is woken.)
-    if super::reconcile::listed(&ctx.tasks, Duration::from_secs(10)).await
-        == super::reconcile::Listed::NotYet
+    if super::caches::listed(&ctx.tasks, Duration::from_secs(10)).await
+        == super::caches::Listed::NotYet
     {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }

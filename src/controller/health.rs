@@ -9,11 +9,12 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::batch::v1::Job;
+
 use kube::runtime::reflector::Store;
-use kubetask_api::{Agent, Task, TaskPhase};
+use kubetask_api::{Task, TaskPhase};
 use tokio::sync::watch;
 
+use super::caches::Caches;
 use super::metrics::Metrics;
 
 /// What the endpoints report on.
@@ -23,31 +24,6 @@ pub struct Probes {
     /// Set once the controller is initialised (plugins compiled, API server reached).
     pub ready: Arc<AtomicBool>,
     pub caches: Caches,
-}
-
-/// The controller's caches (the watches' reflector stores).
-#[derive(Clone)]
-pub struct Caches {
-    pub tasks: Store<Task>,
-    pub jobs: Store<Job>,
-    pub agents: Store<Agent>,
-}
-
-/// How many objects each cache holds.
-pub struct Counts {
-    pub tasks: usize,
-    pub jobs: usize,
-    pub agents: usize,
-}
-
-impl Caches {
-    pub fn counts(&self) -> Counts {
-        Counts {
-            tasks: self.tasks.len(),
-            jobs: self.jobs.len(),
-            agents: self.agents.len(),
-        }
-    }
 }
 
 fn phase_counts(tasks: &Store<Task>) -> [(&'static str, i64); 4] {

@@ -63,7 +63,7 @@ fn release_free_memory() {}
 /// Every 15 s: hands free heap pages back to the kernel, and past 80 % of the limit says so
 /// in the log (at most every 10 minutes) with what the caches hold, before the kernel's OOM
 /// killer acts.
-pub async fn watch(caches: super::health::Caches) {
+pub async fn watch(caches: super::caches::Caches) {
     let mut last_warning: Option<tokio::time::Instant> = None;
     let mut ticks = tokio::time::interval(EVERY);
     loop {

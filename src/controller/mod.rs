@@ -5,6 +5,7 @@
 mod agent_reads;
 mod attempts;
 pub mod cached;
+mod caches;
 mod children;
 pub mod cron;
 pub mod decide;
@@ -162,7 +163,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let probes = health::Probes {
         metrics: metrics.clone(),
         ready: ready.clone(),
-        caches: health::Caches {
+        caches: caches::Caches {
             tasks: tasks.clone(),
             jobs: jobs.clone(),
             agents: agents.clone(),
@@ -288,9 +289,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         triggers,
         async move {
             // In short fresh waits: a long `wait_until_ready` may never be woken while other
-            // tasks wait on the same cache (`reconcile::listed`).
-            while reconcile::listed(&listed, std::time::Duration::from_secs(60)).await
-                == reconcile::Listed::NotYet
+            // tasks wait on the same cache (`caches::listed`).
+            while caches::listed(&listed, std::time::Duration::from_secs(60)).await
+                == caches::Listed::NotYet
             {}
         },
         |task: &ObjectRef<Task>| tasks.get(task),

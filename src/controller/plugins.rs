@@ -244,7 +244,7 @@ impl Registry {
     /// others). Before that, no Task may be rendered: it could miss a cluster policy.
     pub async fn ready(&self) -> bool {
         let within = std::time::Duration::from_secs(1);
-        super::reconcile::listed(&self.maps, within).await == super::reconcile::Listed::Yes
+        super::caches::listed(&self.maps, within).await == super::caches::Listed::Yes
     }
 
     /// The stages after the built-in default for a Task run by `agent`.

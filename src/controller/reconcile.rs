@@ -31,6 +31,7 @@ use thiserror::Error;
 
 use super::agent_reads::AgentReads;
 use super::attempts::{Attempts, Fingerprint, LogBudget};
+use super::caches::{Listed, listed};
 use super::children::{self, Created, FIELD_MANAGER};
 use super::decide::{self, Child, Plan, Retry, Snapshot, Start, decide};
 use super::dependents::Dependents;
@@ -623,37 +624,6 @@ async fn prerequisites(
         }
     }
     (Start::Ready, agent)
-}
-
-/// Whether a watch cache has finished its first list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Listed {
-    Yes,
-    /// Not within the wait.
-    NotYet,
-    /// The cache has no writer (in-process tests build stores without one): it never will be.
-    NoWriter,
-}
-
-/// Waits up to `within` for a watch cache's first list. Each wait is a fresh short future:
-/// kube 5's `Store::wait_until_ready` keeps one waker (its `DelayedInit` polls a oneshot
-/// receiver, which remembers only the last task that polled it), so of several tasks waiting
-/// at once only one is woken; a new wait after the list returns at once.
-pub(crate) async fn listed<K>(store: &Store<K>, within: Duration) -> Listed
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    const STEP: Duration = Duration::from_millis(200);
-    let mut waited = Duration::ZERO;
-    loop {
-        match tokio::time::timeout(STEP, store.wait_until_ready()).await {
-            Ok(Ok(())) => return Listed::Yes,
-            Ok(Err(_)) => return Listed::NoWriter,
-            Err(_) if waited + STEP >= within => return Listed::NotYet,
-            Err(_) => waited += STEP,
-        }
-    }
 }
 
 /// Whether the Task or Job cache is complete enough to count a queue from (a cache without a

@@ -12,13 +12,15 @@ use std::{
 };
 
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    Engine, Store, Trap,
     component::{Component, HasSelf, Linker},
 };
 
 use super::{
     ArtifactCache, Limits, PluginError,
     bindings::{self, Draft, RenderRequest, kubetask::plugin::host::Level},
+    digest_of,
+    engine::engine_config,
     limits::MemoryLimiter,
 };
 
@@ -26,10 +28,6 @@ use super::{
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// The only imports a plugin may have: the interfaces of our own world, version 0.1.x.
 const ALLOWED_IMPORTS: [&str; 2] = ["kubetask:plugin/host@0.1.", "kubetask:plugin/types@0.1."];
-/// Memory of a pooled slot kept resident between instances (see `PluginHost::new`).
-const KEEP_RESIDENT_BYTES: usize = 2 * 1024 * 1024;
-/// Instances that may exist at once (bounds the pooling allocator's reservation).
-const MAX_CONCURRENT_INSTANCES: u32 = 256;
 
 /// A compiled plugin, ready to instantiate. Cheap to clone.
 #[derive(Clone)]
@@ -107,29 +105,6 @@ pub struct PluginHost {
     /// Compiled components on disk, if enabled.
     artifacts: Option<ArtifactCache>,
     _ticker: EpochTicker,
-}
-
-/// The engine configuration plugins are compiled and run with (also what
-/// [`super::precompiled`] compiles the built-in plugin with, minus the host's CPU features).
-pub(super) fn engine_config(limits: &Limits) -> Config {
-    let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(MAX_CONCURRENT_INSTANCES)
-        .total_core_instances(MAX_CONCURRENT_INSTANCES * 4)
-        .total_memories(MAX_CONCURRENT_INSTANCES)
-        .total_tables(MAX_CONCURRENT_INSTANCES * 4)
-        .max_memory_size(limits.memory_bytes)
-        // Reset reused slots by rewriting only the pages an instance dirtied (found with
-        // the PAGEMAP_SCAN ioctl where the kernel has it) instead of dropping them with
-        // madvise: each fresh instance would otherwise page-fault its whole heap back in.
-        .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-        .table_keep_resident(KEEP_RESIDENT_BYTES)
-        .pagemap_scan(Enabled::Auto);
-    let mut config = Config::new();
-    config
-        .wasm_component_model(true)
-        .epoch_interruption(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    config
 }
 
 impl PluginHost {
@@ -430,11 +405,6 @@ impl PluginHost {
             None => other(format!("{error:#}")),
         }
     }
-}
-
-/// `sha256:<hex>` of `bytes`.
-pub fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", super::source::hex_sha256(bytes))
 }
 
 /// Deadline in epoch ticks, rounded up, plus one because the current tick may be almost over.

@@ -2,6 +2,7 @@
 //! compiles each once (cached by sha256 digest) and calls them in a fresh, bounded sandbox.
 
 pub mod cache;
+mod engine;
 mod error;
 mod host;
 mod limits;
@@ -10,8 +11,9 @@ pub mod source;
 
 pub use cache::ArtifactCache;
 pub use error::PluginError;
-pub use host::{Plugin, PluginHost, digest_of};
+pub use host::{Plugin, PluginHost};
 pub use limits::Limits;
+pub use source::digest_of;
 
 /// The built-in default plugin (`plugins/default`), built by `make plugins`.
 pub const DEFAULT_PLUGIN_WASM: &[u8] =

@@ -11,7 +11,7 @@
 
 use wasmtime::{Engine, component::Component};
 
-use super::{Limits, host::engine_config};
+use super::{Limits, engine::engine_config};
 
 /// The first line of an artifact.
 const MAGIC: &[u8] = b"kubetask-precompiled-component\n";
@@ -29,7 +29,7 @@ pub fn precompile(component: &[u8]) -> anyhow::Result<Vec<u8>> {
         .precompile_component(component)
         .map_err(|error| anyhow::anyhow!("cannot compile the component: {error:#}"))?;
     let mut artifact = MAGIC.to_vec();
-    artifact.extend_from_slice(super::host::digest_of(component).as_bytes());
+    artifact.extend_from_slice(super::digest_of(component).as_bytes());
     artifact.push(b'\n');
     artifact.extend_from_slice(&compiled);
     Ok(artifact)
@@ -91,7 +91,7 @@ fn deserialize(engine: &Engine, compiled: &'static [u8]) -> wasmtime::Result<Com
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::{DEFAULT_PLUGIN_PRECOMPILED, DEFAULT_PLUGIN_WASM, host::digest_of};
+    use crate::plugin::{DEFAULT_PLUGIN_PRECOMPILED, DEFAULT_PLUGIN_WASM, digest_of};
 
     fn engine() -> Engine {
         Engine::new(&engine_config(&Limits::default())).expect("an engine")

@@ -88,6 +88,11 @@ pub fn policy_order(map: &ConfigMap) -> Option<Result<i64, String>> {
     }))
 }
 
+/// `sha256:<hex>` of `bytes`.
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex_sha256(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! The Job rendered for each example Agent (`examples/agents/`), run as the kubelet would run
 //! it with our agent image: the image's entrypoint and environment read from its Dockerfile
-//! (`agents/<cli>/Dockerfile`), the container's env (Secrets as placeholder values), its
+//! (`agents/Dockerfile`, built with `--build-arg CLI=<cli>`), the container's env (Secrets as placeholder values), its
 //! ConfigMap mounts written as files, its working directory; the CLI itself a fake replaying a
 //! recorded success. The termination message then goes through the controller's own code that
 //! fills `status.result` and `status.usage` (`kubetask::controller::runs::report`).
@@ -19,16 +19,22 @@ use serde_json::{Value, json};
 
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
-/// What an image's Dockerfile sets in its last stage: environment and entrypoint.
+/// What the agent Dockerfile sets in its last stage when built with `--build-arg CLI=cli`:
+/// environment and entrypoint.
 struct Image {
     env: BTreeMap<String, String>,
     entrypoint: Vec<String>,
 }
 
-fn image(dockerfile: &Path) -> Image {
+fn image(dockerfile: &Path, cli: &str) -> Image {
     let text = std::fs::read_to_string(dockerfile).unwrap();
     let joined = text.replace("\\\n", " ");
     let last_stage = joined.rsplit("\nFROM ").next().unwrap();
+    assert!(
+        last_stage.contains(&format!(" {cli}) package=")),
+        "{cli}: the Dockerfile installs no such CLI"
+    );
+    let last_stage = last_stage.replace("${CLI}", cli);
     let mut env = BTreeMap::new();
     let mut entrypoint = Vec::new();
     for line in last_stage.lines() {
@@ -191,7 +197,7 @@ fn each_example_agents_job_runs_the_runner_and_reports_to_the_task() {
             .and_then(|rest| rest.split(':').next())
             .unwrap_or_else(|| panic!("{cli}: not one of our agent images: {image_ref}"));
         assert_eq!(name, cli);
-        let image = image(&Path::new(REPO).join(format!("agents/{name}/Dockerfile")));
+        let image = image(&Path::new(REPO).join("agents/Dockerfile"), name);
         assert_eq!(image.entrypoint, ["/usr/local/bin/kubetask-agent"], "{cli}");
         assert!(
             container.get("command").is_none(),

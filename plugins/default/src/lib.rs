@@ -1,5 +1,5 @@
 //! The built-in KubeTask renderer: turns a Task and its Agent into a Job (and a ConfigMap for
-//! inline contexts), following the rules of DESIGN.md §2.
+//! inline contexts), following the rules of `docs/rendering.md`.
 //!
 //! It is written with the plugin SDK like any other plugin: the crate builds natively, where its
 //! logic is unit-tested, and as the WebAssembly component the controller embeds (`make

@@ -5,6 +5,7 @@
 //! work against it unchanged. Start one with [`TestApiServer::start`]; it runs on its own
 //! threads and stops when dropped. See `README.md` beside this crate for what it covers.
 
+mod age;
 mod apply;
 mod discovery;
 mod error;

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::table::{human_duration, since};
+use crate::age::{human_duration, since};
 
 /// One column: name, type, priority.
 type Column = (&'static str, &'static str, u8);
