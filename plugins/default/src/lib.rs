@@ -38,9 +38,10 @@ pub(crate) fn refused(what: &str, value: &str, rule: fn(&str) -> Option<String>)
     })
 }
 
-/// What the built-in renderer makes of a Task, typed.
+/// What the built-in renderer makes of a Task, typed (the pipeline's `kubetask::render::Rendered`
+/// is what every stage together made).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Rendered {
+pub struct Output {
     /// The agent Job.
     pub job: Job,
     /// The ConfigMap of the inline contexts, if any.
@@ -49,7 +50,7 @@ pub struct Rendered {
     pub warnings: Vec<String>,
 }
 
-impl Rendered {
+impl Output {
     /// The rendering as a [`Draft`], what the next stage receives.
     pub fn into_draft(self) -> Result<Draft, RenderError> {
         Ok(Draft {
@@ -78,7 +79,7 @@ pub fn render(
     task: &Task,
     agent: Option<&Agent>,
     settings: &Settings,
-) -> Result<Rendered, RenderError> {
+) -> Result<Output, RenderError> {
     let name = task.metadata.name.as_deref().unwrap_or_default();
     if name.is_empty() {
         return Err(RenderError::invalid("Task", "metadata.name", "is required"));
@@ -184,7 +185,7 @@ pub fn render(
         scheduling: agent_spec.and_then(|spec| spec.scheduling.as_ref()),
         service_account_name: agent_spec.map(|spec| spec.service_account_name.as_str()),
     });
-    Ok(Rendered {
+    Ok(Output {
         job,
         config_maps: config_map.into_iter().collect(),
         warnings,

@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::{PodSpec, Volume, VolumeMount};
 use kubetask_api::{Agent, Task};
 use serde_json::{Value, json};
 
-use crate::{RenderError, Rendered, Settings, render, render_json};
+use crate::{Output, RenderError, Settings, render, render_json};
 
 const DEFAULT_IMAGE: &str = "ghcr.io/kubetask/agent-gemini:v0.1.0";
 
@@ -57,7 +57,7 @@ fn agent(spec: Value) -> Agent {
     serde_json::from_value(agent_json(spec)).expect("test Agent is well-formed")
 }
 
-fn pod(rendered: &Rendered) -> &PodSpec {
+fn pod(rendered: &Output) -> &PodSpec {
     rendered
         .job
         .spec
@@ -66,21 +66,21 @@ fn pod(rendered: &Rendered) -> &PodSpec {
         .expect("the Job has a pod spec")
 }
 
-fn mounts(rendered: &Rendered) -> &[VolumeMount] {
+fn mounts(rendered: &Output) -> &[VolumeMount] {
     pod(rendered).containers[0]
         .volume_mounts
         .as_deref()
         .unwrap_or_default()
 }
 
-fn mount_at<'a>(rendered: &'a Rendered, path: &str) -> &'a VolumeMount {
+fn mount_at<'a>(rendered: &'a Output, path: &str) -> &'a VolumeMount {
     mounts(rendered)
         .iter()
         .find(|mount| mount.mount_path == path)
         .unwrap_or_else(|| panic!("no mount at {path}: {:#?}", mounts(rendered)))
 }
 
-fn volume<'a>(rendered: &'a Rendered, name: &str) -> &'a Volume {
+fn volume<'a>(rendered: &'a Output, name: &str) -> &'a Volume {
     pod(rendered)
         .volumes
         .as_deref()
@@ -90,11 +90,11 @@ fn volume<'a>(rendered: &'a Rendered, name: &str) -> &'a Volume {
         .unwrap_or_else(|| panic!("no volume {name}"))
 }
 
-fn env(rendered: &Rendered) -> Value {
+fn env(rendered: &Output) -> Value {
     serde_json::to_value(&pod(rendered).containers[0].env).expect("env serializes")
 }
 
-fn ok(task: &Task, agent: Option<&Agent>) -> Rendered {
+fn ok(task: &Task, agent: Option<&Agent>) -> Output {
     render(task, agent, &settings()).unwrap_or_else(|error| panic!("render failed: {error}"))
 }
 
