@@ -183,7 +183,8 @@ pub async fn trigger_cron(target: &Target, name: &str) -> anyhow::Result<String>
     };
     let run_name = crate::cron::manual_name(name, jiff::Timestamp::now());
     crate::cron::check_name(&run_name)?;
-    let task = crate::cron::run(&cron_task, run_name.clone(), crate::cron::Trigger::Manual);
+    let task =
+        crate::cron::task_for_run(&cron_task, run_name.clone(), crate::cron::Trigger::Manual);
     let tasks: Api<Task> = Api::namespaced(client, &namespace);
     match tasks.create(&PostParams::default(), &task).await {
         Ok(_) => Ok(format!("task.kubetask.io/{run_name} created")),

@@ -56,7 +56,11 @@ impl Inputs {
             match next {
                 Ok((run, at)) => self.cron_runs.push(Sourced {
                     file: file.clone(),
-                    object: crate::cron::run(object, run, crate::cron::Trigger::Scheduled(at)),
+                    object: crate::cron::task_for_run(
+                        object,
+                        run,
+                        crate::cron::Trigger::Scheduled(at),
+                    ),
                 }),
                 Err(invalid) => errors.push(InputError {
                     file: file.clone(),

@@ -2,25 +2,26 @@
 //! and reconciles each Task into one Job. Leader election, graceful shutdown on SIGTERM,
 //! health and metrics endpoints.
 
+mod admission;
 mod agent_reads;
-mod attempts;
+mod backoff;
 pub mod cached;
 mod caches;
 mod children;
-pub mod cron;
-pub mod decide;
-mod dependents;
+pub mod cron_executor;
+pub mod cron_rules;
 pub mod failure;
 mod health;
 mod leader;
 mod memory;
 mod metrics;
-mod plugins;
-mod queue;
-mod reconcile;
-mod runner;
-pub mod runs;
+mod plugin_registry;
+pub mod pod_attempts;
 pub mod status;
+mod task_executor;
+pub mod task_rules;
+mod wait_index;
+mod work_queue;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -151,7 +152,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     .reflect(tasks_writer)
     .inspect_ok(move |event| {
         if let watcher::Event::Apply(task) | watcher::Event::Delete(task) = event
-            && let Some(owner) = cron::owner(task)
+            && let Some(owner) = cron_executor::owner(task)
         {
             let _ = runs_changed.try_send(owner);
         }
@@ -215,7 +216,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     .modify(cached::plugin_map)
     .reflect(plugin_writer)
     .touched_objects();
-    let registry = Arc::new(plugins::Registry::new(
+    let registry = Arc::new(plugin_registry::Registry::new(
         host,
         plugin_maps,
         options.settings.controller_namespace.clone(),
@@ -239,8 +240,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     )
     .default_backoff()
     .touched_objects();
-    let dependents = Arc::new(dependents::Dependents::default());
-    let context = Arc::new(reconcile::Context::new(
+    let wait_index = Arc::new(wait_index::WaitIndex::default());
+    let context = Arc::new(task_executor::Context::new(
         client.clone(),
         pipeline,
         reporter.clone(),
@@ -249,9 +250,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         registry.clone(),
         jobs,
         agents,
-        dependents.clone(),
+        wait_index.clone(),
     ));
-    let cron_context = Arc::new(cron::Context::new(
+    let cron_context = Arc::new(cron_executor::Context::new(
         client.clone(),
         tasks.clone(),
         options.clock.clone(),
@@ -267,9 +268,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     .graceful_shutdown_on(async move {
         let _ = cron_stop.changed().await;
     })
-    .run(cron::reconcile, cron::error_policy, cron_context)
+    .run(cron_executor::reconcile, cron_executor::error_policy, cron_context)
     .for_each(|result| {
-        // Reconcile errors are reported by `cron::error_policy`; a watch that fails (the
+        // Reconcile errors are reported by `cron_executor::error_policy`; a watch that fails (the
         // CronTask CRD not installed, access denied) retries with backoff and is said here.
         if let Err(kube::runtime::controller::Error::QueueError(error)) = result {
             tracing::warn!(%error, "watching CronTasks (is the CronTask CRD installed? kubectl apply -k manifests/)");
@@ -280,12 +281,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let triggers = futures::stream::select_all([
         concerning(task_events, |task: Task| vec![ObjectRef::from_obj(&task)]),
         concerning(job_events, job_trigger(context.clone())),
-        concerning(agent_events, agent_trigger(dependents.clone())),
-        concerning(plugin_events, plugin_trigger(registry, dependents.clone())),
-        concerning(config_map_events, config_map_trigger(dependents)),
+        concerning(agent_events, agent_trigger(wait_index.clone())),
+        concerning(plugin_events, plugin_trigger(registry, wait_index.clone())),
+        concerning(config_map_events, config_map_trigger(wait_index)),
     ]);
     let listed = tasks.clone();
-    let running = runner::run(
+    let running = work_queue::run(
         triggers,
         async move {
             // In short fresh waits: a long `wait_until_ready` may never be woken while other
@@ -299,11 +300,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         move |task: Arc<Task>| {
             let context = context.clone();
             async move {
-                match reconcile::reconcile(task.clone(), context.clone()).await {
+                match task_executor::reconcile(task.clone(), context.clone()).await {
                     Ok(action) => action,
                     Err(error) => {
                         tracing::debug!(%error, task = %task.name_any(), "reconcile failed");
-                        reconcile::error_policy(task, &error, context)
+                        task_executor::error_policy(task, &error, context)
                     }
                 }
             }
@@ -410,16 +411,16 @@ fn concerning<K: 'static>(
 
 /// An Agent change concerns the Tasks without a Job that run with it.
 fn agent_trigger(
-    dependents: Arc<dependents::Dependents>,
+    wait_index: Arc<wait_index::WaitIndex>,
 ) -> impl Fn(Agent) -> Vec<ObjectRef<Task>> + Send + Sync + 'static {
-    move |agent| dependents.of_agent(&agent.namespace().unwrap_or_default(), &agent.name_any())
+    move |agent| wait_index.of_agent(&agent.namespace().unwrap_or_default(), &agent.name_any())
 }
 
 /// A Job change concerns its Task; a finished (or deleted) Job frees a slot of its Task's
 /// Agent, which concerns the first Tasks in that Agent's queue. Once a Job has reached the
 /// cache (and, finished, left it), its Task's admission from the queue is no longer needed.
 fn job_trigger(
-    context: Arc<reconcile::Context>,
+    context: Arc<task_executor::Context>,
 ) -> impl Fn(Job) -> Vec<ObjectRef<Task>> + Send + Sync + 'static {
     move |job| {
         let namespace = job.namespace().unwrap_or_default();
@@ -446,8 +447,8 @@ fn job_trigger(
                     .and_then(|a| a.spec.max_concurrent_tasks)
                     .and_then(|l| usize::try_from(l).ok());
                 if let Some(limit) = limit {
-                    let waiting = context.dependents.of_agent(&namespace, &agent);
-                    concerned.extend(queue::heads(&context.tasks, waiting, limit));
+                    let waiting = context.wait_index.of_agent(&namespace, &agent);
+                    concerned.extend(admission::heads(&context.tasks, waiting, limit));
                 }
             }
         }
@@ -458,23 +459,23 @@ fn job_trigger(
 /// A plugin change concerns every Task still to be rendered (Tasks with a Job are not
 /// rendered again; new Tasks pick up the new version by themselves).
 fn plugin_trigger(
-    registry: Arc<plugins::Registry>,
-    dependents: Arc<dependents::Dependents>,
+    registry: Arc<plugin_registry::Registry>,
+    wait_index: Arc<wait_index::WaitIndex>,
 ) -> impl Fn(ConfigMap) -> Vec<ObjectRef<Task>> + Send + Sync + 'static {
     move |_| {
         registry.changed();
-        dependents.waiting()
+        wait_index.waiting()
     }
 }
 
 /// A ConfigMap change concerns the Task that owns it (a generated ConfigMap, possibly of a
 /// deleted Task of the same name) and the Tasks waiting on it.
 fn config_map_trigger(
-    dependents: Arc<dependents::Dependents>,
+    wait_index: Arc<wait_index::WaitIndex>,
 ) -> impl Fn(PartialObjectMeta<ConfigMap>) -> Vec<ObjectRef<Task>> + Send + Sync + 'static {
     move |map| {
         let namespace = map.namespace().unwrap_or_default();
-        let mut concerned = dependents.of_config_map(&namespace, &map.name_any());
+        let mut concerned = wait_index.of_config_map(&namespace, &map.name_any());
         concerned.extend(
             map.owner_references()
                 .iter()

@@ -1,9 +1,8 @@
-//! CronTasks: when a schedule's runs fall ([`Schedule`]), the Task each run creates ([`run`]),
-//! and what the controller does about a CronTask at a given time ([`decide`]). Shared by the
-//! controller, `kubetask trigger cron` and `kubetask render`.
+//! CronTask schedules: when a schedule's runs fall ([`Schedule`]) and the Task each run creates
+//! ([`task_for_run`]). Shared by the controller (whose rules for a CronTask are
+//! `controller::cron_rules`), `kubetask trigger cron` and `kubetask render`.
 
 pub mod clock;
-pub mod decide;
 
 use std::collections::BTreeMap;
 
@@ -145,7 +144,7 @@ pub enum Trigger {
 
 /// The Task of one run: the template's labels, annotations and spec, named `name`, labelled
 /// with its CronTask and owned by it (deleting the CronTask deletes its Tasks).
-pub fn run(cron_task: &CronTask, name: String, trigger: Trigger) -> Task {
+pub fn task_for_run(cron_task: &CronTask, name: String, trigger: Trigger) -> Task {
     let template = &cron_task.spec.task_template;
     let cron_name = cron_task.metadata.name.clone().unwrap_or_default();
     let mut labels = template.metadata.labels.clone();
@@ -327,7 +326,7 @@ mod tests {
         }))
         .expect("a CronTask");
         let when = at("2026-12-05T00:00:00Z");
-        let task = run(
+        let task = task_for_run(
             &cron,
             scheduled_name("nightly", when),
             Trigger::Scheduled(when),
@@ -350,7 +349,7 @@ mod tests {
         assert!(is_run_of(&task, "u-1"));
         assert!(!is_run_of(&task, "u-2"));
         assert_eq!(owner_of(&task), Some(("nightly", "u-1")));
-        let manual = run(&cron, manual_name("nightly", when), Trigger::Manual);
+        let manual = task_for_run(&cron, manual_name("nightly", when), Trigger::Manual);
         assert_eq!(
             manual
                 .metadata

@@ -33,7 +33,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The module a file defines, named by its path under the source root: `controller/reconcile`
+/// The module a file defines, named by its path under the source root: `controller/task_executor`
 /// (`mod.rs`, `lib.rs` and `main.rs` name their directory's module).
 fn module_of(root: &Path, file: &Path) -> String {
     let relative = file

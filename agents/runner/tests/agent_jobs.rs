@@ -3,7 +3,7 @@
 //! (`agents/Dockerfile`, built with `--build-arg CLI=<cli>`), the container's env (Secrets as placeholder values), its
 //! ConfigMap mounts written as files, its working directory; the CLI itself a fake replaying a
 //! recorded success. The termination message then goes through the controller's own code that
-//! fills `status.result` and `status.usage` (`kubetask::controller::runs::report`).
+//! fills `status.result` and `status.usage` (`kubetask::controller::pod_attempts::report`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -164,7 +164,7 @@ fn reported(
         }]},
     }))
     .unwrap();
-    kubetask::controller::runs::report(&[pod])
+    kubetask::controller::pod_attempts::report(&[pod])
         .unwrap_or_else(|e| panic!("{cli}: {e}"))
         .unwrap_or_else(|| panic!("{cli}: no report"))
 }

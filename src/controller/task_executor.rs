@@ -29,19 +29,19 @@ use kubetask_api::{API_VERSION, Agent, PluginRef, Task, TaskStatus, naming};
 use serde_json::json;
 use thiserror::Error;
 
+use super::admission;
 use super::agent_reads::AgentReads;
-use super::attempts::{Attempts, Fingerprint, LogBudget};
+use super::backoff::{Attempts, Fingerprint, LogBudget};
 use super::caches::{Listed, listed};
 use super::children::{self, Created, FIELD_MANAGER};
-use super::decide::{self, Child, Plan, Retry, Snapshot, Start, decide};
-use super::dependents::Dependents;
 use super::failure::{self, Class, Failure};
 use super::metrics::Metrics;
-use super::plugins::{Registry, StageError};
-use super::queue;
-use super::runner::Action;
-use super::runs;
+use super::plugin_registry::{Registry, StageError};
+use super::pod_attempts;
 use super::status::{self, reason};
+use super::task_rules::{self, Child, Plan, Retry, Snapshot, Start, decide};
+use super::wait_index::WaitIndex;
+use super::work_queue::Action;
 use crate::render::needs::{self, ConfigMapUse};
 use crate::render::{Pipeline, resolve_agent};
 
@@ -91,7 +91,7 @@ pub struct Context {
     /// would repeat a transition (and its Event).
     pub written: Mutex<HashMap<String, TaskStatus>>,
     /// Tasks without a Job, by what they wait on (the triggers read it).
-    pub dependents: Arc<Dependents>,
+    pub wait_index: Arc<WaitIndex>,
     /// Failed attempts per Task.
     pub attempts: Attempts,
     /// Failure log lines per minute, however many Tasks fail.
@@ -100,7 +100,7 @@ pub struct Context {
     /// listed again only when they change.
     pub seen_jobs: Mutex<HashMap<String, JobCounts>>,
     /// The Tasks this replica admitted from an Agent's queue.
-    pub admitted: queue::Admitted,
+    pub admitted: admission::Admitted,
     /// The size of `written` at which settled Tasks are forgotten next.
     sweep_at: AtomicUsize,
 }
@@ -143,7 +143,7 @@ impl Context {
         plugins: Arc<Registry>,
         jobs: Store<Job>,
         agents: Store<Agent>,
-        dependents: Arc<Dependents>,
+        wait_index: Arc<WaitIndex>,
     ) -> Self {
         Self {
             recorder: Recorder::new(client.clone(), reporter.clone()),
@@ -157,11 +157,11 @@ impl Context {
             agents,
             agent_reads: AgentReads::default(),
             written: Mutex::default(),
-            dependents,
+            wait_index,
             attempts: Attempts::default(),
             log_budget: LogBudget::new(20, Duration::from_secs(60)),
             seen_jobs: Mutex::default(),
-            admitted: queue::Admitted::default(),
+            admitted: admission::Admitted::default(),
             sweep_at: AtomicUsize::new(SWEEP_AT_LEAST),
         }
     }
@@ -211,7 +211,7 @@ impl Context {
         }
         self.admitted.retain(|uid| unsettled.contains(uid));
         self.attempts.retain(|uid| unsettled.contains(uid));
-        self.dependents
+        self.wait_index
             .retain(|task| self.tasks.get(task).is_some());
         written.len()
     }
@@ -275,7 +275,7 @@ async fn observe(
         ttl,
     };
     if task.metadata.deletion_timestamp.is_some() || status::is_finished(&snapshot.status) {
-        ctx.dependents.forget(&reference);
+        ctx.wait_index.forget(&reference);
         return (snapshot, None);
     }
     let task_name = task.name_any();
@@ -331,9 +331,9 @@ async fn observe(
             .lock()
             .map_or(true, |seen| match seen.get(uid) {
                 Some(seen) => *seen != counts,
-                None => !runs::accounted_for(&snapshot.status.attempts, job),
+                None => !pod_attempts::accounted_for(&snapshot.status.attempts, job),
             });
-        if changed || decide::stop_due(task, job, &now) {
+        if changed || task_rules::stop_due(task, job, &now) {
             match list_pods(&ctx.client, namespace, job).await {
                 // Recorded as seen only once the status they lead to is written (in `act`).
                 Ok(pods) => snapshot.pods = Some(pods),
@@ -345,7 +345,7 @@ async fn observe(
         }
     }
     if snapshot.job != Child::Absent || snapshot.status.job_name.is_some() {
-        ctx.dependents.forget(&reference);
+        ctx.wait_index.forget(&reference);
         return (snapshot, None);
     }
     let (start, agent) = prerequisites(task, namespace, uid, &reference, started, ctx).await;
@@ -468,7 +468,7 @@ async fn stop_agent(
     }
 }
 
-/// Whether the plugin store may render a Task (`plugins::Registry::current_for`).
+/// Whether the plugin store may render a Task (`plugin_registry::Registry::current_for`).
 enum PluginStore {
     Current,
     /// The first list has not arrived.
@@ -499,7 +499,7 @@ async fn prerequisites(
     let register = |uses: &[ConfigMapUse]| {
         let names = names(uses);
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        ctx.dependents
+        ctx.wait_index
             .register(reference, namespace, agent_name, &names);
     };
     register(&own_uses);
@@ -604,14 +604,14 @@ async fn prerequisites(
             return (ctx.failed(uid, failure, fingerprint), Some(agent.clone()));
         }
         let status_of = |t: &Task| ctx.current_status(t, &t.uid().unwrap_or_default());
-        let view = queue::View {
+        let view = admission::View {
             tasks: &ctx.tasks,
             jobs: &ctx.jobs,
             admitted: &ctx.admitted,
             status_of: &status_of,
         };
-        let admission = queue::request(&view, task, agent);
-        if let Some(queue::Admission::Queued { position, active }) = admission {
+        let admission = admission::request(&view, task, agent);
+        if let Some(admission::Admission::Queued { position, active }) = admission {
             let limit = agent.spec.max_concurrent_tasks.unwrap_or_default();
             let start = Start::Waiting {
                 reason: reason::QUEUED,
@@ -763,7 +763,7 @@ async fn render_and_create(
     .await;
     Ok(match created {
         Ok(Created::Owned(job)) => {
-            ctx.dependents.forget(&ObjectRef::from_obj(task.as_ref()));
+            ctx.wait_index.forget(&ObjectRef::from_obj(task.as_ref()));
             // A new Job has no pods: nothing to list until its status changes.
             if let Ok(mut seen) = ctx.seen_jobs.lock() {
                 seen.insert(uid.to_owned(), JobCounts::of(&job));
@@ -1035,7 +1035,7 @@ mod tests {
             registry,
             reflector::store::<Job>().0,
             reflector::store::<Agent>().0,
-            Arc::new(Dependents::default()),
+            Arc::new(WaitIndex::default()),
         ))
     }
 

@@ -1,11 +1,11 @@
 //! What to do about a CronTask at a given time, from its spec, its status and its runs: a pure
-//! function (the executor in `controller::cron` carries it out), with CronJob's rules.
+//! function (the executor in `controller::cron_executor` carries it out), with CronJob's rules.
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kubetask_api::{ConcurrencyPolicy, CronTask, CronTaskStatus, Task, TaskPhase, TaskReference};
 
-use super::{Invalid, Schedule, check_name, scheduled_name};
+use crate::cron::{Invalid, Schedule, check_name, scheduled_name};
 
 /// One Task a CronTask created, as its decisions see it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use kubetask_api::lifecycle::format_duration;
 use kubetask_api::{PluginRef, Task, TaskPhase, TaskStatus};
 
 use super::failure::{Class, Failure, LONGEST_RETRY, VISIBLE_AFTER};
-use super::runs;
+use super::pod_attempts;
 use super::status::{self, Condition, reason};
 use crate::render::lifecycle::job_timeout;
 
@@ -184,7 +184,7 @@ pub fn decide(task: &Task, snapshot: &Snapshot, now: &Time) -> Plan {
                         // The kubelet stopped a pod at its deadline (the safety net fired first).
                         Some(pods) => pods
                             .iter()
-                            .any(|p| runs::attempt_of(p).reason == "DeadlineExceeded"),
+                            .any(|p| pod_attempts::attempt_of(p).reason == "DeadlineExceeded"),
                         None => now.0 >= at.0,
                     });
             match deadline {
@@ -267,7 +267,7 @@ pub fn decide(task: &Task, snapshot: &Snapshot, now: &Time) -> Plan {
         ),
         (Child::Absent, Start::Waiting { reason, message }) => {
             let retry = if *reason == reason::QUEUED {
-                Retry::After(super::queue::RECHECK)
+                Retry::After(super::admission::RECHECK)
             } else {
                 Retry::OnChange
             };
@@ -321,7 +321,7 @@ fn stop(task: &Task, snapshot: &Snapshot, why: Stop, condition: Condition, now: 
             Stop::Timeout => "Timeout",
             Stop::Cancelled => "Cancelled",
         };
-        runs::stopped(&mut next.attempts, label, now);
+        pod_attempts::stopped(&mut next.attempts, label, now);
     }
     Plan {
         stop: Some(why),
@@ -333,11 +333,11 @@ fn stop(task: &Task, snapshot: &Snapshot, why: Stop, condition: Condition, now: 
 /// agent's report; returns the warning if the report is invalid.
 fn report(next: &mut TaskStatus, snapshot: &Snapshot) -> Option<Note> {
     let pods = snapshot.pods.as_deref()?;
-    next.attempts = runs::merge(&snapshot.status.attempts, pods);
+    next.attempts = pod_attempts::merge(&snapshot.status.attempts, pods);
     if !status::is_finished(next) {
         return None;
     }
-    match runs::report(pods) {
+    match pod_attempts::report(pods) {
         Ok(Some((result, usage))) => {
             next.result = Some(result);
             next.usage = usage;

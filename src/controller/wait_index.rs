@@ -42,11 +42,11 @@ impl Index {
 
 /// The index of Tasks waiting to start, by what they wait on.
 #[derive(Default)]
-pub struct Dependents {
+pub struct WaitIndex {
     index: Mutex<Index>,
 }
 
-impl Dependents {
+impl WaitIndex {
     fn with<T>(&self, f: impl FnOnce(&mut Index) -> T) -> T {
         let mut index = match self.index.lock() {
             Ok(index) => index,
@@ -139,24 +139,24 @@ mod tests {
 
     #[test]
     fn a_change_wakes_exactly_the_tasks_that_wait_on_it() {
-        let dependents = Dependents::default();
-        dependents.register(&task("a"), "n", "default", &["guide", "base"]);
-        dependents.register(&task("b"), "n", "claude", &["guide"]);
-        assert_eq!(dependents.of_agent("n", "default"), [task("a")]);
-        assert_eq!(dependents.of_agent("other", "default"), []);
-        let mut readers = dependents.of_config_map("n", "guide");
+        let wait_index = WaitIndex::default();
+        wait_index.register(&task("a"), "n", "default", &["guide", "base"]);
+        wait_index.register(&task("b"), "n", "claude", &["guide"]);
+        assert_eq!(wait_index.of_agent("n", "default"), [task("a")]);
+        assert_eq!(wait_index.of_agent("other", "default"), []);
+        let mut readers = wait_index.of_config_map("n", "guide");
         readers.sort_by_key(|t| t.name.clone());
         assert_eq!(readers, [task("a"), task("b")]);
-        assert_eq!(dependents.of_config_map("n", "nothing"), []);
+        assert_eq!(wait_index.of_config_map("n", "nothing"), []);
 
         // Registering again replaces; forgetting removes everywhere.
-        dependents.register(&task("a"), "n", "claude", &[]);
-        assert_eq!(dependents.of_agent("n", "default"), []);
-        assert_eq!(dependents.of_config_map("n", "base"), []);
-        dependents.forget(&task("b"));
-        assert_eq!(dependents.of_config_map("n", "guide"), []);
-        assert_eq!(dependents.waiting(), [task("a")]);
-        dependents.retain(|_| false);
-        assert!(dependents.waiting().is_empty());
+        wait_index.register(&task("a"), "n", "claude", &[]);
+        assert_eq!(wait_index.of_agent("n", "default"), []);
+        assert_eq!(wait_index.of_config_map("n", "base"), []);
+        wait_index.forget(&task("b"));
+        assert_eq!(wait_index.of_config_map("n", "guide"), []);
+        assert_eq!(wait_index.waiting(), [task("a")]);
+        wait_index.retain(|_| false);
+        assert!(wait_index.waiting().is_empty());
     }
 }

@@ -1,5 +1,5 @@
 //! The CronTask executor: observes a CronTask and its runs (the Tasks it owns, from the Task
-//! cache), asks [`crate::cron::decide`] what to do at the clock's "now", and does it: cancels
+//! cache), asks [`super::cron_rules`] what to do at the clock's "now", and does it: cancels
 //! (`Replace`), deletes (history), creates the due run, writes the status, publishes Events,
 //! and wakes at the next tick.
 
@@ -16,8 +16,8 @@ use kube::{Resource, ResourceExt};
 use kubetask_api::{CronTask, Task};
 use serde_json::json;
 
+use super::cron_rules::{self, Decision, Note, Run};
 use super::failure;
-use crate::cron::decide::{self, Decision, Note, Run};
 use crate::cron::{self as schedule, Clock, Trigger};
 
 /// What a CronTask reconcile needs.
@@ -87,7 +87,7 @@ pub async fn reconcile(cron_task: Arc<CronTask>, ctx: Arc<Context>) -> Result<Ac
     let namespace = cron_task.namespace().unwrap_or_default();
     let name = cron_task.name_any();
     let now = ctx.clock.now();
-    let mut decision = decide::decide(&cron_task, &runs(&cron_task, &ctx.tasks), now);
+    let mut decision = cron_rules::decide(&cron_task, &runs(&cron_task, &ctx.tasks), now);
     tracing::debug!(
         cron_task = %name,
         %now,
@@ -128,7 +128,7 @@ pub async fn reconcile(cron_task: Arc<CronTask>, ctx: Arc<Context>) -> Result<Ac
         }
     }
     if let Some(planned) = decision.create.clone() {
-        let task = schedule::run(
+        let task = schedule::task_for_run(
             &cron_task,
             planned.name.clone(),
             Trigger::Scheduled(planned.scheduled),
@@ -204,7 +204,7 @@ fn refused(decision: &mut Decision, previous: Option<Time>, message: &str, now: 
         planned.name
     );
     for condition in &mut status.conditions {
-        if condition.type_ == decide::SCHEDULED {
+        if condition.type_ == cron_rules::SCHEDULED {
             condition.status = "False".to_owned();
             condition.reason = "InvalidTemplate".to_owned();
             condition.message = message.clone();
