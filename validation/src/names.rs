@@ -3,7 +3,8 @@
 //! built-in default plugin; here they become the API server's field causes.
 
 pub use kubetask_api::names::{
-    MAX_LABEL, MAX_SUBDOMAIN, label_error, label_value_error, qualified_name_error, subdomain_error,
+    MAX_LABEL, MAX_SUBDOMAIN, data_key_error, label_error, label_value_error, qualified_name_error,
+    subdomain_error,
 };
 
 use crate::{Cause, cause};

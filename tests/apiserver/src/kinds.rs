@@ -104,13 +104,15 @@ fn validate_config_data(object: &Value, fields: &[&str]) -> Vec<Cause> {
     for field in fields {
         if let Some(map) = object.get(*field).and_then(Value::as_object) {
             for (key, value) in map {
-                let key_ok = !key.is_empty()
-                    && key.len() <= 253
-                    && key
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-                if !key_ok {
-                    causes.push(cause("FieldValueInvalid", field.to_string(), format!("Invalid value: \"{key}\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')")));
+                if let Some(why) = kubetask_validation::names::data_key_error(key) {
+                    causes.push(cause(
+                        "FieldValueInvalid",
+                        field.to_string(),
+                        format!(
+                            "Invalid value: {}: {why}",
+                            kubetask_validation::go_quote(key)
+                        ),
+                    ));
                 }
                 total += key.len() + value.as_str().map_or(0, str::len);
             }
@@ -458,6 +460,29 @@ mod tests {
 
     fn job_type() -> ResourceType {
         builtins().into_iter().find(|t| t.kind == "Job").unwrap()
+    }
+
+    #[test]
+    fn config_map_keys_as_kube_apiserver_checks_them() {
+        let map = |key: &str| json!({"data": {key: "x"}});
+        for good in ["a.md", ".hidden", "A_b-1"] {
+            assert!(
+                validate_config_data(&map(good), &["data"]).is_empty(),
+                "{good}"
+            );
+        }
+        for (bad, why) in [
+            ("a/b", "a valid config key must consist of"),
+            ("..", "must not be '..'"),
+            ("..x", "must not start with '..'"),
+            ("a\0b", "Invalid value: \"a\\x00b\""),
+        ] {
+            let causes = validate_config_data(&map(bad), &["data"]);
+            assert!(
+                causes.iter().any(|c| c.message.contains(why)),
+                "{bad:?}: {causes:?}"
+            );
+        }
     }
 
     #[test]
