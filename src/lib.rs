@@ -14,6 +14,7 @@ pub mod client;
 pub mod controller;
 pub mod crds;
 pub mod cron;
+pub mod egress;
 pub mod plugin;
 pub mod render;
 

@@ -7,6 +7,7 @@ use kube_derive::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::Context;
+use crate::egress::Egress;
 use crate::lifecycle::{DURATION_PATTERN, MAX_RETRIES};
 use crate::syntax::{
     DATA_KEY_PATTERN, ENV_NAME_PATTERN, IMAGE_PATTERN, LABEL_KEYS_MESSAGE, LABEL_KEYS_RULE,
@@ -89,6 +90,10 @@ pub struct AgentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_concurrent_tasks: Option<i32>,
+    /// Where the agent pods of this Agent's Tasks may connect (docs/security.md); a Task may
+    /// narrow it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Egress>,
 }
 
 /// A Secret key handed to the agent.

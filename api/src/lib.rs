@@ -8,6 +8,7 @@
 mod agent;
 mod context;
 mod cron_task;
+pub mod egress;
 pub mod json;
 pub mod lifecycle;
 pub mod names;
@@ -22,6 +23,7 @@ pub use cron_task::{
     ConcurrencyPolicy, CronTask, CronTaskSpec, CronTaskStatus, TaskReference, TaskTemplate,
     TemplateMetadata, cron_labels,
 };
+pub use egress::{Egress, EgressMode, EgressPolicy};
 pub use lifecycle::{Attempt, Cancel, TaskResult, Usage};
 pub use task::{PluginRef, Task, TaskPhase, TaskSpec, TaskStatus};
 

@@ -5,6 +5,7 @@ use kube_derive::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::Context;
+use crate::egress::Egress;
 use crate::lifecycle::{Attempt, Cancel, DURATION_PATTERN, MAX_RETRIES, TaskResult, Usage};
 use crate::syntax::{MAX_SUBDOMAIN, SUBDOMAIN_PATTERN};
 
@@ -14,7 +15,8 @@ const IMMUTABLE_BUT_CANCEL: &str = "self.contexts == oldSelf.contexts \
     && has(self.timeout) == has(oldSelf.timeout) && (!has(self.timeout) || self.timeout == oldSelf.timeout) \
     && has(self.retries) == has(oldSelf.retries) && (!has(self.retries) || self.retries == oldSelf.retries) \
     && has(self.ttlSecondsAfterFinished) == has(oldSelf.ttlSecondsAfterFinished) \
-    && (!has(self.ttlSecondsAfterFinished) || self.ttlSecondsAfterFinished == oldSelf.ttlSecondsAfterFinished)";
+    && (!has(self.ttlSecondsAfterFinished) || self.ttlSecondsAfterFinished == oldSelf.ttlSecondsAfterFinished) \
+    && has(self.egress) == has(oldSelf.egress) && (!has(self.egress) || self.egress == oldSelf.egress)";
 
 /// One run of an agent: the context files it gets and the Agent that runs it.
 #[derive(CustomResource, Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
@@ -75,6 +77,10 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i64>,
+    /// Where the agent may connect; may only narrow its Agent's `spec.egress`
+    /// (docs/security.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Egress>,
 }
 
 /// Where a Task is in its life.

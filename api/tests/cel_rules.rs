@@ -148,6 +148,7 @@ fn cancel_may_be_added_once_and_nothing_else_changes() {
         "retries: 2",
         "ttlSecondsAfterFinished: 60",
         "agentRef: other",
+        "egress: {mode: Deny}",
     ] {
         let added = task(&format!("{base}\n  {field}"));
         refused(
@@ -166,6 +167,17 @@ fn cancel_may_be_added_once_and_nothing_else_changes() {
             "cancel beside {field}"
         );
     }
+    let egress = task(&format!(
+        "{base}\n  egress: {{mode: AllowList, allowedDomains: [a.example.com]}}"
+    ));
+    let widened = task(&format!(
+        "{base}\n  egress: {{mode: AllowList, allowedDomains: [a.example.com, evil.net]}}"
+    ));
+    refused(
+        &widened,
+        &egress,
+        "Task spec is immutable (except adding spec.cancel)",
+    );
 }
 
 #[test]
