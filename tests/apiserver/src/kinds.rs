@@ -24,6 +24,7 @@ pub fn admit_create(rt: &ResourceType, object: &mut Value) -> Vec<Cause> {
             Vec::new()
         }
         ("batch", "Job") => admit_job(object),
+        ("", "Service") => admit_service(object, None),
         _ => Vec::new(),
     }
 }
@@ -34,6 +35,7 @@ pub fn admit_update(rt: &ResourceType, old: &Value, new: &mut Value) -> Vec<Caus
         ("", "ConfigMap") => validate_config_data(new, &["data", "binaryData"]),
         ("", "Secret") => admit_secret(new),
         ("", "Pod") => admit_pod_update(old, new),
+        ("", "Service") => admit_service(new, Some(old)),
         ("batch", "Job") => {
             let mut causes = Vec::new();
             for field in ["template", "selector", "completionMode", "podFailurePolicy"] {
@@ -50,6 +52,145 @@ pub fn admit_update(rt: &ResourceType, old: &Value, new: &mut Value) -> Vec<Caus
         }
         _ => Vec::new(),
     }
+}
+
+/// A Service, as its REST strategy defaults and validates it: the name a DNS-1035 label, type
+/// `ClusterIP` with an allocated address (kept on update: it may not change), ports required,
+/// numbered 1–65535, named (DNS-1035, unique) when more than one, protocol TCP/UDP/SCTP,
+/// `targetPort` defaulted to the port.
+fn admit_service(service: &mut Value, old: Option<&Value>) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let name = service
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if let Some(why) = kubetask_validation::names::dns1035_label_error(&name) {
+        causes.push(cause(
+            "FieldValueInvalid",
+            "metadata.name",
+            format!(
+                "Invalid value: {}: {why}",
+                kubetask_validation::go_quote(&name)
+            ),
+        ));
+    }
+    let Some(spec) = service.get_mut("spec").and_then(Value::as_object_mut) else {
+        causes.push(cause("FieldValueRequired", "spec.ports", "Required value"));
+        return causes;
+    };
+    let kind = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_owned();
+    let supported = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
+    if !supported.contains(&kind.as_str()) {
+        causes.push(unsupported("spec.type".into(), &kind, &supported));
+    }
+    spec.insert("type".into(), json!(kind));
+    spec.entry("sessionAffinity").or_insert(json!("None"));
+    if kind != "ExternalName" {
+        spec.entry("internalTrafficPolicy")
+            .or_insert(json!("Cluster"));
+        spec.entry("ipFamilies").or_insert(json!(["IPv4"]));
+        spec.entry("ipFamilyPolicy").or_insert(json!("SingleStack"));
+        let old_ip = old.and_then(|o| o.pointer("/spec/clusterIP")).cloned();
+        let asked = spec.get("clusterIP").cloned();
+        match (old_ip, asked) {
+            (Some(old_ip), Some(asked)) if asked != old_ip => causes.push(cause(
+                "FieldValueInvalid",
+                "spec.clusterIPs[0]",
+                format!("Invalid value: {}: may not change once set", asked),
+            )),
+            (Some(old_ip), _) => {
+                spec.insert("clusterIP".into(), old_ip.clone());
+                spec.insert("clusterIPs".into(), json!([old_ip]));
+            }
+            (None, Some(asked)) => {
+                spec.insert("clusterIPs".into(), json!([asked]));
+            }
+            (None, None) => {
+                // Allocated from the name: stable, inside the default service CIDR.
+                let hash = name
+                    .bytes()
+                    .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+                let ip = format!("10.96.{}.{}", (hash >> 8) % 256, hash % 254 + 1);
+                spec.insert("clusterIP".into(), json!(ip));
+                spec.insert("clusterIPs".into(), json!([ip]));
+            }
+        }
+    }
+    let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
+    let ports = spec.get_mut("ports").and_then(Value::as_array_mut);
+    let Some(ports) = ports.filter(|p| !p.is_empty()) else {
+        if kind != "ExternalName" && !headless {
+            causes.push(cause("FieldValueRequired", "spec.ports", "Required value"));
+        }
+        return causes;
+    };
+    let many = ports.len() > 1;
+    let mut names = std::collections::BTreeSet::new();
+    for (i, port) in ports.iter_mut().enumerate() {
+        let field = |f: &str| format!("spec.ports[{i}].{f}");
+        let number = port.get("port").and_then(Value::as_i64).unwrap_or(0);
+        if !(1..=65535).contains(&number) {
+            causes.push(cause(
+                "FieldValueInvalid",
+                field("port"),
+                format!("Invalid value: {number}: must be between 1 and 65535, inclusive"),
+            ));
+        }
+        match port
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            None if many => {
+                causes.push(cause("FieldValueRequired", field("name"), "Required value"))
+            }
+            None => {}
+            Some(port_name) => {
+                if let Some(why) = kubetask_validation::names::dns1035_label_error(port_name) {
+                    causes.push(cause(
+                        "FieldValueInvalid",
+                        field("name"),
+                        format!(
+                            "Invalid value: {}: {why}",
+                            kubetask_validation::go_quote(port_name)
+                        ),
+                    ));
+                }
+                if !names.insert(port_name.to_owned()) {
+                    causes.push(cause(
+                        "FieldValueDuplicate",
+                        field("name"),
+                        format!(
+                            "Duplicate value: {}",
+                            kubetask_validation::go_quote(port_name)
+                        ),
+                    ));
+                }
+            }
+        }
+        let protocol = port
+            .get("protocol")
+            .and_then(Value::as_str)
+            .unwrap_or("TCP")
+            .to_owned();
+        if !["TCP", "UDP", "SCTP"].contains(&protocol.as_str()) {
+            causes.push(unsupported(
+                field("protocol"),
+                &protocol,
+                &["SCTP", "TCP", "UDP"],
+            ));
+        }
+        if let Some(port) = port.as_object_mut() {
+            port.insert("protocol".into(), json!(protocol));
+            port.entry("targetPort").or_insert(json!(number));
+        }
+    }
+    causes
 }
 
 /// A pod's spec is immutable but for `activeDeadlineSeconds`, which may be set or lowered
@@ -483,6 +624,82 @@ mod tests {
                 "{bad:?}: {causes:?}"
             );
         }
+    }
+
+    #[test]
+    fn services_are_defaulted_and_validated() {
+        let mut service = json!({
+            "metadata": {"name": "kubetask-exit"},
+            "spec": {"ports": [{"name": "proxy", "port": 3128, "targetPort": "proxy"}]},
+        });
+        assert!(admit_service(&mut service, None).is_empty());
+        assert_eq!(service["spec"]["type"], "ClusterIP");
+        assert_eq!(service["spec"]["ports"][0]["protocol"], "TCP");
+        let ip = service["spec"]["clusterIP"].clone();
+        assert!(
+            ip.as_str().is_some_and(|ip| ip.starts_with("10.96.")),
+            "{ip}"
+        );
+        // Applied again without the address: it stays; another address is refused.
+        let mut again =
+            json!({"metadata": {"name": "kubetask-exit"}, "spec": {"ports": [{"port": 80}]}});
+        assert!(admit_service(&mut again, Some(&service)).is_empty());
+        assert_eq!(again["spec"]["clusterIP"], ip);
+        assert_eq!(again["spec"]["ports"][0]["targetPort"], 80);
+        let mut moved = json!({"metadata": {"name": "kubetask-exit"}, "spec": {"clusterIP": "10.0.0.9", "ports": [{"port": 80}]}});
+        let causes = admit_service(&mut moved, Some(&service));
+        assert!(
+            causes
+                .iter()
+                .any(|c| c.message.contains("may not change once set")),
+            "{causes:?}"
+        );
+
+        for (spec, field, says) in [
+            (json!({}), "spec.ports", "Required value"),
+            (
+                json!({"ports": [{"port": 0}]}),
+                "spec.ports[0].port",
+                "must be between 1 and 65535, inclusive",
+            ),
+            (
+                json!({"ports": [{"port": 1}, {"name": "b", "port": 2}]}),
+                "spec.ports[0].name",
+                "Required value",
+            ),
+            (
+                json!({"ports": [{"name": "a", "port": 1}, {"name": "a", "port": 2}]}),
+                "spec.ports[1].name",
+                "Duplicate value: \"a\"",
+            ),
+            (
+                json!({"ports": [{"port": 1, "protocol": "ICMP"}]}),
+                "spec.ports[0].protocol",
+                "Unsupported value: \"ICMP\"",
+            ),
+            (
+                json!({"type": "Magic", "ports": [{"port": 1}]}),
+                "spec.type",
+                "Unsupported value: \"Magic\"",
+            ),
+        ] {
+            let mut service = json!({"metadata": {"name": "s"}, "spec": spec});
+            let causes = admit_service(&mut service, None);
+            assert!(
+                causes
+                    .iter()
+                    .any(|c| c.field == field && c.message.contains(says)),
+                "{field}: {causes:?}"
+            );
+        }
+        let mut dotted = json!({"metadata": {"name": "a.b"}, "spec": {"ports": [{"port": 1}]}});
+        let causes = admit_service(&mut dotted, None);
+        assert!(
+            causes
+                .iter()
+                .any(|c| c.message.contains("a DNS-1035 label")),
+            "{causes:?}"
+        );
     }
 
     #[test]

@@ -183,6 +183,9 @@ pub fn builtins() -> Vec<ResourceType> {
         ResourceType::builtin("", "v1", "ConfigMap", "configmaps", true).short(&["cm"]),
         ResourceType::builtin("", "v1", "Secret", "secrets", true),
         ResourceType::builtin("", "v1", "ServiceAccount", "serviceaccounts", true).short(&["sa"]),
+        ResourceType::builtin("", "v1", "Service", "services", true)
+            .with_status()
+            .short(&["svc"]),
         pod,
         ResourceType::builtin("", "v1", "Event", "events", true).short(&["ev"]),
         ResourceType::builtin("events.k8s.io", "v1", "Event", "events", true).short(&["ev"]),
