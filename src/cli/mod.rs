@@ -6,10 +6,12 @@
 //! | `kubetask render` | [`render`] (files read by [`files`]) |
 //! | `kubetask plugin check/pack/precompile` | [`plugin`] |
 //! | `kubetask cancel/logs/result/trigger` | [`cluster`] |
+//! | `kubetask exit` | [`exit`] |
 //! | `kubetask crds` | here ([`crate::crds`] makes them) |
 
 pub mod cluster;
 pub mod controller;
+pub mod exit;
 pub mod files;
 pub mod plugin;
 pub mod render;
@@ -49,6 +51,9 @@ enum Command {
     /// Start a run now.
     #[command(subcommand)]
     Trigger(cluster::TriggerCommand),
+    /// Run the egress exit: the proxy agent pods connect through, which allows each Task only
+    /// its own domains (docs/security.md).
+    Exit(Box<exit::ExitArgs>),
 }
 
 /// Log line format.
@@ -63,6 +68,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Command::Controller(args) => init_logging("info", args.log_format),
+        Command::Exit(args) => init_logging("info", args.log_format),
         Command::Render(render::RenderArgs { verbose, .. })
         | Command::Plugin(plugin::PluginCommand::Check(plugin::CheckArgs { verbose, .. })) => {
             init_logging(offline_log_level(*verbose), LogFormat::Text)
@@ -71,6 +77,7 @@ pub fn run() -> ExitCode {
     }
     let result = match cli.command {
         Command::Controller(args) => controller::run(*args),
+        Command::Exit(args) => exit::run(*args),
         Command::Render(args) => render::run(args),
         Command::Plugin(command) => plugin::run(command),
         Command::Cancel(args) => cluster::cancel_command(args),

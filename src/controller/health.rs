@@ -42,11 +42,11 @@ fn phase_counts(tasks: &Store<Task>) -> [(&'static str, i64); 4] {
     counts
 }
 
-async fn respond(
-    probes: Probes,
-    request: Request<hyper::body::Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (status, content_type, body) = match request.uri().path() {
+/// One endpoint's answer: status, content type, body.
+pub type Answer = (StatusCode, &'static str, String);
+
+fn answer(probes: &Probes, path: &str) -> Answer {
+    match path {
         "/healthz" | "/livez" => (StatusCode::OK, "text/plain", "ok".to_owned()),
         "/readyz" if probes.ready.load(Ordering::Acquire) => {
             (StatusCode::OK, "text/plain", "ok".to_owned())
@@ -76,7 +76,14 @@ async fn respond(
             )
         }
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found".to_owned()),
-    };
+    }
+}
+
+async fn respond(
+    answer: Arc<dyn Fn(&str) -> Answer + Send + Sync>,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, content_type, body) = answer(request.uri().path());
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
@@ -91,6 +98,21 @@ async fn respond(
 pub async fn serve(
     address: SocketAddr,
     probes: Probes,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<SocketAddr> {
+    serve_with(
+        address,
+        Arc::new(move |path| answer(&probes, path)),
+        shutdown,
+    )
+    .await
+}
+
+/// Binds `address` and answers each GET with `answer(path)` until `shutdown` turns true (the
+/// probe port of every long-running command). Returns the bound address.
+pub async fn serve_with(
+    address: SocketAddr,
+    answer: Arc<dyn Fn(&str) -> Answer + Send + Sync>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(address).await?;
@@ -100,9 +122,9 @@ pub async fn serve(
             tokio::select! {
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
-                    let probes = probes.clone();
+                    let answer = answer.clone();
                     tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |request| respond(probes.clone(), request));
+                        let service = hyper::service::service_fn(move |request| respond(answer.clone(), request));
                         if let Err(error) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
                             tracing::debug!(%error, "health connection");
                         }

@@ -11,7 +11,7 @@ mod children;
 pub mod cron_executor;
 pub mod cron_rules;
 pub mod failure;
-mod health;
+pub mod health;
 mod leader;
 mod memory;
 mod metrics;
@@ -70,7 +70,7 @@ pub struct Options {
     pub clock: crate::cron::Clock,
 }
 
-fn scoped<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+pub(crate) fn scoped<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
 {
@@ -81,7 +81,7 @@ where
 }
 
 /// Resolves on SIGTERM or SIGINT.
-async fn termination() {
+pub(crate) async fn termination() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -5,6 +5,8 @@
 
 pub mod addresses;
 pub mod audit;
+pub mod cluster;
+pub mod enforcement;
 pub mod exit;
 pub mod sni;
 pub mod token;

@@ -78,3 +78,41 @@ fn the_kustomization_installs_cleanly() {
         "{args}"
     );
 }
+
+#[test]
+fn the_egress_exit_installs_after_the_install() {
+    let server = TestApiServer::start(Config::default()).unwrap();
+    let manifests = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests");
+    kubectl(&server, &["apply", "-k", manifests]);
+    let secret = kubectl(
+        &server,
+        &[
+            "-n",
+            "kubetask-system",
+            "create",
+            "secret",
+            "generic",
+            "kubetask-egress-key",
+            "--from-literal=key=0123456789abcdef0123456789abcdef",
+        ],
+    );
+    assert!(
+        secret.contains("secret/kubetask-egress-key created"),
+        "{secret}"
+    );
+    let out = kubectl(&server, &["apply", "-k", &format!("{manifests}/egress")]);
+    for created in [
+        "serviceaccount/kubetask-exit created",
+        "clusterrole.rbac.authorization.k8s.io/kubetask-exit created",
+        "clusterrolebinding.rbac.authorization.k8s.io/kubetask-exit created",
+        "service/kubetask-exit created",
+        "deployment.apps/kubetask-exit created",
+    ] {
+        assert!(out.contains(created), "{created} missing from:\n{out}");
+    }
+    let again = kubectl(&server, &["apply", "-k", &format!("{manifests}/egress")]);
+    assert!(
+        !again.contains("configured") && !again.contains("created"),
+        "{again}"
+    );
+}

@@ -17,6 +17,7 @@ mod controller_plugins;
 mod controller_resilience;
 mod crds;
 mod default_plugin_parity;
+mod egress;
 mod fuzz_inputs;
 mod install;
 mod plugin_cli;

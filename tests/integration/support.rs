@@ -21,6 +21,9 @@ use serde_json::{Value, json};
 /// The user the controller authenticates as (its own token), for RBAC and fault targeting.
 pub const CONTROLLER_USER: &str = "system:serviceaccount:kubetask-system:kubetask-controller";
 const CONTROLLER_TOKEN: &str = "controller-token";
+/// The user the egress exit authenticates as (`manifests/egress/rbac.yaml`).
+pub const EXIT_USER: &str = "system:serviceaccount:kubetask-system:kubetask-exit";
+const EXIT_TOKEN: &str = "exit-token";
 
 /// Where the tests' controllers and `kubetask render` runs keep compiled plugins: each plugin
 /// is compiled once for the whole suite (a debug build takes seconds per example plugin).
@@ -49,6 +52,9 @@ pub struct Cluster {
     pub server: TestApiServer,
     pub client: Client,
     pub controller_kubeconfig: PathBuf,
+    /// The exit's kubeconfig: it runs with `manifests/egress/rbac.yaml`'s permissions once
+    /// [`Cluster::install_rbac_from`] created them.
+    pub exit_kubeconfig: PathBuf,
 }
 
 impl Cluster {
@@ -73,7 +79,8 @@ impl Cluster {
         let config = Config::default()
             .hardened()
             .with_job_simulator(simulator)
-            .with_user(CONTROLLER_TOKEN, CONTROLLER_USER);
+            .with_user(CONTROLLER_TOKEN, CONTROLLER_USER)
+            .with_user(EXIT_TOKEN, EXIT_USER);
         let server = TestApiServer::start(config).expect("test API server");
         let client = server.client().await.expect("client");
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -85,10 +92,12 @@ impl Cluster {
         let controller_kubeconfig = server
             .kubeconfig_for(CONTROLLER_TOKEN)
             .expect("controller kubeconfig");
+        let exit_kubeconfig = server.kubeconfig_for(EXIT_TOKEN).expect("exit kubeconfig");
         let cluster = Self {
             server,
             client,
             controller_kubeconfig,
+            exit_kubeconfig,
         };
         cluster.namespace("kubetask-system").await;
         cluster.namespace("team-a").await;
@@ -99,11 +108,15 @@ impl Cluster {
     /// Creates what `manifests/rbac.yaml` holds (the controller's ServiceAccount, roles and
     /// bindings): the controller runs with exactly the permissions the install grants.
     pub async fn install_rbac(&self) {
+        self.install_rbac_from("manifests/rbac.yaml").await;
+    }
+
+    /// Creates the RBAC objects of a manifest (a path relative to the repository).
+    pub async fn install_rbac_from(&self, manifest: &str) {
         use k8s_openapi::api::core::v1::ServiceAccount;
         use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-        let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/rbac.yaml"))
-                .expect("manifests/rbac.yaml");
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(manifest))
+            .expect("the RBAC manifest");
         let params = PostParams::default();
         for document in serde_yaml::Deserializer::from_str(&text) {
             let object: Value = serde::Deserialize::deserialize(document).expect("YAML");
@@ -133,9 +146,9 @@ impl Cluster {
                     .create(&params, &serde_json::from_value(object).unwrap())
                     .await
                     .map(drop),
-                other => panic!("manifests/rbac.yaml: unexpected kind {other:?}"),
+                other => panic!("{manifest}: unexpected kind {other:?}"),
             };
-            created.expect("an RBAC object of manifests/rbac.yaml");
+            created.expect("an RBAC object of the manifest");
         }
     }
 
@@ -328,7 +341,7 @@ pub struct ControllerProcess {
     log: PathBuf,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -1,0 +1,329 @@
+//! `kubetask exit` against the test API server, with `manifests/egress/rbac.yaml`'s
+//! permissions: the Tasks it serves and their Agents' egress from its watches, each Task's
+//! token, the Events it posts on the Task and its metrics.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use k8s_openapi::api::events::v1::Event;
+use kube::ResourceExt as _;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kubetask::api::Agent;
+use kubetask::egress::TokenKey;
+use kubetask::egress::sni::client_hello;
+use serde_json::json;
+
+use super::support::{Cluster, free_port};
+
+const NS: &str = "team-a";
+
+/// A destination on loopback that echoes what it receives.
+fn echo_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buffer) {
+                    if n == 0 || stream.write_all(&buffer[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+struct ExitProcess {
+    child: Child,
+    proxy: u16,
+    probes: u16,
+    log: std::path::PathBuf,
+}
+
+impl Drop for ExitProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- exit log ---\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+impl ExitProcess {
+    fn get(&self, path: &str) -> Option<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.probes)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        Some(response)
+    }
+
+    /// Sends a CONNECT (with `auth` as the user:token) and, on 200, the ClientHello `hello`;
+    /// returns the status line's code and the stream.
+    fn connect(&self, target: &str, auth: &str, hello: &[u8]) -> (u16, String, TcpStream) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.proxy)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let basic = base64::engine::general_purpose::STANDARD.encode(auth);
+        write!(
+            stream,
+            "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Basic {basic}\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut body = String::new();
+        if status == 200 {
+            stream.write_all(hello).unwrap();
+        } else {
+            let _ = stream.read_to_string(&mut body);
+        }
+        (status, text + &body, stream)
+    }
+}
+
+fn spawn_exit(cluster: &Cluster, key_file: &std::path::Path) -> ExitProcess {
+    let (proxy, probes) = (free_port(), free_port());
+    let log =
+        std::env::temp_dir().join(format!("kubetask-exit-{}-{proxy}.log", std::process::id()));
+    let child = Command::new(env!("CARGO_BIN_EXE_kubetask"))
+        .arg("exit")
+        .arg("--kubeconfig")
+        .arg(&cluster.exit_kubeconfig)
+        .args(["--listen", &format!("127.0.0.1:{proxy}")])
+        .args(["--metrics-address", &format!("127.0.0.1:{probes}")])
+        .arg("--token-key-file")
+        .arg(key_file)
+        .env("RUST_LOG", "info,kubetask=debug")
+        .env_remove("KUBECONFIG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start kubetask exit");
+    ExitProcess {
+        child,
+        proxy,
+        probes,
+        log,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exit_serves_each_task_its_agents_egress() {
+    let cluster = Cluster::start().await;
+    cluster
+        .install_rbac_from("manifests/egress/rbac.yaml")
+        .await;
+    let port = echo_server();
+    cluster
+        .apply_yaml(&format!(
+            "apiVersion: kubetask.io/v1alpha1
+kind: Agent
+metadata: {{name: fetcher, namespace: {NS}}}
+spec:
+  serviceAccountName: default
+  egress:
+    mode: AllowList
+    allowedDomains: [localhost, '*.example.com']
+    allowedCIDRs: [127.0.0.0/8]
+    ports: [{port}]
+---
+apiVersion: kubetask.io/v1alpha1
+kind: Task
+metadata: {{name: fetch, namespace: {NS}}}
+spec:
+  agentRef: fetcher
+  contexts: [{{type: File, file: {{filePath: /workspace/task.md, source: {{inline: fetch}}}}}}]
+---
+apiVersion: kubetask.io/v1alpha1
+kind: Task
+metadata: {{name: other, namespace: {NS}}}
+spec:
+  agentRef: fetcher
+  contexts: [{{type: File, file: {{filePath: /workspace/task.md, source: {{inline: other}}}}}}]
+"
+        ))
+        .await;
+    let task = cluster.tasks(NS).get("fetch").await.unwrap();
+    let uid = task.uid().unwrap();
+    let other_uid = cluster.tasks(NS).get("other").await.unwrap().uid().unwrap();
+
+    let key_bytes = [5u8; 32];
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), key_bytes).unwrap();
+    let key = TokenKey::new(&key_bytes).unwrap();
+    let exit = spawn_exit(&cluster, key_file.path());
+    let mut ready = false;
+    for _ in 0..200 {
+        if exit.get("/readyz").is_some_and(|r| r.contains(" 200 ")) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the exit never became ready");
+
+    let auth = format!("{NS}.fetch:{}", key.token(NS, "fetch", &uid));
+    let hello = client_hello("localhost");
+    // An allowed name: tunnelled, the ClientHello and what follows echoed back.
+    let (status, text, mut stream) = exit.connect(&format!("localhost:{port}"), &auth, &hello);
+    assert_eq!(status, 200, "{text}");
+    let mut echoed = vec![0u8; hello.len()];
+    stream.read_exact(&mut echoed).unwrap();
+    assert_eq!(echoed, hello);
+    drop(stream);
+
+    let refusals = [
+        (
+            format!("evil.net:{port}"),
+            auth.clone(),
+            403,
+            "evil.net is not allowed",
+        ),
+        (
+            format!("169.254.169.254:{port}"),
+            auth.clone(),
+            403,
+            "169.254.169.254 is an IP address",
+        ),
+        (
+            format!("localhost:{}", port ^ 1),
+            auth.clone(),
+            403,
+            "is not in the Task's egress ports",
+        ),
+        (
+            format!("localhost:{port}"),
+            format!("{NS}.fetch:{}", key.token(NS, "other", &other_uid)),
+            407,
+            "not a valid token of Task team-a/fetch",
+        ),
+    ];
+    for (target, auth, want, says) in &refusals {
+        let (status, text, _) = exit.connect(target, auth, &hello);
+        assert_eq!(status, *want, "{target}: {text}");
+        assert!(text.contains(says), "{target}: {text}");
+    }
+
+    // The Agent narrows its egress: the next connection follows.
+    let agents: Api<Agent> = Api::namespaced(cluster.client.clone(), NS);
+    agents
+        .patch(
+            "fetcher",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"egress": {"allowedDomains": ["*.example.com"]}}})),
+        )
+        .await
+        .unwrap();
+    let mut narrowed = false;
+    for _ in 0..100 {
+        let (status, _, _) = exit.connect(&format!("localhost:{port}"), &auth, &hello);
+        if status == 403 {
+            narrowed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(narrowed, "the Agent's change did not reach the exit");
+
+    // The Task finishes: its token opens nothing more.
+    cluster
+        .tasks(NS)
+        .patch_status(
+            "fetch",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Completed"}})),
+        )
+        .await
+        .unwrap();
+    let mut closed = false;
+    for _ in 0..100 {
+        let (status, _, _) = exit.connect(&format!("localhost:{port}"), &auth, &hello);
+        if status == 407 {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(closed, "a finished Task's token still opened the exit");
+
+    // Refusals became Warning Events on the Task; every decision a metric.
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), NS);
+    let mut denied = Vec::new();
+    for _ in 0..100 {
+        denied = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some("EgressDenied")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("fetch")
+            })
+            .collect();
+        if !denied.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!denied.is_empty(), "no EgressDenied Event on the Task");
+    assert!(
+        denied
+            .iter()
+            .any(|e| e.note.as_deref().is_some_and(|n| n.contains("evil.net"))),
+        "{denied:?}"
+    );
+    let metrics = exit.get("/metrics").unwrap_or_default();
+    for line in [
+        "kubetask_egress_decisions_total{verdict=\"allowed\"}",
+        "kubetask_egress_decisions_total{verdict=\"domain_denied\"}",
+        "kubetask_egress_decisions_total{verdict=\"address_literal_denied\"} 1",
+        "kubetask_egress_decisions_total{verdict=\"port_denied\"} 1",
+        "kubetask_egress_decisions_total{verdict=\"unauthenticated\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+}
+
+#[test]
+fn the_exit_refuses_a_short_key_with_the_file_named() {
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), b"too short\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_kubetask"))
+        .arg("exit")
+        .arg("--token-key-file")
+        .arg(key_file.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&key_file.path().display().to_string())
+            && stderr.contains("the token key is 10 bytes, at least 32 are needed"),
+        "{stderr}"
+    );
+}
