@@ -4,7 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use kubetask_api::DEFAULT_AGENT_IMAGE;
 
-use super::{LogFormat, parse_duration};
+use super::{EgressModeArg, LogFormat, parse_duration};
+use crate::render::egress::EgressSettings;
 use crate::{
     controller::{self, LeaseOptions},
     plugin::Limits,
@@ -66,6 +67,18 @@ pub struct ControllerArgs {
     /// Agent sets `ttlSecondsAfterFinished` (default: keep them).
     #[arg(long)]
     default_ttl_seconds_after_finished: Option<u64>,
+    /// Turn egress on: the key of the per-Task exit tokens (the `kubetask-egress-key` Secret,
+    /// mounted; the exit holds the same). Every Task then gets a Secret with its proxy URL and
+    /// HTTPS_PROXY/HTTP_PROXY from it (docs/security.md).
+    #[arg(long, env = "KUBETASK_EGRESS_KEY_FILE")]
+    egress_key_file: Option<PathBuf>,
+    /// The exit's host:port, as agent pods reach it.
+    #[arg(long, default_value = crate::render::egress::DEFAULT_EXIT)]
+    egress_exit: String,
+    /// Egress mode of Tasks whose Agent and themselves set none (checked here as the exit
+    /// checks it: give both the same).
+    #[arg(long, value_enum, default_value_t = EgressModeArg::Open)]
+    default_egress_mode: EgressModeArg,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub(super) log_format: LogFormat,
@@ -77,7 +90,18 @@ pub struct ControllerArgs {
 
 impl ControllerArgs {
     /// The controller's options from its flags.
-    fn options(self) -> controller::Options {
+    fn options(self) -> anyhow::Result<controller::Options> {
+        let egress = self
+            .egress_key_file
+            .as_deref()
+            .map(|path| {
+                Ok::<_, anyhow::Error>(std::sync::Arc::new(EgressSettings {
+                    key: crate::egress::cluster::read_key(path)?,
+                    exit: self.egress_exit.clone(),
+                    default_mode: self.default_egress_mode.into(),
+                }))
+            })
+            .transpose()?;
         let identity = self.identity.clone().unwrap_or_else(|| {
             let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "kubetask".to_owned());
             format!("{host}-{}", std::process::id())
@@ -89,7 +113,7 @@ impl ControllerArgs {
             duration: Duration::from_secs(self.lease_duration_seconds),
             grace: Duration::from_secs(self.lease_renew_grace_seconds),
         });
-        controller::Options {
+        Ok(controller::Options {
             kubeconfig: self.kubeconfig,
             namespace: self.namespace,
             settings: Settings {
@@ -114,7 +138,8 @@ impl ControllerArgs {
             clock: self
                 .test_clock_file
                 .map_or(crate::cron::Clock::System, crate::cron::Clock::File),
-        }
+            egress,
+        })
     }
 }
 
@@ -123,6 +148,6 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(controller::run(args.options()))?;
+    runtime.block_on(controller::run(args.options()?))?;
     Ok(ExitCode::SUCCESS)
 }

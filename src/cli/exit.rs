@@ -5,22 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::ValueEnum;
-use kubetask_api::EgressMode;
-
-use super::{LogFormat, parse_duration};
+use super::{EgressModeArg, LogFormat, parse_duration};
 use crate::egress::{Limits, cluster};
-
-/// `--default-egress-mode`.
-#[derive(Clone, Copy, ValueEnum)]
-enum Mode {
-    #[value(name = "Deny")]
-    Deny,
-    #[value(name = "AllowList")]
-    AllowList,
-    #[value(name = "Open")]
-    Open,
-}
 
 #[derive(clap::Args)]
 pub struct ExitArgs {
@@ -41,8 +27,8 @@ pub struct ExitArgs {
     #[arg(long, env = "KUBETASK_EGRESS_KEY_FILE")]
     token_key_file: PathBuf,
     /// Egress mode of Tasks whose Agent and themselves set none.
-    #[arg(long, value_enum, default_value_t = Mode::Open)]
-    default_egress_mode: Mode,
+    #[arg(long, value_enum, default_value_t = EgressModeArg::Open)]
+    default_egress_mode: EgressModeArg,
     /// Longest wait for a whole request head (`10s`).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     header_timeout: Duration,
@@ -68,11 +54,7 @@ pub fn run(args: ExitArgs) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         metrics_address: args.metrics_address,
         token_key_file: args.token_key_file,
-        default_mode: match args.default_egress_mode {
-            Mode::Deny => EgressMode::Deny,
-            Mode::AllowList => EgressMode::AllowList,
-            Mode::Open => EgressMode::Open,
-        },
+        default_mode: args.default_egress_mode.into(),
         limits: Limits {
             header_timeout: args.header_timeout,
             hello_timeout: args.header_timeout,

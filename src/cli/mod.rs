@@ -56,6 +56,27 @@ enum Command {
     Exit(Box<exit::ExitArgs>),
 }
 
+/// `--default-egress-mode` (of the controller and the exit).
+#[derive(Clone, Copy, ValueEnum)]
+pub enum EgressModeArg {
+    #[value(name = "Deny")]
+    Deny,
+    #[value(name = "AllowList")]
+    AllowList,
+    #[value(name = "Open")]
+    Open,
+}
+
+impl From<EgressModeArg> for kubetask_api::EgressMode {
+    fn from(mode: EgressModeArg) -> Self {
+        match mode {
+            EgressModeArg::Deny => Self::Deny,
+            EgressModeArg::AllowList => Self::AllowList,
+            EgressModeArg::Open => Self::Open,
+        }
+    }
+}
+
 /// Log line format.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum LogFormat {

@@ -2,7 +2,10 @@
 //! to the Task (a restart, a retried request, a lost response). Anything else with the name
 //! is a conflict the user must resolve: it is never overwritten.
 
-use k8s_openapi::api::{batch::v1::Job, core::v1::ConfigMap};
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{ConfigMap, Secret},
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
@@ -100,15 +103,29 @@ fn failed(kind: &str, name: &str, namespace: &str) -> impl FnOnce(kube::Error) -
     move |error| CreateError { action, error }
 }
 
-/// Creates (or adopts) each ConfigMap, then the Job.
+/// Creates each Secret (its name holds the Task's uid: one that exists is this Task's, from
+/// an earlier reconcile), creates (or adopts) each ConfigMap, then the Job.
 pub async fn create(
     client: &kube::Client,
     namespace: &str,
     task_name: &str,
     task_uid: &str,
+    secrets: &[Secret],
     config_maps: &[ConfigMap],
     job: &Job,
 ) -> Result<Created<Job>, CreateError> {
+    let secret_api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    for secret in secrets {
+        match secret_api.create(&params, secret).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(error) => return Err(failed("Secret", &secret.name_any(), namespace)(error)),
+        }
+    }
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     for map in config_maps {
         match create_or_adopt(&maps, map, "ConfigMap", task_name, task_uid)

@@ -122,7 +122,7 @@ impl Failure {
     /// A failed render.
     pub fn from_render(error: &RenderError) -> Self {
         let message = error.to_string();
-        if let RenderError::Lifecycle(_) = error {
+        if let RenderError::Lifecycle(_) | RenderError::Egress(_) = error {
             return Self {
                 class: Class::Fatal,
                 reason: reason::INVALID_SPEC,

@@ -68,6 +68,8 @@ pub struct Options {
     pub lifecycle: crate::render::LifecycleSettings,
     /// Where CronTask schedules read the time (the system clock but in end-to-end tests).
     pub clock: crate::cron::Clock,
+    /// Egress: each Task's proxy Secret and variables (`--egress-key-file`); none when off.
+    pub egress: Option<std::sync::Arc<crate::render::egress::EgressSettings>>,
 }
 
 pub(crate) fn scoped<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
@@ -129,7 +131,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let host = Arc::new(host);
     let pipeline = Arc::new(
         Pipeline::new(host.clone(), options.settings.clone())?
-            .with_lifecycle(options.lifecycle.clone()),
+            .with_lifecycle(options.lifecycle.clone())
+            .with_egress(options.egress.clone()),
     );
     let metrics = Arc::new(metrics::Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));

@@ -1,6 +1,7 @@
 //! The render pipeline: `(Task, Agent?, settings) -> (Job, ConfigMaps)`, the same for the
 //! controller and for `kubetask render`.
 
+pub mod egress;
 mod invariants;
 pub mod lifecycle;
 pub mod needs;

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 
 use super::apply_invariants;
+use super::egress::EgressSettings;
 use super::lifecycle::LifecycleSettings;
 use crate::plugin::{
     DEFAULT_PLUGIN_NAME, DEFAULT_PLUGIN_PRECOMPILED, DEFAULT_PLUGIN_WASM, Plugin, PluginError,
@@ -24,6 +25,8 @@ pub struct Rendered {
     pub job: Job,
     /// Created before the Job.
     pub config_maps: Vec<ConfigMap>,
+    /// Created before the Job: the Task's egress Secret, when egress is on.
+    pub secrets: Vec<k8s_openapi::api::core::v1::Secret>,
     /// Notes for the Task's owner, from every stage.
     pub warnings: Vec<String>,
     /// `(name, digest)` of every plugin that rendered the Job, in order.
@@ -42,6 +45,9 @@ pub enum RenderError {
     /// A lifecycle field (timeout) is invalid.
     #[error(transparent)]
     Lifecycle(#[from] super::lifecycle::InvalidLifecycle),
+    /// `spec.egress` cannot be enforced, or asks for more than the Agent allows.
+    #[error(transparent)]
+    Egress(#[from] kubetask_api::egress::InvalidEgress),
 }
 
 /// The render pipeline: the built-in default plugin, then any further stages.
@@ -49,6 +55,7 @@ pub struct Pipeline {
     host: Arc<PluginHost>,
     settings: Settings,
     lifecycle: LifecycleSettings,
+    egress: Option<Arc<EgressSettings>>,
     stages: Vec<Plugin>,
 }
 
@@ -64,6 +71,7 @@ impl Pipeline {
             host,
             settings,
             lifecycle: LifecycleSettings::default(),
+            egress: None,
             stages: vec![default],
         })
     }
@@ -77,6 +85,7 @@ impl Pipeline {
             host: self.host.clone(),
             settings: self.settings.clone(),
             lifecycle: self.lifecycle.clone(),
+            egress: self.egress.clone(),
             stages,
         }
     }
@@ -84,6 +93,13 @@ impl Pipeline {
     /// The same pipeline with the controller's lifecycle settings (timeout cap, default TTL).
     pub fn with_lifecycle(mut self, lifecycle: LifecycleSettings) -> Self {
         self.lifecycle = lifecycle;
+        self
+    }
+
+    /// The same pipeline adding each Task's egress Secret and proxy variables
+    /// ([`super::egress`]).
+    pub fn with_egress(mut self, egress: Option<Arc<EgressSettings>>) -> Self {
+        self.egress = egress;
         self
     }
 
@@ -168,9 +184,14 @@ impl Pipeline {
             &self.lifecycle,
             &mut job,
         )?);
+        let secrets = match &self.egress {
+            Some(egress) => vec![super::egress::apply(task, agent, egress, &mut job)?],
+            None => Vec::new(),
+        };
         Ok(Rendered {
             job,
             config_maps,
+            secrets,
             warnings,
             plugins,
         })

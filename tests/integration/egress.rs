@@ -16,7 +16,7 @@ use kubetask::egress::TokenKey;
 use kubetask::egress::sni::client_hello;
 use serde_json::json;
 
-use super::support::{Cluster, free_port};
+use super::support::{Cluster, free_port, reason};
 
 const NS: &str = "team-a";
 
@@ -106,7 +106,11 @@ impl ExitProcess {
 }
 
 fn spawn_exit(cluster: &Cluster, key_file: &std::path::Path) -> ExitProcess {
-    let (proxy, probes) = (free_port(), free_port());
+    spawn_exit_on(cluster, key_file, free_port())
+}
+
+fn spawn_exit_on(cluster: &Cluster, key_file: &std::path::Path, proxy: u16) -> ExitProcess {
+    let probes = free_port();
     let log =
         std::env::temp_dir().join(format!("kubetask-exit-{}-{proxy}.log", std::process::id()));
     let child = Command::new(env!("CARGO_BIN_EXE_kubetask"))
@@ -326,4 +330,145 @@ fn the_exit_refuses_a_short_key_with_the_file_named() {
             && stderr.contains("the token key is 10 bytes, at least 32 are needed"),
         "{stderr}"
     );
+}
+
+impl ExitProcess {
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if self.get("/readyz").is_some_and(|r| r.contains(" 200 ")) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the exit never became ready");
+    }
+}
+
+/// What curl — an agent's tool, reading HTTPS_PROXY as the controller set it — says when it
+/// fetches `url`: whether the exit opened the tunnel, and its verbose output.
+fn curl_through(proxy_url: &str, url: &str) -> (bool, String) {
+    let output = Command::new("curl")
+        .args(["-sv", "--max-time", "10", "--insecure", url])
+        .env_clear()
+        .env("HTTPS_PROXY", proxy_url)
+        .output()
+        .expect("curl is installed (.ci/run installs it)");
+    let text = String::from_utf8_lossy(&output.stderr).into_owned();
+    (
+        text.contains("CONNECT tunnel established, response 200"),
+        text,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tasks_agent_reaches_what_its_egress_allows_through_the_exit() {
+    let cluster = Cluster::start().await;
+    cluster
+        .install_rbac_from("manifests/egress/rbac.yaml")
+        .await;
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), [9u8; 32]).unwrap();
+    let proxy = free_port();
+    let _controller = cluster.controller(&[
+        "--egress-key-file",
+        key_file.path().to_str().unwrap(),
+        "--egress-exit",
+        &format!("127.0.0.1:{proxy}"),
+    ]);
+    let exit = spawn_exit_on(&cluster, key_file.path(), proxy);
+    exit.wait_ready().await;
+    let port = echo_server();
+    cluster
+        .apply_yaml(&format!(
+            "apiVersion: kubetask.io/v1alpha1
+kind: Agent
+metadata: {{name: fetcher, namespace: {NS}}}
+spec:
+  serviceAccountName: default
+  egress:
+    mode: AllowList
+    allowedDomains: [localhost]
+    allowedCIDRs: [127.0.0.0/8]
+    ports: [{port}]
+---
+apiVersion: kubetask.io/v1alpha1
+kind: Task
+metadata: {{name: hang-fetch, namespace: {NS}}}
+spec:
+  agentRef: fetcher
+  contexts: []
+---
+apiVersion: kubetask.io/v1alpha1
+kind: Task
+metadata: {{name: widens, namespace: {NS}}}
+spec:
+  agentRef: fetcher
+  egress: {{allowedDomains: [evil.net]}}
+  contexts: []
+"
+        ))
+        .await;
+    // A Task that asks for more than its Agent allows never runs, and says which field.
+    let widens = cluster
+        .wait_reason(NS, "widens", "InvalidSpec", Duration::from_secs(30))
+        .await;
+    let message = widens.status.as_ref().unwrap().conditions[0]
+        .message
+        .clone();
+    assert!(
+        message.contains("spec.egress.allowedDomains[0]") && message.contains("evil.net"),
+        "{message}"
+    );
+    assert!(cluster.jobs_of(&widens).await.is_empty());
+
+    // The agent's containers take HTTPS_PROXY from the Task's Secret.
+    let task = cluster
+        .wait_reason(NS, "hang-fetch", "Running", Duration::from_secs(30))
+        .await;
+    assert_eq!(reason(&task), "Running");
+    let job = cluster.jobs_of(&task).await.remove(0);
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let env = pod.containers[0].env.clone().unwrap_or_default();
+    let from = |name: &str| {
+        env.iter()
+            .find(|v| v.name == name)
+            .and_then(|v| v.value_from.as_ref())
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .map(|r| (r.name.clone(), r.key.clone()))
+    };
+    let (secret_name, key) = from("HTTPS_PROXY").expect("HTTPS_PROXY from a Secret");
+    assert_eq!(from("http_proxy"), Some((secret_name.clone(), key.clone())));
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(cluster.client.clone(), NS);
+    let secret = secrets.get(&secret_name).await.unwrap();
+    assert_eq!(
+        secret.metadata.owner_references.unwrap()[0].uid,
+        task.uid().unwrap(),
+        "the Secret dies with its Task"
+    );
+    let proxy_url = String::from_utf8(secret.data.unwrap().remove(&key).unwrap().0).unwrap();
+
+    // What the agent may reach, and what it may not, as its tools see it.
+    let (tunnelled, text) = curl_through(&proxy_url, &format!("https://localhost:{port}/"));
+    assert!(tunnelled, "{text}");
+    for (url, says) in [
+        (format!("https://evil.net:{port}/"), "403"),
+        (
+            format!("https://169.254.169.254:{port}/latest/meta-data/"),
+            "403",
+        ),
+        (format!("https://[fd00:ec2::254]:{port}/"), "403"),
+    ] {
+        let (tunnelled, text) = curl_through(&proxy_url, &url);
+        assert!(!tunnelled && text.contains(says), "{url}: {text}");
+    }
+    // A URL with this Task's user and a token of another uid (a deleted Task of the same
+    // name) opens nothing.
+    let key = TokenKey::new(&[9u8; 32]).unwrap();
+    let other = format!(
+        "http://{NS}.hang-fetch:{}@127.0.0.1:{proxy}",
+        key.token(NS, "hang-fetch", "another-uid")
+    );
+    let (tunnelled, text) = curl_through(&other, &format!("https://localhost:{port}/"));
+    assert!(!tunnelled && text.contains("407"), "{text}");
 }

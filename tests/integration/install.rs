@@ -80,10 +80,9 @@ fn the_kustomization_installs_cleanly() {
 }
 
 #[test]
-fn the_egress_exit_installs_after_the_install() {
+fn the_install_with_egress_applies_cleanly() {
     let server = TestApiServer::start(Config::default()).unwrap();
-    let manifests = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests");
-    kubectl(&server, &["apply", "-k", manifests]);
+    kubectl(&server, &["create", "namespace", "kubetask-system"]);
     let secret = kubectl(
         &server,
         &[
@@ -100,8 +99,20 @@ fn the_egress_exit_installs_after_the_install() {
         secret.contains("secret/kubetask-egress-key created"),
         "{secret}"
     );
-    let out = kubectl(&server, &["apply", "-k", &format!("{manifests}/egress")]);
+    // An overlay as docs/security.md shows it: the install, the exit, the controller Component.
+    let overlay = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("egress-overlay-{}", std::process::id()));
+    std::fs::create_dir_all(&overlay).unwrap();
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        "resources: [../../../manifests, ../../../manifests/egress]\ncomponents: [../../../manifests/egress/controller]\n",
+    )
+    .unwrap();
+    let overlay = overlay.to_str().unwrap().to_owned();
+    let out = kubectl(&server, &["apply", "-k", &overlay]);
     for created in [
+        "customresourcedefinition.apiextensions.k8s.io/tasks.kubetask.io created",
+        "deployment.apps/kubetask-controller created",
         "serviceaccount/kubetask-exit created",
         "clusterrole.rbac.authorization.k8s.io/kubetask-exit created",
         "clusterrolebinding.rbac.authorization.k8s.io/kubetask-exit created",
@@ -110,9 +121,40 @@ fn the_egress_exit_installs_after_the_install() {
     ] {
         assert!(out.contains(created), "{created} missing from:\n{out}");
     }
-    let again = kubectl(&server, &["apply", "-k", &format!("{manifests}/egress")]);
+    let again = kubectl(&server, &["apply", "-k", &overlay]);
     assert!(
         !again.contains("configured") && !again.contains("created"),
         "{again}"
+    );
+    // The controller reads the key the exit reads.
+    let deployment = kubectl(
+        &server,
+        &[
+            "get",
+            "deployment",
+            "-n",
+            "kubetask-system",
+            "kubetask-controller",
+            "-o",
+            "json",
+        ],
+    );
+    let deployment: serde_json::Value = serde_json::from_str(&deployment).unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert!(
+        pod["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--egress-key-file=/etc/kubetask-egress/key"),
+        "{pod}"
+    );
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "kubetask-egress-key"),
+        "{pod}"
     );
 }

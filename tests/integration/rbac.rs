@@ -71,12 +71,17 @@ async fn the_cluster_role_is_sufficient_and_minimal() {
     let clock = tempfile::tempdir().unwrap();
     let now = clock.path().join("now");
     std::fs::write(&now, "2030-01-01T00:00:30Z").unwrap();
+    // Egress on: every Task's proxy Secret is created.
+    let key = clock.path().join("egress-key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
     let mut controller = cluster.controller(&[
         "--leader-elect",
         "--lease-duration-seconds",
         "5",
         "--test-clock-file",
         now.to_str().unwrap(),
+        "--egress-key-file",
+        key.to_str().unwrap(),
     ]);
     // Scenarios: the seed example to completion, a context read from a ConfigMap, a Task
     // waiting for its Agent, a failing Job.

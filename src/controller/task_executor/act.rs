@@ -163,6 +163,7 @@ async fn render_and_create(
         namespace,
         &task_name,
         uid,
+        &rendered.secrets,
         &rendered.config_maps,
         &rendered.job,
     )

@@ -1,0 +1,231 @@
+//! What the controller adds to every Job when egress is on (`--egress-key-file`): the Task's
+//! proxy URL — the exit's address with `<namespace>.<task>:<token>` as its userinfo — in a
+//! Secret owned by the Task, and `HTTPS_PROXY`/`HTTP_PROXY` (both cases) from that Secret in
+//! every container of the pod. Applied after the last plugin, as the lifecycle is: no plugin
+//! can point an agent elsewhere. The policy itself is checked here too, so a Task that asks
+//! for more than its Agent allows fails `InvalidSpec` naming the field, instead of running
+//! with nothing allowed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, Secret, SecretKeySelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt as _;
+use kubetask_api::egress::{EgressMode, InvalidEgress, effective};
+use kubetask_api::{Agent, Task};
+use sha2::{Digest as _, Sha256};
+
+use crate::egress::token::{TokenKey, user_name};
+
+/// The variables every container gets; tools read one case or the other.
+pub const PROXY_VARIABLES: [&str; 4] = ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"];
+/// The key of the proxy URL in the Task's egress Secret.
+pub const URL_KEY: &str = "url";
+/// The exit's address in a default install (`manifests/egress/`).
+pub const DEFAULT_EXIT: &str = "kubetask-exit.kubetask-system.svc:3128";
+
+/// The controller's egress settings.
+#[derive(Clone, Debug)]
+pub struct EgressSettings {
+    /// The key tokens are signed with (the exit holds the same).
+    pub key: TokenKey,
+    /// The exit's `host:port`.
+    pub exit: String,
+    /// The mode of Tasks whose Agent and themselves set none.
+    pub default_mode: EgressMode,
+}
+
+/// The name of a Task's egress Secret: its Job's name and a hash of its uid, so a Task
+/// recreated under the same name never meets its predecessor's Secret (the controller may
+/// create Secrets, not read them).
+pub fn secret_name(job_name: &str, uid: &str) -> String {
+    let digest = Sha256::digest(uid.as_bytes());
+    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("{job_name}-egress-{hash}")
+}
+
+/// Checks the Task's egress and returns the Secret to create before `job`, whose containers
+/// now take their proxy from it.
+pub fn apply(
+    task: &Task,
+    agent: Option<&Agent>,
+    settings: &Arc<EgressSettings>,
+    job: &mut Job,
+) -> Result<Secret, InvalidEgress> {
+    let agent_object = agent.map(|a| format!("Agent/{}", a.name_any()));
+    let task_object = format!("Task/{}", task.name_any());
+    effective(
+        settings.default_mode,
+        agent
+            .zip(agent_object.as_deref())
+            .and_then(|(a, object)| a.spec.egress.as_ref().map(|e| (object, e))),
+        task.spec.egress.as_ref().map(|e| (task_object.as_str(), e)),
+    )?;
+    let namespace = task.namespace().unwrap_or_default();
+    let uid = task.uid().unwrap_or_default();
+    let token = settings.key.token(&namespace, &task.name_any(), &uid);
+    let url = format!(
+        "http://{}:{token}@{}",
+        user_name(&namespace, &task.name_any()),
+        settings.exit
+    );
+    let name = secret_name(&job.name_any(), &uid);
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace),
+            labels: job.metadata.labels.clone(),
+            owner_references: job.metadata.owner_references.clone(),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([(
+            URL_KEY.to_owned(),
+            ByteString(url.into_bytes()),
+        )])),
+        ..Secret::default()
+    };
+    let pod = job
+        .spec
+        .as_mut()
+        .and_then(|spec| spec.template.spec.as_mut());
+    if let Some(pod) = pod {
+        let containers = pod
+            .containers
+            .iter_mut()
+            .chain(pod.init_containers.iter_mut().flatten());
+        for container in containers {
+            let env = container.env.get_or_insert_with(Vec::new);
+            env.retain(|var| !PROXY_VARIABLES.contains(&var.name.as_str()));
+            for variable in PROXY_VARIABLES {
+                env.push(EnvVar {
+                    name: variable.to_owned(),
+                    value_from: Some(EnvVarSource {
+                        secret_key_ref: Some(SecretKeySelector {
+                            name: name.clone(),
+                            key: URL_KEY.to_owned(),
+                            optional: Some(false),
+                        }),
+                        ..EnvVarSource::default()
+                    }),
+                    ..EnvVar::default()
+                });
+            }
+        }
+    }
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn settings() -> Arc<EgressSettings> {
+        let Some(key) = TokenKey::new(&[3; 32]) else {
+            panic!("key")
+        };
+        Arc::new(EgressSettings {
+            key,
+            exit: DEFAULT_EXIT.to_owned(),
+            default_mode: EgressMode::Open,
+        })
+    }
+
+    fn task(egress: serde_json::Value) -> Task {
+        serde_json::from_value(json!({
+            "apiVersion": "kubetask.io/v1alpha1", "kind": "Task",
+            "metadata": {"name": "fix", "namespace": "team", "uid": "u-1"},
+            "spec": {"contexts": [], "egress": egress},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn job() -> Job {
+        serde_json::from_value(json!({
+            "metadata": {"name": "fix", "namespace": "team", "labels": {"kubetask.io/task": "fix"},
+                         "ownerReferences": [{"apiVersion": "kubetask.io/v1alpha1", "kind": "Task",
+                                              "name": "fix", "uid": "u-1", "controller": true}]},
+            "spec": {"template": {"spec": {
+                "initContainers": [{"name": "clone", "image": "git"}],
+                "containers": [{"name": "agent", "image": "a",
+                                "env": [{"name": "HTTPS_PROXY", "value": "http://elsewhere:1"},
+                                        {"name": "KEEP", "value": "1"}]}],
+            }}},
+        }))
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn every_container_takes_its_proxy_from_the_tasks_secret() {
+        let settings = settings();
+        let mut job = job();
+        let secret = apply(&task(serde_json::Value::Null), None, &settings, &mut job);
+        let Ok(secret) = secret else {
+            panic!("{secret:?}")
+        };
+        let name = secret_name("fix", "u-1");
+        assert_eq!(secret.metadata.name.as_deref(), Some(name.as_str()));
+        assert_eq!(
+            secret.metadata.owner_references,
+            job.metadata.owner_references
+        );
+        let url = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(URL_KEY))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .unwrap_or_default();
+        let token = settings.key.token("team", "fix", "u-1");
+        assert_eq!(url, format!("http://team.fix:{token}@{DEFAULT_EXIT}"));
+        let pod = job.spec.and_then(|s| s.template.spec).unwrap_or_default();
+        let containers = pod
+            .containers
+            .iter()
+            .chain(pod.init_containers.iter().flatten());
+        for container in containers {
+            let env = container.env.clone().unwrap_or_default();
+            for variable in PROXY_VARIABLES {
+                let found: Vec<&EnvVar> = env.iter().filter(|v| v.name == variable).collect();
+                assert_eq!(found.len(), 1, "{}: {variable}", container.name);
+                let reference = found[0]
+                    .value_from
+                    .as_ref()
+                    .and_then(|v| v.secret_key_ref.as_ref());
+                assert_eq!(reference.map(|r| r.name.as_str()), Some(name.as_str()));
+                assert_eq!(found[0].value, None, "a plugin's value is replaced");
+            }
+        }
+        assert!(
+            pod.containers[0]
+                .env
+                .iter()
+                .flatten()
+                .any(|v| v.name == "KEEP")
+        );
+    }
+
+    #[test]
+    fn a_task_that_widens_its_agents_egress_is_refused_with_the_field() {
+        let agent: Agent = serde_json::from_value(json!({
+            "apiVersion": "kubetask.io/v1alpha1", "kind": "Agent",
+            "metadata": {"name": "a", "namespace": "team"},
+            "spec": {"serviceAccountName": "sa", "egress": {"mode": "AllowList", "allowedDomains": ["*.github.com"]}},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let widening = task(json!({"allowedDomains": ["evil.net"]}));
+        let got = apply(&widening, Some(&agent), &settings(), &mut job());
+        let Err(error) = got else { panic!("{got:?}") };
+        assert_eq!(error.object, "Task/fix");
+        assert_eq!(error.field, "spec.egress.allowedDomains[0]");
+    }
+
+    #[test]
+    fn a_recreated_task_gets_another_secret() {
+        assert_ne!(secret_name("fix", "u-1"), secret_name("fix", "u-2"));
+        assert!(secret_name(&"j".repeat(63), "u").len() <= 253);
+    }
+}
