@@ -25,6 +25,7 @@ pub fn admit_create(rt: &ResourceType, object: &mut Value) -> Vec<Cause> {
         }
         ("batch", "Job") => admit_job(object),
         ("", "Service") => admit_service(object, None),
+        ("networking.k8s.io", "NetworkPolicy") => crate::network_policy::validate(object),
         _ => Vec::new(),
     }
 }
@@ -36,6 +37,7 @@ pub fn admit_update(rt: &ResourceType, old: &Value, new: &mut Value) -> Vec<Caus
         ("", "Secret") => admit_secret(new),
         ("", "Pod") => admit_pod_update(old, new),
         ("", "Service") => admit_service(new, Some(old)),
+        ("networking.k8s.io", "NetworkPolicy") => crate::network_policy::validate(new),
         ("batch", "Job") => {
             let mut causes = Vec::new();
             for field in ["template", "selector", "completionMode", "podFailurePolicy"] {

@@ -16,6 +16,7 @@ mod jobsim;
 mod kinds;
 mod meta;
 mod namespaces;
+mod network_policy;
 mod openapi;
 mod patch;
 mod printers;

@@ -191,6 +191,14 @@ pub fn builtins() -> Vec<ResourceType> {
         ResourceType::builtin("events.k8s.io", "v1", "Event", "events", true).short(&["ev"]),
         job,
         ResourceType::builtin("coordination.k8s.io", "v1", "Lease", "leases", true),
+        ResourceType::builtin(
+            "networking.k8s.io",
+            "v1",
+            "NetworkPolicy",
+            "networkpolicies",
+            true,
+        )
+        .short(&["netpol"]),
         deployment,
         ResourceType::builtin(
             "rbac.authorization.k8s.io",

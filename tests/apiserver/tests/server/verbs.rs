@@ -1026,3 +1026,64 @@ async fn tables_and_events_answer_as_the_recorded_real_server() {
     assert!(stored.data.get("message").is_none(), "{:?}", stored.data);
     assert_eq!(stored.types.unwrap().api_version, "events.k8s.io/v1");
 }
+
+#[tokio::test]
+async fn network_policies_and_services_are_validated_as_kube_apiserver_does() {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let (_server, client) = start().await;
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), "default");
+    let policy = |name: &str, spec: serde_json::Value| -> NetworkPolicy {
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+    };
+    policies
+        .create(
+            &PostParams::default(),
+            &policy(
+                "task-egress",
+                json!({"podSelector": {"matchLabels": {"kubetask.io/task": "t"}}, "policyTypes": ["Egress"],
+                       "egress": [{"to": [{"ipBlock": {"cidr": "10.96.0.0/12"}}], "ports": [{"port": 3128}]}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let refused = api_error(
+        policies
+            .create(
+                &PostParams::default(),
+                &policy(
+                    "bad",
+                    json!({"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/24", "except": ["10.1.0.0/24"]}}]}]}),
+                ),
+            )
+            .await,
+    );
+    assert_eq!((refused.code, refused.reason.as_str()), (422, "Invalid"));
+    assert!(
+        refused.message.contains("NetworkPolicy.networking.k8s.io \"bad\" is invalid")
+            && refused
+                .message
+                .contains("spec.egress[0].to[0].ipBlock.except[0]: Invalid value: \"10.1.0.0/24\": must be a strict subset of `cidr`"),
+        "{refused:?}"
+    );
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let service: Service = serde_json::from_value(
+        json!({"metadata": {"name": "exit"}, "spec": {"ports": [{"name": "proxy", "port": 3128}]}}),
+    )
+    .unwrap();
+    let created = services
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+    let spec = created.spec.unwrap();
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    assert!(spec.cluster_ip.is_some());
+    let portless: Service =
+        serde_json::from_value(json!({"metadata": {"name": "portless"}, "spec": {}})).unwrap();
+    let refused = api_error(services.create(&PostParams::default(), &portless).await);
+    assert_eq!(refused.code, 422);
+    assert!(
+        refused.message.contains("spec.ports: Required value"),
+        "{refused:?}"
+    );
+}
