@@ -88,7 +88,10 @@ pub fn problems(kind: Kind, object: &Value, strict: bool) -> Vec<Cause> {
         causes.push(cause(
             "FieldValueInvalid",
             "metadata.namespace",
-            format!("Invalid value: \"{namespace}\": {why}"),
+            format!(
+                "Invalid value: {}: {why}",
+                kubetask_validation::go_quote(namespace)
+            ),
         ));
     }
     causes.extend(validate_metadata(object));

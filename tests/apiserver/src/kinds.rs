@@ -351,12 +351,16 @@ fn validate_pod_spec(pod: Option<&Value>) -> Vec<Cause> {
 }
 
 fn unsupported(field: String, value: &str, supported: &[&str]) -> Cause {
-    let supported: Vec<String> = supported.iter().map(|s| format!("\"{s}\"")).collect();
+    let supported: Vec<String> = supported
+        .iter()
+        .map(|s| kubetask_validation::go_quote(s))
+        .collect();
     cause(
         "FieldValueNotSupported",
         field,
         format!(
-            "Unsupported value: \"{value}\": supported values: {}",
+            "Unsupported value: {}: supported values: {}",
+            kubetask_validation::go_quote(value),
             supported.join(", ")
         ),
     )
@@ -387,14 +391,17 @@ fn validate_tolerations(pod: &Value, field: &str, causes: &mut Vec<Cause>) {
             causes.push(cause(
                 "FieldValueInvalid",
                 format!("{at}.operator"),
-                format!("Invalid value: \"{operator}\": operator must be Exists when `key` is empty, which means \"match all values and all keys\""),
+                format!("Invalid value: {}: operator must be Exists when `key` is empty, which means \"match all values and all keys\"", kubetask_validation::go_quote(operator)),
             ));
         }
         if toleration.get("tolerationSeconds").is_some() && effect != "NoExecute" {
             causes.push(cause(
                 "FieldValueInvalid",
                 format!("{at}.effect"),
-                format!("Invalid value: \"{effect}\": effect must be 'NoExecute' when `tolerationSeconds` is set"),
+                format!(
+                    "Invalid value: {}: effect must be 'NoExecute' when `tolerationSeconds` is set",
+                    kubetask_validation::go_quote(effect)
+                ),
             ));
         }
     }
@@ -425,15 +432,10 @@ fn validate_node_affinity(pod: &Value, field: &str, causes: &mut Vec<Cause>) {
 
 fn admit_job(job: &mut Value) -> Vec<Cause> {
     let mut causes = Vec::new();
+    // The name was checked as a DNS-1123 label before admission (`state::writes`: a Job's
+    // name becomes the value of its pods' `batch.kubernetes.io/job-name` label).
     let name = crate::meta::text(job, "name").to_owned();
     let uid = crate::meta::text(job, "uid").to_owned();
-    if name.len() > 63 {
-        causes.push(cause(
-            "FieldValueInvalid",
-            "metadata.name",
-            format!("Invalid value: \"{name}\": must be no more than 63 characters"),
-        ));
-    }
     causes.extend(validate_pod_spec(job.pointer("/spec/template/spec")));
     let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) else {
         causes.push(cause(
@@ -493,12 +495,10 @@ fn admit_job(job: &mut Value) -> Vec<Cause> {
         Some(pod) => {
             match pod.get("restartPolicy").and_then(Value::as_str) {
                 Some("Never" | "OnFailure") => {}
-                Some(other) => causes.push(cause(
-                    "FieldValueNotSupported",
-                    "spec.template.spec.restartPolicy",
-                    format!(
-                        "Unsupported value: \"{other}\": supported values: \"OnFailure\", \"Never\""
-                    ),
+                Some(other) => causes.push(unsupported(
+                    "spec.template.spec.restartPolicy".into(),
+                    other,
+                    &["OnFailure", "Never"],
                 )),
                 None => causes.push(cause(
                     "FieldValueRequired",

@@ -44,7 +44,10 @@ pub fn validate(policy: &Value) -> Vec<Cause> {
             causes.push(cause(
                 "FieldValueNotSupported",
                 format!("spec.policyTypes[{i}]"),
-                format!("Unsupported value: \"{kind}\": supported values: \"Ingress\", \"Egress\""),
+                format!(
+                    "Unsupported value: {}: supported values: \"Ingress\", \"Egress\"",
+                    quote(kind)
+                ),
             ));
         }
     }

@@ -256,7 +256,8 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
     }
     if name != format!("{plural}.{group}") {
         return Err(format!(
-            "metadata.name: Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"
+            "metadata.name: Invalid value: {}: must be spec.names.plural+\".\"+spec.group",
+            kubetask_validation::go_quote(name)
         ));
     }
     let scope = spec
@@ -268,7 +269,8 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
         "Cluster" => false,
         other => {
             return Err(format!(
-                "spec.scope: Unsupported value: \"{other}\": supported values: \"Cluster\", \"Namespaced\""
+                "spec.scope: Unsupported value: {}: supported values: \"Cluster\", \"Namespaced\"",
+                kubetask_validation::go_quote(other)
             ));
         }
     };

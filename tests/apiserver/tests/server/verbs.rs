@@ -1087,3 +1087,30 @@ async fn network_policies_and_services_are_validated_as_kube_apiserver_does() {
         "{refused:?}"
     );
 }
+
+#[tokio::test]
+async fn a_job_name_is_a_label_value_and_refused_past_63_characters() {
+    use k8s_openapi::api::batch::v1::Job;
+    let (_server, client) = start().await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let job = |name: &str| -> Job {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                           "containers": [{"name": "a", "image": "busybox"}]}}},
+        }))
+        .unwrap()
+    };
+    let long = "j".repeat(64);
+    let refused = api_error(jobs.create(&PostParams::default(), &job(&long)).await);
+    assert_eq!(refused.code, 422);
+    assert!(
+        refused.message.contains(&format!(
+            "metadata.name: Invalid value: \"{long}\": must be no more than 63 characters"
+        )),
+        "{refused:?}"
+    );
+    jobs.create(&PostParams::default(), &job(&"j".repeat(63)))
+        .await
+        .unwrap();
+}
