@@ -35,6 +35,10 @@ pub struct ExitArgs {
     /// Longest wait for resolving and connecting to a destination (`10s`).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     connect_timeout: Duration,
+    /// After SIGTERM, how long open tunnels may finish (new connections are refused at once,
+    /// so clients reconnect to another replica); keep it below the pod's grace period.
+    #[arg(long, value_parser = parse_duration, default_value = "20s")]
+    drain_timeout: Duration,
     /// Most tunnels open at once (more wait in the listen backlog).
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
@@ -63,6 +67,7 @@ pub fn run(args: ExitArgs) -> anyhow::Result<ExitCode> {
             ..Limits::default()
         },
         identity: args.identity,
+        drain: args.drain_timeout,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

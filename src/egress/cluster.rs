@@ -42,6 +42,8 @@ pub struct Options {
     pub limits: Limits,
     /// This replica's name in its Events.
     pub identity: Option<String>,
+    /// After SIGTERM, how long open tunnels may finish (new connections are refused at once).
+    pub drain: std::time::Duration,
 }
 
 /// Reads the token key: at least 32 bytes (trailing white space, as `kubectl create secret
@@ -168,9 +170,22 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         audit,
         options.limits,
     ));
-    tokio::select! {
-        served = exit.serve(listener) => served.context("serving the proxy port")?,
-        () = termination() => tracing::info!("termination signal: shutting down"),
+    let stopping = async {
+        termination().await;
+        tracing::info!(
+            drain_seconds = options.drain.as_secs(),
+            "termination signal: refusing new connections, draining open tunnels"
+        );
+    };
+    let left = exit
+        .serve_until(listener, stopping, options.drain)
+        .await
+        .context("serving the proxy port")?;
+    if left > 0 {
+        tracing::warn!(
+            tunnels = left,
+            "tunnels still open after the drain: closing them"
+        );
     }
     let _ = stop.send(true);
     Ok(())

@@ -228,12 +228,36 @@ impl Exit {
 
     /// Serves connections from `listener` until the future is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> io::Result<()> {
-        let slots = Arc::new(Semaphore::new(self.limits.max_connections.max(1)));
+        self.serve_until(listener, std::future::pending(), Duration::ZERO)
+            .await
+            .map(drop)
+    }
+
+    /// Serves connections from `listener` until `stop` resolves, then closes the listener (new
+    /// connections are refused, so clients retry on another replica) and waits up to `drain`
+    /// for the open tunnels to end. Returns how many were still open after it.
+    pub async fn serve_until(
+        self: Arc<Self>,
+        listener: TcpListener,
+        stop: impl std::future::Future<Output = ()>,
+        drain: Duration,
+    ) -> io::Result<usize> {
+        let slots_total = self.limits.max_connections.max(1);
+        let slots = Arc::new(Semaphore::new(slots_total));
+        let mut stop = std::pin::pin!(stop);
         loop {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return Ok(());
+            let permit = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit,
+                () = &mut stop => break,
             };
-            let (stream, _) = match listener.accept().await {
+            let Ok(permit) = permit else {
+                break;
+            };
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut stop => break,
+            };
+            let (stream, _) = match accepted {
                 Ok(accepted) => accepted,
                 // Out of file descriptors and the like: wait a moment, keep serving.
                 Err(error) => {
@@ -248,6 +272,13 @@ impl Exit {
                 drop(permit);
             });
         }
+        drop(listener);
+        let open = |slots: &Semaphore| slots_total - slots.available_permits();
+        let deadline = tokio::time::Instant::now() + drain;
+        while open(&slots) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(open(&slots))
     }
 
     /// Serves one client connection to its end.

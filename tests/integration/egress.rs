@@ -311,6 +311,20 @@ spec:
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
+    // SIGTERM with no tunnel open: the exit stops at once, cleanly.
+    let mut exit = exit;
+    let _ = Command::new("kill")
+        .args(["-TERM", &exit.child.id().to_string()])
+        .status();
+    let mut status = None;
+    for _ in 0..100 {
+        if let Ok(Some(done)) = exit.child.try_wait() {
+            status = Some(done);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
 
 #[test]

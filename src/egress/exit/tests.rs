@@ -625,3 +625,78 @@ async fn a_thousand_concurrent_tunnels_leave_no_descriptor_behind() {
     );
     assert_eq!(f.audit.0.lock().map(|a| a.len()).unwrap_or(0), 1000);
 }
+
+#[tokio::test]
+async fn on_stop_new_connections_are_refused_and_open_tunnels_finish() {
+    let upstream = upstream().await;
+    let egress = Egress {
+        mode: Some(EgressMode::AllowList),
+        allowed_domains: vec!["api.github.com".into()],
+        allowed_cidrs: vec!["127.0.0.0/8".into()],
+        ports: vec![i32::from(upstream.port)],
+    };
+    let Some(key) = TokenKey::new(&KEY) else {
+        panic!("key")
+    };
+    let tasks = StaticTasks(HashMap::from([(
+        ("team".to_owned(), "t".to_owned()),
+        grant("uid", egress),
+    )]));
+    let resolver = TableResolver(HashMap::from([("api.github.com", vec![ip("127.0.0.1")])]));
+    let exit = Arc::new(Exit::new(
+        key.clone(),
+        Arc::new(tasks),
+        Arc::new(resolver),
+        Arc::new(Recorded::default()),
+        short_limits(),
+    ));
+    let Ok(listener) = TcpListener::bind("127.0.0.1:0").await else {
+        panic!("cannot bind loopback")
+    };
+    let Ok(addr) = listener.local_addr() else {
+        panic!("no address")
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(exit.serve_until(
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(10),
+    ));
+    let f = Fixture {
+        addr,
+        audit: Arc::new(Recorded::default()),
+        upstream,
+        key,
+    };
+    let target = format!("api.github.com:{}", f.upstream.port);
+    let request = f.connect_request(&target, &f.auth("team", "t", "uid"));
+    let (status, text, mut tunnel) = attempt(&f, &request, Some("api.github.com")).await;
+    assert_eq!(status, 200, "{text}");
+    let mut echoed = vec![0u8; client_hello("api.github.com").len()];
+    assert!(tunnel.read_exact(&mut echoed).await.is_ok());
+
+    let _ = stop.send(());
+    // The listener closes: a new connection is refused (or reset before any answer).
+    let mut refused = false;
+    for _ in 0..100 {
+        match TcpStream::connect(addr).await {
+            Err(_) => {
+                refused = true;
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert!(refused, "the listener stayed open after stop");
+    // The open tunnel still carries bytes both ways, and serving ends when it closes.
+    send(&mut tunnel, b"still here").await;
+    let mut back = [0u8; 10];
+    assert!(tunnel.read_exact(&mut back).await.is_ok());
+    assert_eq!(&back, b"still here");
+    assert!(!served.is_finished());
+    drop(tunnel);
+    let left = tokio::time::timeout(Duration::from_secs(5), served).await;
+    assert!(matches!(left, Ok(Ok(Ok(0)))), "{left:?}");
+}
