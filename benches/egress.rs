@@ -25,6 +25,10 @@ const SETUPS: usize = 2_000;
 const BULK_BYTES: usize = 256 * 1024 * 1024;
 /// Goals: the exit adds at most this much to a tunnel's setup at p50 …
 const SETUP_OVERHEAD_GOAL: Duration = Duration::from_millis(1);
+/// … holds at most this much per open tunnel (its two buffers are 64 KiB) …
+const MEMORY_PER_TUNNEL_GOAL_KIB: f64 = 100.0;
+/// Tunnels held open at once for the memory figure.
+const HELD: usize = 1_000;
 /// … and keeps at least this share of a direct connection's throughput. The exit moves every
 /// byte twice more (read and write), so on one machine with two cores the ceiling is 0.5.
 const THROUGHPUT_GOAL: f64 = 0.4;
@@ -158,6 +162,47 @@ async fn throughput(
     Ok(BULK_BYTES as f64 / elapsed.as_secs_f64() / (1024.0 * 1024.0))
 }
 
+/// The process's resident memory, in KiB (`VmRSS`).
+fn resident_kib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Opens `HELD` connections at once (through the exit when `proxy` is set), each with its
+/// first round trip and 64 KiB sent after it, and returns them open.
+async fn hold(
+    target: SocketAddr,
+    proxy: Option<(SocketAddr, &str)>,
+    hello: &[u8],
+) -> io::Result<Vec<TcpStream>> {
+    let mut opening = Vec::with_capacity(HELD);
+    for _ in 0..HELD {
+        let hello = hello.to_vec();
+        let proxy = proxy.map(|(addr, auth)| (addr, auth.to_owned()));
+        opening.push(tokio::spawn(async move {
+            let proxy = proxy.as_ref().map(|(addr, auth)| (*addr, auth.as_str()));
+            let mut stream = open(target, proxy, &hello).await?;
+            stream.write_all(&[1u8; 64 * 1024]).await?;
+            Ok::<_, io::Error>(stream)
+        }));
+    }
+    let mut held = Vec::with_capacity(HELD);
+    for task in opening {
+        held.push(task.await.map_err(io::Error::other)??);
+    }
+    // Let the bytes in flight land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(held)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted.get(index).copied().unwrap_or_default()
@@ -228,6 +273,29 @@ fn main() -> io::Result<()> {
                 "NOT met"
             }
         );
+
+        // Memory: the same number of direct connections held open first (client and
+        // destination ends), then as many tunnels; the difference is the exit's own.
+        let before = resident_kib();
+        let direct_held = hold(target, None, &hello).await?;
+        let with_direct = resident_kib();
+        let exit_held = hold(target, via, &hello).await?;
+        let with_exit = resident_kib();
+        let direct_each = (with_direct - before) / HELD as f64;
+        let exit_each = (with_exit - with_direct) / HELD as f64 - direct_each;
+        println!("memory, {HELD} connections held open with 64 KiB sent through each, KiB each:");
+        println!("  direct (client and destination ends) {direct_each:>8.1}");
+        println!(
+            "  the exit's own per tunnel           {exit_each:>8.1} (goal ≤ {MEMORY_PER_TUNNEL_GOAL_KIB:.0}): {}",
+            if exit_each <= MEMORY_PER_TUNNEL_GOAL_KIB {
+                "met"
+            } else {
+                "NOT met"
+            }
+        );
+        drop(exit_held);
+        drop(direct_held);
+        tokio::time::sleep(Duration::from_millis(500)).await;
 
         let mut direct_rates = Vec::new();
         let mut exit_rates = Vec::new();
