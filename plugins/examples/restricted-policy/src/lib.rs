@@ -1,6 +1,6 @@
 //! An example cluster policy: every agent pod runs under the Kubernetes *restricted* pod
-//! security profile, every container gets default resource requests and limits, and every Task
-//! names its owning team.
+//! security profile, every container gets default resource requests and limits, every Task
+//! names its owning team, and no Task or Agent asks for `Open` egress.
 //!
 //! What it can fix it fixes (unset fields get the restricted value); what it cannot fix — a
 //! field explicitly set to something the profile forbids, or a Task without a team — it denies,
@@ -13,6 +13,7 @@ mod resources;
 
 use std::collections::BTreeMap;
 
+use kubetask_plugin::api::{Egress, EgressMode};
 use kubetask_plugin::{Draft, Error, Plugin, Request};
 
 /// The pod spec in the Job, as a JSON pointer.
@@ -36,6 +37,7 @@ impl Plugin for RestrictedPolicy {
                      (metadata.labels[{TEAM_LABEL}])"
                 ))
             })?;
+        refuse_open_egress(&request)?;
         let mut draft = request.draft()?;
         let job = &mut draft.job;
         // Only the parts the policy reads are decoded (kubetask_plugin::Object); the rest of
@@ -49,6 +51,30 @@ impl Plugin for RestrictedPolicy {
         resources::apply_defaults(job)?;
         Ok(draft)
     }
+}
+
+/// `spec.egress.mode: Open` on the Task or its Agent is denied: on this cluster agent pods
+/// reach listed domains only (docs/security.md). A Task that sets no mode gets the
+/// controller's `--default-egress-mode`, which a plugin cannot see: set it to `AllowList` or
+/// `Deny` beside this policy.
+fn refuse_open_egress(request: &Request) -> Result<(), Error> {
+    let open = |egress: Option<&Egress>| egress.and_then(|e| e.mode) == Some(EgressMode::Open);
+    let message = |object: String| {
+        Error::denied(format!(
+            "{object}: spec.egress.mode Open is not allowed on this cluster: \
+             use AllowList with the domains the agent needs (spec.egress.allowedDomains)"
+        ))
+    };
+    if open(request.task()?.spec.egress.as_ref()) {
+        return Err(message(request.task_object()));
+    }
+    if let Some(agent) = request.agent()?
+        && open(agent.spec.egress.as_ref())
+    {
+        let name = agent.metadata.name.unwrap_or_default();
+        return Err(message(format!("Agent/{name}")));
+    }
+    Ok(())
 }
 
 kubetask_plugin::export_plugin!(RestrictedPolicy);

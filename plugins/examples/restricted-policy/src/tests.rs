@@ -248,3 +248,33 @@ fn the_wire_form_gives_the_same_result() {
     .expect("allowed");
     assert_eq!(wire.decode(), direct);
 }
+
+#[test]
+fn open_egress_is_denied_on_the_task_and_on_its_agent() {
+    let with_egress = |egress: Value| -> Task {
+        let mut task = serde_json::to_value(team_task()).expect("encodes");
+        task["spec"]["egress"] = egress;
+        serde_json::from_value(task).expect("a Task")
+    };
+    let open = with_egress(json!({"mode": "Open"}));
+    let reason = denied(run(open.clone(), default_draft(&open)));
+    assert!(
+        reason.contains("Task/fix-bug: spec.egress.mode Open is not allowed"),
+        "{reason}"
+    );
+    let listed = with_egress(json!({"mode": "AllowList", "allowedDomains": ["pypi.org"]}));
+    assert!(run(listed.clone(), default_draft(&listed)).is_ok());
+
+    let agent: kubetask_plugin::Agent = serde_json::from_value(json!({
+        "apiVersion": "kubetask.io/v1alpha1", "kind": "Agent",
+        "metadata": {"name": "wide", "namespace": "team-a"},
+        "spec": {"serviceAccountName": "sa", "egress": {"mode": "Open"}},
+    }))
+    .expect("an Agent");
+    let task = team_task();
+    let draft =
+        kubetask_default_plugin::draft(&task, Some(&agent), &Settings::default()).expect("renders");
+    let result =
+        RestrictedPolicy::render(Request::new(&task, Some(&agent), Some(draft)).expect("encodes"));
+    assert!(denied(result).contains("Agent/wide: spec.egress.mode Open is not allowed"),);
+}
