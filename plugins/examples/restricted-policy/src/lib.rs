@@ -13,7 +13,6 @@ mod resources;
 
 use std::collections::BTreeMap;
 
-use kubetask_plugin::api::{Egress, EgressMode};
 use kubetask_plugin::{Draft, Error, Plugin, Request};
 
 /// The pod spec in the Job, as a JSON pointer.
@@ -58,20 +57,22 @@ impl Plugin for RestrictedPolicy {
 /// controller's `--default-egress-mode`, which a plugin cannot see: set it to `AllowList` or
 /// `Deny` beside this policy.
 fn refuse_open_egress(request: &Request) -> Result<(), Error> {
-    let open = |egress: Option<&Egress>| egress.and_then(|e| e.mode) == Some(EgressMode::Open);
+    // Read at its pointer, not decoded: decoding the whole Task would carry its decoder
+    // (three times the plugin's size).
+    const MODE: &str = "/spec/egress/mode";
     let message = |object: String| {
         Error::denied(format!(
             "{object}: spec.egress.mode Open is not allowed on this cluster: \
              use AllowList with the domains the agent needs (spec.egress.allowedDomains)"
         ))
     };
-    if open(request.task()?.spec.egress.as_ref()) {
+    if request.task.str(MODE) == Some("Open") {
         return Err(message(request.task_object()));
     }
-    if let Some(agent) = request.agent()?
-        && open(agent.spec.egress.as_ref())
+    if let Some(agent) = &request.agent
+        && agent.str(MODE) == Some("Open")
     {
-        let name = agent.metadata.name.unwrap_or_default();
+        let name = agent.str("/metadata/name").unwrap_or_default();
         return Err(message(format!("Agent/{name}")));
     }
     Ok(())
