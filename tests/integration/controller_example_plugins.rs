@@ -66,6 +66,14 @@ async fn an_agent_render_plugin_and_cluster_policies_that_mutate_and_deny() {
     cluster
         .apply_yaml(&task_yaml("no-team", None, "", ""))
         .await;
+    cluster
+        .apply_yaml(&task_yaml(
+            "open-egress",
+            Some("payments"),
+            "",
+            "  egress: {mode: Open}\n",
+        ))
+        .await;
 
     let done = cluster
         .wait_task(NS, "clone-and-fix", FIRST_RENDER, |s| {
@@ -160,6 +168,15 @@ async fn an_agent_render_plugin_and_cluster_policies_that_mutate_and_deny() {
     assert!(
         cluster.jobs_of(&denied).await.is_empty(),
         "a denied Task gets no Job"
+    );
+    // A cluster policy can forbid Open egress.
+    let open = cluster
+        .wait_reason(NS, "open-egress", "PolicyDenied", FIRST_RENDER)
+        .await;
+    let message = &open.status.as_ref().expect("status").conditions[0].message;
+    assert!(
+        message.contains("Task/open-egress: spec.egress.mode Open is not allowed"),
+        "{message}"
     );
 }
 
