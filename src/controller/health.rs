@@ -43,12 +43,15 @@ fn phase_counts(tasks: &Store<Task>) -> [(&'static str, i64); 4] {
 }
 
 /// One endpoint's answer: status, content type, body.
-pub type Answer = (StatusCode, &'static str, String);
+type Answer = (StatusCode, &'static str, String);
 
-fn answer(probes: &Probes, path: &str) -> Answer {
+/// The metrics text of a probe port, or `None` when it cannot be encoded (answered 500).
+pub type MetricsText = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+fn answer(path: &str, ready: &AtomicBool, metrics: &MetricsText) -> Answer {
     match path {
         "/healthz" | "/livez" => (StatusCode::OK, "text/plain", "ok".to_owned()),
-        "/readyz" if probes.ready.load(Ordering::Acquire) => {
+        "/readyz" if ready.load(Ordering::Acquire) => {
             (StatusCode::OK, "text/plain", "ok".to_owned())
         }
         "/readyz" => (
@@ -56,34 +59,45 @@ fn answer(probes: &Probes, path: &str) -> Answer {
             "text/plain",
             "starting".to_owned(),
         ),
-        "/metrics" => {
-            let caches = &probes.caches;
-            probes.metrics.set_tasks(&phase_counts(&caches.tasks));
-            let counts = caches.counts();
-            probes.metrics.set_cached(&[
-                ("Task", counts.tasks),
-                ("Job", counts.jobs),
-                ("Agent", counts.agents),
-            ]);
-            probes.metrics.set_memory(
-                super::memory::resident_bytes(),
-                super::memory::limit_bytes(),
-            );
-            (
+        "/metrics" => match metrics() {
+            Some(text) => (
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                probes.metrics.encode(),
-            )
-        }
+                text,
+            ),
+            None => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                String::new(),
+            ),
+        },
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found".to_owned()),
     }
 }
 
+/// The controller's metrics, with the gauges read at scrape time brought up to date.
+fn controller_metrics(probes: &Probes) -> String {
+    let caches = &probes.caches;
+    probes.metrics.set_tasks(&phase_counts(&caches.tasks));
+    let counts = caches.counts();
+    probes.metrics.set_cached(&[
+        ("Task", counts.tasks),
+        ("Job", counts.jobs),
+        ("Agent", counts.agents),
+    ]);
+    probes.metrics.set_memory(
+        super::memory::resident_bytes(),
+        super::memory::limit_bytes(),
+    );
+    probes.metrics.encode()
+}
+
 async fn respond(
-    answer: Arc<dyn Fn(&str) -> Answer + Send + Sync>,
+    ready: Arc<AtomicBool>,
+    metrics: MetricsText,
     request: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (status, content_type, body) = answer(request.uri().path());
+    let (status, content_type, body) = answer(request.uri().path(), &ready, &metrics);
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
@@ -100,19 +114,18 @@ pub async fn serve(
     probes: Probes,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<SocketAddr> {
-    serve_with(
-        address,
-        Arc::new(move |path| answer(&probes, path)),
-        shutdown,
-    )
-    .await
+    let ready = probes.ready.clone();
+    let metrics: MetricsText = Arc::new(move || Some(controller_metrics(&probes)));
+    serve_with(address, ready, metrics, shutdown).await
 }
 
-/// Binds `address` and answers each GET with `answer(path)` until `shutdown` turns true (the
-/// probe port of every long-running command). Returns the bound address.
+/// Binds `address` and serves `/healthz`, `/livez`, `/readyz` (200 once `ready`) and
+/// `/metrics` (`metrics()`) until `shutdown` turns true: the probe port of every long-running
+/// command. Returns the bound address.
 pub async fn serve_with(
     address: SocketAddr,
-    answer: Arc<dyn Fn(&str) -> Answer + Send + Sync>,
+    ready: Arc<AtomicBool>,
+    metrics: MetricsText,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(address).await?;
@@ -122,9 +135,9 @@ pub async fn serve_with(
             tokio::select! {
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
-                    let answer = answer.clone();
+                    let (ready, metrics) = (ready.clone(), metrics.clone());
                     tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |request| respond(answer.clone(), request));
+                        let service = hyper::service::service_fn(move |request| respond(ready.clone(), metrics.clone(), request));
                         if let Err(error) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
                             tracing::debug!(%error, "health connection");
                         }

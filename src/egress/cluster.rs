@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
-use hyper::StatusCode;
+use kube::Api;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
@@ -69,34 +69,16 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let namespace = options.namespace.as_deref();
     let (tasks, task_writer) = reflector::store::<Task>();
     let (agents, agent_writer) = reflector::store::<Agent>();
-    let task_watch = watcher::watcher(
-        scoped::<Task>(&client, namespace),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(cached::task)
-    .reflect(task_writer)
-    .for_each(|event| {
-        if let Err(error) = event {
-            tracing::warn!(%error, "watching Tasks (is the Task CRD installed?)");
-        }
-        futures::future::ready(())
-    });
-    let agent_watch = watcher::watcher(
-        scoped::<Agent>(&client, namespace),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(cached::agent)
-    .reflect(agent_writer)
-    .for_each(|event| {
-        if let Err(error) = event {
-            tracing::warn!(%error, "watching Agents (is the Agent CRD installed?)");
-        }
-        futures::future::ready(())
-    });
-    tokio::spawn(task_watch);
-    tokio::spawn(agent_watch);
+    tokio::spawn(reflect(
+        scoped(&client, namespace),
+        cached::task,
+        task_writer,
+    ));
+    tokio::spawn(reflect(
+        scoped(&client, namespace),
+        cached::agent,
+        agent_writer,
+    ));
 
     let mut registry = Registry::with_prefix("kubetask");
     let reporter = Reporter {
@@ -111,40 +93,15 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let registry = Arc::new(registry);
     let ready = Arc::new(AtomicBool::new(false));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let probe_ready = ready.clone();
-    let probes = health::serve_with(
-        options.metrics_address,
-        Arc::new(move |path: &str| match path {
-            "/healthz" | "/livez" => (StatusCode::OK, "text/plain", "ok".to_owned()),
-            "/readyz" if probe_ready.load(Ordering::Acquire) => {
-                (StatusCode::OK, "text/plain", "ok".to_owned())
-            }
-            "/readyz" => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                "starting".to_owned(),
-            ),
-            "/metrics" => {
-                let mut text = String::new();
-                match prometheus_client::encoding::text::encode(&mut text, &registry) {
-                    Ok(()) => (
-                        StatusCode::OK,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        text,
-                    ),
-                    Err(_) => (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "text/plain",
-                        String::new(),
-                    ),
-                }
-            }
-            _ => (StatusCode::NOT_FOUND, "text/plain", "not found".to_owned()),
-        }),
-        stopped,
-    )
-    .await
-    .with_context(|| format!("binding {}", options.metrics_address))?;
+    let metrics: health::MetricsText = Arc::new(move || {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry)
+            .ok()
+            .map(|()| text)
+    });
+    let probes = health::serve_with(options.metrics_address, ready.clone(), metrics, stopped)
+        .await
+        .with_context(|| format!("binding {}", options.metrics_address))?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("binding {}", options.listen))?;
@@ -189,6 +146,32 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
     let _ = stop.send(true);
     Ok(())
+}
+
+/// Keeps `writer`'s store in step with `api` (objects trimmed by `trim`), retrying with
+/// backoff; a failing watch is logged (the CRD not installed, access denied).
+async fn reflect<K>(api: Api<K>, trim: fn(&mut K), writer: reflector::store::Writer<K>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(trim)
+        .reflect(writer)
+        .for_each(|event| {
+            if let Err(error) = event {
+                let kind = K::kind(&());
+                tracing::warn!(%error, "watching {kind}s (is the {kind} CRD installed?)");
+            }
+            futures::future::ready(())
+        })
+        .await;
 }
 
 /// The Tasks and Agents the exit watches.
