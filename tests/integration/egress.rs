@@ -180,15 +180,7 @@ spec:
     std::fs::write(key_file.path(), key_bytes).unwrap();
     let key = TokenKey::new(&key_bytes).unwrap();
     let exit = spawn_exit(&cluster, key_file.path());
-    let mut ready = false;
-    for _ in 0..200 {
-        if exit.get("/readyz").is_some_and(|r| r.contains(" 200 ")) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "the exit never became ready");
+    exit.wait_ready().await;
 
     let auth = format!("{NS}.fetch:{}", key.token(NS, "fetch", &uid));
     let hello = client_hello("localhost");
@@ -242,16 +234,11 @@ spec:
         )
         .await
         .unwrap();
-    let mut narrowed = false;
-    for _ in 0..100 {
-        let (status, _, _) = exit.connect(&format!("localhost:{port}"), &auth, &hello);
-        if status == 403 {
-            narrowed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(narrowed, "the Agent's change did not reach the exit");
+    let target = format!("localhost:{port}");
+    assert!(
+        exit.answers_eventually(&target, &auth, &hello, 403).await,
+        "the Agent's change did not reach the exit"
+    );
 
     // The Task finishes: its token opens nothing more.
     cluster
@@ -263,16 +250,10 @@ spec:
         )
         .await
         .unwrap();
-    let mut closed = false;
-    for _ in 0..100 {
-        let (status, _, _) = exit.connect(&format!("localhost:{port}"), &auth, &hello);
-        if status == 407 {
-            closed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(closed, "a finished Task's token still opened the exit");
+    assert!(
+        exit.answers_eventually(&target, &auth, &hello, 407).await,
+        "a finished Task's token still opened the exit"
+    );
 
     // Refusals became Warning Events on the Task; every decision a metric.
     let events: Api<Event> = Api::namespaced(cluster.client.clone(), NS);
@@ -347,6 +328,23 @@ fn the_exit_refuses_a_short_key_with_the_file_named() {
 }
 
 impl ExitProcess {
+    /// Whether a CONNECT to `target` gets `status` within 5 s (watches are asynchronous).
+    async fn answers_eventually(
+        &self,
+        target: &str,
+        auth: &str,
+        hello: &[u8],
+        status: u16,
+    ) -> bool {
+        for _ in 0..100 {
+            if self.connect(target, auth, hello).0 == status {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     async fn wait_ready(&self) {
         for _ in 0..200 {
             if self.get("/readyz").is_some_and(|r| r.contains(" 200 ")) {
