@@ -10,6 +10,7 @@ mod contexts;
 mod credentials;
 mod image;
 mod job;
+pub mod network;
 mod paths;
 #[cfg(test)]
 mod tests;
@@ -18,7 +19,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::{batch::v1::Job, core::v1::ConfigMap};
 use kubetask_api::{Agent, Task, labels, names, naming};
-use kubetask_plugin::{Object, Plugin, Request};
+use kubetask_plugin::{NetworkPlugin, NetworkRequest, Object, Plugin, Request};
+use serde_json::Value;
 
 pub use contexts::{TOOLS, WORKSPACE};
 pub use job::{AGENT_CONTAINER, TOOLS_PATH};
@@ -245,4 +247,11 @@ impl Plugin for DefaultRenderer {
     }
 }
 
-kubetask_plugin::export_plugin!(DefaultRenderer);
+impl NetworkPlugin for DefaultRenderer {
+    /// The first network stage: the default-deny NetworkPolicy of [`network`].
+    fn network(request: NetworkRequest) -> Result<Vec<Object<Value>>, RenderError> {
+        network::policies(&request)
+    }
+}
+
+kubetask_plugin::export_network_plugin!(DefaultRenderer);

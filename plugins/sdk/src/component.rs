@@ -3,7 +3,8 @@
 
 use std::marker::PhantomData;
 
-use crate::{Error, Level, Plugin, WireDraft, WireRequest};
+use crate::network::{EgressMode, WireNetworkRequest};
+use crate::{EgressPlan, Error, Level, NetworkPlugin, Peer, Plugin, WireDraft, WireRequest};
 
 /// Bindings generated from `wit/` (the one definition of the contract).
 pub mod bindings {
@@ -16,45 +17,111 @@ pub mod bindings {
     });
 }
 
+/// Bindings of the `network-plugin` world (the `plugin` world and the `network` interface),
+/// sharing the types of [`bindings`].
+pub mod network_bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "network-plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_kubetask_network_plugin_world",
+        default_bindings_module: "::kubetask_plugin::component::network_bindings",
+        with: {
+            "kubetask:plugin/types@0.1.0": crate::component::bindings::kubetask::plugin::types,
+            "kubetask:plugin/host@0.1.0": crate::component::bindings::kubetask::plugin::host,
+        },
+    });
+}
+
 use bindings::kubetask::plugin::{host, types};
+use network_bindings::exports::kubetask::plugin::network;
 
 /// Implements the generated `Guest` trait for any [`Plugin`].
 pub struct Adapter<P>(PhantomData<P>);
 
 impl<P: Plugin> bindings::Guest for Adapter<P> {
     fn render(request: types::RenderRequest) -> Result<types::Draft, types::RenderError> {
-        let request = WireRequest {
+        render::<P>(request)
+    }
+}
+
+impl<P: Plugin> network_bindings::Guest for Adapter<P> {
+    fn render(request: types::RenderRequest) -> Result<types::Draft, types::RenderError> {
+        render::<P>(request)
+    }
+}
+
+impl<P: NetworkPlugin> network::Guest for Adapter<P> {
+    fn render_network(request: network::NetworkRequest) -> Result<Vec<String>, types::RenderError> {
+        let peer = |peer: network::Peer| Peer {
+            namespace: peer.namespace,
+            pod_labels: peer.pod_labels.into_iter().collect(),
+            port: peer.port,
+        };
+        let request = WireNetworkRequest {
             task: request.task,
             agent: request.agent,
-            settings: crate::Settings {
-                default_agent_image: request.settings.default_agent_image,
-                controller_namespace: request.settings.controller_namespace,
+            settings: settings(request.settings),
+            job: request.job,
+            egress: EgressPlan {
+                mode: match request.egress.mode {
+                    network::EgressMode::Deny => EgressMode::Deny,
+                    network::EgressMode::AllowList => EgressMode::AllowList,
+                    network::EgressMode::Open => EgressMode::Open,
+                },
+                allowed_domains: request.egress.allowed_domains,
+                allowed_cidrs: request.egress.allowed_cidrs,
+                ports: request.egress.ports,
+                exit: peer(request.egress.exit),
+                dns: peer(request.egress.dns),
             },
-            draft: request.draft.map(|draft| WireDraft {
-                job: draft.job,
-                config_maps: draft.config_maps,
-                warnings: draft.warnings,
-            }),
+            policies: request.policies,
         };
-        match crate::render_wire::<P>(request) {
-            Ok(draft) => Ok(types::Draft {
-                job: draft.job,
-                config_maps: draft.config_maps,
-                warnings: draft.warnings,
-            }),
-            Err(Error::Invalid {
-                object,
-                field,
-                message,
-            }) => Err(types::RenderError::InvalidInput(types::InvalidField {
-                object,
-                field,
-                message,
-            })),
-            Err(Error::Denied(reason)) => Err(types::RenderError::Denied(reason)),
-            Err(Error::Internal(message)) => Err(types::RenderError::Internal(message)),
-        }
+        crate::network::network_wire::<P>(request).map_err(render_error)
     }
+}
+
+fn settings(settings: types::Settings) -> crate::Settings {
+    crate::Settings {
+        default_agent_image: settings.default_agent_image,
+        controller_namespace: settings.controller_namespace,
+    }
+}
+
+fn render_error(error: Error) -> types::RenderError {
+    match error {
+        Error::Invalid {
+            object,
+            field,
+            message,
+        } => types::RenderError::InvalidInput(types::InvalidField {
+            object,
+            field,
+            message,
+        }),
+        Error::Denied(reason) => types::RenderError::Denied(reason),
+        Error::Internal(message) => types::RenderError::Internal(message),
+    }
+}
+
+fn render<P: Plugin>(request: types::RenderRequest) -> Result<types::Draft, types::RenderError> {
+    let request = WireRequest {
+        task: request.task,
+        agent: request.agent,
+        settings: settings(request.settings),
+        draft: request.draft.map(|draft| WireDraft {
+            job: draft.job,
+            config_maps: draft.config_maps,
+            warnings: draft.warnings,
+        }),
+    };
+    crate::render_wire::<P>(request)
+        .map(|draft| types::Draft {
+            job: draft.job,
+            config_maps: draft.config_maps,
+            warnings: draft.warnings,
+        })
+        .map_err(render_error)
 }
 
 pub(crate) fn log(level: Level, message: &str) {

@@ -44,6 +44,7 @@ pub mod component;
 pub mod containers;
 mod error;
 mod log;
+pub mod network;
 mod object;
 mod wire;
 
@@ -51,6 +52,7 @@ pub use error::Error;
 pub use k8s_openapi::api::{batch::v1::Job, core::v1::ConfigMap};
 pub use kubetask_api::{self as api, Agent, Task};
 pub use log::{Level, log};
+pub use network::{EgressPlan, NetworkPlugin, NetworkRequest, Peer};
 pub use object::{Object, field_path};
 pub use wire::{WireDraft, WireRequest, render_wire};
 pub use {k8s_openapi, serde_json};
@@ -195,6 +197,21 @@ macro_rules! export_plugin {
             type KubetaskPluginExport = $crate::component::Adapter<$plugin>;
             $crate::component::bindings::__export_kubetask_plugin_world!(
                 KubetaskPluginExport with_types_in $crate::component::bindings
+            );
+        };
+    };
+}
+
+/// Exports a [`NetworkPlugin`] as the component's `render` and `render-network` functions (on
+/// `wasm32` only, as [`export_plugin!`]). Use it instead of [`export_plugin!`], once.
+#[macro_export]
+macro_rules! export_network_plugin {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            type KubetaskPluginExport = $crate::component::Adapter<$plugin>;
+            $crate::component::network_bindings::__export_kubetask_network_plugin_world!(
+                KubetaskPluginExport with_types_in $crate::component::network_bindings
             );
         };
     };
