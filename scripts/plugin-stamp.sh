@@ -21,12 +21,13 @@ outputs=(
   plugins/examples/restricted-policy/restricted_policy.wasm
   plugins/examples/git-clone/git_clone.wasm
   plugins/examples/agent-runner/agent_runner.wasm
+  plugins/examples/cilium-egress/cilium_egress.wasm
   plugins/examples/deadline-c/deadline_policy.wasm
 )
 
 # The plugin packages `scripts/build-plugins.sh` builds.
 plugin_packages=(kubetask-default-plugin kubetask-hostile-plugin kubetask-example-restricted-policy
-  kubetask-example-git-clone kubetask-example-agent-runner)
+  kubetask-example-git-clone kubetask-example-agent-runner kubetask-example-cilium-egress)
 
 # What of the workspace manifest and the lock file the plugin build reads: the workspace tables
 # and the release/plugin profiles (not the host package's dependencies, benches or dev profile),

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 use kubetask_api::DEFAULT_AGENT_IMAGE;
 
 use super::{EgressModeArg, LogFormat, parse_duration};
-use crate::render::egress::EgressSettings;
+use crate::render::egress::{DNS_PORT, EgressSettings, PodPeer};
 use crate::{
     controller::{self, LeaseOptions},
     plugin::Limits,
@@ -75,6 +75,13 @@ pub struct ControllerArgs {
     /// The exit's host:port, as agent pods reach it.
     #[arg(long, default_value = crate::render::egress::DEFAULT_EXIT)]
     egress_exit: String,
+    /// The exit's pods (`NAMESPACE/KEY=VALUE,...`): each Task pod's NetworkPolicy lets it reach
+    /// them on the port of --egress-exit (the exit Service's port and target port must match).
+    #[arg(long, default_value = crate::render::egress::DEFAULT_EXIT_PODS)]
+    egress_exit_pods: String,
+    /// The cluster DNS's pods (`NAMESPACE/KEY=VALUE,...`), reached on port 53 (UDP and TCP).
+    #[arg(long, default_value = crate::render::egress::DEFAULT_DNS_PODS)]
+    egress_dns_pods: String,
     /// Egress mode of Tasks whose Agent and themselves set none (checked here as the exit
     /// checks it: give both the same).
     #[arg(long, value_enum, default_value_t = EgressModeArg::Open)]
@@ -95,10 +102,17 @@ impl ControllerArgs {
             .egress_key_file
             .as_deref()
             .map(|path| {
+                let key = crate::egress::cluster::read_key(path)?;
+                let exit_port = crate::render::egress::exit_port(&self.egress_exit)
+                    .map_err(|why| anyhow::anyhow!("--egress-exit: {why}"))?;
                 Ok::<_, anyhow::Error>(std::sync::Arc::new(EgressSettings {
-                    key: crate::egress::cluster::read_key(path)?,
+                    key,
                     exit: self.egress_exit.clone(),
                     default_mode: self.default_egress_mode.into(),
+                    exit_pods: PodPeer::parse(&self.egress_exit_pods, exit_port)
+                        .map_err(|why| anyhow::anyhow!("--egress-exit-pods: {why}"))?,
+                    dns_pods: PodPeer::parse(&self.egress_dns_pods, DNS_PORT)
+                        .map_err(|why| anyhow::anyhow!("--egress-dns-pods: {why}"))?,
                 }))
             })
             .transpose()?;

@@ -8,11 +8,18 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kubetask_api::DEFAULT_AGENT_IMAGE;
 use serde_json::Value;
 
-use super::{display_paths, emit, parse_duration, plugin_name_of, read_component, report};
+use super::{
+    EgressModeArg, display_paths, emit, parse_duration, plugin_name_of, read_component, report,
+};
 use crate::{
     cli::files::{self, InputError, Inputs, Sourced},
+    egress::token::TokenKey,
     plugin::{self, Limits, Plugin, PluginError, PluginHost, source},
-    render::{LifecycleSettings, Pipeline, RenderError, Settings, needs, resolve_agent, stages},
+    render::{
+        LifecycleSettings, Pipeline, RenderError, Settings,
+        egress::{self, EgressSettings},
+        needs, resolve_agent, stages,
+    },
 };
 
 #[derive(clap::Args)]
@@ -46,6 +53,14 @@ pub struct RenderArgs {
     /// The controller's --max-task-timeout, to render what it would create.
     #[arg(long, value_parser = parse_duration)]
     max_task_timeout: Option<Duration>,
+    /// Render as a controller with egress on (`--egress-key-file`) would: the Task's proxy
+    /// Secret (its token made with a throwaway key: it opens nothing), the proxy variables and
+    /// the policies of its pod (docs/security.md).
+    #[arg(long)]
+    egress: bool,
+    /// With --egress: the controller's --default-egress-mode.
+    #[arg(long, value_enum, default_value_t = EgressModeArg::Open)]
+    default_egress_mode: EgressModeArg,
     /// Show the plugins' log lines (`host.log`) on stderr; twice (`-vv`) for everything the
     /// host logs too, such as where each plugin was loaded from.
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -73,6 +88,7 @@ pub fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
             display_paths(&args.files)
         );
     }
+    let egress = egress_settings(&args)?;
     let mut host = PluginHost::new(Limits::default())?;
     // A cache that cannot be used only costs a compilation.
     if let Some(cache) = args
@@ -100,7 +116,8 @@ pub fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
         .with_lifecycle(LifecycleSettings {
             max_task_timeout: args.max_task_timeout,
             default_ttl: None,
-        });
+        })
+        .with_egress(egress);
     let output = match render_all(&pipeline, &host, &inputs, &extra, &controller_namespace) {
         Ok(output) => output,
         Err(errors) => return Ok(report(&errors)),
@@ -114,6 +131,21 @@ pub fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
     };
     emit(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `--egress` renders with: a throwaway key and the default install's exit and DNS.
+fn egress_settings(args: &RenderArgs) -> anyhow::Result<Option<Arc<EgressSettings>>> {
+    if !args.egress {
+        return Ok(None);
+    }
+    let key = TokenKey::throwaway().context("cannot make a throwaway egress key")?;
+    let settings = EgressSettings::new(
+        key,
+        egress::DEFAULT_EXIT.to_owned(),
+        args.default_egress_mode.into(),
+    )
+    .map_err(|why| anyhow::anyhow!("{why}"))?;
+    Ok(Some(Arc::new(settings)))
 }
 
 /// Loads a plugin component from a file (gzip when it ends in `.gz`).
@@ -312,6 +344,8 @@ pub fn render_all(
                 let run = is_run.then(|| serde_json::to_value(task));
                 let encoded = run
                     .into_iter()
+                    .chain(rendered.secrets.iter().map(serde_json::to_value))
+                    .chain(rendered.policies.iter().map(serde_json::to_value))
                     .chain(rendered.config_maps.iter().map(serde_json::to_value))
                     .chain(std::iter::once(serde_json::to_value(&rendered.job)))
                     .collect::<Result<Vec<_>, _>>();

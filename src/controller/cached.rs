@@ -4,7 +4,9 @@
 //! server-side-apply bookkeeping and context files.
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::runtime::watcher;
 use kubetask_api::{Agent, Task, TaskStatus};
@@ -70,11 +72,24 @@ pub fn job_event(event: watcher::Event<Job>) -> watcher::Event<Job> {
 }
 
 /// A Job as cached: metadata (owner, labels, the timeout annotation), status, and the spec
-/// fields the controller reads (suspension, retries, deadlines); never its pod template.
+/// fields the controller reads (suspension, retries, deadlines, its pods' labels, which
+/// NetworkPolicies select them by); never the rest of its pod template.
 pub fn job(job: &mut Job) {
     trim_metadata(job);
     if let Some(spec) = job.spec.take() {
+        let labels = spec
+            .template
+            .metadata
+            .and_then(|metadata| metadata.labels)
+            .map(|labels| ObjectMeta {
+                labels: Some(labels),
+                ..ObjectMeta::default()
+            });
         job.spec = Some(JobSpec {
+            template: PodTemplateSpec {
+                metadata: labels,
+                spec: None,
+            },
             suspend: spec.suspend,
             backoff_limit: spec.backoff_limit,
             active_deadline_seconds: spec.active_deadline_seconds,
@@ -91,6 +106,11 @@ pub fn job(job: &mut Job) {
 /// An Agent as cached: whole but for `managedFields` and `kubectl apply`'s copy.
 pub fn agent(agent: &mut Agent) {
     trim_metadata(agent);
+}
+
+/// A NetworkPolicy as cached: whole but for `managedFields` and `kubectl apply`'s copy.
+pub fn network_policy(policy: &mut NetworkPolicy) {
+    trim_metadata(policy);
 }
 
 /// A plugin ConfigMap as cached: whole (its component is loaded from it) but for
@@ -115,7 +135,7 @@ mod tests {
             },
             "spec": {
                 "suspend": false, "backoffLimit": 2, "activeDeadlineSeconds": 90,
-                "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "agent", "image": "agent:1", "env": [{"name": "A", "value": "x"}]}]}},
+                "template": {"metadata": {"labels": {"kubetask.io/task": "t"}, "annotations": {"a": "b"}}, "spec": {"restartPolicy": "Never", "containers": [{"name": "agent", "image": "agent:1", "env": [{"name": "A", "value": "x"}]}]}},
                 "podFailurePolicy": {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]},
             },
             "status": {"active": 1, "ready": 1, "startTime": "2026-01-01T00:00:00Z", "uncountedTerminatedPods": {"succeeded": ["p1"]}},
@@ -129,7 +149,14 @@ mod tests {
         let mut cached = full.clone();
         job(&mut cached);
         let spec = cached.spec.clone().unwrap_or_default();
-        assert_eq!(spec.template, Default::default(), "no pod template");
+        assert_eq!(spec.template.spec, None, "no pod spec");
+        let template = spec.template.metadata.clone().unwrap_or_default();
+        assert_eq!(
+            template.labels,
+            Some([("kubetask.io/task".to_owned(), "t".to_owned())].into()),
+            "the pods' labels"
+        );
+        assert_eq!(template.annotations, None);
         assert_eq!(spec.pod_failure_policy, None);
         assert_eq!(
             (

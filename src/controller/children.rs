@@ -7,9 +7,11 @@ use k8s_openapi::api::{
     core::v1::{ConfigMap, Secret},
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use kube::{Resource, ResourceExt};
 use serde::{Serialize, de::DeserializeOwned};
+
+use crate::render::Rendered;
 
 /// Field manager of everything the controller writes.
 pub const FIELD_MANAGER: &str = "kubetask-controller";
@@ -104,16 +106,22 @@ fn failed(kind: &str, name: &str, namespace: &str) -> impl FnOnce(kube::Error) -
 }
 
 /// Creates each Secret (its name holds the Task's uid: one that exists is this Task's, from
-/// an earlier reconcile), creates (or adopts) each ConfigMap, then the Job.
+/// an earlier reconcile), creates (or adopts) each policy and ConfigMap, then the Job: the
+/// pod never starts before what restricts it.
 pub async fn create(
     client: &kube::Client,
     namespace: &str,
     task_name: &str,
     task_uid: &str,
-    secrets: &[Secret],
-    config_maps: &[ConfigMap],
-    job: &Job,
+    rendered: &Rendered,
 ) -> Result<Created<Job>, CreateError> {
+    let Rendered {
+        job,
+        config_maps,
+        secrets,
+        policies,
+        ..
+    } = rendered;
     let secret_api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
@@ -126,32 +134,57 @@ pub async fn create(
             Err(error) => return Err(failed("Secret", &secret.name_any(), namespace)(error)),
         }
     }
+    for policy in policies {
+        let types = policy.types.clone().unwrap_or_default();
+        let (group, version) = match types.api_version.split_once('/') {
+            Some((group, version)) => (group, version),
+            None => ("", types.api_version.as_str()),
+        };
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &types.kind));
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        let kind = if types.kind == "NetworkPolicy" {
+            "NetworkPolicy"
+        } else {
+            "CiliumNetworkPolicy"
+        };
+        let created = create_or_adopt(&api, policy, kind, task_name, task_uid)
+            .await
+            .map_err(failed(kind, &policy.name_any(), namespace))?;
+        if let Some(conflict) = conflict(created) {
+            return Ok(conflict);
+        }
+    }
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     for map in config_maps {
-        match create_or_adopt(&maps, map, "ConfigMap", task_name, task_uid)
+        let created = create_or_adopt(&maps, map, "ConfigMap", task_name, task_uid)
             .await
-            .map_err(failed("ConfigMap", &map.name_any(), namespace))?
-        {
-            Created::Owned(_) => {}
-            Created::Conflict {
-                kind,
-                name,
-                owner,
-                previous,
-            } => {
-                return Ok(Created::Conflict {
-                    kind,
-                    name,
-                    owner,
-                    previous,
-                });
-            }
+            .map_err(failed("ConfigMap", &map.name_any(), namespace))?;
+        if let Some(conflict) = conflict(created) {
+            return Ok(conflict);
         }
     }
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     create_or_adopt(&jobs, job, "Job", task_name, task_uid)
         .await
         .map_err(failed("Job", &job.name_any(), namespace))
+}
+
+/// A conflict, as the Job's result (the Job is not created).
+fn conflict<K>(created: Created<K>) -> Option<Created<Job>> {
+    match created {
+        Created::Owned(_) => None,
+        Created::Conflict {
+            kind,
+            name,
+            owner,
+            previous,
+        } => Some(Created::Conflict {
+            kind,
+            name,
+            owner,
+            previous,
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::{batch::v1::Job, core::v1::ConfigMap};
+use k8s_openapi::api::{batch::v1::Job, core::v1::ConfigMap, networking::v1::NetworkPolicy};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
@@ -243,8 +243,25 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     )
     .default_backoff()
     .touched_objects();
+    // With egress on, every NetworkPolicy: a change may widen (or restore) what a running
+    // Task's pod reaches, which its `EgressEnforced` condition states.
+    let (network_policies, policy_events) = match &options.egress {
+        Some(_) => {
+            let (store, writer) = reflector::store::<NetworkPolicy>();
+            let events = watcher::watcher(
+                scoped::<NetworkPolicy>(&client, namespace),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .modify(cached::network_policy)
+            .reflect(writer)
+            .touched_objects();
+            (Some(store), Some(events))
+        }
+        None => (None, None),
+    };
     let wait_index = Arc::new(wait_index::WaitIndex::default());
-    let context = Arc::new(task_executor::Context::new(
+    let mut context = task_executor::Context::new(
         client.clone(),
         pipeline,
         reporter.clone(),
@@ -254,7 +271,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         jobs,
         agents,
         wait_index.clone(),
-    ));
+    );
+    if let Some(store) = network_policies {
+        context = context.with_network_policies(store);
+    }
+    let context = Arc::new(context);
     let cron_context = Arc::new(cron_executor::Context::new(
         client.clone(),
         tasks.clone(),
@@ -281,13 +302,17 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         futures::future::ready(())
     });
     let mut graceful = stopped.clone();
-    let triggers = futures::stream::select_all([
+    let mut triggers = vec![
         concerning(task_events, |task: Task| vec![ObjectRef::from_obj(&task)]),
         concerning(job_events, job_trigger(context.clone())),
         concerning(agent_events, agent_trigger(wait_index.clone())),
         concerning(plugin_events, plugin_trigger(registry, wait_index.clone())),
         concerning(config_map_events, config_map_trigger(wait_index)),
-    ]);
+    ];
+    if let Some(events) = policy_events {
+        triggers.push(concerning(events, policy_trigger(tasks.clone())));
+    }
+    let triggers = futures::stream::select_all(triggers);
     let listed = tasks.clone();
     let running = work_queue::run(
         triggers,
@@ -412,6 +437,27 @@ fn concerning<K: 'static>(
         .boxed()
 }
 
+/// A NetworkPolicy change concerns the running Tasks of its namespace (whether their pods'
+/// egress is enforced).
+fn policy_trigger(
+    tasks: reflector::Store<Task>,
+) -> impl Fn(NetworkPolicy) -> Vec<ObjectRef<Task>> + Send + Sync + 'static {
+    move |policy| {
+        let namespace = policy.namespace();
+        tasks
+            .state()
+            .iter()
+            .filter(|task| task.namespace() == namespace)
+            .filter(|task| {
+                task.status
+                    .as_ref()
+                    .is_some_and(|s| s.job_name.is_some() && !status::is_finished(s))
+            })
+            .map(|task| ObjectRef::from_obj(task.as_ref()))
+            .collect()
+    }
+}
+
 /// An Agent change concerns the Tasks without a Job that run with it.
 fn agent_trigger(
     wait_index: Arc<wait_index::WaitIndex>,
@@ -497,8 +543,8 @@ mod tests {
     use kube::api::PostParams;
     use kubetask_test_apiserver::{Config, TestApiServer};
 
-    /// The Job watch stores what `decide` reads of a Job, never its pod template: the cache
-    /// holds one small object per Job however big the agent's pod is.
+    /// The Job watch stores what `decide` reads of a Job, never its pod spec (its pods' labels
+    /// only): the cache holds one small object per Job however big the agent's pod is.
     #[tokio::test]
     async fn the_job_cache_holds_no_pod_template() {
         let server = TestApiServer::start(Config::default()).expect("server");
@@ -527,11 +573,7 @@ mod tests {
             .get(&ObjectRef::new("t-job").within("default"))
             .expect("the Job in the cache");
         let spec = cached.spec.clone().unwrap_or_default();
-        assert_eq!(
-            spec.template,
-            Default::default(),
-            "a pod template in the cache"
-        );
+        assert_eq!(spec.template.spec, None, "a pod spec in the cache");
         assert_eq!(spec.backoff_limit, Some(1));
         assert!(
             cached

@@ -15,6 +15,7 @@ use kubetask_api::{PluginRef, Task, TaskPhase, TaskStatus};
 use super::failure::{Class, Failure, LONGEST_RETRY, VISIBLE_AFTER};
 use super::pod_attempts;
 use super::status::{self, Condition, reason};
+use crate::egress::enforcement::{self, Enforcement};
 use crate::render::lifecycle::job_timeout;
 
 /// The object that has (or would have) the Task's Job name.
@@ -68,6 +69,9 @@ pub struct Snapshot {
     pub pods: Option<Vec<Pod>>,
     /// How long the Task is kept once finished (its TTL), if at all.
     pub ttl: Option<Duration>,
+    /// Whether its pod's egress is what its policy says, when egress is on and it has a Job
+    /// (the `EgressEnforced` condition).
+    pub egress: Option<Enforcement>,
 }
 
 /// Why the controller stops a running agent.
@@ -359,6 +363,40 @@ fn report(next: &mut TaskStatus, snapshot: &Snapshot) -> Option<Note> {
     }
 }
 
+/// Sets the `EgressEnforced` condition from the snapshot's answer, or keeps the one written
+/// before (a finished Task keeps its last answer); its transition time moves only when its
+/// status does.
+fn egress_condition(next: &mut TaskStatus, snapshot: &Snapshot, now: &Time) {
+    let previous = snapshot
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == enforcement::CONDITION);
+    let condition = match &snapshot.egress {
+        Some(answer) => {
+            let (status, reason, message) = enforcement::condition(answer);
+            let since = previous
+                .filter(|c| c.status == status)
+                .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: enforcement::CONDITION.to_owned(),
+                status: status.to_owned(),
+                reason: reason.to_owned(),
+                message,
+                observed_generation: next.observed_generation,
+                last_transition_time: since,
+            }
+        }
+        None => match previous {
+            Some(condition) => condition.clone(),
+            None => return,
+        },
+    };
+    next.conditions
+        .retain(|c| c.type_ != enforcement::CONDITION);
+    next.conditions.push(condition);
+}
+
 /// A finished Task waits for its TTL, then is deleted.
 fn after_finishing(snapshot: &Snapshot, now: &Time) -> Plan {
     let (Some(ttl), Some(finished)) = (snapshot.ttl, snapshot.status.completion_time.as_ref())
@@ -460,6 +498,7 @@ fn transition(
         now,
     );
     let report_warning = report(&mut next, snapshot);
+    egress_condition(&mut next, snapshot, now);
     let event = {
         let before = (previous.phase, status::condition_reason(previous));
         let after = (next.phase, status::condition_reason(&next));

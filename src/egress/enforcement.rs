@@ -73,25 +73,34 @@ fn egress_rules(
         .unwrap_or_default()
 }
 
-/// The `EgressEnforced` rule for a pod with `labels`: `ours` is KubeTask's policy for its
-/// Task, `others` every other NetworkPolicy of the namespace. Another policy that selects the
-/// pod and restricts egress widens it by every rule ours does not have word for word (a rule
-/// that allows a subset of ours is counted too: proving containment of peers and ports is not
-/// worth a false "enforced").
+/// The `EgressEnforced` rule for a pod with `labels`: `ours` are the Task's own policies (those
+/// it controls), `others` every other NetworkPolicy of the namespace. Another policy that
+/// selects the pod and restricts egress widens it by every rule none of ours has word for word
+/// (a rule that allows a subset of ours is counted too: proving containment of peers and
+/// ports is not worth a false "enforced").
 pub fn enforcement(
     labels: &BTreeMap<String, String>,
-    ours: Option<&NetworkPolicy>,
+    ours: &[NetworkPolicy],
     others: &[NetworkPolicy],
 ) -> Enforcement {
-    let Some(ours) = ours.filter(|p| pod_selected(p, labels) && restricts_egress(p)) else {
+    let ours: Vec<&NetworkPolicy> = ours
+        .iter()
+        .filter(|p| pod_selected(p, labels) && restricts_egress(p))
+        .collect();
+    if ours.is_empty() {
         return Enforcement::NoPolicy;
-    };
-    let our_rules = egress_rules(ours);
+    }
+    let our_rules: Vec<_> = ours.iter().flat_map(|p| egress_rules(p)).collect();
+    let our_names: Vec<&Option<String>> = ours.iter().map(|p| &p.metadata.name).collect();
     let mut widened: Vec<String> = others
         .iter()
-        .filter(|p| p.metadata.name != ours.metadata.name)
+        .filter(|p| !our_names.contains(&&p.metadata.name))
         .filter(|p| pod_selected(p, labels) && restricts_egress(p))
-        .filter(|p| egress_rules(p).iter().any(|rule| !our_rules.contains(rule)))
+        .filter(|p| {
+            egress_rules(p)
+                .iter()
+                .any(|rule| !our_rules.contains(&rule))
+        })
         .map(|p| p.metadata.name.clone().unwrap_or_default())
         .collect();
     widened.sort();
@@ -99,6 +108,33 @@ pub fn enforcement(
         Enforcement::Enforced
     } else {
         Enforcement::Widened(widened)
+    }
+}
+
+/// The condition's type.
+pub const CONDITION: &str = "EgressEnforced";
+
+/// The `EgressEnforced` condition for an answer: `(status, reason, message)`.
+pub fn condition(answer: &Enforcement) -> (&'static str, &'static str, String) {
+    match answer {
+        Enforcement::Enforced => (
+            "True",
+            "PolicyEnforced",
+            "the Task's NetworkPolicy selects its pod and no other policy allows it more egress; on a CNI that enforces NetworkPolicy, its connections leave only through the exit".to_owned(),
+        ),
+        Enforcement::NoPolicy => (
+            "False",
+            "NoPolicy",
+            "no NetworkPolicy of the Task selects its pod and restricts egress: the pod may reach any address its network allows (a CNI's own policies, such as a CiliumNetworkPolicy, are not checked)".to_owned(),
+        ),
+        Enforcement::Widened(names) => (
+            "False",
+            "PolicyWidened",
+            format!(
+                "other NetworkPolicies select the Task's pod and allow egress its own policy does not (policies add up, so the pod may reach what they allow): {}",
+                names.join(", ")
+            ),
+        ),
     }
 }
 
@@ -227,8 +263,9 @@ mod tests {
             ),
         ];
         for (what, ours, others, want) in cases {
+            let ours: Vec<NetworkPolicy> = ours.into_iter().collect();
             assert_eq!(
-                enforcement(&labels(), ours.as_ref(), &others),
+                enforcement(&labels(), ours.as_slice(), &others),
                 want,
                 "{what}"
             );

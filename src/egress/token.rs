@@ -19,6 +19,13 @@ impl TokenKey {
         (bytes.len() >= MIN_KEY_BYTES).then(|| Self(hmac::Key::new(hmac::HMAC_SHA256, bytes)))
     }
 
+    /// A random key nobody else holds (offline rendering: its tokens open nothing).
+    pub fn throwaway() -> Option<Self> {
+        hmac::Key::generate(hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
+            .ok()
+            .map(Self)
+    }
+
     /// The token of one Task (64 lower-case hex digits: safe in a URL's userinfo).
     pub fn token(&self, namespace: &str, name: &str, uid: &str) -> String {
         let tag = hmac::sign(&self.0, &message(namespace, name, uid));

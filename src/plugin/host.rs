@@ -22,6 +22,7 @@ use super::{
     digest_of,
     engine::engine_config,
     limits::MemoryLimiter,
+    network_bindings,
 };
 
 /// How often the deadline clock ticks; deadlines are rounded up to it.
@@ -34,8 +35,18 @@ const ALLOWED_IMPORTS: [&str; 2] = ["kubetask:plugin/host@0.1.", "kubetask:plugi
 pub struct Plugin {
     name: String,
     digest: String,
-    pre: Arc<bindings::PluginPre<CallState>>,
+    compiled: Arc<Compiled>,
 }
+
+/// A component compiled and checked against the plugin world.
+struct Compiled {
+    pre: bindings::PluginPre<CallState>,
+    /// Where its `network` interface is, if it exports one.
+    network: Option<network_bindings::GuestIndices>,
+}
+
+/// The export a plugin of the `network-plugin` world has.
+const NETWORK_EXPORT: &str = "kubetask:plugin/network@0.1.";
 
 impl Plugin {
     /// The plugin's name (its ConfigMap name, or `builtin-default`).
@@ -51,6 +62,11 @@ impl Plugin {
     /// `sha256:` and the first 12 hex digits of the digest, for messages.
     pub fn short_digest(&self) -> String {
         short(&self.digest)
+    }
+
+    /// Whether the plugin renders network policies (exports the WIT `network` interface).
+    pub fn renders_network(&self) -> bool {
+        self.compiled.network.is_some()
     }
 }
 
@@ -98,7 +114,7 @@ pub struct PluginHost {
     engine: Engine,
     linker: Linker<CallState>,
     limits: Limits,
-    compiled: Mutex<HashMap<String, Arc<bindings::PluginPre<CallState>>>>,
+    compiled: Mutex<HashMap<String, Arc<Compiled>>>,
     /// One lock per digest being compiled, so that concurrent loads of the same component
     /// compile it once (the others wait for that compilation instead of repeating it).
     compiling: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -199,8 +215,8 @@ impl PluginHost {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&digest)
             .cloned();
-        let pre = match cached {
-            Some(pre) => pre,
+        let loaded = match cached {
+            Some(loaded) => loaded,
             None => {
                 let built_in = precompiled
                     .and_then(|bytes| super::precompiled::load(&self.engine, name, &digest, bytes));
@@ -275,24 +291,37 @@ impl PluginHost {
                     .linker
                     .instantiate_pre(&compiled)
                     .map_err(wrong_world)?;
-                let pre = Arc::new(bindings::PluginPre::new(instance_pre).map_err(wrong_world)?);
+                let exports_network = component_type
+                    .exports(&self.engine)
+                    .any(|(export, _)| export.starts_with(NETWORK_EXPORT));
+                let network = exports_network
+                    .then(|| network_bindings::GuestIndices::new(&instance_pre))
+                    .transpose()
+                    .map_err(wrong_world)?;
+                let pre = bindings::PluginPre::new(instance_pre).map_err(wrong_world)?;
+                let loaded = Arc::new(Compiled { pre, network });
                 self.compiled
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .insert(digest.clone(), pre.clone());
-                pre
+                    .insert(digest.clone(), loaded.clone());
+                loaded
             }
         };
         Ok(Plugin {
             name: name.to_owned(),
             digest,
-            pre,
+            compiled: loaded,
         })
     }
 
     /// The names `plugin` imports and exports (for `kubetask plugin check`).
     pub fn interface(&self, plugin: &Plugin) -> (Vec<String>, Vec<String>) {
-        let component_type = plugin.pre.instance_pre().component().component_type();
+        let component_type = plugin
+            .compiled
+            .pre
+            .instance_pre()
+            .component()
+            .component_type();
         let imports = component_type
             .imports(&self.engine)
             .map(|(name, _)| name.to_owned());
@@ -302,8 +331,8 @@ impl PluginHost {
         (imports.collect(), exports.collect())
     }
 
-    /// Runs `plugin` once on `request` in a fresh instance.
-    pub fn render(&self, plugin: &Plugin, request: &RenderRequest) -> Result<Draft, PluginError> {
+    /// A fresh store for one call of `plugin`, under the limits.
+    fn store(&self, plugin: &Plugin) -> Store<CallState> {
         let state = CallState {
             limiter: MemoryLimiter {
                 max_bytes: self.limits.memory_bytes,
@@ -315,52 +344,27 @@ impl PluginHost {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
+        store
+    }
+
+    /// Runs `plugin` once on `request` in a fresh instance.
+    pub fn render(&self, plugin: &Plugin, request: &RenderRequest) -> Result<Draft, PluginError> {
+        let mut store = self.store(plugin);
         let (name, digest) = (plugin.name.clone(), plugin.short_digest());
-        let instance = match plugin.pre.instantiate(&mut store) {
+        let instance = match plugin.compiled.pre.instantiate(&mut store) {
             Ok(instance) => instance,
-            Err(error) => {
-                return Err(self.classify(error, &store, plugin, |message| {
-                    PluginError::Instantiate {
-                        name: name.clone(),
-                        digest: digest.clone(),
-                        message,
-                    }
-                }));
-            }
+            Err(error) => return Err(self.instantiate_error(error, &store, plugin)),
         };
-        match instance.call_render(&mut store, request) {
+        let result = instance.call_render(&mut store, request);
+        match result {
             Ok(Ok(draft)) => {
                 let size = draft.job.len()
                     + draft.config_maps.iter().map(String::len).sum::<usize>()
                     + draft.warnings.iter().map(String::len).sum::<usize>();
-                if size > self.limits.output_bytes {
-                    return Err(PluginError::InvalidOutput {
-                        name,
-                        digest,
-                        message: format!(
-                            "{size} bytes exceed the output limit of {} bytes",
-                            self.limits.output_bytes
-                        ),
-                    });
-                }
+                self.check_size(plugin, size)?;
                 Ok(draft)
             }
-            Ok(Err(bindings::RenderError::InvalidInput(field))) => Err(PluginError::InvalidInput {
-                name,
-                object: field.object,
-                field: field.field,
-                message: field.message,
-            }),
-            Ok(Err(bindings::RenderError::Denied(reason))) => Err(PluginError::Denied {
-                name,
-                digest,
-                reason,
-            }),
-            Ok(Err(bindings::RenderError::Internal(message))) => Err(PluginError::Internal {
-                name,
-                digest,
-                message,
-            }),
+            Ok(Err(error)) => Err(refusal(plugin, error)),
             // A call fails without a trap when the plugin's results break the canonical ABI
             // (a bad pointer, invalid UTF-8, ...).
             Err(error) => Err(self.classify(error, &store, plugin, |message| {
@@ -371,6 +375,69 @@ impl PluginHost {
                 }
             })),
         }
+    }
+
+    /// Runs the network stage of `plugin` once on `request` in a fresh instance: the policies
+    /// it returns, as JSON, or `None` when the plugin has no network stage.
+    pub fn render_network(
+        &self,
+        plugin: &Plugin,
+        request: &network_bindings::NetworkRequest,
+    ) -> Result<Option<Vec<String>>, PluginError> {
+        let Some(indices) = &plugin.compiled.network else {
+            return Ok(None);
+        };
+        let mut store = self.store(plugin);
+        let (name, digest) = (plugin.name.clone(), plugin.short_digest());
+        let instance = match plugin.compiled.pre.instance_pre().instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(error) => return Err(self.instantiate_error(error, &store, plugin)),
+        };
+        let result = indices
+            .load(&mut store, &instance)
+            .and_then(|guest| guest.call_render_network(&mut store, request));
+        match result {
+            Ok(Ok(policies)) => {
+                self.check_size(plugin, policies.iter().map(String::len).sum())?;
+                Ok(Some(policies))
+            }
+            Ok(Err(error)) => Err(refusal(plugin, error)),
+            Err(error) => Err(self.classify(error, &store, plugin, |message| {
+                PluginError::InvalidOutput {
+                    name: name.clone(),
+                    digest: digest.clone(),
+                    message,
+                }
+            })),
+        }
+    }
+
+    fn instantiate_error(
+        &self,
+        error: wasmtime::Error,
+        store: &Store<CallState>,
+        plugin: &Plugin,
+    ) -> PluginError {
+        let (name, digest) = (plugin.name.clone(), plugin.short_digest());
+        self.classify(error, store, plugin, |message| PluginError::Instantiate {
+            name,
+            digest,
+            message,
+        })
+    }
+
+    fn check_size(&self, plugin: &Plugin, size: usize) -> Result<(), PluginError> {
+        if size > self.limits.output_bytes {
+            return Err(PluginError::InvalidOutput {
+                name: plugin.name.clone(),
+                digest: plugin.short_digest(),
+                message: format!(
+                    "{size} bytes exceed the output limit of {} bytes",
+                    self.limits.output_bytes
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Names what stopped a plugin: its memory limit, its deadline, a trap, or else `other`.
@@ -404,6 +471,29 @@ impl PluginHost {
             },
             None => other(format!("{error:#}")),
         }
+    }
+}
+
+/// What a plugin's own error says.
+fn refusal(plugin: &Plugin, error: bindings::RenderError) -> PluginError {
+    let (name, digest) = (plugin.name.clone(), plugin.short_digest());
+    match error {
+        bindings::RenderError::InvalidInput(field) => PluginError::InvalidInput {
+            name,
+            object: field.object,
+            field: field.field,
+            message: field.message,
+        },
+        bindings::RenderError::Denied(reason) => PluginError::Denied {
+            name,
+            digest,
+            reason,
+        },
+        bindings::RenderError::Internal(message) => PluginError::Internal {
+            name,
+            digest,
+            message,
+        },
     }
 }
 

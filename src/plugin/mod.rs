@@ -34,3 +34,20 @@ pub mod bindings {
 
     pub use self::kubetask::plugin::types::{InvalidField, Settings};
 }
+
+/// Types generated from the `network-plugin` world of `wit/plugin.wit` (the `network`
+/// interface; the rest is [`bindings`]').
+pub mod network_bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "network-plugin",
+        with: {
+            "kubetask:plugin/types": super::bindings::kubetask::plugin::types,
+            "kubetask:plugin/host": super::bindings::kubetask::plugin::host,
+        },
+    });
+
+    pub use self::exports::kubetask::plugin::network::{
+        EgressMode, EgressPlan, GuestIndices, NetworkRequest, Peer,
+    };
+}

@@ -14,7 +14,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, Secret, SecretKeySelector};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt as _;
-use kubetask_api::egress::{EgressMode, InvalidEgress, effective};
+use kubetask_api::egress::{EgressMode, EgressPolicy, InvalidEgress, effective};
 use kubetask_api::{Agent, Task};
 use sha2::{Digest as _, Sha256};
 
@@ -27,6 +27,14 @@ pub const URL_KEY: &str = "url";
 /// The exit's address in a default install (`manifests/egress/`).
 pub const DEFAULT_EXIT: &str = "kubetask-exit.kubetask-system.svc:3128";
 
+/// The exit's pods in a default install.
+pub const DEFAULT_EXIT_PODS: &str =
+    "kubetask-system/app.kubernetes.io/name=kubetask,app.kubernetes.io/component=exit";
+/// The cluster DNS's pods in most clusters (kubeadm, kind, EKS, GKE, AKS: CoreDNS or kube-dns).
+pub const DEFAULT_DNS_PODS: &str = "kube-system/k8s-app=kube-dns";
+/// The port DNS pods listen on.
+pub const DNS_PORT: u16 = 53;
+
 /// The controller's egress settings.
 #[derive(Clone, Debug)]
 pub struct EgressSettings {
@@ -36,6 +44,69 @@ pub struct EgressSettings {
     pub exit: String,
     /// The mode of Tasks whose Agent and themselves set none.
     pub default_mode: EgressMode,
+    /// The exit's pods, which Task pods' NetworkPolicies let them reach.
+    pub exit_pods: PodPeer,
+    /// The cluster DNS's pods, likewise.
+    pub dns_pods: PodPeer,
+}
+
+impl EgressSettings {
+    /// Settings with the default install's exit pods and the usual cluster DNS.
+    pub fn new(key: TokenKey, exit: String, default_mode: EgressMode) -> Result<Self, String> {
+        let port = exit_port(&exit)?;
+        Ok(Self {
+            key,
+            exit,
+            default_mode,
+            exit_pods: PodPeer::parse(DEFAULT_EXIT_PODS, port)?,
+            dns_pods: PodPeer::parse(DEFAULT_DNS_PODS, DNS_PORT)?,
+        })
+    }
+}
+
+/// The port of the exit's `host:port`.
+pub fn exit_port(exit: &str) -> Result<u16, String> {
+    exit.rsplit_once(':')
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .filter(|port| *port != 0)
+        .ok_or_else(|| format!("{exit:?} is not a host:port"))
+}
+
+/// Pods that Task pods reach: all with `labels` in `namespace`, on `port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodPeer {
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub port: u16,
+}
+
+impl PodPeer {
+    /// Parses `NAMESPACE/KEY=VALUE[,KEY=VALUE...]` (at least one label).
+    pub fn parse(text: &str, port: u16) -> Result<Self, String> {
+        let invalid =
+            |why: &str| format!("{text:?} is not NAMESPACE/KEY=VALUE[,KEY=VALUE...]: {why}");
+        let (namespace, selector) = text.split_once('/').ok_or_else(|| invalid("no '/'"))?;
+        if let Some(why) = kubetask_api::names::label_error(namespace) {
+            return Err(invalid(&format!("namespace {namespace:?}: {why}")));
+        }
+        let mut labels = BTreeMap::new();
+        for pair in selector.split(',') {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| invalid(&format!("{pair:?} has no '='")))?;
+            if let Some(why) = kubetask_api::names::qualified_name_error(key)
+                .or_else(|| kubetask_api::names::label_value_error(value))
+            {
+                return Err(invalid(&format!("{pair:?}: {why}")));
+            }
+            labels.insert(key.to_owned(), value.to_owned());
+        }
+        Ok(Self {
+            namespace: namespace.to_owned(),
+            labels,
+            port,
+        })
+    }
 }
 
 /// The name of a Task's egress Secret: its Job's name and a hash of its uid, so a Task
@@ -48,16 +119,16 @@ pub fn secret_name(job_name: &str, uid: &str) -> String {
 }
 
 /// Checks the Task's egress and returns the Secret to create before `job`, whose containers
-/// now take their proxy from it.
+/// now take their proxy from it, and the Task's effective policy.
 pub fn apply(
     task: &Task,
     agent: Option<&Agent>,
     settings: &Arc<EgressSettings>,
     job: &mut Job,
-) -> Result<Secret, InvalidEgress> {
+) -> Result<(Secret, EgressPolicy), InvalidEgress> {
     let agent_object = agent.map(|a| format!("Agent/{}", a.name_any()));
     let task_object = format!("Task/{}", task.name_any());
-    effective(
+    let policy = effective(
         settings.default_mode,
         agent
             .zip(agent_object.as_deref())
@@ -116,7 +187,7 @@ pub fn apply(
             }
         }
     }
-    Ok(secret)
+    Ok((secret, policy))
 }
 
 #[cfg(test)]
@@ -128,11 +199,8 @@ mod tests {
         let Some(key) = TokenKey::new(&[3; 32]) else {
             panic!("key")
         };
-        Arc::new(EgressSettings {
-            key,
-            exit: DEFAULT_EXIT.to_owned(),
-            default_mode: EgressMode::Open,
-        })
+        let settings = EgressSettings::new(key, DEFAULT_EXIT.to_owned(), EgressMode::Open);
+        Arc::new(settings.unwrap_or_else(|e| panic!("{e}")))
     }
 
     fn task(egress: serde_json::Value) -> Task {
@@ -164,7 +232,7 @@ mod tests {
         let settings = settings();
         let mut job = job();
         let secret = apply(&task(serde_json::Value::Null), None, &settings, &mut job);
-        let Ok(secret) = secret else {
+        let Ok((secret, _)) = secret else {
             panic!("{secret:?}")
         };
         let name = secret_name("fix", "u-1");
@@ -221,6 +289,22 @@ mod tests {
         let Err(error) = got else { panic!("{got:?}") };
         assert_eq!(error.object, "Task/fix");
         assert_eq!(error.field, "spec.egress.allowedDomains[0]");
+    }
+
+    #[test]
+    fn pod_peers_parse_and_bad_ones_say_why() {
+        let exit = PodPeer::parse(DEFAULT_EXIT_PODS, 3128);
+        assert_eq!(
+            exit.map(|p| (p.namespace, p.labels.len(), p.port)),
+            Ok(("kubetask-system".to_owned(), 2, 3128))
+        );
+        for bad in ["kube-dns", "Kube/k=v", "ns/k", "ns/k=v=w", "ns/=v", "ns/"] {
+            let parsed = PodPeer::parse(bad, 53);
+            assert!(parsed.is_err(), "{bad}: {parsed:?}");
+        }
+        assert_eq!(exit_port(DEFAULT_EXIT), Ok(3128));
+        assert!(exit_port("exit.svc").is_err());
+        assert!(exit_port("exit.svc:0").is_err());
     }
 
     #[test]

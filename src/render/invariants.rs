@@ -79,7 +79,7 @@ pub fn apply_invariants(
     Ok(())
 }
 
-fn restore_ownership(task: &Task, metadata: &mut ObjectMeta) {
+pub(super) fn restore_ownership(task: &Task, metadata: &mut ObjectMeta) {
     metadata.namespace.clone_from(&task.metadata.namespace);
     strip_foreign_marks(metadata);
     metadata.finalizers = None;

@@ -2,15 +2,19 @@
 //! controller and for `kubetask render`.
 
 pub mod egress;
+mod error;
 mod invariants;
+mod json;
 pub mod lifecycle;
 pub mod needs;
+pub mod network;
 mod pipeline;
 mod resolve;
 pub mod stages;
 pub mod validation;
 
+pub use error::RenderError;
 pub use invariants::apply_invariants;
 pub use lifecycle::LifecycleSettings;
-pub use pipeline::{Pipeline, RenderError, Rendered, Settings};
+pub use pipeline::{Pipeline, Rendered, Settings};
 pub use resolve::{AgentNotFound, resolve_agent};

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use k8s_openapi::api::{batch::v1::Job, core::v1::ConfigMap};
 use kubetask_api::{Agent, Task};
-use serde::de::DeserializeOwned;
-use thiserror::Error;
 
 use super::apply_invariants;
 use super::egress::EgressSettings;
+use super::error::RenderError;
+use super::json::{decode, encode};
 use super::lifecycle::LifecycleSettings;
 use crate::plugin::{
     DEFAULT_PLUGIN_NAME, DEFAULT_PLUGIN_PRECOMPILED, DEFAULT_PLUGIN_WASM, Plugin, PluginError,
@@ -27,27 +27,13 @@ pub struct Rendered {
     pub config_maps: Vec<ConfigMap>,
     /// Created before the Job: the Task's egress Secret, when egress is on.
     pub secrets: Vec<k8s_openapi::api::core::v1::Secret>,
+    /// Created before the Job: the policies of the Task's pod, when egress is on
+    /// ([`super::network`]).
+    pub policies: Vec<kube::api::DynamicObject>,
     /// Notes for the Task's owner, from every stage.
     pub warnings: Vec<String>,
     /// `(name, digest)` of every plugin that rendered the Job, in order.
     pub plugins: Vec<(String, String)>,
-}
-
-/// Why a Task could not be rendered.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum RenderError {
-    /// A plugin failed or refused the Task.
-    #[error(transparent)]
-    Plugin(#[from] PluginError),
-    /// The Task or Agent could not be encoded as JSON (never expected for parsed objects).
-    #[error("cannot encode the {kind} for the plugins: {message}")]
-    Encode { kind: &'static str, message: String },
-    /// A lifecycle field (timeout) is invalid.
-    #[error(transparent)]
-    Lifecycle(#[from] super::lifecycle::InvalidLifecycle),
-    /// `spec.egress` cannot be enforced, or asks for more than the Agent allows.
-    #[error(transparent)]
-    Egress(#[from] kubetask_api::egress::InvalidEgress),
 }
 
 /// The render pipeline: the built-in default plugin, then any further stages.
@@ -184,14 +170,28 @@ impl Pipeline {
             &self.lifecycle,
             &mut job,
         )?);
-        let secrets = match &self.egress {
-            Some(egress) => vec![super::egress::apply(task, agent, egress, &mut job)?],
-            None => Vec::new(),
+        let (secrets, policies) = match &self.egress {
+            Some(egress) => {
+                let (secret, policy) = super::egress::apply(task, agent, egress, &mut job)?;
+                let input = super::network::NetworkInput {
+                    task,
+                    task_json: &task_json,
+                    agent_json: agent_json.as_deref(),
+                    settings: &settings,
+                    job: &job,
+                    policy: &policy,
+                    egress,
+                };
+                let policies = super::network::render(&self.host, &self.stages, &input)?;
+                (vec![secret], policies)
+            }
+            None => (Vec::new(), Vec::new()),
         };
         Ok(Rendered {
             job,
             config_maps,
             secrets,
+            policies,
             warnings,
             plugins,
         })
@@ -210,13 +210,6 @@ fn encode_draft(
             .map(|map| encode("ConfigMap", map))
             .collect::<Result<_, _>>()?,
         warnings: warnings.to_vec(),
-    })
-}
-
-fn encode<T: serde::Serialize>(kind: &'static str, value: &T) -> Result<String, RenderError> {
-    serde_json::to_string(value).map_err(|error| RenderError::Encode {
-        kind,
-        message: error.to_string(),
     })
 }
 
@@ -247,11 +240,4 @@ fn decode_draft(stage: &Plugin, draft: &Draft) -> Result<(Job, Vec<ConfigMap>), 
         ));
     }
     Ok((job, config_maps))
-}
-
-fn decode<T: DeserializeOwned>(json: &str) -> Result<T, String> {
-    kubetask_api::json::from_json(json).map_err(|error| match error.field.as_str() {
-        "" => error.message,
-        field => format!("{field}: {}", error.message),
-    })
 }

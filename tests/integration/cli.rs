@@ -100,6 +100,7 @@ fn a_directory_and_the_helm_batch_render_every_task() {
         jobs,
         [
             "Job/fix-bug",
+            "Job/triage-issues",
             "Job/complex-task",
             "Job/update-service-a",
             "Job/update-service-a",
@@ -422,4 +423,51 @@ fn the_seeds_first_example_renders_in_the_controller_namespace() {
         "quay.io/myorg/claude-agent:v1.0"
     );
     assert_eq!(pod["serviceAccountName"], "kubetask-agent");
+}
+
+/// `kubetask render --egress` renders what a controller with egress on creates: the proxy
+/// Secret, the pod's default-deny NetworkPolicy (golden: `tests/integration/golden/`,
+/// rewritten with `UPDATE_GOLDEN=1`), then the ConfigMap and the Job, whose agent takes its
+/// proxy from the Secret.
+#[test]
+fn egress_renders_the_pods_default_deny_network_policy() {
+    let items = render_json(&["--egress", "-f", "examples/egress-allowlist.yaml"]);
+    let kinds = kinds(&items);
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
+    assert!(
+        kinds[0].starts_with("Secret/triage-issues-egress-"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds[1..],
+        [
+            "NetworkPolicy/triage-issues-egress",
+            "ConfigMap/triage-issues-contexts",
+            "Job/triage-issues"
+        ]
+        .map(str::to_owned)
+    );
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/integration/golden/egress-allowlist.networkpolicy.yaml");
+    let policy = &items[1];
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, serde_yaml::to_string(policy).unwrap()).unwrap();
+    }
+    let expected: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&golden).expect("the golden file")).unwrap();
+    assert_eq!(
+        policy, &expected,
+        "the rendered NetworkPolicy changed; if on purpose, run with UPDATE_GOLDEN=1"
+    );
+    let env = &items[3]["spec"]["template"]["spec"]["containers"][0]["env"];
+    let proxy = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "HTTPS_PROXY")
+        .expect("HTTPS_PROXY");
+    assert_eq!(
+        proxy["valueFrom"]["secretKeyRef"]["name"],
+        items[0]["metadata"]["name"]
+    );
 }

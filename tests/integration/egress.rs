@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kubetask::api::Agent;
@@ -483,4 +484,84 @@ spec:
     );
     let (tunnelled, text) = curl_through(&other, &format!("https://localhost:{port}/"));
     assert!(!tunnelled && text.contains("407"), "{text}");
+
+    // The pod's NetworkPolicy, rendered by the built-in plugin and accepted by the API server:
+    // DNS, the exit's pods on the exit's port and the Agent's CIDR on its ports, nothing else.
+    let policies: Api<NetworkPolicy> = Api::namespaced(cluster.client.clone(), NS);
+    let policy = policies.get("hang-fetch-egress").await.unwrap();
+    assert_eq!(
+        policy.metadata.owner_references.as_ref().unwrap()[0].uid,
+        task.uid().unwrap(),
+        "the policy dies with its Task"
+    );
+    let spec = serde_json::to_value(policy.spec.unwrap()).unwrap();
+    assert_eq!(
+        spec["podSelector"],
+        json!({"matchLabels": {"kubetask.io/task": "hang-fetch"}})
+    );
+    assert_eq!(spec["policyTypes"], json!(["Egress"]));
+    let rules = spec["egress"].as_array().unwrap();
+    assert_eq!(rules.len(), 3, "{spec}");
+    assert_eq!(rules[0]["ports"][0], json!({"protocol": "UDP", "port": 53}));
+    assert_eq!(
+        rules[1]["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+        "exit"
+    );
+    assert_eq!(
+        rules[1]["ports"],
+        json!([{"protocol": "TCP", "port": proxy}])
+    );
+    assert_eq!(
+        rules[2],
+        json!({"to": [{"ipBlock": {"cidr": "127.0.0.0/8"}}], "ports": [{"protocol": "TCP", "port": port}]})
+    );
+
+    // EgressEnforced says whether the pod is held to it: policies add up, so one more that
+    // selects the pod and allows more egress makes it False, naming that policy.
+    let enforced = wait_egress_condition(&cluster, "hang-fetch", "True").await;
+    assert_eq!(enforced.reason, "PolicyEnforced");
+    let allow_all: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "allow-all-egress"},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]},
+    }))
+    .unwrap();
+    policies
+        .create(&Default::default(), &allow_all)
+        .await
+        .unwrap();
+    let widened = wait_egress_condition(&cluster, "hang-fetch", "False").await;
+    assert_eq!(widened.reason, "PolicyWidened");
+    assert!(
+        widened.message.contains("allow-all-egress"),
+        "{}",
+        widened.message
+    );
+    policies
+        .delete("allow-all-egress", &Default::default())
+        .await
+        .unwrap();
+    wait_egress_condition(&cluster, "hang-fetch", "True").await;
+}
+
+/// Waits (up to 30 s) for the Task's `EgressEnforced` condition to have `status`.
+async fn wait_egress_condition(
+    cluster: &Cluster,
+    name: &str,
+    status: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    let mut last = None;
+    for _ in 0..300 {
+        let task = cluster.tasks(NS).get(name).await.unwrap();
+        last = task
+            .status
+            .unwrap_or_default()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "EgressEnforced");
+        if let Some(condition) = last.as_ref().filter(|c| c.status == status) {
+            return condition.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("EgressEnforced never became {status}: {last:?}");
 }

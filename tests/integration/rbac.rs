@@ -11,7 +11,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::PostParams;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, PostParams};
 use kubetask::api::TaskPhase;
 use serde_json::{Value, json};
 use support::*;
@@ -115,6 +116,28 @@ async fn the_cluster_role_is_sufficient_and_minimal() {
     cluster
         .wait_reason(NS, "fail-x", "AgentNotFound", Duration::from_secs(30))
         .await;
+    // A NetworkPolicy of someone else's under the name of a Task's is never taken over: the
+    // controller reads whose it is and the Task fails NameConflict naming it.
+    let squatter: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "squat-egress"},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"]},
+    }))
+    .unwrap();
+    Api::<NetworkPolicy>::namespaced(cluster.client.clone(), NS)
+        .create(&PostParams::default(), &squatter)
+        .await
+        .unwrap();
+    cluster
+        .apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: squat, namespace: team-a}\nspec: {contexts: []}\n")
+        .await;
+    let squat = cluster
+        .wait_reason(NS, "squat", "NameConflict", Duration::from_secs(30))
+        .await;
+    let message = &squat.status.as_ref().unwrap().conditions[0].message;
+    assert!(
+        message.contains("NetworkPolicy \"squat-egress\""),
+        "{message}"
+    );
     // The same Event twice on one Task (ConfigMapNotFound, ConfigMapKeyNotFound, then
     // ConfigMapNotFound again) is patched into a series.
     cluster

@@ -158,16 +158,7 @@ async fn render_and_create(
         publish(ctx, task, EventType::Normal, "RenderWarning", warning);
     }
     let task_name = task.name_any();
-    let created = children::create(
-        &ctx.client,
-        namespace,
-        &task_name,
-        uid,
-        &rendered.secrets,
-        &rendered.config_maps,
-        &rendered.job,
-    )
-    .await;
+    let created = children::create(&ctx.client, namespace, &task_name, uid, &rendered).await;
     Ok(match created {
         Ok(Created::Owned(job)) => {
             ctx.wait_index.forget(&ObjectRef::from_obj(task.as_ref()));

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::{
     batch::v1::Job,
     core::v1::{ConfigMap, Pod},
+    networking::v1::NetworkPolicy,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -109,6 +110,8 @@ pub struct Context {
     pub seen_jobs: Mutex<HashMap<String, JobCounts>>,
     /// The Tasks this replica admitted from an Agent's queue.
     pub admitted: admission::Admitted,
+    /// Every NetworkPolicy, from its watch, when egress is on (the `EgressEnforced` condition).
+    pub network_policies: Option<Store<NetworkPolicy>>,
     /// The size of `written` at which settled Tasks are forgotten next.
     sweep_at: AtomicUsize,
 }
@@ -170,8 +173,15 @@ impl Context {
             log_budget: LogBudget::new(20, Duration::from_secs(60)),
             seen_jobs: Mutex::default(),
             admitted: admission::Admitted::default(),
+            network_policies: None,
             sweep_at: AtomicUsize::new(SWEEP_AT_LEAST),
         }
+    }
+
+    /// The same context checking each running Task's egress against `policies`.
+    pub fn with_network_policies(mut self, policies: Store<NetworkPolicy>) -> Self {
+        self.network_policies = Some(policies);
+        self
     }
 
     /// The Task's status as last written (by this replica), else as cached (the cache's

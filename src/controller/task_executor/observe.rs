@@ -2,6 +2,7 @@
 //! none, whether its Agent, ConfigMaps and plugins are there and whether its Agent admits it.
 
 use super::*;
+use crate::egress::enforcement::{Enforcement, enforcement};
 
 /// Step 1: what the controller knows about the Task, and its Agent when it is to be created.
 pub(super) async fn observe(
@@ -28,6 +29,7 @@ pub(super) async fn observe(
         status,
         pods: None,
         ttl,
+        egress: None,
     };
     if task.metadata.deletion_timestamp.is_some() || status::is_finished(&snapshot.status) {
         ctx.wait_index.forget(&reference);
@@ -99,6 +101,11 @@ pub(super) async fn observe(
             }
         }
     }
+    if let (Child::Owned(job), Some(policies)) = (&snapshot.job, &ctx.network_policies)
+        && listed(policies, POLICIES_LISTED_WITHIN).await == Listed::Yes
+    {
+        snapshot.egress = Some(egress_of(job, policies, namespace, uid));
+    }
     if snapshot.job != Child::Absent || snapshot.status.job_name.is_some() {
         ctx.wait_index.forget(&reference);
         return (snapshot, None);
@@ -106,6 +113,45 @@ pub(super) async fn observe(
     let (start, agent) = prerequisites(this, &reference, started).await;
     snapshot.start = start;
     (snapshot, agent)
+}
+
+/// How long a reconcile waits for the NetworkPolicy watch's first list (once, at start); the
+/// condition is left as it was when the list takes longer.
+const POLICIES_LISTED_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether the Job's pods are held to the Task's NetworkPolicy: the pods' labels are their
+/// template's and those the Job controller adds; the Task's policies are those it controls.
+fn egress_of(
+    job: &Job,
+    policies: &Store<NetworkPolicy>,
+    namespace: &str,
+    uid: &str,
+) -> Enforcement {
+    let mut labels = job
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.metadata.as_ref())
+        .and_then(|metadata| metadata.labels.clone())
+        .unwrap_or_default();
+    let job_name = job.name_any();
+    let job_uid = job.uid().unwrap_or_default();
+    for (key, value) in [
+        ("batch.kubernetes.io/job-name", &job_name),
+        ("job-name", &job_name),
+        ("batch.kubernetes.io/controller-uid", &job_uid),
+        ("controller-uid", &job_uid),
+    ] {
+        labels
+            .entry(key.to_owned())
+            .or_insert_with(|| value.clone());
+    }
+    let (ours, others): (Vec<NetworkPolicy>, Vec<NetworkPolicy>) = policies
+        .state()
+        .into_iter()
+        .filter(|policy| policy.metadata.namespace.as_deref() == Some(namespace))
+        .map(|policy| policy.as_ref().clone())
+        .partition(|policy| children::controlled_by(&policy.metadata, uid));
+    enforcement(&labels, &ours, &others)
 }
 
 /// The Job's pods (by the `batch.kubernetes.io/job-name` label the Job controller sets).

@@ -69,6 +69,7 @@ fn after(status: &TaskStatus, job: Child, start: Start) -> TaskStatus {
     let snapshot = Snapshot {
         pods: None,
         ttl: None,
+        egress: None,
         status: status.clone(),
         job,
         start,
@@ -556,6 +557,7 @@ fn every_phase_and_observation() {
         let snapshot = Snapshot {
             pods: None,
             ttl: None,
+            egress: None,
             status: status.clone(),
             job: child,
             start,
@@ -587,6 +589,7 @@ fn times_come_from_the_job_and_only_once_it_runs() {
     let snapshot = |status: TaskStatus, job_status: JobStatus| Snapshot {
         pods: None,
         ttl: None,
+        egress: None,
         status,
         job: job(job_status),
         start: Start::NotChecked,
@@ -685,6 +688,7 @@ fn a_created_job_records_its_plugins_and_later_statuses_keep_them() {
     let created = Snapshot {
         pods: None,
         ttl: None,
+        egress: None,
         status: TaskStatus::default(),
         job: job(JobStatus::default()),
         start: Start::Created {
@@ -697,6 +701,7 @@ fn a_created_job_records_its_plugins_and_later_statuses_keep_them() {
     let later = Snapshot {
         pods: None,
         ttl: None,
+        egress: None,
         status: first,
         job: job(JobStatus {
             ready: Some(1),
@@ -720,6 +725,7 @@ fn deleted_and_newer_generations() {
     let snapshot = Snapshot {
         pods: None,
         ttl: None,
+        egress: None,
         status: TaskStatus::default(),
         job: Child::Absent,
         start: Start::Ready,
@@ -738,6 +744,7 @@ fn deleted_and_newer_generations() {
     let finished = Snapshot {
         pods: None,
         ttl: None,
+        egress: None,
         status: after(
             &running,
             job(JobStatus {
@@ -1020,6 +1027,7 @@ fn lifecycle_rules() {
             start: Start::NotChecked,
             pods: row.pods,
             ttl: row.ttl.map(Duration::from_secs),
+            egress: None,
         };
         let plan = decide(&row.task, &snapshot, &time(row.now));
         let written = plan.status.as_ref().map(|s| {
@@ -1071,6 +1079,7 @@ fn lifecycle_rules() {
         },
         pods: None,
         ttl: Some(Duration::from_secs(60)),
+        egress: None,
     };
     let plan = decide(&plain, &invalid, &time(30));
     assert_eq!(plan.retry, Retry::After(Duration::from_secs(60)));
