@@ -471,3 +471,56 @@ fn egress_renders_the_pods_default_deny_network_policy() {
         items[0]["metadata"]["name"]
     );
 }
+
+/// A network plugin run as a cluster policy replaces the built-in NetworkPolicy: the Cilium
+/// example (its committed ConfigMap is what `plugin pack` prints) renders a
+/// CiliumNetworkPolicy naming the Task's domains, confined to the Task like any policy.
+#[test]
+fn the_cilium_example_replaces_the_network_policy_with_its_own() {
+    let wasm = "plugins/examples/cilium-egress/cilium_egress.wasm";
+    let (code, packed, stderr) = kubetask(&[
+        "plugin",
+        "pack",
+        "--name",
+        "cilium-egress",
+        "--policy",
+        "50",
+        wasm,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let committed = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/examples/cilium-egress/configmap.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        packed, committed,
+        "repack plugins/examples/cilium-egress/configmap.yaml"
+    );
+    let items = render_json(&[
+        "--egress",
+        "--policy",
+        wasm,
+        "-f",
+        "examples/egress-allowlist.yaml",
+    ]);
+    let kinds = kinds(&items);
+    assert_eq!(
+        kinds[1], "CiliumNetworkPolicy/triage-issues-egress",
+        "{kinds:?}"
+    );
+    assert!(
+        !kinds.iter().any(|k| k.starts_with("NetworkPolicy/")),
+        "{kinds:?}"
+    );
+    let policy = &items[1];
+    assert_eq!(policy["apiVersion"], "cilium.io/v2");
+    assert_eq!(policy["metadata"]["namespace"], "team-a");
+    assert_eq!(
+        policy["metadata"]["ownerReferences"][0]["name"],
+        "triage-issues"
+    );
+    assert_eq!(
+        policy["spec"]["egress"][2]["toFQDNs"],
+        serde_json::json!([{"matchName": "api.github.com"}])
+    );
+}
