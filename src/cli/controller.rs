@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 use kubetask_api::DEFAULT_AGENT_IMAGE;
 
 use super::{EgressModeArg, LogFormat, parse_duration};
-use crate::render::egress::{DNS_PORT, EgressSettings, PodPeer};
+use crate::render::egress::{CanarySettings, DNS_PORT, EgressSettings, PodPeer};
 use crate::{
     controller::{self, LeaseOptions},
     plugin::Limits,
@@ -82,6 +82,14 @@ pub struct ControllerArgs {
     /// The cluster DNS's pods (`NAMESPACE/KEY=VALUE,...`), reached on port 53 (UDP and TCP).
     #[arg(long, default_value = crate::render::egress::DEFAULT_DNS_PODS)]
     egress_dns_pods: String,
+    /// Start every Task pod with the egress canary, an init container of this image (the
+    /// kubetask image: it runs `/kubetask canary`) that probes an address the pod's policy denies;
+    /// what it sees sets the Task's EgressEnforced condition (docs/security.md).
+    #[arg(long, env = "KUBETASK_EGRESS_CANARY_IMAGE")]
+    egress_canary_image: Option<String>,
+    /// The canary's address (IP:port); default: the API server's Service.
+    #[arg(long)]
+    egress_canary_address: Option<std::net::SocketAddr>,
     /// Egress mode of Tasks whose Agent and themselves set none (checked here as the exit
     /// checks it: give both the same).
     #[arg(long, value_enum, default_value_t = EgressModeArg::Open)]
@@ -96,6 +104,32 @@ pub struct ControllerArgs {
 }
 
 impl ControllerArgs {
+    /// The canary, when `--egress-canary-image` is set: it probes `--egress-canary-address`,
+    /// else the API server's Service as pods see it (`KUBERNETES_SERVICE_HOST`/`_PORT`).
+    fn canary(&self) -> anyhow::Result<Option<CanarySettings>> {
+        let Some(image) = self.egress_canary_image.clone() else {
+            return Ok(None);
+        };
+        let address = match &self.egress_canary_address {
+            Some(address) => *address,
+            None => {
+                let host = std::env::var("KUBERNETES_SERVICE_HOST").ok();
+                let port = std::env::var("KUBERNETES_SERVICE_PORT").ok();
+                host.zip(port)
+                    .and_then(|(host, port)| {
+                        let host: std::net::IpAddr = host.parse().ok()?;
+                        Some(std::net::SocketAddr::new(host, port.parse().ok()?))
+                    })
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--egress-canary-image needs --egress-canary-address outside a cluster (no KUBERNETES_SERVICE_HOST/PORT)"
+                        )
+                    })?
+            }
+        };
+        Ok(Some(CanarySettings { image, address }))
+    }
+
     /// The controller's options from its flags.
     fn options(self) -> anyhow::Result<controller::Options> {
         let egress = self
@@ -113,6 +147,7 @@ impl ControllerArgs {
                         .map_err(|why| anyhow::anyhow!("--egress-exit-pods: {why}"))?,
                     dns_pods: PodPeer::parse(&self.egress_dns_pods, DNS_PORT)
                         .map_err(|why| anyhow::anyhow!("--egress-dns-pods: {why}"))?,
+                    canary: self.canary()?,
                 }))
             })
             .transpose()?;

@@ -7,8 +7,10 @@
 //! | `kubetask plugin check/pack/precompile` | [`plugin`] |
 //! | `kubetask cancel/logs/result/trigger` | [`cluster`] |
 //! | `kubetask exit` | [`exit`] |
+//! | `kubetask canary` | [`canary`] |
 //! | `kubetask crds` | here ([`crate::crds`] makes them) |
 
+pub mod canary;
 pub mod cluster;
 pub mod controller;
 pub mod exit;
@@ -54,6 +56,9 @@ enum Command {
     /// Run the egress exit: the proxy agent pods connect through, which allows each Task only
     /// its own domains (docs/security.md).
     Exit(Box<exit::ExitArgs>),
+    /// Probe an address a Task pod's egress policy denies and report whether it was reached
+    /// (the egress canary's init container; docs/security.md).
+    Canary(canary::CanaryArgs),
 }
 
 /// `--default-egress-mode` (of the controller and the exit).
@@ -99,6 +104,7 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Controller(args) => controller::run(*args),
         Command::Exit(args) => exit::run(*args),
+        Command::Canary(args) => canary::run(args),
         Command::Render(args) => render::run(args),
         Command::Plugin(command) => plugin::run(command),
         Command::Cancel(args) => cluster::cancel_command(args),

@@ -72,6 +72,8 @@ pub struct Snapshot {
     /// Whether its pod's egress is what its policy says, when egress is on and it has a Job
     /// (the `EgressEnforced` condition).
     pub egress: Option<Enforcement>,
+    /// What the newest pod's egress canary saw, when its pods were listed and it has run.
+    pub canary: Option<enforcement::Probe>,
 }
 
 /// Why the controller stops a running agent.
@@ -363,34 +365,40 @@ fn report(next: &mut TaskStatus, snapshot: &Snapshot) -> Option<Note> {
     }
 }
 
-/// Sets the `EgressEnforced` condition from the snapshot's answer, or keeps the one written
-/// before (a finished Task keeps its last answer); its transition time moves only when its
-/// status does.
+/// Sets the `EgressEnforced` condition from the snapshot's answers, or keeps the one written
+/// before (a finished Task keeps its last answer). A canary's verdict stands until pods are
+/// listed again (the newest pod's canary ran once, at its start); its transition time moves
+/// only when its status does.
 fn egress_condition(next: &mut TaskStatus, snapshot: &Snapshot, now: &Time) {
     let previous = snapshot
         .status
         .conditions
         .iter()
         .find(|c| c.type_ == enforcement::CONDITION);
-    let condition = match &snapshot.egress {
-        Some(answer) => {
-            let (status, reason, message) = enforcement::condition(answer);
+    let by_canary = |reason: &str| previous.is_some_and(|c| c.reason == reason);
+    let condition = match (&snapshot.egress, &snapshot.canary) {
+        (None, _) => previous.cloned(),
+        (Some(_), None) if by_canary(enforcement::CANARY_REACHED) => previous.cloned(),
+        (Some(Enforcement::Enforced), None) if by_canary(enforcement::CANARY_BLOCKED) => {
+            previous.cloned()
+        }
+        (Some(answer), probe) => {
+            let (status, reason, message) = enforcement::condition(answer, probe.as_ref());
             let since = previous
                 .filter(|c| c.status == status)
                 .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
                 type_: enforcement::CONDITION.to_owned(),
                 status: status.to_owned(),
                 reason: reason.to_owned(),
                 message,
                 observed_generation: next.observed_generation,
                 last_transition_time: since,
-            }
+            })
         }
-        None => match previous {
-            Some(condition) => condition.clone(),
-            None => return,
-        },
+    };
+    let Some(condition) = condition else {
+        return;
     };
     next.conditions
         .retain(|c| c.type_ != enforcement::CONDITION);

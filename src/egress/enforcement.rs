@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+
+pub use super::canary::Probe;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// The answer for one pod.
@@ -114,8 +116,41 @@ pub fn enforcement(
 /// The condition's type.
 pub const CONDITION: &str = "EgressEnforced";
 
-/// The `EgressEnforced` condition for an answer: `(status, reason, message)`.
-pub fn condition(answer: &Enforcement) -> (&'static str, &'static str, String) {
+/// Reasons of the condition the canary decides.
+pub const CANARY_REACHED: &str = "CanaryReached";
+pub const CANARY_BLOCKED: &str = "CanaryBlocked";
+
+/// The `EgressEnforced` condition for the policies' answer and, when the pod's canary has
+/// run, what it saw: `(status, reason, message)`. A canary that got through decides (the
+/// network does not enforce what the policies say); one that was stopped confirms `True`.
+pub fn condition(
+    answer: &Enforcement,
+    probe: Option<&Probe>,
+) -> (&'static str, &'static str, String) {
+    match (answer, probe) {
+        (_, Some(probe)) if probe.reached => {
+            return (
+                "False",
+                CANARY_REACHED,
+                format!(
+                    "the egress canary reached {} at the pod's start, which the pod's policy denies: this cluster's network does not enforce it (a CNI that ignores NetworkPolicy, such as a plain bridge or flannel alone); connections that ignore HTTPS_PROXY leave the pod unchecked",
+                    probe.address
+                ),
+            );
+        }
+        (Enforcement::Enforced, Some(probe)) => {
+            return (
+                "True",
+                CANARY_BLOCKED,
+                format!(
+                    "the Task's NetworkPolicy selects its pod, no other policy allows it more egress, and the egress canary's connection to {} at the pod's start was stopped ({}): its connections leave only through the exit",
+                    probe.address,
+                    probe.error.as_deref().unwrap_or("not connected")
+                ),
+            );
+        }
+        _ => {}
+    }
     match answer {
         Enforcement::Enforced => (
             "True",

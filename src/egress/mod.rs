@@ -5,6 +5,7 @@
 
 pub mod addresses;
 pub mod audit;
+pub mod canary;
 pub mod cluster;
 pub mod enforcement;
 pub mod exit;

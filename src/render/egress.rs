@@ -11,7 +11,11 @@ use std::sync::Arc;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, Secret, SecretKeySelector};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvVar, EnvVarSource, ResourceRequirements, SeccompProfile, Secret,
+    SecretKeySelector, SecurityContext,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt as _;
 use kubetask_api::egress::{EgressMode, EgressPolicy, InvalidEgress, effective};
@@ -48,6 +52,16 @@ pub struct EgressSettings {
     pub exit_pods: PodPeer,
     /// The cluster DNS's pods, likewise.
     pub dns_pods: PodPeer,
+    /// The canary each pod starts with, if on.
+    pub canary: Option<CanarySettings>,
+}
+
+/// The egress canary ([`crate::egress::canary`]): an init container of `image` (the kubetask
+/// image: it runs `/kubetask canary`) probes `address`, which the pod's policy must deny.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CanarySettings {
+    pub image: String,
+    pub address: std::net::SocketAddr,
 }
 
 impl EgressSettings {
@@ -60,6 +74,7 @@ impl EgressSettings {
             default_mode,
             exit_pods: PodPeer::parse(DEFAULT_EXIT_PODS, port)?,
             dns_pods: PodPeer::parse(DEFAULT_DNS_PODS, DNS_PORT)?,
+            canary: None,
         })
     }
 }
@@ -164,6 +179,15 @@ pub fn apply(
         .as_mut()
         .and_then(|spec| spec.template.spec.as_mut());
     if let Some(pod) = pod {
+        if let Some(canary) = settings
+            .canary
+            .as_ref()
+            .filter(|c| !allows(&policy, c.address))
+        {
+            let init = pod.init_containers.get_or_insert_with(Vec::new);
+            init.retain(|c| c.name != crate::egress::canary::CONTAINER);
+            init.insert(0, canary_container(canary));
+        }
         let containers = pod
             .containers
             .iter_mut()
@@ -188,6 +212,60 @@ pub fn apply(
         }
     }
     Ok((secret, policy))
+}
+
+/// Whether the Task's policy lets its pod reach `address` directly (a canary there would
+/// report nothing about enforcement).
+fn allows(policy: &EgressPolicy, address: std::net::SocketAddr) -> bool {
+    policy.mode != EgressMode::Deny
+        && policy.ports.contains(&address.port())
+        && policy.cidrs.iter().any(|cidr| cidr.contains(&address.ip()))
+}
+
+/// The canary's init container: restricted (non-root, no privilege, no capabilities), small.
+fn canary_container(canary: &CanarySettings) -> Container {
+    let quantity = |text: &str| Quantity(text.to_owned());
+    let resources = BTreeMap::from([
+        ("cpu".to_owned(), quantity("10m")),
+        ("memory".to_owned(), quantity("16Mi")),
+    ]);
+    Container {
+        name: crate::egress::canary::CONTAINER.to_owned(),
+        image: Some(canary.image.clone()),
+        command: Some(
+            [
+                "/kubetask",
+                "canary",
+                "--address",
+                &canary.address.to_string(),
+                "--timeout",
+                "3s",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ),
+        resources: Some(ResourceRequirements {
+            requests: Some(resources.clone()),
+            limits: Some(resources),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                ..SeccompProfile::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
 }
 
 #[cfg(test)]
@@ -305,6 +383,44 @@ mod tests {
         assert_eq!(exit_port(DEFAULT_EXIT), Ok(3128));
         assert!(exit_port("exit.svc").is_err());
         assert!(exit_port("exit.svc:0").is_err());
+    }
+
+    #[test]
+    fn the_canary_starts_first_unless_the_policy_allows_its_address() {
+        let mut settings = settings().as_ref().clone();
+        settings.canary = Some(CanarySettings {
+            image: "ghcr.io/kubetask/kubetask:v0.1.0".to_owned(),
+            address: "10.96.0.1:443".parse().unwrap_or_else(|e| panic!("{e}")),
+        });
+        let settings = Arc::new(settings);
+        let agent: Agent = serde_json::from_value(json!({
+            "apiVersion": "kubetask.io/v1alpha1", "kind": "Agent",
+            "metadata": {"name": "a", "namespace": "team"},
+            "spec": {"serviceAccountName": "sa", "egress": {
+                "allowedCIDRs": ["10.96.0.0/12"], "ports": [443, 8443]}},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let init_names = |egress: serde_json::Value| {
+            let mut job = job();
+            let applied = apply(&task(egress), Some(&agent), &settings, &mut job);
+            assert!(applied.is_ok(), "{applied:?}");
+            let pod = job.spec.and_then(|s| s.template.spec).unwrap_or_default();
+            pod.init_containers
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.name)
+                .collect::<Vec<_>>()
+        };
+        let canary = crate::egress::canary::CONTAINER;
+        // The Agent's CIDR holds the address, on its port: no canary, it would prove nothing.
+        assert_eq!(init_names(serde_json::Value::Null), ["clone"]);
+        // A Task narrowed to another port, or to Deny, cannot reach it: the canary runs first.
+        assert_eq!(init_names(json!({"ports": [8443]})), [canary, "clone"]);
+        assert_eq!(init_names(json!({"mode": "Deny"})), [canary, "clone"]);
+        assert_eq!(
+            init_names(json!({"allowedCIDRs": ["10.100.0.0/16"]})),
+            [canary, "clone"]
+        );
     }
 
     #[test]

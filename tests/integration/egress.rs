@@ -565,3 +565,69 @@ async fn wait_egress_condition(
     }
     panic!("EgressEnforced never became {status}: {last:?}");
 }
+
+/// The canary: every pod starts with an init container that probes an address its policy
+/// denies. Where it got through (a CNI that ignores NetworkPolicy), EgressEnforced is False
+/// whatever the policies read like; where it was stopped, True. (The simulated kubelet runs
+/// no process: it ends the canary container with the message a real run would write, which
+/// `kubetask canary` itself is tested writing in `src/egress/canary.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_canary_tells_a_network_that_enforces_from_one_that_does_not() {
+    let address = "10.96.0.1:443";
+    let outcome = move |job: &serde_json::Value| {
+        let reached = job["metadata"]["name"] == "hang-leaky";
+        let message = json!({"address": address, "reached": reached}).to_string();
+        kubetask_test_apiserver::Script::hang()
+            .with_init_message(kubetask::egress::canary::CONTAINER, message)
+    };
+    let cluster =
+        Cluster::start_scripted(Duration::from_secs(600), std::sync::Arc::new(outcome)).await;
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), [9u8; 32]).unwrap();
+    let _controller = cluster.controller(&[
+        "--egress-key-file",
+        key_file.path().to_str().unwrap(),
+        "--egress-canary-image",
+        "ghcr.io/kubetask/kubetask:v0.1.0",
+        "--egress-canary-address",
+        address,
+    ]);
+    cluster
+        .apply_yaml(&format!(
+            "apiVersion: kubetask.io/v1alpha1
+kind: Task
+metadata: {{name: hang-leaky, namespace: {NS}}}
+spec: {{contexts: []}}
+---
+apiVersion: kubetask.io/v1alpha1
+kind: Task
+metadata: {{name: hang-tight, namespace: {NS}}}
+spec: {{contexts: []}}
+"
+        ))
+        .await;
+    let leaky = wait_egress_condition(&cluster, "hang-leaky", "False").await;
+    assert_eq!(leaky.reason, "CanaryReached", "{}", leaky.message);
+    assert!(leaky.message.contains(address), "{}", leaky.message);
+    let tight = wait_egress_condition(&cluster, "hang-tight", "True").await;
+    assert_eq!(tight.reason, "CanaryBlocked", "{}", tight.message);
+
+    // The canary runs first, as its own restricted container, probing the address given.
+    let task = cluster.tasks(NS).get("hang-tight").await.unwrap();
+    let job = cluster.jobs_of(&task).await.remove(0);
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let canary = &pod.init_containers.unwrap()[0];
+    assert_eq!(canary.name, kubetask::egress::canary::CONTAINER);
+    assert_eq!(
+        canary.image.as_deref(),
+        Some("ghcr.io/kubetask/kubetask:v0.1.0")
+    );
+    let command = canary.command.clone().unwrap().join(" ");
+    assert!(
+        command.contains(&format!("canary --address {address}")),
+        "{command}"
+    );
+    let security = canary.security_context.clone().unwrap();
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+}

@@ -157,4 +157,12 @@ fn the_install_with_egress_applies_cleanly() {
             .any(|v| v["secret"]["secretName"] == "kubetask-egress-key"),
         "{pod}"
     );
+    // The canary runs the controller's own image (a release bumps both).
+    let canary = pod["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "KUBETASK_EGRESS_CANARY_IMAGE")
+        .map(|v| v["value"].clone());
+    assert_eq!(canary, Some(pod["containers"][0]["image"].clone()), "{pod}");
 }

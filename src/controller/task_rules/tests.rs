@@ -70,6 +70,7 @@ fn after(status: &TaskStatus, job: Child, start: Start) -> TaskStatus {
         pods: None,
         ttl: None,
         egress: None,
+        canary: None,
         status: status.clone(),
         job,
         start,
@@ -558,6 +559,7 @@ fn every_phase_and_observation() {
             pods: None,
             ttl: None,
             egress: None,
+            canary: None,
             status: status.clone(),
             job: child,
             start,
@@ -590,6 +592,7 @@ fn times_come_from_the_job_and_only_once_it_runs() {
         pods: None,
         ttl: None,
         egress: None,
+        canary: None,
         status,
         job: job(job_status),
         start: Start::NotChecked,
@@ -689,6 +692,7 @@ fn a_created_job_records_its_plugins_and_later_statuses_keep_them() {
         pods: None,
         ttl: None,
         egress: None,
+        canary: None,
         status: TaskStatus::default(),
         job: job(JobStatus::default()),
         start: Start::Created {
@@ -702,6 +706,7 @@ fn a_created_job_records_its_plugins_and_later_statuses_keep_them() {
         pods: None,
         ttl: None,
         egress: None,
+        canary: None,
         status: first,
         job: job(JobStatus {
             ready: Some(1),
@@ -726,6 +731,7 @@ fn deleted_and_newer_generations() {
         pods: None,
         ttl: None,
         egress: None,
+        canary: None,
         status: TaskStatus::default(),
         job: Child::Absent,
         start: Start::Ready,
@@ -745,6 +751,7 @@ fn deleted_and_newer_generations() {
         pods: None,
         ttl: None,
         egress: None,
+        canary: None,
         status: after(
             &running,
             job(JobStatus {
@@ -1028,6 +1035,7 @@ fn lifecycle_rules() {
             pods: row.pods,
             ttl: row.ttl.map(Duration::from_secs),
             egress: None,
+            canary: None,
         };
         let plan = decide(&row.task, &snapshot, &time(row.now));
         let written = plan.status.as_ref().map(|s| {
@@ -1080,8 +1088,151 @@ fn lifecycle_rules() {
         pods: None,
         ttl: Some(Duration::from_secs(60)),
         egress: None,
+        canary: None,
     };
     let plan = decide(&plain, &invalid, &time(30));
     assert_eq!(plan.retry, Retry::After(Duration::from_secs(60)));
     assert_eq!(plan.status.and_then(|s| s.phase), Some(Failed));
+}
+
+/// (name, the condition's reason before, the policies' answer, whether the canary got
+/// through, the expected (status, reason)).
+type EgressRow = (
+    &'static str,
+    Option<&'static str>,
+    Option<Enforcement>,
+    Option<bool>,
+    Option<(&'static str, &'static str)>,
+);
+
+/// `EgressEnforced`: the policies' answer, overruled by a canary that got through and
+/// confirmed by one that was stopped; a canary's verdict stands while pods are not listed
+/// again, and a finished or unchecked Task keeps its last answer.
+#[test]
+fn egress_enforced_from_the_policies_and_the_canary() {
+    let probe = |reached: bool| enforcement::Probe {
+        address: "10.96.0.1:443".to_owned(),
+        reached,
+        error: (!reached).then(|| "timed out after 3s".to_owned()),
+    };
+    let widened = Enforcement::Widened(vec!["allow-all".to_owned()]);
+    let rows: Vec<EgressRow> = vec![
+        ("no egress, none before", None, None, None, None),
+        (
+            "enforced",
+            None,
+            Some(Enforcement::Enforced),
+            None,
+            Some(("True", "PolicyEnforced")),
+        ),
+        (
+            "no policy",
+            None,
+            Some(Enforcement::NoPolicy),
+            None,
+            Some(("False", "NoPolicy")),
+        ),
+        (
+            "widened",
+            None,
+            Some(widened.clone()),
+            None,
+            Some(("False", "PolicyWidened")),
+        ),
+        (
+            "canary stopped",
+            None,
+            Some(Enforcement::Enforced),
+            Some(false),
+            Some(("True", "CanaryBlocked")),
+        ),
+        (
+            "canary through",
+            None,
+            Some(Enforcement::Enforced),
+            Some(true),
+            Some(("False", "CanaryReached")),
+        ),
+        (
+            "canary stopped, policy widened",
+            None,
+            Some(widened.clone()),
+            Some(false),
+            Some(("False", "PolicyWidened")),
+        ),
+        (
+            "a reached canary stands",
+            Some("CanaryReached"),
+            Some(Enforcement::Enforced),
+            None,
+            Some(("False", "CanaryReached")),
+        ),
+        (
+            "a stopped canary stands",
+            Some("CanaryBlocked"),
+            Some(Enforcement::Enforced),
+            None,
+            Some(("True", "CanaryBlocked")),
+        ),
+        (
+            "but not over a wider policy",
+            Some("CanaryBlocked"),
+            Some(widened),
+            None,
+            Some(("False", "PolicyWidened")),
+        ),
+        (
+            "unchecked keeps the last",
+            Some("NoPolicy"),
+            None,
+            None,
+            Some(("False", "NoPolicy")),
+        ),
+    ];
+    for (name, before, policies, canary, expected) in rows {
+        let mut status = after(
+            &TaskStatus::default(),
+            job(ready_status()),
+            Start::NotChecked,
+        );
+        if let Some(reason) = before {
+            status
+                .conditions
+                .push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                    type_: enforcement::CONDITION.to_owned(),
+                    status: if reason == "CanaryBlocked" {
+                        "True"
+                    } else {
+                        "False"
+                    }
+                    .to_owned(),
+                    reason: reason.to_owned(),
+                    message: "before".to_owned(),
+                    observed_generation: Some(1),
+                    last_transition_time: time(5),
+                });
+        }
+        let snapshot = Snapshot {
+            status: status.clone(),
+            job: job(ready_status()),
+            start: Start::NotChecked,
+            pods: None,
+            ttl: None,
+            egress: policies,
+            canary: canary.map(probe),
+        };
+        let plan = decide(&task(), &snapshot, &time(100));
+        let written = plan.status.unwrap_or(status);
+        let got = written
+            .conditions
+            .iter()
+            .find(|c| c.type_ == enforcement::CONDITION)
+            .map(|c| (c.status.as_str(), c.reason.as_str()));
+        assert_eq!(got, expected, "{name}");
+        assert_eq!(
+            written.conditions[0].type_,
+            status::CONDITION,
+            "{name}: Succeeded stays first"
+        );
+    }
 }

@@ -45,6 +45,8 @@ pub struct Script {
     pub termination_message: Option<String>,
     /// The agent container's log.
     pub log: String,
+    /// Termination messages of init containers, by name (each completes when the pod starts).
+    pub init_messages: std::collections::BTreeMap<String, String>,
 }
 
 impl Script {
@@ -59,6 +61,7 @@ impl Script {
             steps,
             termination_message: None,
             log: "agent started\nagent working\n".to_owned(),
+            init_messages: std::collections::BTreeMap::new(),
         }
     }
 
@@ -77,6 +80,16 @@ impl Script {
     /// The same, with this termination message.
     pub fn with_termination_message(mut self, message: impl Into<String>) -> Self {
         self.termination_message = Some(message.into());
+        self
+    }
+
+    /// The same, with init container `name` ending with this termination message.
+    pub fn with_init_message(
+        mut self,
+        name: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        self.init_messages.insert(name.into(), message.into());
         self
     }
 
@@ -460,8 +473,31 @@ impl Sim {
     }
 
     fn bind_and_start(&self, pod: &str) -> bool {
+        let init_messages = self.script.init_messages.clone();
         self.write_pod(pod, |pod| {
             let now = meta::now();
+            // Init containers ran to completion before the agent started, as the kubelet runs
+            // them.
+            let init: Vec<Value> = pod
+                .pointer("/spec/initContainers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|c| {
+                    let name = c["name"].as_str().unwrap_or_default();
+                    let mut terminated = json!({
+                        "exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now,
+                    });
+                    if let Some(message) = init_messages.get(name) {
+                        terminated["message"] = json!(message);
+                    }
+                    json!({
+                        "name": name, "image": c["image"], "ready": true, "restartCount": 0,
+                        "started": false, "state": {"terminated": terminated},
+                    })
+                })
+                .collect();
             pod["spec"]["nodeName"] = json!("node-1");
             pod["status"] = json!({
                 "phase": "Running",
@@ -472,6 +508,9 @@ impl Sim {
                 ],
                 "containerStatuses": container_statuses(pod, &json!({"running": {"startedAt": now}})),
             });
+            if !init.is_empty() {
+                pod["status"]["initContainerStatuses"] = Value::Array(init);
+            }
         })
     }
 
