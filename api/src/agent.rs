@@ -14,6 +14,7 @@ use crate::syntax::{
     LABEL_VALUE_PATTERN, MAX_IMAGE, MAX_LABEL_KEY, MAX_LABEL_VALUE, MAX_LABELS, MAX_SUBDOMAIN,
     MAX_TOLERATIONS, SUBDOMAIN_PATTERN, TOLERATION_KEY_PATTERN,
 };
+use crate::workspace::Workspace;
 
 /// How Tasks that reference this Agent are executed.
 #[derive(CustomResource, Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
@@ -94,6 +95,10 @@ pub struct AgentSpec {
     /// narrow it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Egress>,
+    /// The repository its Tasks work in, cloned before the agent starts (docs/workspaces.md);
+    /// a Task's `spec.workspace` fields replace these one by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<Workspace>,
 }
 
 /// A Secret key handed to the agent.

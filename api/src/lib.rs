@@ -16,6 +16,7 @@ pub mod naming;
 pub mod ownership;
 pub mod syntax;
 mod task;
+pub mod workspace;
 
 pub use agent::{Agent, AgentSpec, Credential, PodScheduling, SecretKeyRef, Toleration};
 pub use context::{ConfigMapReference, Context, ContextType, FileContext, FileSource};
@@ -26,6 +27,7 @@ pub use cron_task::{
 pub use egress::{Egress, EgressMode, EgressPolicy};
 pub use lifecycle::{Attempt, Cancel, TaskResult, Usage};
 pub use task::{PluginRef, Task, TaskPhase, TaskSpec, TaskStatus};
+pub use workspace::{Workspace, WorkspaceStatus};
 
 /// API group of the KubeTask resources.
 pub const GROUP: &str = "kubetask.io";

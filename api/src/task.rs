@@ -8,6 +8,7 @@ use crate::Context;
 use crate::egress::Egress;
 use crate::lifecycle::{Attempt, Cancel, DURATION_PATTERN, MAX_RETRIES, TaskResult, Usage};
 use crate::syntax::{MAX_SUBDOMAIN, SUBDOMAIN_PATTERN};
+use crate::workspace::{Workspace, WorkspaceStatus};
 
 /// Every `spec` field but `cancel` keeps its value (and its presence) on update.
 const IMMUTABLE_BUT_CANCEL: &str = "self.contexts == oldSelf.contexts \
@@ -16,7 +17,8 @@ const IMMUTABLE_BUT_CANCEL: &str = "self.contexts == oldSelf.contexts \
     && has(self.retries) == has(oldSelf.retries) && (!has(self.retries) || self.retries == oldSelf.retries) \
     && has(self.ttlSecondsAfterFinished) == has(oldSelf.ttlSecondsAfterFinished) \
     && (!has(self.ttlSecondsAfterFinished) || self.ttlSecondsAfterFinished == oldSelf.ttlSecondsAfterFinished) \
-    && has(self.egress) == has(oldSelf.egress) && (!has(self.egress) || self.egress == oldSelf.egress)";
+    && has(self.egress) == has(oldSelf.egress) && (!has(self.egress) || self.egress == oldSelf.egress) \
+    && has(self.workspace) == has(oldSelf.workspace) && (!has(self.workspace) || self.workspace == oldSelf.workspace)";
 
 /// One run of an agent: the context files it gets and the Agent that runs it.
 #[derive(CustomResource, Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
@@ -81,6 +83,10 @@ pub struct TaskSpec {
     /// (docs/security.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Egress>,
+    /// The repository the agent works in, cloned at a ref, with a setup command run in the
+    /// checkout before the agent (docs/workspaces.md). Default: the Agent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<Workspace>,
 }
 
 /// Where a Task is in its life.
@@ -145,6 +151,9 @@ pub struct TaskStatus {
     /// What the agent reported it used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// The workspace as checked out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceStatus>,
 }
 
 /// A plugin that took part in rendering a Job.

@@ -149,6 +149,7 @@ fn cancel_may_be_added_once_and_nothing_else_changes() {
         "ttlSecondsAfterFinished: 60",
         "agentRef: other",
         "egress: {mode: Deny}",
+        "workspace: {repository: 'https://github.com/org/repo'}",
     ] {
         let added = task(&format!("{base}\n  {field}"));
         refused(
@@ -176,6 +177,17 @@ fn cancel_may_be_added_once_and_nothing_else_changes() {
     refused(
         &widened,
         &egress,
+        "Task spec is immutable (except adding spec.cancel)",
+    );
+    let workspace = task(&format!(
+        "{base}\n  workspace: {{repository: 'https://github.com/org/repo', ref: main}}"
+    ));
+    let other_ref = task(&format!(
+        "{base}\n  workspace: {{repository: 'https://github.com/org/repo', ref: evil}}"
+    ));
+    refused(
+        &other_ref,
+        &workspace,
         "Task spec is immutable (except adding spec.cancel)",
     );
 }

@@ -266,6 +266,7 @@ pub fn build(
         attempts: previous.attempts.clone(),
         result: previous.result.clone(),
         usage: previous.usage.clone(),
+        workspace: previous.workspace.clone(),
     }
 }
 

@@ -43,6 +43,17 @@ pub(crate) struct JobParts<'a> {
     pub pod_labels: BTreeMap<String, String>,
     pub scheduling: Option<&'a PodScheduling>,
     pub service_account_name: Option<&'a str>,
+    /// The workspace's clone and setup steps, when there is a workspace.
+    pub workspace: Option<crate::workspace::WorkspaceSteps>,
+}
+
+/// The pod's `/workspace` volume as the steps mount it.
+pub(crate) fn workspace_mount() -> VolumeMount {
+    VolumeMount {
+        name: WORKSPACE_VOLUME.to_owned(),
+        mount_path: WORKSPACE.to_owned(),
+        ..VolumeMount::default()
+    }
 }
 
 /// Builds the Job and, when there are inline contexts, the ConfigMap holding them.
@@ -61,11 +72,7 @@ pub(crate) fn assemble(parts: JobParts<'_>) -> (Job, Option<ConfigMap>) {
         empty_dir: Some(EmptyDirVolumeSource::default()),
         ..Volume::default()
     }];
-    let mut mounts = vec![VolumeMount {
-        name: WORKSPACE_VOLUME.to_owned(),
-        mount_path: WORKSPACE.to_owned(),
-        ..VolumeMount::default()
-    }];
+    let mut mounts = vec![workspace_mount()];
 
     let config_map_name = naming::contexts_config_map_name(&parts.job_name);
     let mut inline_data = BTreeMap::new();
@@ -172,6 +179,13 @@ pub(crate) fn assemble(parts: JobParts<'_>) -> (Job, Option<ConfigMap>) {
         env.push(plain_env("PATH", TOOLS_PATH.to_owned()));
     }
 
+    let (init_containers, working_dir) = match parts.workspace {
+        Some(steps) => {
+            volumes.extend(steps.volumes);
+            (Some(steps.init_containers), steps.directory)
+        }
+        None => (None, WORKSPACE.to_owned()),
+    };
     let mut pod_labels = parts.pod_labels;
     pod_labels.extend(labels.clone());
     let scheduling = parts.scheduling.cloned().unwrap_or_default();
@@ -188,11 +202,12 @@ pub(crate) fn assemble(parts: JobParts<'_>) -> (Job, Option<ConfigMap>) {
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".to_owned()),
                     service_account_name: parts.service_account_name.map(str::to_owned),
+                    init_containers,
                     containers: vec![Container {
                         name: AGENT_CONTAINER.to_owned(),
                         image: Some(parts.image),
                         image_pull_policy: Some(pull_policy),
-                        working_dir: Some(WORKSPACE.to_owned()),
+                        working_dir: Some(working_dir),
                         env: Some(env),
                         volume_mounts: Some(mounts),
                         ..Container::default()

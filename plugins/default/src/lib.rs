@@ -14,6 +14,7 @@ pub mod network;
 mod paths;
 #[cfg(test)]
 mod tests;
+pub mod workspace;
 
 use std::collections::BTreeMap;
 
@@ -175,6 +176,27 @@ pub fn render(
         )));
     }
 
+    let workspace = kubetask_api::Workspace::merged(
+        agent_spec.and_then(|spec| spec.workspace.as_ref()),
+        task.spec.workspace.as_ref(),
+    );
+    let workspace = match &workspace {
+        Some(workspace) => {
+            let none = kubetask_api::Workspace::default();
+            let sources = workspace::Sources {
+                task: task.spec.workspace.as_ref().unwrap_or(&none),
+                task_object: &task_object,
+                agent_object: agent_object.as_deref(),
+            };
+            Some(workspace::plan(
+                workspace,
+                &sources,
+                &image,
+                &job::workspace_mount(),
+            )?)
+        }
+        None => None,
+    };
     let (job, config_map) = job::assemble(job::JobParts {
         task,
         namespace,
@@ -186,6 +208,7 @@ pub fn render(
         pod_labels,
         scheduling: agent_spec.and_then(|spec| spec.scheduling.as_ref()),
         service_account_name: agent_spec.map(|spec| spec.service_account_name.as_str()),
+        workspace,
     });
     Ok(Output {
         job,

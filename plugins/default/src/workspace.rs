@@ -1,0 +1,478 @@
+//! The workspace steps (docs/workspaces.md): before the agent, an init container clones the
+//! repository at its ref into the checkout directory (on the pod's `/workspace` volume), then
+//! one runs the setup command there. Only the clone step mounts the read credential: no other
+//! container of the pod has a volume, mount or variable that reaches it.
+//!
+//! Both steps run `sh` from the image (the agent's by default, which must have `git`; the
+//! setup image must have `timeout`); user values reach the scripts as positional arguments,
+//! never inside the script's text.
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount,
+};
+use kubetask_api::lifecycle::parse_duration;
+use kubetask_api::workspace::{Workspace, repository_endpoint};
+
+use crate::RenderError;
+use crate::contexts::WORKSPACE;
+
+/// The clone step's init container.
+pub const CLONE_CONTAINER: &str = "workspace-clone";
+/// The setup step's init container.
+pub const SETUP_CONTAINER: &str = "workspace-setup";
+/// Where the clone step finds the credential's keys.
+pub const CREDENTIALS_PATH: &str = "/var/run/kubetask/workspace-credentials";
+/// A private, memory-backed directory of the clone step (its SSH key copy).
+const SCRATCH_PATH: &str = "/var/run/kubetask/workspace-scratch";
+const CREDENTIALS_VOLUME: &str = "workspace-credentials";
+const SCRATCH_VOLUME: &str = "workspace-scratch";
+/// The setup step's timeout when it sets none.
+pub const DEFAULT_SETUP_TIMEOUT_SECONDS: u64 = 600;
+/// The exit code of the clone step when the repository refused its credentials (or it had
+/// none): the Task fails at once, not retried.
+pub const CREDENTIALS_EXIT_CODE: i32 = 3;
+
+/// The clone step, as a shell script. Arguments: repository, ref (may be empty), depth (may be
+/// empty), submodules (`true`/`false`), directory. On success it writes `{"commit": SHA}` to
+/// its termination log.
+pub const CLONE_SCRIPT: &str = r#"set -eu
+repository=$1 ref=$2 depth=$3 submodules=$4 directory=$5
+export GIT_TERMINAL_PROMPT=0 GIT_CONFIG_NOSYSTEM=1 HOME=/var/run/kubetask/workspace-scratch
+credentials=/var/run/kubetask/workspace-credentials
+set --
+if [ -f "$credentials/token" ]; then
+  set -- -c 'credential.helper=' -c 'credential.helper=!f() { u=x-access-token; [ -f /var/run/kubetask/workspace-credentials/username ] && u=$(cat /var/run/kubetask/workspace-credentials/username); echo "username=$u"; echo "password=$(cat /var/run/kubetask/workspace-credentials/token)"; }; f'
+fi
+if [ -f "$credentials/ssh-privatekey" ]; then
+  (umask 077 && cp "$credentials/ssh-privatekey" "$HOME/id")
+  known=/dev/null
+  [ -f "$credentials/known_hosts" ] && known="$credentials/known_hosts"
+  export GIT_SSH_COMMAND="ssh -i $HOME/id -o IdentitiesOnly=yes -o UserKnownHostsFile=$known -o StrictHostKeyChecking=yes"
+fi
+mkdir -p "$directory"
+cd "$directory"
+git init -q .
+git remote add origin "$repository"
+target=${ref:-HEAD}
+if [ -n "$depth" ]; then fetch_depth="--depth=$depth"; else fetch_depth="--no-tags"; fi
+if ! git "$@" fetch -q "$fetch_depth" origin "$target" 2> "$HOME/fetch.err"; then
+  cat "$HOME/fetch.err" >&2
+  if grep -qiE 'authentication failed|could not read (username|password)|permission denied|access denied|401|403' "$HOME/fetch.err"; then
+    echo "the repository refused the credentials of spec.workspace.credentialsRef (or needs some)" >&2
+    exit 3
+  fi
+  echo "cannot fetch $target from $repository" >&2
+  exit 2
+fi
+case $ref in
+  '' | [0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]*) git checkout -q --detach FETCH_HEAD ;;
+  *) git checkout -q -B "$ref" FETCH_HEAD ;;
+esac
+if [ "$submodules" = true ]; then
+  git "$@" submodule update -q --init --recursive ${depth:+--depth="$depth"}
+fi
+commit=$(git rev-parse HEAD)
+echo "checked out $commit"
+printf '{"commit":"%s"}' "$commit" > /dev/termination-log
+"#;
+
+/// The workspace's containers and volumes, validated.
+pub(crate) struct WorkspaceSteps {
+    pub init_containers: Vec<Container>,
+    pub volumes: Vec<Volume>,
+    /// Where the agent starts.
+    pub directory: String,
+}
+
+/// Where a workspace's fields come from: the Task's own, else its Agent's.
+pub(crate) struct Sources<'a> {
+    /// The Task's `spec.workspace` (empty when it sets none).
+    pub task: &'a Workspace,
+    pub task_object: &'a str,
+    /// `Agent/<name>`, when there is an Agent.
+    pub agent_object: Option<&'a str>,
+}
+
+impl Sources<'_> {
+    /// The object `field` (`repository`, `setup.timeout`, ...) came from, for errors.
+    fn object_of(&self, field: &str) -> &str {
+        let task = self.task;
+        let set_by_task = match field.split('.').next().unwrap_or_default() {
+            "repository" => task.repository.is_some(),
+            "directory" => task.directory.is_some(),
+            "setup" => task.setup.is_some(),
+            _ => true,
+        };
+        match self.agent_object {
+            Some(agent) if !set_by_task => agent,
+            _ => self.task_object,
+        }
+    }
+}
+
+/// Plans the steps of `workspace` (merged from the Agent's and the Task's, see `sources`) for
+/// `image` (the agent's).
+pub(crate) fn plan(
+    workspace: &Workspace,
+    sources: &Sources<'_>,
+    image: &str,
+    workspace_mount: &VolumeMount,
+) -> Result<WorkspaceSteps, RenderError> {
+    let invalid = |field: &str, message: String| {
+        RenderError::invalid(
+            sources.object_of(field),
+            format!("spec.workspace.{field}"),
+            message,
+        )
+    };
+    let repository = workspace.repository.clone().unwrap_or_default();
+    if repository_endpoint(&repository).is_none() {
+        return Err(invalid(
+            "repository",
+            format!(
+                "{repository:?} is not an https://, ssh:// or user@host:path URL (no other transport: file://, ext:: and the like could read the node)"
+            ),
+        ));
+    }
+    let directory = workspace.directory().to_owned();
+    let inside = directory
+        .strip_prefix(WORKSPACE)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|rest| {
+            rest.split('/')
+                .all(|part| !part.is_empty() && !part.starts_with('.'))
+        });
+    if !inside {
+        return Err(invalid(
+            "directory",
+            format!("{directory:?} must be a directory under {WORKSPACE}/ (no . or .. parts)"),
+        ));
+    }
+    let hardened = Some(SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    });
+    let mut volumes = vec![Volume {
+        name: SCRATCH_VOLUME.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: Some("Memory".to_owned()),
+            size_limit: None,
+        }),
+        ..Volume::default()
+    }];
+    let mut clone_mounts = vec![
+        workspace_mount.clone(),
+        VolumeMount {
+            name: SCRATCH_VOLUME.to_owned(),
+            mount_path: SCRATCH_PATH.to_owned(),
+            ..VolumeMount::default()
+        },
+    ];
+    if let Some(secret) = &workspace.credentials_ref {
+        volumes.push(Volume {
+            name: CREDENTIALS_VOLUME.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.name.clone()),
+                default_mode: Some(0o444),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        clone_mounts.push(VolumeMount {
+            name: CREDENTIALS_VOLUME.to_owned(),
+            mount_path: CREDENTIALS_PATH.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    let pull_policy = Some(crate::image::pull_policy(image).to_owned());
+    let fallback = Some("FallbackToLogsOnError".to_owned());
+    let mut init_containers = vec![Container {
+        name: CLONE_CONTAINER.to_owned(),
+        image: Some(image.to_owned()),
+        image_pull_policy: pull_policy.clone(),
+        command: Some(vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            CLONE_SCRIPT.to_owned(),
+            CLONE_CONTAINER.to_owned(),
+            repository,
+            workspace.git_ref.clone().unwrap_or_default(),
+            workspace.depth.map(|d| d.to_string()).unwrap_or_default(),
+            workspace.submodules.unwrap_or(false).to_string(),
+            directory.clone(),
+        ]),
+        volume_mounts: Some(clone_mounts),
+        security_context: hardened.clone(),
+        termination_message_policy: fallback.clone(),
+        ..Container::default()
+    }];
+    if let Some(setup) = &workspace.setup {
+        if setup.command.is_empty() {
+            return Err(invalid("setup.command", "must name a command".to_owned()));
+        }
+        let seconds = match &setup.timeout {
+            Some(text) => parse_duration(text)
+                .map_err(|why| invalid("setup.timeout", why.to_string()))?
+                .as_secs(),
+            None => DEFAULT_SETUP_TIMEOUT_SECONDS,
+        };
+        let setup_image = setup.image.clone().unwrap_or_else(|| image.to_owned());
+        if let Some(message) = crate::image::image_error(&setup_image) {
+            return Err(invalid("setup.image", message));
+        }
+        let mut command = vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            "exec timeout \"$0\" \"$@\"".to_owned(),
+            seconds.to_string(),
+        ];
+        command.extend(setup.command.iter().cloned());
+        init_containers.push(Container {
+            name: SETUP_CONTAINER.to_owned(),
+            image_pull_policy: Some(crate::image::pull_policy(&setup_image).to_owned()),
+            image: Some(setup_image),
+            command: Some(command),
+            working_dir: Some(directory.clone()),
+            env: (!setup.env.is_empty()).then(|| {
+                setup
+                    .env
+                    .iter()
+                    .map(|var| EnvVar {
+                        name: var.name.clone(),
+                        value: Some(var.value.clone()),
+                        value_from: None,
+                    })
+                    .collect()
+            }),
+            volume_mounts: Some(vec![workspace_mount.clone()]),
+            security_context: hardened,
+            termination_message_policy: fallback,
+            ..Container::default()
+        });
+    }
+    Ok(WorkspaceSteps {
+        init_containers,
+        volumes,
+        directory,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::PodSpec;
+    use kubetask_api::{Agent, Task};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::{Settings, render};
+
+    fn task(workspace: Value) -> Task {
+        serde_json::from_value(json!({
+            "apiVersion": "kubetask.io/v1alpha1", "kind": "Task",
+            "metadata": {"name": "deps", "namespace": "team-a", "uid": "u"},
+            "spec": {"contexts": [], "agentRef": "coder", "workspace": workspace},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn agent(workspace: Value) -> Agent {
+        serde_json::from_value(json!({
+            "apiVersion": "kubetask.io/v1alpha1", "kind": "Agent",
+            "metadata": {"name": "coder", "namespace": "team-a"},
+            "spec": {"serviceAccountName": "agent", "agentImage": "ghcr.io/kubetask/agent-claude-code:v0.1.0",
+                     "credentials": [{"name": "api", "secretRef": {"name": "anthropic", "key": "key"}, "env": "ANTHROPIC_API_KEY"}],
+                     "workspace": workspace},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn pod(task: &Task, agent: &Agent) -> PodSpec {
+        let rendered = render(task, Some(agent), &Settings::default());
+        let Ok(rendered) = rendered else {
+            panic!("{rendered:?}")
+        };
+        rendered
+            .job
+            .spec
+            .and_then(|spec| spec.template.spec)
+            .unwrap_or_default()
+    }
+
+    fn full() -> (Task, Agent) {
+        (
+            task(
+                json!({"ref": "main", "depth": 1, "setup": {"command": ["npm", "ci"], "timeout": "5m",
+                         "env": [{"name": "CI", "value": "1"}]}}),
+            ),
+            agent(json!({"repository": "https://github.com/org/service-a.git",
+                          "credentialsRef": {"name": "repo-read"}})),
+        )
+    }
+
+    #[test]
+    fn clone_then_setup_then_the_agent_in_the_checkout() {
+        let (task, agent) = full();
+        let pod = pod(&task, &agent);
+        let init = pod.init_containers.clone().unwrap_or_default();
+        let names: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, [CLONE_CONTAINER, SETUP_CONTAINER]);
+        let clone = init[0].command.clone().unwrap_or_default();
+        assert_eq!(clone[..2], ["sh", "-c"]);
+        assert_eq!(
+            clone[3..],
+            [
+                CLONE_CONTAINER,
+                "https://github.com/org/service-a.git",
+                "main",
+                "1",
+                "false",
+                "/workspace/repo"
+            ],
+            "user values are arguments, not script text"
+        );
+        assert!(!clone[2].contains("service-a"));
+        let setup = &init[1];
+        assert_eq!(
+            setup.command.clone().unwrap_or_default()[3..],
+            ["300", "npm", "ci"]
+        );
+        assert_eq!(setup.working_dir.as_deref(), Some("/workspace/repo"));
+        assert_eq!(
+            pod.containers[0].working_dir.as_deref(),
+            Some("/workspace/repo")
+        );
+        for step in &init {
+            let security = step.security_context.clone().unwrap_or_default();
+            assert_eq!(
+                security.allow_privilege_escalation,
+                Some(false),
+                "{}",
+                step.name
+            );
+            assert_eq!(
+                step.image, pod.containers[0].image,
+                "the agent's image by default"
+            );
+        }
+    }
+
+    /// The read credential reaches the clone step and nothing else: no other container mounts
+    /// its volume or the clone's scratch, and no container has a variable from its Secret.
+    #[test]
+    fn only_the_clone_step_can_read_the_credential() {
+        let (task, agent) = full();
+        let pod = pod(&task, &agent);
+        let secret_volumes: Vec<String> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .filter(|v| {
+                v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("repo-read")
+            })
+            .map(|v| v.name.clone())
+            .collect();
+        assert_eq!(secret_volumes, [CREDENTIALS_VOLUME]);
+        let containers = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(pod.containers.iter());
+        for container in containers {
+            let reaches = container
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == CREDENTIALS_VOLUME || m.name == SCRATCH_VOLUME);
+            assert_eq!(
+                reaches,
+                container.name == CLONE_CONTAINER,
+                "{}",
+                container.name
+            );
+            let from_secret = container.env.iter().flatten().any(|v| {
+                v.value_from
+                    .as_ref()
+                    .and_then(|f| f.secret_key_ref.as_ref())
+                    .is_some_and(|r| r.name == "repo-read")
+            });
+            assert!(!from_secret, "{}", container.name);
+            assert!(container.env_from.is_none(), "{}", container.name);
+        }
+    }
+
+    #[test]
+    fn bad_workspaces_name_the_field_of_the_object_they_come_from() {
+        let cases = [
+            (
+                json!({}),
+                json!({"repository": "file:///etc/passwd"}),
+                "Agent/coder",
+                "spec.workspace.repository",
+            ),
+            (
+                json!({"repository": "ext::sh -c id"}),
+                json!({}),
+                "Task/deps",
+                "spec.workspace.repository",
+            ),
+            (
+                json!({"repository": "https://h/r", "directory": "/workspace/../etc"}),
+                json!({}),
+                "Task/deps",
+                "spec.workspace.directory",
+            ),
+            (
+                json!({"repository": "https://h/r", "directory": "/etc"}),
+                json!({}),
+                "Task/deps",
+                "spec.workspace.directory",
+            ),
+            (
+                json!({"repository": "https://h/r", "setup": {"command": []}}),
+                json!({}),
+                "Task/deps",
+                "spec.workspace.setup.command",
+            ),
+            (
+                json!({"repository": "https://h/r", "setup": {"command": ["x"], "timeout": "soon"}}),
+                json!({}),
+                "Task/deps",
+                "spec.workspace.setup.timeout",
+            ),
+        ];
+        for (task_workspace, agent_workspace, object, field) in cases {
+            let got = render(
+                &task(task_workspace.clone()),
+                Some(&agent(agent_workspace)),
+                &Settings::default(),
+            );
+            match got {
+                Err(crate::RenderError::Invalid {
+                    object: o,
+                    field: f,
+                    ..
+                }) => {
+                    assert_eq!(
+                        (o.as_str(), f.as_str()),
+                        (object, field),
+                        "{task_workspace}"
+                    );
+                }
+                other => panic!("{task_workspace}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn no_repository_no_steps() {
+        let pod = pod(&task(json!({"ref": "main"})), &agent(json!({})));
+        assert!(pod.init_containers.is_none());
+        assert_eq!(pod.containers[0].working_dir.as_deref(), Some("/workspace"));
+    }
+}
