@@ -186,9 +186,28 @@ pub struct EgressPolicy {
     pub cidrs: Vec<IpNet>,
     /// Destination ports allowed.
     pub ports: Vec<u16>,
+    /// The workspace's repository (`host`, `port`), reachable in every mode: the clone step
+    /// needs it ([`EgressPolicy::with_repository`]).
+    pub repository: Option<(String, u16)>,
 }
 
 impl EgressPolicy {
+    /// The same policy letting the pod reach `repository` (an `https://` workspace URL) too;
+    /// other transports (SSH) do not go through the exit, and change nothing.
+    pub fn with_repository(mut self, repository: Option<&str>) -> Self {
+        self.repository = repository
+            .filter(|url| url.starts_with("https://"))
+            .and_then(crate::workspace::repository_endpoint);
+        self
+    }
+
+    /// Whether `host` on `port` is the workspace's repository.
+    pub fn is_repository(&self, host: &str, port: u16) -> bool {
+        self.repository
+            .as_ref()
+            .is_some_and(|(name, allowed)| name == host && *allowed == port)
+    }
+
     /// A policy that allows nothing.
     pub fn deny() -> Self {
         Self {
@@ -196,6 +215,7 @@ impl EgressPolicy {
             domains: Vec::new(),
             cidrs: Vec::new(),
             ports: DEFAULT_PORTS.to_vec(),
+            repository: None,
         }
     }
 
@@ -302,6 +322,7 @@ pub fn effective(
         ports: agent_ports
             .clone()
             .unwrap_or_else(|| DEFAULT_PORTS.to_vec()),
+        repository: None,
     };
     let Some((object, task_egress)) = task else {
         return Ok(base);
@@ -372,6 +393,7 @@ pub fn effective(
         domains,
         cidrs,
         ports,
+        repository: None,
     })
 }
 

@@ -24,6 +24,15 @@ pub const REF_PATTERN: &str = "^[A-Za-z0-9_][A-Za-z0-9._/-]*$";
 pub const DIRECTORY_PATTERN: &str = "^/workspace(/[A-Za-z0-9_-][A-Za-z0-9._-]*)+$";
 /// Where the repository is checked out when `directory` is unset.
 pub const DEFAULT_DIRECTORY: &str = "/workspace/repo";
+/// The clone step's init container (its termination message: `{"commit": SHA}`).
+pub const CLONE_CONTAINER: &str = "workspace-clone";
+/// The setup step's init container.
+pub const SETUP_CONTAINER: &str = "workspace-setup";
+/// The clone step's exit code when the repository refused its credentials: not retried.
+pub const CREDENTIALS_EXIT_CODE: i32 = 3;
+/// The setup step's exit code when it ran out of time (`timeout`'s).
+pub const TIMED_OUT_EXIT_CODE: i32 = 124;
+
 /// Longest a repository URL may be.
 pub const MAX_REPOSITORY: u32 = 2048;
 /// Most arguments of a setup command.
@@ -169,6 +178,18 @@ fn valid_host(host: &str) -> bool {
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+}
+
+/// The commit a clone step's termination message names.
+pub fn commit_of(message: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Cloned {
+        commit: String,
+    }
+    let cloned: Cloned = serde_json::from_str(message.trim()).ok()?;
+    let valid = (7..=64).contains(&cloned.commit.len())
+        && cloned.commit.bytes().all(|b| b.is_ascii_hexdigit());
+    valid.then_some(cloned.commit)
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kubetask_api::lifecycle::{InvalidReport, parse_report};
-use kubetask_api::{Attempt, TaskResult, Usage};
+use kubetask_api::{Attempt, TaskResult, Usage, workspace};
+
+use super::status::reason;
 
 use crate::render::lifecycle::AGENT_CONTAINER;
 
@@ -51,6 +53,81 @@ fn agent_terminated(pod: &Pod) -> Option<&ContainerStateTerminated> {
         .as_ref()?
         .terminated
         .as_ref()
+}
+
+/// The init container `name` of `pod`, once it has terminated.
+fn init_terminated<'a>(pod: &'a Pod, name: &str) -> Option<&'a ContainerStateTerminated> {
+    pod.status
+        .as_ref()?
+        .init_container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == name)?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()
+}
+
+/// The pods, newest first.
+fn newest_first(pods: &[Pod]) -> Vec<&Pod> {
+    let mut pods: Vec<&Pod> = pods.iter().collect();
+    pods.sort_by_key(|pod| std::cmp::Reverse(pod.metadata.creation_timestamp.clone()));
+    pods
+}
+
+/// The commit the newest pod's clone step checked out.
+pub fn workspace_commit(pods: &[Pod]) -> Option<String> {
+    newest_first(pods).into_iter().find_map(|pod| {
+        let cloned = init_terminated(pod, workspace::CLONE_CONTAINER)?;
+        (cloned.exit_code == 0)
+            .then(|| cloned.message.as_deref().and_then(workspace::commit_of))
+            .flatten()
+    })
+}
+
+/// Why the newest pod failed in a workspace step, if it did: `(reason, message)`.
+pub fn workspace_failure(pods: &[Pod]) -> Option<(&'static str, String)> {
+    let pod = *newest_first(pods).first()?;
+    let said = |t: &ContainerStateTerminated| {
+        t.message
+            .as_deref()
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map_or_else(String::new, |m| format!(": {m}"))
+    };
+    if let Some(clone) =
+        init_terminated(pod, workspace::CLONE_CONTAINER).filter(|t| t.exit_code != 0)
+    {
+        let why = if clone.exit_code == workspace::CREDENTIALS_EXIT_CODE {
+            "the repository refused the credentials of spec.workspace.credentialsRef (or needs some); not retried"
+        } else {
+            "the repository or its ref could not be fetched"
+        };
+        return Some((
+            reason::CLONE_FAILED,
+            format!(
+                "the workspace's clone step exited with {}: {why}{}",
+                clone.exit_code,
+                said(clone)
+            ),
+        ));
+    }
+    let setup = init_terminated(pod, workspace::SETUP_CONTAINER).filter(|t| t.exit_code != 0)?;
+    let why = if setup.exit_code == workspace::TIMED_OUT_EXIT_CODE {
+        "it ran longer than spec.workspace.setup.timeout".to_owned()
+    } else {
+        format!("it exited with {}", setup.exit_code)
+    };
+    Some((
+        reason::SETUP_FAILED,
+        format!(
+            "the workspace's setup command failed ({why}); its log is kept (kubectl logs {} -c {}){}",
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            workspace::SETUP_CONTAINER,
+            said(setup)
+        ),
+    ))
 }
 
 /// `recorded` updated with what the pods show now: a pod already listed is updated, a new

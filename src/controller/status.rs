@@ -62,6 +62,10 @@ pub mod reason {
     pub const RETRYING: &str = "Retrying";
     /// The agent's termination message is not a valid report (condition `ResultReported`).
     pub const INVALID_RESULT: &str = "InvalidResult";
+    /// The workspace's clone step failed (the repository, its ref or its credentials).
+    pub const CLONE_FAILED: &str = "CloneFailed";
+    /// The workspace's setup command failed or ran out of time.
+    pub const SETUP_FAILED: &str = "SetupFailed";
 }
 
 /// The type of the condition that says the agent's report could not be read.

@@ -180,6 +180,19 @@ pub fn decide(task: &Task, snapshot: &Snapshot, now: &Time) -> Plan {
         }
         (Child::Owned(job), _) => {
             let condition = status::of_job(job, &job_name());
+            // A pod that failed in a workspace step says which, and why.
+            let condition = match snapshot
+                .pods
+                .as_deref()
+                .and_then(pod_attempts::workspace_failure)
+            {
+                Some((reason, message)) if condition.phase == TaskPhase::Failed => Condition {
+                    start_time: condition.start_time,
+                    completion_time: condition.completion_time,
+                    ..Condition::failed(reason, message)
+                },
+                _ => condition,
+            };
             let running = !matches!(condition.phase, TaskPhase::Completed | TaskPhase::Failed);
             let deadline = deadline(job);
             let timed_out = !running
@@ -340,6 +353,11 @@ fn stop(task: &Task, snapshot: &Snapshot, why: Stop, condition: Condition, now: 
 fn report(next: &mut TaskStatus, snapshot: &Snapshot) -> Option<Note> {
     let pods = snapshot.pods.as_deref()?;
     next.attempts = pod_attempts::merge(&snapshot.status.attempts, pods);
+    if let Some(commit) = pod_attempts::workspace_commit(pods) {
+        next.workspace = Some(kubetask_api::WorkspaceStatus {
+            commit: Some(commit),
+        });
+    }
     if !status::is_finished(next) {
         return None;
     }

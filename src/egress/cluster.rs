@@ -212,8 +212,13 @@ pub fn policy_of(task: &Task, agents: &Store<Agent>, default_mode: EgressMode) -
         .and_then(|a| a.spec.egress.as_ref())
         .map(|e| (agent_object.as_str(), e));
     let task_egress = task.spec.egress.as_ref().map(|e| (task_object.as_str(), e));
+    let workspace = kubetask_api::Workspace::merged(
+        agent.as_ref().and_then(|a| a.spec.workspace.as_ref()),
+        task.spec.workspace.as_ref(),
+    );
+    let repository = workspace.as_ref().and_then(|w| w.repository.as_deref());
     match effective(default_mode, agent_egress, task_egress) {
-        Ok(policy) => policy,
+        Ok(policy) => policy.with_repository(repository),
         Err(error) => {
             tracing::debug!(%error, task = %task_object, namespace, "egress refused: invalid spec.egress");
             EgressPolicy::deny()

@@ -535,14 +535,16 @@ impl Exit {
         host: &Host,
         port: u16,
     ) -> Result<Vec<IpAddr>, Refusal> {
-        if policy.mode == kubetask_api::EgressMode::Deny {
+        // The workspace's repository is reachable in every mode (its address is still checked).
+        let repository = matches!(host, Host::Name(name) if policy.is_repository(name, port));
+        if policy.mode == kubetask_api::EgressMode::Deny && !repository {
             return Err(refuse(
                 403,
                 Verdict::DomainDenied,
                 "the Task's egress mode is Deny: no connection leaves its pod",
             ));
         }
-        if !policy.allows_port(port) {
+        if !policy.allows_port(port) && !repository {
             return Err(refuse(
                 403,
                 Verdict::PortDenied,
@@ -567,7 +569,7 @@ impl Exit {
                 }
             }
             Host::Name(name) => {
-                if !policy.allows_name(name) {
+                if !policy.allows_name(name) && !repository {
                     return Err(refuse(
                         403,
                         Verdict::DomainDenied,

@@ -150,6 +150,11 @@ pub fn apply(
             .and_then(|(a, object)| a.spec.egress.as_ref().map(|e| (object, e))),
         task.spec.egress.as_ref().map(|e| (task_object.as_str(), e)),
     )?;
+    let workspace = kubetask_api::Workspace::merged(
+        agent.and_then(|a| a.spec.workspace.as_ref()),
+        task.spec.workspace.as_ref(),
+    );
+    let policy = policy.with_repository(workspace.as_ref().and_then(|w| w.repository.as_deref()));
     let namespace = task.namespace().unwrap_or_default();
     let uid = task.uid().unwrap_or_default();
     let token = settings.key.token(&namespace, &task.name_any(), &uid);

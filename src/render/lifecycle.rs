@@ -11,7 +11,7 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use kubetask_api::lifecycle::{NO_RETRY_EXIT_CODE, format_duration, parse_duration};
-use kubetask_api::{Agent, Task};
+use kubetask_api::{Agent, Task, workspace};
 
 /// The agent's container (the default plugin's name for it).
 pub const AGENT_CONTAINER: &str = "agent";
@@ -127,6 +127,25 @@ pub fn apply(
             on_pod_conditions: None,
         },
     ];
+    // A clone refused for its credentials is not retried either.
+    let clones = spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|pod| pod.init_containers.as_ref())
+        .is_some_and(|init| init.iter().any(|c| c.name == workspace::CLONE_CONTAINER));
+    if clones {
+        rules.push(PodFailurePolicyRule {
+            action: "FailJob".to_owned(),
+            on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                container_name: Some(workspace::CLONE_CONTAINER.to_owned()),
+                operator: "In".to_owned(),
+                values: vec![workspace::CREDENTIALS_EXIT_CODE],
+            }),
+            on_pod_conditions: None,
+        });
+    }
+    let ours = rules.len();
     // A plugin's own rules run after ours (the API server allows 20).
     if let Some(policy) = spec.pod_failure_policy.take() {
         rules.extend(
@@ -134,7 +153,7 @@ pub fn apply(
                 .rules
                 .into_iter()
                 .filter(|r| !rules_contain(r))
-                .take(18),
+                .take(20 - ours),
         );
     }
     spec.pod_failure_policy = Some(PodFailurePolicy { rules });

@@ -17,10 +17,7 @@ use kubetask_api::workspace::{Workspace, repository_endpoint};
 use crate::RenderError;
 use crate::contexts::WORKSPACE;
 
-/// The clone step's init container.
-pub const CLONE_CONTAINER: &str = "workspace-clone";
-/// The setup step's init container.
-pub const SETUP_CONTAINER: &str = "workspace-setup";
+pub use kubetask_api::workspace::{CLONE_CONTAINER, CREDENTIALS_EXIT_CODE, SETUP_CONTAINER};
 /// Where the clone step finds the credential's keys.
 pub const CREDENTIALS_PATH: &str = "/var/run/kubetask/workspace-credentials";
 /// A private, memory-backed directory of the clone step (its SSH key copy).
@@ -29,9 +26,6 @@ const CREDENTIALS_VOLUME: &str = "workspace-credentials";
 const SCRATCH_VOLUME: &str = "workspace-scratch";
 /// The setup step's timeout when it sets none.
 pub const DEFAULT_SETUP_TIMEOUT_SECONDS: u64 = 600;
-/// The exit code of the clone step when the repository refused its credentials (or it had
-/// none): the Task fails at once, not retried.
-pub const CREDENTIALS_EXIT_CODE: i32 = 3;
 
 /// The clone step, as a shell script. Arguments: repository, ref (may be empty), depth (may be
 /// empty), submodules (`true`/`false`), directory. On success it writes `{"commit": SHA}` to

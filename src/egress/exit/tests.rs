@@ -139,7 +139,22 @@ async fn fixture(limits: Limits) -> Fixture {
             },
         ),
     );
+    // A Task allowed nothing by name, on 443 only, whose workspace is on the upstream's port.
+    let mut workspace = grant(
+        "uid-4",
+        Egress {
+            mode: Some(EgressMode::AllowList),
+            allowed_cidrs: vec!["127.0.0.0/8".into()],
+            ..Egress::default()
+        },
+    );
+    workspace.policy = workspace.policy.with_repository(Some(&format!(
+        "https://git.example.org:{}/org/repo.git",
+        upstream.port
+    )));
+    tasks.insert(("team".to_owned(), "workspace".to_owned()), workspace);
     let resolver = TableResolver(HashMap::from([
+        ("git.example.org", vec![ip("127.0.0.1")]),
         ("api.github.com", vec![ip("127.0.0.1")]),
         ("a.example.com", vec![ip("127.0.0.1")]),
         ("internal.example.com", vec![ip("10.0.0.1")]),
@@ -699,4 +714,29 @@ async fn on_stop_new_connections_are_refused_and_open_tunnels_finish() {
     drop(tunnel);
     let left = tokio::time::timeout(Duration::from_secs(5), served).await;
     assert!(matches!(left, Ok(Ok(Ok(0)))), "{left:?}");
+}
+
+/// The workspace's repository is reachable whatever the Task's domains and ports, on its own
+/// port only; everything else stays refused.
+#[tokio::test]
+async fn the_workspace_repository_is_allowed_automatically() {
+    let f = fixture(short_limits()).await;
+    let port = f.upstream.port;
+    let auth = f.auth("team", "workspace", "uid-4");
+    let target = format!("git.example.org:{port}");
+    let (status, text, _stream) = attempt(
+        &f,
+        &f.connect_request(&target, &auth),
+        Some("git.example.org"),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    for (target, verdict) in [
+        (format!("api.github.com:{port}"), Verdict::PortDenied),
+        ("git.example.org:443".to_owned(), Verdict::DomainDenied),
+    ] {
+        let (status, text, _stream) = attempt(&f, &f.connect_request(&target, &auth), None).await;
+        assert_eq!(status, 403, "{target}: {text}");
+        assert_eq!(f.audit.last().map(|d| d.verdict), Some(verdict), "{target}");
+    }
 }
