@@ -330,6 +330,48 @@ mod tests {
     }
 
     #[test]
+    fn a_clone_refused_for_its_credentials_is_not_retried() {
+        let mut rendered = job();
+        if let Some(pod) = rendered
+            .spec
+            .as_mut()
+            .and_then(|s| s.template.spec.as_mut())
+        {
+            pod.init_containers = Some(vec![Container {
+                name: workspace::CLONE_CONTAINER.to_owned(),
+                ..Container::default()
+            }]);
+        }
+        for _ in 0..2 {
+            apply(
+                &task(None, Some(3)),
+                None,
+                &LifecycleSettings::default(),
+                &mut rendered,
+            )
+            .unwrap();
+        }
+        let rules = rendered.spec.unwrap().pod_failure_policy.unwrap().rules;
+        let fail_job: Vec<Option<String>> = rules
+            .iter()
+            .filter(|r| r.action == "FailJob")
+            .map(|r| {
+                r.on_exit_codes
+                    .as_ref()
+                    .and_then(|c| c.container_name.clone())
+            })
+            .collect();
+        assert_eq!(
+            fail_job,
+            [
+                Some(AGENT_CONTAINER.to_owned()),
+                Some(workspace::CLONE_CONTAINER.to_owned())
+            ],
+            "one copy each, after a re-render too"
+        );
+    }
+
+    #[test]
     fn a_lower_plugin_deadline_is_kept() {
         let mut rendered = job();
         rendered

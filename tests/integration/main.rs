@@ -24,3 +24,4 @@ mod plugin_cli;
 mod plugin_examples;
 mod plugin_sandbox;
 mod rbac;
+mod workspace;

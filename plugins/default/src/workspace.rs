@@ -32,11 +32,13 @@ pub const DEFAULT_SETUP_TIMEOUT_SECONDS: u64 = 600;
 /// its termination log.
 pub const CLONE_SCRIPT: &str = r#"set -eu
 repository=$1 ref=$2 depth=$3 submodules=$4 directory=$5
-export GIT_TERMINAL_PROMPT=0 GIT_CONFIG_NOSYSTEM=1 HOME=/var/run/kubetask/workspace-scratch
-credentials=/var/run/kubetask/workspace-credentials
+credentials=${KUBETASK_CREDENTIALS:-/var/run/kubetask/workspace-credentials}
+termination_log=${KUBETASK_TERMINATION_LOG:-/dev/termination-log}
+export GIT_TERMINAL_PROMPT=0 GIT_CONFIG_NOSYSTEM=1 HOME=${KUBETASK_SCRATCH:-/var/run/kubetask/workspace-scratch}
 set --
 if [ -f "$credentials/token" ]; then
-  set -- -c 'credential.helper=' -c 'credential.helper=!f() { u=x-access-token; [ -f /var/run/kubetask/workspace-credentials/username ] && u=$(cat /var/run/kubetask/workspace-credentials/username); echo "username=$u"; echo "password=$(cat /var/run/kubetask/workspace-credentials/token)"; }; f'
+  helper="!f() { u=x-access-token; [ -f '$credentials/username' ] && u=\$(cat '$credentials/username'); echo \"username=\$u\"; echo \"password=\$(cat '$credentials/token')\"; }; f"
+  set -- -c credential.helper= -c "credential.helper=$helper"
 fi
 if [ -f "$credentials/ssh-privatekey" ]; then
   (umask 077 && cp "$credentials/ssh-privatekey" "$HOME/id")
@@ -52,23 +54,26 @@ target=${ref:-HEAD}
 if [ -n "$depth" ]; then fetch_depth="--depth=$depth"; else fetch_depth="--no-tags"; fi
 if ! git "$@" fetch -q "$fetch_depth" origin "$target" 2> "$HOME/fetch.err"; then
   cat "$HOME/fetch.err" >&2
-  if grep -qiE 'authentication failed|could not read (username|password)|permission denied|access denied|401|403' "$HOME/fetch.err"; then
+  if grep -qiE 'authentication failed|could not read (username|password)|permission denied|access denied|returned error: 40[13]' "$HOME/fetch.err"; then
     echo "the repository refused the credentials of spec.workspace.credentialsRef (or needs some)" >&2
     exit 3
   fi
   echo "cannot fetch $target from $repository" >&2
   exit 2
 fi
+# A branch or tag name gets a local branch of that name; the remote's HEAD or a commit SHA
+# (7 or more hex digits) a detached checkout.
 case $ref in
-  '' | [0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]*) git checkout -q --detach FETCH_HEAD ;;
-  *) git checkout -q -B "$ref" FETCH_HEAD ;;
+  '') git checkout -q --detach FETCH_HEAD ;;
+  *[!0-9a-f]*) git checkout -q -B "$ref" FETCH_HEAD ;;
+  *) if [ ${#ref} -ge 7 ]; then git checkout -q --detach FETCH_HEAD; else git checkout -q -B "$ref" FETCH_HEAD; fi ;;
 esac
 if [ "$submodules" = true ]; then
   git "$@" submodule update -q --init --recursive ${depth:+--depth="$depth"}
 fi
 commit=$(git rev-parse HEAD)
 echo "checked out $commit"
-printf '{"commit":"%s"}' "$commit" > /dev/termination-log
+printf '{"commit":"%s"}' "$commit" > "$termination_log"
 "#;
 
 /// The workspace's containers and volumes, validated.

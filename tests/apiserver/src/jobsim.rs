@@ -47,6 +47,9 @@ pub struct Script {
     pub log: String,
     /// Termination messages of init containers, by name (each completes when the pod starts).
     pub init_messages: std::collections::BTreeMap<String, String>,
+    /// Init containers that fail, by name, with their exit code: the pod fails there, its
+    /// later init containers and its containers never start.
+    pub init_exits: std::collections::BTreeMap<String, i32>,
 }
 
 impl Script {
@@ -62,6 +65,7 @@ impl Script {
             termination_message: None,
             log: "agent started\nagent working\n".to_owned(),
             init_messages: std::collections::BTreeMap::new(),
+            init_exits: std::collections::BTreeMap::new(),
         }
     }
 
@@ -90,6 +94,12 @@ impl Script {
         message: impl Into<String>,
     ) -> Self {
         self.init_messages.insert(name.into(), message.into());
+        self
+    }
+
+    /// The same, with init container `name` failing with `code` (and its message, if set).
+    pub fn with_init_exit(mut self, name: impl Into<String>, code: i32) -> Self {
+        self.init_exits.insert(name.into(), code);
         self
     }
 
@@ -342,6 +352,12 @@ impl Sim {
                 }]);
             });
         } else {
+            if let Some(code) = self.fail_init(pod) {
+                return PodEnd::Failed {
+                    exit_code: code,
+                    disrupted: false,
+                };
+            }
             let bound = self.bind_and_start(pod);
             if !bound {
                 return self.lost();
@@ -470,6 +486,62 @@ impl Sim {
             self.script.log.clone(),
         );
         Some(name)
+    }
+
+    /// Fails the pod in its first init container the script makes fail, as the kubelet
+    /// reports it (`restartPolicy: Never`): the exit code, if any.
+    fn fail_init(&self, pod: &str) -> Option<i32> {
+        let exits = self.script.init_exits.clone();
+        if exits.is_empty() {
+            return None;
+        }
+        let messages = self.script.init_messages.clone();
+        let mut failed = None;
+        self.write_pod(pod, |pod| {
+            let now = meta::now();
+            let init = pod
+                .pointer("/spec/initContainers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let mut statuses = Vec::new();
+            for c in &init {
+                let name = c["name"].as_str().unwrap_or_default();
+                let state = match failed {
+                    Some(_) => json!({"waiting": {"reason": "PodInitializing"}}),
+                    None => {
+                        let code = exits.get(name).copied().unwrap_or(0);
+                        let mut terminated = json!({
+                            "exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
+                            "startedAt": now, "finishedAt": now,
+                        });
+                        if let Some(message) = messages.get(name) {
+                            terminated["message"] = json!(message);
+                        }
+                        if code != 0 {
+                            failed = Some(code);
+                        }
+                        json!({"terminated": terminated})
+                    }
+                };
+                statuses.push(json!({"name": name, "image": c["image"], "ready": false, "restartCount": 0, "state": state}));
+            }
+            if failed.is_none() {
+                return;
+            }
+            pod["spec"]["nodeName"] = json!("node-1");
+            pod["status"] = json!({
+                "phase": "Failed",
+                "startTime": now,
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                    {"type": "Initialized", "status": "False", "reason": "ContainersNotInitialized", "lastTransitionTime": now},
+                ],
+                "initContainerStatuses": statuses,
+                "containerStatuses": container_statuses(pod, &json!({"waiting": {"reason": "PodInitializing"}})),
+            });
+        });
+        failed
     }
 
     fn bind_and_start(&self, pod: &str) -> bool {
