@@ -57,6 +57,8 @@ pub struct Config {
     pub model: Option<String>,
     pub prompt_file: PathBuf,
     pub workspace: PathBuf,
+    /// Where the CLI runs: `KUBETASK_WORKDIR` (the workspace's checkout), else the workspace.
+    pub workdir: PathBuf,
     /// List the workspace's other files in the prompt (`KUBETASK_LIST_CONTEXT_FILES`).
     pub list_context_files: bool,
     pub report_path: PathBuf,
@@ -136,6 +138,7 @@ impl Config {
         let workspace = PathBuf::from(text("KUBETASK_WORKSPACE").unwrap_or("/workspace".into()));
         let prompt_file =
             text("KUBETASK_PROMPT_FILE").map_or_else(|| workspace.join("task.md"), PathBuf::from);
+        let workdir = text("KUBETASK_WORKDIR").map_or_else(|| workspace.clone(), PathBuf::from);
         let list_context_files = match text("KUBETASK_LIST_CONTEXT_FILES").as_deref() {
             None | Some("true") => true,
             Some("false") => false,
@@ -160,6 +163,7 @@ impl Config {
             model: text("KUBETASK_AGENT_MODEL"),
             prompt_file,
             workspace,
+            workdir,
             list_context_files,
             report_path: PathBuf::from(
                 text("KUBETASK_REPORT_PATH").unwrap_or("/dev/termination-log".into()),

@@ -24,9 +24,17 @@ pub fn build(prompt_file: &Path, workspace: &Path, list_files: bool) -> Result<S
         return Ok(prompt);
     }
     let mut files = Vec::new();
-    collect(workspace, 0, &mut files);
+    let mut checkouts = Vec::new();
+    collect(workspace, 0, &mut files, &mut checkouts);
     files.retain(|file| file != prompt_file);
     files.sort();
+    checkouts.sort();
+    for checkout in &checkouts {
+        prompt.push_str(&format!(
+            "\n\nThe repository is checked out at {} (a git working tree).",
+            checkout.display()
+        ));
+    }
     if files.is_empty() {
         return Ok(prompt);
     }
@@ -45,8 +53,9 @@ pub fn build(prompt_file: &Path, workspace: &Path, list_files: bool) -> Result<S
 }
 
 /// Regular files under `dir`, skipping hidden entries (`.git`, and the `..data` links of
-/// ConfigMap volumes).
-fn collect(dir: &Path, depth: usize, files: &mut Vec<PathBuf>) {
+/// ConfigMap volumes); a git working tree (the workspace's checkout) is named in `checkouts`,
+/// not listed file by file.
+fn collect(dir: &Path, depth: usize, files: &mut Vec<PathBuf>, checkouts: &mut Vec<PathBuf>) {
     if depth > MAX_DEPTH || files.len() > MAX_LISTED * 2 {
         return;
     }
@@ -58,8 +67,10 @@ fn collect(dir: &Path, depth: usize, files: &mut Vec<PathBuf>) {
             continue;
         }
         let path = entry.path();
-        if path.is_dir() {
-            collect(&path, depth + 1, files);
+        if path.join(".git").exists() {
+            checkouts.push(path);
+        } else if path.is_dir() {
+            collect(&path, depth + 1, files, checkouts);
         } else if path.is_file() {
             files.push(path);
         }
@@ -69,6 +80,25 @@ fn collect(dir: &Path, depth: usize, files: &mut Vec<PathBuf>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkout_is_named_not_listed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let workspace = dir.path();
+        std::fs::write(workspace.join("task.md"), "Update dependencies.\n").expect("write");
+        std::fs::create_dir_all(workspace.join("repo/.git")).expect("mkdir");
+        std::fs::create_dir_all(workspace.join("repo/src")).expect("mkdir");
+        std::fs::write(workspace.join("repo/src/main.rs"), "fn main() {}").expect("write");
+        let prompt = build(&workspace.join("task.md"), workspace, true).expect("prompt");
+        assert!(
+            prompt.contains(&format!(
+                "The repository is checked out at {}",
+                workspace.join("repo").display()
+            )),
+            "{prompt}"
+        );
+        assert!(!prompt.contains("main.rs"), "{prompt}");
+    }
 
     #[test]
     fn the_prompt_lists_the_other_context_files() {

@@ -63,8 +63,8 @@ fn execute(config: &Config, terminate: &Arc<AtomicBool>) -> Finished {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    if config.workspace.is_dir() {
-        command.current_dir(&config.workspace);
+    if config.workdir.is_dir() {
+        command.current_dir(&config.workdir);
     }
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut child = match command.spawn() {

@@ -210,9 +210,14 @@ fn each_example_agents_job_runs_the_runner_and_reports_to_the_task() {
         materialize(&objects, pod, container, root.path());
         // The CLI the image installs: a fake replaying a recorded success.
         let bin = fake_cli(root.path(), cli, binary, key_env);
-        let workspace = local(root.path(), container["workingDir"].as_str().unwrap());
+        // The working directory: the workspace's checkout when the Task has a repository (the
+        // clone step's script runs for real in tests/integration/workspace.rs; here its
+        // checkout is an empty directory), else the workspace.
+        let workdir = local(root.path(), container["workingDir"].as_str().unwrap());
+        std::fs::create_dir_all(&workdir).unwrap();
+        let workspace = local(root.path(), "/workspace");
         let mut command = Command::new(env!("CARGO_BIN_EXE_kubetask-agent"));
-        command.env_clear().current_dir(&workspace).env(
+        command.env_clear().current_dir(&workdir).env(
             "PATH",
             format!(
                 "{}:{}",
@@ -232,6 +237,12 @@ fn each_example_agents_job_runs_the_runner_and_reports_to_the_task() {
         command
             .env("KUBETASK_WORKSPACE", &workspace)
             .env("KUBETASK_REPORT_PATH", &report_path);
+        if container_env(container)
+            .iter()
+            .any(|(name, _)| name == "KUBETASK_WORKDIR")
+        {
+            command.env("KUBETASK_WORKDIR", &workdir);
+        }
         let output = command.output().unwrap();
         assert_eq!(
             output.status.code(),

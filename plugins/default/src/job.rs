@@ -25,6 +25,8 @@ pub const AGENT_CONTAINER: &str = "agent";
 /// conventional default of container images (the image's own `PATH` cannot be read from here).
 pub const TOOLS_PATH: &str =
     "/tools/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The agent runner's variable naming the directory the CLI runs in (the checkout).
+pub const WORKDIR_ENV: &str = "KUBETASK_WORKDIR";
 /// File name of a `configMapKeyRef` context inside its volume (mounted with `subPath`).
 const KEY_FILE: &str = "content";
 const WORKSPACE_VOLUME: &str = "workspace";
@@ -182,6 +184,8 @@ pub(crate) fn assemble(parts: JobParts<'_>) -> (Job, Option<ConfigMap>) {
     let (init_containers, working_dir) = match parts.workspace {
         Some(steps) => {
             volumes.extend(steps.volumes);
+            // The agent runner (docs/agents.md) runs the CLI there.
+            env.push(plain_env(WORKDIR_ENV, steps.directory.clone()));
             (Some(steps.init_containers), steps.directory)
         }
         None => (None, WORKSPACE.to_owned()),
