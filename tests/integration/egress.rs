@@ -485,6 +485,70 @@ spec:
     let (tunnelled, text) = curl_through(&other, &format!("https://localhost:{port}/"));
     assert!(!tunnelled && text.contains("407"), "{text}");
 
+    // A Task's workspace repository is reachable through the exit without being listed: its
+    // host and port are allowed automatically, for that Task only.
+    let repository_port = echo_server();
+    cluster
+        .apply_yaml(&format!(
+            "apiVersion: kubetask.io/v1alpha1
+kind: Task
+metadata: {{name: hang-clone, namespace: {NS}}}
+spec:
+  agentRef: fetcher
+  contexts: []
+  workspace: {{repository: 'https://localhost:{repository_port}/org/repo.git'}}
+"
+        ))
+        .await;
+    let cloning = cluster
+        .wait_reason(NS, "hang-clone", "Running", Duration::from_secs(30))
+        .await;
+    let clone_job = cluster.jobs_of(&cloning).await.remove(0);
+    let clone_env = clone_job
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .init_containers
+        .unwrap()[0]
+        .env
+        .clone()
+        .unwrap_or_default();
+    let clone_secret = clone_env
+        .iter()
+        .find(|v| v.name == "HTTPS_PROXY")
+        .and_then(|v| v.value_from.as_ref())
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .map(|r| r.name.clone())
+        .expect("the clone step takes HTTPS_PROXY from the Task's Secret");
+    let clone_url = String::from_utf8(
+        secrets
+            .get(&clone_secret)
+            .await
+            .unwrap()
+            .data
+            .unwrap()
+            .remove("url")
+            .unwrap()
+            .0,
+    )
+    .unwrap();
+    let repository = format!("https://localhost:{repository_port}/org/repo.git");
+    // The exit learns of the new Task from its own watch: give it a moment.
+    let mut answer = curl_through(&clone_url, &repository);
+    for _ in 0..50 {
+        if answer.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        answer = curl_through(&clone_url, &repository);
+    }
+    let (tunnelled, text) = answer;
+    assert!(tunnelled, "{text}");
+    let (tunnelled, text) = curl_through(&proxy_url, &repository);
+    assert!(!tunnelled && text.contains("403"), "another Task: {text}");
+
     // The pod's NetworkPolicy, rendered by the built-in plugin and accepted by the API server:
     // DNS, the exit's pods on the exit's port and the Agent's CIDR on its ports, nothing else.
     let policies: Api<NetworkPolicy> = Api::namespaced(cluster.client.clone(), NS);
