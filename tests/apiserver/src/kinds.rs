@@ -437,6 +437,8 @@ fn admit_job(job: &mut Value) -> Vec<Cause> {
     let name = crate::meta::text(job, "name").to_owned();
     let uid = crate::meta::text(job, "uid").to_owned();
     causes.extend(validate_pod_spec(job.pointer("/spec/template/spec")));
+    crate::pod_failure_policy::default(job);
+    causes.extend(crate::pod_failure_policy::validate(job));
     let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) else {
         causes.push(cause(
             "FieldValueRequired",

@@ -19,6 +19,7 @@ mod namespaces;
 mod network_policy;
 mod openapi;
 mod patch;
+mod pod_failure_policy;
 mod printers;
 mod protobuf;
 mod rbac;
