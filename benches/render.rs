@@ -108,6 +108,91 @@ fn main() {
         );
     });
 
+    // With egress on: the proxy Secret and variables, then the network stage (a second call
+    // of the default plugin, which renders the pod's NetworkPolicy).
+    let key = kubetask::egress::TokenKey::new(&[7; 32]).expect("key");
+    let egress = kubetask::render::egress::EgressSettings::new(
+        key,
+        kubetask::render::egress::DEFAULT_EXIT.to_owned(),
+        kubetask::api::EgressMode::AllowList,
+    )
+    .expect("egress settings");
+    let with_egress = Pipeline::new(host.clone(), settings.clone())
+        .expect("pipeline")
+        .with_egress(Some(Arc::new(egress)));
+    let mut with_task = task.clone();
+    with_task.metadata.uid = Some("bench-uid".to_owned());
+    let plain = measure("pipeline, egress off (same Task with a uid)", || {
+        black_box(
+            pipeline
+                .render(black_box(&with_task), Some(agent))
+                .expect("renders"),
+        );
+    });
+    let rendered_plain = pipeline.render(&with_task, Some(agent)).expect("renders");
+    let egress_on = measure("pipeline, egress on: + Secret + network stage", || {
+        let rendered = with_egress
+            .render(black_box(&with_task), Some(agent))
+            .expect("renders");
+        assert_eq!(rendered.policies.len(), 1);
+        black_box(rendered);
+    });
+    println!(
+        "egress on adds p50 {:.1} µs per render (goal: ≤ 50 µs, one extra plugin stage)",
+        (egress_on.as_secs_f64() - plain.as_secs_f64()) * 1e6
+    );
+    let egress_settings = Arc::new(
+        kubetask::render::egress::EgressSettings::new(
+            kubetask::egress::TokenKey::new(&[7; 32]).expect("key"),
+            kubetask::render::egress::DEFAULT_EXIT.to_owned(),
+            kubetask::api::EgressMode::AllowList,
+        )
+        .expect("egress settings"),
+    );
+    measure("  of which the Secret and proxy variables", || {
+        let mut job = rendered_plain.job.clone();
+        black_box(
+            kubetask::render::egress::apply(&with_task, Some(agent), &egress_settings, &mut job)
+                .expect("applies"),
+        );
+    });
+    measure("  of which encoding the Job for the stage", || {
+        black_box(serde_json::to_string(black_box(&rendered_plain.job)).expect("encodes"));
+    });
+    // Of which the network stage's wasm call (instance, the Job's JSON in, the policy out).
+    let rendered = with_egress
+        .render(&with_task, Some(agent))
+        .expect("renders");
+    let network_request = kubetask::plugin::network_bindings::NetworkRequest {
+        task: serde_json::to_string(&with_task).expect("encodes"),
+        agent: Some(agent_json.clone()),
+        settings: request.settings.clone(),
+        job: serde_json::to_string(&rendered.job).expect("encodes"),
+        egress: kubetask::plugin::network_bindings::EgressPlan {
+            mode: kubetask::plugin::network_bindings::EgressMode::AllowList,
+            allowed_domains: vec!["api.github.com".to_owned()],
+            allowed_cidrs: Vec::new(),
+            ports: vec![443],
+            exit: kubetask::plugin::network_bindings::Peer {
+                namespace: "kubetask-system".to_owned(),
+                pod_labels: vec![("app.kubernetes.io/component".to_owned(), "exit".to_owned())],
+                port: 3128,
+            },
+            dns: kubetask::plugin::network_bindings::Peer {
+                namespace: "kube-system".to_owned(),
+                pod_labels: vec![("k8s-app".to_owned(), "kube-dns".to_owned())],
+                port: 53,
+            },
+        },
+        policies: Vec::new(),
+    };
+    measure("  of which the network stage's wasm call", || {
+        black_box(
+            host.render_network(&plugin, black_box(&network_request))
+                .expect("renders"),
+        );
+    });
+
     let native_settings = settings.clone();
     let native = measure("native: render_json (same logic, no wasm)", || {
         black_box(

@@ -19,7 +19,8 @@ const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 /// The policy for the Task's pod.
 pub fn policies(request: &NetworkRequest) -> Result<Vec<Object<Value>>, Error> {
     let job_name = request.job.str("/metadata/name").unwrap_or_default();
-    let namespace = request.task.str("/metadata/namespace").unwrap_or_default();
+    // The Job's (the host keeps it the Task's): the Task's JSON is never parsed here.
+    let namespace = request.job.str("/metadata/namespace").unwrap_or_default();
     let selector: BTreeMap<String, String> = request
         .pod_labels()?
         .into_iter()
@@ -116,7 +117,7 @@ mod tests {
         let mut task = Task::new("fix-bug", Default::default());
         task.metadata.namespace = Some("team-a".to_owned());
         let job = json!({
-            "metadata": {"name": "fix-bug"},
+            "metadata": {"name": "fix-bug", "namespace": "team-a"},
             "spec": {"template": {"metadata": {"labels": {
                 "kubetask.io/task": "fix-bug", "team": "platform",
             }}}},
