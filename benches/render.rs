@@ -156,6 +156,27 @@ fn main() {
                 .expect("applies"),
         );
     });
+    let policy_json = serde_json::to_string(
+        &with_egress
+            .render(&with_task, Some(agent))
+            .expect("renders")
+            .policies[0],
+    )
+    .expect("encodes");
+    measure("  of which decoding the policy (dynamic)", || {
+        black_box(
+            serde_json::from_str::<kube::api::DynamicObject>(black_box(&policy_json))
+                .expect("decodes"),
+        );
+    });
+    measure("  of which decoding the policy (typed)", || {
+        black_box(
+            serde_json::from_str::<k8s_openapi::api::networking::v1::NetworkPolicy>(black_box(
+                &policy_json,
+            ))
+            .expect("decodes"),
+        );
+    });
     measure("  of which encoding the Job for the stage", || {
         black_box(serde_json::to_string(black_box(&rendered_plain.job)).expect("encodes"));
     });
