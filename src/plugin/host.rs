@@ -350,7 +350,6 @@ impl PluginHost {
     /// Runs `plugin` once on `request` in a fresh instance.
     pub fn render(&self, plugin: &Plugin, request: &RenderRequest) -> Result<Draft, PluginError> {
         let mut store = self.store(plugin);
-        let (name, digest) = (plugin.name.clone(), plugin.short_digest());
         let instance = match plugin.compiled.pre.instantiate(&mut store) {
             Ok(instance) => instance,
             Err(error) => return Err(self.instantiate_error(error, &store, plugin)),
@@ -365,15 +364,7 @@ impl PluginHost {
                 Ok(draft)
             }
             Ok(Err(error)) => Err(refusal(plugin, error)),
-            // A call fails without a trap when the plugin's results break the canonical ABI
-            // (a bad pointer, invalid UTF-8, ...).
-            Err(error) => Err(self.classify(error, &store, plugin, |message| {
-                PluginError::InvalidOutput {
-                    name: name.clone(),
-                    digest: digest.clone(),
-                    message,
-                }
-            })),
+            Err(error) => Err(self.call_error(error, &store, plugin)),
         }
     }
 
@@ -388,7 +379,6 @@ impl PluginHost {
             return Ok(None);
         };
         let mut store = self.store(plugin);
-        let (name, digest) = (plugin.name.clone(), plugin.short_digest());
         let instance = match plugin.compiled.pre.instance_pre().instantiate(&mut store) {
             Ok(instance) => instance,
             Err(error) => return Err(self.instantiate_error(error, &store, plugin)),
@@ -402,14 +392,24 @@ impl PluginHost {
                 Ok(Some(policies))
             }
             Ok(Err(error)) => Err(refusal(plugin, error)),
-            Err(error) => Err(self.classify(error, &store, plugin, |message| {
-                PluginError::InvalidOutput {
-                    name: name.clone(),
-                    digest: digest.clone(),
-                    message,
-                }
-            })),
+            Err(error) => Err(self.call_error(error, &store, plugin)),
         }
+    }
+
+    /// Why a call failed: a limit, a trap, or else results that break the canonical ABI (a
+    /// bad pointer, invalid UTF-8, ...), which is a call that fails without a trap.
+    fn call_error(
+        &self,
+        error: wasmtime::Error,
+        store: &Store<CallState>,
+        plugin: &Plugin,
+    ) -> PluginError {
+        let (name, digest) = (plugin.name.clone(), plugin.short_digest());
+        self.classify(error, store, plugin, |message| PluginError::InvalidOutput {
+            name,
+            digest,
+            message,
+        })
     }
 
     fn instantiate_error(

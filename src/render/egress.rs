@@ -12,8 +12,8 @@ use std::sync::Arc;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, EnvVarSource, ResourceRequirements, SeccompProfile, Secret,
-    SecretKeySelector, SecurityContext,
+    Container, EnvVar, EnvVarSource, ResourceRequirements, Secret, SecretKeySelector,
+    SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -255,19 +255,8 @@ fn canary_container(canary: &CanarySettings) -> Container {
             ..ResourceRequirements::default()
         }),
         security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(65532),
-            allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                ..SeccompProfile::default()
-            }),
-            ..SecurityContext::default()
+            ..kubetask_plugin::containers::restricted(65532)
         }),
         ..Container::default()
     }
