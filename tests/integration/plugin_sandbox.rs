@@ -345,3 +345,75 @@ fn identical_components_are_compiled_once() {
     assert_eq!((first.name(), second.name()), ("one", "two"));
     assert_eq!(host.cached_components(), before + 1);
 }
+
+/// A network stage's output is confined like a render stage's: what is not a policy of the
+/// Task's, named after its Job, is refused naming the plugin and why; what is one is pulled
+/// into the Task's namespace and ownership, whatever the plugin wrote there.
+#[test]
+fn a_network_stage_cannot_create_anything_but_the_tasks_policies() {
+    let host = host();
+    let key = kubetask::egress::TokenKey::new(&[5; 32]).expect("key");
+    let egress = kubetask::render::egress::EgressSettings::new(
+        key,
+        kubetask::render::egress::DEFAULT_EXIT.to_owned(),
+        kubetask::api::EgressMode::AllowList,
+    )
+    .expect("settings");
+    let pipeline = with_hostile(&host).with_egress(Some(Arc::new(egress)));
+    let with_policies = |policies: serde_json::Value| {
+        let mut task = task(Some("pass"));
+        task.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert("test.kubetask.io/policies".to_owned(), policies.to_string());
+        pipeline.render(&task, None)
+    };
+
+    // Without the annotation the hostile stage passes the built-in policy on.
+    let passed = pipeline.render(&task(Some("pass")), None).expect("renders");
+    assert_eq!(passed.policies.len(), 1);
+    assert_eq!(
+        passed.policies[0].metadata.name.as_deref(),
+        Some("fix-bug-egress")
+    );
+
+    for (policies, says) in [
+        (
+            json!([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "fix-bug-x"}}]),
+            "policies[0]: v1 ConfigMap is not a policy kind",
+        ),
+        (
+            json!([{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "other-egress"}}]),
+            "must start with \"fix-bug-\"",
+        ),
+        (
+            json!([{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "fix-bug-x"},
+                    "spec": {"podSelector": "everything"}}]),
+            "policies[0]: spec.podSelector",
+        ),
+    ] {
+        let refused = with_policies(policies.clone());
+        let Err(RenderError::Plugin(PluginError::InvalidOutput { name, message, .. })) = &refused
+        else {
+            panic!("{policies}: {refused:?}")
+        };
+        assert_eq!(name, "hostile");
+        assert!(message.contains(says), "{policies}: {message}");
+    }
+
+    let confined = with_policies(json!([{
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "fix-bug-open", "namespace": "kube-system",
+                     "ownerReferences": [{"apiVersion": "v1", "kind": "Namespace", "name": "kube-system", "uid": "evil", "controller": true}]},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]},
+    }]))
+    .expect("a policy of the Task's own is accepted");
+    let policy = &confined.policies[0];
+    assert_eq!(policy.metadata.namespace.as_deref(), Some("team-a"));
+    let owners = policy.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(owners[0].kind, "Task");
+    // A stage may drop the policy (the Task's EgressEnforced then says NoPolicy).
+    let dropped = with_policies(json!([])).expect("renders");
+    assert!(dropped.policies.is_empty());
+}

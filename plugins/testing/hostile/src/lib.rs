@@ -3,13 +3,17 @@
 //! unchanged (a well-behaved stage). With `patch`, it applies the JSON merge patch in the
 //! annotation `test.kubetask.io/job-patch` to the Job and appends the ConfigMaps of the JSON
 //! array in `test.kubetask.io/config-maps`: any output a plugin could produce, chosen by the test.
+//! Its network stage returns the JSON array in `test.kubetask.io/policies` as the pod's
+//! policies, or passes the previous stage's on.
 
 #[cfg(target_arch = "wasm32")]
 mod component {
     wit_bindgen::generate!({
         path: "../../../wit",
-        world: "plugin",
+        world: "network-plugin",
     });
+
+    use exports::kubetask::plugin::network::{self, NetworkRequest};
 
     use kubetask::plugin::host::{Level, log};
     use kubetask::plugin::types::InvalidField;
@@ -140,6 +144,22 @@ mod component {
                 "patch" => patched(&request.task, draft?),
                 _ => draft,
             }
+        }
+    }
+
+    impl network::Guest for Hostile {
+        fn render_network(request: NetworkRequest) -> Result<Vec<String>, RenderError> {
+            let Some(policies) = annotation(&request.task, "test.kubetask.io/policies") else {
+                return Ok(request.policies);
+            };
+            let policies: Value = serde_json::from_str(&policies)
+                .map_err(|e| RenderError::Internal(e.to_string()))?;
+            Ok(policies
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(Value::to_string)
+                .collect())
         }
     }
 
