@@ -51,9 +51,7 @@ fn crds_have_status_columns_short_names_and_validation_rules() {
         .collect();
     assert_eq!(
         columns,
-        [
-            "Phase", "Agent", "Job", "Reason", "Summary", "Commit", "Age"
-        ]
+        ["Phase", "Agent", "Job", "Reason", "Summary", "Age"]
     );
 
     let yaml = kubetask::crds::yaml().expect("the CRDs encode");
