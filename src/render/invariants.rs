@@ -41,27 +41,18 @@ pub fn apply_invariants(
             config_maps.len()
         ));
     }
-    let prefix = format!("{job_name}-");
     for (index, config_map) in config_maps.iter().enumerate() {
         let name = config_map.metadata.name.as_deref().unwrap_or_default();
-        if !name.starts_with(&prefix) || name.len() == prefix.len() {
-            return Err(format!(
-                "configMaps[{index}]: metadata.name {name:?} must start with {prefix:?} (ConfigMaps are named after the Job, so a Task cannot claim another's)"
-            ));
-        }
-        if let Some(why) = kubetask_validation::names::subdomain_error(name) {
-            return Err(format!(
-                "configMaps[{index}]: metadata.name {name:?}: {why}"
-            ));
-        }
-        if config_maps[..index]
+        let earlier = config_maps[..index]
             .iter()
-            .any(|earlier| earlier.metadata.name.as_deref() == Some(name))
-        {
-            return Err(format!(
-                "configMaps[{index}]: metadata.name {name:?} is used twice"
-            ));
-        }
+            .filter_map(|earlier| earlier.metadata.name.as_deref());
+        companion_name(
+            &format!("configMaps[{index}]"),
+            "ConfigMaps",
+            &job_name,
+            name,
+            earlier,
+        )?;
     }
     job.metadata.name = Some(job_name);
     restore_ownership(task, &mut job.metadata);
@@ -75,6 +66,31 @@ pub fn apply_invariants(
     }
     for config_map in config_maps {
         restore_ownership(task, &mut config_map.metadata);
+    }
+    Ok(())
+}
+
+/// Why `name`, of an object created with the Job (`at`: `configMaps[2]`; `kinds`: `ConfigMaps`),
+/// is not acceptable, if it is not: it must be `<job name>-<suffix>` (so a Task cannot claim
+/// another's), a valid object name, and not one of the `earlier` ones.
+pub(super) fn companion_name<'a>(
+    at: &str,
+    kinds: &str,
+    job_name: &str,
+    name: &str,
+    mut earlier: impl Iterator<Item = &'a str>,
+) -> Result<(), String> {
+    let prefix = format!("{job_name}-");
+    if !name.starts_with(&prefix) || name.len() == prefix.len() {
+        return Err(format!(
+            "{at}: metadata.name {name:?} must start with {prefix:?} ({kinds} are named after the Job, so a Task cannot claim another's)"
+        ));
+    }
+    if let Some(why) = kubetask_validation::names::subdomain_error(name) {
+        return Err(format!("{at}: metadata.name {name:?}: {why}"));
+    }
+    if earlier.any(|earlier| earlier == name) {
+        return Err(format!("{at}: metadata.name {name:?} is used twice"));
     }
     Ok(())
 }

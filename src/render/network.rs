@@ -11,7 +11,7 @@ use kubetask_api::egress::{EgressMode, EgressPolicy};
 
 use super::egress::{EgressSettings, PodPeer};
 use super::error::RenderError;
-use super::invariants::restore_ownership;
+use super::invariants::{companion_name, restore_ownership};
 use super::json::{decode, encode};
 use crate::plugin::bindings::Settings;
 use crate::plugin::network_bindings::{self, NetworkRequest};
@@ -103,7 +103,6 @@ fn confine(task: &Task, job_name: &str, output: &[String]) -> Result<Vec<Dynamic
             output.len()
         ));
     }
-    let prefix = format!("{job_name}-");
     let mut policies: Vec<DynamicObject> = Vec::with_capacity(output.len());
     for (index, json) in output.iter().enumerate() {
         let at = format!("policies[{index}]");
@@ -122,20 +121,8 @@ fn confine(task: &Task, job_name: &str, output: &[String]) -> Result<Vec<Dynamic
             ));
         }
         let name = policy.metadata.name.clone().unwrap_or_default();
-        if !name.starts_with(&prefix) || name.len() == prefix.len() {
-            return Err(format!(
-                "{at}: metadata.name {name:?} must start with {prefix:?} (policies are named after the Job, so a Task cannot claim another's)"
-            ));
-        }
-        if let Some(why) = kubetask_api::names::subdomain_error(&name) {
-            return Err(format!("{at}: metadata.name {name:?}: {why}"));
-        }
-        if policies
-            .iter()
-            .any(|p| p.metadata.name.as_deref() == Some(name.as_str()))
-        {
-            return Err(format!("{at}: metadata.name {name:?} is used twice"));
-        }
+        let earlier = policies.iter().filter_map(|p| p.metadata.name.as_deref());
+        companion_name(&at, "policies", job_name, &name, earlier)?;
         if types.kind == "NetworkPolicy" {
             decode::<NetworkPolicy>(json).map_err(|why| format!("{at}: {why}"))?;
         }
