@@ -14,7 +14,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Resource as _, ResourceExt as _};
-use kubetask_api::egress::{EgressMode, EgressPolicy, effective};
+use kubetask_api::egress::{EgressMode, EgressPolicy};
 use kubetask_api::{Agent, DEFAULT_AGENT_NAME, Task};
 use prometheus_client::registry::Registry;
 
@@ -205,22 +205,11 @@ pub fn policy_of(task: &Task, agents: &Store<Agent>, default_mode: EgressMode) -
     let namespace = task.namespace().unwrap_or_default();
     let agent_name = task.spec.agent_ref.as_deref().unwrap_or(DEFAULT_AGENT_NAME);
     let agent = agents.get(&ObjectRef::new(agent_name).within(&namespace));
-    let agent_object = format!("Agent/{agent_name}");
-    let task_object = format!("Task/{}", task.name_any());
-    let agent_egress = agent
-        .as_ref()
-        .and_then(|a| a.spec.egress.as_ref())
-        .map(|e| (agent_object.as_str(), e));
-    let task_egress = task.spec.egress.as_ref().map(|e| (task_object.as_str(), e));
-    let workspace = kubetask_api::Workspace::merged(
-        agent.as_ref().and_then(|a| a.spec.workspace.as_ref()),
-        task.spec.workspace.as_ref(),
-    );
-    let repository = workspace.as_ref().and_then(|w| w.repository.as_deref());
-    match effective(default_mode, agent_egress, task_egress) {
-        Ok(policy) => policy.with_repository(repository),
+    match super::policy::task_policy(default_mode, agent.as_deref(), task) {
+        Ok(policy) => policy,
         Err(error) => {
-            tracing::debug!(%error, task = %task_object, namespace, "egress refused: invalid spec.egress");
+            let task = format!("Task/{}", task.name_any());
+            tracing::debug!(%error, %task, namespace, "egress refused: invalid spec.egress");
             EgressPolicy::deny()
         }
     }

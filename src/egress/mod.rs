@@ -9,6 +9,7 @@ pub mod canary;
 pub mod cluster;
 pub mod enforcement;
 pub mod exit;
+pub mod policy;
 pub mod sni;
 pub mod token;
 

@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt as _;
-use kubetask_api::egress::{EgressMode, EgressPolicy, InvalidEgress, effective};
+use kubetask_api::egress::{EgressMode, EgressPolicy, InvalidEgress};
 use kubetask_api::{Agent, Task};
 use sha2::{Digest as _, Sha256};
 
@@ -141,20 +141,7 @@ pub fn apply(
     settings: &Arc<EgressSettings>,
     job: &mut Job,
 ) -> Result<(Secret, EgressPolicy), InvalidEgress> {
-    let agent_object = agent.map(|a| format!("Agent/{}", a.name_any()));
-    let task_object = format!("Task/{}", task.name_any());
-    let policy = effective(
-        settings.default_mode,
-        agent
-            .zip(agent_object.as_deref())
-            .and_then(|(a, object)| a.spec.egress.as_ref().map(|e| (object, e))),
-        task.spec.egress.as_ref().map(|e| (task_object.as_str(), e)),
-    )?;
-    let workspace = kubetask_api::Workspace::merged(
-        agent.and_then(|a| a.spec.workspace.as_ref()),
-        task.spec.workspace.as_ref(),
-    );
-    let policy = policy.with_repository(workspace.as_ref().and_then(|w| w.repository.as_deref()));
+    let policy = crate::egress::policy::task_policy(settings.default_mode, agent, task)?;
     let namespace = task.namespace().unwrap_or_default();
     let uid = task.uid().unwrap_or_default();
     let token = settings.key.token(&namespace, &task.name_any(), &uid);
@@ -222,9 +209,7 @@ pub fn apply(
 /// Whether the Task's policy lets its pod reach `address` directly (a canary there would
 /// report nothing about enforcement).
 fn allows(policy: &EgressPolicy, address: std::net::SocketAddr) -> bool {
-    policy.mode != EgressMode::Deny
-        && policy.ports.contains(&address.port())
-        && policy.cidrs.iter().any(|cidr| cidr.contains(&address.ip()))
+    policy.cidr_allows(address.ip()) && policy.allows_port(address.port())
 }
 
 /// The canary's init container: restricted (non-root, no privilege, no capabilities), small.
