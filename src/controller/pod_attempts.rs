@@ -9,6 +9,7 @@ use kubetask_api::{Attempt, TaskResult, Usage, workspace};
 
 use super::status::reason;
 
+use crate::egress::canary::{self, Probe};
 use crate::render::lifecycle::AGENT_CONTAINER;
 
 /// Most attempts kept in the status (the oldest are dropped first).
@@ -83,6 +84,16 @@ pub fn workspace_commit(pods: &[Pod]) -> Option<String> {
         (cloned.exit_code == 0)
             .then(|| cloned.message.as_deref().and_then(workspace::commit_of))
             .flatten()
+    })
+}
+
+/// What the egress canary of the newest pod that ran one saw.
+pub fn canary_probe(pods: &[Pod]) -> Option<Probe> {
+    newest_first(pods).into_iter().find_map(|pod| {
+        init_terminated(pod, canary::CONTAINER)?
+            .message
+            .as_deref()
+            .and_then(Probe::parse)
     })
 }
 

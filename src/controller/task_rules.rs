@@ -72,8 +72,6 @@ pub struct Snapshot {
     /// Whether its pod's egress is what its policy says, when egress is on and it has a Job
     /// (the `EgressEnforced` condition).
     pub egress: Option<Enforcement>,
-    /// What the newest pod's egress canary saw, when its pods were listed and it has run.
-    pub canary: Option<enforcement::Probe>,
 }
 
 /// Why the controller stops a running agent.
@@ -383,10 +381,10 @@ fn report(next: &mut TaskStatus, snapshot: &Snapshot) -> Option<Note> {
     }
 }
 
-/// Sets the `EgressEnforced` condition from the snapshot's answers, or keeps the one written
-/// before (a finished Task keeps its last answer). A canary's verdict stands until pods are
-/// listed again (the newest pod's canary ran once, at its start); its transition time moves
-/// only when its status does.
+/// Sets the `EgressEnforced` condition from the policies' answer and what the newest pod's
+/// canary saw (when its pods were listed), or keeps the one written before (a finished Task
+/// keeps its last answer). A canary's verdict stands until pods are listed again (the newest
+/// pod's canary ran once, at its start); its transition time moves only when its status does.
 fn egress_condition(next: &mut TaskStatus, snapshot: &Snapshot, now: &Time) {
     let previous = snapshot
         .status
@@ -394,7 +392,11 @@ fn egress_condition(next: &mut TaskStatus, snapshot: &Snapshot, now: &Time) {
         .iter()
         .find(|c| c.type_ == enforcement::CONDITION);
     let by_canary = |reason: &str| previous.is_some_and(|c| c.reason == reason);
-    let condition = match (&snapshot.egress, &snapshot.canary) {
+    let canary = snapshot
+        .pods
+        .as_deref()
+        .and_then(pod_attempts::canary_probe);
+    let condition = match (&snapshot.egress, &canary) {
         (None, _) => previous.cloned(),
         (Some(_), None) if by_canary(enforcement::CANARY_REACHED) => previous.cloned(),
         (Some(Enforcement::Enforced), None) if by_canary(enforcement::CANARY_BLOCKED) => {

@@ -2,7 +2,7 @@
 //! none, whether its Agent, ConfigMaps and plugins are there and whether its Agent admits it.
 
 use super::*;
-use crate::egress::enforcement::{Enforcement, Probe, enforcement};
+use crate::egress::enforcement::{Enforcement, enforcement};
 
 /// Step 1: what the controller knows about the Task, and its Agent when it is to be created.
 pub(super) async fn observe(
@@ -30,7 +30,6 @@ pub(super) async fn observe(
         pods: None,
         ttl,
         egress: None,
-        canary: None,
     };
     if task.metadata.deletion_timestamp.is_some() || status::is_finished(&snapshot.status) {
         ctx.wait_index.forget(&reference);
@@ -106,7 +105,6 @@ pub(super) async fn observe(
         && listed(policies, POLICIES_LISTED_WITHIN).await == Listed::Yes
     {
         snapshot.egress = Some(egress_of(job, policies, namespace, uid));
-        snapshot.canary = snapshot.pods.as_deref().and_then(canary_of);
     }
     if snapshot.job != Child::Absent || snapshot.status.job_name.is_some() {
         ctx.wait_index.forget(&reference);
@@ -154,27 +152,6 @@ fn egress_of(
         .map(|policy| policy.as_ref().clone())
         .partition(|policy| children::controlled_by(&policy.metadata, uid));
     enforcement(&labels, &ours, &others)
-}
-
-/// What the canary of the newest pod that ran one saw.
-fn canary_of(pods: &[Pod]) -> Option<Probe> {
-    let mut pods: Vec<&Pod> = pods.iter().collect();
-    pods.sort_by_key(|pod| pod.metadata.creation_timestamp.clone());
-    pods.iter().rev().find_map(|pod| {
-        pod.status
-            .as_ref()?
-            .init_container_statuses
-            .as_ref()?
-            .iter()
-            .find(|status| status.name == crate::egress::canary::CONTAINER)?
-            .state
-            .as_ref()?
-            .terminated
-            .as_ref()?
-            .message
-            .as_deref()
-            .and_then(Probe::parse)
-    })
 }
 
 /// The Job's pods (by the `batch.kubernetes.io/job-name` label the Job controller sets).

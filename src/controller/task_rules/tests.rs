@@ -70,7 +70,6 @@ fn after(status: &TaskStatus, job: Child, start: Start) -> TaskStatus {
         pods: None,
         ttl: None,
         egress: None,
-        canary: None,
         status: status.clone(),
         job,
         start,
@@ -559,7 +558,6 @@ fn every_phase_and_observation() {
             pods: None,
             ttl: None,
             egress: None,
-            canary: None,
             status: status.clone(),
             job: child,
             start,
@@ -592,7 +590,6 @@ fn times_come_from_the_job_and_only_once_it_runs() {
         pods: None,
         ttl: None,
         egress: None,
-        canary: None,
         status,
         job: job(job_status),
         start: Start::NotChecked,
@@ -692,7 +689,6 @@ fn a_created_job_records_its_plugins_and_later_statuses_keep_them() {
         pods: None,
         ttl: None,
         egress: None,
-        canary: None,
         status: TaskStatus::default(),
         job: job(JobStatus::default()),
         start: Start::Created {
@@ -706,7 +702,6 @@ fn a_created_job_records_its_plugins_and_later_statuses_keep_them() {
         pods: None,
         ttl: None,
         egress: None,
-        canary: None,
         status: first,
         job: job(JobStatus {
             ready: Some(1),
@@ -731,7 +726,6 @@ fn deleted_and_newer_generations() {
         pods: None,
         ttl: None,
         egress: None,
-        canary: None,
         status: TaskStatus::default(),
         job: Child::Absent,
         start: Start::Ready,
@@ -751,7 +745,6 @@ fn deleted_and_newer_generations() {
         pods: None,
         ttl: None,
         egress: None,
-        canary: None,
         status: after(
             &running,
             job(JobStatus {
@@ -1035,7 +1028,6 @@ fn lifecycle_rules() {
             pods: row.pods,
             ttl: row.ttl.map(Duration::from_secs),
             egress: None,
-            canary: None,
         };
         let plan = decide(&row.task, &snapshot, &time(row.now));
         let written = plan.status.as_ref().map(|s| {
@@ -1088,7 +1080,6 @@ fn lifecycle_rules() {
         pods: None,
         ttl: Some(Duration::from_secs(60)),
         egress: None,
-        canary: None,
     };
     let plan = decide(&plain, &invalid, &time(30));
     assert_eq!(plan.retry, Retry::After(Duration::from_secs(60)));
@@ -1110,10 +1101,22 @@ type EgressRow = (
 /// again, and a finished or unchecked Task keeps its last answer.
 #[test]
 fn egress_enforced_from_the_policies_and_the_canary() {
-    let probe = |reached: bool| enforcement::Probe {
-        address: "10.96.0.1:443".to_owned(),
-        reached,
-        error: (!reached).then(|| "timed out after 3s".to_owned()),
+    // The running pod, its canary ended with what it saw.
+    let canary_pod = |reached: bool| -> Pod {
+        let probe = enforcement::Probe {
+            address: "10.96.0.1:443".to_owned(),
+            reached,
+            error: (!reached).then(|| "timed out after 3s".to_owned()),
+        };
+        let mut pod = pod("p", "Running", None, None);
+        pod.status.get_or_insert_default().init_container_statuses =
+            serde_json::from_value(serde_json::json!([{
+                "name": crate::egress::canary::CONTAINER, "image": "i", "ready": true,
+                "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0, "message": probe.message()}},
+            }]))
+            .unwrap();
+        pod
     };
     let widened = Enforcement::Widened(vec!["allow-all".to_owned()]);
     let rows: Vec<EgressRow> = vec![
@@ -1216,10 +1219,9 @@ fn egress_enforced_from_the_policies_and_the_canary() {
             status: status.clone(),
             job: job(ready_status()),
             start: Start::NotChecked,
-            pods: None,
+            pods: canary.map(|reached| vec![canary_pod(reached)]),
             ttl: None,
             egress: policies,
-            canary: canary.map(probe),
         };
         let plan = decide(&task(), &snapshot, &time(100));
         let written = plan.status.unwrap_or(status);
