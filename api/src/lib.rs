@@ -27,7 +27,7 @@ pub use cron_task::{
 pub use egress::{Egress, EgressMode, EgressPolicy};
 pub use lifecycle::{Attempt, Cancel, TaskResult, Usage};
 pub use task::{PluginRef, Task, TaskPhase, TaskSpec, TaskStatus};
-pub use workspace::{Workspace, WorkspaceStatus};
+pub use workspace::{Published, PullRequestRef, Workspace, WorkspaceStatus};
 
 /// API group of the KubeTask resources.
 pub const GROUP: &str = "kubetask.io";

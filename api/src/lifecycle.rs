@@ -46,13 +46,18 @@ pub struct Attempt {
     pub exit_code: Option<i32>,
 }
 
-/// What the agent reported: a summary and named outputs.
+/// What the agent reported (a summary and named outputs), and the pull request its
+/// workspace's publish step opened.
 #[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
 pub struct TaskResult {
     #[serde(default)]
     pub summary: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub outputs: BTreeMap<String, String>,
+    /// Set by the publish step only (an agent's report cannot name one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<crate::workspace::PullRequestRef>,
 }
 
 /// What the agent reported it used.
@@ -182,6 +187,7 @@ pub fn parse_report(message: &str) -> Result<Option<(TaskResult, Option<Usage>)>
         TaskResult {
             summary,
             outputs: report.outputs,
+            pull_request: None,
         },
         report.usage,
     )))

@@ -36,6 +36,7 @@ const IMMUTABLE_BUT_CANCEL: &str = "self.contexts == oldSelf.contexts \
     printcolumn = r#"{"name":"Job","type":"string","jsonPath":".status.jobName"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Succeeded\")].reason"}"#,
     printcolumn = r#"{"name":"Summary","type":"string","priority":1,"jsonPath":".status.result.summary"}"#,
+    printcolumn = r#"{"name":"Pull Request","type":"string","priority":1,"jsonPath":".status.result.pullRequest.url"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     doc = "A Task: the context files an AI agent gets, and the Agent that runs it as a Job.",
     crates(

@@ -32,6 +32,29 @@ pub const SETUP_CONTAINER: &str = "workspace-setup";
 pub const CREDENTIALS_EXIT_CODE: i32 = 3;
 /// The setup step's exit code when it ran out of time (`timeout`'s).
 pub const TIMED_OUT_EXIT_CODE: i32 = 124;
+/// The publish step's container: after the agent, the only one that holds the write
+/// credential (its termination message: a [`Published`]).
+pub const PUBLISH_CONTAINER: &str = "workspace-publish";
+/// The publish step's exit code when what it was asked cannot be done as asked (a push
+/// refused, a 4xx of the provider's API, a bad credential): not retried.
+pub const PUBLISH_REFUSED_EXIT_CODE: i32 = 3;
+/// The publish branch when `publish.branch` is unset (`{task}`: the Task's name).
+pub const DEFAULT_PUBLISH_BRANCH: &str = "kubetask/{task}";
+/// A publish branch template: a ref name whose `{task}` and `{namespace}` are replaced.
+pub const BRANCH_TEMPLATE_PATTERN: &str = "^[A-Za-z0-9_{][A-Za-z0-9._/{}-]*$";
+/// A provider's API base URL (`https://` only).
+pub const API_URL_PATTERN: &str = "^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/%+-]*)?$";
+/// The variable that hands the publish step its [`PublishPlan`] (JSON).
+pub const PUBLISH_ENV: &str = "KUBETASK_PUBLISH";
+/// The variable naming the directory where the agent runner leaves its exit for the publish
+/// step (set in the agent container only when the workspace publishes).
+pub const HANDOFF_ENV: &str = "KUBETASK_HANDOFF_DIR";
+/// That directory: on the pod's `/workspace` volume, outside every checkout.
+pub const HANDOFF_DIR: &str = "/workspace/.kubetask";
+/// The ref the clone step leaves on the commit it checked out (the publish step's base).
+pub const BASE_REF: &str = "refs/kubetask/base";
+/// Most labels of a pull request.
+pub const MAX_LABELS: u32 = 16;
 
 /// Longest a repository URL may be.
 pub const MAX_REPOSITORY: u32 = 2048;
@@ -73,6 +96,224 @@ pub struct Workspace {
     /// A command run in the checkout before the agent starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup: Option<Setup>,
+    /// After the agent succeeded: commit what it left, push a branch and open or update a
+    /// pull request, in a step of its own that alone holds the write credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<Publish>,
+}
+
+/// The publish step (docs/workspaces.md).
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Publish {
+    /// The branch pushed, with `{task}` and `{namespace}` replaced. Default `kubetask/{task}`.
+    /// A branch that exists is updated only if the agent's work builds on it (never
+    /// force-pushed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = BRANCH_TEMPLATE_PATTERN), length(max = 200))]
+    pub branch: Option<String>,
+    /// The message of the commit of what the agent left uncommitted. Default: the first line
+    /// of the agent's summary, else `KubeTask: <task>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub commit_message: Option<String>,
+    /// Open (or update) a pull request of the branch. Unset: the branch is only pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequest>,
+    /// A Secret in the Task's namespace with the write credential: `token` (the push over
+    /// HTTPS and the provider's API; `username` optional) and, to push over SSH,
+    /// `ssh-privatekey` and `known_hosts`. Only the publish step mounts it.
+    pub credentials_ref: SecretRef,
+}
+
+/// The pull request (a merge request on GitLab) the publish step opens or updates.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequest {
+    /// Default: the commit message's first line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub title: Option<String>,
+    /// Default: the agent's summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub body: Option<String>,
+    /// The branch it merges into. Default: `ref` when it names a branch, else the
+    /// repository's default branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = REF_PATTERN), length(max = 255))]
+    pub base: Option<String>,
+    /// Open it as a draft.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LABELS), inner(length(min = 1, max = 100)))]
+    pub labels: Vec<String>,
+    /// `GitHub` or `GitLab`. Default: from the repository's host (`github.com`, a host
+    /// containing `gitlab`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<Provider>,
+    /// The provider's API. Default: `https://api.github.com` for github.com,
+    /// `https://<host>/api/v3` for GitHub Enterprise, `https://<host>/api/v4` for GitLab.
+    #[serde(default, rename = "apiURL", skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = API_URL_PATTERN), length(max = 2048))]
+    pub api_url: Option<String>,
+}
+
+/// A Git hosting provider whose pull request API the publish step speaks.
+#[derive(
+    Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum Provider {
+    #[default]
+    GitHub,
+    GitLab,
+}
+
+impl Provider {
+    /// The provider of `host` when it is a well-known one.
+    pub fn of_host(host: &str) -> Option<Provider> {
+        let host = host.to_ascii_lowercase();
+        if host == "github.com" || host.ends_with(".github.com") || host.starts_with("github.") {
+            Some(Provider::GitHub)
+        } else if host.split('.').any(|part| part.contains("gitlab")) {
+            Some(Provider::GitLab)
+        } else {
+            None
+        }
+    }
+
+    /// The API base URL on `host` (`https://api.github.com` for github.com).
+    pub fn default_api_url(self, host: &str) -> String {
+        match self {
+            Provider::GitHub if host.eq_ignore_ascii_case("github.com") => {
+                "https://api.github.com".to_owned()
+            }
+            Provider::GitHub => format!("https://{host}/api/v3"),
+            Provider::GitLab => format!("https://{host}/api/v4"),
+        }
+    }
+}
+
+/// What the publish step is to do, resolved from the Task and its Agent at render time (so
+/// `kubetask render` shows it): handed to it in [`PUBLISH_ENV`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishPlan {
+    pub repository: String,
+    /// The branch, its template filled in.
+    pub branch: String,
+    /// The checkout.
+    pub directory: String,
+    /// Where the agent runner leaves its exit ([`HANDOFF_DIR`]).
+    pub handoff: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_message: Option<String>,
+    /// `Task/<name>` in `<namespace>`, for the default message.
+    pub task: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PlannedPullRequest>,
+}
+
+/// The pull request of a [`PublishPlan`], its provider and API resolved.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedPullRequest {
+    pub provider: Provider,
+    /// The API base URL (`https://api.github.com`).
+    #[serde(rename = "apiURL")]
+    pub api_url: String,
+    /// The project's path on the provider (`org/repo`, `group/sub/project`).
+    pub project: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Unset: the repository's default branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    #[serde(default)]
+    pub draft: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+}
+
+/// What the publish step did, as its termination message says.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Published {
+    /// The branch pushed (absent when there was nothing to publish).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 255))]
+    pub branch: Option<String>,
+    /// The commit the branch points to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub commit: Option<String>,
+    /// The agent left nothing to publish: no commit, no pull request.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_changes: bool,
+    /// The pull request opened or updated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestRef>,
+}
+
+/// A pull request (or GitLab merge request), as `status.result.pullRequest` records it.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+pub struct PullRequestRef {
+    /// Its web page.
+    #[schemars(length(max = 2048))]
+    pub url: String,
+    /// Its number (GitLab's `iid`).
+    pub number: i64,
+}
+
+impl Published {
+    /// The publish step's termination message, when it is one.
+    pub fn parse(message: &str) -> Option<Published> {
+        let published: Published = serde_json::from_str(message.trim()).ok()?;
+        let url_ok = published.pull_request.as_ref().is_none_or(|pr| {
+            pr.url.len() <= 2048
+                && (pr.url.starts_with("https://") || pr.url.starts_with("http://"))
+        });
+        let commit_ok = published.commit.as_deref().is_none_or(|c| {
+            (7..=64).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_hexdigit())
+        });
+        let said_something = published.no_changes || published.branch.is_some();
+        (url_ok && commit_ok && said_something).then_some(published)
+    }
+}
+
+/// The publish branch of `template` for a Task.
+pub fn publish_branch(template: Option<&str>, task: &str, namespace: &str) -> String {
+    template
+        .unwrap_or(DEFAULT_PUBLISH_BRANCH)
+        .replace("{task}", task)
+        .replace("{namespace}", namespace)
+}
+
+/// Why `branch` is not a branch name Git accepts (`git check-ref-format --branch`), if it
+/// is not.
+pub fn branch_error(branch: &str) -> Option<String> {
+    let bad = branch.is_empty()
+        || branch.len() > 255
+        || branch.starts_with(['-', '/', '.'])
+        || branch.ends_with(['/', '.'])
+        || branch.ends_with(".lock")
+        || branch.contains("..")
+        || branch.contains("//")
+        || branch.contains("@{")
+        || branch.contains("/.")
+        || branch.contains(".lock/")
+        || branch == "@"
+        || branch
+            .bytes()
+            .any(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-')));
+    bad.then(|| {
+        format!(
+            "{branch:?} is not a branch name (letters, digits, '.', '_', '-', '/'; no '..', '//', leading '-' or '.', trailing '.lock')"
+        )
+    })
 }
 
 /// A Secret, by name, in the Task's namespace.
@@ -122,6 +363,9 @@ pub struct WorkspaceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub commit: Option<String>,
+    /// What the publish step pushed (the pull request is in `status.result.pullRequest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<Published>,
 }
 
 impl Workspace {
@@ -143,6 +387,9 @@ impl Workspace {
             setup: task
                 .and_then(|w| w.setup.clone())
                 .or_else(|| agent.and_then(|w| w.setup.clone())),
+            publish: task
+                .and_then(|w| w.publish.clone())
+                .or_else(|| agent.and_then(|w| w.publish.clone())),
         };
         merged.repository.is_some().then_some(merged)
     }
@@ -151,6 +398,39 @@ impl Workspace {
     pub fn directory(&self) -> &str {
         self.directory.as_deref().unwrap_or(DEFAULT_DIRECTORY)
     }
+
+    /// The key of the lock its publish step needs (`host/path@branch`, the repository
+    /// normalized so that two spellings of one repository are one key), when it publishes.
+    pub fn publish_lock(&self, task: &str, namespace: &str) -> Option<String> {
+        let publish = self.publish.as_ref()?;
+        let repository = self.repository.as_deref()?;
+        let (host, _) = repository_endpoint(repository)?;
+        let path = repository_path(repository)?;
+        let branch = publish_branch(publish.branch.as_deref(), task, namespace);
+        Some(format!("{host}/{path}@{branch}"))
+    }
+}
+
+/// The path of a repository URL on its host, without `.git` and slashes around it, lower
+/// case (`org/repo`).
+pub fn repository_path(repository: &str) -> Option<String> {
+    project_path(repository).map(|path| path.to_ascii_lowercase())
+}
+
+/// The path of a repository URL on its host as written, without `.git` and slashes around
+/// it (`Org/Repo`): the project a provider's API names.
+pub fn project_path(repository: &str) -> Option<String> {
+    let path = if let Some(rest) = repository
+        .strip_prefix("https://")
+        .or_else(|| repository.strip_prefix("ssh://"))
+    {
+        rest.split_once('/')?.1
+    } else {
+        repository.split_once(':')?.1
+    };
+    let path = path.trim_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    (!path.is_empty()).then(|| path.to_owned())
 }
 
 /// The host and port a repository URL connects to (`github.com`, 443 for HTTPS, 22 for

@@ -82,6 +82,7 @@ impl Admitted {
 /// plugins still listing) is not overtaken by the Tasks created after it.
 const TRANSIENT_WAITS: &[&str] = &[
     reason::QUEUED,
+    reason::PUBLISH_LOCKED,
     reason::API_UNAVAILABLE,
     reason::PLUGIN_UNAVAILABLE,
     reason::PLUGIN_TIMEOUT,
@@ -120,19 +121,58 @@ pub fn request(view: &View<'_>, task: &Task, agent: &Agent) -> Option<Admission>
         .max(1);
     let namespace = task.namespace().unwrap_or_default();
     let agent_name = needs::agent_name(task);
+    let same = |other: &Task| {
+        other.namespace().as_deref() == Some(namespace.as_str())
+            && needs::agent_name(other) == agent_name
+    };
+    queue(view, task, limit, &same).map(|(admission, _)| admission)
+}
+
+/// Asks for the publish lock `key` (see [`publish_key`]) for `task`: one Task at a time, in
+/// any namespace, runs with a workspace that publishes to that repository and branch; the
+/// others wait in creation order. Also returns the Task that holds it or is ahead, by
+/// `namespace/name`.
+pub fn request_publish_lock(
+    view: &View<'_>,
+    agents: &Store<Agent>,
+    task: &Task,
+    key: &str,
+) -> Option<(Admission, Option<String>)> {
+    let same = |other: &Task| publish_key(other, agents).as_deref() == Some(key);
+    queue(view, task, 1, &same)
+}
+
+/// The publish lock a Task needs (`host/path@branch`), when its workspace (its own, else its
+/// Agent's in `agents`) publishes.
+pub fn publish_key(task: &Task, agents: &Store<Agent>) -> Option<String> {
+    let namespace = task.namespace().unwrap_or_default();
+    let agent = agents.get(&ObjectRef::new(needs::agent_name(task)).within(&namespace));
+    let agent_workspace = agent.as_ref().and_then(|a| a.spec.workspace.as_ref());
+    kubetask_api::Workspace::merged(agent_workspace, task.spec.workspace.as_ref())?
+        .publish_lock(&task.name_any(), &namespace)
+}
+
+/// Whether `task` is among the first `limit` of the Tasks `same` picks that run or wait (an
+/// admitted Task is recorded at once); with the first of those that runs or waits ahead of it.
+fn queue(
+    view: &View<'_>,
+    task: &Task,
+    limit: usize,
+    same: &dyn Fn(&Task) -> bool,
+) -> Option<(Admission, Option<String>)> {
     let me = task.uid().unwrap_or_default();
     let Ok(mut admitted) = view.admitted.0.lock() else {
         return None;
     };
     let mut active = 0;
+    let mut holder = None;
     let mut waiting = Vec::new();
     let mut seen_me = false;
     for other in view.tasks.state() {
-        if other.namespace().as_deref() != Some(namespace.as_str())
-            || needs::agent_name(&other) != agent_name
-        {
+        if !same(&other) {
             continue;
         }
+        let namespace = other.namespace().unwrap_or_default();
         let uid = other.uid().unwrap_or_default();
         let job = view
             .jobs
@@ -142,9 +182,11 @@ pub fn request(view: &View<'_>, task: &Task, agent: &Agent) -> Option<Admission>
                 .iter()
                 .any(|o| o.uid == uid && o.controller == Some(true))
         });
+        let name = format!("{namespace}/{}", other.name_any());
         if let Some(job) = own_job {
             if !status::job_finished(&job) {
                 active += 1;
+                holder.get_or_insert(name);
             }
             continue;
         }
@@ -153,6 +195,7 @@ pub fn request(view: &View<'_>, task: &Task, agent: &Agent) -> Option<Admission>
         // finished Task holds no slot).
         if admitted.contains(&uid) && uid != me && !status::is_finished(&status) {
             active += 1;
+            holder.get_or_insert(name);
             continue;
         }
         let eligible = other.metadata.deletion_timestamp.is_none()
@@ -164,7 +207,7 @@ pub fn request(view: &View<'_>, task: &Task, agent: &Agent) -> Option<Admission>
             seen_me |= uid == me;
             waiting.push(Entry {
                 created: created(&other),
-                name: other.name_any(),
+                name: name.clone(),
                 uid,
             });
         }
@@ -172,15 +215,21 @@ pub fn request(view: &View<'_>, task: &Task, agent: &Agent) -> Option<Admission>
     if !seen_me {
         waiting.push(Entry {
             created: created(task),
-            name: task.name_any(),
+            name: format!(
+                "{}/{}",
+                task.namespace().unwrap_or_default(),
+                task.name_any()
+            ),
             uid: me.clone(),
         });
     }
     let admission = admit(limit, active, &mut waiting, &me);
     if admission == Admission::Admitted {
         admitted.insert(me);
+    } else if holder.is_none() {
+        holder = waiting.first().map(|e| e.name.clone());
     }
-    Some(admission)
+    Some((admission, holder))
 }
 
 /// The first queued Tasks of `agent` (as many as its limit), by creation: the ones a freed

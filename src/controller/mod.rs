@@ -500,6 +500,25 @@ fn job_trigger(
                     concerned.extend(admission::heads(&context.tasks, waiting, limit));
                 }
             }
+            // Its publish lock is free: the first Task waiting for it may start.
+            let key = context
+                .tasks
+                .get(&owner)
+                .and_then(|task| admission::publish_key(&task, &context.agents));
+            if let Some(key) = key {
+                let waiting = context
+                    .wait_index
+                    .waiting()
+                    .into_iter()
+                    .filter(|reference| {
+                        context.tasks.get(reference).is_some_and(|task| {
+                            admission::publish_key(&task, &context.agents).as_deref()
+                                == Some(key.as_str())
+                        })
+                    })
+                    .collect();
+                concerned.extend(admission::heads(&context.tasks, waiting, 1));
+            }
         }
         concerned
     }

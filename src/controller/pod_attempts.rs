@@ -44,16 +44,36 @@ pub fn attempt_of(pod: &Pod) -> Attempt {
 }
 
 fn agent_terminated(pod: &Pod) -> Option<&ContainerStateTerminated> {
+    terminated(pod, AGENT_CONTAINER)
+}
+
+/// The container `name` of `pod`, once it has terminated.
+fn terminated<'a>(pod: &'a Pod, name: &str) -> Option<&'a ContainerStateTerminated> {
     pod.status
         .as_ref()?
         .container_statuses
         .as_ref()?
         .iter()
-        .find(|c| c.name == AGENT_CONTAINER)?
+        .find(|c| c.name == name)?
         .state
         .as_ref()?
         .terminated
         .as_ref()
+}
+
+/// What the publish step of the newest pod that published said it did.
+pub fn published(pods: &[Pod]) -> Option<workspace::Published> {
+    newest_first(pods).into_iter().find_map(|pod| {
+        let published = terminated(pod, workspace::PUBLISH_CONTAINER)?;
+        (published.exit_code == 0)
+            .then(|| {
+                published
+                    .message
+                    .as_deref()
+                    .and_then(workspace::Published::parse)
+            })
+            .flatten()
+    })
 }
 
 /// The init container `name` of `pod`, once it has terminated.
@@ -121,6 +141,25 @@ pub fn workspace_failure(pods: &[Pod]) -> Option<(&'static str, String)> {
                 "the workspace's clone step exited with {}: {why}{}",
                 clone.exit_code,
                 said(clone)
+            ),
+        ));
+    }
+    if let Some(publish) =
+        terminated(pod, workspace::PUBLISH_CONTAINER).filter(|t| t.exit_code != 0)
+    {
+        let why = if publish.exit_code == workspace::PUBLISH_REFUSED_EXIT_CODE {
+            "what it was asked cannot be done as asked; not retried"
+        } else {
+            "the repository or the provider's API failed"
+        };
+        return Some((
+            reason::PUBLISH_FAILED,
+            format!(
+                "the workspace's publish step exited with {}: {why}; its log is kept (kubectl logs {} -c {}){}",
+                publish.exit_code,
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                workspace::PUBLISH_CONTAINER,
+                said(publish)
             ),
         ));
     }

@@ -66,6 +66,12 @@ pub mod reason {
     pub const CLONE_FAILED: &str = "CloneFailed";
     /// The workspace's setup command failed or ran out of time.
     pub const SETUP_FAILED: &str = "SetupFailed";
+    /// Another Task publishes to the same repository and branch: this one waits its turn.
+    pub const PUBLISH_LOCKED: &str = "PublishLocked";
+    /// The workspace's publish step failed (a push refused, the provider's API).
+    pub const PUBLISH_FAILED: &str = "PublishFailed";
+    /// The agent succeeded and left no changes: nothing was pushed, no pull request opened.
+    pub const NO_CHANGES: &str = "NoChanges";
 }
 
 /// The type of the condition that says the agent's report could not be read.

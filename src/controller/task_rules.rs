@@ -191,6 +191,20 @@ pub fn decide(task: &Task, snapshot: &Snapshot, now: &Time) -> Plan {
                 },
                 _ => condition,
             };
+            // A publish step that found nothing to publish says so.
+            let published = snapshot.pods.as_deref().and_then(pod_attempts::published);
+            let condition = match published {
+                Some(published)
+                    if published.no_changes && condition.phase == TaskPhase::Completed =>
+                {
+                    Condition {
+                        reason: reason::NO_CHANGES,
+                        message: "the agent succeeded and left no changes: nothing was pushed and no pull request opened".to_owned(),
+                        ..condition
+                    }
+                }
+                _ => condition,
+            };
             let running = !matches!(condition.phase, TaskPhase::Completed | TaskPhase::Failed);
             let deadline = deadline(job);
             let timed_out = !running
@@ -283,7 +297,7 @@ pub fn decide(task: &Task, snapshot: &Snapshot, now: &Time) -> Plan {
             Retry::OnChange,
         ),
         (Child::Absent, Start::Waiting { reason, message }) => {
-            let retry = if *reason == reason::QUEUED {
+            let retry = if *reason == reason::QUEUED || *reason == reason::PUBLISH_LOCKED {
                 Retry::After(super::admission::RECHECK)
             } else {
                 Retry::OnChange
@@ -352,14 +366,13 @@ fn report(next: &mut TaskStatus, snapshot: &Snapshot) -> Option<Note> {
     let pods = snapshot.pods.as_deref()?;
     next.attempts = pod_attempts::merge(&snapshot.status.attempts, pods);
     if let Some(commit) = pod_attempts::workspace_commit(pods) {
-        next.workspace = Some(kubetask_api::WorkspaceStatus {
-            commit: Some(commit),
-        });
+        next.workspace.get_or_insert_default().commit = Some(commit);
     }
     if !status::is_finished(next) {
         return None;
     }
-    match pod_attempts::report(pods) {
+    let published = pod_attempts::published(pods);
+    let note = match pod_attempts::report(pods) {
         Ok(Some((result, usage))) => {
             next.result = Some(result);
             next.usage = usage;
@@ -378,7 +391,15 @@ fn report(next: &mut TaskStatus, snapshot: &Snapshot) -> Option<Note> {
                 message,
             })
         }
+    };
+    if let Some(published) = published {
+        // Only the publish step names a pull request: an agent's report cannot.
+        if let Some(pull_request) = published.pull_request.clone() {
+            next.result.get_or_insert_default().pull_request = Some(pull_request);
+        }
+        next.workspace.get_or_insert_default().published = Some(published);
     }
+    note
 }
 
 /// Sets the `EgressEnforced` condition from the policies' answer and what the newest pod's

@@ -145,6 +145,23 @@ pub fn apply(
             on_pod_conditions: None,
         });
     }
+    // Nor a publish step that was refused (a push rejected, a 4xx of the provider's API).
+    let publishes = spec.template.spec.as_ref().is_some_and(|pod| {
+        pod.containers
+            .iter()
+            .any(|c| c.name == workspace::PUBLISH_CONTAINER)
+    });
+    if publishes {
+        rules.push(PodFailurePolicyRule {
+            action: "FailJob".to_owned(),
+            on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                container_name: Some(workspace::PUBLISH_CONTAINER.to_owned()),
+                operator: "In".to_owned(),
+                values: vec![workspace::PUBLISH_REFUSED_EXIT_CODE],
+            }),
+            on_pod_conditions: None,
+        });
+    }
     let ours = rules.len();
     // A plugin's own rules run after ours (the API server allows 20).
     if let Some(policy) = spec.pod_failure_policy.take() {

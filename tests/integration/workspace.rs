@@ -1,8 +1,8 @@
 //! Workspaces against the test API server: the clone and setup steps in the Job, the commit
 //! they checked out in the Task's status, and each way a step fails ending the Task with its
 //! own reason. (The simulated kubelet completes the steps with the exit codes and messages a
-//! real run would give; the steps' script itself runs for real in
-//! `agents/runner/tests/workspace_steps.rs`.)
+//! real run would give; the clone step's script runs for real against a Git server below, and
+//! the whole pod, publish step included, in `agents/runner/tests/workspace_publish.rs`.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,112 +175,6 @@ async fn the_crd_refuses_local_transports_and_foreign_directories() {
     }
 }
 
-/// A real git server: `git http-backend` (Git's smart-HTTP CGI) behind a small HTTP server
-/// that wants basic auth `x-access-token:<token>`. Serves the repositories under `root`.
-fn git_server(root: &std::path::Path, token: &'static str) -> u16 {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let root = root.to_owned();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let root = root.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    return;
-                }
-                let mut parts = line.split_whitespace();
-                let (method, target) = (
-                    parts.next().unwrap_or_default().to_owned(),
-                    parts.next().unwrap_or_default().to_owned(),
-                );
-                let mut headers = std::collections::BTreeMap::new();
-                loop {
-                    let mut header = String::new();
-                    if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((name, value)) = header.split_once(':') {
-                        headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
-                    }
-                }
-                let mut body = vec![
-                    0;
-                    headers
-                        .get("content-length")
-                        .and_then(|l| l.parse().ok())
-                        .unwrap_or(0)
-                ];
-                let _ = reader.read_exact(&mut body);
-                let mut stream = stream;
-                let expected = format!(
-                    "Basic {}",
-                    base64::Engine::encode(
-                        &base64::engine::general_purpose::STANDARD,
-                        format!("x-access-token:{token}")
-                    )
-                );
-                if headers.get("authorization") != Some(&expected) {
-                    let _ = stream.write_all(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                    return;
-                }
-                let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-                let mut cgi = std::process::Command::new("git")
-                    .arg("http-backend")
-                    .env("GIT_PROJECT_ROOT", &root)
-                    .env("GIT_HTTP_EXPORT_ALL", "1")
-                    .env("REQUEST_METHOD", &method)
-                    .env("PATH_INFO", path)
-                    .env("QUERY_STRING", query)
-                    .env("REMOTE_USER", "x-access-token")
-                    .env(
-                        "CONTENT_TYPE",
-                        headers.get("content-type").cloned().unwrap_or_default(),
-                    )
-                    .env("CONTENT_LENGTH", body.len().to_string())
-                    .env(
-                        "GIT_PROTOCOL",
-                        headers.get("git-protocol").cloned().unwrap_or_default(),
-                    )
-                    .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                cgi.stdin.take().unwrap().write_all(&body).unwrap();
-                let output = cgi.wait_with_output().unwrap().stdout;
-                let split = output
-                    .windows(4)
-                    .position(|w| w == b"\r\n\r\n")
-                    .map(|i| (i, 4))
-                    .or_else(|| output.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)))
-                    .unwrap();
-                let head = String::from_utf8_lossy(&output[..split.0]).into_owned();
-                let content = &output[split.0 + split.1..];
-                let status = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Status: "))
-                    .unwrap_or("200 OK")
-                    .to_owned();
-                let mut response = format!("HTTP/1.1 {status}\r\n");
-                for l in head.lines().filter(|l| !l.starts_with("Status: ")) {
-                    response.push_str(l.trim_end());
-                    response.push_str("\r\n");
-                }
-                response.push_str(&format!(
-                    "Content-Length: {}\r\nConnection: close\r\n\r\n",
-                    content.len()
-                ));
-                let _ = stream.write_all(response.as_bytes());
-                let _ = stream.write_all(content);
-            });
-        }
-    });
-    port
-}
-
 fn git(dir: &std::path::Path, args: &[&str]) -> String {
     let output = std::process::Command::new("git")
         .args(args)
@@ -327,7 +221,7 @@ fn the_clone_step_fetches_the_ref_from_a_real_git_server() {
             "service-a.git",
         ],
     );
-    let port = git_server(&served, "s3cret");
+    let port = kubetask_test_apiserver::git_http::serve(&served, "s3cret");
     let url = format!("http://127.0.0.1:{port}/service-a.git");
 
     let run = |name: &str, token: Option<&str>, git_ref: &str, depth: &str| {

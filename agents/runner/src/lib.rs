@@ -8,7 +8,9 @@
 
 pub mod adapters;
 pub mod config;
+pub mod handoff;
 pub mod prompt;
+pub mod publish;
 pub mod report;
 pub mod run;
 

@@ -1,19 +1,23 @@
 //! `kubetask-agent [-- COMMAND...]`: see the library's documentation and docs/agents.md.
 //! `kubetask-agent --install DIR` copies this executable to `DIR/kubetask-agent` (the init
 //! container of the agent-runner plugin puts the runner into any agent image that way).
+//! `kubetask-agent publish` is a workspace's publish step (docs/workspaces.md).
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use kubetask_agent::config::Config;
-use kubetask_agent::run;
+use kubetask_agent::{handoff, run};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|arg| arg == "--version") {
         println!("kubetask-agent {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
+    }
+    if args.first().is_some_and(|arg| arg == "publish") {
+        return kubetask_agent::publish::main(&args[1..]);
     }
     if args.first().is_some_and(|arg| arg == "--install") {
         return match args.get(1) {
@@ -45,7 +49,30 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
+    // When the workspace publishes, the publish step waits for this run (handoff.rs).
+    let handoff = std::env::var_os(kubetask_api::workspace::HANDOFF_ENV)
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| handoff::hold(std::path::Path::new(&dir)));
+    let held = match handoff {
+        Some(Ok(held)) => Some(held),
+        Some(Err(error)) => {
+            eprintln!(
+                "kubetask-agent: cannot take the handoff lock: {error}; nothing will be published"
+            );
+            None
+        }
+        None => None,
+    };
     let finished = run::run(&config, &terminate);
+    if let Some(held) = held {
+        let exit = handoff::AgentExit {
+            exit_code: finished.exit_code,
+            report: finished.report.clone(),
+        };
+        if let Err(error) = held.finish(&exit) {
+            eprintln!("kubetask-agent: cannot leave the exit for the publish step: {error}");
+        }
+    }
     ExitCode::from(u8::try_from(finished.exit_code).unwrap_or(1))
 }
 

@@ -12,6 +12,7 @@ use k8s_openapi::{
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
+use kubetask_api::workspace::{HANDOFF_DIR, HANDOFF_ENV};
 use kubetask_api::{PodScheduling, Task, naming, ownership};
 
 use crate::{
@@ -181,14 +182,18 @@ pub(crate) fn assemble(parts: JobParts<'_>) -> (Job, Option<ConfigMap>) {
         env.push(plain_env("PATH", TOOLS_PATH.to_owned()));
     }
 
-    let (init_containers, working_dir) = match parts.workspace {
+    let (init_containers, working_dir, publish) = match parts.workspace {
         Some(steps) => {
             volumes.extend(steps.volumes);
-            // The agent runner (docs/agents.md) runs the CLI there.
+            // The agent runner (docs/agents.md) runs the CLI there and, when the workspace
+            // publishes, leaves its exit for the publish step.
             env.push(plain_env(WORKDIR_ENV, steps.directory.clone()));
-            (Some(steps.init_containers), steps.directory)
+            if steps.publish.is_some() {
+                env.push(plain_env(HANDOFF_ENV, HANDOFF_DIR.to_owned()));
+            }
+            (Some(steps.init_containers), steps.directory, steps.publish)
         }
-        None => (None, WORKSPACE.to_owned()),
+        None => (None, WORKSPACE.to_owned(), None),
     };
     let mut pod_labels = parts.pod_labels;
     pod_labels.extend(labels.clone());
@@ -215,7 +220,10 @@ pub(crate) fn assemble(parts: JobParts<'_>) -> (Job, Option<ConfigMap>) {
                         env: Some(env),
                         volume_mounts: Some(mounts),
                         ..Container::default()
-                    }],
+                    }]
+                    .into_iter()
+                    .chain(publish)
+                    .collect(),
                     volumes: Some(volumes),
                     node_selector: (!scheduling.node_selector.is_empty())
                         .then_some(scheduling.node_selector),

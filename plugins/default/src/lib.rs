@@ -187,6 +187,8 @@ pub fn render(
                 task: task.spec.workspace.as_ref().unwrap_or(&none),
                 task_object: &task_object,
                 agent_object: agent_object.as_deref(),
+                task_name: name,
+                namespace,
             };
             Some(workspace::plan(
                 workspace,

@@ -12,18 +12,31 @@ use k8s_openapi::api::core::v1::{
     Volume, VolumeMount,
 };
 use kubetask_api::lifecycle::parse_duration;
-use kubetask_api::workspace::{Workspace, repository_endpoint};
+use kubetask_api::workspace::{
+    self as api, PlannedPullRequest, Provider, PublishPlan, Workspace, repository_endpoint,
+};
 
 use crate::RenderError;
 use crate::contexts::WORKSPACE;
 
-pub use kubetask_api::workspace::{CLONE_CONTAINER, CREDENTIALS_EXIT_CODE, SETUP_CONTAINER};
+pub use kubetask_api::workspace::{
+    CLONE_CONTAINER, CREDENTIALS_EXIT_CODE, PUBLISH_CONTAINER, SETUP_CONTAINER,
+};
 /// Where the clone step finds the credential's keys.
 pub const CREDENTIALS_PATH: &str = "/var/run/kubetask/workspace-credentials";
 /// A private, memory-backed directory of the clone step (its SSH key copy).
 const SCRATCH_PATH: &str = "/var/run/kubetask/workspace-scratch";
 const CREDENTIALS_VOLUME: &str = "workspace-credentials";
 const SCRATCH_VOLUME: &str = "workspace-scratch";
+/// Where the publish step finds the write credential's keys.
+pub const PUBLISH_CREDENTIALS_PATH: &str = "/var/run/kubetask/publish-credentials";
+/// The publish step's own directory (its Git directory, its SSH key copy).
+const PUBLISH_SCRATCH_PATH: &str = "/var/run/kubetask/publish-scratch";
+const PUBLISH_CREDENTIALS_VOLUME: &str = "publish-credentials";
+const PUBLISH_SCRATCH_VOLUME: &str = "publish-scratch";
+/// The agent runner's executable in agent images (the publish step runs `kubetask-agent
+/// publish`).
+pub const RUNNER: &str = "kubetask-agent";
 /// The setup step's timeout when it sets none.
 pub const DEFAULT_SETUP_TIMEOUT_SECONDS: u64 = 600;
 
@@ -72,6 +85,8 @@ if [ "$submodules" = true ]; then
   git "$@" submodule update -q --init --recursive ${depth:+--depth="$depth"}
 fi
 commit=$(git rev-parse HEAD)
+# The publish step's base: what was checked out, whatever the agent does to HEAD.
+git update-ref refs/kubetask/base "$commit"
 echo "checked out $commit"
 printf '{"commit":"%s"}' "$commit" > "$termination_log"
 "#;
@@ -82,6 +97,8 @@ pub(crate) struct WorkspaceSteps {
     pub volumes: Vec<Volume>,
     /// Where the agent starts.
     pub directory: String,
+    /// The publish step, a container beside the agent's that waits for it to exit.
+    pub publish: Option<Container>,
 }
 
 /// Where a workspace's fields come from: the Task's own, else its Agent's.
@@ -91,6 +108,8 @@ pub(crate) struct Sources<'a> {
     pub task_object: &'a str,
     /// `Agent/<name>`, when there is an Agent.
     pub agent_object: Option<&'a str>,
+    pub task_name: &'a str,
+    pub namespace: &'a str,
 }
 
 impl Sources<'_> {
@@ -101,6 +120,7 @@ impl Sources<'_> {
             "repository" => task.repository.is_some(),
             "directory" => task.directory.is_some(),
             "setup" => task.setup.is_some(),
+            "publish" => task.publish.is_some(),
             _ => true,
         };
         match self.agent_object {
@@ -255,11 +275,172 @@ pub(crate) fn plan(
             ..Container::default()
         });
     }
+    let publish = match &workspace.publish {
+        Some(publish) => {
+            let plan = publish_plan(workspace, publish, sources, &directory, &invalid)?;
+            let (container, publish_volumes) = publish_step(publish, &plan, image, workspace_mount);
+            volumes.extend(publish_volumes);
+            Some(container)
+        }
+        None => None,
+    };
     Ok(WorkspaceSteps {
         init_containers,
         volumes,
         directory,
+        publish,
     })
+}
+
+/// The publish step's plan: the branch filled in, the provider and its API resolved.
+fn publish_plan(
+    workspace: &Workspace,
+    publish: &api::Publish,
+    sources: &Sources<'_>,
+    directory: &str,
+    invalid: &dyn Fn(&str, String) -> RenderError,
+) -> Result<PublishPlan, RenderError> {
+    let repository = workspace.repository.clone().unwrap_or_default();
+    let branch = api::publish_branch(
+        publish.branch.as_deref(),
+        sources.task_name,
+        sources.namespace,
+    );
+    if let Some(message) = api::branch_error(&branch) {
+        return Err(invalid("publish.branch", message));
+    }
+    let pull_request = match &publish.pull_request {
+        Some(pr) => {
+            let (host, _) = repository_endpoint(&repository).unwrap_or_default();
+            let provider = match pr.provider.or_else(|| Provider::of_host(&host)) {
+                Some(provider) => provider,
+                None => {
+                    return Err(invalid(
+                        "publish.pullRequest.provider",
+                        format!(
+                            "cannot tell the provider of {host:?}: set provider (GitHub or GitLab) and apiURL"
+                        ),
+                    ));
+                }
+            };
+            let api_url = pr
+                .api_url
+                .clone()
+                .unwrap_or_else(|| provider.default_api_url(&host));
+            if !api_url.starts_with("https://") {
+                return Err(invalid(
+                    "publish.pullRequest.apiURL",
+                    format!("{api_url:?} is not an https:// URL"),
+                ));
+            }
+            let base = pr.base.clone().or_else(|| {
+                // A branch or tag name; a commit SHA names no branch to merge into.
+                workspace
+                    .git_ref
+                    .clone()
+                    .filter(|r| r.len() < 7 || r.bytes().any(|b| !b.is_ascii_hexdigit()))
+            });
+            if let Some(message) = base.as_deref().and_then(api::branch_error) {
+                return Err(invalid("publish.pullRequest.base", message));
+            }
+            Some(PlannedPullRequest {
+                provider,
+                api_url: api_url.trim_end_matches('/').to_owned(),
+                project: api::project_path(&repository).unwrap_or_default(),
+                title: pr.title.clone(),
+                body: pr.body.clone(),
+                base,
+                draft: pr.draft.unwrap_or(false),
+                labels: pr.labels.clone(),
+            })
+        }
+        None => None,
+    };
+    Ok(PublishPlan {
+        repository,
+        branch,
+        directory: directory.to_owned(),
+        handoff: api::HANDOFF_DIR.to_owned(),
+        commit_message: publish.commit_message.clone(),
+        task: format!("Task/{} in {}", sources.task_name, sources.namespace),
+        pull_request,
+    })
+}
+
+/// The publish container and its volumes: the only container that mounts the write
+/// credential; it reads the workspace read-only.
+fn publish_step(
+    publish: &api::Publish,
+    plan: &PublishPlan,
+    image: &str,
+    workspace_mount: &VolumeMount,
+) -> (Container, Vec<Volume>) {
+    let volumes = vec![
+        Volume {
+            name: PUBLISH_CREDENTIALS_VOLUME.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(publish.credentials_ref.name.clone()),
+                default_mode: Some(0o444),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: PUBLISH_SCRATCH_VOLUME.to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
+    let env = |name: &str, value: String| EnvVar {
+        name: name.to_owned(),
+        value: Some(value),
+        value_from: None,
+    };
+    let container = Container {
+        name: PUBLISH_CONTAINER.to_owned(),
+        image: Some(image.to_owned()),
+        image_pull_policy: Some(crate::image::pull_policy(image).to_owned()),
+        command: Some(vec![RUNNER.to_owned(), "publish".to_owned()]),
+        env: Some(vec![
+            env(
+                api::PUBLISH_ENV,
+                serde_json::to_string(plan).unwrap_or_default(),
+            ),
+            env(
+                "KUBETASK_PUBLISH_CREDENTIALS",
+                PUBLISH_CREDENTIALS_PATH.to_owned(),
+            ),
+            env("KUBETASK_PUBLISH_SCRATCH", PUBLISH_SCRATCH_PATH.to_owned()),
+        ]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                read_only: Some(true),
+                ..workspace_mount.clone()
+            },
+            VolumeMount {
+                name: PUBLISH_CREDENTIALS_VOLUME.to_owned(),
+                mount_path: PUBLISH_CREDENTIALS_PATH.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: PUBLISH_SCRATCH_VOLUME.to_owned(),
+                mount_path: PUBLISH_SCRATCH_PATH.to_owned(),
+                ..VolumeMount::default()
+            },
+        ]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    };
+    (container, volumes)
 }
 
 #[cfg(test)]
@@ -310,8 +491,115 @@ mod tests {
                          "env": [{"name": "CI", "value": "1"}]}}),
             ),
             agent(json!({"repository": "https://github.com/org/service-a.git",
-                          "credentialsRef": {"name": "repo-read"}})),
+                          "credentialsRef": {"name": "repo-read"},
+                          "publish": {"credentialsRef": {"name": "repo-write"},
+                                      "pullRequest": {"labels": ["kubetask"], "draft": true}}})),
         )
+    }
+
+    /// The publish plan the publish container is handed.
+    fn plan_of(container: &Container) -> PublishPlan {
+        let text = container
+            .env
+            .iter()
+            .flatten()
+            .find(|v| v.name == api::PUBLISH_ENV)
+            .and_then(|v| v.value.clone())
+            .unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    #[test]
+    fn the_publish_step_runs_beside_the_agent_with_its_plan_resolved() {
+        let (task, agent) = full();
+        let pod = pod(&task, &agent);
+        let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["agent", PUBLISH_CONTAINER], "the agent stays first");
+        let publish = &pod.containers[1];
+        assert_eq!(
+            publish.command.clone().unwrap_or_default(),
+            [RUNNER, "publish"]
+        );
+        assert_eq!(publish.image, pod.containers[0].image);
+        let plan = plan_of(publish);
+        assert_eq!(plan.branch, "kubetask/deps");
+        assert_eq!(plan.directory, "/workspace/repo");
+        assert_eq!(plan.handoff, api::HANDOFF_DIR);
+        let pr = plan
+            .pull_request
+            .unwrap_or_else(|| panic!("a pull request"));
+        assert_eq!(
+            (pr.provider, pr.api_url.as_str(), pr.project.as_str()),
+            (Provider::GitHub, "https://api.github.com", "org/service-a")
+        );
+        assert_eq!(pr.base.as_deref(), Some("main"), "the ref is the base");
+        assert!(pr.draft);
+        let workspace = publish
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.mount_path == crate::contexts::WORKSPACE)
+            .unwrap_or_else(|| panic!("the workspace"));
+        assert_eq!(
+            workspace.read_only,
+            Some(true),
+            "it only reads the checkout"
+        );
+        let agent_env = pod.containers[0].env.clone().unwrap_or_default();
+        assert!(
+            agent_env
+                .iter()
+                .any(|v| v.name == api::HANDOFF_ENV && v.value.as_deref() == Some(api::HANDOFF_DIR)),
+            "the runner leaves its exit for the publish step"
+        );
+    }
+
+    #[test]
+    fn publish_branches_templates_and_providers() {
+        let cases = [
+            (
+                json!({"branch": "fix/{namespace}-{task}", "pullRequest": {}}),
+                "https://gitlab.example.com/g/sub/p.git",
+                "fix/team-a-deps",
+                Some((
+                    Provider::GitLab,
+                    "https://gitlab.example.com/api/v4",
+                    "g/sub/p",
+                )),
+            ),
+            (
+                json!({"pullRequest": {"provider": "GitHub"}}),
+                "https://git.corp.example/org/r",
+                "kubetask/deps",
+                Some((Provider::GitHub, "https://git.corp.example/api/v3", "org/r")),
+            ),
+            (
+                json!({"pullRequest": {"provider": "GitLab", "apiURL": "https://gl.example/api/v4/"}}),
+                "git@git.corp.example:org/r.git",
+                "kubetask/deps",
+                Some((Provider::GitLab, "https://gl.example/api/v4", "org/r")),
+            ),
+            (
+                json!({}),
+                "https://git.corp.example/org/r",
+                "kubetask/deps",
+                None,
+            ),
+        ];
+        for (publish, repository, branch, provider) in cases {
+            let mut publish = publish.clone();
+            publish["credentialsRef"] = json!({"name": "w"});
+            let task = task(json!({"repository": repository, "publish": publish}));
+            let pod = pod(&task, &agent(json!({})));
+            let plan = plan_of(&pod.containers[1]);
+            assert_eq!(plan.branch, branch, "{publish}");
+            assert_eq!(
+                plan.pull_request
+                    .map(|pr| (pr.provider, pr.api_url, pr.project)),
+                provider.map(|(p, u, r)| (p, u.to_owned(), r.to_owned())),
+                "{publish}"
+            );
+        }
     }
 
     #[test]
@@ -359,6 +647,61 @@ mod tests {
                 "the agent's image by default"
             );
         }
+    }
+
+    /// The write credential reaches the publish step and nothing else: no other container
+    /// mounts its volume or the publish step's scratch, no container has a variable from its
+    /// Secret or an `envFrom`, and the pod has no other volume of that Secret (a projected one
+    /// included).
+    #[test]
+    fn only_the_publish_step_can_read_the_write_credential() {
+        let (task, agent) = full();
+        let pod = pod(&task, &agent);
+        let reaching: Vec<String> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .filter(|v| {
+                let secret = v.secret.as_ref().and_then(|s| s.secret_name.as_deref());
+                let projected = v.projected.as_ref().is_some_and(|p| {
+                    p.sources
+                        .iter()
+                        .flatten()
+                        .any(|s| s.secret.as_ref().is_some_and(|s| s.name == "repo-write"))
+                });
+                secret == Some("repo-write") || projected
+            })
+            .map(|v| v.name.clone())
+            .collect();
+        assert_eq!(reaching, [PUBLISH_CREDENTIALS_VOLUME]);
+        let containers = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(pod.containers.iter());
+        let mut seen = 0;
+        for container in containers {
+            seen += 1;
+            let mounts =
+                container.volume_mounts.iter().flatten().any(|m| {
+                    m.name == PUBLISH_CREDENTIALS_VOLUME || m.name == PUBLISH_SCRATCH_VOLUME
+                });
+            assert_eq!(
+                mounts,
+                container.name == PUBLISH_CONTAINER,
+                "{}",
+                container.name
+            );
+            let from_secret = container.env.iter().flatten().any(|v| {
+                v.value_from
+                    .as_ref()
+                    .and_then(|f| f.secret_key_ref.as_ref())
+                    .is_some_and(|r| r.name == "repo-write")
+            });
+            assert!(!from_secret, "{}", container.name);
+            assert!(container.env_from.is_none(), "{}", container.name);
+        }
+        assert_eq!(seen, 4, "clone, setup, agent, publish");
     }
 
     /// The read credential reaches the clone step and nothing else: no other container mounts
@@ -443,6 +786,24 @@ mod tests {
                 json!({}),
                 "Task/deps",
                 "spec.workspace.setup.timeout",
+            ),
+            (
+                json!({"repository": "https://h/r"}),
+                json!({"publish": {"credentialsRef": {"name": "w"}, "branch": "x/{task}..lock"}}),
+                "Agent/coder",
+                "spec.workspace.publish.branch",
+            ),
+            (
+                json!({"repository": "https://git.corp.example/r", "publish": {"credentialsRef": {"name": "w"}, "pullRequest": {}}}),
+                json!({}),
+                "Task/deps",
+                "spec.workspace.publish.pullRequest.provider",
+            ),
+            (
+                json!({"repository": "https://github.com/o/r", "ref": "main", "publish": {"credentialsRef": {"name": "w"}, "pullRequest": {"base": "a..b"}}}),
+                json!({}),
+                "Task/deps",
+                "spec.workspace.publish.pullRequest.base",
             ),
         ];
         for (task_workspace, agent_workspace, object, field) in cases {

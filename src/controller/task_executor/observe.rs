@@ -345,6 +345,41 @@ pub(super) async fn prerequisites(
             return (start, Some(agent.clone()));
         }
     }
+    if let Some(key) = admission::publish_key(task, &ctx.agents) {
+        if !(synced(&ctx.tasks).await && synced(&ctx.jobs).await) {
+            let failure = Failure {
+                class: Class::Transient {
+                    retry_after: None,
+                    give_up_after: None,
+                },
+                reason: reason::API_UNAVAILABLE,
+                message: "the Task and Job caches are not listed yet (the publish lock is counted from complete caches only)".to_owned(),
+            };
+            return (ctx.failed(uid, failure, fingerprint), agent);
+        }
+        let status_of = |t: &Task| ctx.current_status(t, &t.uid().unwrap_or_default());
+        let view = admission::View {
+            tasks: &ctx.tasks,
+            jobs: &ctx.jobs,
+            admitted: &ctx.admitted,
+            status_of: &status_of,
+        };
+        if let Some((admission::Admission::Queued { .. }, holder)) =
+            admission::request_publish_lock(&view, &ctx.agents, task, &key)
+        {
+            // Not admitted after all: a slot of its Agent's queue taken just above is freed,
+            // and this Task does not count as holding the lock while it waits for it.
+            ctx.admitted.forget(uid);
+            let holder = holder.map_or_else(String::new, |h| format!(" (Task {h} holds it)"));
+            let start = Start::Waiting {
+                reason: reason::PUBLISH_LOCKED,
+                message: format!(
+                    "waits for the publish lock of {key}: another Task publishes to the same repository and branch{holder}; this one starts when it has finished"
+                ),
+            };
+            return (start, agent);
+        }
+    }
     (Start::Ready, agent)
 }
 

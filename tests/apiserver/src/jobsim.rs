@@ -50,6 +50,11 @@ pub struct Script {
     /// Init containers that fail, by name, with their exit code: the pod fails there, its
     /// later init containers and its containers never start.
     pub init_exits: std::collections::BTreeMap<String, i32>,
+    /// Termination messages of the pod's other containers (not the agent), by name.
+    pub container_messages: std::collections::BTreeMap<String, String>,
+    /// Exit codes of the pod's other containers, by name, when the agent has exited (0 if
+    /// unset): one that is not 0 fails the pod.
+    pub container_exits: std::collections::BTreeMap<String, i32>,
 }
 
 impl Script {
@@ -66,6 +71,8 @@ impl Script {
             log: "agent started\nagent working\n".to_owned(),
             init_messages: std::collections::BTreeMap::new(),
             init_exits: std::collections::BTreeMap::new(),
+            container_messages: std::collections::BTreeMap::new(),
+            container_exits: std::collections::BTreeMap::new(),
         }
     }
 
@@ -100,6 +107,22 @@ impl Script {
     /// The same, with init container `name` failing with `code` (and its message, if set).
     pub fn with_init_exit(mut self, name: impl Into<String>, code: i32) -> Self {
         self.init_exits.insert(name.into(), code);
+        self
+    }
+
+    /// The same, with the pod's container `name` (not the agent) ending with this message.
+    pub fn with_container_message(
+        mut self,
+        name: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        self.container_messages.insert(name.into(), message.into());
+        self
+    }
+
+    /// The same, with the pod's container `name` (not the agent) exiting with `code`.
+    pub fn with_container_exit(mut self, name: impl Into<String>, code: i32) -> Self {
+        self.container_exits.insert(name.into(), code);
         self
     }
 
@@ -181,6 +204,8 @@ pub fn outcome_from_label(job: &Value) -> Script {
 const JOBS: &str = "batch/jobs";
 const PODS: &str = "/pods";
 /// How often a running pod and its Job are looked at (deadline, deletion, suspension).
+/// The agent container's name.
+const AGENT: &str = "agent";
 const TICK: Duration = Duration::from_millis(50);
 /// How long a stopped container takes to exit after SIGTERM.
 const GRACE: Duration = Duration::from_millis(30);
@@ -221,6 +246,8 @@ struct Sim {
 enum PodEnd {
     Succeeded,
     Failed {
+        /// The container that failed (its exit code is the one the pod failure policy sees).
+        container: String,
         exit_code: i32,
         disrupted: bool,
     },
@@ -284,11 +311,12 @@ impl Sim {
                     return;
                 }
                 PodEnd::Failed {
+                    container,
                     exit_code,
                     disrupted,
                 } => {
                     let Some(job) = self.job() else { return };
-                    let verdict = pod_failure_policy(&job, exit_code, disrupted);
+                    let verdict = pod_failure_policy(&job, &container, exit_code, disrupted);
                     if verdict != Verdict::Ignore {
                         failed += 1;
                     }
@@ -296,11 +324,11 @@ impl Sim {
                         .pointer("/spec/backoffLimit")
                         .and_then(Value::as_i64)
                         .unwrap_or(6);
+                    let fail_job = format!(
+                        "Container {container} for pod failed with exit code {exit_code} matching FailJob rule"
+                    );
                     let end = match verdict {
-                        Verdict::FailJob => Some((
-                            "PodFailurePolicy",
-                            "Container agent for pod failed with exit code matching FailJob rule",
-                        )),
+                        Verdict::FailJob => Some(("PodFailurePolicy", fail_job.as_str())),
                         _ if failed > backoff_limit => Some((
                             "BackoffLimitExceeded",
                             "Job has reached the specified backoff limit",
@@ -352,8 +380,9 @@ impl Sim {
                 }]);
             });
         } else {
-            if let Some(code) = self.fail_init(pod) {
+            if let Some((container, code)) = self.fail_init(pod) {
                 return PodEnd::Failed {
+                    container,
                     exit_code: code,
                     disrupted: false,
                 };
@@ -376,6 +405,7 @@ impl Sim {
                     PodEnd::Suspended
                 } else {
                     PodEnd::Failed {
+                        container: AGENT.to_owned(),
                         exit_code: 137,
                         disrupted: false,
                     }
@@ -403,6 +433,7 @@ impl Sim {
                     false,
                 );
                 return PodEnd::Failed {
+                    container: AGENT.to_owned(),
                     exit_code: 143,
                     disrupted: false,
                 };
@@ -411,13 +442,18 @@ impl Sim {
                 continue;
             }
             return match step {
-                Step::Exit(0) => {
-                    self.end_pod(pod, 0, None, false);
-                    PodEnd::Succeeded
-                }
+                Step::Exit(0) => match self.end_pod(pod, 0, None, false) {
+                    Some((container, exit_code)) => PodEnd::Failed {
+                        container,
+                        exit_code,
+                        disrupted: false,
+                    },
+                    None => PodEnd::Succeeded,
+                },
                 Step::Exit(code) => {
                     self.end_pod(pod, code, None, false);
                     PodEnd::Failed {
+                        container: AGENT.to_owned(),
                         exit_code: code,
                         disrupted: false,
                     }
@@ -425,6 +461,7 @@ impl Sim {
                 _ => {
                     self.end_pod(pod, 137, None, true);
                     PodEnd::Failed {
+                        container: AGENT.to_owned(),
                         exit_code: 137,
                         disrupted: true,
                     }
@@ -436,6 +473,7 @@ impl Sim {
     fn lost(&self) -> PodEnd {
         if self.job().is_some() {
             PodEnd::Failed {
+                container: AGENT.to_owned(),
                 exit_code: 137,
                 disrupted: false,
             }
@@ -490,7 +528,7 @@ impl Sim {
 
     /// Fails the pod in its first init container the script makes fail, as the kubelet
     /// reports it (`restartPolicy: Never`): the exit code, if any.
-    fn fail_init(&self, pod: &str) -> Option<i32> {
+    fn fail_init(&self, pod: &str) -> Option<(String, i32)> {
         let exits = self.script.init_exits.clone();
         if exits.is_empty() {
             return None;
@@ -519,7 +557,7 @@ impl Sim {
                             terminated["message"] = json!(message);
                         }
                         if code != 0 {
-                            failed = Some(code);
+                            failed = Some((name.to_owned(), code));
                         }
                         json!({"terminated": terminated})
                     }
@@ -586,27 +624,56 @@ impl Sim {
         })
     }
 
-    /// The pod's agent container exits with `code`.
-    fn end_pod(&self, pod: &str, code: i32, why: Option<(&str, &str)>, disrupted: bool) {
+    /// The pod's agent container exits with `code`, its other containers as the script
+    /// says; returns the first of those that failed, by name, with its exit code.
+    fn end_pod(
+        &self,
+        pod: &str,
+        code: i32,
+        why: Option<(&str, &str)>,
+        disrupted: bool,
+    ) -> Option<(String, i32)> {
         let message = self.script.termination_message.clone();
+        let script = &self.script;
+        let mut failed = None;
         self.write_pod(pod, |pod| {
             let now = meta::now();
             let started = pod
                 .pointer("/status/startTime")
                 .cloned()
                 .unwrap_or_else(|| json!(now));
-            let mut terminated = json!({
+            let terminated = json!({
                 "exitCode": code,
                 "reason": if code == 0 { "Completed" } else { "Error" },
                 "startedAt": started,
                 "finishedAt": now,
             });
-            if let Some(message) = &message {
-                terminated["message"] = json!(message);
+            let mut statuses = container_statuses(pod, &json!({"terminated": terminated.clone()}));
+            for container in statuses.as_array_mut().into_iter().flatten() {
+                let name = container["name"].as_str().unwrap_or_default().to_owned();
+                let state = &mut container["state"]["terminated"];
+                let (exit, said) = if name == AGENT {
+                    (code, message.clone())
+                } else {
+                    (
+                        script.container_exits.get(&name).copied().unwrap_or(0),
+                        script.container_messages.get(&name).cloned(),
+                    )
+                };
+                state["exitCode"] = json!(exit);
+                state["reason"] = json!(if exit == 0 { "Completed" } else { "Error" });
+                if let Some(said) = said {
+                    state["message"] = json!(said);
+                }
+                if exit != 0 && name != AGENT && failed.is_none() {
+                    failed = Some((name, exit));
+                }
             }
-            let statuses = container_statuses(pod, &json!({"terminated": terminated}));
+            if code != 0 {
+                failed = Some((AGENT.to_owned(), code));
+            }
             let status = &mut pod["status"];
-            status["phase"] = json!(if code == 0 { "Succeeded" } else { "Failed" });
+            status["phase"] = json!(if failed.is_none() { "Succeeded" } else { "Failed" });
             status["containerStatuses"] = statuses;
             status["conditions"] = json!([{"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now}]);
             if let Some((reason, text)) = why {
@@ -617,6 +684,7 @@ impl Sim {
                 conditions.push(json!({"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet", "message": "Pod was terminated in response to imminent node shutdown.", "lastTransitionTime": now}));
             }
         });
+        failed
     }
 
     fn delete_pod(&self, pod: &str) {
@@ -701,7 +769,7 @@ enum Verdict {
 }
 
 /// The first matching rule of the Job's pod failure policy (`Count` when none matches).
-fn pod_failure_policy(job: &Value, exit_code: i32, disrupted: bool) -> Verdict {
+fn pod_failure_policy(job: &Value, container: &str, exit_code: i32, disrupted: bool) -> Verdict {
     let rules = job
         .pointer("/spec/podFailurePolicy/rules")
         .and_then(Value::as_array)
@@ -714,7 +782,11 @@ fn pod_failure_policy(job: &Value, exit_code: i32, disrupted: bool) -> Verdict {
                 .map(|v| v.iter().filter_map(Value::as_i64).collect())
                 .unwrap_or_default();
             let contains = values.contains(&i64::from(exit_code));
+            let named = codes["containerName"]
+                .as_str()
+                .is_none_or(|name| name == container);
             !disrupted
+                && named
                 && match codes["operator"].as_str() {
                     Some("In") => contains,
                     Some("NotIn") => !contains,
@@ -766,9 +838,23 @@ mod tests {
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
             {"action": "FailJob", "onExitCodes": {"containerName": "agent", "operator": "In", "values": [3]}},
         ]}}});
-        assert_eq!(pod_failure_policy(&job, 137, true), Verdict::Ignore);
-        assert_eq!(pod_failure_policy(&job, 3, false), Verdict::FailJob);
-        assert_eq!(pod_failure_policy(&job, 1, false), Verdict::Count);
-        assert_eq!(pod_failure_policy(&json!({}), 3, false), Verdict::Count);
+        assert_eq!(
+            pod_failure_policy(&job, "agent", 137, true),
+            Verdict::Ignore
+        );
+        assert_eq!(
+            pod_failure_policy(&job, "agent", 3, false),
+            Verdict::FailJob
+        );
+        assert_eq!(
+            pod_failure_policy(&job, "sidecar", 3, false),
+            Verdict::Count,
+            "the rule names the agent container"
+        );
+        assert_eq!(pod_failure_policy(&job, "agent", 1, false), Verdict::Count);
+        assert_eq!(
+            pod_failure_policy(&json!({}), "agent", 3, false),
+            Verdict::Count
+        );
     }
 }

@@ -1,0 +1,389 @@
+//! A fake GitHub and GitLab on loopback: the REST endpoints KubeTask's publish step uses
+//! (a repository's default branch; pull requests, or GitLab merge requests: list open ones of
+//! a branch, open, update; labels), with their authentication (`Authorization: Bearer` for
+//! GitHub, `PRIVATE-TOKEN` for GitLab), their error shapes (GitHub's 422 "A pull request
+//! already exists", GitLab's 409) and injected failures (5xx with `Retry-After`, 4xx). The
+//! GitLab API is under `/api/v4`, GitHub's at the root. Plain threads and HTTP/1.1, so
+//! synchronous tests can use it.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+/// A pull request (or merge request) the fake holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pull {
+    pub provider: &'static str,
+    /// `owner/repo` (GitHub) or the URL-decoded project path (GitLab).
+    pub project: String,
+    pub number: i64,
+    pub head: String,
+    pub base: String,
+    pub title: String,
+    pub body: String,
+    pub draft: bool,
+    pub labels: Vec<String>,
+}
+
+/// One request the fake answered: method, path with query, status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    pub status: u16,
+}
+
+#[derive(Default)]
+struct State {
+    pulls: Vec<Pull>,
+    seen: Vec<Seen>,
+    /// Answers given before the real one, in order: status and body.
+    faults: VecDeque<(u16, Value)>,
+}
+
+/// The fake, serving until dropped (its thread ends with the process).
+#[derive(Clone)]
+pub struct Forge {
+    port: u16,
+    token: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl Forge {
+    /// Starts a fake that accepts `token` and says every repository's default branch is
+    /// `main`.
+    pub fn start(token: &str) -> Forge {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let forge = Forge {
+            port,
+            token: token.to_owned(),
+            state: Arc::default(),
+        };
+        let serving = forge.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let forge = serving.clone();
+                std::thread::spawn(move || forge.serve(stream));
+            }
+        });
+        forge
+    }
+
+    /// GitHub's API base URL here.
+    pub fn github_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// GitLab's API base URL here.
+    pub fn gitlab_url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v4", self.port)
+    }
+
+    /// The next requests get these answers instead of the real ones.
+    pub fn fail_next(&self, answers: impl IntoIterator<Item = (u16, Value)>) {
+        self.lock().faults.extend(answers);
+    }
+
+    pub fn pulls(&self) -> Vec<Pull> {
+        self.lock().pulls.clone()
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.lock().seen.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn serve(&self, stream: std::net::TcpStream) {
+        let Ok(clone) = stream.try_clone() else {
+            return;
+        };
+        let mut reader = BufReader::new(clone);
+        let mut line = String::new();
+        if reader.read_line(&mut line).is_err() {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or_default().to_owned();
+        let target = parts.next().unwrap_or_default().to_owned();
+        let mut headers = std::collections::BTreeMap::new();
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+            }
+        }
+        let length = headers
+            .get("content-length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        let _ = reader.read_exact(&mut body);
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let (status, answer, retry_after) = self.answer(&method, &target, &headers, &body);
+        self.lock().seen.push(Seen {
+            method,
+            target,
+            status,
+        });
+        let text = answer.to_string();
+        let mut stream = stream;
+        let retry = retry_after.map_or_else(String::new, |s| format!("Retry-After: {s}\r\n"));
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{retry}Content-Length: {}\r\nConnection: close\r\n\r\n{text}",
+            text.len()
+        );
+    }
+
+    fn answer(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &std::collections::BTreeMap<String, String>,
+        body: &Value,
+    ) -> (u16, Value, Option<u64>) {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let query: std::collections::BTreeMap<String, String> = query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_owned(), decode(v)))
+            .collect();
+        let gitlab = path.starts_with("/api/v4/");
+        let authorized = if gitlab {
+            headers.get("private-token") == Some(&self.token)
+        } else {
+            headers.get("authorization") == Some(&format!("Bearer {}", self.token))
+        };
+        if !authorized {
+            return (
+                401,
+                json!({"message": if gitlab { "401 Unauthorized" } else { "Bad credentials" }}),
+                None,
+            );
+        }
+        if let Some((status, answer)) = self.lock().faults.pop_front() {
+            let retry = (status == 503 || status == 429).then_some(0);
+            return (status, answer, retry);
+        }
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let mut state = self.lock();
+        let text = |v: &Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        if gitlab {
+            let project = decode(segments.get(3).copied().unwrap_or_default());
+            match (method, &segments[2..]) {
+                ("GET", ["projects", _]) => (
+                    200,
+                    json!({"path_with_namespace": project, "default_branch": "main"}),
+                    None,
+                ),
+                ("GET", ["projects", _, "merge_requests"]) => {
+                    let open: Vec<Value> = state
+                        .pulls
+                        .iter()
+                        .filter(|p| p.provider == "gitlab" && p.project == project)
+                        .filter(|p| query.get("source_branch").is_none_or(|b| *b == p.head))
+                        .map(gitlab_json)
+                        .collect();
+                    (200, json!(open), None)
+                }
+                ("POST", ["projects", _, "merge_requests"]) => {
+                    let head = text(body, "source_branch");
+                    if state
+                        .pulls
+                        .iter()
+                        .any(|p| p.provider == "gitlab" && p.project == project && p.head == head)
+                    {
+                        return (
+                            409,
+                            json!({"message": [format!("Another open merge request already exists for this source branch")]}),
+                            None,
+                        );
+                    }
+                    let title = text(body, "title");
+                    let pull = Pull {
+                        provider: "gitlab",
+                        project,
+                        number: i64::try_from(state.pulls.len()).unwrap_or(0) + 1,
+                        head,
+                        base: text(body, "target_branch"),
+                        draft: title.starts_with("Draft:"),
+                        title,
+                        body: text(body, "description"),
+                        labels: labels(&text(body, "labels")),
+                    };
+                    let answer = gitlab_json(&pull);
+                    state.pulls.push(pull);
+                    (201, answer, None)
+                }
+                ("PUT", ["projects", _, "merge_requests", iid]) => {
+                    let Some(pull) = state
+                        .pulls
+                        .iter_mut()
+                        .find(|p| p.provider == "gitlab" && p.number.to_string() == *iid)
+                    else {
+                        return (404, json!({"message": "404 Not found"}), None);
+                    };
+                    pull.title = text(body, "title");
+                    pull.body = text(body, "description");
+                    pull.labels.extend(labels(&text(body, "add_labels")));
+                    (200, gitlab_json(pull), None)
+                }
+                _ => (404, json!({"message": "404 Not found"}), None),
+            }
+        } else {
+            let project = segments.get(1..3).map(|p| p.join("/")).unwrap_or_default();
+            match (method, segments.as_slice()) {
+                ("GET", ["repos", _, _]) => (
+                    200,
+                    json!({"full_name": project, "default_branch": "main"}),
+                    None,
+                ),
+                ("GET", ["repos", owner, _, "pulls"]) => {
+                    let open: Vec<Value> = state
+                        .pulls
+                        .iter()
+                        .filter(|p| p.provider == "github" && p.project == project)
+                        .filter(|p| {
+                            query
+                                .get("head")
+                                .is_none_or(|h| *h == format!("{owner}:{}", p.head))
+                        })
+                        .map(github_json)
+                        .collect();
+                    (200, json!(open), None)
+                }
+                ("POST", ["repos", owner, _, "pulls"]) => {
+                    let head = text(body, "head");
+                    let base = text(body, "base");
+                    if base.is_empty() || head.is_empty() {
+                        return (
+                            422,
+                            json!({"message": "Validation Failed", "errors": [{"resource": "PullRequest", "code": "missing_field", "field": if base.is_empty() { "base" } else { "head" }}]}),
+                            None,
+                        );
+                    }
+                    if state
+                        .pulls
+                        .iter()
+                        .any(|p| p.provider == "github" && p.project == project && p.head == head)
+                    {
+                        return (
+                            422,
+                            json!({"message": "Validation Failed", "errors": [{"resource": "PullRequest", "code": "custom", "message": format!("A pull request already exists for {owner}:{head}.")}]}),
+                            None,
+                        );
+                    }
+                    let pull = Pull {
+                        provider: "github",
+                        project,
+                        number: i64::try_from(state.pulls.len()).unwrap_or(0) + 1,
+                        head,
+                        base,
+                        title: text(body, "title"),
+                        body: text(body, "body"),
+                        draft: body["draft"].as_bool().unwrap_or(false),
+                        labels: Vec::new(),
+                    };
+                    let answer = github_json(&pull);
+                    state.pulls.push(pull);
+                    (201, answer, None)
+                }
+                ("PATCH", ["repos", _, _, "pulls", number]) => {
+                    let Some(pull) = state
+                        .pulls
+                        .iter_mut()
+                        .find(|p| p.provider == "github" && p.number.to_string() == *number)
+                    else {
+                        return (404, json!({"message": "Not Found"}), None);
+                    };
+                    pull.title = text(body, "title");
+                    pull.body = text(body, "body");
+                    (200, github_json(pull), None)
+                }
+                ("POST", ["repos", _, _, "issues", number, "labels"]) => {
+                    let Some(pull) = state
+                        .pulls
+                        .iter_mut()
+                        .find(|p| p.provider == "github" && p.number.to_string() == *number)
+                    else {
+                        return (404, json!({"message": "Not Found"}), None);
+                    };
+                    for label in body["labels"].as_array().into_iter().flatten() {
+                        let label = label.as_str().unwrap_or_default().to_owned();
+                        if !pull.labels.contains(&label) {
+                            pull.labels.push(label);
+                        }
+                    }
+                    (
+                        200,
+                        json!(
+                            pull.labels
+                                .iter()
+                                .map(|l| json!({"name": l}))
+                                .collect::<Vec<_>>()
+                        ),
+                        None,
+                    )
+                }
+                _ => (404, json!({"message": "Not Found"}), None),
+            }
+        }
+    }
+}
+
+fn github_json(pull: &Pull) -> Value {
+    json!({
+        "number": pull.number, "state": "open", "title": pull.title, "body": pull.body,
+        "draft": pull.draft, "head": {"ref": pull.head}, "base": {"ref": pull.base},
+        "html_url": format!("https://github.example/{}/pull/{}", pull.project, pull.number),
+    })
+}
+
+fn gitlab_json(pull: &Pull) -> Value {
+    json!({
+        "iid": pull.number, "id": 1000 + pull.number, "state": "opened", "title": pull.title,
+        "description": pull.body, "source_branch": pull.head, "target_branch": pull.base,
+        "labels": pull.labels, "draft": pull.draft,
+        "web_url": format!("https://gitlab.example/{}/-/merge_requests/{}", pull.project, pull.number),
+    })
+}
+
+fn labels(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `%XX` decoded (and `+` kept: the publish step encodes what it means).
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
