@@ -186,26 +186,27 @@ pub struct EgressPolicy {
     pub cidrs: Vec<IpNet>,
     /// Destination ports allowed.
     pub ports: Vec<u16>,
-    /// The workspace's repository (`host`, `port`), reachable in every mode: the clone step
-    /// needs it ([`EgressPolicy::with_repository`]).
-    pub repository: Option<(String, u16)>,
+    /// The workspace's endpoints (`host`, `port`), reachable in every mode: its repository
+    /// (the clone and publish steps need it) and its pull request's API
+    /// ([`EgressPolicy::with_workspace`]).
+    pub workspace: Vec<(String, u16)>,
 }
 
 impl EgressPolicy {
-    /// The same policy letting the pod reach `repository` (an `https://` workspace URL) too;
-    /// other transports (SSH) do not go through the exit, and change nothing.
-    pub fn with_repository(mut self, repository: Option<&str>) -> Self {
-        self.repository = repository
-            .filter(|url| url.starts_with("https://"))
-            .and_then(crate::workspace::repository_endpoint);
+    /// The same policy letting the pod reach `workspace`'s endpoints too
+    /// ([`crate::Workspace::endpoints`]: an `https://` repository, its pull request's API).
+    pub fn with_workspace(mut self, workspace: Option<&crate::Workspace>) -> Self {
+        self.workspace = workspace
+            .map(crate::Workspace::endpoints)
+            .unwrap_or_default();
         self
     }
 
-    /// Whether `host` on `port` is the workspace's repository.
-    pub fn is_repository(&self, host: &str, port: u16) -> bool {
-        self.repository
-            .as_ref()
-            .is_some_and(|(name, allowed)| name == host && *allowed == port)
+    /// Whether `host` on `port` is one of the workspace's endpoints.
+    pub fn is_workspace_endpoint(&self, host: &str, port: u16) -> bool {
+        self.workspace
+            .iter()
+            .any(|(name, allowed)| name == host && *allowed == port)
     }
 
     /// A policy that allows nothing.
@@ -215,7 +216,7 @@ impl EgressPolicy {
             domains: Vec::new(),
             cidrs: Vec::new(),
             ports: DEFAULT_PORTS.to_vec(),
-            repository: None,
+            workspace: Vec::new(),
         }
     }
 
@@ -322,7 +323,7 @@ pub fn effective(
         ports: agent_ports
             .clone()
             .unwrap_or_else(|| DEFAULT_PORTS.to_vec()),
-        repository: None,
+        workspace: Vec::new(),
     };
     let Some((object, task_egress)) = task else {
         return Ok(base);
@@ -393,7 +394,7 @@ pub fn effective(
         domains,
         cidrs,
         ports,
-        repository: None,
+        workspace: Vec::new(),
     })
 }
 

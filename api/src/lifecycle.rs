@@ -57,7 +57,17 @@ pub struct TaskResult {
     pub outputs: BTreeMap<String, String>,
     /// Set by the publish step only (an agent's report cannot name one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pull_request: Option<crate::workspace::PullRequestRef>,
+    pub pull_request: Option<PullRequestRef>,
+}
+
+/// A pull request (or GitLab merge request), as `status.result.pullRequest` records it.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+pub struct PullRequestRef {
+    /// Its web page.
+    #[schemars(length(max = 2048))]
+    pub url: String,
+    /// Its number (GitLab's `iid`).
+    pub number: i64,
 }
 
 /// What the agent reported it used.

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::DURATION_PATTERN;
+pub use crate::lifecycle::PullRequestRef;
 use crate::syntax::{ENV_NAME_PATTERN, IMAGE_PATTERN, MAX_IMAGE, MAX_SUBDOMAIN, SUBDOMAIN_PATTERN};
 
 /// A repository URL: `https://host[:port]/path`, `ssh://[user@]host[:port]/path` or the scp
@@ -160,6 +161,20 @@ pub struct PullRequest {
     pub api_url: Option<String>,
 }
 
+impl PullRequest {
+    /// The provider and API base URL (no trailing `/`) of the pull request of `repository`:
+    /// the ones set, else those its host tells; `None` when it tells none and none is set.
+    pub fn api(&self, repository: &str) -> Option<(Provider, String)> {
+        let (host, _) = repository_endpoint(repository)?;
+        let provider = self.provider.or_else(|| Provider::of_host(&host))?;
+        let url = self
+            .api_url
+            .clone()
+            .unwrap_or_else(|| provider.default_api_url(&host));
+        Some((provider, url.trim_end_matches('/').to_owned()))
+    }
+}
+
 /// A Git hosting provider whose pull request API the publish step speaks.
 #[derive(
     Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default,
@@ -256,16 +271,6 @@ pub struct Published {
     /// The pull request opened or updated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_request: Option<PullRequestRef>,
-}
-
-/// A pull request (or GitLab merge request), as `status.result.pullRequest` records it.
-#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
-pub struct PullRequestRef {
-    /// Its web page.
-    #[schemars(length(max = 2048))]
-    pub url: String,
-    /// Its number (GitLab's `iid`).
-    pub number: i64,
 }
 
 impl Published {
@@ -397,6 +402,25 @@ impl Workspace {
     /// Where the checkout goes.
     pub fn directory(&self) -> &str {
         self.directory.as_deref().unwrap_or(DEFAULT_DIRECTORY)
+    }
+
+    /// What its steps connect to over HTTPS (`host`, `port`): the repository, and the
+    /// provider's API when it publishes a pull request. SSH does not go through the exit.
+    pub fn endpoints(&self) -> Vec<(String, u16)> {
+        let repository = self.repository.as_deref().unwrap_or_default();
+        let mut endpoints: Vec<(String, u16)> = Vec::new();
+        if repository.starts_with("https://") {
+            endpoints.extend(repository_endpoint(repository));
+        }
+        let api = self
+            .publish
+            .as_ref()
+            .and_then(|p| p.pull_request.as_ref())
+            .and_then(|pr| pr.api(repository))
+            .filter(|(_, url)| url.starts_with("https://"))
+            .and_then(|(_, url)| repository_endpoint(&url));
+        endpoints.extend(api.filter(|api| !endpoints.contains(api)));
+        endpoints
     }
 
     /// The key of the lock its publish step needs (`host/path@branch`, the repository
@@ -593,5 +617,50 @@ mod tests {
             None,
             "no repository, no workspace"
         );
+    }
+
+    #[test]
+    fn the_endpoints_the_exit_lets_through_and_the_publish_lock() {
+        let workspace = |value: serde_json::Value| -> Workspace {
+            serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let github = workspace(serde_json::json!({
+            "repository": "https://github.com/Org/Repo.git",
+            "publish": {"credentialsRef": {"name": "w"}, "pullRequest": {}},
+        }));
+        assert_eq!(
+            github.endpoints(),
+            [
+                ("github.com".to_owned(), 443),
+                ("api.github.com".to_owned(), 443)
+            ]
+        );
+        assert_eq!(
+            github.publish_lock("t", "ns").as_deref(),
+            Some("github.com/org/repo@kubetask/t")
+        );
+        let ssh_gitlab = workspace(serde_json::json!({
+            "repository": "git@gitlab.example.com:group/sub/p.git",
+            "publish": {"credentialsRef": {"name": "w"}, "branch": "fix/{namespace}", "pullRequest": {}},
+        }));
+        assert_eq!(
+            ssh_gitlab.endpoints(),
+            [("gitlab.example.com".to_owned(), 443)],
+            "SSH does not go through the exit; the API does"
+        );
+        assert_eq!(
+            ssh_gitlab.publish_lock("t", "ns").as_deref(),
+            Some("gitlab.example.com/group/sub/p@fix/ns")
+        );
+        let push_only = workspace(serde_json::json!({
+            "repository": "https://git.corp.example:8443/r",
+            "publish": {"credentialsRef": {"name": "w"}},
+        }));
+        assert_eq!(
+            push_only.endpoints(),
+            [("git.corp.example".to_owned(), 8443)]
+        );
+        let not_publishing = workspace(serde_json::json!({"repository": "https://github.com/o/r"}));
+        assert_eq!(not_publishing.publish_lock("t", "ns"), None);
     }
 }

@@ -196,7 +196,8 @@ pub async fn trigger_cron(target: &Target, name: &str) -> anyhow::Result<String>
 }
 
 /// `kubetask result TASK`: the agent's report (`summary`, `outputs`, `usage`) with the phase
-/// and reason, as JSON. Fails while the Task has not finished.
+/// and reason, and the pull request and branch its workspace published, as JSON. Fails while
+/// the Task has not finished.
 pub async fn result(target: &Target, name: &str) -> anyhow::Result<String> {
     let (client, namespace) = target.connect().await?;
     let tasks: Api<Task> = Api::namespaced(client, &namespace);
@@ -208,13 +209,20 @@ pub async fn result(target: &Target, name: &str) -> anyhow::Result<String> {
     }
     let reason = status::condition_reason(&status).map(str::to_owned);
     let result = status.result.unwrap_or_default();
-    let report = json!({
+    let mut report = json!({
         "phase": status.phase.map(TaskPhase::as_str),
         "reason": reason,
         "summary": result.summary,
         "outputs": result.outputs,
         "usage": status.usage,
     });
+    // What the workspace's publish step did (docs/workspaces.md).
+    if let Some(pull_request) = result.pull_request {
+        report["pullRequest"] = json!(pull_request);
+    }
+    if let Some(published) = status.workspace.and_then(|w| w.published) {
+        report["branch"] = json!(published.branch);
+    }
     Ok(serde_json::to_string_pretty(&report)?)
 }
 

@@ -535,8 +535,10 @@ impl Exit {
         host: &Host,
         port: u16,
     ) -> Result<Vec<IpAddr>, Refusal> {
-        // The workspace's repository is reachable in every mode (its address is still checked).
-        let repository = matches!(host, Host::Name(name) if policy.is_repository(name, port));
+        // The workspace's repository and pull request API are reachable in every mode (their
+        // addresses are still checked).
+        let repository =
+            matches!(host, Host::Name(name) if policy.is_workspace_endpoint(name, port));
         if policy.mode == kubetask_api::EgressMode::Deny && !repository {
             return Err(refuse(
                 403,

@@ -1,7 +1,7 @@
 //! The one place a Task's egress policy is worked out, for the controller (which refuses a
 //! Task whose `spec.egress` is invalid and renders the rest) and for the exit (which enforces
-//! it): the Agent's `spec.egress` narrowed by the Task's, with the workspace's repository
-//! reachable too.
+//! it): the Agent's `spec.egress` narrowed by the Task's, with the workspace's repository (and
+//! its pull request's API) reachable too.
 
 use kube::ResourceExt as _;
 use kubetask_api::egress::{EgressMode, EgressPolicy, InvalidEgress, effective};
@@ -27,5 +27,5 @@ pub fn task_policy(
         agent.and_then(|a| a.spec.workspace.as_ref()),
         task.spec.workspace.as_ref(),
     );
-    Ok(policy.with_repository(workspace.as_ref().and_then(|w| w.repository.as_deref())))
+    Ok(policy.with_workspace(workspace.as_ref()))
 }

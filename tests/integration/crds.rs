@@ -51,7 +51,15 @@ fn crds_have_status_columns_short_names_and_validation_rules() {
         .collect();
     assert_eq!(
         columns,
-        ["Phase", "Agent", "Job", "Reason", "Summary", "Age"]
+        [
+            "Phase",
+            "Agent",
+            "Job",
+            "Reason",
+            "Summary",
+            "Pull Request",
+            "Age"
+        ]
     );
 
     let yaml = kubetask::crds::yaml().expect("the CRDs encode");

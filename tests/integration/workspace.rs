@@ -34,8 +34,153 @@ fn script(job: &Value) -> Script {
                 "fatal: Authentication failed for 'https://github.com/org/private.git/'",
             )
             .with_init_exit("workspace-clone", 3),
+        "ws-pr" | "ws-lock-second" => Script::succeed()
+            .with_init_message("workspace-clone", cloned)
+            .with_termination_message(r#"{"summary":"Updated 3 dependencies; tests pass"}"#)
+            .with_container_message("workspace-publish", published(name)),
+        "ws-nochanges" => Script::succeed()
+            .with_init_message("workspace-clone", cloned)
+            .with_termination_message(r#"{"summary":"Everything is up to date"}"#)
+            .with_container_message("workspace-publish", r#"{"noChanges":true}"#),
+        "ws-push-refused" => Script::succeed()
+            .with_init_message("workspace-clone", cloned)
+            .with_container_message(
+                "workspace-publish",
+                "the repository refused the push: remote: error: GH006: Protected branch update failed for refs/heads/kubetask/ws-push-refused.",
+            )
+            .with_container_exit("workspace-publish", 3),
+        "ws-lock-first" => Script::hang().with_init_message("workspace-clone", cloned),
         _ => Script::succeed().with_init_message("workspace-clone", cloned),
     }
+}
+
+/// What the publish step of Task `name` says it did.
+fn published(name: &str) -> String {
+    json!({
+        "branch": format!("kubetask/{name}"),
+        "commit": "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b",
+        "pullRequest": {"url": format!("https://github.com/org/service-a/pull/{}", name.len()), "number": name.len()},
+    })
+    .to_string()
+}
+
+/// A workspace that publishes to `branch` (unset: the default, `kubetask/<task>`).
+fn publishing(branch: Option<&str>) -> String {
+    let branch = branch.map_or_else(String::new, |b| format!(", branch: {b}"));
+    format!(
+        "{{repository: 'https://github.com/org/service-a.git', ref: main, publish: {{credentialsRef: {{name: repo-write}}, pullRequest: {{labels: [kubetask]}}{branch}}}}}"
+    )
+}
+
+/// The publish step's outcome in the Task: the pull request in `status.result` (and in
+/// `kubetask result`), the branch in `status.workspace.published`; `NoChanges`; a refused push
+/// `PublishFailed` after one attempt, whatever `retries` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_publish_step_did_is_in_the_tasks_status() {
+    let cluster = Cluster::start_scripted(Duration::from_millis(100), Arc::new(script)).await;
+    let _controller = cluster.controller(&[]);
+    for name in ["ws-pr", "ws-nochanges", "ws-push-refused"] {
+        cluster.apply_yaml(&task(name, &publishing(None))).await;
+    }
+    let limit = Duration::from_secs(30);
+    let done = cluster.wait_reason(NS, "ws-pr", "Completed", limit).await;
+    let status = done.status.clone().unwrap();
+    let result = status.result.clone().unwrap();
+    assert_eq!(result.summary, "Updated 3 dependencies; tests pass");
+    let pull_request = result.pull_request.unwrap();
+    assert_eq!(
+        (pull_request.url.as_str(), pull_request.number),
+        ("https://github.com/org/service-a/pull/5", 5)
+    );
+    let published = status.workspace.unwrap().published.unwrap();
+    assert_eq!(published.branch.as_deref(), Some("kubetask/ws-pr"));
+    let job = cluster.jobs_of(&done).await.remove(0);
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let containers: Vec<String> = pod.containers.into_iter().map(|c| c.name).collect();
+    assert_eq!(containers, ["agent", "workspace-publish"]);
+    let kubeconfig = cluster
+        .server
+        .kubeconfig_path()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (code, out, stderr) =
+        super::support::kubetask(&["result", "ws-pr", "-n", NS, "--kubeconfig", &kubeconfig]);
+    assert_eq!(code, 0, "{stderr}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        shown["pullRequest"]["url"],
+        "https://github.com/org/service-a/pull/5"
+    );
+    assert_eq!(shown["branch"], "kubetask/ws-pr");
+
+    let unchanged = cluster
+        .wait_reason(NS, "ws-nochanges", "NoChanges", limit)
+        .await;
+    let status = unchanged.status.clone().unwrap();
+    assert_eq!(status.phase, Some(kubetask::api::TaskPhase::Completed));
+    assert_eq!(status.result.and_then(|r| r.pull_request), None);
+
+    let refused = cluster
+        .wait_reason(NS, "ws-push-refused", "PublishFailed", limit)
+        .await;
+    let status = refused.status.clone().unwrap();
+    let message = &status.conditions[0].message;
+    assert!(
+        message.contains("GH006: Protected branch") && message.contains("not retried"),
+        "{message}"
+    );
+    assert!(message.contains("-c workspace-publish"), "{message}");
+    assert_eq!(status.attempts.len(), 1, "{:?}", status.attempts);
+}
+
+/// Two Tasks that publish to the same repository and branch never run at once: the second
+/// waits `PublishLocked`, naming the first, and runs when the first has finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_task_at_a_time_publishes_to_a_branch() {
+    let cluster = Cluster::start_scripted(Duration::from_millis(100), Arc::new(script)).await;
+    let _controller = cluster.controller(&[]);
+    cluster
+        .apply_yaml(&task("ws-lock-first", &publishing(Some("deps/shared"))))
+        .await;
+    cluster
+        .wait_reason(NS, "ws-lock-first", "Running", Duration::from_secs(30))
+        .await;
+    // The same repository spelled otherwise, and the same branch.
+    let same = "{repository: 'https://GitHub.com/org/service-a', publish: {credentialsRef: {name: w}, branch: deps/shared}}";
+    cluster.apply_yaml(&task("ws-lock-second", same)).await;
+    // Another branch of the same repository is not held up.
+    cluster
+        .apply_yaml(&task("ws-lock-other", &publishing(Some("deps/other"))))
+        .await;
+    let waiting = cluster
+        .wait_reason(
+            NS,
+            "ws-lock-second",
+            "PublishLocked",
+            Duration::from_secs(30),
+        )
+        .await;
+    let message = &waiting.status.as_ref().unwrap().conditions[0].message;
+    assert!(
+        message.contains("github.com/org/service-a@deps/shared")
+            && message.contains("team-a/ws-lock-first"),
+        "{message}"
+    );
+    cluster
+        .wait_reason(NS, "ws-lock-other", "Completed", Duration::from_secs(30))
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let still = cluster.tasks(NS).get("ws-lock-second").await.unwrap();
+    assert_eq!(
+        reason(&still),
+        "PublishLocked",
+        "the lock is held while the first runs"
+    );
+    cluster.cancel(NS, "ws-lock-first", "done with it").await;
+    cluster
+        .wait_reason(NS, "ws-lock-second", "Completed", Duration::from_secs(40))
+        .await;
 }
 
 fn task(name: &str, workspace: &str) -> String {

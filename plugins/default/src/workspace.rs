@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{
 };
 use kubetask_api::lifecycle::parse_duration;
 use kubetask_api::workspace::{
-    self as api, PlannedPullRequest, Provider, PublishPlan, Workspace, repository_endpoint,
+    self as api, PlannedPullRequest, PublishPlan, Workspace, repository_endpoint,
 };
 
 use crate::RenderError;
@@ -311,22 +311,15 @@ fn publish_plan(
     }
     let pull_request = match &publish.pull_request {
         Some(pr) => {
-            let (host, _) = repository_endpoint(&repository).unwrap_or_default();
-            let provider = match pr.provider.or_else(|| Provider::of_host(&host)) {
-                Some(provider) => provider,
-                None => {
-                    return Err(invalid(
-                        "publish.pullRequest.provider",
-                        format!(
-                            "cannot tell the provider of {host:?}: set provider (GitHub or GitLab) and apiURL"
-                        ),
-                    ));
-                }
+            let Some((provider, api_url)) = pr.api(&repository) else {
+                let (host, _) = repository_endpoint(&repository).unwrap_or_default();
+                return Err(invalid(
+                    "publish.pullRequest.provider",
+                    format!(
+                        "cannot tell the provider of {host:?}: set provider (GitHub or GitLab) and apiURL"
+                    ),
+                ));
             };
-            let api_url = pr
-                .api_url
-                .clone()
-                .unwrap_or_else(|| provider.default_api_url(&host));
             if !api_url.starts_with("https://") {
                 return Err(invalid(
                     "publish.pullRequest.apiURL",
@@ -345,7 +338,7 @@ fn publish_plan(
             }
             Some(PlannedPullRequest {
                 provider,
-                api_url: api_url.trim_end_matches('/').to_owned(),
+                api_url,
                 project: api::project_path(&repository).unwrap_or_default(),
                 title: pr.title.clone(),
                 body: pr.body.clone(),
@@ -446,6 +439,7 @@ fn publish_step(
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::PodSpec;
+    use kubetask_api::workspace::Provider;
     use kubetask_api::{Agent, Task};
     use serde_json::{Value, json};
 

@@ -148,10 +148,11 @@ async fn fixture(limits: Limits) -> Fixture {
             ..Egress::default()
         },
     );
-    workspace.policy = workspace.policy.with_repository(Some(&format!(
-        "https://git.example.org:{}/org/repo.git",
-        upstream.port
-    )));
+    let with_repository: kubetask_api::Workspace = serde_json::from_value(serde_json::json!({
+        "repository": format!("https://git.example.org:{}/org/repo.git", upstream.port),
+    }))
+    .unwrap_or_default();
+    workspace.policy = workspace.policy.with_workspace(Some(&with_repository));
     tasks.insert(("team".to_owned(), "workspace".to_owned()), workspace);
     let resolver = TableResolver(HashMap::from([
         ("git.example.org", vec![ip("127.0.0.1")]),

@@ -649,10 +649,12 @@ impl Sim {
                 "finishedAt": now,
             });
             let mut statuses = container_statuses(pod, &json!({"terminated": terminated.clone()}));
-            for container in statuses.as_array_mut().into_iter().flatten() {
+            // The first container is the agent's; the script says how the others end.
+            for (index, container) in statuses.as_array_mut().into_iter().flatten().enumerate() {
                 let name = container["name"].as_str().unwrap_or_default().to_owned();
+                let agent = index == 0;
                 let state = &mut container["state"]["terminated"];
-                let (exit, said) = if name == AGENT {
+                let (exit, said) = if agent {
                     (code, message.clone())
                 } else {
                     (
@@ -665,12 +667,9 @@ impl Sim {
                 if let Some(said) = said {
                     state["message"] = json!(said);
                 }
-                if exit != 0 && name != AGENT && failed.is_none() {
+                if exit != 0 && (agent || failed.is_none()) {
                     failed = Some((name, exit));
                 }
-            }
-            if code != 0 {
-                failed = Some((AGENT.to_owned(), code));
             }
             let status = &mut pod["status"];
             status["phase"] = json!(if failed.is_none() { "Succeeded" } else { "Failed" });

@@ -173,32 +173,38 @@ impl Git {
         }
     }
 
+    /// Fetches `refspec` (`+SRC:DST`) from the checkout, and checks that DST exists (a fetch
+    /// from a shallow checkout — `depth` — needs `--update-shallow`, or it skips the ref).
+    fn fetch_checkout(&self, refspec: &str) -> Result<(), String> {
+        let checkout = self.checkout.display().to_string();
+        let fetch = [
+            "-c",
+            "protocol.file.allow=always",
+            "fetch",
+            "-q",
+            "--no-tags",
+            "--update-shallow",
+            &checkout,
+            refspec,
+        ];
+        self.run(&fetch, false)?;
+        let fetched = refspec.rsplit(':').next().unwrap_or_default();
+        self.run(&["rev-parse", "--verify", "-q", fetched], false)
+            .map(|_| ())
+            .map_err(|_| format!("{refspec}: nothing fetched"))
+    }
+
     /// The agent's work as one commit: its HEAD, plus a commit of what it left uncommitted.
     /// `None` when it is the same tree as the clone checked out (nothing to publish).
     pub fn commit_the_checkout(&self, message: &str) -> Result<Option<String>, PublishError> {
         let checkout = self.checkout.display().to_string();
-        self.run(
-            &["-c", "protocol.file.allow=always", "fetch", "-q", "--no-tags", &checkout, &format!("+HEAD:{HEAD}")],
-            false,
-        )
-        .map_err(|e| {
+        self.fetch_checkout(&format!("+HEAD:{HEAD}")).map_err(|e| {
             PublishError::Refused(format!(
                 "the checkout {checkout} has no commit to publish (the agent removed or broke its repository): {e}"
             ))
         })?;
         let base = self
-            .run(
-                &[
-                    "-c",
-                    "protocol.file.allow=always",
-                    "fetch",
-                    "-q",
-                    "--no-tags",
-                    &checkout,
-                    &format!("+{BASE_REF}:{BASE}"),
-                ],
-                false,
-            )
+            .fetch_checkout(&format!("+{BASE_REF}:{BASE}"))
             .ok()
             .and_then(|_| {
                 self.run(&["rev-parse", &format!("{BASE}^{{tree}}")], false)

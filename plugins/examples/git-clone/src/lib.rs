@@ -1,5 +1,6 @@
-//! An example render plugin for agents that work on a Git repository: a Task names the
-//! repository in an annotation and the agent finds it cloned under `/workspace` when it starts.
+//! An example render plugin that extends the built-in workspace (`spec.workspace`,
+//! docs/workspaces.md): a second repository — a shared library, the docs, a schema repository
+//! the agent reads — named in a Task annotation and cloned beside the workspace's checkout.
 //!
 //! | Task annotation | Meaning |
 //! |---|---|
@@ -9,7 +10,11 @@
 //!
 //! The plugin adds an init container (`git-clone`, running as a non-root user with no
 //! privileges) that shallow-clones into the Job's `workspace` volume, and tells the agent where
-//! the checkout is in `KUBETASK_REPOSITORY`. Tasks without the annotation pass unchanged.
+//! the checkout is in `KUBETASK_REPOSITORY`. It reads what the built-in renderer drafted: with a
+//! workspace, its step goes right after `workspace-clone` (so `workspace-setup` can use it),
+//! and the workspace's checkout (`KUBETASK_WORKDIR` of the agent) is refused as its directory;
+//! it never touches the workspace's credentials or its publish step (what it clones is outside
+//! the checkout, so it is never published). Tasks without the annotation pass unchanged.
 //! An Agent opts in with `spec.plugins: [git-clone]`.
 #![deny(unsafe_code)]
 
@@ -30,6 +35,10 @@ pub const GIT_IMAGE: &str = "docker.io/alpine/git:v2.47.2";
 pub const INIT_CONTAINER: &str = "git-clone";
 /// Environment variable that tells the agent where the checkout is.
 pub const REPOSITORY_ENV: &str = "KUBETASK_REPOSITORY";
+/// The built-in workspace's clone step, which this one follows.
+const WORKSPACE_CLONE: &str = "workspace-clone";
+/// The agent's variable naming the workspace's checkout (set by the built-in renderer).
+const WORKDIR_ENV: &str = "KUBETASK_WORKDIR";
 /// The volume the built-in renderer mounts at `/workspace`.
 const WORKSPACE_VOLUME: &str = "workspace";
 const WORKSPACE: &str = "/workspace";
@@ -89,7 +98,33 @@ impl Plugin for GitClone {
                 ),
             ));
         }
-        job.set(&format!("{POD}/initContainers/-"), &clone)?;
+        let workdir = job
+            .get::<Vec<EnvVar>>(&format!("{POD}/containers/0/env"))?
+            .unwrap_or_default()
+            .into_iter()
+            .find(|v| v.name == WORKDIR_ENV)
+            .and_then(|v| v.value);
+        let overlaps = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+        if let Some(workdir) = workdir.filter(|w| overlaps(&checkout, w) || overlaps(w, &checkout))
+        {
+            return Err(Error::invalid(
+                &object,
+                annotation(DIRECTORY),
+                format!(
+                    "{checkout} overlaps the workspace's checkout {workdir} (spec.workspace.directory); choose another directory"
+                ),
+            ));
+        }
+        job.edit(
+            &format!("{POD}/initContainers"),
+            |init: &mut Vec<Container>| {
+                let at = init
+                    .iter()
+                    .position(|c| c.name == WORKSPACE_CLONE)
+                    .map_or(init.len(), |i| i + 1);
+                init.insert(at, clone);
+            },
+        )?;
         for index in 0..job.len(&format!("{POD}/containers"))? {
             job.edit(
                 &format!("{POD}/containers/{index}/env"),

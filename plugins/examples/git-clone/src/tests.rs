@@ -139,3 +139,48 @@ fn bad_annotations_name_the_annotation() {
         );
     }
 }
+
+/// With the built-in workspace, the second repository is cloned right after the workspace's
+/// (before its setup), and the workspace's checkout is refused as its directory.
+#[test]
+fn beside_a_workspace_it_runs_after_the_workspaces_clone_and_keeps_out_of_its_checkout() {
+    let with_workspace = |annotations: Value| -> Task {
+        let mut task = task(annotations);
+        task.spec.workspace = serde_json::from_value(json!({
+            "repository": "https://github.com/acme/service.git",
+            "setup": {"command": ["make", "deps"]},
+        }))
+        .expect("a workspace");
+        task
+    };
+    let draft = run(with_workspace(
+        json!({REPOSITORY: "https://github.com/acme/api.git", DIRECTORY: "api"}),
+    ))
+    .expect("renders");
+    let names: Vec<Value> = pod(&draft)["initContainers"]
+        .as_array()
+        .expect("init containers")
+        .iter()
+        .map(|c| c["name"].clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            json!("workspace-clone"),
+            json!("git-clone"),
+            json!("workspace-setup")
+        ]
+    );
+    for directory in ["repo", "."] {
+        let result = run(with_workspace(
+            json!({REPOSITORY: "https://github.com/acme/api.git", DIRECTORY: directory}),
+        ));
+        if directory == "repo" {
+            let (field, message) = invalid_field(result);
+            assert_eq!(field, format!("metadata.annotations[{DIRECTORY}]"));
+            assert!(message.contains("workspace's checkout"), "{message}");
+        } else {
+            assert!(result.is_err(), "{directory}");
+        }
+    }
+}

@@ -873,9 +873,17 @@ async fn tables_and_events_answer_as_the_recorded_real_server() {
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(client.clone());
     for document in crds_text.split("\n---").filter(|d| d.contains("kind:")) {
+        let mut crd: serde_json::Value = serde_yaml::from_str(document).unwrap();
+        // The recorded server had the CRD of its day: the Tasks' priority-1 `Pull Request`
+        // column came after it, and is left out so that the same CRD is asked the same.
+        for version in crd["spec"]["versions"].as_array_mut().into_iter().flatten() {
+            if let Some(columns) = version["additionalPrinterColumns"].as_array_mut() {
+                columns.retain(|c| c["name"] != "Pull Request");
+            }
+        }
         crds.create(
             &PostParams::default(),
-            &serde_yaml::from_str(document).unwrap(),
+            &serde_json::from_value(crd).unwrap(),
         )
         .await
         .unwrap();
