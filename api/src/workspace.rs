@@ -90,8 +90,10 @@ pub struct Workspace {
     #[schemars(regex(pattern = DIRECTORY_PATTERN), length(max = 255))]
     pub directory: Option<String>,
     /// A Secret in the Task's namespace with the read credential of the clone: `token` (HTTPS,
-    /// with `username`, default `x-access-token`), or `ssh-privatekey` and `known_hosts` (SSH).
-    /// Only the clone step mounts it.
+    /// with `username`, default `x-access-token`), `ssh-privatekey` and `known_hosts` (SSH), or
+    /// a GitHub App's `github-app-id`, `github-app-installation-id` and
+    /// `github-app-private-key` (a read-only token for this repository is minted for the
+    /// clone). Only the clone step mounts it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_ref: Option<SecretRef>,
     /// A command run in the checkout before the agent starts.
@@ -122,8 +124,10 @@ pub struct Publish {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_request: Option<PullRequest>,
     /// A Secret in the Task's namespace with the write credential: `token` (the push over
-    /// HTTPS and the provider's API; `username` optional) and, to push over SSH,
-    /// `ssh-privatekey` and `known_hosts`. Only the publish step mounts it.
+    /// HTTPS and the provider's API; `username` optional), or a GitHub App's
+    /// `github-app-id`, `github-app-installation-id` and `github-app-private-key` (a token for
+    /// this repository is minted for the step), and, to push over SSH, `ssh-privatekey` and
+    /// `known_hosts`. Only the publish step mounts it.
     pub credentials_ref: SecretRef,
 }
 

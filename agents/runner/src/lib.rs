@@ -8,6 +8,7 @@
 
 pub mod adapters;
 pub mod config;
+pub mod github_app;
 pub mod handoff;
 pub mod prompt;
 pub mod publish;

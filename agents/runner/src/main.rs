@@ -16,6 +16,9 @@ fn main() -> ExitCode {
         println!("kubetask-agent {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
+    if args.first().is_some_and(|arg| arg == "github-app-token") {
+        return kubetask_agent::github_app::main(&args[1..]);
+    }
     if args.first().is_some_and(|arg| arg == "publish") {
         return kubetask_agent::publish::main(&args[1..]);
     }

@@ -535,3 +535,114 @@ fn only_an_agent_that_succeeded_is_published() {
     assert_eq!(got.pull_request.map(|p| p.number), Some(1));
     assert_eq!(f.forge.pulls()[0].title, "Done: README updated");
 }
+
+const APP_KEY: &str = include_str!("../../../tests/apiserver/fixtures/github-app-test-key.pem");
+
+/// Writes a GitHub App's keys (and no token) into `dir`.
+fn app_credentials(dir: &Path, app_id: &str) {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_file(dir.join("token")).ok();
+    for (name, value) in [
+        ("github-app-id", app_id),
+        ("github-app-installation-id", "99"),
+        ("github-app-private-key", APP_KEY),
+    ] {
+        std::fs::write(dir.join(name), value).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// A GitHub App's keys in a step's Secret: each step mints its own short-lived installation
+/// token, for this repository alone and the permissions it needs — the clone `contents: read`
+/// (through `kubetask-agent github-app-token`, from its script), the publish step `contents`
+/// and `pull_requests: write`. A JWT the provider refuses refuses the step.
+#[test]
+fn a_github_apps_keys_mint_a_token_per_step_for_this_repository_alone() {
+    let f = Fixture::new();
+    let forge = f.forge.clone().with_app("4242", APP_KEY, 99);
+
+    // The clone step's script, with the runner on PATH as in our agent images.
+    let read = f.dir.path().join("app-read");
+    app_credentials(&read, "4242");
+    let runner = Path::new(env!("CARGO_BIN_EXE_kubetask-agent"));
+    let path = format!(
+        "{}:{}",
+        runner.parent().unwrap_or(Path::new("/")).display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let checkout = f.dir.path().join("app-checkout");
+    let scratch = f.dir.path().join("app-scratch");
+    std::fs::create_dir_all(&scratch).unwrap_or_else(|e| panic!("{e}"));
+    let clone = |credentials: &Path, api: &str| {
+        std::process::Command::new("sh")
+            .args([
+                "-c",
+                kubetask_default_plugin::workspace::CLONE_SCRIPT,
+                "workspace-clone",
+            ])
+            .args([
+                &f.url,
+                "main",
+                "",
+                "false",
+                checkout.to_str().unwrap_or_default(),
+                api,
+            ])
+            .env("PATH", &path)
+            .env("KUBETASK_CREDENTIALS", credentials)
+            .env("KUBETASK_SCRATCH", &scratch)
+            .env(
+                "KUBETASK_TERMINATION_LOG",
+                f.dir.path().join("app-clone-log"),
+            )
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let cloned = clone(&read, &forge.github_url());
+    assert!(
+        cloned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cloned.stderr)
+    );
+    assert!(checkout.join("README.md").is_file());
+    let minted = forge.minted();
+    assert_eq!(minted.len(), 1);
+    assert_eq!(minted[0].repositories, ["service-a"]);
+    assert_eq!(minted[0].permissions, json!({"contents": "read"}));
+    // Another App's id: the JWT is refused, the clone fails as refused credentials (exit 3).
+    let other = f.dir.path().join("other-app");
+    app_credentials(&other, "1");
+    std::fs::remove_dir_all(&checkout).ok();
+    let refused = clone(&other, &forge.github_url());
+    assert_eq!(
+        refused.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // The publish step.
+    f.write("README.md", "change\n");
+    let settings = f.settings("app-publish", Some(Provider::GitHub), TOKEN);
+    app_credentials(&settings.credentials, "4242");
+    let got = published(publish::publish(&settings, "Fix via App"));
+    assert_eq!(got.pull_request.map(|p| p.number), Some(1));
+    let minted = forge.minted();
+    assert_eq!(minted.len(), 2);
+    assert_eq!(minted[1].repositories, ["service-a"]);
+    assert_eq!(
+        minted[1].permissions,
+        json!({"contents": "write", "pull_requests": "write"})
+    );
+    let mut settings = f.settings("app-refused", Some(Provider::GitHub), TOKEN);
+    app_credentials(&settings.credentials, "1");
+    settings.plan.branch = "kubetask/other".to_owned();
+    match publish::publish(&settings, "x") {
+        Err(PublishError::Refused(message)) => {
+            assert!(
+                message.contains("refused an installation token"),
+                "{message}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}

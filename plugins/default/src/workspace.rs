@@ -41,16 +41,32 @@ pub const RUNNER: &str = "kubetask-agent";
 pub const DEFAULT_SETUP_TIMEOUT_SECONDS: u64 = 600;
 
 /// The clone step, as a shell script. Arguments: repository, ref (may be empty), depth (may be
-/// empty), submodules (`true`/`false`), directory. On success it writes `{"commit": SHA}` to
-/// its termination log.
+/// empty), submodules (`true`/`false`), directory, and the GitHub API of the repository's host
+/// (may be empty: used only when the credential is a GitHub App's keys, to mint a read-only
+/// installation token with `kubetask-agent github-app-token`). On success it writes
+/// `{"commit": SHA}` to its termination log.
 pub const CLONE_SCRIPT: &str = r#"set -eu
-repository=$1 ref=$2 depth=$3 submodules=$4 directory=$5
+repository=$1 ref=$2 depth=$3 submodules=$4 directory=$5 api=${6:-}
 credentials=${KUBETASK_CREDENTIALS:-/var/run/kubetask/workspace-credentials}
 termination_log=${KUBETASK_TERMINATION_LOG:-/dev/termination-log}
 export GIT_TERMINAL_PROMPT=0 GIT_CONFIG_NOSYSTEM=1 HOME=${KUBETASK_SCRATCH:-/var/run/kubetask/workspace-scratch}
 set --
-if [ -f "$credentials/token" ]; then
-  helper="!f() { u=x-access-token; [ -f '$credentials/username' ] && u=\$(cat '$credentials/username'); echo \"username=\$u\"; echo \"password=\$(cat '$credentials/token')\"; }; f"
+token_file="$credentials/token"
+if [ -f "$credentials/github-app-private-key" ]; then
+  if [ -z "$api" ]; then
+    echo "spec.workspace.credentialsRef holds a GitHub App's keys, but $repository is not on a host known to be GitHub's (set publish.pullRequest.provider: GitHub and apiURL)" >&2
+    exit 3
+  fi
+  name=${repository##*/}
+  name=${name%.git}
+  if ! (umask 077 && kubetask-agent github-app-token "$credentials" "$api" "$name" contents=read > "$HOME/app-token"); then
+    echo "the repository refused the credentials of spec.workspace.credentialsRef: no installation token for the GitHub App" >&2
+    exit 3
+  fi
+  token_file="$HOME/app-token"
+fi
+if [ -f "$token_file" ]; then
+  helper="!f() { u=x-access-token; [ -f '$credentials/username' ] && u=\$(cat '$credentials/username'); echo \"username=\$u\"; echo \"password=\$(cat '$token_file')\"; }; f"
   set -- -c credential.helper= -c "credential.helper=$helper"
 fi
 if [ -f "$credentials/ssh-privatekey" ]; then
@@ -127,6 +143,21 @@ impl Sources<'_> {
             Some(agent) if !set_by_task => agent,
             _ => self.task_object,
         }
+    }
+}
+
+/// The GitHub API of the workspace's repository, when its host is GitHub's (or its pull request
+/// says it is): where a GitHub App's installation token is minted.
+fn github_api(workspace: &Workspace) -> Option<String> {
+    let repository = workspace.repository.as_deref()?;
+    let (host, _) = repository_endpoint(repository)?;
+    if api::Provider::of_host(&host) == Some(api::Provider::GitHub) {
+        return Some(api::Provider::GitHub.default_api_url(&host));
+    }
+    let pull_request = workspace.publish.as_ref()?.pull_request.as_ref()?;
+    match pull_request.api(repository)? {
+        (api::Provider::GitHub, url) => Some(url),
+        _ => None,
     }
 }
 
@@ -225,6 +256,7 @@ pub(crate) fn plan(
             workspace.depth.map(|d| d.to_string()).unwrap_or_default(),
             workspace.submodules.unwrap_or(false).to_string(),
             directory.clone(),
+            github_api(workspace).unwrap_or_default(),
         ]),
         volume_mounts: Some(clone_mounts),
         security_context: hardened.clone(),
@@ -613,7 +645,8 @@ mod tests {
                 "main",
                 "1",
                 "false",
-                "/workspace/repo"
+                "/workspace/repo",
+                "https://api.github.com"
             ],
             "user values are arguments, not script text"
         );

@@ -1,7 +1,8 @@
 //! A fake GitHub and GitLab on loopback: the REST endpoints KubeTask's publish step uses
 //! (a repository's default branch; pull requests, or GitLab merge requests: list open ones of
-//! a branch, open, update; labels), with their authentication (`Authorization: Bearer` for
-//! GitHub, `PRIVATE-TOKEN` for GitLab), their error shapes (GitHub's 422 "A pull request
+//! a branch, open, update; labels; a GitHub App's installation token), with their
+//! authentication (`Authorization: Bearer` for GitHub, `PRIVATE-TOKEN` for GitLab, an App's
+//! JWT checked RS256 against its key), their error shapes (GitHub's 422 "A pull request
 //! already exists", GitLab's 409) and injected failures (5xx with `Retry-After`, 4xx). The
 //! GitLab API is under `/api/v4`, GitHub's at the root. Plain threads and HTTP/1.1, so
 //! synchronous tests can use it.
@@ -36,12 +37,30 @@ pub struct Seen {
     pub status: u16,
 }
 
+/// A GitHub App the fake knows: its id, its public key (PKCS#1 DER), its installation.
+#[derive(Clone)]
+struct App {
+    id: String,
+    public_key: Vec<u8>,
+    installation: u64,
+}
+
+/// An installation token the fake minted: what it was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Minted {
+    pub installation: u64,
+    pub repositories: Vec<String>,
+    pub permissions: Value,
+}
+
 #[derive(Default)]
 struct State {
     pulls: Vec<Pull>,
     seen: Vec<Seen>,
     /// Answers given before the real one, in order: status and body.
     faults: VecDeque<(u16, Value)>,
+    app: Option<App>,
+    minted: Vec<Minted>,
 }
 
 /// The fake, serving until dropped (its thread ends with the process).
@@ -81,6 +100,30 @@ impl Forge {
     /// GitLab's API base URL here.
     pub fn gitlab_url(&self) -> String {
         format!("http://127.0.0.1:{}/api/v4", self.port)
+    }
+
+    /// Knows the GitHub App `id` (its private key in PEM, PKCS#1) installed as
+    /// `installation`: its JWT gets an installation token, the fake's own token.
+    pub fn with_app(self, id: &str, private_key_pem: &str, installation: u64) -> Forge {
+        let body: String = private_key_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, body)
+            .unwrap_or_else(|e| panic!("the App's key: {e}"));
+        let key =
+            ring::rsa::KeyPair::from_der(&der).unwrap_or_else(|e| panic!("the App's key: {e}"));
+        self.lock().app = Some(App {
+            id: id.to_owned(),
+            public_key: key.public().as_ref().to_vec(),
+            installation,
+        });
+        self
+    }
+
+    /// The installation tokens minted, in order.
+    pub fn minted(&self) -> Vec<Minted> {
+        self.lock().minted.clone()
     }
 
     /// The next requests get these answers instead of the real ones.
@@ -161,6 +204,12 @@ impl Forge {
             .map(|(k, v)| (k.to_owned(), decode(v)))
             .collect();
         let gitlab = path.starts_with("/api/v4/");
+        if let Some(installation) = path
+            .strip_prefix("/app/installations/")
+            .and_then(|rest| rest.strip_suffix("/access_tokens"))
+        {
+            return self.mint(method, installation, headers, body);
+        }
         let authorized = if gitlab {
             headers.get("private-token") == Some(&self.token)
         } else {
@@ -340,6 +389,85 @@ impl Forge {
                 _ => (404, json!({"message": "Not Found"}), None),
             }
         }
+    }
+}
+
+impl Forge {
+    /// `POST /app/installations/{id}/access_tokens`: the App's JWT checked as GitHub does
+    /// (RS256 with the App's key, `iss` the App's id, not expired, at most ten minutes long).
+    fn mint(
+        &self,
+        method: &str,
+        installation: &str,
+        headers: &std::collections::BTreeMap<String, String>,
+        body: &Value,
+    ) -> (u16, Value, Option<u64>) {
+        let Some(app) = self.lock().app.clone() else {
+            return (404, json!({"message": "Not Found"}), None);
+        };
+        let refused = |message: &str| (401, json!({"message": message}), None);
+        let Some(jwt) = headers
+            .get("authorization")
+            .and_then(|a| a.strip_prefix("Bearer "))
+        else {
+            return refused("A JSON web token could not be decoded");
+        };
+        let parts: Vec<&str> = jwt.split('.').collect();
+        let decode = |part: &str| {
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, part)
+                .unwrap_or_default()
+        };
+        if parts.len() != 3 {
+            return refused("A JSON web token could not be decoded");
+        }
+        let header: Value = serde_json::from_slice(&decode(parts[0])).unwrap_or(Value::Null);
+        let claims: Value = serde_json::from_slice(&decode(parts[1])).unwrap_or(Value::Null);
+        let signed = ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            &app.public_key,
+        )
+        .verify(
+            format!("{}.{}", parts[0], parts[1]).as_bytes(),
+            &decode(parts[2]),
+        )
+        .is_ok();
+        if header["alg"] != "RS256" || !signed {
+            return refused(
+                "'Issuer' claim ('iss') must be an Integer, and the JWT signature must verify",
+            );
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let (iat, exp) = (
+            claims["iat"].as_u64().unwrap_or(0),
+            claims["exp"].as_u64().unwrap_or(0),
+        );
+        if claims["iss"] != json!(app.id) || exp <= now || exp.saturating_sub(iat) > 600 {
+            return refused(
+                "'Expiration time' claim ('exp') is too far in the future, expired, or the issuer is not this App",
+            );
+        }
+        if method != "POST" || installation != app.installation.to_string() {
+            return (404, json!({"message": "Not Found"}), None);
+        }
+        let minted = Minted {
+            installation: app.installation,
+            repositories: body["repositories"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.as_str().map(str::to_owned))
+                .collect(),
+            permissions: body["permissions"].clone(),
+        };
+        self.lock().minted.push(minted);
+        (
+            201,
+            json!({"token": self.token, "expires_at": "2099-01-01T00:00:00Z", "permissions": body["permissions"]}),
+            None,
+        )
     }
 }
 

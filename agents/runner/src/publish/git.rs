@@ -29,17 +29,22 @@ pub struct Git {
 }
 
 impl Git {
-    /// A fresh Git directory in the scratch directory, with the credential ready.
-    pub fn new(settings: &Settings) -> Result<Git, PublishError> {
+    /// A fresh Git directory in the scratch directory, with the credential ready: `token`
+    /// (kept in the scratch directory for Git's credential helper) or the Secret's SSH key.
+    pub fn new(settings: &Settings, token: Option<&str>) -> Result<Git, PublishError> {
         let home = settings.scratch.clone();
         let git_dir = home.join("publish.git");
         let credentials = &settings.credentials;
         let mut credential_helper = Vec::new();
-        if credentials.join("token").is_file() {
-            let dir = credentials.display().to_string();
-            if dir.contains('\'') {
+        if let Some(token) = token {
+            let file = home.join("token");
+            write_private(&file, token)
+                .map_err(|e| PublishError::Failed(format!("cannot keep the token: {e}")))?;
+            let (file, username) = (file.display().to_string(), credentials.join("username"));
+            let username = username.display().to_string();
+            if file.contains('\'') || username.contains('\'') {
                 return Err(PublishError::Refused(format!(
-                    "{dir:?}: a credentials path with a quote"
+                    "{file:?}: a credentials path with a quote"
                 )));
             }
             credential_helper = vec![
@@ -47,7 +52,7 @@ impl Git {
                 "credential.helper=".to_owned(),
                 "-c".to_owned(),
                 format!(
-                    "credential.helper=!f() {{ u=x-access-token; [ -f '{dir}/username' ] && u=$(cat '{dir}/username'); echo \"username=$u\"; echo \"password=$(cat '{dir}/token')\"; }}; f"
+                    "credential.helper=!f() {{ u=x-access-token; [ -f '{username}' ] && u=$(cat '{username}'); echo \"username=$u\"; echo \"password=$(cat '{file}')\"; }}; f"
                 ),
             ];
         }
@@ -292,6 +297,19 @@ impl Git {
         .map_err(|e| classify(&e, "push to"))?;
         Ok(commit.to_owned())
     }
+}
+
+/// Writes `text` to `path`, readable by its owner alone.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
 }
 
 /// A Git failure against the remote: refused (credentials, a rejected push) or failed.

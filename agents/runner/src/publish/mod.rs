@@ -15,7 +15,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use kubetask_api::lifecycle::parse_report;
-use kubetask_api::workspace::{PUBLISH_ENV, PUBLISH_REFUSED_EXIT_CODE, PublishPlan, Published};
+use kubetask_api::workspace::{
+    PUBLISH_ENV, PUBLISH_REFUSED_EXIT_CODE, Provider, PublishPlan, Published, repository_endpoint,
+};
 
 use crate::handoff::{self, WaitError};
 
@@ -166,7 +168,8 @@ pub fn after_the_agent(
 pub fn publish(settings: &Settings, summary: &str) -> Result<Published, PublishError> {
     let plan = &settings.plan;
     let message = commit_message(plan, summary);
-    let git = Git::new(settings)?;
+    let token = write_token(settings)?;
+    let git = Git::new(settings, token.as_deref())?;
     let Some(commit) = git.commit_the_checkout(&message)? else {
         println!("publish: the agent left no changes: nothing pushed, no pull request");
         return Ok(Published {
@@ -190,7 +193,12 @@ pub fn publish(settings: &Settings, summary: &str) -> Result<Published, PublishE
                 };
                 format!("{said}\n\n---\nOpened by KubeTask for {}.", plan.task)
             });
-            let api = Api::new(pr, &settings.credentials, settings.backoff.clone())?;
+            let token = token.as_deref().ok_or_else(|| {
+                PublishError::Refused(
+                    "a pull request needs a token in the Secret of spec.workspace.publish.credentialsRef (key `token`, or a GitHub App's keys)".to_owned(),
+                )
+            })?;
+            let api = Api::new(pr, token, settings.backoff.clone());
             let opened = api.open_or_update(&plan.branch, &title, &body)?;
             println!("publish: pull request {}", opened.url);
             Some(opened)
@@ -203,6 +211,65 @@ pub fn publish(settings: &Settings, summary: &str) -> Result<Published, PublishE
         no_changes: false,
         pull_request,
     })
+}
+
+/// The write token: the Secret's `token`, or an installation token minted from its GitHub
+/// App's keys for this repository alone (`contents` and, with a pull request,
+/// `pull_requests: write`). `None`: no token (an SSH key pushes).
+fn write_token(settings: &Settings) -> Result<Option<String>, PublishError> {
+    let plan = &settings.plan;
+    if crate::github_app::present(&settings.credentials) {
+        let api = match &plan.pull_request {
+            Some(pr) if pr.provider == Provider::GitHub => pr.api_url.clone(),
+            Some(_) => {
+                return Err(PublishError::Refused(
+                    "spec.workspace.publish.credentialsRef holds a GitHub App's keys, but the pull request is not on GitHub".to_owned(),
+                ));
+            }
+            None => {
+                let host = repository_endpoint(&plan.repository).map(|(host, _)| host);
+                match host.filter(|h| Provider::of_host(h) == Some(Provider::GitHub)) {
+                    Some(host) => Provider::GitHub.default_api_url(&host),
+                    None => {
+                        return Err(PublishError::Refused(format!(
+                            "spec.workspace.publish.credentialsRef holds a GitHub App's keys, but {} is not on a host known to be GitHub's (set pullRequest.provider: GitHub and apiURL)",
+                            plan.repository
+                        )));
+                    }
+                }
+            }
+        };
+        let name = plan
+            .repository
+            .rsplit(['/', ':'])
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches(".git")
+            .to_owned();
+        let mut permissions = vec![("contents", "write")];
+        if plan.pull_request.is_some() {
+            permissions.push(("pull_requests", "write"));
+        }
+        return crate::github_app::installation_token(
+            &settings.credentials,
+            &api,
+            &name,
+            &permissions,
+        )
+        .map(Some)
+        .map_err(|e| {
+            PublishError::Refused(format!(
+                "the credentials of spec.workspace.publish.credentialsRef: {e}"
+            ))
+        });
+    }
+    match std::fs::read_to_string(settings.credentials.join("token")) {
+        Ok(token) => Ok(Some(token.trim().to_owned())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(PublishError::Failed(format!(
+            "cannot read the write token: {error}"
+        ))),
+    }
 }
 
 /// The commit message: the plan's, else the first line of the agent's summary, else one

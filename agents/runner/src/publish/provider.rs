@@ -3,7 +3,6 @@
 //! one is opened. 5xx, 429 and network errors are retried with backoff (`Retry-After`
 //! honoured); a 4xx is refused with the API's own message.
 
-use std::path::Path;
 use std::time::Duration;
 
 use kubetask_api::workspace::{PlannedPullRequest, Provider, PullRequestRef};
@@ -23,29 +22,20 @@ pub struct Api {
 }
 
 impl Api {
-    /// The API of `plan`, with the token in `credentials/token`.
-    pub fn new(
-        plan: &PlannedPullRequest,
-        credentials: &Path,
-        backoff: Vec<Duration>,
-    ) -> Result<Api, PublishError> {
-        let token = std::fs::read_to_string(credentials.join("token")).map_err(|e| {
-            PublishError::Refused(format!(
-                "a pull request needs a token in the Secret of spec.workspace.publish.credentialsRef (key `token`): {e}"
-            ))
-        })?;
+    /// The API of `plan`, with the write `token`.
+    pub fn new(plan: &PlannedPullRequest, token: &str, backoff: Vec<Duration>) -> Api {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .user_agent("kubetask-agent")
             .build()
             .new_agent();
-        Ok(Api {
+        Api {
             plan: plan.clone(),
-            token: token.trim().to_owned(),
+            token: token.to_owned(),
             agent,
             backoff,
-        })
+        }
     }
 
     /// Opens the pull request of `branch`, or updates the open one.
