@@ -113,6 +113,28 @@ async fn what_the_publish_step_did_is_in_the_tasks_status() {
         "https://github.com/org/service-a/pull/5"
     );
     assert_eq!(shown["branch"], "kubetask/ws-pr");
+    // `kubectl get tasks -o wide`: the server's Table has the column, priority 1.
+    let request = http::Request::get(format!(
+        "/apis/kubetask.io/v1alpha1/namespaces/{NS}/tasks/ws-pr"
+    ))
+    .header(
+        "Accept",
+        "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+    )
+    .body(Vec::new())
+    .unwrap();
+    let table: Value =
+        serde_json::from_str(&cluster.client.request_text(request).await.unwrap()).unwrap();
+    let columns = table["columnDefinitions"].as_array().unwrap();
+    let at = columns
+        .iter()
+        .position(|c| c["name"] == "Pull Request")
+        .unwrap();
+    assert_eq!(columns[at]["priority"], 1, "shown by -o wide");
+    assert_eq!(
+        table["rows"][0]["cells"][at],
+        "https://github.com/org/service-a/pull/5"
+    );
 
     let unchanged = cluster
         .wait_reason(NS, "ws-nochanges", "NoChanges", limit)
