@@ -2,11 +2,16 @@
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube_core::CustomResourceExt;
-use kubetask_api::{Agent, CronTask, Task};
+use kubetask_api::{Agent, CronTask, Task, TaskTrigger};
 
-/// The CRDs of Task, Agent and CronTask.
-pub fn definitions() -> [CustomResourceDefinition; 3] {
-    [Task::crd(), Agent::crd(), CronTask::crd()]
+/// The CRDs of Task, Agent, CronTask and TaskTrigger.
+pub fn definitions() -> [CustomResourceDefinition; 4] {
+    [
+        Task::crd(),
+        Agent::crd(),
+        CronTask::crd(),
+        TaskTrigger::crd(),
+    ]
 }
 
 /// The CRDs as a multi-document YAML stream (what `kubetask crds` prints and

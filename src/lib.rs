@@ -17,5 +17,6 @@ pub mod cron;
 pub mod egress;
 pub mod plugin;
 pub mod render;
+pub mod triggers;
 
 pub use kubetask_api as api;

@@ -16,6 +16,7 @@ pub mod naming;
 pub mod ownership;
 pub mod syntax;
 mod task;
+pub mod task_trigger;
 pub mod workspace;
 
 pub use agent::{Agent, AgentSpec, Credential, PodScheduling, SecretKeyRef, Toleration};
@@ -27,6 +28,7 @@ pub use cron_task::{
 pub use egress::{Egress, EgressMode, EgressPolicy};
 pub use lifecycle::{Attempt, Cancel, TaskResult, Usage};
 pub use task::{PluginRef, Task, TaskPhase, TaskSpec, TaskStatus};
+pub use task_trigger::{TaskTrigger, TaskTriggerSpec, TaskTriggerStatus};
 pub use workspace::{Published, PullRequestRef, Workspace, WorkspaceStatus};
 
 /// API group of the KubeTask resources.

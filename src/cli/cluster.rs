@@ -51,6 +51,8 @@ pub enum TriggerCommand {
     /// Create one Task from a CronTask's template now (it shows in the CronTask's history),
     /// whatever its schedule, suspension and concurrency policy say.
     Cron(TriggerArgs),
+    /// Show, offline, the Task a TaskTrigger would create for an event (or why none).
+    Event(super::events::TriggerEventArgs),
 }
 
 #[derive(clap::Args)]
@@ -128,6 +130,7 @@ pub fn trigger_command(command: TriggerCommand) -> anyhow::Result<ExitCode> {
             let said = trigger_cron(&args.target, &args.cron_task).await?;
             emit(&format!("{said}\n"))
         }),
+        TriggerCommand::Event(args) => super::events::trigger_event(args),
     }
 }
 

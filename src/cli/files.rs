@@ -364,10 +364,12 @@ fn classify(file: &Path, value: Value, inputs: &mut Inputs, errors: &mut Vec<Inp
                 errors.push(error(field.as_deref(), message));
             }
         }
+        // Not rendered: `kubetask trigger event` shows the Task one would create.
+        "TaskTrigger" if api_version == API_VERSION => inputs.skipped.push(object),
         "" => errors.push(error(Some("kind"), "is required".to_owned())),
         other if names_a_kind_we_do_not_serve(&api_version, other) => errors.push(error(
             Some("kind"),
-            format!("no matches for kind {other:?} in version {api_version:?}: the kinds of kubetask.io are Task, Agent and CronTask"),
+            format!("no matches for kind {other:?} in version {api_version:?}: the kinds of kubetask.io are Task, Agent, CronTask and TaskTrigger"),
         )),
         _ => inputs.skipped.push(object),
     }

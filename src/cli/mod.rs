@@ -13,6 +13,7 @@
 pub mod canary;
 pub mod cluster;
 pub mod controller;
+pub mod events;
 pub mod exit;
 pub mod files;
 pub mod plugin;
@@ -38,7 +39,7 @@ enum Command {
     Controller(Box<controller::ControllerArgs>),
     /// Render Tasks into the Jobs and ConfigMaps the controller would create, with no cluster.
     Render(render::RenderArgs),
-    /// Print the CustomResourceDefinitions of Task, Agent and CronTask.
+    /// Print the CustomResourceDefinitions of Task, Agent, CronTask and TaskTrigger.
     Crds,
     /// Tools for plugin authors: check a component, pack it as a ConfigMap.
     #[command(subcommand)]
@@ -56,6 +57,9 @@ enum Command {
     /// Run the egress exit: the proxy agent pods connect through, which allows each Task only
     /// its own domains (docs/security.md).
     Exit(Box<exit::ExitArgs>),
+    /// Run the webhook receiver of TaskTriggers: GitHub deliveries become Tasks
+    /// (docs/triggers.md).
+    Events(Box<events::EventsArgs>),
     /// Probe an address a Task pod's egress policy denies and report whether it was reached
     /// (the egress canary's init container; docs/security.md).
     Canary(canary::CanaryArgs),
@@ -95,6 +99,7 @@ pub fn run() -> ExitCode {
     match &cli.command {
         Command::Controller(args) => init_logging("info", args.log_format),
         Command::Exit(args) => init_logging("info", args.log_format),
+        Command::Events(args) => init_logging("info", args.log_format),
         Command::Render(render::RenderArgs { verbose, .. })
         | Command::Plugin(plugin::PluginCommand::Check(plugin::CheckArgs { verbose, .. })) => {
             init_logging(offline_log_level(*verbose), LogFormat::Text)
@@ -105,6 +110,7 @@ pub fn run() -> ExitCode {
         Command::Controller(args) => controller::run(*args),
         Command::Exit(args) => exit::run(*args),
         Command::Canary(args) => canary::run(args),
+        Command::Events(args) => events::run(*args),
         Command::Render(args) => render::run(args),
         Command::Plugin(command) => plugin::run(command),
         Command::Cancel(args) => cluster::cancel_command(args),
@@ -152,7 +158,7 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Writes to stdout; a closed stdout (`kubetask crds | head`) ends the output quietly.
-fn emit(text: &str) -> anyhow::Result<()> {
+pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
     match stdout

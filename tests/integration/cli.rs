@@ -524,3 +524,80 @@ fn the_cilium_example_replaces_the_network_policy_with_its_own() {
         serde_json::json!([{"matchName": "api.github.com"}])
     );
 }
+
+/// `kubetask trigger event`: the Task the example TaskTrigger makes of GitHub's documented
+/// `issues.opened` payload, offline; a skip says why and exits 2; `render` passes the trigger
+/// by.
+#[test]
+fn trigger_event_shows_the_task_an_event_makes_offline() {
+    let args = [
+        "trigger",
+        "event",
+        "-f",
+        "examples/github-issues-trigger.yaml",
+        "--event",
+        "issues",
+        "--file",
+        "tests/fixtures/github/issues-opened.json",
+    ];
+    let (code, stdout, stderr) = kubetask(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let task: kubetask::api::Task = serde_yaml::from_str(&stdout).expect("a Task");
+    assert!(
+        task.metadata
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with("service-a-issues-")),
+        "{stdout}"
+    );
+    let event = task.spec.contexts[1]
+        .file
+        .clone()
+        .expect("the event's file");
+    assert_eq!(event.file_path.as_deref(), Some("/workspace/event.md"));
+    assert!(
+        event
+            .source
+            .inline
+            .unwrap_or_default()
+            .contains("UNTRUSTED")
+    );
+    let (code, stdout, _) = kubetask(&[
+        "trigger",
+        "event",
+        "-f",
+        "examples/github-issues-trigger.yaml",
+        "--event",
+        "issues",
+        "--file",
+        "tests/fixtures/github/issue-comment-created.json",
+    ]);
+    assert_eq!(code, 2, "a comment's payload read as `issues`: {stdout}");
+    assert!(
+        stdout.starts_with("skipped: Filtered: action \"created\""),
+        "{stdout}"
+    );
+    let (code, _, stderr) = kubetask(&[
+        "trigger",
+        "event",
+        "-f",
+        "examples/github-issues-trigger.yaml",
+        "--event",
+        "issue_comment",
+        "--file",
+        "tests/fixtures/github/issue-comment-created.json",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("is not one of spec.source.github.events"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = kubetask(&[
+        "render",
+        "-f",
+        "examples/github-issues-trigger.yaml",
+        "-f",
+        "examples/agents/claude-code.yaml",
+    ]);
+    assert_eq!(code, 0, "render passes a TaskTrigger by: {stderr}");
+}

@@ -12,7 +12,19 @@ fn committed_crds_match_the_generated_ones() {
 
 #[test]
 fn crds_have_status_columns_short_names_and_validation_rules() {
-    let [task, agent, cron_task] = kubetask::crds::definitions();
+    let [task, agent, cron_task, trigger] = kubetask::crds::definitions();
+    assert_eq!(trigger.spec.names.short_names, Some(vec!["ttr".to_owned()]));
+    assert_eq!(trigger.spec.names.plural, "tasktriggers");
+    let trigger_columns: Vec<_> = trigger.spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|column| column.name.as_str())
+        .collect();
+    assert_eq!(
+        trigger_columns,
+        ["Source", "Events", "Accepted", "Last Event", "Age"]
+    );
     assert_eq!(task.spec.group, "kubetask.io");
     assert_eq!(task.spec.scope, "Namespaced");
     assert_eq!(task.spec.names.short_names, Some(vec!["tk".to_owned()]));

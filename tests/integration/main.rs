@@ -24,4 +24,5 @@ mod plugin_cli;
 mod plugin_examples;
 mod plugin_sandbox;
 mod rbac;
+mod triggers;
 mod workspace;

@@ -22,9 +22,11 @@ const NS: &str = "team-a";
 /// `(verb, group, resource[/subresource], namespace)`; namespace is `*` for ClusterRoles.
 type Grant = (String, String, String, String);
 
-fn granted() -> BTreeSet<Grant> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/rbac.yaml"))
-        .unwrap();
+/// What a manifest's roles grant.
+fn granted(manifest: &str) -> BTreeSet<Grant> {
+    let text =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(manifest))
+            .unwrap();
     let mut grants = BTreeSet::new();
     for document in serde_yaml::Deserializer::from_str(&text) {
         let object: Value = serde::Deserialize::deserialize(document).unwrap();
@@ -220,23 +222,32 @@ async fn the_cluster_role_is_sufficient_and_minimal() {
     .await;
     assert!(controller.terminate(), "{}", controller.log());
 
-    let grants = granted();
-    let mut used: BTreeSet<Grant> = BTreeSet::new();
-    let decisions = cluster.server.decisions();
     assert!(
-        decisions
+        cluster
+            .server
+            .decisions()
             .iter()
             .any(|d| d.attributes.subresource == "finalizers"),
         "OwnerReferencesPermissionEnforcement checked blockOwnerDeletion"
     );
-    for decision in decisions
+    assert_sufficient_and_minimal(&cluster, CONTROLLER_USER, "manifests/rbac.yaml");
+}
+
+/// Every authorization `user` asked for was allowed by `manifest`'s roles, none of its
+/// requests was forbidden, and every grant of the manifest was used.
+pub(crate) fn assert_sufficient_and_minimal(cluster: &Cluster, user: &str, manifest: &str) {
+    let grants = granted(manifest);
+    let mut used: BTreeSet<Grant> = BTreeSet::new();
+    for decision in cluster
+        .server
+        .decisions()
         .iter()
-        .filter(|d| d.attributes.user == CONTROLLER_USER)
+        .filter(|d| d.attributes.user == user)
     {
         let request = &decision.attributes;
         assert!(
             decision.allowed,
-            "denied: {} {} {}/{} {:?} in namespace {:?}: manifests/rbac.yaml lacks a rule",
+            "denied: {} {} {}/{} {:?} in namespace {:?}: {manifest} lacks a rule",
             request.verb,
             request.group,
             request.resource,
@@ -266,7 +277,7 @@ async fn the_cluster_role_is_sufficient_and_minimal() {
         } else {
             assert!(
                 grants.contains(&namespaced),
-                "allowed by the server but not by the parse of manifests/rbac.yaml: {request:?}"
+                "allowed by the server but not by the parse of {manifest}: {request:?}"
             );
             used.insert(namespaced);
         }
@@ -276,8 +287,8 @@ async fn the_cluster_role_is_sufficient_and_minimal() {
             .server
             .requests()
             .iter()
-            .any(|r| r.user == CONTROLLER_USER && r.code == 403),
-        "no request of the controller was forbidden"
+            .any(|r| r.user == user && r.code == 403),
+        "no request of {user} was forbidden"
     );
     let unused: Vec<&Grant> = grants.difference(&used).collect();
     assert!(

@@ -24,6 +24,9 @@ const CONTROLLER_TOKEN: &str = "controller-token";
 /// The user the egress exit authenticates as (`manifests/egress/rbac.yaml`).
 pub const EXIT_USER: &str = "system:serviceaccount:kubetask-system:kubetask-exit";
 const EXIT_TOKEN: &str = "exit-token";
+/// The user the events receiver authenticates as (`manifests/events/rbac.yaml`).
+pub const EVENTS_USER: &str = "system:serviceaccount:kubetask-system:kubetask-events";
+const EVENTS_TOKEN: &str = "events-token";
 
 /// Where the tests' controllers and `kubetask render` runs keep compiled plugins: each plugin
 /// is compiled once for the whole suite (a debug build takes seconds per example plugin).
@@ -55,6 +58,9 @@ pub struct Cluster {
     /// The exit's kubeconfig: it runs with `manifests/egress/rbac.yaml`'s permissions once
     /// [`Cluster::install_rbac_from`] created them.
     pub exit_kubeconfig: PathBuf,
+    /// The events receiver's kubeconfig: it runs with `manifests/events/rbac.yaml`'s
+    /// permissions once [`Cluster::install_rbac_from`] created them.
+    pub events_kubeconfig: PathBuf,
 }
 
 impl Cluster {
@@ -80,7 +86,8 @@ impl Cluster {
             .hardened()
             .with_job_simulator(simulator)
             .with_user(CONTROLLER_TOKEN, CONTROLLER_USER)
-            .with_user(EXIT_TOKEN, EXIT_USER);
+            .with_user(EXIT_TOKEN, EXIT_USER)
+            .with_user(EVENTS_TOKEN, EVENTS_USER);
         let server = TestApiServer::start(config).expect("test API server");
         let client = server.client().await.expect("client");
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -93,11 +100,15 @@ impl Cluster {
             .kubeconfig_for(CONTROLLER_TOKEN)
             .expect("controller kubeconfig");
         let exit_kubeconfig = server.kubeconfig_for(EXIT_TOKEN).expect("exit kubeconfig");
+        let events_kubeconfig = server
+            .kubeconfig_for(EVENTS_TOKEN)
+            .expect("events kubeconfig");
         let cluster = Self {
             server,
             client,
             controller_kubeconfig,
             exit_kubeconfig,
+            events_kubeconfig,
         };
         cluster.namespace("kubetask-system").await;
         cluster.namespace("team-a").await;

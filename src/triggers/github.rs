@@ -1,0 +1,247 @@
+//! GitHub's webhook deliveries: the signature (`X-Hub-Signature-256`, HMAC-SHA256 of the body
+//! with the webhook's secret, checked in constant time before the body is parsed) and the
+//! fields of an event a trigger reads. Pure functions.
+
+use serde_json::Value;
+
+/// Why a delivery is not authentic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error(
+        "no X-Hub-Signature-256 header: every delivery must be signed with the webhook's secret"
+    )]
+    Missing,
+    #[error("X-Hub-Signature-256 is not `sha256=<64 hex digits>`")]
+    Malformed,
+    #[error("X-Hub-Signature-256 does not match the body signed with the webhook's secret")]
+    Mismatch,
+}
+
+/// Checks `header` (`sha256=<hex>`) against `body` signed with `secret`, in constant time.
+pub fn verify_signature(
+    secret: &[u8],
+    body: &[u8],
+    header: Option<&str>,
+) -> Result<(), SignatureError> {
+    let header = header.ok_or(SignatureError::Missing)?;
+    let hex = header
+        .trim()
+        .strip_prefix("sha256=")
+        .ok_or(SignatureError::Malformed)?;
+    let tag = decode_hex(hex).ok_or(SignatureError::Malformed)?;
+    if tag.len() != 32 {
+        return Err(SignatureError::Malformed);
+    }
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    ring::hmac::verify(&key, body, &tag).map_err(|_| SignatureError::Mismatch)
+}
+
+/// `sha256=<hex>` of `body` signed with `secret` (what GitHub sends; for tests and tools).
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let tag = ring::hmac::sign(&key, body);
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// What a trigger reads of an event.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Event {
+    /// `X-GitHub-Event`: `issues`, `issue_comment`, `pull_request`, ...
+    pub kind: String,
+    /// `opened`, `labeled`, `created`, ...
+    pub action: String,
+    /// `owner/name`.
+    pub repository: String,
+    /// The issue's or pull request's number.
+    pub number: i64,
+    pub title: String,
+    /// The issue's or pull request's body: untrusted text.
+    pub body: String,
+    /// Its web page.
+    pub url: String,
+    /// Its author's login.
+    pub author: String,
+    /// Its author's association with the repository (`OWNER`, `MEMBER`, ...).
+    pub author_association: String,
+    pub labels: Vec<String>,
+    /// The comment of a comment event: untrusted text.
+    pub comment: Option<Comment>,
+    /// A pull request's head branch and commit.
+    pub branch: Option<String>,
+    pub head_sha: Option<String>,
+    /// What makes this event itself (not its redeliveries) unique: its kind, action and the
+    /// id of what it is about (the comment, the issue, the label added, the commit pushed).
+    pub identity: String,
+}
+
+/// A comment on an issue or pull request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Comment {
+    pub body: String,
+    pub author: String,
+    pub author_association: String,
+    pub url: String,
+}
+
+impl Event {
+    /// Who acted, and their association: the comment's author for a comment, else the issue's
+    /// or pull request's.
+    pub fn actor(&self) -> (&str, &str) {
+        match &self.comment {
+            Some(comment) => (&comment.author, &comment.author_association),
+            None => (&self.author, &self.author_association),
+        }
+    }
+
+    /// `issues.opened`.
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.kind, self.action)
+    }
+}
+
+/// Parses the event `kind` (`X-GitHub-Event`) from its JSON body.
+pub fn parse(kind: &str, body: &[u8]) -> Result<Event, String> {
+    let payload: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let subject = match kind {
+        "issues" | "issue_comment" => &payload["issue"],
+        "pull_request" | "pull_request_review_comment" => &payload["pull_request"],
+        other => return Err(format!("event {other:?} is not one a trigger takes")),
+    };
+    if !subject.is_object() {
+        return Err(format!(
+            "a {kind} event without its {} object",
+            if kind.starts_with("issue") {
+                "issue"
+            } else {
+                "pull_request"
+            }
+        ));
+    }
+    let action = text(&payload["action"]);
+    let comment = payload["comment"].is_object().then(|| Comment {
+        body: text(&payload["comment"]["body"]),
+        author: text(&payload["comment"]["user"]["login"]),
+        author_association: text(&payload["comment"]["author_association"]),
+        url: text(&payload["comment"]["html_url"]),
+    });
+    let head_sha = subject["head"]["sha"].as_str().map(str::to_owned);
+    let about = if let Some(id) = payload["comment"]["id"].as_i64() {
+        format!("comment-{id}")
+    } else {
+        let mut about = format!(
+            "{}-{}",
+            if kind == "issues" { "issue" } else { "pr" },
+            subject["id"].as_i64().unwrap_or_default()
+        );
+        if let Some(label) = payload["label"]["name"].as_str()
+            && action == "labeled"
+        {
+            about.push_str(&format!("-label-{label}"));
+        }
+        if action == "synchronize"
+            && let Some(sha) = &head_sha
+        {
+            about.push_str(&format!("-{sha}"));
+        }
+        about
+    };
+    Ok(Event {
+        kind: kind.to_owned(),
+        repository: text(&payload["repository"]["full_name"]),
+        number: subject["number"].as_i64().unwrap_or_default(),
+        title: text(&subject["title"]),
+        body: text(&subject["body"]),
+        url: text(&subject["html_url"]),
+        author: text(&subject["user"]["login"]),
+        author_association: text(&subject["author_association"]),
+        labels: subject["labels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["name"].as_str().map(str::to_owned))
+            .collect(),
+        comment,
+        branch: subject["head"]["ref"].as_str().map(str::to_owned),
+        head_sha,
+        identity: format!("{kind}.{action}.{about}"),
+        action,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_checked_before_anything_is_read() {
+        let body = br#"{"action":"opened"}"#;
+        let good = sign(b"s3cret", body);
+        assert_eq!(verify_signature(b"s3cret", body, Some(&good)), Ok(()));
+        assert_eq!(
+            verify_signature(b"other", body, Some(&good)),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_signature(b"s3cret", br#"{"action":"closed"}"#, Some(&good)),
+            Err(SignatureError::Mismatch),
+            "a body changed in transit"
+        );
+        assert_eq!(
+            verify_signature(b"s3cret", body, None),
+            Err(SignatureError::Missing)
+        );
+        for malformed in [
+            "sha1=abcd",
+            "sha256=zz",
+            "sha256=abcd",
+            &good.replace("sha256=", ""),
+        ] {
+            assert_eq!(
+                verify_signature(b"s3cret", body, Some(malformed)),
+                Err(SignatureError::Malformed),
+                "{malformed}"
+            );
+        }
+        // GitHub's documented example: secret "It's a Secret to Everybody", body "Hello, World!".
+        assert_eq!(
+            sign(b"It's a Secret to Everybody", b"Hello, World!"),
+            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+        );
+    }
+
+    #[test]
+    fn events_are_read_with_their_identity() {
+        let issue = br#"{"action":"labeled","label":{"name":"kubetask"},
+            "issue":{"id":7,"number":42,"title":"Bump deps","body":"please","html_url":"https://github.com/o/r/issues/42",
+                     "user":{"login":"ann"},"author_association":"MEMBER","labels":[{"name":"kubetask"},{"name":"deps"}]},
+            "repository":{"full_name":"o/r"}}"#;
+        let event = parse("issues", issue).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(event.name(), "issues.labeled");
+        assert_eq!((event.number, event.repository.as_str()), (42, "o/r"));
+        assert_eq!(event.labels, ["kubetask", "deps"]);
+        assert_eq!(event.actor(), ("ann", "MEMBER"));
+        assert_eq!(event.identity, "issues.labeled.issue-7-label-kubetask");
+        let comment = br#"{"action":"created","comment":{"id":99,"body":"/kubetask fix","user":{"login":"bob"},"author_association":"CONTRIBUTOR"},
+            "issue":{"id":7,"number":42,"title":"t","user":{"login":"ann"},"author_association":"MEMBER"},
+            "repository":{"full_name":"o/r"}}"#;
+        let event = parse("issue_comment", comment).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(event.actor(), ("bob", "CONTRIBUTOR"), "the commenter acts");
+        assert_eq!(event.identity, "issue_comment.created.comment-99");
+        assert!(parse("push", b"{}").is_err());
+        assert!(parse("issues", b"{not json").is_err());
+        assert!(parse("issues", br#"{"action":"opened"}"#).is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! TaskTriggers (docs/triggers.md): Tasks from GitHub events. The receiver
+//! (`kubetask events`, [`receiver`]) authenticates each delivery ([`github`]), maps it through
+//! the built-in mapper ([`mapper`]) and creates the Task, which the API server de-duplicates
+//! by its name.
+
+pub mod github;
+pub mod mapper;
+pub mod receiver;

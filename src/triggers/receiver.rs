@@ -1,0 +1,518 @@
+//! `kubetask events`: the webhook receiver. `POST /hooks/{namespace}/{trigger}` with a GitHub
+//! delivery: the body read up to a limit (413 past it), the TaskTrigger and its webhook
+//! Secret read, the signature checked in constant time before the body is parsed (401), the
+//! event type checked against the trigger's (422), the event mapped ([`super::mapper`]) and
+//! its Task created. A redelivery is the API server's `AlreadyExists` on the same name, across
+//! restarts and replicas: nothing is remembered here. The trigger's status counts what came
+//! (written at most once a second per trigger, from the counts gathered since).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt as _};
+use kubetask_api::task_trigger::trigger_labels;
+use kubetask_api::{ConcurrencyPolicy, Task, TaskTrigger, TaskTriggerStatus};
+use serde_json::{Value, json};
+
+use super::github;
+use super::mapper::{self, Mapped};
+use crate::controller::status::is_finished;
+
+/// Largest body taken (GitHub caps payloads at 25 MB; issues and comments are far smaller).
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// Longest a delivery is worked on (GitHub waits 10 s).
+const DEADLINE: Duration = Duration::from_secs(8);
+/// How often the counts are written to the triggers' status.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// How `kubetask events` runs.
+pub struct Options {
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Serve the triggers of this namespace only.
+    pub namespace: Option<String>,
+    pub listen: SocketAddr,
+    pub metrics_address: SocketAddr,
+    pub max_body: usize,
+}
+
+/// An answer: the status and a JSON body saying what happened.
+pub type Answer = (StatusCode, Value);
+
+/// The receiver's work, apart from HTTP.
+pub struct Receiver {
+    client: kube::Client,
+    namespace: Option<String>,
+    max_body: usize,
+    book: Arc<StatusBook>,
+}
+
+impl Receiver {
+    pub fn new(client: kube::Client, namespace: Option<String>, max_body: usize) -> Self {
+        Receiver {
+            client,
+            namespace,
+            max_body,
+            book: Arc::new(StatusBook::default()),
+        }
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, request: Request<hyper::body::Incoming>) -> Answer {
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path().to_owned();
+        let Some((namespace, name)) = hook_of(&path) else {
+            return (
+                StatusCode::NOT_FOUND,
+                json!({"error": "not found: deliveries go to POST /hooks/{namespace}/{trigger}"}),
+            );
+        };
+        if parts.method != hyper::Method::POST {
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "POST a delivery"}),
+            );
+        }
+        if self.namespace.as_deref().is_some_and(|n| n != namespace) {
+            return (
+                StatusCode::NOT_FOUND,
+                json!({"error": format!("this receiver serves namespace {:?} only", self.namespace)}),
+            );
+        }
+        let declared = parts
+            .headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|length| length > self.max_body) {
+            return too_large(self.max_body);
+        }
+        let body = match Limited::new(body, self.max_body).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => return too_large(self.max_body),
+        };
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let delivery = Delivery {
+            event: header("x-github-event"),
+            id: header("x-github-delivery").unwrap_or_default(),
+            signature: header("x-hub-signature-256"),
+            body,
+        };
+        match tokio::time::timeout(DEADLINE, self.deliver(namespace, name, &delivery)).await {
+            Ok(answer) => answer,
+            Err(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "the API server did not answer in time; redeliver"}),
+            ),
+        }
+    }
+
+    /// A delivery to the trigger `namespace/name`.
+    pub async fn deliver(&self, namespace: &str, name: &str, delivery: &Delivery) -> Answer {
+        let triggers: Api<TaskTrigger> = Api::namespaced(self.client.clone(), namespace);
+        let trigger = match triggers.get_opt(name).await {
+            Ok(Some(trigger)) => trigger,
+            Ok(None) => {
+                return (
+                    StatusCode::NOT_FOUND,
+                    json!({"error": format!("no TaskTrigger {namespace}/{name}")}),
+                );
+            }
+            Err(error) => return unavailable("read the TaskTrigger", &error),
+        };
+        let key = (namespace.to_owned(), name.to_owned());
+        let source = &trigger.spec.source.github;
+        let secret_key = source.webhook_secret_ref.key.as_deref().unwrap_or("secret");
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let secret = match secrets.get_opt(&source.webhook_secret_ref.name).await {
+            Ok(secret) => secret
+                .and_then(|s| s.data)
+                .and_then(|mut d| d.remove(secret_key)),
+            Err(error) => return unavailable("read the webhook Secret", &error),
+        };
+        let Some(secret) = secret else {
+            let message = format!(
+                "Secret {:?} (key {secret_key:?}) of spec.source.github.webhookSecretRef does not exist: no delivery can be authenticated",
+                source.webhook_secret_ref.name
+            );
+            self.book.count(&key, |d| {
+                d.reject("SecretMissing", &message);
+                d.ready = Some(("False", "SecretMissing", message.clone()));
+            });
+            return (StatusCode::SERVICE_UNAVAILABLE, json!({"error": message}));
+        };
+        if let Err(error) =
+            github::verify_signature(&secret.0, &delivery.body, delivery.signature.as_deref())
+        {
+            self.book
+                .count(&key, |d| d.reject("SignatureInvalid", &error.to_string()));
+            return (
+                StatusCode::UNAUTHORIZED,
+                json!({"error": error.to_string()}),
+            );
+        }
+        let Some(kind) = delivery.event.as_deref() else {
+            return (
+                StatusCode::BAD_REQUEST,
+                json!({"error": "no X-GitHub-Event header"}),
+            );
+        };
+        self.book.count(&key, |d| {
+            d.received += 1;
+            d.last_event = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+            d.ready = Some((
+                "True",
+                "Receiving",
+                "deliveries are authenticated and mapped".to_owned(),
+            ));
+        });
+        if kind == "ping" {
+            return (StatusCode::OK, json!({"pong": true}));
+        }
+        if !source.events.iter().any(|e| e == kind) {
+            let message = format!(
+                "event {kind:?} is not one of spec.source.github.events {:?}",
+                source.events
+            );
+            self.book
+                .count(&key, |d| d.reject("EventNotTaken", &message));
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"rejected": "EventNotTaken", "message": message}),
+            );
+        }
+        let event = match github::parse(kind, &delivery.body) {
+            Ok(event) => event,
+            Err(message) => {
+                self.book
+                    .count(&key, |d| d.reject("MalformedPayload", &message));
+                return (
+                    StatusCode::BAD_REQUEST,
+                    json!({"rejected": "MalformedPayload", "message": message}),
+                );
+            }
+        };
+        let (task, task_key) = match mapper::map(&trigger, &event, &delivery.id) {
+            Mapped::Task { task, key } => (task, key),
+            Mapped::Skip { reason, message } => {
+                self.book.count(&key, |d| d.reject(reason, &message));
+                return (
+                    StatusCode::ACCEPTED,
+                    json!({"skipped": reason, "message": message}),
+                );
+            }
+        };
+        self.create(&key, &trigger, *task, &task_key).await
+    }
+
+    /// Creates the Task of an event, as the trigger's concurrency policy says.
+    async fn create(
+        &self,
+        key: &(String, String),
+        trigger: &TaskTrigger,
+        task: Task,
+        task_key: &str,
+    ) -> Answer {
+        let tasks: Api<Task> = Api::namespaced(self.client.clone(), &key.0);
+        let name = task.name_any();
+        match tasks.get_opt(&name).await {
+            Ok(Some(_)) => {
+                self.book.count(key, |d| d.duplicate += 1);
+                return (StatusCode::OK, json!({"duplicate": name}));
+            }
+            Ok(None) => {}
+            Err(error) => return unavailable("read the Task", &error),
+        }
+        let policy = trigger.spec.concurrency();
+        if policy != ConcurrencyPolicy::Allow {
+            let selector = format!(
+                "{}={},{}={task_key}",
+                trigger_labels::TRIGGER,
+                kubetask_api::naming::job_name(&key.1),
+                trigger_labels::KEY
+            );
+            let running: Vec<Task> =
+                match tasks.list(&ListParams::default().labels(&selector)).await {
+                    Ok(list) => list
+                        .items
+                        .into_iter()
+                        .filter(|t| {
+                            !t.status.as_ref().is_some_and(is_finished) && t.spec.cancel.is_none()
+                        })
+                        .collect(),
+                    Err(error) => return unavailable("list the Tasks of the event's key", &error),
+                };
+            if !running.is_empty() {
+                let names: Vec<String> = running.iter().map(|t| t.name_any()).collect();
+                if policy == ConcurrencyPolicy::Forbid {
+                    let message = format!(
+                        "Task {} of the same issue or pull request has not finished (spec.concurrencyPolicy Forbid)",
+                        names.join(", ")
+                    );
+                    self.book.count(key, |d| d.reject("Forbidden", &message));
+                    return (
+                        StatusCode::ACCEPTED,
+                        json!({"skipped": "Forbidden", "message": message}),
+                    );
+                }
+                for old in &names {
+                    let cancel = json!({"spec": {"cancel": {"reason": format!("replaced by {name}, created for a newer event of the same issue or pull request")}}});
+                    if let Err(error) = tasks
+                        .patch(old, &PatchParams::default(), &Patch::Merge(&cancel))
+                        .await
+                    {
+                        return unavailable("cancel the Task it replaces", &error);
+                    }
+                }
+            }
+        }
+        match tasks.create(&PostParams::default(), &task).await {
+            Ok(_) => {
+                self.book.count(key, |d| d.accepted += 1);
+                (StatusCode::CREATED, json!({"task": name}))
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                self.book.count(key, |d| d.duplicate += 1);
+                (StatusCode::OK, json!({"duplicate": name}))
+            }
+            Err(kube::Error::Api(status)) if status.code == 422 || status.code == 400 => {
+                let message = format!("the Task the template makes is invalid: {}", status.message);
+                self.book.count(key, |d| d.reject("InvalidTask", &message));
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({"rejected": "InvalidTask", "message": message}),
+                )
+            }
+            Err(error) => unavailable("create the Task", &error),
+        }
+    }
+
+    /// Writes what was counted to the triggers' status, until the process ends.
+    pub async fn flush_forever(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(FLUSH_EVERY).await;
+            self.flush().await;
+        }
+    }
+
+    /// Writes what was counted to the triggers' status; what cannot be written is kept for
+    /// the next time.
+    pub async fn flush(&self) {
+        for (key, delta) in self.book.take() {
+            let triggers: Api<TaskTrigger> = Api::namespaced(self.client.clone(), &key.0);
+            if let Err(error) = write_status(&triggers, &key.1, &delta).await {
+                tracing::warn!(trigger = %format!("{}/{}", key.0, key.1), %error, "cannot write the TaskTrigger's status; retrying");
+                self.book.count(&key, |d| d.merge(delta));
+            }
+        }
+    }
+}
+
+/// One delivery, as received.
+pub struct Delivery {
+    /// `X-GitHub-Event`.
+    pub event: Option<String>,
+    /// `X-GitHub-Delivery`.
+    pub id: String,
+    /// `X-Hub-Signature-256`.
+    pub signature: Option<String>,
+    pub body: Bytes,
+}
+
+fn hook_of(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/hooks/")?;
+    let (namespace, name) = rest.split_once('/')?;
+    let valid = |s: &str| !s.is_empty() && !s.contains('/') && s.len() <= 253;
+    (valid(namespace) && valid(name)).then_some((namespace, name))
+}
+
+fn too_large(max: usize) -> Answer {
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        json!({"error": format!("the body is over {max} bytes")}),
+    )
+}
+
+fn unavailable(what: &str, error: &kube::Error) -> Answer {
+    tracing::warn!(%error, "cannot {what}");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"error": format!("cannot {what}: {error}; redeliver")}),
+    )
+}
+
+/// Counts not yet written, per trigger.
+#[derive(Default)]
+struct StatusBook(Mutex<HashMap<(String, String), Delta>>);
+
+#[derive(Default, Clone)]
+struct Delta {
+    received: i64,
+    accepted: i64,
+    duplicate: i64,
+    rejected: BTreeMap<String, i64>,
+    last_event: Option<Time>,
+    last_error: Option<String>,
+    ready: Option<(&'static str, &'static str, String)>,
+}
+
+impl Delta {
+    fn reject(&mut self, reason: &str, message: &str) {
+        *self.rejected.entry(reason.to_owned()).or_default() += 1;
+        self.last_error = Some(format!(
+            "{reason}: {}",
+            message.chars().take(900).collect::<String>()
+        ));
+    }
+
+    fn merge(&mut self, older: Delta) {
+        self.received += older.received;
+        self.accepted += older.accepted;
+        self.duplicate += older.duplicate;
+        for (reason, n) in older.rejected {
+            *self.rejected.entry(reason).or_default() += n;
+        }
+        self.last_event = self.last_event.take().or(older.last_event);
+        self.last_error = self.last_error.take().or(older.last_error);
+        self.ready = self.ready.take().or(older.ready);
+    }
+}
+
+impl StatusBook {
+    fn count(&self, key: &(String, String), change: impl FnOnce(&mut Delta)) {
+        if let Ok(mut book) = self.0.lock() {
+            change(book.entry(key.clone()).or_default());
+        }
+    }
+
+    fn take(&self) -> Vec<((String, String), Delta)> {
+        self.0
+            .lock()
+            .map(|mut book| book.drain().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Adds `delta` to the trigger's status (read, add, write with its resourceVersion; a
+/// conflict is read again).
+async fn write_status(
+    triggers: &Api<TaskTrigger>,
+    name: &str,
+    delta: &Delta,
+) -> Result<(), kube::Error> {
+    for _ in 0..5 {
+        let Some(mut trigger) = triggers.get_opt(name).await? else {
+            return Ok(());
+        };
+        let mut status: TaskTriggerStatus = trigger.status.take().unwrap_or_default();
+        status.received += delta.received;
+        status.accepted += delta.accepted;
+        status.duplicate += delta.duplicate;
+        for (reason, n) in &delta.rejected {
+            *status.rejected.entry(reason.clone()).or_default() += n;
+        }
+        if delta.last_event.is_some() {
+            status.last_event_time.clone_from(&delta.last_event);
+        }
+        if delta.last_error.is_some() {
+            status.last_error.clone_from(&delta.last_error);
+        }
+        if let Some((state, reason, message)) = &delta.ready {
+            let now = Time(k8s_openapi::jiff::Timestamp::now());
+            let since = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Ready" && c.status == *state)
+                .map_or(now, |c| c.last_transition_time.clone());
+            status.conditions.retain(|c| c.type_ != "Ready");
+            status.conditions.push(Condition {
+                type_: "Ready".to_owned(),
+                status: (*state).to_owned(),
+                reason: (*reason).to_owned(),
+                message: message.clone(),
+                observed_generation: trigger.metadata.generation,
+                last_transition_time: since,
+            });
+        }
+        trigger.status = Some(status);
+        match triggers
+            .replace_status(name, &PostParams::default(), &trigger)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// Runs the receiver until SIGTERM.
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    let client = crate::client::connect(options.kubeconfig.as_deref(), None).await?;
+    let receiver = Arc::new(Receiver::new(
+        client,
+        options.namespace.clone(),
+        options.max_body,
+    ));
+    tokio::spawn(receiver.clone().flush_forever());
+    let ready = Arc::new(AtomicBool::new(true));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let metrics: crate::controller::health::MetricsText = Arc::new(|| Some(String::new()));
+    let probes =
+        crate::controller::health::serve_with(options.metrics_address, ready, metrics, stopped)
+            .await
+            .with_context(|| format!("binding {}", options.metrics_address))?;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("binding {}", options.listen))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(listen = %bound, probes = %probes, "events receiver ready");
+    let serve = async {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let receiver = receiver.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let receiver = receiver.clone();
+                    async move {
+                        let (status, body) = receiver.handle(request).await;
+                        Response::builder()
+                            .status(status)
+                            .header("Content-Type", "application/json")
+                            .body(Full::new(Bytes::from(body.to_string())))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    };
+    tokio::select! {
+        () = serve => {}
+        () = crate::controller::termination() => {
+            tracing::info!("termination signal: writing the last counts");
+        }
+    }
+    receiver.flush().await;
+    let _ = stop.send(true);
+    Ok(())
+}

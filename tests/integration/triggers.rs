@@ -1,0 +1,404 @@
+//! `kubetask events` against the test API server, with `manifests/events/rbac.yaml`'s
+//! permissions: a signed `issues.opened` delivery creates exactly one Task whose context holds
+//! the issue; redeliveries — 50 of them, and a receiver restart mid-burst — still leave one;
+//! `Forbid` and `Replace` per issue; and each bad delivery refused with its reason, counted in
+//! the trigger's status, creating nothing.
+
+use std::io::{Read as _, Write as _};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kube::api::ListParams;
+use kubetask::api::{Task, TaskTrigger};
+use kubetask::triggers::github::sign;
+use serde_json::{Value, json};
+
+use super::support::{Cluster, free_port};
+
+const NS: &str = "team-a";
+const SECRET: &str = "webhook-s3cret";
+const OPENED: &str = include_str!("../fixtures/github/issues-opened.json");
+const COMMENT: &str = include_str!("../fixtures/github/issue-comment-created.json");
+
+/// `kubetask events` as its own user.
+struct Receiver {
+    child: Child,
+    port: u16,
+}
+
+impl Receiver {
+    fn start(cluster: &Cluster) -> Receiver {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_kubetask"))
+            .args(["events", "--kubeconfig"])
+            .arg(&cluster.events_kubeconfig)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-address", &format!("127.0.0.1:{}", free_port())])
+            .args(["--max-body-bytes", "65536"])
+            .env_remove("KUBECONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubetask events starts");
+        let receiver = Receiver { child, port };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return receiver;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("kubetask events does not listen");
+    }
+
+    /// POSTs `body` to the hook of `trigger` with `headers`; the status and the JSON answer.
+    fn post(&self, trigger: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, Value) {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let mut request = format!(
+            "POST /hooks/{NS}/{trigger} HTTP/1.1\r\nHost: hooks\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        let _ = stream.write_all(body);
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let status = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let json = answer
+            .split_once("\r\n\r\n")
+            .and_then(|(_, body)| serde_json::from_str(body).ok())
+            .unwrap_or(Value::Null);
+        (status, json)
+    }
+
+    /// A signed GitHub delivery.
+    fn deliver(&self, trigger: &str, event: &str, delivery: &str, body: &str) -> (u16, Value) {
+        self.post(
+            trigger,
+            &[
+                ("X-GitHub-Event", event.to_owned()),
+                ("X-GitHub-Delivery", delivery.to_owned()),
+                (
+                    "X-Hub-Signature-256",
+                    sign(SECRET.as_bytes(), body.as_bytes()),
+                ),
+            ],
+            body.as_bytes(),
+        )
+    }
+}
+
+impl Receiver {
+    /// SIGTERM (a rolling restart): it writes what it counted, then exits.
+    fn terminate(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("kubetask events did not stop on SIGTERM");
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn trigger_yaml(name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: kubetask.io/v1alpha1
+kind: TaskTrigger
+metadata: {{name: {name}, namespace: {NS}}}
+spec:
+  source:
+    github: {{repository: myorg/service-a, events: [issues, issue_comment], webhookSecretRef: {{name: hook}}}}
+  taskTemplate:
+    spec:
+      contexts:
+        - {{type: File, file: {{filePath: /workspace/task.md, source: {{inline: 'Do what /workspace/event.md asks.'}}}}}}
+{extra}"
+    )
+}
+
+async fn setup() -> Cluster {
+    let cluster = Cluster::start().await;
+    cluster
+        .install_rbac_from("manifests/events/rbac.yaml")
+        .await;
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "hook", "namespace": NS},
+        "stringData": {"secret": SECRET},
+    }))
+    .unwrap();
+    kube::Api::namespaced(cluster.client.clone(), NS)
+        .create(&kube::api::PostParams::default(), &secret)
+        .await
+        .unwrap();
+    cluster
+}
+
+/// Creates the TaskTrigger of `yaml`, as `kubectl create` would.
+async fn create(cluster: &Cluster, yaml: &str) {
+    let trigger: TaskTrigger = serde_yaml::from_str(yaml).unwrap();
+    kube::Api::<TaskTrigger>::namespaced(cluster.client.clone(), NS)
+        .create(&kube::api::PostParams::default(), &trigger)
+        .await
+        .unwrap();
+}
+
+async fn tasks_of(cluster: &Cluster, trigger: &str) -> Vec<Task> {
+    cluster
+        .tasks(NS)
+        .list(&ListParams::default().labels(&format!("kubetask.io/task-trigger={trigger}")))
+        .await
+        .unwrap()
+        .items
+}
+
+/// The trigger's status once the receiver wrote what it counted (at most a second later).
+async fn status_when(
+    cluster: &Cluster,
+    name: &str,
+    done: impl Fn(&kubetask::api::TaskTriggerStatus) -> bool,
+) -> kubetask::api::TaskTriggerStatus {
+    let triggers: kube::Api<TaskTrigger> = kube::Api::namespaced(cluster.client.clone(), NS);
+    for _ in 0..100 {
+        let status = triggers.get(name).await.unwrap().status.unwrap_or_default();
+        if done(&status) {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "the status of {name} never got there: {:?}",
+        triggers.get(name).await.unwrap().status
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issue_makes_one_task_however_often_it_is_delivered() {
+    let cluster = setup().await;
+    create(
+        &cluster,
+        &trigger_yaml(
+            "issues",
+            "  filter: {labels: [kubetask]}\n  concurrencyPolicy: Allow\n",
+        ),
+    )
+    .await;
+    let mut receiver = Receiver::start(&cluster);
+    let (status, answer) = receiver.deliver("issues", "issues", "d-1", OPENED);
+    assert_eq!(status, 201, "{answer}");
+    let name = answer["task"].as_str().unwrap().to_owned();
+    let task = cluster.tasks(NS).get(&name).await.unwrap();
+    let event_file = task.spec.contexts[1].file.clone().unwrap();
+    assert_eq!(event_file.file_path.as_deref(), Some("/workspace/event.md"));
+    let text = event_file.source.inline.unwrap();
+    assert!(
+        text.contains("UNTRUSTED") && text.contains("Run tests and create PR."),
+        "{text}"
+    );
+    assert_eq!(
+        task.metadata.annotations.unwrap()["kubetask.io/source-url"],
+        "https://github.com/myorg/service-a/issues/42"
+    );
+
+    // 50 redeliveries, the receiver restarted in the middle of them (its counts written
+    // on SIGTERM; a SIGKILL would lose up to a second of counts, never a Task).
+    let mut answers = Vec::new();
+    for round in 0..50 {
+        if round == 25 {
+            receiver.terminate();
+            receiver = Receiver::start(&cluster);
+        }
+        answers.push(receiver.deliver("issues", "issues", "d-1", OPENED).0);
+    }
+    assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
+    assert_eq!(tasks_of(&cluster, "issues").await.len(), 1);
+    let counted = status_when(&cluster, "issues", |s| s.duplicate == 50).await;
+    assert_eq!((counted.received, counted.accepted), (51, 1));
+    assert!(counted.last_event_time.is_some());
+    assert_eq!(counted.conditions[0].reason, "Receiving");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbid_records_an_event_of_a_running_issue_and_replace_cancels_the_old_task() {
+    let cluster = setup().await;
+    create(&cluster, &trigger_yaml("forbid", "")).await;
+    create(
+        &cluster,
+        &trigger_yaml("replace", "  concurrencyPolicy: Replace\n"),
+    )
+    .await;
+    let receiver = Receiver::start(&cluster);
+    let labeled = OPENED.replace(
+        "\"action\": \"opened\"",
+        "\"action\": \"labeled\", \"label\": {\"name\": \"kubetask\"}",
+    );
+    for trigger in ["forbid", "replace"] {
+        assert_eq!(receiver.deliver(trigger, "issues", "a", OPENED).0, 201);
+    }
+    // No controller runs: the first Tasks stay unfinished.
+    let (status, answer) = receiver.deliver("forbid", "issues", "b", &labeled);
+    assert_eq!(
+        (status, answer["skipped"].as_str()),
+        (202, Some("Forbidden")),
+        "{answer}"
+    );
+    assert_eq!(tasks_of(&cluster, "forbid").await.len(), 1);
+    let (status, answer) = receiver.deliver("replace", "issues", "b", &labeled);
+    assert_eq!(status, 201, "{answer}");
+    let tasks = tasks_of(&cluster, "replace").await;
+    assert_eq!(tasks.len(), 2);
+    let cancelled: Vec<&Task> = tasks.iter().filter(|t| t.spec.cancel.is_some()).collect();
+    assert_eq!(
+        cancelled.len(),
+        1,
+        "the older Task is cancelled, its logs kept"
+    );
+    assert_ne!(
+        cancelled[0].metadata.name.as_deref(),
+        answer["task"].as_str()
+    );
+    status_when(&cluster, "forbid", |s| {
+        s.rejected.get("Forbidden") == Some(&1)
+    })
+    .await;
+    // Everything the receiver does, with exactly what its manifest grants.
+    super::rbac::assert_sufficient_and_minimal(
+        &cluster,
+        super::support::EVENTS_USER,
+        "manifests/events/rbac.yaml",
+    );
+}
+
+/// Every bad delivery gets a clear refusal, creates nothing, and is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_deliveries_are_refused_and_counted() {
+    let cluster = setup().await;
+    create(&cluster, &trigger_yaml("issues", "")).await;
+    create(
+        &cluster,
+        &trigger_yaml(
+            "members",
+            "  filter: {commentPrefix: /kubetask, authorAssociation: [OWNER, MEMBER]}\n",
+        ),
+    )
+    .await;
+    let receiver = Receiver::start(&cluster);
+    let headers = |signature: Option<String>| {
+        let mut headers = vec![
+            ("X-GitHub-Event", "issues".to_owned()),
+            ("X-GitHub-Delivery", "x".to_owned()),
+        ];
+        if let Some(signature) = signature {
+            headers.push(("X-Hub-Signature-256", signature));
+        }
+        headers
+    };
+    let forged = receiver.post(
+        "issues",
+        &headers(Some(sign(b"guess", OPENED.as_bytes()))),
+        OPENED.as_bytes(),
+    );
+    assert_eq!(forged.0, 401, "{}", forged.1);
+    let unsigned = receiver.post("issues", &headers(None), OPENED.as_bytes());
+    assert_eq!(unsigned.0, 401);
+    assert!(
+        unsigned.1["error"]
+            .as_str()
+            .unwrap()
+            .contains("X-Hub-Signature-256")
+    );
+    let huge = format!("{{\"pad\": \"{}\"}}", "x".repeat(70_000));
+    let too_big = receiver.post(
+        "issues",
+        &headers(Some(sign(SECRET.as_bytes(), huge.as_bytes()))),
+        huge.as_bytes(),
+    );
+    assert_eq!(too_big.0, 413);
+    let malformed = receiver.deliver("issues", "issues", "x", "{not json");
+    assert_eq!(malformed.0, 400, "{}", malformed.1);
+    let not_taken = receiver.deliver("issues", "push", "x", OPENED);
+    assert_eq!(not_taken.0, 422);
+    assert_eq!(not_taken.1["rejected"], "EventNotTaken");
+    let unknown = receiver.deliver("nobody", "issues", "x", OPENED);
+    assert_eq!(unknown.0, 404);
+    // A collaborator's `/kubetask` comment where only owners and members may trigger.
+    let outsider = receiver.deliver("members", "issue_comment", "x", COMMENT);
+    assert_eq!(
+        (outsider.0, outsider.1["skipped"].as_str()),
+        (202, Some("AuthorNotAllowed")),
+        "{}",
+        outsider.1
+    );
+    // A template that makes an invalid Task (64 contexts, the most a Task has, and the event's
+    // file makes 65): the API server's refusal, with the field.
+    let full: String = (0..64)
+        .map(|i| format!("        - {{type: File, file: {{filePath: /workspace/{i}.md, source: {{inline: x}}}}}}\n"))
+        .collect();
+    let mut yaml = trigger_yaml("invalid", "");
+    let at = yaml.find("      contexts:\n").unwrap() + "      contexts:\n".len();
+    let end = yaml[at..].find('\n').unwrap() + at + 1;
+    yaml.replace_range(at..end, &full);
+    create(&cluster, &yaml).await;
+    let invalid = receiver.deliver("invalid", "issues", "x", OPENED);
+    assert_eq!(invalid.0, 422, "{}", invalid.1);
+    assert!(
+        invalid.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.contexts"),
+        "{}",
+        invalid.1
+    );
+    // A trigger whose Secret is missing: its condition says so; no crash, no Task.
+    create(
+        &cluster,
+        &trigger_yaml("lost", "").replace("{name: hook}", "{name: gone}"),
+    )
+    .await;
+    let lost = receiver.deliver("lost", "issues", "x", OPENED);
+    assert_eq!(lost.0, 503);
+    let status = status_when(&cluster, "lost", |s| !s.conditions.is_empty()).await;
+    assert_eq!(
+        (
+            status.conditions[0].status.as_str(),
+            status.conditions[0].reason.as_str()
+        ),
+        ("False", "SecretMissing")
+    );
+
+    for trigger in ["issues", "members", "invalid", "lost"] {
+        assert!(tasks_of(&cluster, trigger).await.is_empty(), "{trigger}");
+    }
+    let status = status_when(&cluster, "issues", |s| s.rejected.len() >= 3).await;
+    assert_eq!(status.rejected.get("SignatureInvalid"), Some(&2));
+    assert_eq!(status.rejected.get("MalformedPayload"), Some(&1));
+    assert_eq!(status.rejected.get("EventNotTaken"), Some(&1));
+    status_when(&cluster, "members", |s| {
+        s.rejected.get("AuthorNotAllowed") == Some(&1)
+    })
+    .await;
+    status_when(&cluster, "invalid", |s| {
+        s.rejected.get("InvalidTask") == Some(&1)
+    })
+    .await;
+}
