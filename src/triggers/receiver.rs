@@ -483,29 +483,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", options.listen))?;
     let bound = listener.local_addr()?;
     tracing::info!(listen = %bound, probes = %probes, "events receiver ready");
-    let serve = async {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let receiver = receiver.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let receiver = receiver.clone();
-                    async move {
-                        let (status, body) = receiver.handle(request).await;
-                        Response::builder()
-                            .status(status)
-                            .header("Content-Type", "application/json")
-                            .body(Full::new(Bytes::from(body.to_string())))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    };
+    let serve = serve(receiver.clone(), listener);
     tokio::select! {
         () = serve => {}
         () = crate::controller::termination() => {
@@ -515,4 +493,29 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     receiver.flush().await;
     let _ = stop.send(true);
     Ok(())
+}
+
+/// Serves deliveries on `listener` until the process ends (HTTP/1.1, one task per connection).
+pub async fn serve(receiver: Arc<Receiver>, listener: tokio::net::TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let receiver = receiver.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let receiver = receiver.clone();
+                async move {
+                    let (status, body) = receiver.handle(request).await;
+                    Response::builder()
+                        .status(status)
+                        .header("Content-Type", "application/json")
+                        .body(Full::new(Bytes::from(body.to_string())))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
