@@ -24,6 +24,8 @@ pub const GITHUB_EVENTS: &[&str] = &[
 /// Who may trigger when `filter.authorAssociation` is unset: members of the repository's
 /// organization and its collaborators.
 pub const DEFAULT_AUTHOR_ASSOCIATIONS: &[&str] = &["OWNER", "MEMBER", "COLLABORATOR"];
+/// A provider's API base URL: `https://`, or `http://` to a loopback address (a local proxy).
+pub const TRIGGER_API_URL_PATTERN: &str = r"^(https://[A-Za-z0-9.-]+(:[0-9]{1,5})?|http://(127\.0\.0\.1|localhost)(:[0-9]{1,5})?)(/[A-Za-z0-9._~/%+-]*)?$";
 /// Where the event's text goes in the Task, marked as untrusted.
 pub const EVENT_CONTEXT_PATH: &str = "/workspace/event.md";
 
@@ -69,6 +71,30 @@ pub struct TaskTriggerSpec {
     /// No new Tasks while true (events are refused with `Suspended`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
+    /// What is reported back where the event came from (needs
+    /// `spec.source.github.tokenSecretRef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<Report>,
+}
+
+/// `spec.report`.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// `PerTask`: a comment on the issue or pull request when its Task is created, edited with
+    /// the result (phase, summary, pull request, duration, cost) when it ends. Default: `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<CommentMode>,
+}
+
+/// `spec.report.comment`.
+#[derive(
+    Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum CommentMode {
+    PerTask,
+    #[default]
+    None,
 }
 
 /// `spec.source`: one of the sources (only `github` for now).
@@ -97,6 +123,14 @@ pub struct GitHubSource {
     /// The Secret (in the trigger's namespace) with the webhook's secret: each delivery's
     /// `X-Hub-Signature-256` (HMAC-SHA256 of the body) is checked against it.
     pub webhook_secret_ref: SecretKey,
+    /// A Secret with a token for GitHub's API (key default `token`): what `spec.report`
+    /// posts with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKey>,
+    /// GitHub's API. Default: `https://api.github.com`.
+    #[serde(default, rename = "apiURL", skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = TRIGGER_API_URL_PATTERN), length(max = 2048))]
+    pub api_url: Option<String>,
 }
 
 /// A key of a Secret in the trigger's namespace.
@@ -189,4 +223,11 @@ pub mod trigger_labels {
     pub const SOURCE_URL: &str = "kubetask.io/source-url";
     /// Annotation: the event (`issues.opened`) and its delivery id.
     pub const EVENT: &str = "kubetask.io/event";
+    /// Annotation: the issue or pull request, `owner/name#number`.
+    pub const ISSUE: &str = "kubetask.io/trigger-issue";
+    /// Annotation: the id of the comment reporting on the Task (`claimed` while one replica
+    /// of the receiver posts it).
+    pub const REPORT_COMMENT: &str = "kubetask.io/report-comment";
+    /// Annotation: `done` once the comment holds the Task's result.
+    pub const REPORT_DONE: &str = "kubetask.io/report-done";
 }

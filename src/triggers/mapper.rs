@@ -151,6 +151,10 @@ pub fn map(trigger: &TaskTrigger, event: &Event, delivery: &str) -> Mapped {
     let mut annotations: BTreeMap<String, String> = template.annotations.clone();
     annotations.insert(trigger_labels::SOURCE_URL.to_owned(), event.url.clone());
     annotations.insert(
+        trigger_labels::ISSUE.to_owned(),
+        format!("{}#{}", event.repository, event.number),
+    );
+    annotations.insert(
         trigger_labels::EVENT.to_owned(),
         format!("{} (delivery {delivery})", event.name()),
     );

@@ -466,10 +466,11 @@ async fn write_status(
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let client = crate::client::connect(options.kubeconfig.as_deref(), None).await?;
     let receiver = Arc::new(Receiver::new(
-        client,
+        client.clone(),
         options.namespace.clone(),
         options.max_body,
     ));
+    tokio::spawn(super::reporter::run(client, options.namespace.clone()));
     tokio::spawn(receiver.clone().flush_forever());
     let ready = Arc::new(AtomicBool::new(true));
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -8,6 +8,7 @@ use std::io::{Read as _, Write as _};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use kube::ResourceExt as _;
 use kube::api::ListParams;
 use kubetask::api::{Task, TaskTrigger};
 use kubetask::triggers::github::sign;
@@ -281,12 +282,6 @@ async fn forbid_records_an_event_of_a_running_issue_and_replace_cancels_the_old_
         s.rejected.get("Forbidden") == Some(&1)
     })
     .await;
-    // Everything the receiver does, with exactly what its manifest grants.
-    super::rbac::assert_sufficient_and_minimal(
-        &cluster,
-        super::support::EVENTS_USER,
-        "manifests/events/rbac.yaml",
-    );
 }
 
 /// Every bad delivery gets a clear refusal, creates nothing, and is counted.
@@ -401,4 +396,95 @@ async fn bad_deliveries_are_refused_and_counted() {
         s.rejected.get("InvalidTask") == Some(&1)
     })
     .await;
+}
+
+/// `spec.report.comment: PerTask`: a comment on the issue when its Task is created, edited
+/// with the result and the pull request when it ends — posted once, whichever replica sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_issue_gets_a_comment_edited_with_the_tasks_result() {
+    use kube::api::{Patch, PatchParams};
+    let cluster = setup().await;
+    let forge = kubetask_test_apiserver::forge::Forge::start("gh-api-token");
+    let token: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "gh-api", "namespace": NS},
+        "stringData": {"token": "gh-api-token"},
+    }))
+    .unwrap();
+    kube::Api::namespaced(cluster.client.clone(), NS)
+        .create(&kube::api::PostParams::default(), &token)
+        .await
+        .unwrap();
+    create(
+        &cluster,
+        &trigger_yaml("reported", "  report: {comment: PerTask}\n").replace(
+            "webhookSecretRef: {name: hook}",
+            &format!(
+                "webhookSecretRef: {{name: hook}}, tokenSecretRef: {{name: gh-api}}, apiURL: '{}'",
+                forge.github_url()
+            ),
+        ),
+    )
+    .await;
+    // Two replicas watch the same Tasks.
+    let receiver = Receiver::start(&cluster);
+    let _second = Receiver::start(&cluster);
+    let (status, answer) = receiver.deliver("reported", "issues", "r-1", OPENED);
+    assert_eq!(status, 201, "{answer}");
+    let name = answer["task"].as_str().unwrap().to_owned();
+    let wait = |done: &dyn Fn(&[kubetask_test_apiserver::forge::IssueComment]) -> bool| {
+        for _ in 0..200 {
+            if done(&forge.comments()) {
+                return forge.comments();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the comments never got there: {:?}", forge.comments());
+    };
+    let comments = wait(&|c| !c.is_empty());
+    assert_eq!(
+        (comments[0].project.as_str(), comments[0].number),
+        ("myorg/service-a", 42)
+    );
+    assert!(comments[0].body.contains(&name), "{}", comments[0].body);
+
+    // The Task ends (as the controller would write it) with a pull request.
+    let finished = json!({"status": {
+        "phase": "Completed",
+        "startTime": "2026-12-07T01:00:00Z", "completionTime": "2026-12-07T01:04:05Z",
+        "conditions": [{"type": "Succeeded", "status": "True", "reason": "Completed", "message": "done",
+                        "lastTransitionTime": "2026-12-07T01:04:05Z"}],
+        "result": {"summary": "Updated 3 dependencies; tests pass.",
+                   "pullRequest": {"url": "https://github.com/myorg/service-a/pull/43", "number": 43}},
+        "usage": {"cost": "0.42"},
+    }});
+    cluster
+        .tasks(NS)
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&finished))
+        .await
+        .unwrap();
+    let comments = wait(&|c| c.first().is_some_and(|c| c.edits >= 1));
+    assert_eq!(comments.len(), 1, "one comment, whatever the replicas");
+    let body = &comments[0].body;
+    assert!(
+        body.contains("**Completed**")
+            && body.contains("https://github.com/myorg/service-a/pull/43")
+            && body.contains("after 4m05s")
+            && body.contains("Cost: 0.42"),
+        "{body}"
+    );
+    for _ in 0..100 {
+        let task = cluster.tasks(NS).get(&name).await.unwrap();
+        if task.annotations().get("kubetask.io/report-done").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The receiver's flush of the counts, then: everything it did, with exactly what its
+    // manifest grants.
+    status_when(&cluster, "reported", |s| s.accepted == 1).await;
+    super::rbac::assert_sufficient_and_minimal(
+        &cluster,
+        super::support::EVENTS_USER,
+        "manifests/events/rbac.yaml",
+    );
 }

@@ -1,6 +1,7 @@
 //! A fake GitHub and GitLab on loopback: the REST endpoints KubeTask's publish step uses
 //! (a repository's default branch; pull requests, or GitLab merge requests: list open ones of
-//! a branch, open, update; labels; a GitHub App's installation token), with their
+//! a branch, open, update; labels; a GitHub App's installation token) and the triggers'
+//! reports use (issue comments: post, edit), with their
 //! authentication (`Authorization: Bearer` for GitHub, `PRIVATE-TOKEN` for GitLab, an App's
 //! JWT checked RS256 against its key), their error shapes (GitHub's 422 "A pull request
 //! already exists", GitLab's 409) and injected failures (5xx with `Retry-After`, 4xx). The
@@ -27,6 +28,18 @@ pub struct Pull {
     pub body: String,
     pub draft: bool,
     pub labels: Vec<String>,
+}
+
+/// A comment on an issue or pull request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueComment {
+    pub id: i64,
+    /// `owner/repo`.
+    pub project: String,
+    pub number: i64,
+    pub body: String,
+    /// How many times it was edited.
+    pub edits: u32,
 }
 
 /// One request the fake answered: method, path with query, status.
@@ -61,6 +74,7 @@ struct State {
     faults: VecDeque<(u16, Value)>,
     app: Option<App>,
     minted: Vec<Minted>,
+    comments: Vec<IssueComment>,
 }
 
 /// The fake, serving until dropped (its thread ends with the process).
@@ -119,6 +133,11 @@ impl Forge {
             installation,
         });
         self
+    }
+
+    /// The comments posted on issues and pull requests.
+    pub fn comments(&self) -> Vec<IssueComment> {
+        self.lock().comments.clone()
     }
 
     /// The installation tokens minted, in order.
@@ -360,6 +379,28 @@ impl Forge {
                     pull.title = text(body, "title");
                     pull.body = text(body, "body");
                     (200, github_json(pull), None)
+                }
+                ("POST", ["repos", _, _, "issues", number, "comments"]) => {
+                    let id = 9000 + i64::try_from(state.comments.len()).unwrap_or(0);
+                    let comment = IssueComment {
+                        id,
+                        project,
+                        number: number.parse().unwrap_or_default(),
+                        body: text(body, "body"),
+                        edits: 0,
+                    };
+                    let answer = json!({"id": id, "body": comment.body, "html_url": format!("https://github.example/{}/issues/{}#issuecomment-{id}", comment.project, comment.number)});
+                    state.comments.push(comment);
+                    (201, answer, None)
+                }
+                ("PATCH", ["repos", _, _, "issues", "comments", id]) => {
+                    let Some(comment) = state.comments.iter_mut().find(|c| c.id.to_string() == *id)
+                    else {
+                        return (404, json!({"message": "Not Found"}), None);
+                    };
+                    comment.body = text(body, "body");
+                    comment.edits += 1;
+                    (200, json!({"id": comment.id, "body": comment.body}), None)
                 }
                 ("POST", ["repos", _, _, "issues", number, "labels"]) => {
                     let Some(pull) = state
