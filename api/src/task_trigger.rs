@@ -127,10 +127,23 @@ pub struct GitHubSource {
     /// posts with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret_ref: Option<SecretKey>,
+    /// Poll GitHub's REST API for open issues too (for clusters GitHub cannot reach): each
+    /// issue read as an `issues.opened` event, de-duplicated with the webhook's by the same
+    /// Task names. Needs `tokenSecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll: Option<Poll>,
     /// GitHub's API. Default: `https://api.github.com`.
     #[serde(default, rename = "apiURL", skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = TRIGGER_API_URL_PATTERN), length(max = 2048))]
     pub api_url: Option<String>,
+}
+
+/// `spec.source.github.poll`.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Default)]
+pub struct Poll {
+    /// How often (`5m`; at least `1s`). Unchanged answers (`304`, by ETag) cost no rate limit.
+    #[schemars(regex(pattern = crate::lifecycle::DURATION_PATTERN), length(max = 64))]
+    pub interval: String,
 }
 
 /// A key of a Secret in the trigger's namespace.

@@ -1,9 +1,11 @@
 //! TaskTriggers (docs/triggers.md): Tasks from GitHub events. The receiver
 //! (`kubetask events`, [`receiver`]) authenticates each delivery ([`github`]), maps it through
 //! the built-in mapper ([`mapper`]) and creates the Task, which the API server de-duplicates
-//! by its name; [`reporter`] comments back on the issue when the trigger asks for it.
+//! by its name; [`poller`] reads the same events from the REST API where GitHub cannot reach
+//! the cluster; [`reporter`] comments back on the issue when the trigger asks for it.
 
 pub mod github;
 pub mod mapper;
+pub mod poller;
 pub mod receiver;
 pub mod reporter;

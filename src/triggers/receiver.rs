@@ -221,7 +221,7 @@ impl Receiver {
     }
 
     /// Creates the Task of an event, as the trigger's concurrency policy says.
-    async fn create(
+    pub(crate) async fn create(
         &self,
         key: &(String, String),
         trigger: &TaskTrigger,
@@ -470,7 +470,15 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         options.namespace.clone(),
         options.max_body,
     ));
-    tokio::spawn(super::reporter::run(client, options.namespace.clone()));
+    tokio::spawn(super::reporter::run(
+        client.clone(),
+        options.namespace.clone(),
+    ));
+    tokio::spawn(super::poller::run(
+        receiver.clone(),
+        client,
+        options.namespace.clone(),
+    ));
     tokio::spawn(receiver.clone().flush_forever());
     let ready = Arc::new(AtomicBool::new(true));
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -488,3 +488,73 @@ async fn the_issue_gets_a_comment_edited_with_the_tasks_result() {
         "manifests/events/rbac.yaml",
     );
 }
+
+/// `spec.source.github.poll`: an open issue found through the REST API makes the same Task
+/// its webhook delivery would (which is then a duplicate); an unchanged list is a 304 by ETag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_finds_an_issue_without_a_webhook_and_agrees_with_it() {
+    let cluster = setup().await;
+    let forge = kubetask_test_apiserver::forge::Forge::start("gh-api-token");
+    forge.open_issue("myorg/service-a", 77, "Found by polling", &["kubetask"]);
+    forge.open_issue("myorg/service-a", 78, "Not labelled", &[]);
+    let token: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "gh-api", "namespace": NS},
+        "stringData": {"token": "gh-api-token"},
+    }))
+    .unwrap();
+    kube::Api::namespaced(cluster.client.clone(), NS)
+        .create(&kube::api::PostParams::default(), &token)
+        .await
+        .unwrap();
+    create(
+        &cluster,
+        &trigger_yaml("polled", "  filter: {labels: [kubetask]}\n").replace(
+            "webhookSecretRef: {name: hook}",
+            &format!(
+                "webhookSecretRef: {{name: hook}}, tokenSecretRef: {{name: gh-api}}, apiURL: '{}', poll: {{interval: 1s}}",
+                forge.github_url()
+            ),
+        ),
+    )
+    .await;
+    let receiver = Receiver::start(&cluster);
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        tasks = tasks_of(&cluster, "polled").await;
+        if !tasks.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(tasks.len(), 1, "the labelled issue only");
+    assert_eq!(
+        tasks[0].annotations()["kubetask.io/trigger-issue"],
+        "myorg/service-a#77"
+    );
+    // The same issue's `issues.opened` delivery is the same Task.
+    let mut payload: Value = serde_json::from_str(OPENED).unwrap();
+    payload["issue"]["id"] = json!(5_000_077);
+    payload["issue"]["number"] = json!(77);
+    let (status, answer) = receiver.deliver("polled", "issues", "w-77", &payload.to_string());
+    assert_eq!(
+        (status, answer["duplicate"].as_str()),
+        (200, tasks[0].metadata.name.as_deref()),
+        "{answer}"
+    );
+    // The next polls find the list unchanged: 304, by its ETag.
+    for _ in 0..50 {
+        if forge.seen().iter().any(|s| s.status == 304) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        forge
+            .seen()
+            .iter()
+            .any(|s| s.status == 304 && s.target.contains("/issues?")),
+        "{:?}",
+        forge.seen()
+    );
+    assert_eq!(tasks_of(&cluster, "polled").await.len(), 1);
+}

@@ -75,6 +75,8 @@ struct State {
     app: Option<App>,
     minted: Vec<Minted>,
     comments: Vec<IssueComment>,
+    /// Open issues, by project: the REST API's issue objects.
+    issues: Vec<(String, Value)>,
 }
 
 /// The fake, serving until dropped (its thread ends with the process).
@@ -135,6 +137,17 @@ impl Forge {
         self
     }
 
+    /// Opens issue `number` of `project` (as GitHub lists it: `GET /repos/{project}/issues`).
+    pub fn open_issue(&self, project: &str, number: i64, title: &str, labels: &[&str]) {
+        let issue = json!({
+            "id": 5_000_000 + number, "number": number, "title": title, "body": "Found by polling.",
+            "html_url": format!("https://github.com/{project}/issues/{number}"),
+            "user": {"login": "octocat"}, "author_association": "MEMBER", "state": "open",
+            "labels": labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>(),
+        });
+        self.lock().issues.push((project.to_owned(), issue));
+    }
+
     /// The comments posted on issues and pull requests.
     pub fn comments(&self) -> Vec<IssueComment> {
         self.lock().comments.clone()
@@ -193,15 +206,37 @@ impl Forge {
         let mut body = vec![0; length];
         let _ = reader.read_exact(&mut body);
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let (status, answer, retry_after) = self.answer(&method, &target, &headers, &body);
+        let (mut status, answer, retry_after) = self.answer(&method, &target, &headers, &body);
+        // ETags, as GitHub sends them on every GET: `If-None-Match` of the same answer is 304.
+        let etag = (method == "GET" && status == 200).then(|| {
+            let digest = ring::digest::digest(&ring::digest::SHA256, answer.to_string().as_bytes());
+            let hex: String = digest
+                .as_ref()
+                .iter()
+                .take(8)
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!("\"{hex}\"")
+        });
+        let unchanged = etag.is_some() && headers.get("if-none-match") == etag.as_ref();
+        if unchanged {
+            status = 304;
+        }
         self.lock().seen.push(Seen {
             method,
             target,
             status,
         });
-        let text = answer.to_string();
+        let text = if unchanged {
+            String::new()
+        } else {
+            answer.to_string()
+        };
         let mut stream = stream;
-        let retry = retry_after.map_or_else(String::new, |s| format!("Retry-After: {s}\r\n"));
+        let mut retry = retry_after.map_or_else(String::new, |s| format!("Retry-After: {s}\r\n"));
+        if let Some(etag) = &etag {
+            retry.push_str(&format!("ETag: {etag}\r\n"));
+        }
         let _ = write!(
             stream,
             "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{retry}Content-Length: {}\r\nConnection: close\r\n\r\n{text}",
@@ -318,6 +353,15 @@ impl Forge {
                     json!({"full_name": project, "default_branch": "main"}),
                     None,
                 ),
+                ("GET", ["repos", _, _, "issues"]) => {
+                    let open: Vec<Value> = state
+                        .issues
+                        .iter()
+                        .filter(|(p, _)| *p == project)
+                        .map(|(_, issue)| issue.clone())
+                        .collect();
+                    (200, json!(open), None)
+                }
                 ("GET", ["repos", owner, _, "pulls"]) => {
                     let open: Vec<Value> = state
                         .pulls
