@@ -32,6 +32,10 @@ use crate::controller::status::is_finished;
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 /// Longest a delivery is worked on (GitHub waits 10 s).
 const DEADLINE: Duration = Duration::from_secs(8);
+/// How long a trigger and its webhook secret, once read, serve deliveries: a change to the
+/// trigger (`suspend`, its filter) applies within this; a rotated secret at once (a signature
+/// that does not match reads it again).
+pub const CACHE_FOR: Duration = Duration::from_secs(2);
 /// How often the counts are written to the triggers' status.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -54,7 +58,11 @@ pub struct Receiver {
     namespace: Option<String>,
     max_body: usize,
     book: Arc<StatusBook>,
+    /// Triggers and their webhook secrets, as read (see [`Receiver::trigger_and_secret`]).
+    cache: Mutex<TriggerCache>,
 }
+
+type TriggerCache = HashMap<(String, String), (std::time::Instant, Arc<TaskTrigger>, Vec<u8>)>;
 
 impl Receiver {
     pub fn new(client: kube::Client, namespace: Option<String>, max_body: usize) -> Self {
@@ -63,6 +71,7 @@ impl Receiver {
             namespace,
             max_body,
             book: Arc::new(StatusBook::default()),
+            cache: Mutex::default(),
         }
     }
 
@@ -124,41 +133,28 @@ impl Receiver {
 
     /// A delivery to the trigger `namespace/name`.
     pub async fn deliver(&self, namespace: &str, name: &str, delivery: &Delivery) -> Answer {
-        let triggers: Api<TaskTrigger> = Api::namespaced(self.client.clone(), namespace);
-        let trigger = match triggers.get_opt(name).await {
-            Ok(Some(trigger)) => trigger,
-            Ok(None) => {
-                return (
-                    StatusCode::NOT_FOUND,
-                    json!({"error": format!("no TaskTrigger {namespace}/{name}")}),
-                );
-            }
-            Err(error) => return unavailable("read the TaskTrigger", &error),
-        };
         let key = (namespace.to_owned(), name.to_owned());
-        let source = &trigger.spec.source.github;
-        let secret_key = source.webhook_secret_ref.key.as_deref().unwrap_or("secret");
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let secret = match secrets.get_opt(&source.webhook_secret_ref.name).await {
-            Ok(secret) => secret
-                .and_then(|s| s.data)
-                .and_then(|mut d| d.remove(secret_key)),
-            Err(error) => return unavailable("read the webhook Secret", &error),
+        let (trigger, secret) = match self.trigger_and_secret(&key, false).await {
+            Ok(found) => found,
+            Err(answer) => return answer,
         };
-        let Some(secret) = secret else {
-            let message = format!(
-                "Secret {:?} (key {secret_key:?}) of spec.source.github.webhookSecretRef does not exist: no delivery can be authenticated",
-                source.webhook_secret_ref.name
-            );
-            self.book.count(&key, |d| {
-                d.reject("SecretMissing", &message);
-                d.ready = Some(("False", "SecretMissing", message.clone()));
-            });
-            return (StatusCode::SERVICE_UNAVAILABLE, json!({"error": message}));
-        };
-        if let Err(error) =
-            github::verify_signature(&secret.0, &delivery.body, delivery.signature.as_deref())
-        {
+        let mut verified =
+            github::verify_signature(&secret, &delivery.body, delivery.signature.as_deref());
+        if verified == Err(github::SignatureError::Mismatch) {
+            // The Secret may have been rotated since it was read: read it again, once.
+            match self.trigger_and_secret(&key, true).await {
+                Ok((_, fresh)) if fresh != secret => {
+                    verified = github::verify_signature(
+                        &fresh,
+                        &delivery.body,
+                        delivery.signature.as_deref(),
+                    );
+                }
+                Ok(_) => {}
+                Err(answer) => return answer,
+            }
+        }
+        if let Err(error) = verified {
             self.book
                 .count(&key, |d| d.reject("SignatureInvalid", &error.to_string()));
             return (
@@ -166,6 +162,7 @@ impl Receiver {
                 json!({"error": error.to_string()}),
             );
         }
+        let source = &trigger.spec.source.github;
         let Some(kind) = delivery.event.as_deref() else {
             return (
                 StatusCode::BAD_REQUEST,
@@ -220,6 +217,62 @@ impl Receiver {
         self.create(&key, &trigger, *task, &task_key).await
     }
 
+    /// The trigger and its webhook secret, read at most once per [`CACHE_FOR`] (a busy hook costs
+    /// the API server one create per delivery, not three requests); `fresh` reads them again.
+    /// A missing trigger or Secret is the answer to give.
+    async fn trigger_and_secret(
+        &self,
+        key: &(String, String),
+        fresh: bool,
+    ) -> Result<(Arc<TaskTrigger>, Vec<u8>), Answer> {
+        if !fresh
+            && let Ok(cache) = self.cache.lock()
+            && let Some((at, trigger, secret)) = cache.get(key)
+            && at.elapsed() < CACHE_FOR
+        {
+            return Ok((trigger.clone(), secret.clone()));
+        }
+        let (namespace, name) = (key.0.as_str(), key.1.as_str());
+        let triggers: Api<TaskTrigger> = Api::namespaced(self.client.clone(), namespace);
+        let trigger = match triggers.get_opt(name).await {
+            Ok(Some(trigger)) => Arc::new(trigger),
+            Ok(None) => {
+                return Err((
+                    StatusCode::NOT_FOUND,
+                    json!({"error": format!("no TaskTrigger {namespace}/{name}")}),
+                ));
+            }
+            Err(error) => return Err(unavailable("read the TaskTrigger", &error)),
+        };
+        let source = &trigger.spec.source.github;
+        let secret_key = source.webhook_secret_ref.key.as_deref().unwrap_or("secret");
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let secret = match secrets.get_opt(&source.webhook_secret_ref.name).await {
+            Ok(secret) => secret
+                .and_then(|s| s.data)
+                .and_then(|mut d| d.remove(secret_key)),
+            Err(error) => return Err(unavailable("read the webhook Secret", &error)),
+        };
+        let Some(secret) = secret else {
+            let message = format!(
+                "Secret {:?} (key {secret_key:?}) of spec.source.github.webhookSecretRef does not exist: no delivery can be authenticated",
+                source.webhook_secret_ref.name
+            );
+            self.book.count(key, |d| {
+                d.reject("SecretMissing", &message);
+                d.ready = Some(("False", "SecretMissing", message.clone()));
+            });
+            return Err((StatusCode::SERVICE_UNAVAILABLE, json!({"error": message})));
+        };
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(
+                key.clone(),
+                (std::time::Instant::now(), trigger.clone(), secret.0.clone()),
+            );
+        }
+        Ok((trigger, secret.0))
+    }
+
     /// Creates the Task of an event, as the trigger's concurrency policy says.
     pub(crate) async fn create(
         &self,
@@ -230,15 +283,19 @@ impl Receiver {
     ) -> Answer {
         let tasks: Api<Task> = Api::namespaced(self.client.clone(), &key.0);
         let name = task.name_any();
-        match tasks.get_opt(&name).await {
-            Ok(Some(_)) => {
-                self.book.count(key, |d| d.duplicate += 1);
-                return (StatusCode::OK, json!({"duplicate": name}));
-            }
-            Ok(None) => {}
-            Err(error) => return unavailable("read the Task", &error),
-        }
         let policy = trigger.spec.concurrency();
+        // A redelivery is a duplicate before it is a concurrent event of its issue (with
+        // `Allow`, the create's own `AlreadyExists` says so at no extra request).
+        if policy != ConcurrencyPolicy::Allow {
+            match tasks.get_opt(&name).await {
+                Ok(Some(_)) => {
+                    self.book.count(key, |d| d.duplicate += 1);
+                    return (StatusCode::OK, json!({"duplicate": name}));
+                }
+                Ok(None) => {}
+                Err(error) => return unavailable("read the Task", &error),
+            }
+        }
         if policy != ConcurrencyPolicy::Allow {
             let selector = format!(
                 "{}={},{}={task_key}",

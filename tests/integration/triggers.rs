@@ -384,8 +384,34 @@ async fn bad_deliveries_are_refused_and_counted() {
     for trigger in ["issues", "members", "invalid", "lost"] {
         assert!(tasks_of(&cluster, trigger).await.is_empty(), "{trigger}");
     }
-    let status = status_when(&cluster, "issues", |s| s.rejected.len() >= 3).await;
-    assert_eq!(status.rejected.get("SignatureInvalid"), Some(&2));
+    // A rotated webhook secret applies at once (the receiver reads it again on a mismatch),
+    // and the old one no longer works (within `CACHE_FOR` of the rotation at the latest).
+    let rotated = json!({"stringData": {"secret": "rotated-s3cret"}});
+    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(cluster.client.clone(), NS)
+        .patch(
+            "hook",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&rotated),
+        )
+        .await
+        .unwrap();
+    let signed_with = |secret: &str| {
+        let mut headers = headers(None);
+        headers.push((
+            "X-Hub-Signature-256",
+            sign(secret.as_bytes(), OPENED.as_bytes()),
+        ));
+        headers
+    };
+    let new = receiver.post("issues", &signed_with("rotated-s3cret"), OPENED.as_bytes());
+    assert_eq!(new.0, 201, "{}", new.1);
+    let old = receiver.post("issues", &signed_with(SECRET), OPENED.as_bytes());
+    assert_eq!(old.0, 401, "{}", old.1);
+    let status = status_when(&cluster, "issues", |s| {
+        s.rejected.get("SignatureInvalid") == Some(&3) && s.accepted == 1
+    })
+    .await;
+    assert_eq!(status.rejected.get("SignatureInvalid"), Some(&3));
     assert_eq!(status.rejected.get("MalformedPayload"), Some(&1));
     assert_eq!(status.rejected.get("EventNotTaken"), Some(&1));
     status_when(&cluster, "members", |s| {
