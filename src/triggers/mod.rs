@@ -9,3 +9,14 @@ pub mod mapper;
 pub mod poller;
 pub mod receiver;
 pub mod reporter;
+
+/// The HTTP client of GitHub's REST API (polling, reports): answers of every status returned
+/// as they are, a deadline per request, proxies from the environment.
+fn github_client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(20)))
+        .user_agent("kubetask-events")
+        .build()
+        .new_agent()
+}

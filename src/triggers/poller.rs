@@ -164,12 +164,7 @@ struct Fetched {
 }
 
 fn fetch(url: &str, token: &str, etag: Option<&str>) -> anyhow::Result<Fetched> {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(20)))
-        .user_agent("kubetask-events")
-        .build()
-        .new_agent();
+    let agent = super::github_client();
     let mut request = agent
         .get(url)
         .header("Authorization", &format!("Bearer {token}"))

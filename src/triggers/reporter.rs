@@ -210,12 +210,7 @@ async fn call(
     body: Value,
 ) -> anyhow::Result<Value> {
     tokio::task::spawn_blocking(move || {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(20)))
-            .user_agent("kubetask-events")
-            .build()
-            .new_agent();
+        let agent = super::github_client();
         let mut pauses = BACKOFF.iter();
         loop {
             let text = body.to_string();

@@ -155,6 +155,19 @@ async fn setup() -> Cluster {
     cluster
 }
 
+/// The Secret `gh-api` with the fake GitHub's API token.
+async fn api_token(cluster: &Cluster) {
+    let token: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "gh-api", "namespace": NS},
+        "stringData": {"token": "gh-api-token"},
+    }))
+    .unwrap();
+    kube::Api::namespaced(cluster.client.clone(), NS)
+        .create(&kube::api::PostParams::default(), &token)
+        .await
+        .unwrap();
+}
+
 /// Creates the TaskTrigger of `yaml`, as `kubectl create` would.
 async fn create(cluster: &Cluster, yaml: &str) {
     let trigger: TaskTrigger = serde_yaml::from_str(yaml).unwrap();
@@ -431,15 +444,7 @@ async fn the_issue_gets_a_comment_edited_with_the_tasks_result() {
     use kube::api::{Patch, PatchParams};
     let cluster = setup().await;
     let forge = kubetask_test_apiserver::forge::Forge::start("gh-api-token");
-    let token: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-        "metadata": {"name": "gh-api", "namespace": NS},
-        "stringData": {"token": "gh-api-token"},
-    }))
-    .unwrap();
-    kube::Api::namespaced(cluster.client.clone(), NS)
-        .create(&kube::api::PostParams::default(), &token)
-        .await
-        .unwrap();
+    api_token(&cluster).await;
     create(
         &cluster,
         &trigger_yaml("reported", "  report: {comment: PerTask}\n").replace(
@@ -523,15 +528,7 @@ async fn polling_finds_an_issue_without_a_webhook_and_agrees_with_it() {
     let forge = kubetask_test_apiserver::forge::Forge::start("gh-api-token");
     forge.open_issue("myorg/service-a", 77, "Found by polling", &["kubetask"]);
     forge.open_issue("myorg/service-a", 78, "Not labelled", &[]);
-    let token: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-        "metadata": {"name": "gh-api", "namespace": NS},
-        "stringData": {"token": "gh-api-token"},
-    }))
-    .unwrap();
-    kube::Api::namespaced(cluster.client.clone(), NS)
-        .create(&kube::api::PostParams::default(), &token)
-        .await
-        .unwrap();
+    api_token(&cluster).await;
     create(
         &cluster,
         &trigger_yaml("polled", "  filter: {labels: [kubetask]}\n").replace(

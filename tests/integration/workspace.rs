@@ -342,21 +342,7 @@ async fn the_crd_refuses_local_transports_and_foreign_directories() {
     }
 }
 
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let output = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
+use kubetask_test_apiserver::git_http::git;
 
 /// The clone step's own script (what the default plugin puts in the pod), run as a process
 /// against the real git server: at a branch, at a commit SHA, shallow; refused credentials

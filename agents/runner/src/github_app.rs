@@ -8,7 +8,7 @@
 //! clone step's script calls it).
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -42,12 +42,7 @@ pub fn installation_token(
         .parse()
         .map_err(|_| format!("{INSTALLATION_ID} is not a number"))?;
     let jwt = app_jwt(&app_id, &read(PRIVATE_KEY)?, SystemTime::now())?;
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .user_agent("kubetask-agent")
-        .build()
-        .new_agent();
+    let agent = crate::http::agent();
     let permissions: serde_json::Map<String, Value> = permissions
         .iter()
         .map(|(k, v)| ((*k).to_owned(), json!(v)))
@@ -149,6 +144,8 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const KEY: &str = include_str!("../../../tests/apiserver/fixtures/github-app-test-key.pem");

@@ -10,6 +10,7 @@ pub mod adapters;
 pub mod config;
 pub mod github_app;
 pub mod handoff;
+pub mod http;
 pub mod prompt;
 pub mod publish;
 pub mod report;

@@ -508,21 +508,7 @@ fn the_seeds_first_task_is_cloned_set_up_run_and_published() {
     // The repository the Task names, served by `git http-backend`.
     let upstream = root.join("upstream");
     std::fs::create_dir_all(&upstream).unwrap();
-    let git = |dir: &Path, args: &[&str]| {
-        let output = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("HOME", dir)
-            .env("GIT_AUTHOR_NAME", "dev")
-            .env("GIT_AUTHOR_EMAIL", "dev@example.com")
-            .env("GIT_COMMITTER_NAME", "dev")
-            .env("GIT_COMMITTER_EMAIL", "dev@example.com")
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "git {args:?}: {output:?}");
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    };
+    let git = kubetask_test_apiserver::git_http::git;
     git(&upstream, &["init", "-q", "-b", "main"]);
     std::fs::write(upstream.join("README.md"), "# service-a\n").unwrap();
     std::fs::write(upstream.join(".gitignore"), "node_modules/\n").unwrap();

@@ -13,29 +13,10 @@ use std::time::Duration;
 use kubetask_agent::publish::{self, PublishError, Settings};
 use kubetask_api::workspace::{PlannedPullRequest, Provider, PublishPlan, Published};
 use kubetask_test_apiserver::forge::Forge;
+use kubetask_test_apiserver::git_http::git;
 use serde_json::json;
 
 const TOKEN: &str = "s3cret";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .env("GIT_AUTHOR_NAME", "dev")
-        .env("GIT_AUTHOR_EMAIL", "dev@example.com")
-        .env("GIT_COMMITTER_NAME", "dev")
-        .env("GIT_COMMITTER_EMAIL", "dev@example.com")
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
 
 /// A served repository `service-a.git` (README, a `.gitignore` of `node_modules/`) and a
 /// checkout of it made by the clone step's own script, as in the pod.

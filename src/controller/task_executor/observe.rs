@@ -310,75 +310,61 @@ pub(super) async fn prerequisites(
     if let Some(failure) = failure {
         return (ctx.failed(uid, failure, fingerprint), agent);
     }
-    if let Some(agent) = agent.as_ref()
-        && agent.spec.max_concurrent_tasks.is_some()
-    {
-        // Count from complete caches only: right after a start they may still be listing.
-        if !(synced(&ctx.tasks).await && synced(&ctx.jobs).await) {
-            let failure = Failure {
-                class: Class::Transient {
-                    retry_after: None,
-                    give_up_after: None,
-                },
-                reason: reason::API_UNAVAILABLE,
-                message: "the Task and Job caches are not listed yet (the queue is counted from complete caches only)".to_owned(),
-            };
-            return (ctx.failed(uid, failure, fingerprint), Some(agent.clone()));
-        }
-        let status_of = |t: &Task| ctx.current_status(t, &t.uid().unwrap_or_default());
-        let view = admission::View {
-            tasks: &ctx.tasks,
-            jobs: &ctx.jobs,
-            admitted: &ctx.admitted,
-            status_of: &status_of,
-        };
-        let admission = admission::request(&view, task, agent);
-        if let Some(admission::Admission::Queued { position, active }) = admission {
-            let limit = agent.spec.max_concurrent_tasks.unwrap_or_default();
-            let start = Start::Waiting {
-                reason: reason::QUEUED,
-                message: format!(
-                    "position {position} in the queue of Agent {:?} (maxConcurrentTasks {limit}, {active} running); the Task starts when an earlier one finishes",
-                    agent.name_any()
-                ),
-            };
-            return (start, Some(agent.clone()));
-        }
+    let limited = agent
+        .as_ref()
+        .filter(|agent| agent.spec.max_concurrent_tasks.is_some());
+    let lock = admission::publish_key(task, &ctx.agents);
+    if limited.is_none() && lock.is_none() {
+        return (Start::Ready, agent);
     }
-    if let Some(key) = admission::publish_key(task, &ctx.agents) {
-        if !(synced(&ctx.tasks).await && synced(&ctx.jobs).await) {
-            let failure = Failure {
-                class: Class::Transient {
-                    retry_after: None,
-                    give_up_after: None,
-                },
-                reason: reason::API_UNAVAILABLE,
-                message: "the Task and Job caches are not listed yet (the publish lock is counted from complete caches only)".to_owned(),
-            };
-            return (ctx.failed(uid, failure, fingerprint), agent);
-        }
-        let status_of = |t: &Task| ctx.current_status(t, &t.uid().unwrap_or_default());
-        let view = admission::View {
-            tasks: &ctx.tasks,
-            jobs: &ctx.jobs,
-            admitted: &ctx.admitted,
-            status_of: &status_of,
+    // Count from complete caches only: right after a start they may still be listing.
+    if !(synced(&ctx.tasks).await && synced(&ctx.jobs).await) {
+        let failure = Failure {
+            class: Class::Transient {
+                retry_after: None,
+                give_up_after: None,
+            },
+            reason: reason::API_UNAVAILABLE,
+            message: "the Task and Job caches are not listed yet (queues and publish locks are counted from complete caches only)".to_owned(),
         };
-        if let Some((admission::Admission::Queued { .. }, holder)) =
+        return (ctx.failed(uid, failure, fingerprint), agent);
+    }
+    let status_of = |t: &Task| ctx.current_status(t, &t.uid().unwrap_or_default());
+    let view = admission::View {
+        tasks: &ctx.tasks,
+        jobs: &ctx.jobs,
+        admitted: &ctx.admitted,
+        status_of: &status_of,
+    };
+    if let Some(limited) = limited
+        && let Some(admission::Admission::Queued { position, active }) =
+            admission::request(&view, task, limited)
+    {
+        let limit = limited.spec.max_concurrent_tasks.unwrap_or_default();
+        let start = Start::Waiting {
+            reason: reason::QUEUED,
+            message: format!(
+                "position {position} in the queue of Agent {:?} (maxConcurrentTasks {limit}, {active} running); the Task starts when an earlier one finishes",
+                limited.name_any()
+            ),
+        };
+        return (start, agent);
+    }
+    if let Some(key) = lock
+        && let Some((admission::Admission::Queued { .. }, holder)) =
             admission::request_publish_lock(&view, &ctx.agents, task, &key)
-        {
-            // Not admitted after all: a slot of its Agent's queue taken just above is freed,
-            // and this Task does not count as holding the lock while it waits for it.
-            ctx.admitted.forget(uid);
-            let holder = holder.map_or_else(String::new, |h| format!(" (Task {h} holds it)"));
-            let start = Start::Waiting {
-                reason: reason::PUBLISH_LOCKED,
-                message: format!(
-                    "waits for the publish lock of {key}: another Task publishes to the same repository and branch{holder}; this one starts when it has finished"
-                ),
-            };
-            return (start, agent);
-        }
+    {
+        // Not admitted after all: a slot of its Agent's queue taken just above is freed,
+        // and this Task does not count as holding the lock while it waits for it.
+        ctx.admitted.forget(uid);
+        let holder = holder.map_or_else(String::new, |h| format!(" (Task {h} holds it)"));
+        let start = Start::Waiting {
+            reason: reason::PUBLISH_LOCKED,
+            message: format!(
+                "waits for the publish lock of {key}: another Task publishes to the same repository and branch{holder}; this one starts when it has finished"
+            ),
+        };
+        return (start, agent);
     }
     (Start::Ready, agent)
 }

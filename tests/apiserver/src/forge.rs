@@ -9,7 +9,7 @@
 //! synchronous tests can use it.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
@@ -178,33 +178,15 @@ impl Forge {
     }
 
     fn serve(&self, stream: std::net::TcpStream) {
-        let Ok(clone) = stream.try_clone() else {
+        let Some(crate::http1::Request {
+            method,
+            target,
+            headers,
+            body,
+        }) = crate::http1::read(&stream)
+        else {
             return;
         };
-        let mut reader = BufReader::new(clone);
-        let mut line = String::new();
-        if reader.read_line(&mut line).is_err() {
-            return;
-        }
-        let mut parts = line.split_whitespace();
-        let method = parts.next().unwrap_or_default().to_owned();
-        let target = parts.next().unwrap_or_default().to_owned();
-        let mut headers = std::collections::BTreeMap::new();
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
-            }
-        }
-        let length = headers
-            .get("content-length")
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; length];
-        let _ = reader.read_exact(&mut body);
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let (mut status, answer, retry_after) = self.answer(&method, &target, &headers, &body);
         // ETags, as GitHub sends them on every GET: `If-None-Match` of the same answer is 304.

@@ -5,7 +5,7 @@
 /// Serves the repositories under `root` on a loopback port (returned), to clients with basic
 /// auth `x-access-token:<token>`; anyone else gets a 401.
 pub fn serve(root: &std::path::Path, token: &'static str) -> u16 {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     let port = listener
         .local_addr()
@@ -17,35 +17,15 @@ pub fn serve(root: &std::path::Path, token: &'static str) -> u16 {
             let Ok(stream) = stream else { continue };
             let root = root.clone();
             std::thread::spawn(move || {
-                let mut reader =
-                    BufReader::new(stream.try_clone().unwrap_or_else(|e| panic!("{e}")));
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
+                let Some(crate::http1::Request {
+                    method,
+                    target,
+                    headers,
+                    body,
+                }) = crate::http1::read(&stream)
+                else {
                     return;
-                }
-                let mut parts = line.split_whitespace();
-                let (method, target) = (
-                    parts.next().unwrap_or_default().to_owned(),
-                    parts.next().unwrap_or_default().to_owned(),
-                );
-                let mut headers = std::collections::BTreeMap::new();
-                loop {
-                    let mut header = String::new();
-                    if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((name, value)) = header.split_once(':') {
-                        headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
-                    }
-                }
-                let mut body = vec![
-                    0;
-                    headers
-                        .get("content-length")
-                        .and_then(|l| l.parse().ok())
-                        .unwrap_or(0)
-                ];
-                let _ = reader.read_exact(&mut body);
+                };
                 let mut stream = stream;
                 let expected = format!(
                     "Basic {}",
@@ -117,4 +97,26 @@ pub fn serve(root: &std::path::Path, token: &'static str) -> u16 {
         }
     });
     port
+}
+
+/// Runs `git args` in `dir` with no system or user config (an author and committer set), and
+/// returns its output; a failure panics with git's message.
+pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let output = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .env("GIT_AUTHOR_NAME", "dev")
+        .env("GIT_AUTHOR_EMAIL", "dev@example.com")
+        .env("GIT_COMMITTER_NAME", "dev")
+        .env("GIT_COMMITTER_EMAIL", "dev@example.com")
+        .output()
+        .unwrap_or_else(|e| panic!("git {args:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }

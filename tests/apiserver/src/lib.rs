@@ -14,6 +14,7 @@ mod faults;
 pub mod forge;
 mod gc;
 pub mod git_http;
+mod http1;
 mod jobsim;
 mod kinds;
 mod meta;

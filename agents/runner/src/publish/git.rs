@@ -149,33 +149,18 @@ impl Git {
 
     /// Runs `git args`; its stdout, or its stderr as the error.
     fn run(&self, args: &[&str], with_credential: bool) -> Result<String, String> {
-        let output = self
-            .command(with_credential)
-            .args(args)
-            .output()
-            .map_err(|e| format!("cannot run git: {e}"))?;
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-        } else {
-            Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
-        }
+        output_of(self.command(with_credential).args(args))
     }
 
     /// Runs `git args` in the checkout's working tree with the publish step's own index.
     fn in_checkout(&self, args: &[&str]) -> Result<String, String> {
-        let output = self
-            .command(false)
+        let mut command = self.command(false);
+        command
             .env("GIT_WORK_TREE", &self.checkout)
             .env("GIT_INDEX_FILE", self.home.join("publish.index"))
             .current_dir(&self.checkout)
-            .args(args)
-            .output()
-            .map_err(|e| format!("cannot run git: {e}"))?;
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-        } else {
-            Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
-        }
+            .args(args);
+        output_of(&mut command)
     }
 
     /// Fetches `refspec` (`+SRC:DST`) from the checkout, and checks that DST exists (a fetch
@@ -296,6 +281,18 @@ impl Git {
         )
         .map_err(|e| classify(&e, "push to"))?;
         Ok(commit.to_owned())
+    }
+}
+
+/// Runs `command`: its stdout, or its stderr as the error.
+fn output_of(command: &mut Command) -> Result<String, String> {
+    let output = command
+        .output()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
     }
 }
 

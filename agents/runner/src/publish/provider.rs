@@ -24,12 +24,7 @@ pub struct Api {
 impl Api {
     /// The API of `plan`, with the write `token`.
     pub fn new(plan: &PlannedPullRequest, token: &str, backoff: Vec<Duration>) -> Api {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .user_agent("kubetask-agent")
-            .build()
-            .new_agent();
+        let agent = crate::http::agent();
         Api {
             plan: plan.clone(),
             token: token.to_owned(),
