@@ -44,7 +44,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(receiver::run(options))?;
+    runtime.block_on(crate::triggers::run(options))?;
     Ok(ExitCode::SUCCESS)
 }
 

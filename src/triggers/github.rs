@@ -1,6 +1,6 @@
 //! GitHub's webhook deliveries: the signature (`X-Hub-Signature-256`, HMAC-SHA256 of the body
 //! with the webhook's secret, checked in constant time before the body is parsed) and the
-//! fields of an event a trigger reads. Pure functions.
+//! fields of an event a trigger reads (pure functions), and the client of GitHub's REST API.
 
 use serde_json::Value;
 
@@ -179,6 +179,17 @@ pub fn parse(kind: &str, body: &[u8]) -> Result<Event, String> {
         identity: format!("{kind}.{action}.{about}"),
         action,
     })
+}
+
+/// The HTTP client of GitHub's REST API (polling, reports): answers of every status returned
+/// as they are, a deadline per request, proxies from the environment.
+pub fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(20)))
+        .user_agent("kubetask-events")
+        .build()
+        .new_agent()
 }
 
 #[cfg(test)]

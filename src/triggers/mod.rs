@@ -10,13 +10,19 @@ pub mod poller;
 pub mod receiver;
 pub mod reporter;
 
-/// The HTTP client of GitHub's REST API (polling, reports): answers of every status returned
-/// as they are, a deadline per request, proxies from the environment.
-fn github_client() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(std::time::Duration::from_secs(20)))
-        .user_agent("kubetask-events")
-        .build()
-        .new_agent()
+/// Runs `kubetask events`: the receiver, the poller and the reporter, until SIGTERM.
+pub async fn run(options: receiver::Options) -> anyhow::Result<()> {
+    let client = crate::client::connect(options.kubeconfig.as_deref(), None).await?;
+    let receiver = std::sync::Arc::new(receiver::Receiver::new(
+        client.clone(),
+        options.namespace.clone(),
+        options.max_body,
+    ));
+    tokio::spawn(reporter::run(client.clone(), options.namespace.clone()));
+    tokio::spawn(poller::run(
+        receiver.clone(),
+        client,
+        options.namespace.clone(),
+    ));
+    receiver::serve_until_stopped(receiver, &options).await
 }

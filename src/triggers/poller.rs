@@ -20,8 +20,9 @@ use super::github;
 use super::mapper::{self, Mapped};
 use super::receiver::Receiver;
 
-/// How often the triggers are looked at (each is polled at its own interval).
-const TICK: Duration = Duration::from_secs(1);
+/// How often the triggers are listed to find those due (each is polled at its own interval):
+/// one list a tick per replica.
+const TICK: Duration = Duration::from_secs(2);
 
 /// What the poller remembers of a trigger between polls.
 #[derive(Default)]
@@ -37,8 +38,12 @@ pub async fn run(receiver: Arc<Receiver>, client: kube::Client, namespace: Optio
         None => Api::all(client.clone()),
     };
     let mut memory: HashMap<String, Memory> = HashMap::new();
+    let mut first = true;
     loop {
-        tokio::time::sleep(TICK).await;
+        if !first {
+            tokio::time::sleep(TICK).await;
+        }
+        first = false;
         let listed = match triggers.list(&ListParams::default()).await {
             Ok(list) => list.items,
             Err(error) => {
@@ -164,7 +169,7 @@ struct Fetched {
 }
 
 fn fetch(url: &str, token: &str, etag: Option<&str>) -> anyhow::Result<Fetched> {
-    let agent = super::github_client();
+    let agent = super::github::client();
     let mut request = agent
         .get(url)
         .header("Authorization", &format!("Bearer {token}"))

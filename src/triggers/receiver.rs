@@ -22,6 +22,9 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt as _};
 use kubetask_api::task_trigger::trigger_labels;
 use kubetask_api::{ConcurrencyPolicy, Task, TaskTrigger, TaskTriggerStatus};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
 use super::github;
@@ -60,6 +63,8 @@ pub struct Receiver {
     book: Arc<StatusBook>,
     /// Triggers and their webhook secrets, as read (see [`Receiver::trigger_and_secret`]).
     cache: Mutex<TriggerCache>,
+    /// `kubetask_trigger_deliveries_total{code}`: every answer, by HTTP status.
+    deliveries: Family<Vec<(String, String)>, Counter>,
 }
 
 type TriggerCache = HashMap<(String, String), (std::time::Instant, Arc<TaskTrigger>, Vec<u8>)>;
@@ -72,11 +77,20 @@ impl Receiver {
             max_body,
             book: Arc::new(StatusBook::default()),
             cache: Mutex::default(),
+            deliveries: Family::default(),
         }
     }
 
-    /// Answers one request.
+    /// Answers one request, and counts the answer.
     pub async fn handle(&self, request: Request<hyper::body::Incoming>) -> Answer {
+        let answer = self.answer(request).await;
+        self.deliveries
+            .get_or_create(&vec![("code".to_owned(), answer.0.as_u16().to_string())])
+            .inc();
+        answer
+    }
+
+    async fn answer(&self, request: Request<hyper::body::Incoming>) -> Answer {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path().to_owned();
         let Some((namespace, name)) = hook_of(&path) else {
@@ -519,27 +533,23 @@ async fn write_status(
     Ok(())
 }
 
-/// Runs the receiver until SIGTERM.
-pub async fn run(options: Options) -> anyhow::Result<()> {
-    let client = crate::client::connect(options.kubeconfig.as_deref(), None).await?;
-    let receiver = Arc::new(Receiver::new(
-        client.clone(),
-        options.namespace.clone(),
-        options.max_body,
-    ));
-    tokio::spawn(super::reporter::run(
-        client.clone(),
-        options.namespace.clone(),
-    ));
-    tokio::spawn(super::poller::run(
-        receiver.clone(),
-        client,
-        options.namespace.clone(),
-    ));
+/// Serves deliveries (and the probe port) until SIGTERM, then writes the last counts.
+pub async fn serve_until_stopped(receiver: Arc<Receiver>, options: &Options) -> anyhow::Result<()> {
     tokio::spawn(receiver.clone().flush_forever());
     let ready = Arc::new(AtomicBool::new(true));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let metrics: crate::controller::health::MetricsText = Arc::new(|| Some(String::new()));
+    let mut registry = Registry::with_prefix("kubetask");
+    registry.register(
+        "trigger_deliveries",
+        "Deliveries answered by the events receiver, by HTTP status",
+        receiver.deliveries.clone(),
+    );
+    let metrics: crate::controller::health::MetricsText = Arc::new(move || {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry)
+            .ok()
+            .map(|()| text)
+    });
     let probes =
         crate::controller::health::serve_with(options.metrics_address, ready, metrics, stopped)
             .await

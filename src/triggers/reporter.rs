@@ -210,7 +210,7 @@ async fn call(
     body: Value,
 ) -> anyhow::Result<Value> {
     tokio::task::spawn_blocking(move || {
-        let agent = super::github_client();
+        let agent = super::github::client();
         let mut pauses = BACKOFF.iter();
         loop {
             let text = body.to_string();

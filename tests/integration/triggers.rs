@@ -25,23 +25,29 @@ const COMMENT: &str = include_str!("../fixtures/github/issue-comment-created.jso
 struct Receiver {
     child: Child,
     port: u16,
+    metrics_port: u16,
 }
 
 impl Receiver {
     fn start(cluster: &Cluster) -> Receiver {
         let port = free_port();
+        let metrics_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_kubetask"))
             .args(["events", "--kubeconfig"])
             .arg(&cluster.events_kubeconfig)
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--metrics-address", &format!("127.0.0.1:{}", free_port())])
+            .args(["--metrics-address", &format!("127.0.0.1:{metrics_port}")])
             .args(["--max-body-bytes", "65536"])
             .env_remove("KUBECONFIG")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("kubetask events starts");
-        let receiver = Receiver { child, port };
+        let receiver = Receiver {
+            child,
+            port,
+            metrics_port,
+        };
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return receiver;
@@ -80,6 +86,17 @@ impl Receiver {
             .and_then(|(_, body)| serde_json::from_str(body).ok())
             .unwrap_or(Value::Null);
         (status, json)
+    }
+
+    /// Its `/metrics` text.
+    fn metrics(&self) -> String {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text
     }
 
     /// A signed GitHub delivery.
@@ -245,6 +262,11 @@ async fn an_issue_makes_one_task_however_often_it_is_delivered() {
         answers.push(receiver.deliver("issues", "issues", "d-1", OPENED).0);
     }
     assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
+    let metrics = receiver.metrics();
+    assert!(
+        metrics.contains("kubetask_trigger_deliveries_total{code=\"200\"} 25"),
+        "the restarted receiver answered 25 duplicates: {metrics}"
+    );
     assert_eq!(tasks_of(&cluster, "issues").await.len(), 1);
     let counted = status_when(&cluster, "issues", |s| s.duplicate == 50).await;
     assert_eq!((counted.received, counted.accepted), (51, 1));
@@ -542,7 +564,7 @@ async fn polling_finds_an_issue_without_a_webhook_and_agrees_with_it() {
     .await;
     let receiver = Receiver::start(&cluster);
     let mut tasks = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..300 {
         tasks = tasks_of(&cluster, "polled").await;
         if !tasks.is_empty() {
             break;
@@ -565,7 +587,7 @@ async fn polling_finds_an_issue_without_a_webhook_and_agrees_with_it() {
         "{answer}"
     );
     // The next polls find the list unchanged: 304, by its ETag.
-    for _ in 0..50 {
+    for _ in 0..300 {
         if forge.seen().iter().any(|s| s.status == 304) {
             break;
         }
