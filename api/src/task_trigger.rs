@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube_derive::CustomResource;
+use kube_derive::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::cron_task::{ConcurrencyPolicy, TaskTemplate};
@@ -26,6 +26,14 @@ pub const GITHUB_EVENTS: &[&str] = &[
 pub const DEFAULT_AUTHOR_ASSOCIATIONS: &[&str] = &["OWNER", "MEMBER", "COLLABORATOR"];
 /// A provider's API base URL: `https://`, or `http://` to a loopback address (a local proxy).
 pub const TRIGGER_API_URL_PATTERN: &str = r"^(https://[A-Za-z0-9.-]+(:[0-9]{1,5})?|http://(127\.0\.0\.1|localhost)(:[0-9]{1,5})?)(/[A-Za-z0-9._~/%+-]*)?$";
+/// A GitLab project's path: `group/name`, with subgroups.
+pub const GITLAB_PROJECT_PATTERN: &str = "^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$";
+/// The GitLab events (`object_kind`) a trigger may take.
+pub const GITLAB_EVENTS: &[&str] = &["issue", "note", "merge_request"];
+/// A JSON pointer (RFC 6901).
+pub const JSON_POINTER_PATTERN: &str = "^(/[^/]*)*$";
+/// An HTTP header's name.
+pub const HEADER_NAME_PATTERN: &str = "^[A-Za-z0-9-]+$";
 /// Where the event's text goes in the Task, marked as untrusted.
 pub const EVENT_CONTEXT_PATH: &str = "/workspace/event.md";
 
@@ -40,8 +48,8 @@ pub const EVENT_CONTEXT_PATH: &str = "/workspace/event.md";
     status = "TaskTriggerStatus",
     shortname = "ttr",
     category = "kubetask",
-    printcolumn = r#"{"name":"Source","type":"string","jsonPath":".spec.source.github.repository"}"#,
-    printcolumn = r#"{"name":"Events","type":"string","jsonPath":".spec.source.github.events"}"#,
+    printcolumn = r#"{"name":"Source","type":"string","jsonPath":".status.source"}"#,
+    printcolumn = r#"{"name":"Events","type":"string","jsonPath":".status.events"}"#,
     printcolumn = r#"{"name":"Accepted","type":"integer","jsonPath":".status.accepted"}"#,
     printcolumn = r#"{"name":"Last Event","type":"date","jsonPath":".status.lastEventTime"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
@@ -82,9 +90,16 @@ pub struct TaskTriggerSpec {
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     /// `PerTask`: a comment on the issue or pull request when its Task is created, edited with
-    /// the result (phase, summary, pull request, duration, cost) when it ends. Default: `None`.
+    /// the result (phase, summary, pull request, duration, cost) when it ends. `Sticky`: the
+    /// same, in one comment per issue or pull request that each of its Tasks edits. Default:
+    /// `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<CommentMode>,
+    /// A reaction put on the comment that triggered a Task, once its Task is created (GitHub's
+    /// `content`: `eyes`, `rocket`, `+1`, ...; on GitLab the award emoji of that name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^(\\+1|-1|laugh|confused|heart|hooray|rocket|eyes)$"))]
+    pub reaction: Option<String>,
 }
 
 /// `spec.report.comment`.
@@ -93,15 +108,25 @@ pub struct Report {
 )]
 pub enum CommentMode {
     PerTask,
+    Sticky,
     #[default]
     None,
 }
 
-/// `spec.source`: one of the sources (only `github` for now).
-#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Default)]
+/// `spec.source`: exactly one of `github`, `gitlab` and `webhook`.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("(has(self.github) && !has(self.gitlab) && !has(self.webhook)) || (!has(self.github) && has(self.gitlab) && !has(self.webhook)) || (!has(self.github) && !has(self.gitlab) && has(self.webhook))").message("set exactly one of github, gitlab and webhook"),
+    crates(kube_core = "::kube_core", schemars = "::schemars", serde = "::serde")
+)]
 pub struct TriggerSource {
-    pub github: GitHubSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<GitHubSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitlab: Option<GitLabSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSource>,
 }
 
 /// Events from a GitHub repository's webhook.
@@ -138,6 +163,101 @@ pub struct GitHubSource {
     pub api_url: Option<String>,
 }
 
+/// Events from a GitLab project's webhook.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GitLabSource {
+    /// The project's path (`group/name`, subgroups included); an event of another project is
+    /// refused.
+    #[schemars(regex(pattern = GITLAB_PROJECT_PATTERN), length(max = 255))]
+    pub project: String,
+    /// Event types taken (the payload's `object_kind`; `X-Gitlab-Event` `Issue Hook`, `Note
+    /// Hook`, `Merge Request Hook`): `issue`, `note`, `merge_request`.
+    #[schemars(
+        length(min = 1, max = 3),
+        inner(regex(pattern = "^(issue|note|merge_request)$"))
+    )]
+    pub events: Vec<String>,
+    /// The Secret with the webhook's secret token: each delivery's `X-Gitlab-Token` must
+    /// equal it (compared in constant time).
+    pub webhook_secret_ref: SecretKey,
+    /// A Secret with a token for GitLab's API (key default `token`): what `spec.report` posts
+    /// with, what polling reads with, and what finds an actor's role in the project (without
+    /// it only `spec.filter.authors` may trigger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKey>,
+    /// Poll GitLab's API for open issues too (for clusters GitLab cannot reach): each read as
+    /// an `issue` `open` event. Needs `tokenSecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll: Option<Poll>,
+    /// GitLab's API. Default: `https://gitlab.com/api/v4`; `https://<host>/api/v4` for a
+    /// self-hosted GitLab.
+    #[serde(default, rename = "apiURL", skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = TRIGGER_API_URL_PATTERN), length(max = 2048))]
+    pub api_url: Option<String>,
+}
+
+/// Events from any sender that signs its deliveries (an alert manager, a CI system, a script):
+/// never unauthenticated.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSource {
+    /// How deliveries are signed.
+    pub hmac: Hmac,
+    /// A JSON pointer (RFC 6901, e.g. `/alert/fingerprint`) to what says which piece of work
+    /// an event is about: events with the same value share `spec.concurrencyPolicy`. Default:
+    /// every distinct delivery its own work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = JSON_POINTER_PATTERN), length(max = 256))]
+    pub key_pointer: Option<String>,
+    /// A JSON pointer to the event's title (for the event file and names in status).
+    /// Default: `/title`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = JSON_POINTER_PATTERN), length(max = 256))]
+    pub title_pointer: Option<String>,
+}
+
+/// `spec.source.webhook.hmac`: the signature of each delivery, checked in constant time
+/// before the body is parsed.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Hmac {
+    /// The Secret with the signing key.
+    pub secret_ref: SecretKey,
+    /// The header carrying the signature, e.g. `X-Signature-256`.
+    #[schemars(regex(pattern = HEADER_NAME_PATTERN), length(max = 64))]
+    pub header: String,
+    /// `sha256` (the only one, and the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^sha256$"))]
+    pub algorithm: Option<String>,
+    /// What precedes the digest in the header, e.g. `sha256=`. Default: nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub prefix: Option<String>,
+    /// How the digest is written: `hex` (default) or `base64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^(hex|base64)$"))]
+    pub encoding: Option<String>,
+    /// A header with the time the delivery was sent (Unix seconds). When set, what is signed
+    /// is `<timestamp>.<body>`, and a delivery whose time is more than `maxSkewSeconds` from
+    /// the receiver's clock is refused as a replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = HEADER_NAME_PATTERN), length(max = 64))]
+    pub timestamp_header: Option<String>,
+    /// The replay window, in seconds (1 to 3600). Default: 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub max_skew_seconds: Option<i64>,
+}
+
+impl Hmac {
+    /// `maxSkewSeconds` with its default.
+    pub fn max_skew(&self) -> i64 {
+        self.max_skew_seconds.unwrap_or(300)
+    }
+}
+
 /// `spec.source.github.poll`.
 #[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Default)]
 pub struct Poll {
@@ -151,7 +271,7 @@ pub struct Poll {
 pub struct SecretKey {
     #[schemars(regex(pattern = SUBDOMAIN_PATTERN), length(max = MAX_SUBDOMAIN))]
     pub name: String,
-    /// Default: `secret`.
+    /// Default: `secret` for a webhook's secret, `token` for an API token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub key: Option<String>,
@@ -220,9 +340,118 @@ pub struct TaskTriggerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub last_error: Option<String>,
-    /// `Ready` (`Receiving`, or `SecretMissing` / `Suspended`).
+    /// The source, as `kubectl get` shows it: `github owner/name`, `gitlab group/name`,
+    /// `webhook`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 300))]
+    pub source: Option<String>,
+    /// The event types taken, comma-separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 300))]
+    pub events: Option<String>,
+    /// The generation the conditions were computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` (the webhook secret is readable and the trigger not suspended: `Receiving`,
+    /// else `SecretMissing` / `Suspended`), `CredentialsValid` (the API token is present and
+    /// the provider took it the last time it was used: `Accepted`, else `SecretMissing` /
+    /// `Refused`), `Polling` (with `poll`: `Polled` or `PollFailed`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// What a TaskTrigger's source is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SourceKind<'a> {
+    GitHub(&'a GitHubSource),
+    GitLab(&'a GitLabSource),
+    Webhook(&'a WebhookSource),
+}
+
+impl TriggerSource {
+    /// The one source set (`github` when several are, which the CRD refuses).
+    pub fn kind(&self) -> Option<SourceKind<'_>> {
+        match (&self.github, &self.gitlab, &self.webhook) {
+            (Some(github), _, _) => Some(SourceKind::GitHub(github)),
+            (None, Some(gitlab), _) => Some(SourceKind::GitLab(gitlab)),
+            (None, None, Some(webhook)) => Some(SourceKind::Webhook(webhook)),
+            (None, None, None) => None,
+        }
+    }
+
+    /// `status.source` and `status.events`.
+    pub fn summary(&self) -> (String, String) {
+        match self.kind() {
+            Some(SourceKind::GitHub(github)) => (
+                format!("github {}", github.repository),
+                github.events.join(","),
+            ),
+            Some(SourceKind::GitLab(gitlab)) => (
+                format!("gitlab {}", gitlab.project),
+                gitlab.events.join(","),
+            ),
+            Some(SourceKind::Webhook(_)) => ("webhook".to_owned(), "webhook".to_owned()),
+            None => (String::new(), String::new()),
+        }
+    }
+
+    /// The webhook's Secret: the key that authenticates deliveries.
+    pub fn webhook_secret(&self) -> Option<&SecretKey> {
+        match self.kind()? {
+            SourceKind::GitHub(github) => Some(&github.webhook_secret_ref),
+            SourceKind::GitLab(gitlab) => Some(&gitlab.webhook_secret_ref),
+            SourceKind::Webhook(webhook) => Some(&webhook.hmac.secret_ref),
+        }
+    }
+
+    /// The API token's Secret, the API's URL and the path of the field, for reports and
+    /// polling.
+    pub fn api(&self) -> Option<(&SecretKey, String, &'static str)> {
+        match self.kind()? {
+            SourceKind::GitHub(github) => Some((
+                github.token_secret_ref.as_ref()?,
+                github
+                    .api_url
+                    .clone()
+                    .unwrap_or_else(|| "https://api.github.com".to_owned()),
+                "spec.source.github.tokenSecretRef",
+            )),
+            SourceKind::GitLab(gitlab) => Some((
+                gitlab.token_secret_ref.as_ref()?,
+                gitlab
+                    .api_url
+                    .clone()
+                    .unwrap_or_else(|| "https://gitlab.com/api/v4".to_owned()),
+                "spec.source.gitlab.tokenSecretRef",
+            )),
+            SourceKind::Webhook(_) => None,
+        }
+    }
+
+    /// `poll`, for the sources that have it.
+    pub fn poll(&self) -> Option<&Poll> {
+        match self.kind()? {
+            SourceKind::GitHub(github) => github.poll.as_ref(),
+            SourceKind::GitLab(gitlab) => gitlab.poll.as_ref(),
+            SourceKind::Webhook(_) => None,
+        }
+    }
+
+    /// The field path of the source (`spec.source.github`), for messages.
+    pub fn path(&self) -> &'static str {
+        match self.kind() {
+            Some(SourceKind::GitHub(_)) | None => "spec.source.github",
+            Some(SourceKind::GitLab(_)) => "spec.source.gitlab",
+            Some(SourceKind::Webhook(_)) => "spec.source.webhook",
+        }
+    }
+}
+
+impl SecretKey {
+    /// `key`, or `default` when unset.
+    pub fn key_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.key.as_deref().unwrap_or(default)
+    }
 }
 
 /// How KubeTask marks the Tasks a TaskTrigger creates.
@@ -236,11 +465,16 @@ pub mod trigger_labels {
     pub const SOURCE_URL: &str = "kubetask.io/source-url";
     /// Annotation: the event (`issues.opened`) and its delivery id.
     pub const EVENT: &str = "kubetask.io/event";
-    /// Annotation: the issue or pull request, `owner/name#number`.
+    /// Annotation: the issue or pull request, `owner/name#number` (a GitLab merge request:
+    /// `group/name!iid`).
     pub const ISSUE: &str = "kubetask.io/trigger-issue";
     /// Annotation: the id of the comment reporting on the Task (`claimed` while one replica
     /// of the receiver posts it).
     pub const REPORT_COMMENT: &str = "kubetask.io/report-comment";
     /// Annotation: `done` once the comment holds the Task's result.
     pub const REPORT_DONE: &str = "kubetask.io/report-done";
+    /// Annotation: the id of the comment that triggered the Task (for `spec.report.reaction`).
+    pub const COMMENT: &str = "kubetask.io/trigger-comment";
+    /// Annotation: the reaction was put on the triggering comment.
+    pub const REACTED: &str = "kubetask.io/reacted";
 }

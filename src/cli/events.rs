@@ -8,7 +8,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use super::{LogFormat, emit};
-use crate::triggers::{github, mapper, receiver};
+use kubetask_api::task_trigger::SourceKind;
+
+use crate::triggers::event::Provider;
+use crate::triggers::{mapper, receiver};
 
 #[derive(clap::Args)]
 pub struct EventsArgs {
@@ -53,18 +56,26 @@ pub struct TriggerEventArgs {
     /// The TaskTrigger, as YAML.
     #[arg(short = 'f', long = "trigger")]
     trigger: PathBuf,
-    /// The event's payload (a GitHub webhook body), as JSON.
+    /// The event's payload (the webhook's body), as JSON.
     #[arg(long)]
     file: PathBuf,
-    /// The event's type (`X-GitHub-Event`): issues, issue_comment, pull_request, ...
+    /// The event's type: GitHub's `X-GitHub-Event` (issues, issue_comment, pull_request, ...),
+    /// GitLab's `X-Gitlab-Event` (`Issue Hook`, `Note Hook`, `Merge Request Hook`); none for a
+    /// generic webhook.
     #[arg(long)]
-    event: String,
-    /// The delivery's id (`X-GitHub-Delivery`), for the Task's annotation.
+    event: Option<String>,
+    /// The delivery's id, for the Task's annotation.
     #[arg(long, default_value = "offline")]
     delivery: String,
+    /// GitLab: the actor's role as `spec.filter.authorAssociation` counts it (OWNER, MEMBER,
+    /// CONTRIBUTOR, NONE). The receiver reads it from GitLab's API; offline it is NONE unless
+    /// given.
+    #[arg(long, default_value = "NONE")]
+    actor_association: String,
 }
 
 /// `kubetask trigger event`: prints the Task the event would create (as YAML), or why none.
+/// Signatures are not checked (there is no secret offline).
 pub fn trigger_event(args: TriggerEventArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.trigger)
         .with_context(|| format!("reading {}", args.trigger.display()))?;
@@ -72,16 +83,49 @@ pub fn trigger_event(args: TriggerEventArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{}: not a TaskTrigger", args.trigger.display()))?;
     let body =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    if !trigger.spec.source.github.events.contains(&args.event) {
-        anyhow::bail!(
-            "{}: event {:?} is not one of spec.source.github.events {:?}",
-            args.trigger.display(),
-            args.event,
-            trigger.spec.source.github.events
+    let mut headers = hyper::HeaderMap::new();
+    let header = match trigger.spec.source.kind() {
+        Some(SourceKind::GitHub(_)) => Some("x-github-event"),
+        Some(SourceKind::GitLab(_)) => Some("x-gitlab-event"),
+        Some(SourceKind::Webhook(_)) => None,
+        None => anyhow::bail!(
+            "{}: spec.source sets none of github, gitlab and webhook",
+            args.trigger.display()
+        ),
+    };
+    if let Some(name) = header {
+        let Some(event) = &args.event else {
+            anyhow::bail!("--event is needed: the {name} header the event would come with");
+        };
+        let value = match trigger.spec.source.kind() {
+            Some(SourceKind::GitLab(_)) => gitlab_header(event),
+            _ => event.clone(),
+        };
+        headers.insert(
+            name,
+            value
+                .parse()
+                .with_context(|| format!("--event {event:?} is not a header value"))?,
         );
     }
-    let event = github::parse(&args.event, &body)
-        .map_err(|message| anyhow::anyhow!("{}: {message}", args.file.display()))?;
+    let delivery = receiver::Delivery {
+        headers,
+        body: body.into(),
+    };
+    let mut event = match receiver::parse(&trigger, &delivery, None) {
+        Ok(receiver::Parsed::Event(event)) => *event,
+        Ok(receiver::Parsed::Ping) => {
+            emit("skipped: Ping: a webhook's ping makes no Task\n")?;
+            return Ok(ExitCode::from(2));
+        }
+        Err((_, "EventNotTaken", message)) => {
+            anyhow::bail!("{}: {message}", args.trigger.display())
+        }
+        Err((_, _, message)) => anyhow::bail!("{}: {message}", args.file.display()),
+    };
+    if event.provider == Provider::GitLab {
+        event.set_actor_association(&args.actor_association);
+    }
     match mapper::map(&trigger, &event, &args.delivery) {
         mapper::Mapped::Task { task, .. } => {
             let yaml = serde_yaml::to_string(&task).context("encoding the Task")?;
@@ -92,5 +136,15 @@ pub fn trigger_event(args: TriggerEventArgs) -> anyhow::Result<ExitCode> {
             emit(&format!("skipped: {reason}: {message}\n"))?;
             Ok(ExitCode::from(2))
         }
+    }
+}
+
+/// GitLab's header for an event named by its kind (`issue`) or by the header itself.
+fn gitlab_header(event: &str) -> String {
+    match event {
+        "issue" => "Issue Hook".to_owned(),
+        "note" => "Note Hook".to_owned(),
+        "merge_request" => "Merge Request Hook".to_owned(),
+        other => other.to_owned(),
     }
 }

@@ -1,8 +1,11 @@
 //! GitHub's webhook deliveries: the signature (`X-Hub-Signature-256`, HMAC-SHA256 of the body
 //! with the webhook's secret, checked in constant time before the body is parsed) and the
-//! fields of an event a trigger reads (pure functions), and the client of GitHub's REST API.
+//! fields of an event a trigger reads (pure functions), and the HTTP client of the providers'
+//! REST APIs.
 
 use serde_json::Value;
+
+use super::event::{Comment, Event, Provider};
 
 /// Why a delivery is not authentic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,62 +57,6 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// What a trigger reads of an event.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Event {
-    /// `X-GitHub-Event`: `issues`, `issue_comment`, `pull_request`, ...
-    pub kind: String,
-    /// `opened`, `labeled`, `created`, ...
-    pub action: String,
-    /// `owner/name`.
-    pub repository: String,
-    /// The issue's or pull request's number.
-    pub number: i64,
-    pub title: String,
-    /// The issue's or pull request's body: untrusted text.
-    pub body: String,
-    /// Its web page.
-    pub url: String,
-    /// Its author's login.
-    pub author: String,
-    /// Its author's association with the repository (`OWNER`, `MEMBER`, ...).
-    pub author_association: String,
-    pub labels: Vec<String>,
-    /// The comment of a comment event: untrusted text.
-    pub comment: Option<Comment>,
-    /// A pull request's head branch and commit.
-    pub branch: Option<String>,
-    pub head_sha: Option<String>,
-    /// What makes this event itself (not its redeliveries) unique: its kind, action and the
-    /// id of what it is about (the comment, the issue, the label added, the commit pushed).
-    pub identity: String,
-}
-
-/// A comment on an issue or pull request.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Comment {
-    pub body: String,
-    pub author: String,
-    pub author_association: String,
-    pub url: String,
-}
-
-impl Event {
-    /// Who acted, and their association: the comment's author for a comment, else the issue's
-    /// or pull request's.
-    pub fn actor(&self) -> (&str, &str) {
-        match &self.comment {
-            Some(comment) => (&comment.author, &comment.author_association),
-            None => (&self.author, &self.author_association),
-        }
-    }
-
-    /// `issues.opened`.
-    pub fn name(&self) -> String {
-        format!("{}.{}", self.kind, self.action)
-    }
-}
-
 /// Parses the event `kind` (`X-GitHub-Event`) from its JSON body.
 pub fn parse(kind: &str, body: &[u8]) -> Result<Event, String> {
     let payload: Value =
@@ -132,6 +79,7 @@ pub fn parse(kind: &str, body: &[u8]) -> Result<Event, String> {
     }
     let action = text(&payload["action"]);
     let comment = payload["comment"].is_object().then(|| Comment {
+        id: payload["comment"]["id"].as_i64().unwrap_or_default(),
         body: text(&payload["comment"]["body"]),
         author: text(&payload["comment"]["user"]["login"]),
         author_association: text(&payload["comment"]["author_association"]),
@@ -159,7 +107,11 @@ pub fn parse(kind: &str, body: &[u8]) -> Result<Event, String> {
         about
     };
     Ok(Event {
+        provider: Provider::GitHub,
         kind: kind.to_owned(),
+        pull_request: kind.starts_with("pull_request") || subject["pull_request"].is_object(),
+        actor_id: None,
+        work: None,
         repository: text(&payload["repository"]["full_name"]),
         number: subject["number"].as_i64().unwrap_or_default(),
         title: text(&subject["title"]),
@@ -181,7 +133,7 @@ pub fn parse(kind: &str, body: &[u8]) -> Result<Event, String> {
     })
 }
 
-/// The HTTP client of GitHub's REST API (polling, reports): answers of every status returned
+/// The HTTP client of GitHub's and GitLab's REST APIs (polling, reports): answers of every status returned
 /// as they are, a deadline per request, proxies from the environment.
 pub fn client() -> ureq::Agent {
     ureq::Agent::config_builder()

@@ -20,15 +20,16 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt as _};
-use kubetask_api::task_trigger::trigger_labels;
+use kubetask_api::task_trigger::{SourceKind, trigger_labels};
 use kubetask_api::{ConcurrencyPolicy, Task, TaskTrigger, TaskTriggerStatus};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
-use super::github;
+use super::event::{Event, Provider};
 use super::mapper::{self, Mapped};
+use super::{github, gitlab, webhook};
 use crate::controller::status::is_finished;
 
 /// Largest body taken (GitHub caps payloads at 25 MB; issues and comments are far smaller).
@@ -39,6 +40,8 @@ const DEADLINE: Duration = Duration::from_secs(8);
 /// trigger (`suspend`, its filter) applies within this; a rotated secret at once (a signature
 /// that does not match reads it again).
 pub const CACHE_FOR: Duration = Duration::from_secs(2);
+/// How long a GitLab actor's role, once read, is trusted.
+const ROLES_FOR: Duration = Duration::from_secs(60);
 /// How often the counts are written to the triggers' status.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -65,7 +68,13 @@ pub struct Receiver {
     cache: Mutex<TriggerCache>,
     /// `kubetask_trigger_deliveries_total{code}`: every answer, by HTTP status.
     deliveries: Family<Vec<(String, String)>, Counter>,
+    /// GitLab actors' associations, by namespace, project and user id (see
+    /// [`Receiver::gitlab_role`]).
+    roles: Mutex<RoleCache>,
 }
+
+/// GitLab roles, by namespace, project and user id: when read, and the association.
+type RoleCache = HashMap<(String, String, i64), (std::time::Instant, &'static str)>;
 
 type TriggerCache = HashMap<(String, String), (std::time::Instant, Arc<TaskTrigger>, Vec<u8>)>;
 
@@ -78,6 +87,7 @@ impl Receiver {
             book: Arc::new(StatusBook::default()),
             cache: Mutex::default(),
             deliveries: Family::default(),
+            roles: Mutex::default(),
         }
     }
 
@@ -123,17 +133,8 @@ impl Receiver {
             Ok(collected) => collected.to_bytes(),
             Err(_) => return too_large(self.max_body),
         };
-        let header = |name: &str| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
         let delivery = Delivery {
-            event: header("x-github-event"),
-            id: header("x-github-delivery").unwrap_or_default(),
-            signature: header("x-hub-signature-256"),
+            headers: parts.headers,
             body,
         };
         match tokio::time::timeout(DEADLINE, self.deliver(namespace, name, &delivery)).await {
@@ -152,73 +153,46 @@ impl Receiver {
             Ok(found) => found,
             Err(answer) => return answer,
         };
-        let mut verified =
-            github::verify_signature(&secret, &delivery.body, delivery.signature.as_deref());
-        if verified == Err(github::SignatureError::Mismatch) {
+        let mut verified = authenticate(&trigger, &secret, delivery);
+        if verified
+            .as_ref()
+            .is_err_and(|(reason, _)| *reason == "SignatureInvalid")
+        {
             // The Secret may have been rotated since it was read: read it again, once.
             match self.trigger_and_secret(&key, true).await {
                 Ok((_, fresh)) if fresh != secret => {
-                    verified = github::verify_signature(
-                        &fresh,
-                        &delivery.body,
-                        delivery.signature.as_deref(),
-                    );
+                    verified = authenticate(&trigger, &fresh, delivery);
                 }
                 Ok(_) => {}
                 Err(answer) => return answer,
             }
         }
-        if let Err(error) = verified {
-            self.book
-                .count(&key, |d| d.reject("SignatureInvalid", &error.to_string()));
-            return (
-                StatusCode::UNAUTHORIZED,
-                json!({"error": error.to_string()}),
-            );
-        }
-        let source = &trigger.spec.source.github;
-        let Some(kind) = delivery.event.as_deref() else {
-            return (
-                StatusCode::BAD_REQUEST,
-                json!({"error": "no X-GitHub-Event header"}),
-            );
+        let timestamp = match verified {
+            Ok(timestamp) => timestamp,
+            Err((reason, message)) => {
+                self.book.count(&key, |d| d.reject(reason, &message));
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    json!({"rejected": reason, "error": message}),
+                );
+            }
         };
         self.book.count(&key, |d| {
             d.received += 1;
             d.last_event = Some(Time(k8s_openapi::jiff::Timestamp::now()));
-            d.ready = Some((
-                "True",
-                "Receiving",
-                "deliveries are authenticated and mapped".to_owned(),
-            ));
         });
-        if kind == "ping" {
-            return (StatusCode::OK, json!({"pong": true}));
-        }
-        if !source.events.iter().any(|e| e == kind) {
-            let message = format!(
-                "event {kind:?} is not one of spec.source.github.events {:?}",
-                source.events
-            );
-            self.book
-                .count(&key, |d| d.reject("EventNotTaken", &message));
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                json!({"rejected": "EventNotTaken", "message": message}),
-            );
-        }
-        let event = match github::parse(kind, &delivery.body) {
-            Ok(event) => event,
-            Err(message) => {
-                self.book
-                    .count(&key, |d| d.reject("MalformedPayload", &message));
-                return (
-                    StatusCode::BAD_REQUEST,
-                    json!({"rejected": "MalformedPayload", "message": message}),
-                );
+        let mut event = match parse(&trigger, delivery, timestamp) {
+            Ok(Parsed::Event(event)) => *event,
+            Ok(Parsed::Ping) => return (StatusCode::OK, json!({"pong": true})),
+            Err((status, reason, message)) => {
+                self.book.count(&key, |d| d.reject(reason, &message));
+                return (status, json!({"rejected": reason, "message": message}));
             }
         };
-        let (task, task_key) = match mapper::map(&trigger, &event, &delivery.id) {
+        if event.provider == Provider::GitLab {
+            self.gitlab_role(&trigger, &mut event).await;
+        }
+        let (task, task_key) = match mapper::map(&trigger, &event, &delivery.id()) {
             Mapped::Task { task, key } => (task, key),
             Mapped::Skip { reason, message } => {
                 self.book.count(&key, |d| d.reject(reason, &message));
@@ -229,6 +203,53 @@ impl Receiver {
             }
         };
         self.create(&key, &trigger, *task, &task_key).await
+    }
+
+    /// Sets a GitLab event's actor's association from their role in the project (GitLab's
+    /// payloads do not say it), read with the trigger's API token and kept for
+    /// [`ROLES_FOR`]. Without a token, or when GitLab cannot say, the actor is `NONE`: only
+    /// `spec.filter.authors` lets them trigger.
+    pub(crate) async fn gitlab_role(&self, trigger: &TaskTrigger, event: &mut Event) {
+        let (Some(user), Some(SourceKind::GitLab(gitlab))) =
+            (event.actor_id, trigger.spec.source.kind())
+        else {
+            return;
+        };
+        let namespace = trigger.namespace().unwrap_or_default();
+        let cache_key = (namespace.clone(), gitlab.project.to_ascii_lowercase(), user);
+        if let Ok(roles) = self.roles.lock()
+            && let Some((at, association)) = roles.get(&cache_key)
+            && at.elapsed() < ROLES_FOR
+        {
+            event.set_actor_association(association);
+            return;
+        }
+        let association = match super::api::credentials(&self.client, trigger).await {
+            Ok(api) => {
+                let url = format!(
+                    "{}/projects/{}/members/all/{user}",
+                    api.url,
+                    gitlab::project_id(&gitlab.project)
+                );
+                match super::api::get(api, url).await {
+                    Ok((200, member)) => gitlab::association(member["access_level"].as_i64()),
+                    Ok((404, _)) => gitlab::association(None),
+                    Ok((status, _)) => {
+                        tracing::warn!(%status, "GitLab did not say the actor's role; counted as NONE");
+                        "NONE"
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read the actor's role from GitLab; counted as NONE");
+                        "NONE"
+                    }
+                }
+            }
+            Err(_) => "NONE",
+        };
+        if let Ok(mut roles) = self.roles.lock() {
+            roles.insert(cache_key, (std::time::Instant::now(), association));
+        }
+        event.set_actor_association(association);
     }
 
     /// The trigger and its webhook secret, read at most once per [`CACHE_FOR`] (a busy hook costs
@@ -258,10 +279,15 @@ impl Receiver {
             }
             Err(error) => return Err(unavailable("read the TaskTrigger", &error)),
         };
-        let source = &trigger.spec.source.github;
-        let secret_key = source.webhook_secret_ref.key.as_deref().unwrap_or("secret");
+        let Some(secret_ref) = trigger.spec.source.webhook_secret() else {
+            return Err((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": "the TaskTrigger has no spec.source"}),
+            ));
+        };
+        let secret_key = secret_ref.key_or("secret");
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let secret = match secrets.get_opt(&source.webhook_secret_ref.name).await {
+        let secret = match secrets.get_opt(&secret_ref.name).await {
             Ok(secret) => secret
                 .and_then(|s| s.data)
                 .and_then(|mut d| d.remove(secret_key)),
@@ -269,12 +295,13 @@ impl Receiver {
         };
         let Some(secret) = secret else {
             let message = format!(
-                "Secret {:?} (key {secret_key:?}) of spec.source.github.webhookSecretRef does not exist: no delivery can be authenticated",
-                source.webhook_secret_ref.name
+                "Secret {:?} (key {secret_key:?}) of {} does not exist: no delivery can be authenticated",
+                secret_ref.name,
+                secret_path(&trigger)
             );
             self.book.count(key, |d| {
                 d.reject("SecretMissing", &message);
-                d.ready = Some(("False", "SecretMissing", message.clone()));
+                d.condition("Ready", "False", "SecretMissing", &message);
             });
             return Err((StatusCode::SERVICE_UNAVAILABLE, json!({"error": message})));
         };
@@ -373,6 +400,40 @@ impl Receiver {
         }
     }
 
+    /// Counts `change` against `trigger`, for its status.
+    pub(crate) fn count(&self, trigger: &TaskTrigger, change: impl FnOnce(&mut Delta)) {
+        let key = (trigger.namespace().unwrap_or_default(), trigger.name_any());
+        self.book.count(&key, change);
+    }
+
+    /// Whether the trigger's webhook secret can be read: the message saying why not.
+    pub(crate) async fn webhook_secret(&self, trigger: &TaskTrigger) -> Result<(), String> {
+        let Some(secret_ref) = trigger.spec.source.webhook_secret() else {
+            return Err("the TaskTrigger has no spec.source".to_owned());
+        };
+        let key = secret_ref.key_or("secret");
+        let secrets: Api<Secret> = Api::namespaced(
+            self.client.clone(),
+            &trigger.namespace().unwrap_or_default(),
+        );
+        match secrets.get_opt(&secret_ref.name).await {
+            Ok(secret)
+                if secret
+                    .as_ref()
+                    .and_then(|s| s.data.as_ref())
+                    .is_some_and(|d| d.contains_key(key)) =>
+            {
+                Ok(())
+            }
+            Ok(_) => Err(format!(
+                "Secret {:?} (key {key:?}) of {} does not exist: no delivery can be authenticated",
+                secret_ref.name,
+                secret_path(trigger)
+            )),
+            Err(error) => Err(format!("cannot read the webhook's Secret: {error}")),
+        }
+    }
+
     /// Writes what was counted to the triggers' status, until the process ends.
     pub async fn flush_forever(self: Arc<Self>) {
         loop {
@@ -396,13 +457,130 @@ impl Receiver {
 
 /// One delivery, as received.
 pub struct Delivery {
-    /// `X-GitHub-Event`.
-    pub event: Option<String>,
-    /// `X-GitHub-Delivery`.
-    pub id: String,
-    /// `X-Hub-Signature-256`.
-    pub signature: Option<String>,
+    pub headers: hyper::HeaderMap,
     pub body: Bytes,
+}
+
+impl Delivery {
+    /// A header's value, if it is text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
+    /// The provider's id of the delivery (`X-GitHub-Delivery`, `X-Gitlab-Event-UUID`), for
+    /// the Task's annotation.
+    pub fn id(&self) -> String {
+        self.header("x-github-delivery")
+            .or_else(|| self.header("x-gitlab-event-uuid"))
+            .or_else(|| self.header("x-request-id"))
+            .unwrap_or_default()
+    }
+}
+
+/// Checks a delivery's signature or token as the trigger's source says, before anything of
+/// it is parsed: the time it was signed at (generic webhooks with a timestamp), or the reason
+/// and message of the refusal.
+fn authenticate(
+    trigger: &TaskTrigger,
+    secret: &[u8],
+    delivery: &Delivery,
+) -> Result<Option<i64>, (&'static str, String)> {
+    match trigger.spec.source.kind() {
+        Some(SourceKind::GitHub(_)) => github::verify_signature(
+            secret,
+            &delivery.body,
+            delivery.header("x-hub-signature-256").as_deref(),
+        )
+        .map(|()| None)
+        .map_err(|e| ("SignatureInvalid", e.to_string())),
+        Some(SourceKind::GitLab(_)) => {
+            gitlab::verify_token(secret, delivery.header("x-gitlab-token").as_deref())
+                .map(|()| None)
+                .map_err(|e| ("SignatureInvalid", e.to_string()))
+        }
+        Some(SourceKind::Webhook(webhook)) => {
+            let now = k8s_openapi::jiff::Timestamp::now().as_second();
+            webhook::verify(
+                &webhook.hmac,
+                secret,
+                |name| delivery.header(name),
+                &delivery.body,
+                now,
+            )
+            .map_err(|e| (e.reason(), e.to_string()))
+        }
+        None => Err(("SignatureInvalid", "the trigger has no source".to_owned())),
+    }
+}
+
+/// What an authentic delivery holds.
+pub(crate) enum Parsed {
+    Event(Box<Event>),
+    /// GitHub's `ping` on a new webhook.
+    Ping,
+}
+
+/// Reads an authentic delivery's event; a refusal is its status, reason and message.
+pub(crate) fn parse(
+    trigger: &TaskTrigger,
+    delivery: &Delivery,
+    timestamp: Option<i64>,
+) -> Result<Parsed, (StatusCode, &'static str, String)> {
+    let malformed = |message: String| (StatusCode::BAD_REQUEST, "MalformedPayload", message);
+    let not_taken = |kind: &str, events: &[String]| {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "EventNotTaken",
+            format!(
+                "event {kind:?} is not one of {}.events {events:?}",
+                trigger.spec.source.path()
+            ),
+        )
+    };
+    match trigger.spec.source.kind() {
+        Some(SourceKind::GitHub(source)) => {
+            let Some(kind) = delivery.header("x-github-event") else {
+                return Err(malformed("no X-GitHub-Event header".to_owned()));
+            };
+            if kind == "ping" {
+                return Ok(Parsed::Ping);
+            }
+            if !source.events.contains(&kind) {
+                return Err(not_taken(&kind, &source.events));
+            }
+            github::parse(&kind, &delivery.body)
+                .map(|e| Parsed::Event(Box::new(e)))
+                .map_err(malformed)
+        }
+        Some(SourceKind::GitLab(source)) => {
+            let Some(header) = delivery.header("x-gitlab-event") else {
+                return Err(malformed("no X-Gitlab-Event header".to_owned()));
+            };
+            let Some(kind) =
+                gitlab::event_kind(&header).filter(|kind| source.events.iter().any(|e| e == kind))
+            else {
+                return Err(not_taken(&header, &source.events));
+            };
+            gitlab::parse(kind, &delivery.body)
+                .map(|e| Parsed::Event(Box::new(e)))
+                .map_err(malformed)
+        }
+        Some(SourceKind::Webhook(source)) => webhook::parse(source, &delivery.body, timestamp)
+            .map(|e| Parsed::Event(Box::new(e)))
+            .map_err(malformed),
+        None => Err(malformed("the trigger has no source".to_owned())),
+    }
+}
+
+/// The path of the trigger's webhook secret, for messages.
+fn secret_path(trigger: &TaskTrigger) -> String {
+    match trigger.spec.source.kind() {
+        Some(SourceKind::Webhook(_)) => "spec.source.webhook.hmac.secretRef".to_owned(),
+        _ => format!("{}.webhookSecretRef", trigger.spec.source.path()),
+    }
 }
 
 fn hook_of(path: &str) -> Option<(&str, &str)> {
@@ -432,23 +610,43 @@ fn unavailable(what: &str, error: &kube::Error) -> Answer {
 struct StatusBook(Mutex<HashMap<(String, String), Delta>>);
 
 #[derive(Default, Clone)]
-struct Delta {
+pub(crate) struct Delta {
     received: i64,
     accepted: i64,
     duplicate: i64,
     rejected: BTreeMap<String, i64>,
     last_event: Option<Time>,
     last_error: Option<String>,
-    ready: Option<(&'static str, &'static str, String)>,
+    /// Conditions to set, by type: status, reason, message.
+    conditions: BTreeMap<&'static str, (&'static str, &'static str, String)>,
+    /// `status.source` and `status.events`, for `kubectl get`.
+    summary: Option<(String, String)>,
 }
 
 impl Delta {
-    fn reject(&mut self, reason: &str, message: &str) {
+    pub(crate) fn reject(&mut self, reason: &str, message: &str) {
         *self.rejected.entry(reason.to_owned()).or_default() += 1;
         self.last_error = Some(format!(
             "{reason}: {}",
             message.chars().take(900).collect::<String>()
         ));
+    }
+
+    /// Sets condition `type_` when the delta is written.
+    pub(crate) fn condition(
+        &mut self,
+        type_: &'static str,
+        status: &'static str,
+        reason: &'static str,
+        message: &str,
+    ) {
+        self.conditions
+            .insert(type_, (status, reason, message.to_owned()));
+    }
+
+    /// Sets `status.source` and `status.events`.
+    pub(crate) fn summarize(&mut self, summary: (String, String)) {
+        self.summary = Some(summary);
     }
 
     fn merge(&mut self, older: Delta) {
@@ -460,7 +658,10 @@ impl Delta {
         }
         self.last_event = self.last_event.take().or(older.last_event);
         self.last_error = self.last_error.take().or(older.last_error);
-        self.ready = self.ready.take().or(older.ready);
+        self.summary = self.summary.take().or(older.summary);
+        for (type_, condition) in older.conditions {
+            self.conditions.entry(type_).or_insert(condition);
+        }
     }
 }
 
@@ -503,22 +704,28 @@ async fn write_status(
         if delta.last_error.is_some() {
             status.last_error.clone_from(&delta.last_error);
         }
-        if let Some((state, reason, message)) = &delta.ready {
+        for (type_, (state, reason, message)) in &delta.conditions {
             let now = Time(k8s_openapi::jiff::Timestamp::now());
             let since = status
                 .conditions
                 .iter()
-                .find(|c| c.type_ == "Ready" && c.status == *state)
+                .find(|c| c.type_ == *type_ && c.status == *state)
                 .map_or(now, |c| c.last_transition_time.clone());
-            status.conditions.retain(|c| c.type_ != "Ready");
+            status.conditions.retain(|c| c.type_ != *type_);
             status.conditions.push(Condition {
-                type_: "Ready".to_owned(),
+                type_: (*type_).to_owned(),
                 status: (*state).to_owned(),
                 reason: (*reason).to_owned(),
                 message: message.clone(),
                 observed_generation: trigger.metadata.generation,
                 last_transition_time: since,
             });
+            status.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+        }
+        if let Some((source, events)) = &delta.summary {
+            status.source = Some(source.clone());
+            status.events = Some(events.clone());
+            status.observed_generation = trigger.metadata.generation;
         }
         trigger.status = Some(status);
         match triggers

@@ -6,29 +6,23 @@
 //! final edit is idempotent. API failures are retried with backoff and never touch the Task's
 //! run.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, ResourceExt as _};
-use kubetask_api::task_trigger::{CommentMode, trigger_labels};
+use kubetask_api::task_trigger::{CommentMode, SourceKind, trigger_labels};
 use kubetask_api::{Task, TaskPhase, TaskTrigger};
 use serde_json::{Value, json};
 
+use super::receiver::Receiver;
+use super::{api, gitlab};
 use crate::controller::status::{condition_reason, is_finished};
-
-/// Pauses between tries of GitHub's API.
-const BACKOFF: [Duration; 3] = [
-    Duration::from_millis(500),
-    Duration::from_secs(2),
-    Duration::from_secs(5),
-];
 
 /// Watches the Tasks of triggers (in `namespace`, else all) and reports on them until the
 /// process ends.
-pub async fn run(client: kube::Client, namespace: Option<String>) {
+pub async fn run(receiver: Arc<Receiver>, client: kube::Client, namespace: Option<String>) {
     let tasks: Api<Task> = match &namespace {
         Some(namespace) => Api::namespaced(client.clone(), namespace),
         None => Api::all(client.clone()),
@@ -39,10 +33,11 @@ pub async fn run(client: kube::Client, namespace: Option<String>) {
         .applied_objects()
         .for_each_concurrent(8, |task| {
             let client = client.clone();
+            let receiver = receiver.clone();
             async move {
                 match task {
                     Ok(task) => {
-                        if let Err(error) = report(&client, &task).await {
+                        if let Err(error) = report(&receiver, &client, &task).await {
                             tracing::warn!(task = %task.name_any(), %error, "cannot report on the Task");
                         }
                     }
@@ -54,7 +49,7 @@ pub async fn run(client: kube::Client, namespace: Option<String>) {
 }
 
 /// Reports on `task` what is due: the first comment, or the result.
-pub async fn report(client: &kube::Client, task: &Task) -> anyhow::Result<()> {
+pub async fn report(receiver: &Receiver, client: &kube::Client, task: &Task) -> anyhow::Result<()> {
     let annotations = task.annotations();
     let done = annotations.get(trigger_labels::REPORT_DONE).is_some();
     let comment = annotations.get(trigger_labels::REPORT_COMMENT).cloned();
@@ -74,35 +69,28 @@ pub async fn report(client: &kube::Client, task: &Task) -> anyhow::Result<()> {
     if wants != CommentMode::PerTask {
         return Ok(());
     }
-    let Some((repository, number)) = annotations
+    let Some(target) = annotations
         .get(trigger_labels::ISSUE)
-        .and_then(|issue| issue.rsplit_once('#'))
-        .and_then(|(repo, n)| Some((repo.to_owned(), n.parse::<i64>().ok()?)))
+        .and_then(|issue| Target::parse(issue))
     else {
         return Ok(());
     };
-    let github = &trigger.spec.source.github;
-    let Some(token_ref) = &github.token_secret_ref else {
-        anyhow::bail!("spec.report needs spec.source.github.tokenSecretRef");
-    };
     let namespace = task.namespace().unwrap_or_default();
-    let secret = Api::<Secret>::namespaced(client.clone(), &namespace)
-        .get_opt(&token_ref.name)
-        .await?
-        .and_then(|s| s.data)
-        .and_then(|mut d| d.remove(token_ref.key.as_deref().unwrap_or("token")));
-    let Some(token) = secret else {
-        anyhow::bail!(
-            "the Secret {:?} of spec.source.github.tokenSecretRef has no token",
-            token_ref.name
-        );
+    let api = match api::credentials(client, &trigger).await {
+        Ok(api) => api,
+        Err(error) => {
+            receiver.count(&trigger, |d| {
+                d.condition(
+                    "CredentialsValid",
+                    "False",
+                    "SecretMissing",
+                    &error.to_string(),
+                );
+            });
+            anyhow::bail!("spec.report: {error}");
+        }
     };
-    let token = String::from_utf8_lossy(&token.0).trim().to_owned();
-    let api = github
-        .api_url
-        .clone()
-        .unwrap_or_else(|| "https://api.github.com".to_owned());
-    let api = api.trim_end_matches('/').to_owned();
+    let gitlab = matches!(trigger.spec.source.kind(), Some(SourceKind::GitLab(_)));
     let tasks: Api<Task> = Api::namespaced(client.clone(), &namespace);
     let body = text(task);
     match comment {
@@ -122,8 +110,12 @@ pub async fn report(client: &kube::Client, task: &Task) -> anyhow::Result<()> {
                 Err(kube::Error::Api(status)) if status.code == 409 => return Ok(()),
                 Err(error) => return Err(error.into()),
             }
-            let url = format!("{api}/repos/{repository}/issues/{number}/comments");
-            let posted = call("POST", url, token, json!({"body": body})).await?;
+            let url = target.comments_url(&api.url, gitlab);
+            let posted = note_outcome(
+                receiver,
+                &trigger,
+                api::call(&api, "POST", url, json!({"body": body})).await,
+            )?;
             let id = posted["id"].as_i64().unwrap_or_default().to_string();
             let mut marks = json!({trigger_labels::REPORT_COMMENT: id});
             if finished {
@@ -138,8 +130,13 @@ pub async fn report(client: &kube::Client, task: &Task) -> anyhow::Result<()> {
                 .await?;
         }
         Some(id) => {
-            let url = format!("{api}/repos/{repository}/issues/comments/{id}");
-            call("PATCH", url, token, json!({"body": body})).await?;
+            let url = target.comment_url(&api.url, gitlab, &id);
+            let method = if gitlab { "PUT" } else { "PATCH" };
+            note_outcome(
+                receiver,
+                &trigger,
+                api::call(&api, method, url, json!({"body": body})).await,
+            )?;
             let marks = json!({"metadata": {"annotations": {trigger_labels::REPORT_DONE: "done"}}});
             tasks
                 .patch(
@@ -202,47 +199,105 @@ pub fn text(task: &Task) -> String {
     text
 }
 
-/// One call of GitHub's API, retried on 5xx, 429 and network errors.
-async fn call(
-    method: &'static str,
-    url: String,
-    token: String,
-    body: Value,
+/// Records what the provider made of the trigger's token (`CredentialsValid`).
+fn note_outcome(
+    receiver: &Receiver,
+    trigger: &TaskTrigger,
+    outcome: Result<Value, api::CallError>,
 ) -> anyhow::Result<Value> {
-    tokio::task::spawn_blocking(move || {
-        let agent = super::github::client();
-        let mut pauses = BACKOFF.iter();
-        loop {
-            let text = body.to_string();
-            let request = if method == "POST" {
-                agent.post(&url)
-            } else {
-                agent.patch(&url)
-            };
-            let answer = request
-                .header("Authorization", &format!("Bearer {token}"))
-                .header("Accept", "application/vnd.github+json")
-                .header("Content-Type", "application/json")
-                .send(text.as_bytes())
-                .and_then(|mut r| {
-                    let status = r.status().as_u16();
-                    r.body_mut().read_to_string().map(|t| (status, t))
-                });
-            let error = match answer {
-                Ok((status, text)) if (200..300).contains(&status) => {
-                    return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
-                }
-                Ok((status, text)) if status < 500 && status != 429 => {
-                    anyhow::bail!("GitHub refused {method} {url}: {status} {text}");
-                }
-                Ok((status, text)) => format!("{status} {text}"),
-                Err(error) => error.to_string(),
-            };
-            let Some(pause) = pauses.next() else {
-                anyhow::bail!("GitHub kept failing {method} {url}: {error}");
-            };
-            std::thread::sleep(*pause);
+    match &outcome {
+        Ok(_) => receiver.count(trigger, |d| {
+            d.condition(
+                "CredentialsValid",
+                "True",
+                "Accepted",
+                "the provider took the API token",
+            );
+        }),
+        Err(error) if error.refused_credentials() => receiver.count(trigger, |d| {
+            d.condition("CredentialsValid", "False", "Refused", &error.to_string());
+        }),
+        Err(_) => {}
+    }
+    Ok(outcome?)
+}
+
+/// The issue or pull request a Task reports to, from its `trigger-issue` annotation.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    project: String,
+    number: i64,
+    /// A GitLab merge request (`!`), not an issue (`#`).
+    merge_request: bool,
+}
+
+impl Target {
+    fn parse(annotation: &str) -> Option<Target> {
+        let at = annotation.rfind(['#', '!'])?;
+        Some(Target {
+            project: annotation[..at].to_owned(),
+            number: annotation[at + 1..].parse().ok()?,
+            merge_request: annotation[at..].starts_with('!'),
+        })
+    }
+
+    /// Where a comment is posted.
+    fn comments_url(&self, api: &str, gitlab: bool) -> String {
+        if gitlab {
+            format!(
+                "{api}/projects/{}/{}/{}/notes",
+                gitlab::project_id(&self.project),
+                if self.merge_request {
+                    "merge_requests"
+                } else {
+                    "issues"
+                },
+                self.number
+            )
+        } else {
+            format!(
+                "{api}/repos/{}/issues/{}/comments",
+                self.project, self.number
+            )
         }
-    })
-    .await?
+    }
+
+    /// Where comment `id` is edited.
+    fn comment_url(&self, api: &str, gitlab: bool, id: &str) -> String {
+        if gitlab {
+            format!("{}/{id}", self.comments_url(api, gitlab))
+        } else {
+            format!("{api}/repos/{}/issues/comments/{id}", self.project)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_go_to_the_issue_or_merge_request_of_the_annotation() {
+        let github = Target::parse("o/r#42").unwrap_or_else(|| panic!("parses"));
+        assert_eq!(
+            github.comments_url("https://api.github.com", false),
+            "https://api.github.com/repos/o/r/issues/42/comments"
+        );
+        assert_eq!(
+            github.comment_url("https://api.github.com", false, "7"),
+            "https://api.github.com/repos/o/r/issues/comments/7"
+        );
+        let merge_request = Target::parse("g/sub/p!5").unwrap_or_else(|| panic!("parses"));
+        assert_eq!(
+            merge_request.comment_url("https://gitlab.com/api/v4", true, "9"),
+            "https://gitlab.com/api/v4/projects/g%2Fsub%2Fp/merge_requests/5/notes/9"
+        );
+        let issue = Target::parse("g/p#5").unwrap_or_else(|| panic!("parses"));
+        assert_eq!(
+            issue.comments_url("https://gitlab.com/api/v4", true),
+            "https://gitlab.com/api/v4/projects/g%2Fp/issues/5/notes"
+        );
+        assert_eq!(Target::parse("no-number"), None);
+        assert_eq!(Target::parse("o/r#x"), None);
+    }
 }

@@ -165,3 +165,100 @@ fn an_event_cannot_reach_the_tasks_structure() {
     assert!(text.contains("````text\n```\n</untrusted>"), "{text}");
     assert!(text.contains("agentImage: evil/image"));
 }
+
+fn trigger_of(source: Value) -> TaskTrigger {
+    let mut trigger = trigger(json!({}));
+    trigger.spec.source = serde_json::from_value(source).unwrap_or_else(|e| panic!("{e}"));
+    trigger
+}
+
+/// A GitLab event: the actor's role (looked up by the receiver) decides who may trigger; an
+/// issue and a merge request of the same number are different work.
+#[test]
+fn gitlab_events_are_mapped_by_the_actors_role() {
+    let gitlab = trigger_of(json!({"gitlab": {"project": "gitlabhq/gitlab-test",
+        "events": ["issue", "merge_request"], "webhookSecretRef": {"name": "hook"}}}));
+    let mut issue = crate::triggers::gitlab::parse(
+        "issue",
+        include_bytes!("../../../tests/fixtures/gitlab/issue-open.json"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        skipped(map(&gitlab, &issue, "d")),
+        "AuthorNotAllowed",
+        "no role known: NONE"
+    );
+    issue.set_actor_association("MEMBER");
+    let (task, key) = task_of(map(&gitlab, &issue, "d"));
+    let annotations = task.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations[trigger_labels::ISSUE],
+        "gitlabhq/gitlab-test#23"
+    );
+    let text = task.spec.contexts[1]
+        .file
+        .clone()
+        .and_then(|f| f.source.inline)
+        .unwrap_or_default();
+    assert!(text.contains("comes from GitLab"), "{text}");
+    let mut merge_request = issue.clone();
+    merge_request.pull_request = true;
+    let (_, mr_key) = task_of(map(&gitlab, &merge_request, "d"));
+    assert_ne!(mr_key, key);
+    // A GitHub event at a GitLab trigger (or the reverse) is refused.
+    let github = github::parse("issues", OPENED).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(skipped(map(&gitlab, &github, "d")), "WrongSource");
+    assert_eq!(
+        skipped(map(&trigger(json!({})), &issue, "d")),
+        "WrongSource"
+    );
+    let mut other = issue.clone();
+    other.repository = "gitlabhq/other".to_owned();
+    assert_eq!(skipped(map(&gitlab, &other, "d")), "WrongRepository");
+}
+
+/// A generic webhook's sender is trusted by its signature; its work key groups its events.
+#[test]
+fn webhook_events_are_keyed_by_the_pointer() {
+    let source = json!({"webhook": {"hmac": {"secretRef": {"name": "hook"}, "header": "X-Signature"},
+        "keyPointer": "/alert/fingerprint", "titlePointer": "/alert/summary"}});
+    let webhook = trigger_of(source.clone());
+    let parsed = |body: &str, at: i64| {
+        let source: kubetask_api::task_trigger::TriggerSource =
+            serde_json::from_value(source.clone()).unwrap_or_else(|e| panic!("{e}"));
+        crate::triggers::webhook::parse(
+            source.webhook.as_ref().unwrap_or_else(|| panic!("webhook")),
+            body.as_bytes(),
+            Some(at),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let first = parsed(
+        r#"{"alert":{"fingerprint":"fp-1","summary":"disk full"}}"#,
+        1,
+    );
+    let (task, key) = task_of(map(&webhook, &first, "d"));
+    let annotations = task.metadata.annotations.clone().unwrap_or_default();
+    assert!(!annotations.contains_key(trigger_labels::ISSUE));
+    let text = task.spec.contexts[1]
+        .file
+        .clone()
+        .and_then(|f| f.source.inline)
+        .unwrap_or_default();
+    assert!(
+        text.contains("disk full") && text.contains("UNTRUSTED"),
+        "{text}"
+    );
+    let again = parsed(
+        r#"{"alert":{"fingerprint":"fp-1","summary":"disk full"}}"#,
+        2,
+    );
+    let (later, later_key) = task_of(map(&webhook, &again, "d"));
+    assert_ne!(later.metadata.name, task.metadata.name, "another event");
+    assert_eq!(later_key, key, "the same work");
+    let other = parsed(
+        r#"{"alert":{"fingerprint":"fp-2","summary":"disk full"}}"#,
+        1,
+    );
+    assert_ne!(task_of(map(&webhook, &other, "d")).1, key);
+}
