@@ -1,5 +1,7 @@
-//! Reporting back (`spec.report.comment: PerTask`): a comment on the issue or pull request
-//! when a trigger's Task is created, edited with its result when it ends. Runs in the receiver
+//! Reporting back (`spec.report`): a comment on the issue or pull request when a trigger's
+//! Task is created, edited with its result when it ends (`PerTask`; `Sticky`: one comment per
+//! issue, found again by a hidden marker and edited by each of its Tasks), and a reaction on
+//! the comment that triggered it. Runs in the receiver
 //! from a watch of the Tasks triggers created. Several replicas may watch the same Task: the
 //! one whose write of the `report-comment` annotation (`claimed`, on the Task's
 //! resourceVersion) succeeds posts the comment, the others see the annotation and leave it; the
@@ -7,6 +9,7 @@
 //! run.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -48,33 +51,36 @@ pub async fn run(receiver: Arc<Receiver>, client: kube::Client, namespace: Optio
         .await;
 }
 
-/// Reports on `task` what is due: the first comment, or the result.
+/// Reports on `task` what is due: the reaction on the triggering comment, the first comment,
+/// or the result.
 pub async fn report(receiver: &Receiver, client: &kube::Client, task: &Task) -> anyhow::Result<()> {
     let annotations = task.annotations();
     let done = annotations.get(trigger_labels::REPORT_DONE).is_some();
     let comment = annotations.get(trigger_labels::REPORT_COMMENT).cloned();
     let finished = task.status.as_ref().is_some_and(is_finished);
-    if done || comment.as_deref() == Some("claimed") || (comment.is_some() && !finished) {
+    let react = annotations.contains_key(trigger_labels::COMMENT)
+        && !annotations.contains_key(trigger_labels::REACTED);
+    let comment_due =
+        !done && comment.as_deref() != Some("claimed") && (comment.is_none() || finished);
+    if !react && !comment_due {
         return Ok(());
     }
     let Some(trigger) = owner(client, task).await? else {
         return Ok(());
     };
-    let wants = trigger
-        .spec
-        .report
-        .as_ref()
-        .and_then(|r| r.comment)
-        .unwrap_or_default();
-    if wants != CommentMode::PerTask {
-        return Ok(());
-    }
+    let report = trigger.spec.report.clone().unwrap_or_default();
+    let mode = report.comment.unwrap_or_default();
+    let react = react && report.reaction.is_some();
+    let comment_due = comment_due && mode != CommentMode::None;
     let Some(target) = annotations
         .get(trigger_labels::ISSUE)
         .and_then(|issue| Target::parse(issue))
     else {
         return Ok(());
     };
+    if !react && !comment_due {
+        return Ok(());
+    }
     let namespace = task.namespace().unwrap_or_default();
     let api = match api::credentials(client, &trigger).await {
         Ok(api) => api,
@@ -92,8 +98,37 @@ pub async fn report(receiver: &Receiver, client: &kube::Client, task: &Task) -> 
     };
     let gitlab = matches!(trigger.spec.source.kind(), Some(SourceKind::GitLab(_)));
     let tasks: Api<Task> = Api::namespaced(client.clone(), &namespace);
-    let body = text(task);
-    match comment {
+    let name = task.name_any();
+    if react
+        && let (Some(reaction), Some(comment_id)) =
+            (&report.reaction, annotations.get(trigger_labels::COMMENT))
+    {
+        let (url, body) = target.reaction(&api.url, gitlab, comment_id, reaction);
+        match api::call(&api, "POST", url, body).await {
+            // GitLab refuses a second award of the same emoji: it is there.
+            Ok(_) | Err(api::CallError::Refused { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+        let marks = json!({"metadata": {"annotations": {trigger_labels::REACTED: "done"}}});
+        tasks
+            .patch(&name, &PatchParams::default(), &Patch::Merge(marks))
+            .await?;
+    }
+    if !comment_due {
+        return Ok(());
+    }
+    let marker = (mode == CommentMode::Sticky).then(|| {
+        format!(
+            "<!-- kubetask:sticky {namespace}/{} -->",
+            trigger.name_any()
+        )
+    });
+    let mut body = text(task);
+    if let Some(marker) = &marker {
+        body.push_str(&format!("\n{marker}\n"));
+    }
+    let id = match comment {
+        Some(id) => id,
         None => {
             // Claim it: only the replica whose write lands posts the comment.
             let mut claimed = task.clone();
@@ -102,52 +137,118 @@ pub async fn report(receiver: &Receiver, client: &kube::Client, task: &Task) -> 
                 "claimed".to_owned(),
             );
             claimed.status = None;
-            match tasks
-                .replace(&task.name_any(), &PostParams::default(), &claimed)
-                .await
-            {
+            match tasks.replace(&name, &PostParams::default(), &claimed).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(status)) if status.code == 409 => return Ok(()),
                 Err(error) => return Err(error.into()),
             }
-            let url = target.comments_url(&api.url, gitlab);
-            let posted = note_outcome(
-                receiver,
-                &trigger,
-                api::call(&api, "POST", url, json!({"body": body})).await,
-            )?;
-            let id = posted["id"].as_i64().unwrap_or_default().to_string();
+            let sticky = match &marker {
+                Some(marker) => find_comment(&api, &target, gitlab, marker).await,
+                None => None,
+            };
+            let posted = match &sticky {
+                Some(id) => {
+                    let url = target.comment_url(&api.url, gitlab, id);
+                    let method = if gitlab { "PUT" } else { "PATCH" };
+                    api::call(&api, method, url, json!({"body": body})).await
+                }
+                None => {
+                    let url = target.comments_url(&api.url, gitlab);
+                    api::call(&api, "POST", url, json!({"body": body})).await
+                }
+            };
+            let posted = match note_outcome(receiver, &trigger, posted) {
+                Ok(posted) => posted,
+                Err(error) => {
+                    return give_up_or_retry(receiver, &tasks, &trigger, &name, error).await;
+                }
+            };
+            let id =
+                sticky.unwrap_or_else(|| posted["id"].as_i64().unwrap_or_default().to_string());
             let mut marks = json!({trigger_labels::REPORT_COMMENT: id});
             if finished {
                 marks[trigger_labels::REPORT_DONE] = json!("done");
             }
             tasks
                 .patch(
-                    &task.name_any(),
+                    &name,
                     &PatchParams::default(),
                     &Patch::Merge(json!({"metadata": {"annotations": marks}})),
                 )
                 .await?;
+            return Ok(());
         }
-        Some(id) => {
-            let url = target.comment_url(&api.url, gitlab, &id);
-            let method = if gitlab { "PUT" } else { "PATCH" };
-            note_outcome(
-                receiver,
-                &trigger,
-                api::call(&api, method, url, json!({"body": body})).await,
-            )?;
-            let marks = json!({"metadata": {"annotations": {trigger_labels::REPORT_DONE: "done"}}});
-            tasks
-                .patch(
-                    &task.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(marks),
-                )
-                .await?;
-        }
+    };
+    let url = target.comment_url(&api.url, gitlab, &id);
+    let method = if gitlab { "PUT" } else { "PATCH" };
+    if let Err(error) = note_outcome(
+        receiver,
+        &trigger,
+        api::call(&api, method, url, json!({"body": body})).await,
+    ) {
+        return give_up_or_retry(receiver, &tasks, &trigger, &name, error).await;
     }
+    let marks = json!({"metadata": {"annotations": {trigger_labels::REPORT_DONE: "done"}}});
+    tasks
+        .patch(&name, &PatchParams::default(), &Patch::Merge(marks))
+        .await?;
     Ok(())
+}
+
+/// How long a report that kept failing waits before it is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// After a failed post or edit: a refusal (4xx) is final — the Task is marked `failed` and
+/// the trigger's `lastError` says why; anything else is tried again after [`RETRY_AFTER`]
+/// (the claim released, so any replica may).
+async fn give_up_or_retry(
+    receiver: &Receiver,
+    tasks: &Api<Task>,
+    trigger: &TaskTrigger,
+    name: &str,
+    error: anyhow::Error,
+) -> anyhow::Result<()> {
+    let refused = matches!(
+        error.downcast_ref::<api::CallError>(),
+        Some(api::CallError::Refused { .. })
+    );
+    let message = format!("reporting on Task {name}: {error}");
+    receiver.count(trigger, |d| d.reject("ReportFailed", &message));
+    let marks = if refused {
+        json!({"metadata": {"annotations": {trigger_labels::REPORT_DONE: "failed"}}})
+    } else {
+        tokio::time::sleep(RETRY_AFTER).await;
+        json!({"metadata": {"annotations": {trigger_labels::REPORT_COMMENT: null}}})
+    };
+    let _ = tasks
+        .patch(name, &PatchParams::default(), &Patch::Merge(marks))
+        .await;
+    Err(error)
+}
+
+/// The id of the issue's comment holding `marker` (a sticky report), among its latest 100.
+async fn find_comment(
+    api: &api::Credentials,
+    target: &Target,
+    gitlab: bool,
+    marker: &str,
+) -> Option<String> {
+    let mut url = target.comments_url(&api.url, gitlab);
+    url.push_str(if gitlab {
+        "?per_page=100&sort=desc&order_by=created_at"
+    } else {
+        "?per_page=100"
+    });
+    let (status, comments) = api::get(api.clone(), url).await.ok()?;
+    if status != 200 {
+        return None;
+    }
+    comments
+        .as_array()?
+        .iter()
+        .find(|c| c["body"].as_str().is_some_and(|b| b.contains(marker)))
+        .and_then(|c| c["id"].as_i64())
+        .map(|id| id.to_string())
 }
 
 /// The TaskTrigger that controls `task`.
@@ -258,6 +359,31 @@ impl Target {
             format!(
                 "{api}/repos/{}/issues/{}/comments",
                 self.project, self.number
+            )
+        }
+    }
+
+    /// Where and what to POST for `reaction` on comment `id`.
+    fn reaction(&self, api: &str, gitlab: bool, id: &str, reaction: &str) -> (String, Value) {
+        if gitlab {
+            let name = match reaction {
+                "+1" => "thumbsup",
+                "-1" => "thumbsdown",
+                "laugh" => "laughing",
+                "hooray" => "tada",
+                other => other,
+            };
+            (
+                format!("{}/award_emoji", self.comment_url(api, gitlab, id)),
+                json!({"name": name}),
+            )
+        } else {
+            (
+                format!(
+                    "{api}/repos/{}/issues/comments/{id}/reactions",
+                    self.project
+                ),
+                json!({"content": reaction}),
             )
         }
     }

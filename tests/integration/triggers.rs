@@ -603,3 +603,290 @@ async fn polling_finds_an_issue_without_a_webhook_and_agrees_with_it() {
     );
     assert_eq!(tasks_of(&cluster, "polled").await.len(), 1);
 }
+
+const GITLAB_ISSUE: &str = include_str!("../fixtures/gitlab/issue-open.json");
+const GITLAB_NOTE: &str = include_str!("../fixtures/gitlab/note-on-issue.json");
+
+fn gitlab_trigger_yaml(name: &str, api: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: kubetask.io/v1alpha1
+kind: TaskTrigger
+metadata: {{name: {name}, namespace: {NS}}}
+spec:
+  source:
+    gitlab:
+      project: gitlabhq/gitlab-test
+      events: [issue, note]
+      webhookSecretRef: {{name: hook}}
+      tokenSecretRef: {{name: gh-api}}
+      apiURL: '{api}'
+  concurrencyPolicy: Allow
+  taskTemplate:
+    spec:
+      contexts:
+        - {{type: File, file: {{filePath: /workspace/task.md, source: {{inline: 'Do what /workspace/event.md asks.'}}}}}}
+{extra}"
+    )
+}
+
+/// A GitLab delivery (`X-Gitlab-Token`).
+fn gitlab_post(
+    receiver: &Receiver,
+    trigger: &str,
+    event: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let mut headers = vec![("X-Gitlab-Event", event.to_owned())];
+    if let Some(token) = token {
+        headers.push(("X-Gitlab-Token", token.to_owned()));
+    }
+    receiver.post(trigger, &headers, body.as_bytes())
+}
+
+/// GitLab: the secret token checked, the actor's role read from GitLab's API deciding who may
+/// trigger, confidential events never taken; the note that triggered gets its reaction; one
+/// sticky comment per issue edited by each of its Tasks; polling finds an issue too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitlab_events_make_tasks_for_members_and_report_back() {
+    let cluster = setup().await;
+    let forge = kubetask_test_apiserver::forge::Forge::start("gh-api-token");
+    forge.add_member("gitlabhq/gitlab-test", 1, 30);
+    forge.open_gitlab_issue(
+        "gitlabhq/gitlab-test",
+        31,
+        "Polled",
+        &["kubetask"],
+        (1, "root"),
+    );
+    api_token(&cluster).await;
+    create(
+        &cluster,
+        &gitlab_trigger_yaml(
+            "gl",
+            &forge.gitlab_url(),
+            "  report: {comment: Sticky, reaction: eyes}\n",
+        ),
+    )
+    .await;
+    let receiver = Receiver::start(&cluster);
+    let (status, answer) = gitlab_post(&receiver, "gl", "Issue Hook", Some(SECRET), GITLAB_ISSUE);
+    assert_eq!(status, 201, "{answer}");
+    let first = answer["task"].as_str().unwrap().to_owned();
+    assert_eq!(
+        gitlab_post(&receiver, "gl", "Issue Hook", Some(SECRET), GITLAB_ISSUE).0,
+        200,
+        "a redelivery"
+    );
+    let wait =
+        |what: &str, done: &dyn Fn(&[kubetask_test_apiserver::forge::IssueComment]) -> bool| {
+            for _ in 0..200 {
+                if done(&forge.comments()) {
+                    return forge.comments();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            panic!("{what} never happened: {:?}", forge.comments());
+        };
+    wait("the first report", &|c| {
+        c.iter().any(|c| c.body.contains(&first))
+    });
+    // Refused, each with its reason.
+    let wrong = gitlab_post(&receiver, "gl", "Issue Hook", Some("guess"), GITLAB_ISSUE);
+    assert_eq!(
+        (wrong.0, wrong.1["rejected"].as_str()),
+        (401, Some("SignatureInvalid"))
+    );
+    assert_eq!(
+        gitlab_post(&receiver, "gl", "Issue Hook", None, GITLAB_ISSUE).0,
+        401
+    );
+    let confidential = gitlab_post(
+        &receiver,
+        "gl",
+        "Confidential Issue Hook",
+        Some(SECRET),
+        GITLAB_ISSUE,
+    );
+    assert_eq!(
+        (confidential.0, confidential.1["rejected"].as_str()),
+        (422, Some("EventNotTaken"))
+    );
+    let stranger = GITLAB_ISSUE.replace(
+        "\"id\": 1, \"name\": \"Administrator\"",
+        "\"id\": 99, \"name\": \"Stranger\"",
+    );
+    let refused = gitlab_post(&receiver, "gl", "Issue Hook", Some(SECRET), &stranger);
+    assert_eq!(
+        (refused.0, refused.1["skipped"].as_str()),
+        (202, Some("AuthorNotAllowed")),
+        "{}",
+        refused.1
+    );
+
+    // A `/kubetask` note on the same issue (the fixture's note, on issue 23 here).
+    let note_id = forge.add_comment(
+        "gitlab",
+        "gitlabhq/gitlab-test",
+        23,
+        "/kubetask please fix the flaky test",
+    );
+    let mut note: Value = serde_json::from_str(GITLAB_NOTE).unwrap();
+    note["project"]["path_with_namespace"] = json!("gitlabhq/gitlab-test");
+    note["issue"]["iid"] = json!(23);
+    note["object_attributes"]["id"] = json!(note_id);
+    let (status, answer) = gitlab_post(
+        &receiver,
+        "gl",
+        "Note Hook",
+        Some(SECRET),
+        &note.to_string(),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let second = answer["task"].as_str().unwrap().to_owned();
+    wait("the reaction", &|c| {
+        c.iter().any(|c| c.id == note_id && c.reactions == ["eyes"])
+    });
+    // One sticky report for the issue, naming the later Task (each Task's report edits it).
+    let comments = wait("the sticky report", &|c| {
+        c.iter()
+            .any(|c| c.id != note_id && c.body.contains(&second))
+    });
+    let reports: Vec<_> = comments
+        .iter()
+        .filter(|c| c.id != note_id && c.number == 23)
+        .collect();
+    assert_eq!(reports.len(), 1, "one sticky comment: {comments:?}");
+    assert!(
+        reports[0]
+            .body
+            .contains("<!-- kubetask:sticky team-a/gl -->")
+    );
+    assert_ne!(first, second);
+
+    // Polling finds issue 31 (its author a member) without a webhook.
+    let yaml = gitlab_trigger_yaml("gl-polled", &forge.gitlab_url(), "")
+        .replace("      apiURL:", "      poll: {interval: 1s}\n      apiURL:");
+    create(&cluster, &yaml).await;
+    let mut polled = Vec::new();
+    for _ in 0..300 {
+        polled = tasks_of(&cluster, "gl-polled").await;
+        if polled
+            .iter()
+            .any(|t| t.annotations()["kubetask.io/trigger-issue"] == "gitlabhq/gitlab-test#31")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(polled.len(), 1, "issue 31 only");
+    let status = status_when(&cluster, "gl-polled", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Polling" && c.status == "True")
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "CredentialsValid" && c.reason == "Accepted")
+    })
+    .await;
+    assert_eq!(
+        status.source.as_deref(),
+        Some("gitlab gitlabhq/gitlab-test")
+    );
+    assert_eq!(status.events.as_deref(), Some("issue,note"));
+    let counted = status_when(&cluster, "gl", |s| s.accepted == 2 && s.duplicate == 1).await;
+    assert_eq!(counted.rejected.get("SignatureInvalid"), Some(&2));
+    assert_eq!(counted.rejected.get("EventNotTaken"), Some(&1));
+    assert_eq!(counted.rejected.get("AuthorNotAllowed"), Some(&1));
+}
+
+/// A generic webhook: HMAC over `<timestamp>.<body>`, a replay outside the window refused,
+/// a redelivery within it a duplicate, events of the same `keyPointer` the same work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_webhook_makes_tasks_and_replays_are_refused() {
+    use kubetask::triggers::webhook;
+    let cluster = setup().await;
+    let yaml = format!(
+        "apiVersion: kubetask.io/v1alpha1
+kind: TaskTrigger
+metadata: {{name: alerts, namespace: {NS}}}
+spec:
+  source:
+    webhook:
+      hmac: {{secretRef: {{name: hook}}, header: X-Signature, prefix: 'v1=', timestampHeader: X-Timestamp, maxSkewSeconds: 60}}
+      keyPointer: /alert/fingerprint
+      titlePointer: /alert/summary
+  taskTemplate:
+    spec:
+      contexts:
+        - {{type: File, file: {{filePath: /workspace/task.md, source: {{inline: 'Look into the alert in /workspace/event.md.'}}}}}}
+"
+    );
+    create(&cluster, &yaml).await;
+    let trigger: TaskTrigger = serde_yaml::from_str(&yaml).unwrap();
+    let hmac = trigger.spec.source.webhook.clone().unwrap().hmac;
+    let receiver = Receiver::start(&cluster);
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let send = |body: &str, at: i64, secret: &str| {
+        receiver.post(
+            "alerts",
+            &[
+                (
+                    "X-Signature",
+                    webhook::sign(&hmac, secret.as_bytes(), body.as_bytes(), Some(at)),
+                ),
+                ("X-Timestamp", at.to_string()),
+            ],
+            body.as_bytes(),
+        )
+    };
+    let alert = r#"{"alert":{"fingerprint":"fp-1","summary":"disk full on node-3"}}"#;
+    let (status, answer) = send(alert, now, SECRET);
+    assert_eq!(status, 201, "{answer}");
+    let name = answer["task"].as_str().unwrap().to_owned();
+    assert_eq!(
+        send(alert, now, SECRET).0,
+        200,
+        "a redelivery within the window"
+    );
+    let replay = send(alert, now - 600, SECRET);
+    assert_eq!(
+        (replay.0, replay.1["rejected"].as_str()),
+        (401, Some("Replayed")),
+        "{}",
+        replay.1
+    );
+    assert_eq!(send(alert, now, "guess").0, 401);
+    let unkeyed = send(r#"{"alert":{}}"#, now, SECRET);
+    assert_eq!(
+        (unkeyed.0, unkeyed.1["rejected"].as_str()),
+        (400, Some("MalformedPayload"))
+    );
+    // The same alert firing again later: the same work, so Forbid (the default) holds it.
+    let (status, answer) = send(alert, now + 1, SECRET);
+    assert_eq!(
+        (status, answer["skipped"].as_str()),
+        (202, Some("Forbidden")),
+        "{answer}"
+    );
+    let task = cluster.tasks(NS).get(&name).await.unwrap();
+    let text = task.spec.contexts[1]
+        .file
+        .clone()
+        .unwrap()
+        .source
+        .inline
+        .unwrap();
+    assert!(
+        text.contains("disk full on node-3") && text.contains("UNTRUSTED"),
+        "{text}"
+    );
+    assert_eq!(tasks_of(&cluster, "alerts").await.len(), 1);
+    let status = status_when(&cluster, "alerts", |s| {
+        s.rejected.get("Forbidden") == Some(&1) && s.source.is_some()
+    })
+    .await;
+    assert_eq!(status.rejected.get("Replayed"), Some(&1));
+    assert_eq!(status.rejected.get("SignatureInvalid"), Some(&1));
+    assert_eq!(status.source.as_deref(), Some("webhook"));
+}

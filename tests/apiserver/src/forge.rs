@@ -34,12 +34,17 @@ pub struct Pull {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssueComment {
     pub id: i64,
-    /// `owner/repo`.
+    pub provider: &'static str,
+    /// `owner/repo`, or the GitLab project's path.
     pub project: String,
     pub number: i64,
+    /// On a GitLab merge request (not an issue).
+    pub merge_request: bool,
     pub body: String,
     /// How many times it was edited.
     pub edits: u32,
+    /// Reactions put on it (GitHub's `content`, GitLab's emoji name).
+    pub reactions: Vec<String>,
 }
 
 /// One request the fake answered: method, path with query, status.
@@ -77,6 +82,8 @@ struct State {
     comments: Vec<IssueComment>,
     /// Open issues, by project: the REST API's issue objects.
     issues: Vec<(String, Value)>,
+    /// GitLab project members: project, user id, access level.
+    members: Vec<(String, i64, i64)>,
 }
 
 /// The fake, serving until dropped (its thread ends with the process).
@@ -146,6 +153,55 @@ impl Forge {
             "labels": labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>(),
         });
         self.lock().issues.push((project.to_owned(), issue));
+    }
+
+    /// Opens GitLab issue `iid` of `project` (`GET /projects/:id/issues`), by user `author`.
+    pub fn open_gitlab_issue(
+        &self,
+        project: &str,
+        iid: i64,
+        title: &str,
+        labels: &[&str],
+        author: (i64, &str),
+    ) {
+        let issue = json!({
+            "id": 7_000_000 + iid, "iid": iid, "title": title, "description": "Found by polling.",
+            "web_url": format!("https://gitlab.example/{project}/-/issues/{iid}"),
+            "author": {"id": author.0, "username": author.1}, "state": "opened", "labels": labels,
+        });
+        self.lock()
+            .issues
+            .push((format!("gitlab:{project}"), issue));
+    }
+
+    /// Makes GitLab user `user` a member of `project` with `access_level` (30 Developer, ...).
+    pub fn add_member(&self, project: &str, user: i64, access_level: i64) {
+        self.lock()
+            .members
+            .push((project.to_owned(), user, access_level));
+    }
+
+    /// Puts a comment on an issue, as someone else would (`provider`: `github`, `gitlab`).
+    pub fn add_comment(
+        &self,
+        provider: &'static str,
+        project: &str,
+        number: i64,
+        body: &str,
+    ) -> i64 {
+        let mut state = self.lock();
+        let id = 9000 + i64::try_from(state.comments.len()).unwrap_or(0);
+        state.comments.push(IssueComment {
+            id,
+            provider,
+            project: project.to_owned(),
+            number,
+            merge_request: false,
+            body: body.to_owned(),
+            edits: 0,
+            reactions: Vec::new(),
+        });
+        id
     }
 
     /// The comments posted on issues and pull requests.
@@ -313,17 +369,129 @@ impl Forge {
                     (201, answer, None)
                 }
                 ("PUT", ["projects", _, "merge_requests", iid]) => {
-                    let Some(pull) = state
-                        .pulls
-                        .iter_mut()
-                        .find(|p| p.provider == "gitlab" && p.number.to_string() == *iid)
-                    else {
+                    let Some(pull) = state.pulls.iter_mut().find(|p| {
+                        p.provider == "gitlab"
+                            && p.project == project
+                            && p.number.to_string() == *iid
+                    }) else {
                         return (404, json!({"message": "404 Not found"}), None);
                     };
                     pull.title = text(body, "title");
                     pull.body = text(body, "description");
                     pull.labels.extend(labels(&text(body, "add_labels")));
                     (200, gitlab_json(pull), None)
+                }
+                ("GET", ["projects", _, "members", "all", user]) => {
+                    match state
+                        .members
+                        .iter()
+                        .find(|(p, u, _)| *p == project && u.to_string() == *user)
+                    {
+                        Some((_, user, level)) => {
+                            (200, json!({"id": user, "access_level": level}), None)
+                        }
+                        None => (404, json!({"message": "404 Not found"}), None),
+                    }
+                }
+                ("GET", ["projects", _, "issues"]) => {
+                    let open: Vec<Value> = state
+                        .issues
+                        .iter()
+                        .filter(|(p, _)| *p == format!("gitlab:{project}"))
+                        .map(|(_, issue)| issue.clone())
+                        .collect();
+                    (200, json!(open), None)
+                }
+                (
+                    "GET",
+                    [
+                        "projects",
+                        _,
+                        kind @ ("issues" | "merge_requests"),
+                        iid,
+                        "notes",
+                    ],
+                ) => {
+                    let notes: Vec<Value> = state
+                        .comments
+                        .iter()
+                        .rev()
+                        .filter(|c| {
+                            c.provider == "gitlab"
+                                && c.project == project
+                                && c.merge_request == (*kind == "merge_requests")
+                                && c.number.to_string() == *iid
+                        })
+                        .map(|c| json!({"id": c.id, "body": c.body}))
+                        .collect();
+                    (200, json!(notes), None)
+                }
+                (
+                    "POST",
+                    [
+                        "projects",
+                        _,
+                        kind @ ("issues" | "merge_requests"),
+                        iid,
+                        "notes",
+                    ],
+                ) => {
+                    let id = 9000 + i64::try_from(state.comments.len()).unwrap_or(0);
+                    let comment = IssueComment {
+                        id,
+                        provider: "gitlab",
+                        project,
+                        number: iid.parse().unwrap_or_default(),
+                        merge_request: *kind == "merge_requests",
+                        body: text(body, "body"),
+                        edits: 0,
+                        reactions: Vec::new(),
+                    };
+                    let answer = json!({"id": id, "body": comment.body});
+                    state.comments.push(comment);
+                    (201, answer, None)
+                }
+                ("PUT", ["projects", _, "issues" | "merge_requests", _, "notes", id]) => {
+                    let Some(comment) = state
+                        .comments
+                        .iter_mut()
+                        .find(|c| c.provider == "gitlab" && c.id.to_string() == *id)
+                    else {
+                        return (404, json!({"message": "404 Not found"}), None);
+                    };
+                    comment.body = text(body, "body");
+                    comment.edits += 1;
+                    (200, json!({"id": comment.id, "body": comment.body}), None)
+                }
+                (
+                    "POST",
+                    [
+                        "projects",
+                        _,
+                        "issues" | "merge_requests",
+                        _,
+                        "notes",
+                        id,
+                        "award_emoji",
+                    ],
+                ) => {
+                    let Some(comment) = state
+                        .comments
+                        .iter_mut()
+                        .find(|c| c.provider == "gitlab" && c.id.to_string() == *id)
+                    else {
+                        return (404, json!({"message": "404 Not found"}), None);
+                    };
+                    let name = text(body, "name");
+                    if comment.reactions.contains(&name) {
+                        return (
+                            404,
+                            json!({"message": "404 Award Emoji Name has already been taken"}),
+                            None,
+                        );
+                    }
+                    comment.reactions.push(name.clone());
+                    (201, json!({"name": name}), None)
                 }
                 _ => (404, json!({"message": "404 Not found"}), None),
             }
@@ -395,33 +563,64 @@ impl Forge {
                     (201, answer, None)
                 }
                 ("PATCH", ["repos", _, _, "pulls", number]) => {
-                    let Some(pull) = state
-                        .pulls
-                        .iter_mut()
-                        .find(|p| p.provider == "github" && p.number.to_string() == *number)
-                    else {
+                    let Some(pull) = state.pulls.iter_mut().find(|p| {
+                        p.provider == "github"
+                            && p.project == project
+                            && p.number.to_string() == *number
+                    }) else {
                         return (404, json!({"message": "Not Found"}), None);
                     };
                     pull.title = text(body, "title");
                     pull.body = text(body, "body");
                     (200, github_json(pull), None)
                 }
+                ("GET", ["repos", _, _, "issues", number, "comments"]) => {
+                    let comments: Vec<Value> = state
+                        .comments
+                        .iter()
+                        .filter(|c| {
+                            c.provider == "github"
+                                && c.project == project
+                                && c.number.to_string() == *number
+                        })
+                        .map(|c| json!({"id": c.id, "body": c.body}))
+                        .collect();
+                    (200, json!(comments), None)
+                }
+                ("POST", ["repos", _, _, "issues", "comments", id, "reactions"]) => {
+                    let Some(comment) = state.comments.iter_mut().find(|c| {
+                        c.provider == "github" && c.project == project && c.id.to_string() == *id
+                    }) else {
+                        return (404, json!({"message": "Not Found"}), None);
+                    };
+                    let content = text(body, "content");
+                    // GitHub answers 200 with the existing reaction for a repeat.
+                    if comment.reactions.contains(&content) {
+                        return (200, json!({"content": content}), None);
+                    }
+                    comment.reactions.push(content.clone());
+                    (201, json!({"content": content}), None)
+                }
                 ("POST", ["repos", _, _, "issues", number, "comments"]) => {
                     let id = 9000 + i64::try_from(state.comments.len()).unwrap_or(0);
                     let comment = IssueComment {
                         id,
+                        provider: "github",
                         project,
                         number: number.parse().unwrap_or_default(),
+                        merge_request: false,
                         body: text(body, "body"),
                         edits: 0,
+                        reactions: Vec::new(),
                     };
                     let answer = json!({"id": id, "body": comment.body, "html_url": format!("https://github.example/{}/issues/{}#issuecomment-{id}", comment.project, comment.number)});
                     state.comments.push(comment);
                     (201, answer, None)
                 }
                 ("PATCH", ["repos", _, _, "issues", "comments", id]) => {
-                    let Some(comment) = state.comments.iter_mut().find(|c| c.id.to_string() == *id)
-                    else {
+                    let Some(comment) = state.comments.iter_mut().find(|c| {
+                        c.provider == "github" && c.project == project && c.id.to_string() == *id
+                    }) else {
                         return (404, json!({"message": "Not Found"}), None);
                     };
                     comment.body = text(body, "body");
@@ -429,11 +628,11 @@ impl Forge {
                     (200, json!({"id": comment.id, "body": comment.body}), None)
                 }
                 ("POST", ["repos", _, _, "issues", number, "labels"]) => {
-                    let Some(pull) = state
-                        .pulls
-                        .iter_mut()
-                        .find(|p| p.provider == "github" && p.number.to_string() == *number)
-                    else {
+                    let Some(pull) = state.pulls.iter_mut().find(|p| {
+                        p.provider == "github"
+                            && p.project == project
+                            && p.number.to_string() == *number
+                    }) else {
                         return (404, json!({"message": "Not Found"}), None);
                     };
                     for label in body["labels"].as_array().into_iter().flatten() {
