@@ -592,6 +592,45 @@ fn trigger_event_shows_the_task_an_event_makes_offline() {
         stderr.contains("is not one of spec.source.github.events"),
         "{stderr}"
     );
+    // GitLab: the actor's role is GitLab's to say (the receiver asks its API); offline, the flag.
+    let gitlab = [
+        "trigger",
+        "event",
+        "-f",
+        "examples/gitlab-issues-trigger.yaml",
+        "--event",
+        "Issue Hook",
+        "--file",
+        "tests/fixtures/gitlab/issue-open.json",
+    ];
+    let (code, stdout, _) = kubetask(&gitlab);
+    assert_eq!(code, 2, "{stdout}");
+    assert!(stdout.starts_with("skipped: AuthorNotAllowed"), "{stdout}");
+    let (code, stdout, stderr) =
+        kubetask(&[&gitlab[..], &["--actor-association", "MEMBER"]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("kubetask.io/trigger-issue: gitlabhq/gitlab-test#23"),
+        "{stdout}"
+    );
+    // A generic webhook's payload needs no --event.
+    let alert = std::env::temp_dir().join(format!("kubetask-alert-{}.json", std::process::id()));
+    std::fs::write(
+        &alert,
+        r#"{"alert":{"fingerprint":"fp-1","summary":"disk full"}}"#,
+    )
+    .unwrap();
+    let (code, stdout, stderr) = kubetask(&[
+        "trigger",
+        "event",
+        "-f",
+        "examples/alert-webhook-trigger.yaml",
+        "--file",
+        alert.to_str().unwrap(),
+    ]);
+    let _ = std::fs::remove_file(&alert);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("disk full"), "{stdout}");
     let (code, _, stderr) = kubetask(&[
         "render",
         "-f",

@@ -890,3 +890,45 @@ spec:
     assert_eq!(status.rejected.get("SignatureInvalid"), Some(&1));
     assert_eq!(status.source.as_deref(), Some("webhook"));
 }
+
+/// The example TaskTriggers are accepted as a real API server would accept them; a source
+/// must be exactly one of `github`, `gitlab` and `webhook`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_triggers_are_accepted_and_a_trigger_has_exactly_one_source() {
+    let cluster = setup().await;
+    let triggers: kube::Api<TaskTrigger> = kube::Api::namespaced(cluster.client.clone(), NS);
+    for example in [
+        "github-issues-trigger.yaml",
+        "gitlab-issues-trigger.yaml",
+        "alert-webhook-trigger.yaml",
+    ] {
+        let path = format!("{}/examples/{example}", env!("CARGO_MANIFEST_DIR"));
+        let trigger: TaskTrigger =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        triggers
+            .create(&kube::api::PostParams::default(), &trigger)
+            .await
+            .unwrap_or_else(|e| panic!("{example}: {e}"));
+    }
+    let webhook = "    webhook: {hmac: {secretRef: {name: hook}, header: X-Signature}}\n";
+    let both = trigger_yaml("both", "").replace("  source:\n", &format!("  source:\n{webhook}"));
+    let neither: String = trigger_yaml("neither", "")
+        .lines()
+        .filter(|l| !l.contains("github:"))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .replace("  source:\n", "  source: {}\n");
+    for yaml in [both, neither] {
+        let trigger: TaskTrigger = serde_yaml::from_str(&yaml).unwrap();
+        let refused = triggers
+            .create(&kube::api::PostParams::default(), &trigger)
+            .await
+            .expect_err("refused");
+        assert!(
+            refused
+                .to_string()
+                .contains("set exactly one of github, gitlab and webhook"),
+            "{refused}"
+        );
+    }
+}
