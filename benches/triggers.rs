@@ -117,6 +117,7 @@ async fn main() {
     let receiver = Arc::new(receiver::Receiver::new(
         client.clone(),
         None,
+        "kubetask-system".to_owned(),
         receiver::DEFAULT_MAX_BODY,
     ));
     tokio::spawn(receiver.clone().flush_forever());

@@ -18,7 +18,7 @@ RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc \
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld-22 \
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="--remap-path-prefix=$root=/kubetask --remap-path-prefix=$cargo_home=/cargo --remap-path-prefix=/usr/lib/rustlib/src/rust=/rustc" \
   /usr/bin/cargo build --locked -p kubetask-default-plugin -p kubetask-hostile-plugin \
-    -p kubetask-example-restricted-policy -p kubetask-example-git-clone -p kubetask-example-agent-runner -p kubetask-example-cilium-egress --profile plugin \
+    -p kubetask-example-restricted-policy -p kubetask-example-git-clone -p kubetask-example-agent-runner -p kubetask-example-cilium-egress -p kubetask-example-label-router --profile plugin \
     --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort --target-dir "$target_dir"
 
 check_imports() {
@@ -44,6 +44,7 @@ componentize kubetask_example_restricted_policy plugins/examples/restricted-poli
 componentize kubetask_example_git_clone plugins/examples/git-clone/git_clone.wasm
 componentize kubetask_example_agent_runner plugins/examples/agent-runner/agent_runner.wasm
 componentize kubetask_example_cilium_egress plugins/examples/cilium-egress/cilium_egress.wasm
+componentize kubetask_example_label_router plugins/examples/label-router/label_router.wasm
 WASM_TOOLS=$WASM_TOOLS plugins/examples/deadline-c/build.sh plugins/examples/deadline-c/deadline_policy.wasm
 check_imports plugins/examples/deadline-c/deadline_policy.wasm
 WASM_TOOLS=$WASM_TOOLS scripts/plugin-stamp.sh write

@@ -22,12 +22,14 @@ outputs=(
   plugins/examples/git-clone/git_clone.wasm
   plugins/examples/agent-runner/agent_runner.wasm
   plugins/examples/cilium-egress/cilium_egress.wasm
+  plugins/examples/label-router/label_router.wasm
   plugins/examples/deadline-c/deadline_policy.wasm
 )
 
 # The plugin packages `scripts/build-plugins.sh` builds.
 plugin_packages=(kubetask-default-plugin kubetask-hostile-plugin kubetask-example-restricted-policy
-  kubetask-example-git-clone kubetask-example-agent-runner kubetask-example-cilium-egress)
+  kubetask-example-git-clone kubetask-example-agent-runner kubetask-example-cilium-egress
+  kubetask-example-label-router)
 
 # What of the workspace manifest and the lock file the plugin build reads: the workspace tables
 # and the release/plugin profiles (not the host package's dependencies, benches or dev profile),

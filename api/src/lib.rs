@@ -17,6 +17,7 @@ pub mod ownership;
 pub mod syntax;
 mod task;
 pub mod task_trigger;
+pub mod trigger_event;
 pub mod workspace;
 
 pub use agent::{Agent, AgentSpec, Credential, PodScheduling, SecretKeyRef, Toleration};

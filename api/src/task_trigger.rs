@@ -79,8 +79,15 @@ pub struct TaskTriggerSpec {
     /// No new Tasks while true (events are refused with `Suspended`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
-    /// What is reported back where the event came from (needs
-    /// `spec.source.github.tokenSecretRef`).
+    /// A mapper plugin (the name of its ConfigMap in the controller's namespace, as `kubetask
+    /// plugin pack` makes it) that turns each authenticated event into the Task to create or
+    /// a skip, in place of the built-in mapper's decision (docs/plugins.md). Default: the
+    /// built-in mapper.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = SUBDOMAIN_PATTERN), length(max = MAX_SUBDOMAIN))]
+    pub mapper: Option<String>,
+    /// What is reported back where the event came from (needs the source's
+    /// `tokenSecretRef`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<Report>,
 }

@@ -27,6 +27,9 @@ pub struct EventsArgs {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8081")]
     metrics_address: SocketAddr,
+    /// The namespace of the mapper plugins' ConfigMaps (the controller's).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kubetask-system")]
+    plugin_namespace: String,
     /// Largest body taken, in bytes (413 past it).
     #[arg(long, default_value_t = receiver::DEFAULT_MAX_BODY)]
     max_body_bytes: usize,
@@ -42,6 +45,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
         namespace: args.namespace,
         listen: args.listen,
         metrics_address: args.metrics_address,
+        plugin_namespace: args.plugin_namespace,
         max_body: args.max_body_bytes,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -22,7 +22,7 @@ use super::{
     digest_of,
     engine::engine_config,
     limits::MemoryLimiter,
-    network_bindings,
+    mapper_bindings, network_bindings,
 };
 
 /// How often the deadline clock ticks; deadlines are rounded up to it.
@@ -67,6 +67,46 @@ impl Plugin {
     /// Whether the plugin renders network policies (exports the WIT `network` interface).
     pub fn renders_network(&self) -> bool {
         self.compiled.network.is_some()
+    }
+}
+
+/// A compiled mapper plugin (the `event-mapper` world of `wit/mapper.wit`). Cheap to clone.
+#[derive(Clone)]
+pub struct Mapper {
+    name: String,
+    digest: String,
+    pre: Arc<mapper_bindings::EventMapperPre<CallState>>,
+}
+
+impl Named for Mapper {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn digest(&self) -> &str {
+        &self.digest
+    }
+}
+
+/// What names a loaded component in errors and logs.
+pub trait Named {
+    /// Its name (its ConfigMap's name, or `builtin-default`).
+    fn name(&self) -> &str;
+    /// `sha256:<hex>` of the component's bytes.
+    fn digest(&self) -> &str;
+    /// `sha256:` and the first 12 hex digits of the digest, for messages.
+    fn short_digest(&self) -> String {
+        short(self.digest())
+    }
+}
+
+impl Named for Plugin {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn digest(&self) -> &str {
+        &self.digest
     }
 }
 
@@ -115,6 +155,8 @@ pub struct PluginHost {
     linker: Linker<CallState>,
     limits: Limits,
     compiled: Mutex<HashMap<String, Arc<Compiled>>>,
+    /// Compiled mapper plugins, by digest.
+    mappers: Mutex<HashMap<String, Arc<mapper_bindings::EventMapperPre<CallState>>>>,
     /// One lock per digest being compiled, so that concurrent loads of the same component
     /// compile it once (the others wait for that compilation instead of repeating it).
     compiling: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -138,6 +180,7 @@ impl PluginHost {
             linker,
             limits,
             compiled: Mutex::new(HashMap::new()),
+            mappers: Mutex::new(HashMap::new()),
             compiling: Mutex::new(HashMap::new()),
             artifacts: None,
             _ticker: ticker,
@@ -167,6 +210,10 @@ impl PluginHost {
     /// installed). Plugins already loaded from it keep working; loading it again compiles it.
     pub fn evict(&self, digest: &str) {
         self.compiled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(digest);
+        self.mappers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(digest);
@@ -218,75 +265,13 @@ impl PluginHost {
         let loaded = match cached {
             Some(loaded) => loaded,
             None => {
-                let built_in = precompiled
-                    .and_then(|bytes| super::precompiled::load(&self.engine, name, &digest, bytes));
-                let stored = match built_in {
-                    Some(compiled) => {
-                        tracing::debug!(
-                            plugin = name,
-                            digest = short(&digest),
-                            "plugin loaded precompiled"
-                        );
-                        Some(compiled)
-                    }
-                    None => self.artifacts.as_ref().and_then(|cache| {
-                        let compiled = cache.load(&self.engine, &digest)?;
-                        tracing::debug!(
-                            plugin = name,
-                            digest = short(&digest),
-                            "plugin loaded from the artifact cache"
-                        );
-                        Some(compiled)
-                    }),
-                };
-                let compiled =
-                    match stored {
-                        Some(compiled) => compiled,
-                        None => {
-                            let started = std::time::Instant::now();
-                            let compiled = Component::from_binary(&self.engine, component)
-                                .map_err(|error| PluginError::Compile {
-                                    name: name.to_owned(),
-                                    digest: short(&digest),
-                                    message: format!("{error:#}"),
-                                })?;
-                            tracing::debug!(
-                                plugin = name,
-                                digest = short(&digest),
-                                milliseconds = started.elapsed().as_millis() as u64,
-                                "plugin compiled"
-                            );
-                            if let Some(cache) = &self.artifacts {
-                                cache.store(&self.engine, &digest, &compiled);
-                            }
-                            compiled
-                        }
-                    };
+                let compiled = self.component(name, &digest, component, precompiled)?;
                 let wrong_world = |error: wasmtime::Error| PluginError::WrongWorld {
                     name: name.to_owned(),
                     digest: short(&digest),
                     message: format!("{error:#}"),
                 };
                 let component_type = compiled.component_type();
-                let foreign: Vec<&str> = component_type
-                    .imports(&self.engine)
-                    .map(|(import, _)| import)
-                    .filter(|import| {
-                        !ALLOWED_IMPORTS
-                            .iter()
-                            .any(|allowed| import.starts_with(allowed))
-                    })
-                    .collect();
-                if !foreign.is_empty() {
-                    return Err(PluginError::WrongWorld {
-                        name: name.to_owned(),
-                        digest: short(&digest),
-                        message: format!(
-                            "it imports {}, which the sandbox does not provide",
-                            foreign.join(", ")
-                        ),
-                    });
-                }
                 let instance_pre = self
                     .linker
                     .instantiate_pre(&compiled)
@@ -314,6 +299,156 @@ impl PluginHost {
         })
     }
 
+    /// `component` compiled (or its precompiled form, or the artifact cache's), checked to
+    /// import nothing but our own interfaces.
+    fn component(
+        &self,
+        name: &str,
+        digest: &str,
+        component: &[u8],
+        precompiled: Option<&'static [u8]>,
+    ) -> Result<Component, PluginError> {
+        let built_in = precompiled
+            .and_then(|bytes| super::precompiled::load(&self.engine, name, digest, bytes));
+        let stored = match built_in {
+            Some(compiled) => {
+                tracing::debug!(
+                    plugin = name,
+                    digest = short(digest),
+                    "plugin loaded precompiled"
+                );
+                Some(compiled)
+            }
+            None => self.artifacts.as_ref().and_then(|cache| {
+                let compiled = cache.load(&self.engine, digest)?;
+                tracing::debug!(
+                    plugin = name,
+                    digest = short(digest),
+                    "plugin loaded from the artifact cache"
+                );
+                Some(compiled)
+            }),
+        };
+        let compiled = match stored {
+            Some(compiled) => compiled,
+            None => {
+                let started = std::time::Instant::now();
+                let compiled =
+                    Component::from_binary(&self.engine, component).map_err(|error| {
+                        PluginError::Compile {
+                            name: name.to_owned(),
+                            digest: short(digest),
+                            message: format!("{error:#}"),
+                        }
+                    })?;
+                tracing::debug!(
+                    plugin = name,
+                    digest = short(digest),
+                    milliseconds = started.elapsed().as_millis() as u64,
+                    "plugin compiled"
+                );
+                if let Some(cache) = &self.artifacts {
+                    cache.store(&self.engine, digest, &compiled);
+                }
+                compiled
+            }
+        };
+        let component_type = compiled.component_type();
+        let foreign: Vec<&str> = component_type
+            .imports(&self.engine)
+            .map(|(import, _)| import)
+            .filter(|import| {
+                !ALLOWED_IMPORTS
+                    .iter()
+                    .any(|allowed| import.starts_with(allowed))
+            })
+            .collect();
+        if !foreign.is_empty() {
+            return Err(PluginError::WrongWorld {
+                name: name.to_owned(),
+                digest: short(digest),
+                message: format!(
+                    "it imports {}, which the sandbox does not provide",
+                    foreign.join(", ")
+                ),
+            });
+        }
+        Ok(compiled)
+    }
+
+    /// Compiles a mapper plugin (or reuses the compilation of identical bytes) and checks that
+    /// it implements the `event-mapper` world and imports nothing else.
+    pub fn load_mapper(&self, name: &str, component: &[u8]) -> Result<Mapper, PluginError> {
+        let digest = digest_of(component);
+        let cached = self
+            .mappers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&digest)
+            .cloned();
+        let pre = match cached {
+            Some(pre) => pre,
+            None => {
+                let compiled = self.component(name, &digest, component, None)?;
+                let wrong_world = |error: wasmtime::Error| PluginError::WrongWorld {
+                    name: name.to_owned(),
+                    digest: short(&digest),
+                    message: format!("not a mapper plugin (the event-mapper world): {error:#}"),
+                };
+                let instance_pre = self
+                    .linker
+                    .instantiate_pre(&compiled)
+                    .map_err(wrong_world)?;
+                let pre = Arc::new(
+                    mapper_bindings::EventMapperPre::new(instance_pre).map_err(wrong_world)?,
+                );
+                self.mappers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(digest.clone(), pre.clone());
+                pre
+            }
+        };
+        Ok(Mapper {
+            name: name.to_owned(),
+            digest,
+            pre,
+        })
+    }
+
+    /// Runs `mapper` once on `request` in a fresh instance, under the limits: its outcome, or
+    /// why there is none (its own error is [`PluginError::Internal`]).
+    pub fn map_event(
+        &self,
+        mapper: &Mapper,
+        request: &mapper_bindings::MapRequest,
+    ) -> Result<mapper_bindings::Outcome, PluginError> {
+        let mut store = self.store(mapper);
+        let instance = match mapper.pre.instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(error) => return Err(self.instantiate_error(error, &store, mapper)),
+        };
+        let result = instance
+            .kubetask_plugin_mapper()
+            .call_map_event(&mut store, request);
+        match result {
+            Ok(Ok(outcome)) => {
+                let size = match &outcome {
+                    mapper_bindings::Outcome::Task(task) => task.len(),
+                    mapper_bindings::Outcome::Skip(skip) => skip.reason.len() + skip.message.len(),
+                };
+                self.check_size(mapper, size)?;
+                Ok(outcome)
+            }
+            Ok(Err(message)) => Err(PluginError::Internal {
+                name: mapper.name.clone(),
+                digest: mapper.short_digest(),
+                message,
+            }),
+            Err(error) => Err(self.call_error(error, &store, mapper)),
+        }
+    }
+
     /// The names `plugin` imports and exports (for `kubetask plugin check`).
     pub fn interface(&self, plugin: &Plugin) -> (Vec<String>, Vec<String>) {
         let component_type = plugin
@@ -332,14 +467,14 @@ impl PluginHost {
     }
 
     /// A fresh store for one call of `plugin`, under the limits.
-    fn store(&self, plugin: &Plugin) -> Store<CallState> {
+    fn store(&self, plugin: &impl Named) -> Store<CallState> {
         let state = CallState {
             limiter: MemoryLimiter {
                 max_bytes: self.limits.memory_bytes,
                 exceeded: false,
             },
-            plugin: plugin.name.clone(),
-            digest: plugin.digest.clone(),
+            plugin: plugin.name().to_owned(),
+            digest: plugin.digest().to_owned(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -402,9 +537,9 @@ impl PluginHost {
         &self,
         error: wasmtime::Error,
         store: &Store<CallState>,
-        plugin: &Plugin,
+        plugin: &impl Named,
     ) -> PluginError {
-        let (name, digest) = (plugin.name.clone(), plugin.short_digest());
+        let (name, digest) = (plugin.name().to_owned(), plugin.short_digest());
         self.classify(error, store, plugin, |message| PluginError::InvalidOutput {
             name,
             digest,
@@ -416,9 +551,9 @@ impl PluginHost {
         &self,
         error: wasmtime::Error,
         store: &Store<CallState>,
-        plugin: &Plugin,
+        plugin: &impl Named,
     ) -> PluginError {
-        let (name, digest) = (plugin.name.clone(), plugin.short_digest());
+        let (name, digest) = (plugin.name().to_owned(), plugin.short_digest());
         self.classify(error, store, plugin, |message| PluginError::Instantiate {
             name,
             digest,
@@ -426,10 +561,10 @@ impl PluginHost {
         })
     }
 
-    fn check_size(&self, plugin: &Plugin, size: usize) -> Result<(), PluginError> {
+    fn check_size(&self, plugin: &impl Named, size: usize) -> Result<(), PluginError> {
         if size > self.limits.output_bytes {
             return Err(PluginError::InvalidOutput {
-                name: plugin.name.clone(),
+                name: plugin.name().to_owned(),
                 digest: plugin.short_digest(),
                 message: format!(
                     "{size} bytes exceed the output limit of {} bytes",
@@ -445,10 +580,10 @@ impl PluginHost {
         &self,
         error: wasmtime::Error,
         store: &Store<CallState>,
-        plugin: &Plugin,
+        plugin: &impl Named,
         other: impl FnOnce(String) -> PluginError,
     ) -> PluginError {
-        let (name, digest) = (plugin.name.clone(), plugin.short_digest());
+        let (name, digest) = (plugin.name().to_owned(), plugin.short_digest());
         tracing::debug!(plugin = name, digest, "plugin failed: {error:?}");
         if store.data().limiter.exceeded {
             return PluginError::Memory {
@@ -476,7 +611,7 @@ impl PluginHost {
 
 /// What a plugin's own error says.
 fn refusal(plugin: &Plugin, error: bindings::RenderError) -> PluginError {
-    let (name, digest) = (plugin.name.clone(), plugin.short_digest());
+    let (name, digest) = (plugin.name().to_owned(), plugin.short_digest());
     match error {
         bindings::RenderError::InvalidInput(field) => PluginError::InvalidInput {
             name,

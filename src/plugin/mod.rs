@@ -11,7 +11,7 @@ pub mod source;
 
 pub use cache::ArtifactCache;
 pub use error::PluginError;
-pub use host::{Plugin, PluginHost};
+pub use host::{Mapper, Named, Plugin, PluginHost};
 pub use limits::Limits;
 pub use source::digest_of;
 
@@ -50,4 +50,18 @@ pub mod network_bindings {
     pub use self::exports::kubetask::plugin::network::{
         EgressMode, EgressPlan, GuestIndices, NetworkRequest, Peer,
     };
+}
+
+/// Types generated from the `event-mapper` world of `wit/mapper.wit` (TaskTriggers' mapper
+/// plugins).
+pub mod mapper_bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "event-mapper",
+        with: {
+            "kubetask:plugin/host": super::bindings::kubetask::plugin::host,
+        },
+    });
+
+    pub use self::exports::kubetask::plugin::mapper::{MapRequest, Outcome, Skip};
 }

@@ -27,18 +27,50 @@ pub enum Mapped {
     /// The Task to create; `key` is the hash its `trigger-key` label holds.
     Task { task: Box<Task>, key: String },
     /// No Task: why (`reason`, counted in the trigger's status) and a message.
-    Skip {
-        reason: &'static str,
-        message: String,
+    Skip { reason: String, message: String },
+}
+
+fn skip(reason: &str, message: String) -> Decision {
+    Decision::Refused(Mapped::Skip {
+        reason: reason.to_owned(),
+        message,
+    })
+}
+
+fn skip_reason(reason: &str, message: String) -> (String, String) {
+    (reason.to_owned(), message)
+}
+
+/// The built-in mapper's decision, before a mapper plugin (`spec.mapper`) makes the final one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Not a question of mapping, and final: the trigger is suspended, the event is of another
+    /// source or repository, or the template cannot take the event.
+    Refused(Mapped),
+    /// The Task the template makes of the event, and why the built-in filters skip it, if
+    /// they do.
+    Drafted {
+        task: Box<Task>,
+        key: String,
+        filtered: Option<(String, String)>,
     },
 }
 
-fn skip(reason: &'static str, message: String) -> Mapped {
-    Mapped::Skip { reason, message }
+/// Maps `event` (delivered as `delivery`) through `trigger`: the built-in mapper.
+pub fn map(trigger: &TaskTrigger, event: &Event, delivery: &str) -> Mapped {
+    match decide(trigger, event, delivery) {
+        Decision::Refused(mapped) => mapped,
+        Decision::Drafted {
+            filtered: Some((reason, message)),
+            ..
+        } => Mapped::Skip { reason, message },
+        Decision::Drafted { task, key, .. } => Mapped::Task { task, key },
+    }
 }
 
-/// Maps `event` (delivered as `delivery`) through `trigger`.
-pub fn map(trigger: &TaskTrigger, event: &Event, delivery: &str) -> Mapped {
+/// What the built-in mapper decides for `event`, with the Task drafted even when its filters
+/// skip the event.
+pub fn decide(trigger: &TaskTrigger, event: &Event, delivery: &str) -> Decision {
     let spec = &trigger.spec;
     if spec.suspended() {
         return skip("Suspended", "the TaskTrigger is suspended".to_owned());
@@ -69,68 +101,7 @@ pub fn map(trigger: &TaskTrigger, event: &Event, delivery: &str) -> Mapped {
             ),
         );
     }
-    let filter = &spec.filter;
-    if !filter.actions.is_empty() && !filter.actions.contains(&event.action) {
-        return skip(
-            "Filtered",
-            format!(
-                "action {:?} is not one of spec.filter.actions",
-                event.action
-            ),
-        );
-    }
-    if let Some(missing) = filter.labels.iter().find(|l| !event.labels.contains(l)) {
-        return skip(
-            "Filtered",
-            format!(
-                "#{} has no label {missing:?} (spec.filter.labels)",
-                event.number
-            ),
-        );
-    }
-    if let Some(prefix) = &filter.comment_prefix {
-        let starts = event
-            .comment
-            .as_ref()
-            .is_some_and(|c| c.body.trim_start().starts_with(prefix.as_str()));
-        if !starts {
-            return skip(
-                "Filtered",
-                format!("no comment starting with {prefix:?} (spec.filter.commentPrefix)"),
-            );
-        }
-    }
-    let (actor, association) = event.actor();
-    let allowed_associations: Vec<&str> = if filter.author_association.is_empty() {
-        DEFAULT_AUTHOR_ASSOCIATIONS.to_vec()
-    } else {
-        filter
-            .author_association
-            .iter()
-            .map(String::as_str)
-            .collect()
-    };
-    // Labelling needs triage access on GitHub: whoever labelled may trigger. A webhook's
-    // sender is trusted by its signature.
-    let by_labelling =
-        event.provider == Provider::GitHub && event.action == "labeled" && event.comment.is_none();
-    if event.provider != Provider::Webhook
-        && !by_labelling
-        && !allowed_associations.contains(&association)
-        && !filter.authors.iter().any(|a| a == actor)
-    {
-        return skip(
-            "AuthorNotAllowed",
-            format!(
-                "{actor:?} ({association}) may not trigger: spec.filter.authorAssociation allows {allowed_associations:?}{}",
-                if filter.authors.is_empty() {
-                    String::new()
-                } else {
-                    " and spec.filter.authors".to_owned()
-                }
-            ),
-        );
-    }
+    let filtered = filters(trigger, event).err();
     let mut task_spec = spec.task_template.spec.clone();
     if task_spec.contexts.iter().any(|c| {
         c.file
@@ -204,10 +175,190 @@ pub fn map(trigger: &TaskTrigger, event: &Event, delivery: &str) -> Mapped {
         spec: task_spec,
         status: None,
     };
-    Mapped::Task {
+    Decision::Drafted {
         task: Box::new(task),
         key,
+        filtered,
     }
+}
+
+/// What a mapper plugin decided, made safe: a skip keeps its reason if it is one word of
+/// CamelCase (else `MapperSkipped`); a Task keeps what the plugin made of the template's, but
+/// for what de-duplication, ownership and the untrusted text rest on, taken back from the
+/// built-in mapper's `draft` — the name, namespace and owner, the trigger's labels and
+/// annotations, and the event file, as the built-in mapper wrote it.
+pub fn apply_plugin(draft: &Task, key: &str, outcome: PluginOutcome) -> Mapped {
+    let json = match outcome {
+        PluginOutcome::Skip { reason, message } => {
+            let usable = reason.len() <= 64
+                && reason.starts_with(|c: char| c.is_ascii_uppercase())
+                && reason.chars().all(|c| c.is_ascii_alphanumeric());
+            return Mapped::Skip {
+                reason: if usable {
+                    reason
+                } else {
+                    "MapperSkipped".to_owned()
+                },
+                message: message.chars().take(1024).collect(),
+            };
+        }
+        PluginOutcome::Task(json) => json,
+    };
+    let mut decoder = serde_json::Deserializer::from_str(&json);
+    let mut task: Task = match serde_path_to_error::deserialize(&mut decoder) {
+        Ok(task) => task,
+        Err(error) => {
+            return Mapped::Skip {
+                reason: "InvalidTask".to_owned(),
+                message: format!(
+                    "the mapper plugin's Task is not a Task: {} at {}",
+                    error.inner(),
+                    error.path()
+                ),
+            };
+        }
+    };
+    task.metadata.name.clone_from(&draft.metadata.name);
+    task.metadata
+        .namespace
+        .clone_from(&draft.metadata.namespace);
+    task.metadata
+        .owner_references
+        .clone_from(&draft.metadata.owner_references);
+    task.metadata.generate_name = None;
+    task.metadata.finalizers = None;
+    task.status = None;
+    let kept = |from: &Option<BTreeMap<String, String>>, keys: &[&str]| {
+        from.iter()
+            .flatten()
+            .filter(|(k, _)| keys.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Vec<_>>()
+    };
+    let labels = kept(
+        &draft.metadata.labels,
+        &[trigger_labels::TRIGGER, trigger_labels::KEY],
+    );
+    task.metadata.labels.get_or_insert_default().extend(labels);
+    let annotations = kept(
+        &draft.metadata.annotations,
+        &[
+            trigger_labels::SOURCE_URL,
+            trigger_labels::EVENT,
+            trigger_labels::ISSUE,
+            trigger_labels::COMMENT,
+        ],
+    );
+    let marks = task.metadata.annotations.get_or_insert_default();
+    for owned in [
+        trigger_labels::SOURCE_URL,
+        trigger_labels::EVENT,
+        trigger_labels::ISSUE,
+        trigger_labels::COMMENT,
+        trigger_labels::REPORT_COMMENT,
+        trigger_labels::REPORT_DONE,
+        trigger_labels::REACTED,
+    ] {
+        marks.remove(owned);
+    }
+    marks.extend(annotations);
+    let is_event_file = |c: &Context| {
+        c.file
+            .as_ref()
+            .is_some_and(|f| f.file_path.as_deref() == Some(EVENT_CONTEXT_PATH))
+    };
+    task.spec.contexts.retain(|c| !is_event_file(c));
+    task.spec.contexts.extend(
+        draft
+            .spec
+            .contexts
+            .iter()
+            .filter(|c| is_event_file(c))
+            .cloned(),
+    );
+    Mapped::Task {
+        task: Box::new(task),
+        key: key.to_owned(),
+    }
+}
+
+/// What a mapper plugin returned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PluginOutcome {
+    /// A Task, as JSON.
+    Task(String),
+    Skip {
+        reason: String,
+        message: String,
+    },
+}
+
+/// `spec.filter` and who may trigger: why the event is filtered out, if it is.
+fn filters(trigger: &TaskTrigger, event: &Event) -> Result<(), (String, String)> {
+    let spec = &trigger.spec;
+    let filter = &spec.filter;
+    if !filter.actions.is_empty() && !filter.actions.contains(&event.action) {
+        return Err(skip_reason(
+            "Filtered",
+            format!(
+                "action {:?} is not one of spec.filter.actions",
+                event.action
+            ),
+        ));
+    }
+    if let Some(missing) = filter.labels.iter().find(|l| !event.labels.contains(l)) {
+        return Err(skip_reason(
+            "Filtered",
+            format!(
+                "#{} has no label {missing:?} (spec.filter.labels)",
+                event.number
+            ),
+        ));
+    }
+    if let Some(prefix) = &filter.comment_prefix {
+        let starts = event
+            .comment
+            .as_ref()
+            .is_some_and(|c| c.body.trim_start().starts_with(prefix.as_str()));
+        if !starts {
+            return Err(skip_reason(
+                "Filtered",
+                format!("no comment starting with {prefix:?} (spec.filter.commentPrefix)"),
+            ));
+        }
+    }
+    let (actor, association) = event.actor();
+    let allowed_associations: Vec<&str> = if filter.author_association.is_empty() {
+        DEFAULT_AUTHOR_ASSOCIATIONS.to_vec()
+    } else {
+        filter
+            .author_association
+            .iter()
+            .map(String::as_str)
+            .collect()
+    };
+    // Labelling needs triage access on GitHub: whoever labelled may trigger. A webhook's
+    // sender is trusted by its signature.
+    let by_labelling =
+        event.provider == Provider::GitHub && event.action == "labeled" && event.comment.is_none();
+    if event.provider != Provider::Webhook
+        && !by_labelling
+        && !allowed_associations.contains(&association)
+        && !filter.authors.iter().any(|a| a == actor)
+    {
+        return Err(skip_reason(
+            "AuthorNotAllowed",
+            format!(
+                "{actor:?} ({association}) may not trigger: spec.filter.authorAssociation allows {allowed_associations:?}{}",
+                if filter.authors.is_empty() {
+                    String::new()
+                } else {
+                    " and spec.filter.authors".to_owned()
+                }
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The event as the agent reads it: what it is, marked untrusted, then its text.

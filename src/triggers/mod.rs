@@ -11,6 +11,7 @@ pub mod event;
 pub mod github;
 pub mod gitlab;
 pub mod mapper;
+pub mod mapper_plugin;
 pub mod poller;
 pub mod receiver;
 pub mod reporter;
@@ -22,6 +23,7 @@ pub async fn run(options: receiver::Options) -> anyhow::Result<()> {
     let receiver = std::sync::Arc::new(receiver::Receiver::new(
         client.clone(),
         options.namespace.clone(),
+        options.plugin_namespace.clone(),
         options.max_body,
     ));
     tokio::spawn(reporter::run(

@@ -22,7 +22,7 @@ use kubetask_api::task_trigger::SourceKind;
 use serde_json::{Value, json};
 
 use super::api::{self, CredentialsError};
-use super::mapper::{self, Mapped};
+use super::mapper::Mapped;
 use super::receiver::Receiver;
 use super::{github, gitlab};
 
@@ -318,14 +318,16 @@ async fn poll_once(
         if gitlab_project.is_some() {
             receiver.gitlab_role(trigger, &mut event).await;
         }
-        match mapper::map(trigger, &event, "poll") {
-            Mapped::Task {
+        let payload = serde_json::to_vec(&issue).unwrap_or_default();
+        match receiver.map(trigger, &event, &payload, "poll").await {
+            Err(_) => {}
+            Ok(Mapped::Task {
                 task,
                 key: task_key,
-            } => {
+            }) => {
                 receiver.create(&key, trigger, *task, &task_key).await;
             }
-            Mapped::Skip { .. } => {}
+            Ok(Mapped::Skip { .. }) => {}
         }
     }
     polled(receiver, trigger, &format!("{count} open issues read"));

@@ -28,9 +28,11 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
 use super::event::{Event, Provider};
-use super::mapper::{self, Mapped};
+use super::mapper::{self, Decision, Mapped};
+use super::mapper_plugin::MapperPlugins;
 use super::{github, gitlab, webhook};
 use crate::controller::status::is_finished;
+use crate::plugin::mapper_bindings::{MapRequest, Skip};
 
 /// Largest body taken (GitHub caps payloads at 25 MB; issues and comments are far smaller).
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
@@ -52,6 +54,8 @@ pub struct Options {
     pub namespace: Option<String>,
     pub listen: SocketAddr,
     pub metrics_address: SocketAddr,
+    /// Where mapper plugins' ConfigMaps are (the controller's namespace).
+    pub plugin_namespace: String,
     pub max_body: usize,
 }
 
@@ -71,6 +75,8 @@ pub struct Receiver {
     /// GitLab actors' associations, by namespace, project and user id (see
     /// [`Receiver::gitlab_role`]).
     roles: Mutex<RoleCache>,
+    /// The triggers' mapper plugins.
+    mappers: MapperPlugins,
 }
 
 /// GitLab roles, by namespace, project and user id: when read, and the association.
@@ -79,8 +85,16 @@ type RoleCache = HashMap<(String, String, i64), (std::time::Instant, &'static st
 type TriggerCache = HashMap<(String, String), (std::time::Instant, Arc<TaskTrigger>, Vec<u8>)>;
 
 impl Receiver {
-    pub fn new(client: kube::Client, namespace: Option<String>, max_body: usize) -> Self {
+    /// A receiver of the triggers of `namespace` (all when `None`), whose mapper plugins'
+    /// ConfigMaps are in `plugin_namespace`.
+    pub fn new(
+        client: kube::Client,
+        namespace: Option<String>,
+        plugin_namespace: String,
+        max_body: usize,
+    ) -> Self {
         Receiver {
+            mappers: MapperPlugins::new(client.clone(), plugin_namespace),
             client,
             namespace,
             max_body,
@@ -192,10 +206,17 @@ impl Receiver {
         if event.provider == Provider::GitLab {
             self.gitlab_role(&trigger, &mut event).await;
         }
-        let (task, task_key) = match mapper::map(&trigger, &event, &delivery.id()) {
+        let mapped = match self
+            .map(&trigger, &event, &delivery.body, &delivery.id())
+            .await
+        {
+            Ok(mapped) => mapped,
+            Err(answer) => return answer,
+        };
+        let (task, task_key) = match mapped {
             Mapped::Task { task, key } => (task, key),
             Mapped::Skip { reason, message } => {
-                self.book.count(&key, |d| d.reject(reason, &message));
+                self.book.count(&key, |d| d.reject(&reason, &message));
                 return (
                     StatusCode::ACCEPTED,
                     json!({"skipped": reason, "message": message}),
@@ -203,6 +224,56 @@ impl Receiver {
             }
         };
         self.create(&key, &trigger, *task, &task_key).await
+    }
+
+    /// What `event` makes: the built-in mapper's decision, or the trigger's mapper plugin's
+    /// (`spec.mapper`). A plugin that cannot be loaded or fails is the answer to give (`503`
+    /// `MapperMissing`, `500` `MapperFailed`), counted.
+    pub(crate) async fn map(
+        &self,
+        trigger: &TaskTrigger,
+        event: &Event,
+        payload: &[u8],
+        delivery: &str,
+    ) -> Result<Mapped, Answer> {
+        let Some(name) = &trigger.spec.mapper else {
+            return Ok(mapper::map(trigger, event, delivery));
+        };
+        let (draft, key, filtered) = match mapper::decide(trigger, event, delivery) {
+            Decision::Refused(mapped) => return Ok(mapped),
+            Decision::Drafted {
+                task,
+                key,
+                filtered,
+            } => (task, key, filtered),
+        };
+        let request = MapRequest {
+            trigger: serde_json::to_string(trigger).unwrap_or_default(),
+            event: serde_json::to_string(event).unwrap_or_default(),
+            payload: String::from_utf8_lossy(payload).into_owned(),
+            task: serde_json::to_string(&draft).unwrap_or_default(),
+            builtin_skip: filtered.map(|(reason, message)| Skip { reason, message }),
+        };
+        let outcome = match self.mappers.load(name).await {
+            Ok(plugin) => self.mappers.run(plugin, request).await,
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(outcome) => Ok(mapper::apply_plugin(&draft, &key, outcome)),
+            Err(error) => {
+                let message = format!("spec.mapper {name:?}: {}", error.message);
+                self.count(trigger, |d| d.reject(error.reason, &message));
+                let status = if error.reason == "MapperMissing" {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                };
+                Err((
+                    status,
+                    json!({"rejected": error.reason, "message": message}),
+                ))
+            }
+        }
     }
 
     /// Sets a GitLab event's actor's association from their role in the project (GitLab's

@@ -467,9 +467,18 @@ async fn the_issue_gets_a_comment_edited_with_the_tasks_result() {
     let cluster = setup().await;
     let forge = kubetask_test_apiserver::forge::Forge::start("gh-api-token");
     api_token(&cluster).await;
+    // The label-router mapper plugin passes this issue's Task through (and the receiver reads
+    // its ConfigMap: part of what the RBAC check below covers).
+    cluster
+        .install_plugin("plugins/examples/label-router/configmap.yaml")
+        .await;
     create(
         &cluster,
-        &trigger_yaml("reported", "  report: {comment: PerTask}\n").replace(
+        &trigger_yaml(
+            "reported",
+            "  report: {comment: PerTask}\n  mapper: label-router\n",
+        )
+        .replace(
             "webhookSecretRef: {name: hook}",
             &format!(
                 "webhookSecretRef: {{name: hook}}, tokenSecretRef: {{name: gh-api}}, apiURL: '{}'",
@@ -931,4 +940,95 @@ async fn example_triggers_are_accepted_and_a_trigger_has_exactly_one_source() {
             "{refused}"
         );
     }
+}
+
+/// A mapper plugin (`spec.mapper`, the label-router example) decides in the sandbox: labels
+/// pick an offered Agent and the team, `wontfix` makes nothing; the Task keeps the built-in
+/// mapper's name (a redelivery is still a duplicate) and event file; a missing plugin is a
+/// `503` that creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapper_plugin_routes_events_in_the_sandbox() {
+    let cluster = setup().await;
+    cluster
+        .install_plugin("plugins/examples/label-router/configmap.yaml")
+        .await;
+    let routed = trigger_yaml("routed", "  mapper: label-router\n  concurrencyPolicy: Allow\n").replace(
+        "metadata: {name: routed, namespace: team-a}",
+        "metadata: {name: routed, namespace: team-a, annotations: {label-router.kubetask.io/agents: 'claude-code,gemini'}}",
+    );
+    create(&cluster, &routed).await;
+    create(
+        &cluster,
+        &trigger_yaml("unmapped", "  mapper: no-such-plugin\n"),
+    )
+    .await;
+    let receiver = Receiver::start(&cluster);
+    let labelled = |labels: &[&str], id: i64| {
+        let mut payload: Value = serde_json::from_str(OPENED).unwrap();
+        payload["issue"]["id"] = json!(id);
+        payload["issue"]["number"] = json!(id);
+        payload["issue"]["labels"] = json!(
+            labels
+                .iter()
+                .map(|l| json!({"name": l}))
+                .collect::<Vec<_>>()
+        );
+        payload.to_string()
+    };
+    let body = labelled(&["kubetask", "agent:gemini", "team:payments"], 1);
+    let (status, answer) = receiver.deliver("routed", "issues", "m-1", &body);
+    assert_eq!(status, 201, "{answer}");
+    let name = answer["task"].as_str().unwrap().to_owned();
+    let task = cluster.tasks(NS).get(&name).await.unwrap();
+    assert_eq!(task.spec.agent_ref.as_deref(), Some("gemini"));
+    assert_eq!(task.labels()["kubetask.io/team"], "payments");
+    assert_eq!(task.labels()["kubetask.io/task-trigger"], "routed");
+    let event_file = task.spec.contexts[1].file.clone().unwrap();
+    assert_eq!(event_file.file_path.as_deref(), Some("/workspace/event.md"));
+    assert_eq!(
+        receiver.deliver("routed", "issues", "m-1", &body),
+        (200, json!({"duplicate": name})),
+        "the plugin's Task keeps the event's name"
+    );
+    let (status, answer) = receiver.deliver("routed", "issues", "m-2", &labelled(&["wontfix"], 2));
+    assert_eq!(
+        (status, answer["skipped"].as_str()),
+        (202, Some("WontFix")),
+        "{answer}"
+    );
+    let (status, answer) = receiver.deliver(
+        "routed",
+        "issues",
+        "m-3",
+        &labelled(&["agent:root-shell"], 3),
+    );
+    assert_eq!(
+        (status, answer["skipped"].as_str()),
+        (202, Some("AgentNotAllowed")),
+        "{answer}"
+    );
+    let (status, answer) = receiver.deliver("unmapped", "issues", "m-4", OPENED);
+    assert_eq!(
+        (status, answer["rejected"].as_str()),
+        (503, Some("MapperMissing")),
+        "{answer}"
+    );
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-plugin"),
+        "{answer}"
+    );
+    assert_eq!(tasks_of(&cluster, "routed").await.len(), 1);
+    assert!(tasks_of(&cluster, "unmapped").await.is_empty());
+    let status = status_when(&cluster, "routed", |s| {
+        s.rejected.get("AgentNotAllowed") == Some(&1)
+    })
+    .await;
+    assert_eq!(status.rejected.get("WontFix"), Some(&1));
+    status_when(&cluster, "unmapped", |s| {
+        s.rejected.get("MapperMissing") == Some(&1)
+    })
+    .await;
 }

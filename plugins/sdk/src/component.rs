@@ -33,7 +33,22 @@ pub mod network_bindings {
     });
 }
 
+/// Bindings of the `event-mapper` world (mapper plugins), sharing the host of [`bindings`].
+pub mod mapper_bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "event-mapper",
+        pub_export_macro: true,
+        export_macro_name: "__export_kubetask_mapper_world",
+        default_bindings_module: "::kubetask_plugin::component::mapper_bindings",
+        with: {
+            "kubetask:plugin/host@0.1.0": crate::component::bindings::kubetask::plugin::host,
+        },
+    });
+}
+
 use bindings::kubetask::plugin::{host, types};
+use mapper_bindings::exports::kubetask::plugin::mapper as wit_mapper;
 use network_bindings::exports::kubetask::plugin::network;
 
 /// Implements the generated `Guest` trait for any [`Plugin`].
@@ -78,6 +93,29 @@ impl<P: NetworkPlugin> network::Guest for Adapter<P> {
             policies: request.policies,
         };
         crate::network::network_wire::<P>(request).map_err(render_error)
+    }
+}
+
+impl<M: crate::mapper::Mapper> wit_mapper::Guest for Adapter<M> {
+    fn map_event(request: wit_mapper::MapRequest) -> Result<wit_mapper::Outcome, String> {
+        use crate::mapper::{Skip, WireMapRequest, WireOutcome};
+        let request = WireMapRequest {
+            trigger: request.trigger,
+            event: request.event,
+            payload: request.payload,
+            task: request.task,
+            builtin_skip: request.builtin_skip.map(|s| Skip {
+                reason: s.reason,
+                message: s.message,
+            }),
+        };
+        crate::mapper::map_wire::<M>(request).map(|outcome| match outcome {
+            WireOutcome::Task(task) => wit_mapper::Outcome::Task(task),
+            WireOutcome::Skip(skip) => wit_mapper::Outcome::Skip(wit_mapper::Skip {
+                reason: skip.reason,
+                message: skip.message,
+            }),
+        })
     }
 }
 

@@ -44,6 +44,7 @@ pub mod component;
 pub mod containers;
 mod error;
 mod log;
+pub mod mapper;
 pub mod network;
 mod object;
 mod wire;
@@ -197,6 +198,21 @@ macro_rules! export_plugin {
             type KubetaskPluginExport = $crate::component::Adapter<$plugin>;
             $crate::component::bindings::__export_kubetask_plugin_world!(
                 KubetaskPluginExport with_types_in $crate::component::bindings
+            );
+        };
+    };
+}
+
+/// Exports a [`mapper::Mapper`] as the component's `map-event` function (the `event-mapper`
+/// world; on `wasm32` only, as [`export_plugin!`]). Use it once, in a crate of its own.
+#[macro_export]
+macro_rules! export_mapper {
+    ($mapper:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            type KubetaskMapperExport = $crate::component::Adapter<$mapper>;
+            $crate::component::mapper_bindings::__export_kubetask_mapper_world!(
+                KubetaskMapperExport with_types_in $crate::component::mapper_bindings
             );
         };
     };

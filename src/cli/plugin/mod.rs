@@ -106,7 +106,17 @@ fn pack_command(args: PackArgs) -> anyhow::Result<ExitCode> {
     // Only a component the controller can load is worth installing.
     let host = PluginHost::new(Limits::default())?;
     if let Err(message) = check::load_component(&host, &args.name, &bytes) {
-        anyhow::bail!("cannot pack {}: {message}", args.file.display());
+        // A mapper plugin (TaskTriggers' `spec.mapper`) is not a render plugin.
+        if bytes.starts_with(b"\0asm") && host.load_mapper(&args.name, &bytes).is_ok() {
+            if args.policy_order.is_some() {
+                anyhow::bail!(
+                    "cannot pack {}: it is a mapper plugin (the event-mapper world), which a TaskTrigger names in spec.mapper; it cannot be a cluster policy (--policy)",
+                    args.file.display()
+                );
+            }
+        } else {
+            anyhow::bail!("cannot pack {}: {message}", args.file.display());
+        }
     }
     let yaml = pack::yaml(
         &bytes,

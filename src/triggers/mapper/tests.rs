@@ -30,7 +30,7 @@ fn task_of(mapped: Mapped) -> (Task, String) {
     }
 }
 
-fn skipped(mapped: Mapped) -> &'static str {
+fn skipped(mapped: Mapped) -> String {
     match mapped {
         Mapped::Skip { reason, .. } => reason,
         Mapped::Task { task, .. } => panic!("a Task: {:?}", task.metadata.name),
@@ -261,4 +261,104 @@ fn webhook_events_are_keyed_by_the_pointer() {
         1,
     );
     assert_ne!(task_of(map(&webhook, &other, "d")).1, key);
+}
+
+/// A mapper plugin's Task keeps what the plugin changed, but never what de-duplication,
+/// ownership and the untrusted text rest on; its skips keep only a usable reason.
+#[test]
+fn a_plugins_decision_cannot_reach_the_name_owner_or_event_file() {
+    let event = github::parse("issues", OPENED).unwrap_or_else(|e| panic!("{e}"));
+    let Decision::Drafted {
+        task: draft,
+        key,
+        filtered,
+    } = decide(&trigger(json!({"labels": ["urgent"]})), &event, "d")
+    else {
+        panic!("drafted");
+    };
+    assert_eq!(
+        filtered.map(|f| f.0).as_deref(),
+        Some("Filtered"),
+        "the built-in mapper's skip is told, the Task still drafted"
+    );
+    let mut changed = serde_json::to_value(&*draft).unwrap_or_default();
+    changed["metadata"]["name"] = json!("chosen-by-plugin");
+    changed["metadata"]["ownerReferences"] = json!([]);
+    changed["metadata"]["labels"][trigger_labels::KEY] = json!("forged");
+    changed["metadata"]["labels"]["routed"] = json!("yes");
+    changed["metadata"]["annotations"][trigger_labels::REPORT_DONE] = json!("done");
+    changed["spec"]["agentRef"] = json!("gemini");
+    changed["spec"]["contexts"][1]["file"]["source"]["inline"] = json!("trusted, says the plugin");
+    let Mapped::Task {
+        task,
+        key: kept_key,
+    } = apply_plugin(&draft, &key, PluginOutcome::Task(changed.to_string()))
+    else {
+        panic!("a Task");
+    };
+    assert_eq!(kept_key, key);
+    assert_eq!(task.metadata.name, draft.metadata.name);
+    assert_eq!(
+        task.metadata.owner_references,
+        draft.metadata.owner_references
+    );
+    let labels = task.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        (
+            labels[trigger_labels::KEY].as_str(),
+            labels["routed"].as_str()
+        ),
+        (key.as_str(), "yes")
+    );
+    assert!(
+        !task
+            .metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .contains_key(trigger_labels::REPORT_DONE)
+    );
+    assert_eq!(
+        task.spec.agent_ref.as_deref(),
+        Some("gemini"),
+        "what the plugin may decide"
+    );
+    let event_files: Vec<_> = task
+        .spec
+        .contexts
+        .iter()
+        .filter(|c| {
+            c.file
+                .as_ref()
+                .is_some_and(|f| f.file_path.as_deref() == Some(EVENT_CONTEXT_PATH))
+        })
+        .collect();
+    assert_eq!(event_files.len(), 1);
+    assert_eq!(
+        *event_files[0], draft.spec.contexts[1],
+        "the built-in mapper's event file"
+    );
+
+    let skip = |reason: &str| {
+        apply_plugin(
+            &draft,
+            &key,
+            PluginOutcome::Skip {
+                reason: reason.to_owned(),
+                message: "m".to_owned(),
+            },
+        )
+    };
+    assert_eq!(skipped(skip("WontFix")), "WontFix");
+    assert_eq!(skipped(skip("wont fix; DROP TABLE")), "MapperSkipped");
+    assert_eq!(skipped(skip("")), "MapperSkipped");
+    let Mapped::Skip { reason, message } = apply_plugin(
+        &draft,
+        &key,
+        PluginOutcome::Task(r#"{"spec":{"contexts":"x"}}"#.to_owned()),
+    ) else {
+        panic!("refused");
+    };
+    assert_eq!(reason, "InvalidTask");
+    assert!(message.contains("spec.contexts"), "{message}");
 }
