@@ -11,7 +11,7 @@ use super::{LogFormat, emit};
 use kubetask_api::task_trigger::SourceKind;
 
 use crate::triggers::event::Provider;
-use crate::triggers::{mapper, receiver};
+use crate::triggers::{mapper, mapper_plugin, receiver};
 
 #[derive(clap::Args)]
 pub struct EventsArgs {
@@ -76,6 +76,10 @@ pub struct TriggerEventArgs {
     /// given.
     #[arg(long, default_value = "NONE")]
     actor_association: String,
+    /// Decide with this mapper plugin (a `.wasm` component of the event-mapper world), as
+    /// `spec.mapper` would, in the same sandbox.
+    #[arg(long)]
+    mapper: Option<PathBuf>,
 }
 
 /// `kubetask trigger event`: prints the Task the event would create (as YAML), or why none.
@@ -130,7 +134,11 @@ pub fn trigger_event(args: TriggerEventArgs) -> anyhow::Result<ExitCode> {
     if event.provider == Provider::GitLab {
         event.set_actor_association(&args.actor_association);
     }
-    match mapper::map(&trigger, &event, &args.delivery) {
+    let mapped = match &args.mapper {
+        None => mapper::map(&trigger, &event, &args.delivery),
+        Some(path) => with_plugin(path, &trigger, &event, &delivery.body, &args.delivery)?,
+    };
+    match mapped {
         mapper::Mapped::Task { task, .. } => {
             let yaml = serde_yaml::to_string(&task).context("encoding the Task")?;
             emit(&yaml)?;
@@ -141,6 +149,41 @@ pub fn trigger_event(args: TriggerEventArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// What the mapper plugin at `path` makes of `event`, as the receiver runs it.
+fn with_plugin(
+    path: &std::path::Path,
+    trigger: &kubetask_api::TaskTrigger,
+    event: &crate::triggers::event::Event,
+    payload: &[u8],
+    delivery: &str,
+) -> anyhow::Result<mapper::Mapped> {
+    let (draft, key, filtered) = match mapper::decide(trigger, event, delivery) {
+        mapper::Decision::Refused(mapped) => return Ok(mapped),
+        mapper::Decision::Drafted {
+            task,
+            key,
+            filtered,
+        } => (task, key, filtered),
+    };
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let host = crate::plugin::PluginHost::new(crate::plugin::Limits::default())?;
+    let name = path
+        .file_stem()
+        .map_or("mapper".into(), |s| s.to_string_lossy());
+    let plugin = host
+        .load_mapper(&name, &bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let request = mapper_plugin::request(trigger, event, payload, &draft, filtered);
+    let outcome = host
+        .map_event(&plugin, &request)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(mapper::apply_plugin(
+        &draft,
+        &key,
+        mapper_plugin::outcome_of(outcome),
+    ))
 }
 
 /// GitLab's header for an event named by its kind (`issue`) or by the header itself.

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
-use kubetask_api::plugin_labels;
+use kubetask_api::{Task, TaskTrigger, plugin_labels};
 
+use super::event::Event;
+use super::mapper::PluginOutcome;
 use crate::plugin::mapper_bindings::{MapRequest, Outcome, Skip};
 use crate::plugin::{Limits, Mapper, PluginHost, source};
 
@@ -114,7 +116,7 @@ impl MapperPlugins {
         &self,
         mapper: Mapper,
         request: MapRequest,
-    ) -> Result<super::mapper::PluginOutcome, MapperError> {
+    ) -> Result<PluginOutcome, MapperError> {
         let host = self.host()?;
         let outcome = tokio::task::spawn_blocking(move || host.map_event(&mapper, &request))
             .await
@@ -126,11 +128,32 @@ impl MapperPlugins {
                 reason: "MapperFailed",
                 message: e.to_string(),
             })?;
-        Ok(match outcome {
-            Outcome::Task(task) => super::mapper::PluginOutcome::Task(task),
-            Outcome::Skip(Skip { reason, message }) => {
-                super::mapper::PluginOutcome::Skip { reason, message }
-            }
-        })
+        Ok(outcome_of(outcome))
+    }
+}
+
+/// What a mapper plugin is asked about `event` (its `payload` as delivered), given the built-in
+/// mapper's `draft` and the reason its filters skip the event, if they do.
+pub fn request(
+    trigger: &TaskTrigger,
+    event: &Event,
+    payload: &[u8],
+    draft: &Task,
+    filtered: Option<(String, String)>,
+) -> MapRequest {
+    MapRequest {
+        trigger: serde_json::to_string(trigger).unwrap_or_default(),
+        event: serde_json::to_string(event).unwrap_or_default(),
+        payload: String::from_utf8_lossy(payload).into_owned(),
+        task: serde_json::to_string(draft).unwrap_or_default(),
+        builtin_skip: filtered.map(|(reason, message)| Skip { reason, message }),
+    }
+}
+
+/// A plugin's outcome, for [`super::mapper::apply_plugin`].
+pub fn outcome_of(outcome: Outcome) -> PluginOutcome {
+    match outcome {
+        Outcome::Task(task) => PluginOutcome::Task(task),
+        Outcome::Skip(Skip { reason, message }) => PluginOutcome::Skip { reason, message },
     }
 }

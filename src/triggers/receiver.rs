@@ -29,10 +29,9 @@ use serde_json::{Value, json};
 
 use super::event::{Event, Provider};
 use super::mapper::{self, Decision, Mapped};
-use super::mapper_plugin::MapperPlugins;
+use super::mapper_plugin::{self, MapperPlugins};
 use super::{github, gitlab, webhook};
 use crate::controller::status::is_finished;
-use crate::plugin::mapper_bindings::{MapRequest, Skip};
 
 /// Largest body taken (GitHub caps payloads at 25 MB; issues and comments are far smaller).
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
@@ -247,13 +246,7 @@ impl Receiver {
                 filtered,
             } => (task, key, filtered),
         };
-        let request = MapRequest {
-            trigger: serde_json::to_string(trigger).unwrap_or_default(),
-            event: serde_json::to_string(event).unwrap_or_default(),
-            payload: String::from_utf8_lossy(payload).into_owned(),
-            task: serde_json::to_string(&draft).unwrap_or_default(),
-            builtin_skip: filtered.map(|(reason, message)| Skip { reason, message }),
-        };
+        let request = mapper_plugin::request(trigger, event, payload, &draft, filtered);
         let outcome = match self.mappers.load(name).await {
             Ok(plugin) => self.mappers.run(plugin, request).await,
             Err(error) => Err(error),

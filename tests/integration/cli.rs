@@ -613,6 +613,36 @@ fn trigger_event_shows_the_task_an_event_makes_offline() {
         stdout.contains("kubetask.io/trigger-issue: gitlabhq/gitlab-test#23"),
         "{stdout}"
     );
+    // A mapper plugin decides offline as it would in the receiver.
+    let mut wontfix: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("tests/fixtures/github/issues-opened.json").unwrap(),
+    )
+    .unwrap();
+    wontfix["issue"]["labels"] = serde_json::json!([{"name": "kubetask"}, {"name": "wontfix"}]);
+    let payload =
+        std::env::temp_dir().join(format!("kubetask-wontfix-{}.json", std::process::id()));
+    std::fs::write(&payload, wontfix.to_string()).unwrap();
+    let with_mapper = |file: &str| {
+        kubetask(&[
+            "trigger",
+            "event",
+            "-f",
+            "examples/github-issues-trigger.yaml",
+            "--event",
+            "issues",
+            "--file",
+            file,
+            "--mapper",
+            "plugins/examples/label-router/label_router.wasm",
+        ])
+    };
+    let (code, stdout, stderr) = with_mapper("tests/fixtures/github/issues-opened.json");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("agentRef: claude-code"), "{stdout}");
+    let (code, stdout, _) = with_mapper(payload.to_str().unwrap());
+    let _ = std::fs::remove_file(&payload);
+    assert_eq!(code, 2, "{stdout}");
+    assert!(stdout.starts_with("skipped: WontFix"), "{stdout}");
     // A generic webhook's payload needs no --event.
     let alert = std::env::temp_dir().join(format!("kubetask-alert-{}.json", std::process::id()));
     std::fs::write(

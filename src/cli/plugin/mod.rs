@@ -105,9 +105,11 @@ fn pack_command(args: PackArgs) -> anyhow::Result<ExitCode> {
     let bytes = read_component(&args.file)?;
     // Only a component the controller can load is worth installing.
     let host = PluginHost::new(Limits::default())?;
+    let mut mapper = false;
     if let Err(message) = check::load_component(&host, &args.name, &bytes) {
         // A mapper plugin (TaskTriggers' `spec.mapper`) is not a render plugin.
         if bytes.starts_with(b"\0asm") && host.load_mapper(&args.name, &bytes).is_ok() {
+            mapper = true;
             if args.policy_order.is_some() {
                 anyhow::bail!(
                     "cannot pack {}: it is a mapper plugin (the event-mapper world), which a TaskTrigger names in spec.mapper; it cannot be a cluster policy (--policy)",
@@ -124,6 +126,7 @@ fn pack_command(args: PackArgs) -> anyhow::Result<ExitCode> {
             name: args.name,
             namespace: args.namespace,
             policy_order: args.policy_order,
+            mapper,
         },
     )
     .with_context(|| format!("cannot pack {}", args.file.display()))?;

@@ -19,6 +19,8 @@ pub struct PackOptions {
     pub namespace: String,
     /// Makes the plugin a cluster policy run for every Task, in this order.
     pub policy_order: Option<i64>,
+    /// A mapper plugin (TaskTriggers' `spec.mapper`), not a render plugin.
+    pub mapper: bool,
 }
 
 /// Why a plugin cannot be packed.
@@ -94,6 +96,10 @@ pub fn yaml(component: &[u8], options: &PackOptions) -> Result<String, PackError
     let body = serde_yaml::to_string(&value).map_err(|e| PackError::Encode(e.to_string()))?;
     let role = match options.policy_order {
         Some(order) => format!("a cluster policy (order {order}), run for every Task"),
+        None if options.mapper => format!(
+            "a mapper plugin for TaskTriggers whose spec.mapper is {:?}",
+            options.name
+        ),
         None => format!(
             "a render plugin for Agents that list {:?} in spec.plugins",
             options.name
@@ -126,6 +132,7 @@ mod tests {
             name: "site-policy".to_owned(),
             namespace: "kubetask-system".to_owned(),
             policy_order,
+            mapper: false,
         }
     }
 
