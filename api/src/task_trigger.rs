@@ -38,7 +38,7 @@ pub const HEADER_NAME_PATTERN: &str = "^[A-Za-z0-9-]+$";
 pub const EVENT_CONTEXT_PATH: &str = "/workspace/event.md";
 
 /// Creates Tasks from events.
-#[derive(CustomResource, Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq)]
+#[derive(CustomResource, Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
 #[kube(
     group = "kubetask.io",
     version = "v1alpha1",
@@ -61,6 +61,10 @@ pub const EVENT_CONTEXT_PATH: &str = "/workspace/event.md";
         serde = "::serde",
         serde_json = "::serde_json"
     )
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.report) || !has(self.report.checkRun) || !has(self.source.github) || has(self.source.github.app)").message("spec.report.checkRun needs spec.source.github.app: GitHub lets only Apps create check runs").field_path(".report.checkRun"),
+    crates(kube_core = "::kube_core", schemars = "::schemars", serde = "::serde")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TaskTriggerSpec {
@@ -107,6 +111,13 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = "^(\\+1|-1|laugh|confused|heart|hooray|rocket|eyes)$"))]
     pub reaction: Option<String>,
+    /// For events of pull requests (merge requests): a check run of this name on the head
+    /// commit (GitLab: a commit status), in progress while the Task runs and concluded with
+    /// its result — which branch protection can require. On GitHub it needs
+    /// `spec.source.github.app` (GitHub lets only Apps create check runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100))]
+    pub check_run: Option<String>,
 }
 
 /// `spec.report.comment`.
@@ -159,6 +170,11 @@ pub struct GitHubSource {
     /// posts with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret_ref: Option<SecretKey>,
+    /// A GitHub App instead of `tokenSecretRef` (and needed for `spec.report.checkRun`): the
+    /// receiver mints installation tokens for this repository alone, refreshed before they
+    /// expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<GitHubApp>,
     /// Poll GitHub's REST API for open issues too (for clusters GitHub cannot reach): each
     /// issue read as an `issues.opened` event, de-duplicated with the webhook's by the same
     /// Task names. Needs `tokenSecretRef`.
@@ -168,6 +184,22 @@ pub struct GitHubSource {
     #[serde(default, rename = "apiURL", skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = TRIGGER_API_URL_PATTERN), length(max = 2048))]
     pub api_url: Option<String>,
+}
+
+/// `spec.source.github.app`: a GitHub App installed on the repository.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GitHubApp {
+    /// The App's id.
+    #[serde(rename = "appID")]
+    #[schemars(regex(pattern = "^[0-9]{1,20}$"))]
+    pub app_id: String,
+    /// The installation's id (on the repository's owner).
+    #[serde(rename = "installationID")]
+    #[schemars(range(min = 1))]
+    pub installation_id: i64,
+    /// The Secret with the App's private key (PEM; key default `private-key`).
+    pub private_key_secret_ref: SecretKey,
 }
 
 /// Events from a GitLab project's webhook.
@@ -412,10 +444,10 @@ impl TriggerSource {
     }
 
     /// The API token's Secret, the API's URL and the path of the field, for reports and
-    /// polling.
+    /// polling (none for a GitHub source with an `app`: its tokens are minted).
     pub fn api(&self) -> Option<(&SecretKey, String, &'static str)> {
         match self.kind()? {
-            SourceKind::GitHub(github) => Some((
+            SourceKind::GitHub(github) if github.app.is_none() => Some((
                 github.token_secret_ref.as_ref()?,
                 github
                     .api_url
@@ -431,7 +463,7 @@ impl TriggerSource {
                     .unwrap_or_else(|| "https://gitlab.com/api/v4".to_owned()),
                 "spec.source.gitlab.tokenSecretRef",
             )),
-            SourceKind::Webhook(_) => None,
+            SourceKind::GitHub(_) | SourceKind::Webhook(_) => None,
         }
     }
 
@@ -484,4 +516,10 @@ pub mod trigger_labels {
     pub const COMMENT: &str = "kubetask.io/trigger-comment";
     /// Annotation: the reaction was put on the triggering comment.
     pub const REACTED: &str = "kubetask.io/reacted";
+    /// Annotation: the head commit of the pull request the Task is about.
+    pub const HEAD_SHA: &str = "kubetask.io/trigger-head-sha";
+    /// Annotation: the id of the Task's check run (`claimed` while one replica creates it;
+    /// GitLab: `status`), and `done` once it holds the result.
+    pub const CHECK_RUN: &str = "kubetask.io/check-run";
+    pub const CHECK_DONE: &str = "kubetask.io/check-run-done";
 }

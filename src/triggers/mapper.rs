@@ -150,6 +150,11 @@ pub fn decide(trigger: &TaskTrigger, event: &Event, delivery: &str) -> Decision 
     if let Some(comment) = &event.comment {
         annotations.insert(trigger_labels::COMMENT.to_owned(), comment.id.to_string());
     }
+    if event.pull_request
+        && let Some(sha) = &event.head_sha
+    {
+        annotations.insert(trigger_labels::HEAD_SHA.to_owned(), sha.clone());
+    }
     annotations.insert(
         trigger_labels::EVENT.to_owned(),
         format!("{} (delivery {delivery})", event.name()),
@@ -247,6 +252,7 @@ pub fn apply_plugin(draft: &Task, key: &str, outcome: PluginOutcome) -> Mapped {
             trigger_labels::EVENT,
             trigger_labels::ISSUE,
             trigger_labels::COMMENT,
+            trigger_labels::HEAD_SHA,
         ],
     );
     let marks = task.metadata.annotations.get_or_insert_default();
@@ -258,6 +264,9 @@ pub fn apply_plugin(draft: &Task, key: &str, outcome: PluginOutcome) -> Mapped {
         trigger_labels::REPORT_COMMENT,
         trigger_labels::REPORT_DONE,
         trigger_labels::REACTED,
+        trigger_labels::HEAD_SHA,
+        trigger_labels::CHECK_RUN,
+        trigger_labels::CHECK_DONE,
     ] {
         marks.remove(owned);
     }

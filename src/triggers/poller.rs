@@ -174,6 +174,9 @@ async fn sweep(receiver: &Receiver, client: &kube::Client, trigger: &TaskTrigger
                 error.to_string(),
             ));
         }
+        Err(error @ CredentialsError::App(_)) => {
+            changes.push(("CredentialsValid", "False", "Refused", error.to_string()));
+        }
         Err(error @ CredentialsError::Kube(_)) => {
             tracing::warn!(trigger = %trigger.name_any(), %error, "cannot check the trigger's API token");
         }

@@ -62,7 +62,12 @@ pub async fn report(receiver: &Receiver, client: &kube::Client, task: &Task) -> 
         && !annotations.contains_key(trigger_labels::REACTED);
     let comment_due =
         !done && comment.as_deref() != Some("claimed") && (comment.is_none() || finished);
-    if !react && !comment_due {
+    let check = annotations.get(trigger_labels::CHECK_RUN).cloned();
+    let check_due = annotations.contains_key(trigger_labels::HEAD_SHA)
+        && !annotations.contains_key(trigger_labels::CHECK_DONE)
+        && check.as_deref() != Some("claimed")
+        && (check.is_none() || finished);
+    if !react && !comment_due && !check_due {
         return Ok(());
     }
     let Some(trigger) = owner(client, task).await? else {
@@ -72,13 +77,14 @@ pub async fn report(receiver: &Receiver, client: &kube::Client, task: &Task) -> 
     let mode = report.comment.unwrap_or_default();
     let react = react && report.reaction.is_some();
     let comment_due = comment_due && mode != CommentMode::None;
+    let check_due = check_due && report.check_run.is_some();
     let Some(target) = annotations
         .get(trigger_labels::ISSUE)
         .and_then(|issue| Target::parse(issue))
     else {
         return Ok(());
     };
-    if !react && !comment_due {
+    if !react && !comment_due && !check_due {
         return Ok(());
     }
     let namespace = task.namespace().unwrap_or_default();
@@ -89,7 +95,7 @@ pub async fn report(receiver: &Receiver, client: &kube::Client, task: &Task) -> 
                 d.condition(
                     "CredentialsValid",
                     "False",
-                    "SecretMissing",
+                    error.reason(),
                     &error.to_string(),
                 );
             });
@@ -113,6 +119,26 @@ pub async fn report(receiver: &Receiver, client: &kube::Client, task: &Task) -> 
         tasks
             .patch(&name, &PatchParams::default(), &Patch::Merge(marks))
             .await?;
+    }
+    if check_due
+        && let (Some(name_of_check), Some(sha)) =
+            (&report.check_run, annotations.get(trigger_labels::HEAD_SHA))
+    {
+        let run = CheckRun {
+            api: &api,
+            target: &target,
+            gitlab,
+            name: name_of_check,
+            sha,
+        };
+        if let Err(error) = run.report(&tasks, task, check.as_deref(), finished).await {
+            return give_up_or_retry(receiver, &tasks, &trigger, &name, error, CHECK_MARKS).await;
+        }
+        if comment_due {
+            // The check run's write changed the Task: its comment is reported on the next
+            // watch event, from the Task as it is now.
+            return Ok(());
+        }
     }
     if !comment_due {
         return Ok(());
@@ -160,7 +186,15 @@ pub async fn report(receiver: &Receiver, client: &kube::Client, task: &Task) -> 
             let posted = match note_outcome(receiver, &trigger, posted) {
                 Ok(posted) => posted,
                 Err(error) => {
-                    return give_up_or_retry(receiver, &tasks, &trigger, &name, error).await;
+                    return give_up_or_retry(
+                        receiver,
+                        &tasks,
+                        &trigger,
+                        &name,
+                        error,
+                        COMMENT_MARKS,
+                    )
+                    .await;
                 }
             };
             let id =
@@ -186,7 +220,7 @@ pub async fn report(receiver: &Receiver, client: &kube::Client, task: &Task) -> 
         &trigger,
         api::call(&api, method, url, json!({"body": body})).await,
     ) {
-        return give_up_or_retry(receiver, &tasks, &trigger, &name, error).await;
+        return give_up_or_retry(receiver, &tasks, &trigger, &name, error, COMMENT_MARKS).await;
     }
     let marks = json!({"metadata": {"annotations": {trigger_labels::REPORT_DONE: "done"}}});
     tasks
@@ -195,18 +229,152 @@ pub async fn report(receiver: &Receiver, client: &kube::Client, task: &Task) -> 
     Ok(())
 }
 
+/// A check run on a pull request's head commit (GitHub), or a commit status (GitLab), that
+/// follows a Task.
+struct CheckRun<'a> {
+    api: &'a api::Credentials,
+    target: &'a Target,
+    gitlab: bool,
+    name: &'a str,
+    sha: &'a str,
+}
+
+impl CheckRun<'_> {
+    /// Creates the check run (claimed on the Task's resourceVersion, so one replica does) or
+    /// concludes it with the Task's result.
+    async fn report(
+        &self,
+        tasks: &Api<Task>,
+        task: &Task,
+        check: Option<&str>,
+        finished: bool,
+    ) -> anyhow::Result<()> {
+        let name = task.name_any();
+        if check.is_none() {
+            let mut claimed = task.clone();
+            claimed
+                .annotations_mut()
+                .insert(trigger_labels::CHECK_RUN.to_owned(), "claimed".to_owned());
+            claimed.status = None;
+            match tasks.replace(&name, &PostParams::default(), &claimed).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 409 => return Ok(()),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let (state, conclusion) = conclusion(task);
+        let summary = text(task);
+        let id = match (check, self.gitlab) {
+            (_, true) => {
+                let url = format!(
+                    "{}/projects/{}/statuses/{}",
+                    self.api.url,
+                    gitlab::project_id(&self.target.project),
+                    self.sha
+                );
+                let state = if finished { state } else { "running" };
+                let description: String = summary
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(140)
+                    .collect();
+                api::call(
+                    self.api,
+                    "POST",
+                    url,
+                    json!({"name": self.name, "state": state, "description": description}),
+                )
+                .await?;
+                "status".to_owned()
+            }
+            (None, false) => {
+                let url = format!("{}/repos/{}/check-runs", self.api.url, self.target.project);
+                let mut body = json!({
+                    "name": self.name, "head_sha": self.sha, "external_id": name,
+                    "status": "in_progress",
+                    "output": {"title": "KubeTask", "summary": summary},
+                });
+                if finished {
+                    body["status"] = json!("completed");
+                    body["conclusion"] = json!(conclusion);
+                }
+                let created = api::call(self.api, "POST", url, body).await?;
+                created["id"].as_i64().unwrap_or_default().to_string()
+            }
+            (Some(id), false) => {
+                let url = format!(
+                    "{}/repos/{}/check-runs/{id}",
+                    self.api.url, self.target.project
+                );
+                api::call(
+                    self.api,
+                    "PATCH",
+                    url,
+                    json!({"status": "completed", "conclusion": conclusion,
+                           "output": {"title": "KubeTask", "summary": summary}}),
+                )
+                .await?;
+                id.to_owned()
+            }
+        };
+        let mut marks = json!({trigger_labels::CHECK_RUN: id});
+        if finished {
+            marks[trigger_labels::CHECK_DONE] = json!("done");
+        }
+        tasks
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": marks}})),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// A finished Task's result as a GitLab commit status and a GitHub check run conclusion.
+fn conclusion(task: &Task) -> (&'static str, &'static str) {
+    let status = task.status.clone().unwrap_or_default();
+    match (status.phase, condition_reason(&status)) {
+        (Some(TaskPhase::Completed), _) => ("success", "success"),
+        (_, Some("Cancelled")) => ("canceled", "cancelled"),
+        (_, Some("Timeout")) => ("failed", "timed_out"),
+        _ => ("failed", "failure"),
+    }
+}
+
 /// How long a report that kept failing waits before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
 
-/// After a failed post or edit: a refusal (4xx) is final — the Task is marked `failed` and
-/// the trigger's `lastError` says why; anything else is tried again after [`RETRY_AFTER`]
-/// (the claim released, so any replica may).
+/// What a failed report is about: the annotations of its claim (or id) and of its end.
+#[derive(Clone, Copy)]
+struct Marks {
+    claim: &'static str,
+    done: &'static str,
+}
+
+const COMMENT_MARKS: Marks = Marks {
+    claim: trigger_labels::REPORT_COMMENT,
+    done: trigger_labels::REPORT_DONE,
+};
+const CHECK_MARKS: Marks = Marks {
+    claim: trigger_labels::CHECK_RUN,
+    done: trigger_labels::CHECK_DONE,
+};
+
+/// After a failed report: a refusal (4xx) is final — the Task's `done` annotation says
+/// `failed` and the trigger's `lastError` why; anything else is tried again after
+/// [`RETRY_AFTER`]: a claim not yet turned into an id is released, and the Task is marked
+/// (`kubetask.io/report-retry`) so the watch sees it again, whichever replica takes it.
 async fn give_up_or_retry(
     receiver: &Receiver,
     tasks: &Api<Task>,
     trigger: &TaskTrigger,
     name: &str,
     error: anyhow::Error,
+    marks: Marks,
 ) -> anyhow::Result<()> {
     let refused = matches!(
         error.downcast_ref::<api::CallError>(),
@@ -214,17 +382,27 @@ async fn give_up_or_retry(
     );
     let message = format!("reporting on Task {name}: {error}");
     receiver.count(trigger, |d| d.reject("ReportFailed", &message));
-    let marks = if refused {
-        json!({"metadata": {"annotations": {trigger_labels::REPORT_DONE: "failed"}}})
+    let patch = if refused {
+        json!({"metadata": {"annotations": {marks.done: "failed"}}})
     } else {
         tokio::time::sleep(RETRY_AFTER).await;
-        json!({"metadata": {"annotations": {trigger_labels::REPORT_COMMENT: null}}})
+        let claimed = tasks.get_opt(name).await.ok().flatten().is_some_and(|t| {
+            t.annotations().get(marks.claim).map(String::as_str) == Some("claimed")
+        });
+        let mut annotations = json!({RETRY: k8s_openapi::jiff::Timestamp::now().to_string()});
+        if claimed {
+            annotations[marks.claim] = Value::Null;
+        }
+        json!({"metadata": {"annotations": annotations}})
     };
     let _ = tasks
-        .patch(name, &PatchParams::default(), &Patch::Merge(marks))
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await;
     Err(error)
 }
+
+/// Annotation: when a failed report was last tried again.
+const RETRY: &str = "kubetask.io/report-retry";
 
 /// The id of the issue's comment holding `marker` (a sticky report), among its latest 100.
 async fn find_comment(

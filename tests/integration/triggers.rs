@@ -940,6 +940,21 @@ async fn example_triggers_are_accepted_and_a_trigger_has_exactly_one_source() {
             "{refused}"
         );
     }
+    // GitHub lets only Apps create check runs: a token-only trigger cannot ask for one.
+    let checks = trigger_yaml("checks", "  report: {checkRun: kubetask}\n");
+    let refused = triggers
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_yaml::from_str(&checks).unwrap(),
+        )
+        .await
+        .expect_err("refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("checkRun needs spec.source.github.app"),
+        "{refused}"
+    );
 }
 
 /// A mapper plugin (`spec.mapper`, the label-router example) decides in the sandbox: labels
@@ -1031,4 +1046,170 @@ async fn a_mapper_plugin_routes_events_in_the_sandbox() {
         s.rejected.get("MapperMissing") == Some(&1)
     })
     .await;
+}
+
+/// A GitHub App instead of a token: the receiver mints an installation token for the one
+/// repository (its JWT checked by the fake GitHub) and, for a pull request's Task, follows it
+/// with a check run on the head commit — in progress, then concluded with the Task's result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_app_reports_a_check_run_on_the_pull_request() {
+    use kube::api::{Patch, PatchParams};
+    let key = include_str!("../apiserver/fixtures/github-app-test-key.pem");
+    let cluster = setup().await;
+    let forge = kubetask_test_apiserver::forge::Forge::start("installation-token")
+        .with_app("4242", key, 77);
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "gh-app", "namespace": NS},
+        "stringData": {"private-key": key},
+    }))
+    .unwrap();
+    kube::Api::namespaced(cluster.client.clone(), NS)
+        .create(&kube::api::PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let yaml = trigger_yaml("prs", "  report: {checkRun: kubetask, comment: PerTask}\n").replace(
+        "events: [issues, issue_comment], webhookSecretRef: {name: hook}",
+        &format!(
+            "events: [pull_request], webhookSecretRef: {{name: hook}}, apiURL: '{}', app: {{appID: '4242', installationID: 77, privateKeySecretRef: {{name: gh-app}}}}",
+            forge.github_url()
+        ),
+    );
+    create(&cluster, &yaml).await;
+    let receiver = Receiver::start(&cluster);
+    // The shape of GitHub's `pull_request` `opened` payload, trimmed to what is read.
+    let sha = "6dcb09b5b57875f334f61aebed695e2e4193db5e";
+    let opened = json!({
+        "action": "opened", "number": 5,
+        "pull_request": {"id": 555, "number": 5, "title": "Fix the flaky test", "body": "Please look.",
+            "html_url": "https://github.com/myorg/service-a/pull/5", "user": {"login": "octocat"},
+            "author_association": "MEMBER", "labels": [], "head": {"ref": "fix-flake", "sha": sha}},
+        "repository": {"full_name": "myorg/service-a"},
+    })
+    .to_string();
+    let (status, answer) = receiver.deliver("prs", "pull_request", "p-1", &opened);
+    assert_eq!(status, 201, "{answer}");
+    let name = answer["task"].as_str().unwrap().to_owned();
+    let wait = |what: &str, done: &dyn Fn(&[kubetask_test_apiserver::forge::CheckRun]) -> bool| {
+        for _ in 0..200 {
+            if done(&forge.check_runs()) {
+                return forge.check_runs();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "{what} never happened: {:?} {:?}",
+            forge.check_runs(),
+            forge.seen()
+        );
+    };
+    let runs = wait("the check run", &|r| !r.is_empty());
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        (
+            runs[0].name.as_str(),
+            runs[0].head_sha.as_str(),
+            runs[0].status.as_str()
+        ),
+        ("kubetask", sha, "in_progress")
+    );
+    let minted = forge.minted();
+    assert!(!minted.is_empty());
+    assert_eq!(minted[0].repositories, ["service-a"], "the one repository");
+    assert_eq!(minted[0].permissions["checks"], "write");
+    let finished = json!({"status": {
+        "phase": "Completed",
+        "conditions": [{"type": "Succeeded", "status": "True", "reason": "Completed", "message": "done",
+                        "lastTransitionTime": "2026-12-07T01:04:05Z"}],
+        "result": {"summary": "Fixed the race in the test."},
+    }});
+    cluster
+        .tasks(NS)
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&finished))
+        .await
+        .unwrap();
+    let runs = wait("the conclusion", &|r| {
+        r.first().is_some_and(|r| r.status == "completed")
+    });
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].conclusion.as_deref(), Some("success"));
+    assert!(
+        runs[0].summary.contains("Fixed the race"),
+        "{}",
+        runs[0].summary
+    );
+    // The comment on the pull request too, with the same installation token.
+    assert!(
+        forge
+            .comments()
+            .iter()
+            .any(|c| c.number == 5 && c.body.contains(&name))
+    );
+    let status = status_when(&cluster, "prs", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "CredentialsValid" && c.status == "True")
+    })
+    .await;
+    assert_eq!(status.accepted, 1);
+}
+
+/// GitLab: a merge request's Task is followed by a commit status on its head commit
+/// (`running`, then the result) — what a merge request's pipeline rules can require.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitlab_merge_request_gets_a_commit_status() {
+    use kube::api::{Patch, PatchParams};
+    let cluster = setup().await;
+    let forge = kubetask_test_apiserver::forge::Forge::start("gh-api-token");
+    forge.add_member("gitlabhq/gitlab-test", 1, 40);
+    api_token(&cluster).await;
+    let yaml = gitlab_trigger_yaml(
+        "gl-mr",
+        &forge.gitlab_url(),
+        "  report: {checkRun: kubetask}\n",
+    )
+    .replace("events: [issue, note]", "events: [merge_request]");
+    create(&cluster, &yaml).await;
+    let receiver = Receiver::start(&cluster);
+    let body = include_str!("../fixtures/gitlab/merge-request-update.json");
+    let (status, answer) =
+        gitlab_post(&receiver, "gl-mr", "Merge Request Hook", Some(SECRET), body);
+    assert_eq!(status, 201, "{answer}");
+    let name = answer["task"].as_str().unwrap().to_owned();
+    let wait = |state: &str| {
+        for _ in 0..200 {
+            let runs = forge.check_runs();
+            if runs.iter().any(|r| r.status == state) {
+                return runs;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no {state} status: {:?}", forge.check_runs());
+    };
+    let runs = wait("running");
+    assert_eq!(
+        (
+            runs[0].provider,
+            runs[0].project.as_str(),
+            runs[0].head_sha.as_str(),
+            runs[0].name.as_str()
+        ),
+        (
+            "gitlab",
+            "gitlabhq/gitlab-test",
+            "da1560886d4f094c3e6c9ef40349f7d38b5d27d7",
+            "kubetask"
+        )
+    );
+    let failed = json!({"status": {
+        "phase": "Failed",
+        "conditions": [{"type": "Succeeded", "status": "False", "reason": "Timeout", "message": "ran out of time",
+                        "lastTransitionTime": "2026-12-07T01:04:05Z"}],
+    }});
+    cluster
+        .tasks(NS)
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&failed))
+        .await
+        .unwrap();
+    let runs = wait("failed");
+    assert_eq!(runs.len(), 1, "one status, updated: {runs:?}");
 }

@@ -47,6 +47,20 @@ pub struct IssueComment {
     pub reactions: Vec<String>,
 }
 
+/// A check run (GitHub) or commit status (GitLab) the fake holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRun {
+    pub id: i64,
+    pub provider: &'static str,
+    pub project: String,
+    pub name: String,
+    pub head_sha: String,
+    /// GitHub's `status` (`in_progress`, `completed`), GitLab's `state`.
+    pub status: String,
+    pub conclusion: Option<String>,
+    pub summary: String,
+}
+
 /// One request the fake answered: method, path with query, status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
@@ -84,6 +98,7 @@ struct State {
     issues: Vec<(String, Value)>,
     /// GitLab project members: project, user id, access level.
     members: Vec<(String, i64, i64)>,
+    check_runs: Vec<CheckRun>,
 }
 
 /// The fake, serving until dropped (its thread ends with the process).
@@ -202,6 +217,12 @@ impl Forge {
             reactions: Vec::new(),
         });
         id
+    }
+
+    /// The check runs and commit statuses, as they are now (a GitLab status's updates are
+    /// one entry, like a check run's).
+    pub fn check_runs(&self) -> Vec<CheckRun> {
+        self.lock().check_runs.clone()
     }
 
     /// The comments posted on issues and pull requests.
@@ -380,6 +401,41 @@ impl Forge {
                     pull.body = text(body, "description");
                     pull.labels.extend(labels(&text(body, "add_labels")));
                     (200, gitlab_json(pull), None)
+                }
+                ("POST", ["projects", _, "statuses", sha]) => {
+                    let name = text(body, "name");
+                    let next = 700 + i64::try_from(state.check_runs.len()).unwrap_or(0);
+                    let existing = state.check_runs.iter_mut().find(|c| {
+                        c.provider == "gitlab"
+                            && c.project == project
+                            && c.head_sha == *sha
+                            && c.name == name
+                    });
+                    let id = match existing {
+                        Some(run) => {
+                            run.status = text(body, "state");
+                            run.summary = text(body, "description");
+                            run.id
+                        }
+                        None => {
+                            state.check_runs.push(CheckRun {
+                                id: next,
+                                provider: "gitlab",
+                                project,
+                                name: name.clone(),
+                                head_sha: (*sha).to_owned(),
+                                status: text(body, "state"),
+                                conclusion: None,
+                                summary: text(body, "description"),
+                            });
+                            next
+                        }
+                    };
+                    (
+                        201,
+                        json!({"id": id, "name": name, "status": text(body, "state")}),
+                        None,
+                    )
                 }
                 ("GET", ["projects", _, "members", "all", user]) => {
                     match state
@@ -573,6 +629,39 @@ impl Forge {
                     pull.title = text(body, "title");
                     pull.body = text(body, "body");
                     (200, github_json(pull), None)
+                }
+                ("POST", ["repos", _, _, "check-runs"]) => {
+                    let id = 800 + i64::try_from(state.check_runs.len()).unwrap_or(0);
+                    let run = CheckRun {
+                        id,
+                        provider: "github",
+                        project,
+                        name: text(body, "name"),
+                        head_sha: text(body, "head_sha"),
+                        status: text(body, "status"),
+                        conclusion: body["conclusion"].as_str().map(str::to_owned),
+                        summary: text(&body["output"], "summary"),
+                    };
+                    if run.name.is_empty() || run.head_sha.is_empty() {
+                        return (
+                            422,
+                            json!({"message": "Invalid request.", "errors": ["name and head_sha are required"]}),
+                            None,
+                        );
+                    }
+                    state.check_runs.push(run);
+                    (201, json!({"id": id, "status": text(body, "status")}), None)
+                }
+                ("PATCH", ["repos", _, _, "check-runs", id]) => {
+                    let Some(run) = state.check_runs.iter_mut().find(|c| {
+                        c.provider == "github" && c.project == project && c.id.to_string() == *id
+                    }) else {
+                        return (404, json!({"message": "Not Found"}), None);
+                    };
+                    run.status = text(body, "status");
+                    run.conclusion = body["conclusion"].as_str().map(str::to_owned);
+                    run.summary = text(&body["output"], "summary");
+                    (200, json!({"id": run.id, "status": run.status}), None)
                 }
                 ("GET", ["repos", _, _, "issues", number, "comments"]) => {
                     let comments: Vec<Value> = state
