@@ -20,6 +20,7 @@ pub const GITHUB_EVENTS: &[&str] = &[
     "issue_comment",
     "pull_request",
     "pull_request_review_comment",
+    "push",
 ];
 /// Who may trigger when `filter.authorAssociation` is unset: members of the repository's
 /// organization and its collaborators.
@@ -29,7 +30,7 @@ pub const TRIGGER_API_URL_PATTERN: &str = r"^(https://[A-Za-z0-9.-]+(:[0-9]{1,5}
 /// A GitLab project's path: `group/name`, with subgroups.
 pub const GITLAB_PROJECT_PATTERN: &str = "^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$";
 /// The GitLab events (`object_kind`) a trigger may take.
-pub const GITLAB_EVENTS: &[&str] = &["issue", "note", "merge_request"];
+pub const GITLAB_EVENTS: &[&str] = &["issue", "note", "merge_request", "push"];
 /// A JSON pointer (RFC 6901).
 pub const JSON_POINTER_PATTERN: &str = "^(/[^/]*)*$";
 /// An HTTP header's name.
@@ -155,11 +156,11 @@ pub struct GitHubSource {
     #[schemars(regex(pattern = GITHUB_REPOSITORY_PATTERN), length(max = 200))]
     pub repository: String,
     /// Event types taken (`X-GitHub-Event`): `issues`, `issue_comment`, `pull_request`,
-    /// `pull_request_review_comment`.
+    /// `pull_request_review_comment`, `push`.
     #[schemars(
-        length(min = 1, max = 4),
+        length(min = 1, max = 5),
         inner(regex(
-            pattern = "^(issues|issue_comment|pull_request|pull_request_review_comment)$"
+            pattern = "^(issues|issue_comment|pull_request|pull_request_review_comment|push)$"
         ))
     )]
     pub events: Vec<String>,
@@ -211,10 +212,10 @@ pub struct GitLabSource {
     #[schemars(regex(pattern = GITLAB_PROJECT_PATTERN), length(max = 255))]
     pub project: String,
     /// Event types taken (the payload's `object_kind`; `X-Gitlab-Event` `Issue Hook`, `Note
-    /// Hook`, `Merge Request Hook`): `issue`, `note`, `merge_request`.
+    /// Hook`, `Merge Request Hook`, `Push Hook`): `issue`, `note`, `merge_request`, `push`.
     #[schemars(
-        length(min = 1, max = 3),
-        inner(regex(pattern = "^(issue|note|merge_request)$"))
+        length(min = 1, max = 4),
+        inner(regex(pattern = "^(issue|note|merge_request|push)$"))
     )]
     pub events: Vec<String>,
     /// The Secret with the webhook's secret token: each delivery's `X-Gitlab-Token` must
@@ -342,6 +343,11 @@ pub struct TriggerFilter {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 64)))]
     pub authors: Vec<String>,
+    /// The branch a push went to, or a pull (merge) request goes into, is one of these: a name,
+    /// or a prefix ending in `*` (`release/*`). Events without a branch are not concerned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 255)))]
+    pub branches: Vec<String>,
 }
 
 impl TaskTriggerSpec {
@@ -388,6 +394,13 @@ pub struct TaskTriggerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 300))]
     pub events: Option<String>,
+    /// When the last poll (`poll`) that read every list began. Later polls take issues, pull
+    /// requests and comments created after it (less ten minutes of overlap, which
+    /// de-duplication absorbs) — so an item is not made a Task again after its Task was
+    /// deleted. Unset: the first poll takes every open issue and pull request, and the comments
+    /// made since the trigger was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polled_until: Option<Time>,
     /// The generation the conditions were computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -60,11 +60,14 @@ pub struct Event {
     /// The comment of a comment event: untrusted text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comment: Option<Comment>,
-    /// A pull request's head branch and commit.
+    /// A pull request's head branch and commit; a push's branch and the commit it ends at.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub head_sha: Option<String>,
+    /// The branch a pull request goes into.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_branch: Option<String>,
     /// What makes this event itself (not its redeliveries) unique: its kind, action and the
     /// id of what it is about (the comment, the issue, the label added, the commit pushed).
     pub identity: String,
@@ -112,9 +115,30 @@ impl Event {
         }
     }
 
+    /// A push (`push` on either provider).
+    pub fn is_push(&self) -> bool {
+        self.kind == "push" && self.provider != Provider::Webhook
+    }
+
+    /// The branch `spec.filter.branches` judges: a push's, or the one a pull request goes into.
+    pub fn filtered_branch(&self) -> Option<&str> {
+        if self.is_push() {
+            self.branch.as_deref()
+        } else {
+            self.base_branch.as_deref()
+        }
+    }
+
     /// The issue or pull request, as people write it: `owner/name#42`, a GitLab merge
-    /// request `group/name!42`; a webhook's event, its work key or title.
+    /// request `group/name!42`, a push `owner/name@main`; a webhook's event, its work key.
     pub fn reference(&self) -> String {
+        if self.is_push() {
+            return format!(
+                "{}@{}",
+                self.repository,
+                self.branch.as_deref().unwrap_or_default()
+            );
+        }
         match self.provider {
             Provider::GitHub => format!("{}#{}", self.repository, self.number),
             Provider::GitLab => format!(
@@ -128,9 +152,12 @@ impl Event {
     }
 
     /// What makes two events the same piece of work (hashed into the `trigger-key` label):
-    /// the repository and the issue or pull request; a webhook's `keyPointer` value, else the
-    /// event itself.
+    /// the repository and the issue or pull request (a push: the branch); a webhook's
+    /// `keyPointer` value, else the event itself.
     pub fn work_key(&self) -> String {
+        if self.is_push() {
+            return format!("push:{}", self.reference().to_ascii_lowercase());
+        }
         match self.provider {
             Provider::GitHub => format!("{}#{}", self.repository.to_ascii_lowercase(), self.number),
             Provider::GitLab => format!("gitlab:{}", self.reference().to_ascii_lowercase()),

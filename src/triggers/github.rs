@@ -62,6 +62,9 @@ pub fn parse(kind: &str, body: &[u8]) -> Result<Event, String> {
     let payload: Value =
         serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
     let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    if kind == "push" {
+        return Ok(push(&payload));
+    }
     let subject = match kind {
         "issues" | "issue_comment" => &payload["issue"],
         "pull_request" | "pull_request_review_comment" => &payload["pull_request"],
@@ -127,10 +130,54 @@ pub fn parse(kind: &str, body: &[u8]) -> Result<Event, String> {
             .collect(),
         comment,
         branch: subject["head"]["ref"].as_str().map(str::to_owned),
+        base_branch: subject["base"]["ref"].as_str().map(str::to_owned),
         head_sha,
         identity: format!("{kind}.{action}.{about}"),
         action,
     })
+}
+
+/// A `push`: to a branch (`pushed`), or of a tag (`tag`) or deleting a branch (`deleted`),
+/// which no trigger runs on. The pusher has write access to the repository.
+fn push(payload: &Value) -> Event {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let reference = text(&payload["ref"]);
+    let (branch, action) = match reference.strip_prefix("refs/heads/") {
+        _ if payload["deleted"].as_bool() == Some(true) => (None, "deleted"),
+        Some(branch) => (Some(branch.to_owned()), "pushed"),
+        None => (None, "tag"),
+    };
+    let after = text(&payload["after"]);
+    let messages: Vec<String> = payload["commits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            format!(
+                "{} {}",
+                text(&c["id"]).chars().take(12).collect::<String>(),
+                text(&c["message"])
+            )
+        })
+        .collect();
+    Event {
+        provider: Provider::GitHub,
+        kind: "push".to_owned(),
+        action: action.to_owned(),
+        repository: text(&payload["repository"]["full_name"]),
+        title: text(&payload["head_commit"]["message"])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        body: messages.join("\n"),
+        url: text(&payload["compare"]),
+        author: text(&payload["sender"]["login"]),
+        identity: format!("push.{action}.{reference}-{after}"),
+        branch,
+        head_sha: Some(after).filter(|a| !a.is_empty()),
+        ..Event::default()
+    }
 }
 
 /// The HTTP client of GitHub's and GitLab's REST APIs (polling, reports): answers of every status returned
@@ -203,7 +250,7 @@ mod tests {
         let event = parse("issue_comment", comment).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(event.actor(), ("bob", "CONTRIBUTOR"), "the commenter acts");
         assert_eq!(event.identity, "issue_comment.created.comment-99");
-        assert!(parse("push", b"{}").is_err());
+        assert!(parse("release", b"{}").is_err());
         assert!(parse("issues", b"{not json").is_err());
         assert!(parse("issues", br#"{"action":"opened"}"#).is_err());
     }

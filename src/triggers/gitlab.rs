@@ -41,6 +41,7 @@ pub fn event_kind(header: &str) -> Option<&'static str> {
         "Issue Hook" => Some("issue"),
         "Note Hook" => Some("note"),
         "Merge Request Hook" => Some("merge_request"),
+        "Push Hook" => Some("push"),
         _ => None,
     }
 }
@@ -55,6 +56,9 @@ pub fn parse(kind: &str, body: &[u8]) -> Result<Event, String> {
         return Err(format!(
             "object_kind {object_kind:?} is not the {kind:?} the X-Gitlab-Event header says"
         ));
+    }
+    if kind == "push" {
+        return Ok(push(&payload));
     }
     let attributes = &payload["object_attributes"];
     if !attributes.is_object() {
@@ -139,11 +143,60 @@ pub fn parse(kind: &str, body: &[u8]) -> Result<Event, String> {
             .collect(),
         comment,
         branch: subject["source_branch"].as_str().map(str::to_owned),
+        base_branch: subject["target_branch"].as_str().map(str::to_owned),
         head_sha,
         identity: format!("{kind}.{action}.{about}"),
         work: None,
         action,
     })
+}
+
+/// A `Push Hook`: to a branch (`pushed`), or deleting one (`deleted`: no commit after it).
+fn push(payload: &Value) -> Event {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let reference = text(&payload["ref"]);
+    let after = text(&payload["after"]);
+    let deleted = after.chars().all(|c| c == '0');
+    let branch = reference.strip_prefix("refs/heads/").map(str::to_owned);
+    let action = match (&branch, deleted) {
+        (_, true) => "deleted",
+        (Some(_), false) => "pushed",
+        (None, false) => "tag",
+    };
+    let messages: Vec<String> = payload["commits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            format!(
+                "{} {}",
+                text(&c["id"]).chars().take(12).collect::<String>(),
+                text(&c["message"])
+            )
+        })
+        .collect();
+    let last = payload["commits"].as_array().and_then(|c| c.last());
+    Event {
+        provider: Provider::GitLab,
+        kind: "push".to_owned(),
+        action: action.to_owned(),
+        repository: text(&payload["project"]["path_with_namespace"]),
+        title: last
+            .map(|c| text(&c["message"]))
+            .unwrap_or_default()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        body: messages.join("\n"),
+        url: last.map(|c| text(&c["url"])).unwrap_or_default(),
+        author: text(&payload["user_username"]),
+        actor_id: payload["user_id"].as_i64(),
+        identity: format!("push.{action}.{reference}-{after}"),
+        branch: branch.filter(|_| !deleted),
+        head_sha: Some(after).filter(|_| !deleted),
+        ..Event::default()
+    }
 }
 
 /// What a role in the project (its `access_level`) counts as in `spec.filter.authorAssociation`:
@@ -193,7 +246,8 @@ mod tests {
         assert_eq!(event_kind("Merge Request Hook"), Some("merge_request"));
         assert_eq!(event_kind("Confidential Issue Hook"), None);
         assert_eq!(event_kind("Confidential Note Hook"), None);
-        assert_eq!(event_kind("Push Hook"), None);
+        assert_eq!(event_kind("Push Hook"), Some("push"));
+        assert_eq!(event_kind("Tag Push Hook"), None);
     }
 
     #[test]
@@ -241,5 +295,34 @@ mod tests {
         assert_eq!(association(Some(20)), "CONTRIBUTOR");
         assert_eq!(association(None), "NONE");
         assert_eq!(project_id("group/sub/p"), "group%2Fsub%2Fp");
+    }
+}
+
+#[cfg(test)]
+mod push_tests {
+    use super::*;
+
+    #[test]
+    fn a_push_hook_is_read_with_its_branch_and_deletions_are_told() {
+        let body = br#"{"object_kind":"push","ref":"refs/heads/master","after":"da1560886d4f094c3e6c9ef40349f7d38b5d27d7",
+            "user_id":4,"user_username":"jsmith","project":{"path_with_namespace":"mike/diaspora"},
+            "commits":[{"id":"b6568db1bc1dcd7f8b4d5a946b0b91f9dacd7327","message":"Update Catalan translation to e38cb41.","url":"http://example.com/mike/diaspora/commit/b6568db1"}]}"#;
+        let event = parse("push", body).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (event.action.as_str(), event.reference()),
+            ("pushed", "mike/diaspora@master".to_owned())
+        );
+        assert_eq!(event.actor_id, Some(4));
+        let deleted = String::from_utf8_lossy(body).replace(
+            "da1560886d4f094c3e6c9ef40349f7d38b5d27d7",
+            "0000000000000000000000000000000000000000",
+        );
+        assert_eq!(
+            parse("push", deleted.as_bytes())
+                .map(|e| e.action)
+                .ok()
+                .as_deref(),
+            Some("deleted")
+        );
     }
 }

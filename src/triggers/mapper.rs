@@ -16,6 +16,10 @@ use sha2::{Digest, Sha256};
 
 use super::event::{Event, Provider};
 
+/// What every comment KubeTask posts carries (hidden in Markdown), so that its own comments,
+/// delivered back as comment events or found by polling, never trigger.
+pub const REPORT_MARKER: &str = "<!-- kubetask:";
+
 /// Most bytes of an issue's or comment's body kept in the event file.
 pub const MAX_TEXT: usize = 32 * 1024;
 /// Longest Task name (as a CronTask's runs).
@@ -90,6 +94,16 @@ pub fn decide(trigger: &TaskTrigger, event: &Event, delivery: &str) -> Decision 
             );
         }
     };
+    if event
+        .comment
+        .as_ref()
+        .is_some_and(|c| c.body.contains(REPORT_MARKER))
+    {
+        return skip(
+            "OwnComment",
+            "the comment is one of KubeTask's own reports".to_owned(),
+        );
+    }
     if let Some(expected) = expected
         && !event.repository.eq_ignore_ascii_case(expected)
     {
@@ -306,6 +320,34 @@ pub enum PluginOutcome {
 fn filters(trigger: &TaskTrigger, event: &Event) -> Result<(), (String, String)> {
     let spec = &trigger.spec;
     let filter = &spec.filter;
+    if event.is_push() && event.action != "pushed" {
+        return Err(skip_reason(
+            "Filtered",
+            format!(
+                "a push that is {} makes no Task",
+                match event.action.as_str() {
+                    "tag" => "a tag",
+                    _ => "a branch's deletion",
+                }
+            ),
+        ));
+    }
+    if !filter.branches.is_empty() {
+        let branch = event.filtered_branch().unwrap_or_default();
+        let matches = filter
+            .branches
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => branch.starts_with(prefix),
+                None => pattern == branch,
+            });
+        if event.filtered_branch().is_some() && !matches {
+            return Err(skip_reason(
+                "Filtered",
+                format!("branch {branch:?} is not one of spec.filter.branches"),
+            ));
+        }
+    }
     if !filter.actions.is_empty() && !filter.actions.contains(&event.action) {
         return Err(skip_reason(
             "Filtered",
@@ -315,7 +357,9 @@ fn filters(trigger: &TaskTrigger, event: &Event) -> Result<(), (String, String)>
             ),
         ));
     }
-    if let Some(missing) = filter.labels.iter().find(|l| !event.labels.contains(l)) {
+    if let Some(missing) = filter.labels.iter().find(|l| !event.labels.contains(l))
+        && !event.is_push()
+    {
         return Err(skip_reason(
             "Filtered",
             format!(
@@ -350,6 +394,8 @@ fn filters(trigger: &TaskTrigger, event: &Event) -> Result<(), (String, String)>
     // sender is trusted by its signature.
     let by_labelling =
         event.provider == Provider::GitHub && event.action == "labeled" && event.comment.is_none();
+    // Pushing needs write access.
+    let by_labelling = by_labelling || event.is_push();
     if event.provider != Provider::Webhook
         && !by_labelling
         && !allowed_associations.contains(&association)
@@ -383,6 +429,17 @@ pub fn event_file(event: &Event) -> String {
             "# Event from a webhook\n\n{warning}## Title (untrusted)\n\n{}\n\n## Payload (untrusted)\n\n{}\n",
             fence(&cut(&event.title, 1024)),
             fence(&cut(&event.body, MAX_TEXT))
+        );
+    }
+    if event.is_push() {
+        return format!(
+            "# Push to {reference}\n\n{warning}- Compare: {url}\n- Pushed by: {author}\n- Head: {sha}\n\n## Head commit's title (untrusted)\n\n{title}\n\n## Commits (untrusted)\n\n{body}\n",
+            reference = event.reference(),
+            url = event.url,
+            author = event.author,
+            sha = event.head_sha.as_deref().unwrap_or_default(),
+            title = fence(&cut(&event.title, 1024)),
+            body = fence(&cut(&event.body, MAX_TEXT)),
         );
     }
     let mut text = format!(

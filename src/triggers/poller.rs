@@ -1,8 +1,11 @@
 //! Polling (`poll` of a GitHub or GitLab source), for clusters the provider cannot reach: the
-//! open issues of the repository, read from the REST API with `If-None-Match` (an unchanged
-//! list is a `304` that costs no rate limit), each read as an issue-opened event and handed to
-//! the same mapper and the same create as a webhook delivery — so a polled issue and its
-//! webhook delivery make one Task (the same name). A spent rate limit
+//! lists of the trigger's events — open issues, open pull (merge) requests, GitHub's issue
+//! comments — read from the REST API with `If-None-Match` (an unchanged list is a `304` that
+//! costs no rate limit), each item read as the event its webhook would have delivered
+//! (`opened`, `created`) and handed to the same mapper and the same create as a delivery — so a
+//! polled item and its webhook delivery make one Task (the same name). Only items created since
+//! the last poll (`status.polledUntil`, less an overlap) are new, so an item whose Task was
+//! deleted is not made one again. A spent rate limit
 //! (`X-RateLimit-Remaining: 0`, GitLab's `RateLimit-Remaining`) waits for its reset. Every
 //! replica polls; the API server keeps one Task per event. Each poll's outcome is the
 //! trigger's `Polling` condition.
@@ -22,6 +25,9 @@ use kubetask_api::task_trigger::SourceKind;
 use serde_json::{Value, json};
 
 use super::api::{self, CredentialsError};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
 use super::mapper::Mapped;
 use super::receiver::Receiver;
 use super::{github, gitlab};
@@ -36,7 +42,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 #[derive(Default)]
 struct Memory {
     next: Option<Instant>,
-    etag: Option<String>,
+    /// The ETag of each list's last answer.
+    etags: HashMap<List, String>,
     swept: Option<(Instant, Option<i64>)>,
 }
 
@@ -85,11 +92,8 @@ pub async fn run(receiver: Arc<Receiver>, client: kube::Client, namespace: Optio
             }
             let interval = parse_duration(&poll.interval).unwrap_or(Duration::from_secs(300));
             remembered.next = Some(Instant::now() + interval);
-            match poll_once(&receiver, &client, &trigger, remembered.etag.clone()).await {
-                Ok(Polled { etag, wait }) => {
-                    if etag.is_some() {
-                        remembered.etag = etag;
-                    }
+            match poll_once(&receiver, &client, &trigger, remembered).await {
+                Ok(Polled { wait }) => {
                     if let Some(wait) = wait {
                         remembered.next = Some(Instant::now() + wait.max(interval));
                     }
@@ -199,46 +203,193 @@ async fn sweep(receiver: &Receiver, client: &kube::Client, trigger: &TaskTrigger
     });
 }
 
+/// A list the poller reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum List {
+    GitHubIssues,
+    GitHubPulls,
+    GitHubComments,
+    GitLabIssues,
+    GitLabMergeRequests,
+}
+
+impl List {
+    /// The lists of `trigger`'s events.
+    fn of(trigger: &TaskTrigger) -> Vec<List> {
+        let takes = |events: &[String], kind: &str| events.iter().any(|e| e == kind);
+        match trigger.spec.source.kind() {
+            Some(SourceKind::GitHub(github)) => [
+                (takes(&github.events, "issues"), List::GitHubIssues),
+                (takes(&github.events, "pull_request"), List::GitHubPulls),
+                (takes(&github.events, "issue_comment"), List::GitHubComments),
+            ]
+            .into_iter()
+            .filter_map(|(taken, list)| taken.then_some(list))
+            .collect(),
+            Some(SourceKind::GitLab(gitlab)) => [
+                (takes(&gitlab.events, "issue"), List::GitLabIssues),
+                (
+                    takes(&gitlab.events, "merge_request"),
+                    List::GitLabMergeRequests,
+                ),
+            ]
+            .into_iter()
+            .filter_map(|(taken, list)| taken.then_some(list))
+            .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Where it is read, with items changed `since` (comments).
+    fn url(self, api: &str, project: &str, since: Option<Timestamp>) -> String {
+        let gitlab = gitlab::project_id(project);
+        match self {
+            List::GitHubIssues => format!(
+                "{api}/repos/{project}/issues?state=open&sort=updated&direction=desc&per_page=100"
+            ),
+            List::GitHubPulls => format!(
+                "{api}/repos/{project}/pulls?state=open&sort=updated&direction=desc&per_page=100"
+            ),
+            List::GitHubComments => format!(
+                "{api}/repos/{project}/issues/comments?sort=updated&direction=desc&per_page=100{}",
+                since.map(|t| format!("&since={t}")).unwrap_or_default()
+            ),
+            List::GitLabIssues => format!(
+                "{api}/projects/{gitlab}/issues?state=opened&order_by=updated_at&sort=desc&per_page=100"
+            ),
+            List::GitLabMergeRequests => format!(
+                "{api}/projects/{gitlab}/merge_requests?state=opened&order_by=updated_at&sort=desc&per_page=100"
+            ),
+        }
+    }
+}
+
 struct Polled {
-    etag: Option<String>,
     /// Wait this long (the rate limit is spent).
     wait: Option<Duration>,
 }
 
-/// One poll of `trigger`: its repository's open issues, those new to it made Tasks.
+/// How far back a poll looks before the last one began: de-duplication absorbs the overlap.
+const OVERLAP: i64 = 600;
+
+/// One poll of `trigger`: its lists, what is new in them made Tasks through the mapper and the
+/// receiver's create, as a delivery would be.
 async fn poll_once(
     receiver: &Receiver,
     client: &kube::Client,
     trigger: &TaskTrigger,
-    etag: Option<String>,
+    memory: &mut Memory,
 ) -> anyhow::Result<Polled> {
     let credentials = api::credentials(client, trigger).await?;
-    let (url, gitlab_project) = match trigger.spec.source.kind() {
-        Some(SourceKind::GitHub(github)) => (
-            format!(
-                "{}/repos/{}/issues?state=open&sort=updated&direction=desc&per_page=100",
-                credentials.url, github.repository
-            ),
-            None,
-        ),
-        Some(SourceKind::GitLab(gitlab)) => (
-            format!(
-                "{}/projects/{}/issues?state=opened&order_by=updated_at&sort=desc&per_page=100",
-                credentials.url,
-                gitlab::project_id(&gitlab.project)
-            ),
-            Some(gitlab.project.clone()),
-        ),
+    let project = match trigger.spec.source.kind() {
+        Some(SourceKind::GitHub(github)) => github.repository.clone(),
+        Some(SourceKind::GitLab(gitlab)) => gitlab.project.clone(),
         _ => anyhow::bail!("only GitHub and GitLab sources poll"),
     };
+    let started = Timestamp::now();
+    let status = trigger.status.clone().unwrap_or_default();
+    // Items created before this are not new (unset: every open item is).
+    let cutoff = status
+        .polled_until
+        .map(|t| t.0.as_second() - OVERLAP)
+        .and_then(|s| Timestamp::from_second(s).ok());
+    // Comments are events, not state: the first poll takes those since the trigger exists.
+    let comments_since =
+        cutoff.or_else(|| trigger.metadata.creation_timestamp.as_ref().map(|t| t.0));
+    let key = (trigger.namespace().unwrap_or_default(), trigger.name_any());
+    let mut wait: Option<Duration> = None;
+    let mut read = 0;
+    for list in List::of(trigger) {
+        let since = if list == List::GitHubComments {
+            comments_since
+        } else {
+            None
+        };
+        let url = list.url(&credentials.url, &project, since);
+        let etag = memory.etags.get(&list).cloned();
+        let fetched = fetch(receiver, trigger, &credentials, &url, etag).await?;
+        wait = wait.max(fetched.wait);
+        let Some(items) = fetched.items else {
+            continue;
+        };
+        if let Some(etag) = fetched.etag {
+            memory.etags.insert(list, etag);
+        }
+        let floor = if list == List::GitHubComments {
+            comments_since
+        } else {
+            cutoff
+        };
+        let mut issues: HashMap<String, Value> = HashMap::new();
+        for item in items {
+            let created = item["created_at"]
+                .as_str()
+                .and_then(|t| t.parse::<Timestamp>().ok());
+            if let (Some(floor), Some(created)) = (floor, created)
+                && created < floor
+            {
+                continue;
+            }
+            let Some((mut event, payload)) =
+                event_of(list, &project, &item, &credentials, &mut issues).await
+            else {
+                continue;
+            };
+            read += 1;
+            if event.provider == super::event::Provider::GitLab {
+                receiver.gitlab_role(trigger, &mut event).await;
+            }
+            let payload = serde_json::to_vec(&payload).unwrap_or_default();
+            if let Ok(Mapped::Task {
+                task,
+                key: task_key,
+            }) = receiver.map(trigger, &event, &payload, "poll").await
+            {
+                receiver.create(&key, trigger, *task, &task_key).await;
+            }
+        }
+    }
+    receiver.count(trigger, |d| {
+        d.condition(
+            "CredentialsValid",
+            "True",
+            "Accepted",
+            "the provider took the API token",
+        );
+        d.condition(
+            "Polling",
+            "True",
+            "Polled",
+            &format!("{read} new items read"),
+        );
+        d.polled_until(Time(started));
+    });
+    Ok(Polled { wait })
+}
+
+/// One list as fetched: its items (none when unchanged or rate-limited), its ETag, how long
+/// to wait for the rate limit.
+struct Fetched {
+    items: Option<Vec<Value>>,
+    etag: Option<String>,
+    wait: Option<Duration>,
+}
+
+async fn fetch(
+    receiver: &Receiver,
+    trigger: &TaskTrigger,
+    credentials: &api::Credentials,
+    url: &str,
+    etag: Option<String>,
+) -> anyhow::Result<Fetched> {
     let mut headers = Vec::new();
     if let Some(etag) = etag {
         headers.push(("If-None-Match", etag));
     }
     let answer = api::request(
-        &credentials,
+        credentials,
         "GET",
-        url.clone(),
+        url.to_owned(),
         None,
         headers,
         &[
@@ -255,28 +406,26 @@ async fn poll_once(
     let wait = (remaining.as_deref() == Some("0"))
         .then(|| header(2).or_else(|| header(4)))
         .flatten()
-        .and_then(|reset| reset.parse::<u64>().ok())
+        .and_then(|reset| reset.parse::<i64>().ok())
         .map(|reset| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or_default();
-            Duration::from_secs(reset.saturating_sub(now))
+            Duration::from_secs(u64::try_from(reset - Timestamp::now().as_second()).unwrap_or(0))
         });
-    let issues = match answer.status {
-        304 => {
-            polled(receiver, trigger, "unchanged since the last poll");
-            return Ok(Polled { etag: None, wait });
-        }
-        200..=299 => answer.body.as_array().cloned().unwrap_or_default(),
-        403 | 429 if wait.is_some() => {
-            polled(
-                receiver,
-                trigger,
-                "the rate limit is spent: waiting for its reset",
-            );
-            return Ok(Polled { etag: None, wait });
-        }
+    match answer.status {
+        304 => Ok(Fetched {
+            items: None,
+            etag: None,
+            wait,
+        }),
+        200..=299 => Ok(Fetched {
+            items: Some(answer.body.as_array().cloned().unwrap_or_default()),
+            etag: header(0),
+            wait,
+        }),
+        403 | 429 if wait.is_some() => Ok(Fetched {
+            items: None,
+            etag: None,
+            wait,
+        }),
         401 => {
             let message = format!("GET {url}: 401: the provider refused the API token");
             receiver.count(trigger, |d| {
@@ -285,66 +434,67 @@ async fn poll_once(
             anyhow::bail!(message);
         }
         other => anyhow::bail!("GET {url}: {other} {}", answer.body),
-    };
-    receiver.count(trigger, |d| {
-        d.condition(
-            "CredentialsValid",
-            "True",
-            "Accepted",
-            "the provider took the API token",
-        );
-    });
-    let key = (trigger.namespace().unwrap_or_default(), trigger.name_any());
-    let count = issues.len();
-    for issue in issues {
-        let event = match &gitlab_project {
-            None => {
-                // Pull requests are in the issues list too; they come from webhooks.
-                if issue.get("pull_request").is_some() {
-                    continue;
-                }
-                let payload = json!({
-                    "action": "opened",
-                    "issue": issue,
-                    "repository": {"full_name": trigger.spec.source.github.as_ref().map(|g| g.repository.clone())},
-                });
-                github::parse("issues", payload.to_string().as_bytes())
-            }
-            Some(project) => gitlab::parse(
-                "issue",
-                gitlab_issue_event(project, &issue).to_string().as_bytes(),
-            ),
-        };
-        let Ok(mut event) = event else {
-            continue;
-        };
-        if gitlab_project.is_some() {
-            receiver.gitlab_role(trigger, &mut event).await;
-        }
-        let payload = serde_json::to_vec(&issue).unwrap_or_default();
-        match receiver.map(trigger, &event, &payload, "poll").await {
-            Err(_) => {}
-            Ok(Mapped::Task {
-                task,
-                key: task_key,
-            }) => {
-                receiver.create(&key, trigger, *task, &task_key).await;
-            }
-            Ok(Mapped::Skip { .. }) => {}
-        }
     }
-    polled(receiver, trigger, &format!("{count} open issues read"));
-    Ok(Polled {
-        etag: header(0),
-        wait,
-    })
 }
 
-/// Records a poll that worked.
-fn polled(receiver: &Receiver, trigger: &TaskTrigger, message: &str) {
-    receiver.count(trigger, |d| {
-        d.condition("Polling", "True", "Polled", message)
-    });
+/// The event an item of `list` is (and the payload a webhook would have delivered), as its
+/// webhook would have delivered it: an open issue or pull request `opened`, a comment
+/// `created` (its issue read once per poll). `None`: not an item of its kind.
+async fn event_of(
+    list: List,
+    project: &str,
+    item: &Value,
+    credentials: &api::Credentials,
+    issues: &mut HashMap<String, Value>,
+) -> Option<(super::event::Event, Value)> {
+    let repository = json!({"full_name": project});
+    let (kind, payload) = match list {
+        // Pull requests are in the issues list too: they are read from theirs.
+        List::GitHubIssues if item.get("pull_request").is_some() => return None,
+        List::GitHubIssues => (
+            "issues",
+            json!({"action": "opened", "issue": item, "repository": repository}),
+        ),
+        List::GitHubPulls => (
+            "pull_request",
+            json!({"action": "opened", "pull_request": item, "repository": repository}),
+        ),
+        List::GitHubComments => {
+            let issue_url = item["issue_url"].as_str()?.to_owned();
+            let issue = match issues.get(&issue_url) {
+                Some(issue) => issue.clone(),
+                None => {
+                    let (status, issue) = api::get(credentials.clone(), issue_url.clone())
+                        .await
+                        .ok()?;
+                    if status != 200 {
+                        return None;
+                    }
+                    issues.insert(issue_url, issue.clone());
+                    issue
+                }
+            };
+            (
+                "issue_comment",
+                json!({"action": "created", "comment": item, "issue": issue, "repository": repository}),
+            )
+        }
+        List::GitLabIssues => {
+            let payload = gitlab_issue_event(project, item);
+            return gitlab::parse("issue", payload.to_string().as_bytes())
+                .ok()
+                .map(|e| (e, payload));
+        }
+        List::GitLabMergeRequests => {
+            let payload = gitlab_merge_request_event(project, item);
+            return gitlab::parse("merge_request", payload.to_string().as_bytes())
+                .ok()
+                .map(|e| (e, payload));
+        }
+    };
+    github::parse(kind, payload.to_string().as_bytes())
+        .ok()
+        .map(|e| (e, payload))
 }
 
 /// A GitLab issue of the REST API as the `issue` `open` event of a webhook.
@@ -362,6 +512,32 @@ fn gitlab_issue_event(project: &str, issue: &Value) -> Value {
             "action": "open",
         },
         "labels": issue["labels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| json!({"title": l}))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// A GitLab merge request of the REST API as the `merge_request` `open` event of a webhook.
+fn gitlab_merge_request_event(project: &str, merge_request: &Value) -> Value {
+    json!({
+        "object_kind": "merge_request",
+        "user": merge_request["author"],
+        "project": {"path_with_namespace": project},
+        "object_attributes": {
+            "id": merge_request["id"],
+            "iid": merge_request["iid"],
+            "title": merge_request["title"],
+            "description": merge_request["description"],
+            "url": merge_request["web_url"],
+            "source_branch": merge_request["source_branch"],
+            "target_branch": merge_request["target_branch"],
+            "last_commit": {"id": merge_request["sha"]},
+            "action": "open",
+        },
+        "labels": merge_request["labels"]
             .as_array()
             .into_iter()
             .flatten()

@@ -685,6 +685,8 @@ pub(crate) struct Delta {
     conditions: BTreeMap<&'static str, (&'static str, &'static str, String)>,
     /// `status.source` and `status.events`, for `kubectl get`.
     summary: Option<(String, String)>,
+    /// `status.polledUntil`.
+    polled_until: Option<Time>,
 }
 
 impl Delta {
@@ -708,6 +710,13 @@ impl Delta {
             .insert(type_, (status, reason, message.to_owned()));
     }
 
+    /// Sets `status.polledUntil` (never backwards).
+    pub(crate) fn polled_until(&mut self, at: Time) {
+        if self.polled_until.as_ref().is_none_or(|t| t.0 < at.0) {
+            self.polled_until = Some(at);
+        }
+    }
+
     /// Sets `status.source` and `status.events`.
     pub(crate) fn summarize(&mut self, summary: (String, String)) {
         self.summary = Some(summary);
@@ -723,6 +732,9 @@ impl Delta {
         self.last_event = self.last_event.take().or(older.last_event);
         self.last_error = self.last_error.take().or(older.last_error);
         self.summary = self.summary.take().or(older.summary);
+        if let Some(at) = older.polled_until {
+            self.polled_until(at);
+        }
         for (type_, condition) in older.conditions {
             self.conditions.entry(type_).or_insert(condition);
         }
@@ -785,6 +797,11 @@ async fn write_status(
                 last_transition_time: since,
             });
             status.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+        }
+        if let Some(at) = &delta.polled_until
+            && status.polled_until.as_ref().is_none_or(|t| t.0 < at.0)
+        {
+            status.polled_until = Some(at.clone());
         }
         if let Some((source, events)) = &delta.summary {
             status.source = Some(source.clone());

@@ -150,9 +150,10 @@ pub async fn report(receiver: &Receiver, client: &kube::Client, task: &Task) -> 
         )
     });
     let mut body = text(task);
-    if let Some(marker) = &marker {
-        body.push_str(&format!("\n{marker}\n"));
-    }
+    body.push_str(&format!(
+        "\n{}\n",
+        marker.as_deref().unwrap_or("<!-- kubetask:report -->")
+    ));
     let id = match comment {
         Some(id) => id,
         None => {

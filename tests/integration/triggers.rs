@@ -1213,3 +1213,96 @@ async fn a_gitlab_merge_request_gets_a_commit_status() {
     let runs = wait("failed");
     assert_eq!(runs.len(), 1, "one status, updated: {runs:?}");
 }
+
+/// Polling reads every list of the trigger's events: open pull requests and new comments (with
+/// their issue) as their webhooks would deliver them, and never KubeTask's own comments (its
+/// reports come back in the comments list: they must not trigger). Its watermark is kept in
+/// the trigger's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_finds_pull_requests_and_comments_but_not_its_own_reports() {
+    let cluster = setup().await;
+    let forge = kubetask_test_apiserver::forge::Forge::start("gh-api-token");
+    api_token(&cluster).await;
+    create(
+        &cluster,
+        &trigger_yaml("polled-prs", "  report: {comment: PerTask}\n  concurrencyPolicy: Allow\n")
+            .replace("events: [issues, issue_comment]", "events: [pull_request, issue_comment]")
+            .replace(
+                "webhookSecretRef: {name: hook}",
+                &format!(
+                    "webhookSecretRef: {{name: hook}}, tokenSecretRef: {{name: gh-api}}, apiURL: '{}', poll: {{interval: 1s}}",
+                    forge.github_url()
+                ),
+            ),
+    )
+    .await;
+    // Made after the trigger: a comment before it would not be new.
+    forge.open_issue("myorg/service-a", 90, "Flaky test", &[]);
+    forge.add_comment("github", "myorg/service-a", 90, "/kubetask please fix this");
+    forge.open_pull("myorg/service-a", 91, "Add retries", "retries");
+    let _receiver = Receiver::start(&cluster);
+    let mut tasks = Vec::new();
+    for _ in 0..300 {
+        tasks = tasks_of(&cluster, "polled-prs").await;
+        if tasks.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut issues: Vec<String> = tasks
+        .iter()
+        .map(|t| t.annotations()["kubetask.io/trigger-issue"].clone())
+        .collect();
+    issues.sort();
+    assert_eq!(issues, ["myorg/service-a#90", "myorg/service-a#91"]);
+    let pull = tasks
+        .iter()
+        .find(|t| t.annotations()["kubetask.io/trigger-issue"].ends_with("#91"))
+        .unwrap();
+    assert_eq!(
+        pull.annotations().get("kubetask.io/trigger-head-sha"),
+        forge.pull_head_sha("myorg/service-a", 91).as_ref()
+    );
+    // The reports are posted, polled back in the comments list, and make nothing.
+    for _ in 0..100 {
+        if forge
+            .comments()
+            .iter()
+            .filter(|c| c.author == "kubetask-bot")
+            .count()
+            >= 2
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let polls_before = forge
+        .seen()
+        .iter()
+        .filter(|s| s.target.contains("/issues/comments"))
+        .count();
+    for _ in 0..100 {
+        let polls = forge
+            .seen()
+            .iter()
+            .filter(|s| s.target.contains("/issues/comments"))
+            .count();
+        if polls >= polls_before + 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        tasks_of(&cluster, "polled-prs").await.len(),
+        2,
+        "{:?}",
+        forge.comments()
+    );
+    let status = status_when(&cluster, "polled-prs", |s| s.polled_until.is_some()).await;
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Polling" && c.status == "True")
+    );
+}

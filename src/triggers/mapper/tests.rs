@@ -362,3 +362,76 @@ fn a_plugins_decision_cannot_reach_the_name_owner_or_event_file() {
     assert_eq!(reason, "InvalidTask");
     assert!(message.contains("spec.contexts"), "{message}");
 }
+
+/// A push is work on its branch: pushers have write access, `spec.filter.branches` picks the
+/// branches, tags and deletions make nothing.
+#[test]
+fn pushes_are_work_on_their_branch() {
+    let push = |reference: &str, after: &str| {
+        let body = json!({"ref": reference, "after": after, "deleted": after.is_empty(),
+            "repository": {"full_name": "myorg/service-a"}, "sender": {"login": "ann"},
+            "compare": "https://github.com/myorg/service-a/compare/a...b",
+            "head_commit": {"message": "Bump deps\n\nlong text"},
+            "commits": [{"id": "0123456789abcdef", "message": "Bump deps"}]});
+        github::parse("push", body.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let mut source = trigger(json!({"branches": ["main", "release/*"], "labels": ["kubetask"]}));
+    source
+        .spec
+        .source
+        .github
+        .as_mut()
+        .unwrap_or_else(|| panic!("github"))
+        .events = vec!["push".to_owned()];
+    let (task, key) = task_of(map(&source, &push("refs/heads/main", "aaa"), "d"));
+    let annotations = task.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(annotations[trigger_labels::ISSUE], "myorg/service-a@main");
+    let text = task.spec.contexts[1]
+        .file
+        .clone()
+        .and_then(|f| f.source.inline)
+        .unwrap_or_default();
+    assert!(
+        text.starts_with("# Push to myorg/service-a@main") && text.contains("Bump deps"),
+        "{text}"
+    );
+    let (later, later_key) = task_of(map(&source, &push("refs/heads/main", "bbb"), "d"));
+    assert_eq!(later_key, key, "the same branch is the same work");
+    assert_ne!(
+        later.metadata.name, task.metadata.name,
+        "another push, another event"
+    );
+    task_of(map(&source, &push("refs/heads/release/1.2", "ccc"), "d"));
+    assert_eq!(
+        skipped(map(&source, &push("refs/heads/feature", "ddd"), "d")),
+        "Filtered"
+    );
+    assert_eq!(
+        skipped(map(&source, &push("refs/tags/v1", "eee"), "d")),
+        "Filtered"
+    );
+    assert_eq!(
+        skipped(map(&source, &push("refs/heads/main", ""), "d")),
+        "Filtered"
+    );
+}
+
+#[test]
+fn kubetasks_own_comments_never_trigger() {
+    let mut comment = github::parse("issue_comment", COMMENT).unwrap_or_else(|e| panic!("{e}"));
+    if let Some(c) = comment.comment.as_mut() {
+        c.body =
+            "KubeTask is on it: Task `team-a/x` was created for this.\n<!-- kubetask:report -->\n"
+                .to_owned();
+    }
+    assert_eq!(
+        skipped(map(&trigger(json!({})), &comment, "d")),
+        "OwnComment"
+    );
+    let mut with_plugin = trigger(json!({}));
+    with_plugin.spec.mapper = Some("router".to_owned());
+    assert!(
+        matches!(decide(&with_plugin, &comment, "d"), Decision::Refused(_)),
+        "not even a plugin may run it"
+    );
+}

@@ -19,6 +19,8 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pull {
     pub provider: &'static str,
+    /// When it was opened (RFC 3339).
+    pub created_at: String,
     /// `owner/repo` (GitHub) or the URL-decoded project path (GitLab).
     pub project: String,
     pub number: i64,
@@ -45,6 +47,10 @@ pub struct IssueComment {
     pub edits: u32,
     /// Reactions put on it (GitHub's `content`, GitLab's emoji name).
     pub reactions: Vec<String>,
+    /// Who wrote it: `kubetask-bot` (the API token's user) or, for [`Forge::add_comment`],
+    /// `octocat`, a member.
+    pub author: String,
+    pub created_at: String,
 }
 
 /// A check run (GitHub) or commit status (GitLab) the fake holds.
@@ -166,6 +172,7 @@ impl Forge {
             "html_url": format!("https://github.com/{project}/issues/{number}"),
             "user": {"login": "octocat"}, "author_association": "MEMBER", "state": "open",
             "labels": labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>(),
+            "created_at": now(),
         });
         self.lock().issues.push((project.to_owned(), issue));
     }
@@ -183,6 +190,7 @@ impl Forge {
             "id": 7_000_000 + iid, "iid": iid, "title": title, "description": "Found by polling.",
             "web_url": format!("https://gitlab.example/{project}/-/issues/{iid}"),
             "author": {"id": author.0, "username": author.1}, "state": "opened", "labels": labels,
+            "created_at": now(),
         });
         self.lock()
             .issues
@@ -194,6 +202,31 @@ impl Forge {
         self.lock()
             .members
             .push((project.to_owned(), user, access_level));
+    }
+
+    /// Opens a pull request, as someone else would: `head` into `main` (GitHub).
+    pub fn open_pull(&self, project: &str, number: i64, title: &str, head: &str) {
+        self.lock().pulls.push(Pull {
+            created_at: now(),
+            provider: "github",
+            project: project.to_owned(),
+            number,
+            head: head.to_owned(),
+            base: "main".to_owned(),
+            title: title.to_owned(),
+            body: "Found by polling.".to_owned(),
+            draft: false,
+            labels: Vec::new(),
+        });
+    }
+
+    /// The head commit the fake gives pull request `number` of `project`.
+    pub fn pull_head_sha(&self, project: &str, number: i64) -> Option<String> {
+        self.lock()
+            .pulls
+            .iter()
+            .find(|p| p.project == project && p.number == number)
+            .map(head_sha)
     }
 
     /// Puts a comment on an issue, as someone else would (`provider`: `github`, `gitlab`).
@@ -215,6 +248,8 @@ impl Forge {
             body: body.to_owned(),
             edits: 0,
             reactions: Vec::new(),
+            author: "octocat".to_owned(),
+            created_at: now(),
         });
         id
     }
@@ -375,6 +410,7 @@ impl Forge {
                     }
                     let title = text(body, "title");
                     let pull = Pull {
+                        created_at: now(),
                         provider: "gitlab",
                         project,
                         number: i64::try_from(state.pulls.len()).unwrap_or(0) + 1,
@@ -502,6 +538,8 @@ impl Forge {
                         body: text(body, "body"),
                         edits: 0,
                         reactions: Vec::new(),
+                        author: "kubetask-bot".to_owned(),
+                        created_at: now(),
                     };
                     let answer = json!({"id": id, "body": comment.body});
                     state.comments.push(comment);
@@ -604,6 +642,7 @@ impl Forge {
                         );
                     }
                     let pull = Pull {
+                        created_at: now(),
                         provider: "github",
                         project,
                         number: i64::try_from(state.pulls.len()).unwrap_or(0) + 1,
@@ -663,6 +702,32 @@ impl Forge {
                     run.summary = text(&body["output"], "summary");
                     (200, json!({"id": run.id, "status": run.status}), None)
                 }
+                ("GET", ["repos", _, _, "issues", "comments"]) => {
+                    let base = format!("http://127.0.0.1:{}", self.port);
+                    let comments: Vec<Value> = state
+                        .comments
+                        .iter()
+                        .filter(|c| c.provider == "github" && c.project == project)
+                        .filter(|c| query.get("since").is_none_or(|since| c.created_at >= *since))
+                        .map(|c| json!({
+                            "id": c.id, "body": c.body, "user": {"login": c.author},
+                            "author_association": "MEMBER", "created_at": c.created_at,
+                            "html_url": format!("https://github.example/{}/issues/{}#issuecomment-{}", c.project, c.number, c.id),
+                            "issue_url": format!("{base}/repos/{}/issues/{}", c.project, c.number),
+                        }))
+                        .collect();
+                    (200, json!(comments), None)
+                }
+                ("GET", ["repos", _, _, "issues", number]) => {
+                    match state
+                        .issues
+                        .iter()
+                        .find(|(p, issue)| *p == project && issue["number"].to_string() == *number)
+                    {
+                        Some((_, issue)) => (200, issue.clone(), None),
+                        None => (404, json!({"message": "Not Found"}), None),
+                    }
+                }
                 ("GET", ["repos", _, _, "issues", number, "comments"]) => {
                     let comments: Vec<Value> = state
                         .comments
@@ -701,6 +766,8 @@ impl Forge {
                         body: text(body, "body"),
                         edits: 0,
                         reactions: Vec::new(),
+                        author: "kubetask-bot".to_owned(),
+                        created_at: now(),
                     };
                     let answer = json!({"id": id, "body": comment.body, "html_url": format!("https://github.example/{}/issues/{}#issuecomment-{id}", comment.project, comment.number)});
                     state.comments.push(comment);
@@ -828,14 +895,48 @@ impl Forge {
 
 fn github_json(pull: &Pull) -> Value {
     json!({
-        "number": pull.number, "state": "open", "title": pull.title, "body": pull.body,
-        "draft": pull.draft, "head": {"ref": pull.head}, "base": {"ref": pull.base},
+        "id": 2000 + pull.number, "number": pull.number, "state": "open", "title": pull.title, "body": pull.body,
+        "draft": pull.draft, "head": {"ref": pull.head, "sha": head_sha(pull)}, "base": {"ref": pull.base},
         "html_url": format!("https://github.example/{}/pull/{}", pull.project, pull.number),
+        "user": {"login": "octocat"}, "author_association": "MEMBER", "created_at": pull.created_at,
+        "labels": pull.labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>(),
     })
+}
+
+/// A pull request's head commit here: made up from its number.
+fn head_sha(pull: &Pull) -> String {
+    format!("{:040x}", 0xc0ffee + pull.number)
+}
+
+/// Now, as the providers write times.
+fn now() -> String {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let (days, rest) = (seconds / 86_400, seconds % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
 fn gitlab_json(pull: &Pull) -> Value {
     json!({
+        "created_at": pull.created_at, "author": {"id": 1, "username": "root"}, "sha": head_sha(pull),
+        "web_url": format!("https://gitlab.example/{}/-/merge_requests/{}", pull.project, pull.number),
         "iid": pull.number, "id": 1000 + pull.number, "state": "opened", "title": pull.title,
         "description": pull.body, "source_branch": pull.head, "target_branch": pull.base,
         "labels": pull.labels, "draft": pull.draft,
