@@ -206,11 +206,16 @@ async fn sweep(receiver: &Receiver, client: &kube::Client, trigger: &TaskTrigger
 /// A list the poller reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum List {
-    GitHubIssues,
-    GitHubPulls,
-    GitHubComments,
-    GitLabIssues,
-    GitLabMergeRequests,
+    /// GitHub's open issues.
+    Issues,
+    /// GitHub's open pull requests.
+    Pulls,
+    /// GitHub's issue comments.
+    Comments,
+    /// GitLab's open issues.
+    ProjectIssues,
+    /// GitLab's open merge requests.
+    MergeRequests,
 }
 
 impl List {
@@ -219,19 +224,16 @@ impl List {
         let takes = |events: &[String], kind: &str| events.iter().any(|e| e == kind);
         match trigger.spec.source.kind() {
             Some(SourceKind::GitHub(github)) => [
-                (takes(&github.events, "issues"), List::GitHubIssues),
-                (takes(&github.events, "pull_request"), List::GitHubPulls),
-                (takes(&github.events, "issue_comment"), List::GitHubComments),
+                (takes(&github.events, "issues"), List::Issues),
+                (takes(&github.events, "pull_request"), List::Pulls),
+                (takes(&github.events, "issue_comment"), List::Comments),
             ]
             .into_iter()
             .filter_map(|(taken, list)| taken.then_some(list))
             .collect(),
             Some(SourceKind::GitLab(gitlab)) => [
-                (takes(&gitlab.events, "issue"), List::GitLabIssues),
-                (
-                    takes(&gitlab.events, "merge_request"),
-                    List::GitLabMergeRequests,
-                ),
+                (takes(&gitlab.events, "issue"), List::ProjectIssues),
+                (takes(&gitlab.events, "merge_request"), List::MergeRequests),
             ]
             .into_iter()
             .filter_map(|(taken, list)| taken.then_some(list))
@@ -244,20 +246,20 @@ impl List {
     fn url(self, api: &str, project: &str, since: Option<Timestamp>) -> String {
         let gitlab = gitlab::project_id(project);
         match self {
-            List::GitHubIssues => format!(
+            List::Issues => format!(
                 "{api}/repos/{project}/issues?state=open&sort=updated&direction=desc&per_page=100"
             ),
-            List::GitHubPulls => format!(
+            List::Pulls => format!(
                 "{api}/repos/{project}/pulls?state=open&sort=updated&direction=desc&per_page=100"
             ),
-            List::GitHubComments => format!(
+            List::Comments => format!(
                 "{api}/repos/{project}/issues/comments?sort=updated&direction=desc&per_page=100{}",
                 since.map(|t| format!("&since={t}")).unwrap_or_default()
             ),
-            List::GitLabIssues => format!(
+            List::ProjectIssues => format!(
                 "{api}/projects/{gitlab}/issues?state=opened&order_by=updated_at&sort=desc&per_page=100"
             ),
-            List::GitLabMergeRequests => format!(
+            List::MergeRequests => format!(
                 "{api}/projects/{gitlab}/merge_requests?state=opened&order_by=updated_at&sort=desc&per_page=100"
             ),
         }
@@ -300,7 +302,7 @@ async fn poll_once(
     let mut wait: Option<Duration> = None;
     let mut read = 0;
     for list in List::of(trigger) {
-        let since = if list == List::GitHubComments {
+        let since = if list == List::Comments {
             comments_since
         } else {
             None
@@ -315,7 +317,7 @@ async fn poll_once(
         if let Some(etag) = fetched.etag {
             memory.etags.insert(list, etag);
         }
-        let floor = if list == List::GitHubComments {
+        let floor = if list == List::Comments {
             comments_since
         } else {
             cutoff
@@ -450,16 +452,16 @@ async fn event_of(
     let repository = json!({"full_name": project});
     let (kind, payload) = match list {
         // Pull requests are in the issues list too: they are read from theirs.
-        List::GitHubIssues if item.get("pull_request").is_some() => return None,
-        List::GitHubIssues => (
+        List::Issues if item.get("pull_request").is_some() => return None,
+        List::Issues => (
             "issues",
             json!({"action": "opened", "issue": item, "repository": repository}),
         ),
-        List::GitHubPulls => (
+        List::Pulls => (
             "pull_request",
             json!({"action": "opened", "pull_request": item, "repository": repository}),
         ),
-        List::GitHubComments => {
+        List::Comments => {
             let issue_url = item["issue_url"].as_str()?.to_owned();
             let issue = match issues.get(&issue_url) {
                 Some(issue) => issue.clone(),
@@ -479,13 +481,13 @@ async fn event_of(
                 json!({"action": "created", "comment": item, "issue": issue, "repository": repository}),
             )
         }
-        List::GitLabIssues => {
+        List::ProjectIssues => {
             let payload = gitlab_issue_event(project, item);
             return gitlab::parse("issue", payload.to_string().as_bytes())
                 .ok()
                 .map(|e| (e, payload));
         }
-        List::GitLabMergeRequests => {
+        List::MergeRequests => {
             let payload = gitlab_merge_request_event(project, item);
             return gitlab::parse("merge_request", payload.to_string().as_bytes())
                 .ok()

@@ -719,11 +719,9 @@ impl Forge {
                     (200, json!(comments), None)
                 }
                 ("GET", ["repos", _, _, "issues", number]) => {
-                    match state
-                        .issues
-                        .iter()
-                        .find(|(p, issue)| *p == project && issue["number"].to_string() == *number)
-                    {
+                    match state.issues.iter().find(|(p, issue)| {
+                        *p == project && number.parse::<i64>().ok() == issue["number"].as_i64()
+                    }) {
                         Some((_, issue)) => (200, issue.clone(), None),
                         None => (404, json!({"message": "Not Found"}), None),
                     }
