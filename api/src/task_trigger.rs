@@ -74,6 +74,12 @@ pub struct TaskTriggerSpec {
     /// Which events make a Task.
     #[serde(default)]
     pub filter: TriggerFilter,
+    /// What makes two events the same piece of work, for `concurrencyPolicy`: `Issue` (the
+    /// default: the repository and the issue or pull request; a push, its branch; a webhook,
+    /// its `keyPointer` value), `Repository` (all of the source's events are one piece of
+    /// work: one Task at a time under `Forbid`), or `Event` (every event its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<WorkKey>,
     /// What happens to an event whose key (the repository and the issue or pull request) has
     /// an unfinished Task. Default: `Forbid` (recorded, not run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,6 +101,17 @@ pub struct TaskTriggerSpec {
     /// `tokenSecretRef`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<Report>,
+}
+
+/// `spec.key`.
+#[derive(
+    Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum WorkKey {
+    #[default]
+    Issue,
+    Repository,
+    Event,
 }
 
 /// `spec.report`.

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kubetask_api::task_trigger::{
-    DEFAULT_AUTHOR_ASSOCIATIONS, EVENT_CONTEXT_PATH, SourceKind, trigger_labels,
+    DEFAULT_AUTHOR_ASSOCIATIONS, EVENT_CONTEXT_PATH, SourceKind, WorkKey, trigger_labels,
 };
 use kubetask_api::{Context, ContextType, FileContext, FileSource, Task, TaskTrigger};
 use sha2::{Digest, Sha256};
@@ -141,7 +141,15 @@ pub fn decide(trigger: &TaskTrigger, event: &Event, delivery: &str) -> Decision 
         }),
     });
     let trigger_name = trigger.metadata.name.clone().unwrap_or_default();
-    let key_text = event.work_key();
+    let key_text = match spec.key.unwrap_or_default() {
+        WorkKey::Issue => event.work_key(),
+        WorkKey::Repository => format!(
+            "repository:{}:{}",
+            event.provider.name(),
+            event.repository.to_ascii_lowercase()
+        ),
+        WorkKey::Event => format!("event:{}", event.identity),
+    };
     let key = hash(&key_text);
     let name = task_name(
         &trigger_name,

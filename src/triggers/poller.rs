@@ -302,6 +302,9 @@ async fn poll_once(
     let mut wait: Option<Duration> = None;
     let mut read = 0;
     for list in List::of(trigger) {
+        if wait.is_some() {
+            break;
+        }
         let since = if list == List::Comments {
             comments_since
         } else {
@@ -310,8 +313,8 @@ async fn poll_once(
         let url = list.url(&credentials.url, &project, since);
         let etag = memory.etags.get(&list).cloned();
         let fetched = fetch(receiver, trigger, &credentials, &url, etag).await?;
-        wait = wait.max(fetched.wait);
         let Some(items) = fetched.items else {
+            wait = fetched.wait;
             continue;
         };
         if let Some(etag) = fetched.etag {
@@ -358,13 +361,27 @@ async fn poll_once(
             "Accepted",
             "the provider took the API token",
         );
-        d.condition(
-            "Polling",
-            "True",
-            "Polled",
-            &format!("{read} new items read"),
-        );
-        d.polled_until(Time(started));
+        match wait {
+            // Not every list was read: the next poll takes up from the same watermark.
+            Some(wait) => d.condition(
+                "Polling",
+                "True",
+                "RateLimited",
+                &format!(
+                    "the API's rate limit is spent: polling resumes in {}s, when it resets",
+                    wait.as_secs()
+                ),
+            ),
+            None => {
+                d.condition(
+                    "Polling",
+                    "True",
+                    "Polled",
+                    &format!("{read} new items read"),
+                );
+                d.polled_until(Time(started));
+            }
+        }
     });
     Ok(Polled { wait })
 }

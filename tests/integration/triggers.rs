@@ -39,8 +39,16 @@ impl Receiver {
             .args(["--metrics-address", &format!("127.0.0.1:{metrics_port}")])
             .args(["--max-body-bytes", "65536"])
             .env_remove("KUBECONFIG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(if std::env::var("DEBUG_EVENTS").is_ok() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .stderr(if std::env::var("DEBUG_EVENTS").is_ok() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("kubetask events starts");
         let receiver = Receiver {
@@ -1304,5 +1312,58 @@ async fn polling_finds_pull_requests_and_comments_but_not_its_own_reports() {
             .conditions
             .iter()
             .any(|c| c.type_ == "Polling" && c.status == "True")
+    );
+}
+
+/// A spent rate limit (`X-RateLimit-Remaining: 0`, then GitHub's 403) stops polling until
+/// `X-RateLimit-Reset`, and the trigger says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_waits_for_a_spent_rate_limit_to_reset() {
+    let cluster = setup().await;
+    let forge = kubetask_test_apiserver::forge::Forge::start("gh-api-token");
+    forge.open_issue("myorg/service-a", 60, "Before the limit", &[]);
+    let reset = u64::try_from(k8s_openapi::jiff::Timestamp::now().as_second()).unwrap() + 3600;
+    forge.rate_limit(1, reset);
+    api_token(&cluster).await;
+    create(
+        &cluster,
+        &trigger_yaml("limited", "").replace(
+            "events: [issues, issue_comment], webhookSecretRef: {name: hook}",
+            &format!(
+                "events: [issues], webhookSecretRef: {{name: hook}}, tokenSecretRef: {{name: gh-api}}, apiURL: '{}', poll: {{interval: 1s}}",
+                forge.github_url()
+            ),
+        ),
+    )
+    .await;
+    let _receiver = Receiver::start(&cluster);
+    let status = status_when(&cluster, "limited", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Polling" && c.reason == "RateLimited")
+    })
+    .await;
+    let polling = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Polling")
+        .unwrap();
+    assert!(
+        polling.message.contains("rate limit"),
+        "{}",
+        polling.message
+    );
+    assert_eq!(
+        tasks_of(&cluster, "limited").await.len(),
+        1,
+        "the one issue read before the limit"
+    );
+    let asked = forge.seen().len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        forge.seen().len(),
+        asked,
+        "no request until the reset: {:?}",
+        forge.seen()
     );
 }

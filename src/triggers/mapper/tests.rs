@@ -435,3 +435,26 @@ fn kubetasks_own_comments_never_trigger() {
         "not even a plugin may run it"
     );
 }
+
+/// `spec.key` groups events into work: by issue (the default), by repository, or not at all.
+#[test]
+fn the_key_says_what_is_one_piece_of_work() {
+    let opened = github::parse("issues", OPENED).unwrap_or_else(|e| panic!("{e}"));
+    let mut other_issue = opened.clone();
+    other_issue.number += 1;
+    other_issue.identity = "issues.opened.issue-other".to_owned();
+    let mut same_issue_again = opened.clone();
+    same_issue_again.identity = "issues.reopened.issue-1".to_owned();
+    let keys = |key: Value| {
+        let source = trigger(json!({}));
+        let mut keyed = source.clone();
+        keyed.spec.key = serde_json::from_value(key).unwrap_or_else(|e| panic!("{e}"));
+        [&opened, &other_issue, &same_issue_again].map(|event| task_of(map(&keyed, event, "d")).1)
+    };
+    let [a, b, c] = keys(json!("Issue"));
+    assert!(a != b && a == c, "per issue");
+    let [a, b, c] = keys(json!("Repository"));
+    assert!(a == b && a == c, "one piece of work per repository");
+    let [a, b, c] = keys(json!("Event"));
+    assert!(a != b && a != c && b != c, "every event its own");
+}

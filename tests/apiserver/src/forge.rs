@@ -105,6 +105,8 @@ struct State {
     /// GitLab project members: project, user id, access level.
     members: Vec<(String, i64, i64)>,
     check_runs: Vec<CheckRun>,
+    /// GitHub's rate limit, when set: requests left, and when it resets (Unix seconds).
+    rate: Option<(u32, u64)>,
 }
 
 /// The fake, serving until dropped (its thread ends with the process).
@@ -254,6 +256,13 @@ impl Forge {
         id
     }
 
+    /// Gives GitHub's API a rate limit: `remaining` requests (304s are free, as on GitHub),
+    /// then `403 API rate limit exceeded` until `reset` (Unix seconds). Every GitHub answer
+    /// carries the `X-RateLimit-*` headers from then on.
+    pub fn rate_limit(&self, remaining: u32, reset: u64) {
+        self.lock().rate = Some((remaining, reset));
+    }
+
     /// The check runs and commit statuses, as they are now (a GitLab status's updates are
     /// one entry, like a check run's).
     pub fn check_runs(&self) -> Vec<CheckRun> {
@@ -300,7 +309,21 @@ impl Forge {
             return;
         };
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let (mut status, answer, retry_after) = self.answer(&method, &target, &headers, &body);
+        let github_api = !target.starts_with("/api/v4/") && !target.starts_with("/app/");
+        let spent = github_api
+            && self
+                .lock()
+                .rate
+                .is_some_and(|(remaining, _)| remaining == 0);
+        let (mut status, answer, retry_after) = if spent {
+            (
+                403,
+                json!({"message": "API rate limit exceeded for installation ID 77.", "documentation_url": "https://docs.github.com/rest/overview/resources-in-the-rest-api#rate-limiting"}),
+                None,
+            )
+        } else {
+            self.answer(&method, &target, &headers, &body)
+        };
         // ETags, as GitHub sends them on every GET: `If-None-Match` of the same answer is 304.
         let etag = (method == "GET" && status == 200).then(|| {
             let digest = ring::digest::digest(&ring::digest::SHA256, answer.to_string().as_bytes());
@@ -330,6 +353,14 @@ impl Forge {
         let mut retry = retry_after.map_or_else(String::new, |s| format!("Retry-After: {s}\r\n"));
         if let Some(etag) = &etag {
             retry.push_str(&format!("ETag: {etag}\r\n"));
+        }
+        if github_api && let Some((remaining, reset)) = self.lock().rate.as_mut() {
+            if !unchanged && !spent {
+                *remaining = remaining.saturating_sub(1);
+            }
+            retry.push_str(&format!(
+                "X-RateLimit-Limit: 5000\r\nX-RateLimit-Remaining: {remaining}\r\nX-RateLimit-Reset: {reset}\r\n"
+            ));
         }
         let _ = write!(
             stream,
