@@ -39,6 +39,7 @@ impl Receiver {
             .args(["--metrics-address", &format!("127.0.0.1:{metrics_port}")])
             .args(["--max-body-bytes", "65536"])
             .env_remove("KUBECONFIG")
+            // DEBUG_EVENTS=1 shows the receiver's output (its logs go to stdout).
             .stdout(if std::env::var("DEBUG_EVENTS").is_ok() {
                 Stdio::inherit()
             } else {
