@@ -3,6 +3,29 @@
 
 pub use kubetask_api::trigger_event::{Comment, Event, Provider};
 
+/// A push's `commits` (GitHub's and GitLab's have the same fields), one line each: the short
+/// id and the message.
+pub fn commit_lines(commits: &serde_json::Value) -> String {
+    commits
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(12)
+                    .collect::<String>(),
+                c["message"].as_str().unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

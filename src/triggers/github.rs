@@ -47,7 +47,8 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
+/// Bytes of hex text (either case); `None` if it is not hex.
+pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }
@@ -148,18 +149,6 @@ fn push(payload: &Value) -> Event {
         None => (None, "tag"),
     };
     let after = text(&payload["after"]);
-    let messages: Vec<String> = payload["commits"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            format!(
-                "{} {}",
-                text(&c["id"]).chars().take(12).collect::<String>(),
-                text(&c["message"])
-            )
-        })
-        .collect();
     Event {
         provider: Provider::GitHub,
         kind: "push".to_owned(),
@@ -170,7 +159,7 @@ fn push(payload: &Value) -> Event {
             .next()
             .unwrap_or_default()
             .to_owned(),
-        body: messages.join("\n"),
+        body: super::event::commit_lines(&payload["commits"]),
         url: text(&payload["compare"]),
         author: text(&payload["sender"]["login"]),
         identity: format!("push.{action}.{reference}-{after}"),

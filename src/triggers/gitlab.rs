@@ -163,18 +163,6 @@ fn push(payload: &Value) -> Event {
         (Some(_), false) => "pushed",
         (None, false) => "tag",
     };
-    let messages: Vec<String> = payload["commits"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            format!(
-                "{} {}",
-                text(&c["id"]).chars().take(12).collect::<String>(),
-                text(&c["message"])
-            )
-        })
-        .collect();
     let last = payload["commits"].as_array().and_then(|c| c.last());
     Event {
         provider: Provider::GitLab,
@@ -188,7 +176,7 @@ fn push(payload: &Value) -> Event {
             .next()
             .unwrap_or_default()
             .to_owned(),
-        body: messages.join("\n"),
+        body: super::event::commit_lines(&payload["commits"]),
         url: last.map(|c| text(&c["url"])).unwrap_or_default(),
         author: text(&payload["user_username"]),
         actor_id: payload["user_id"].as_i64(),

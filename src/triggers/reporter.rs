@@ -157,17 +157,8 @@ pub async fn report(receiver: &Receiver, client: &kube::Client, task: &Task) -> 
     let id = match comment {
         Some(id) => id,
         None => {
-            // Claim it: only the replica whose write lands posts the comment.
-            let mut claimed = task.clone();
-            claimed.annotations_mut().insert(
-                trigger_labels::REPORT_COMMENT.to_owned(),
-                "claimed".to_owned(),
-            );
-            claimed.status = None;
-            match tasks.replace(&name, &PostParams::default(), &claimed).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 409 => return Ok(()),
-                Err(error) => return Err(error.into()),
+            if !claim(&tasks, task, trigger_labels::REPORT_COMMENT).await? {
+                return Ok(());
             }
             let sticky = match &marker {
                 Some(marker) => find_comment(&api, &target, gitlab, marker).await,
@@ -200,18 +191,7 @@ pub async fn report(receiver: &Receiver, client: &kube::Client, task: &Task) -> 
             };
             let id =
                 sticky.unwrap_or_else(|| posted["id"].as_i64().unwrap_or_default().to_string());
-            let mut marks = json!({trigger_labels::REPORT_COMMENT: id});
-            if finished {
-                marks[trigger_labels::REPORT_DONE] = json!("done");
-            }
-            tasks
-                .patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"annotations": marks}})),
-                )
-                .await?;
-            return Ok(());
+            return record(&tasks, &name, COMMENT_MARKS, &id, finished).await;
         }
     };
     let url = target.comment_url(&api.url, gitlab, &id);
@@ -251,17 +231,8 @@ impl CheckRun<'_> {
         finished: bool,
     ) -> anyhow::Result<()> {
         let name = task.name_any();
-        if check.is_none() {
-            let mut claimed = task.clone();
-            claimed
-                .annotations_mut()
-                .insert(trigger_labels::CHECK_RUN.to_owned(), "claimed".to_owned());
-            claimed.status = None;
-            match tasks.replace(&name, &PostParams::default(), &claimed).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 409 => return Ok(()),
-                Err(error) => return Err(error.into()),
-            }
+        if check.is_none() && !claim(tasks, task, trigger_labels::CHECK_RUN).await? {
+            return Ok(());
         }
         let (state, conclusion) = conclusion(task);
         let summary = text(task);
@@ -320,18 +291,48 @@ impl CheckRun<'_> {
                 id.to_owned()
             }
         };
-        let mut marks = json!({trigger_labels::CHECK_RUN: id});
-        if finished {
-            marks[trigger_labels::CHECK_DONE] = json!("done");
-        }
-        tasks
-            .patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": marks}})),
-            )
-            .await?;
-        Ok(())
+        record(tasks, &name, CHECK_MARKS, &id, finished).await
+    }
+}
+
+/// Marks on Task `name` the id of what reports on it (`marks.claim`) and, once it is
+/// `finished`, that the report is done.
+async fn record(
+    tasks: &Api<Task>,
+    name: &str,
+    marks: Marks,
+    id: &str,
+    finished: bool,
+) -> anyhow::Result<()> {
+    let mut annotations = json!({marks.claim: id});
+    if finished {
+        annotations[marks.done] = json!("done");
+    }
+    tasks
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Claims the report `annotation` of `task` (`claimed`, written on its resourceVersion): only
+/// the replica whose write lands reports. False when another replica's did.
+async fn claim(tasks: &Api<Task>, task: &Task, annotation: &str) -> anyhow::Result<bool> {
+    let mut claimed = task.clone();
+    claimed
+        .annotations_mut()
+        .insert(annotation.to_owned(), "claimed".to_owned());
+    claimed.status = None;
+    match tasks
+        .replace(&task.name_any(), &PostParams::default(), &claimed)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(error) => Err(error.into()),
     }
 }
 

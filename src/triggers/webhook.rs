@@ -73,7 +73,7 @@ pub fn verify(
             .decode(digest)
             .map_err(|_| malformed())?
     } else {
-        decode_hex(digest).ok_or_else(malformed)?
+        super::github::decode_hex(digest).ok_or_else(malformed)?
     };
     if tag.len() != 32 {
         return Err(malformed());
@@ -124,16 +124,6 @@ pub fn sign(hmac: &Hmac, secret: &[u8], body: &[u8], timestamp: Option<i64>) -> 
         tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
     };
     format!("{}{digest}", hmac.prefix.as_deref().unwrap_or_default())
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// The event of an authentic delivery: its title and work key read by the trigger's JSON
