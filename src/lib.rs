@@ -15,6 +15,7 @@ pub mod controller;
 pub mod crds;
 pub mod cron;
 pub mod egress;
+pub mod gateway;
 pub mod plugin;
 pub mod render;
 pub mod triggers;
