@@ -8,6 +8,7 @@
 //! | `kubetask cancel/logs/result/trigger` | [`cluster`] |
 //! | `kubetask exit` | [`exit`] |
 //! | `kubetask canary` | [`canary`] |
+//! | `kubetask gateway serve/key` | [`gateway`] |
 //! | `kubetask crds` | here ([`crate::crds`] makes them) |
 
 pub mod canary;
@@ -16,6 +17,7 @@ pub mod controller;
 pub mod events;
 pub mod exit;
 pub mod files;
+pub mod gateway;
 pub mod plugin;
 pub mod render;
 
@@ -60,6 +62,10 @@ enum Command {
     /// Run the webhook receiver of TaskTriggers: GitHub deliveries become Tasks
     /// (docs/triggers.md).
     Events(Box<events::EventsArgs>),
+    /// The model gateway (in progress, docs/budgets.md): agents' model calls metered on their
+    /// way to the provider.
+    #[command(subcommand)]
+    Gateway(gateway::GatewayCommand),
     /// Probe an address a Task pod's egress policy denies and report whether it was reached
     /// (the egress canary's init container; docs/security.md).
     Canary(canary::CanaryArgs),
@@ -100,6 +106,9 @@ pub fn run() -> ExitCode {
         Command::Controller(args) => init_logging("info", args.log_format),
         Command::Exit(args) => init_logging("info", args.log_format),
         Command::Events(args) => init_logging("info", args.log_format),
+        Command::Gateway(command) if command.log_format().is_some() => {
+            init_logging("info", command.log_format().unwrap_or(LogFormat::Text))
+        }
         Command::Render(render::RenderArgs { verbose, .. })
         | Command::Plugin(plugin::PluginCommand::Check(plugin::CheckArgs { verbose, .. })) => {
             init_logging(offline_log_level(*verbose), LogFormat::Text)
@@ -111,6 +120,7 @@ pub fn run() -> ExitCode {
         Command::Exit(args) => exit::run(*args),
         Command::Canary(args) => canary::run(args),
         Command::Events(args) => events::run(*args),
+        Command::Gateway(command) => gateway::run(command),
         Command::Render(args) => render::run(args),
         Command::Plugin(command) => plugin::run(command),
         Command::Cancel(args) => cluster::cancel_command(args),

@@ -3,5 +3,7 @@
 //! it will front, whole or streamed ([`usage`]), and pricing it from an admin's price table
 //! ([`prices`]). Not built yet: the proxy itself (`kubetask gateway`), virtual keys, budgets.
 
+pub mod keys;
 pub mod prices;
+pub mod proxy;
 pub mod usage;

@@ -166,3 +166,40 @@ fn the_install_with_egress_applies_cleanly() {
         .map(|v| v["value"].clone());
     assert_eq!(canary, Some(pod["containers"][0]["image"].clone()), "{pod}");
 }
+
+/// The events receiver's and the model gateway's installs apply as kubectl applies them, and a
+/// second apply changes nothing.
+#[test]
+fn the_events_and_gateway_installs_apply_cleanly() {
+    let server = TestApiServer::start(Config::default()).unwrap();
+    kubectl(&server, &["create", "namespace", "kubetask-system"]);
+    for (dir, created) in [
+        (
+            "manifests/events",
+            [
+                "serviceaccount/kubetask-events created",
+                "role.rbac.authorization.k8s.io/kubetask-events-plugins created",
+                "deployment.apps/kubetask-events created",
+            ],
+        ),
+        (
+            "manifests/gateway",
+            [
+                "serviceaccount/kubetask-gateway created",
+                "clusterrole.rbac.authorization.k8s.io/kubetask-gateway created",
+                "deployment.apps/kubetask-gateway created",
+            ],
+        ),
+    ] {
+        let path = format!("{}/{dir}", env!("CARGO_MANIFEST_DIR"));
+        let out = kubectl(&server, &["apply", "-k", &path]);
+        for line in created {
+            assert!(out.contains(line), "{line} missing from:\n{out}");
+        }
+        let again = kubectl(&server, &["apply", "-k", &path]);
+        assert!(
+            !again.contains("configured") && !again.contains("created"),
+            "{again}"
+        );
+    }
+}

@@ -19,6 +19,7 @@ mod crds;
 mod default_plugin_parity;
 mod egress;
 mod fuzz_inputs;
+mod gateway;
 mod install;
 mod plugin_cli;
 mod plugin_examples;

@@ -27,6 +27,9 @@ const EXIT_TOKEN: &str = "exit-token";
 /// The user the events receiver authenticates as (`manifests/events/rbac.yaml`).
 pub const EVENTS_USER: &str = "system:serviceaccount:kubetask-system:kubetask-events";
 const EVENTS_TOKEN: &str = "events-token";
+/// The user the model gateway authenticates as (`manifests/gateway/rbac.yaml`).
+pub const GATEWAY_USER: &str = "system:serviceaccount:kubetask-system:kubetask-gateway";
+const GATEWAY_TOKEN: &str = "gateway-token";
 
 /// Where the tests' controllers and `kubetask render` runs keep compiled plugins: each plugin
 /// is compiled once for the whole suite (a debug build takes seconds per example plugin).
@@ -61,6 +64,8 @@ pub struct Cluster {
     /// The events receiver's kubeconfig: it runs with `manifests/events/rbac.yaml`'s
     /// permissions once [`Cluster::install_rbac_from`] created them.
     pub events_kubeconfig: PathBuf,
+    /// The model gateway's kubeconfig (`manifests/gateway/rbac.yaml` once installed).
+    pub gateway_kubeconfig: PathBuf,
 }
 
 impl Cluster {
@@ -87,7 +92,8 @@ impl Cluster {
             .with_job_simulator(simulator)
             .with_user(CONTROLLER_TOKEN, CONTROLLER_USER)
             .with_user(EXIT_TOKEN, EXIT_USER)
-            .with_user(EVENTS_TOKEN, EVENTS_USER);
+            .with_user(EVENTS_TOKEN, EVENTS_USER)
+            .with_user(GATEWAY_TOKEN, GATEWAY_USER);
         let server = TestApiServer::start(config).expect("test API server");
         let client = server.client().await.expect("client");
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -103,12 +109,16 @@ impl Cluster {
         let events_kubeconfig = server
             .kubeconfig_for(EVENTS_TOKEN)
             .expect("events kubeconfig");
+        let gateway_kubeconfig = server
+            .kubeconfig_for(GATEWAY_TOKEN)
+            .expect("gateway kubeconfig");
         let cluster = Self {
             server,
             client,
             controller_kubeconfig,
             exit_kubeconfig,
             events_kubeconfig,
+            gateway_kubeconfig,
         };
         cluster.namespace("kubetask-system").await;
         cluster.namespace("team-a").await;

@@ -18,6 +18,7 @@ mod http1;
 mod jobsim;
 mod kinds;
 mod meta;
+pub mod model_api;
 mod namespaces;
 mod network_policy;
 mod openapi;

@@ -1,0 +1,205 @@
+//! `kubetask gateway serve` (the model gateway: issue 37, in progress; docs/budgets.md) and
+//! `kubetask gateway key` (mints a Task's virtual key).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context as _;
+use prometheus_client::registry::Registry;
+
+use super::{LogFormat, emit};
+use crate::gateway::keys::{self, Caller};
+use crate::gateway::prices::PriceTable;
+use crate::gateway::proxy::{self, Gateway, Provider, Providers};
+
+#[derive(clap::Subcommand)]
+pub enum GatewayCommand {
+    /// Run the gateway: model API requests with a Task's virtual key forwarded to the provider
+    /// with the real key, their usage metered.
+    Serve(Box<ServeArgs>),
+    /// Print the virtual key of a Task (what the controller will mint per Task).
+    Key(KeyArgs),
+}
+
+impl GatewayCommand {
+    /// The log format the command asks for, if it runs as a server.
+    pub fn log_format(&self) -> Option<LogFormat> {
+        match self {
+            GatewayCommand::Serve(args) => Some(args.log_format),
+            GatewayCommand::Key(_) => None,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Address agents send model API requests to.
+    #[arg(long, default_value = "0.0.0.0:8090")]
+    listen: SocketAddr,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8091")]
+    metrics_address: SocketAddr,
+    /// File with the key virtual keys are signed with (shared with the controller).
+    #[arg(long)]
+    signing_key_file: PathBuf,
+    /// Directory of the providers' real keys: files `anthropic`, `openai`, `gemini` (a
+    /// provider without one is refused, 503).
+    #[arg(long)]
+    keys_dir: PathBuf,
+    /// Price table (`prices.yaml`, docs/budgets.md); default: the shipped table.
+    #[arg(long)]
+    prices_file: Option<PathBuf>,
+    #[arg(long, default_value = "https://api.anthropic.com")]
+    anthropic_url: String,
+    #[arg(long, default_value = "https://api.openai.com")]
+    openai_url: String,
+    #[arg(long, default_value = "https://generativelanguage.googleapis.com")]
+    gemini_url: String,
+    /// Largest request body taken, in bytes (413 past it).
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(clap::Args)]
+pub struct KeyArgs {
+    /// File with the signing key.
+    #[arg(long)]
+    signing_key_file: PathBuf,
+    #[arg(short = 'n', long)]
+    namespace: String,
+    /// The Task's name.
+    #[arg(long)]
+    task: String,
+    /// The Task's uid (`kubectl get task NAME -o jsonpath='{.metadata.uid}'`).
+    #[arg(long)]
+    uid: String,
+}
+
+fn read_key(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let key = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let key = key.trim_ascii().to_vec();
+    if key.len() < 32 {
+        anyhow::bail!(
+            "{}: a signing key needs at least 32 bytes (e.g. `openssl rand -hex 32`)",
+            path.display()
+        );
+    }
+    Ok(key)
+}
+
+/// Runs a `kubetask gateway` command.
+pub fn run(command: GatewayCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        GatewayCommand::Key(args) => {
+            let key = keys::mint(
+                &read_key(&args.signing_key_file)?,
+                &Caller {
+                    namespace: args.namespace,
+                    task: args.task,
+                    uid: args.uid,
+                },
+            );
+            emit(&format!("{key}\n"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        GatewayCommand::Serve(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(serve(*args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let signing_key = read_key(&args.signing_key_file)?;
+    let provider_key = |name: &str| {
+        std::fs::read_to_string(args.keys_dir.join(name))
+            .ok()
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+    };
+    let providers = Providers {
+        anthropic: Provider {
+            url: args.anthropic_url.clone(),
+            key: provider_key("anthropic"),
+        },
+        openai: Provider {
+            url: args.openai_url.clone(),
+            key: provider_key("openai"),
+        },
+        gemini: Provider {
+            url: args.gemini_url.clone(),
+            key: provider_key("gemini"),
+        },
+    };
+    let prices = match &args.prices_file {
+        None => PriceTable::defaults(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            PriceTable::parse(&text).with_context(|| format!("{}", path.display()))?
+        }
+    };
+    let client = crate::client::connect(args.kubeconfig.as_deref(), None).await?;
+    let gateway = Arc::new(Gateway::new(
+        signing_key,
+        providers,
+        prices,
+        client,
+        args.max_body_bytes,
+    )?);
+    let mut registry = Registry::with_prefix("kubetask_gateway");
+    let metrics = gateway.metrics.clone();
+    registry.register(
+        "tokens",
+        "Tokens used, by namespace, Agent, model and kind",
+        metrics.tokens,
+    );
+    registry.register(
+        "cost_microdollars",
+        "What the responses cost, in micro-dollars, by namespace, Agent and model",
+        metrics.cost,
+    );
+    registry.register(
+        "unpriced_responses",
+        "Responses without usage or of a model without a price (counted, flagged)",
+        metrics.unpriced,
+    );
+    registry.register("refusals", "Requests refused, by reason", metrics.refusals);
+    let text: crate::controller::health::MetricsText = Arc::new(move || {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry)
+            .ok()
+            .map(|()| text)
+    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let probes = crate::controller::health::serve_with(
+        args.metrics_address,
+        Arc::new(AtomicBool::new(true)),
+        text,
+        stopped,
+    )
+    .await
+    .with_context(|| format!("binding {}", args.metrics_address))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, probes = %probes, "model gateway ready");
+    tokio::select! {
+        () = proxy::serve(gateway, listener) => {}
+        () = crate::controller::termination() => {}
+    }
+    let _ = stop.send(true);
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! A fake model API on loopback, for the gateway's tests: Anthropic's `/v1/messages`, OpenAI's
+//! `/v1/chat/completions` and Gemini's `:generateContent`, whole or streamed (server-sent
+//! events in chunks), with the usage each provider documents. It records every request (the
+//! key it came with), answers `401` to any key but the one it was started with, and can hold a
+//! stream after its first event until the test releases it — so a test proves the gateway
+//! passes a stream through as it comes instead of buffering it.
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::sync::{Arc, Condvar, Mutex};
+
+use serde_json::{Value, json};
+
+/// A request the fake received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub path: String,
+    /// The key it came with (`x-api-key`, `Authorization: Bearer`, `x-goog-api-key`).
+    pub key: Option<String>,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct State {
+    received: Vec<Received>,
+    hold: bool,
+    released: bool,
+}
+
+/// The fake, serving until the process ends.
+#[derive(Clone)]
+pub struct ModelApi {
+    port: u16,
+    key: String,
+    state: Arc<(Mutex<State>, Condvar)>,
+}
+
+impl ModelApi {
+    /// Starts a fake that takes `key` only.
+    pub fn start(key: &str) -> ModelApi {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let api = ModelApi {
+            port,
+            key: key.to_owned(),
+            state: Arc::default(),
+        };
+        let serving = api.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let api = serving.clone();
+                std::thread::spawn(move || api.serve(stream));
+            }
+        });
+        api
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The requests received, in order.
+    pub fn received(&self) -> Vec<Received> {
+        self.lock().received.clone()
+    }
+
+    /// Streams stop after their first event until [`ModelApi::release`].
+    pub fn hold_streams(&self) {
+        let mut state = self.lock();
+        state.hold = true;
+        state.released = false;
+    }
+
+    /// Lets held streams go on.
+    pub fn release(&self) {
+        self.lock().released = true;
+        self.state.1.notify_all();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn serve(&self, stream: std::net::TcpStream) {
+        let Some(request) = crate::http1::read(&stream) else {
+            return;
+        };
+        let header = |name: &str| request.headers.get(name).cloned();
+        let key = header("x-api-key")
+            .or_else(|| {
+                header("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_owned))
+            })
+            .or_else(|| header("x-goog-api-key"));
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        let path = request
+            .target
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        self.lock().received.push(Received {
+            path: path.clone(),
+            key: key.clone(),
+            body: body.clone(),
+        });
+        let mut stream = stream;
+        if key.as_deref() != Some(self.key.as_str()) {
+            let answer = json!({"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}).to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            return;
+        }
+        let streamed =
+            body["stream"].as_bool() == Some(true) || path.ends_with(":streamGenerateContent");
+        let events: Vec<String> = match (path.as_str(), streamed) {
+            ("/v1/messages", false) => {
+                return whole(
+                    &mut stream,
+                    &json!({"id": "msg_013Zva2CMHLNnXjNJJKqJ2EF", "type": "message", "role": "assistant",
+                    "model": "claude-sonnet-4-5-20250929", "content": [{"type": "text", "text": "Done."}], "stop_reason": "end_turn",
+                    "usage": {"input_tokens": 2095, "output_tokens": 503, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}),
+                );
+            }
+            ("/v1/messages", true) => vec![
+                sse(
+                    "message_start",
+                    &json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude-sonnet-4-5-20250929", "usage": {"input_tokens": 25, "output_tokens": 1}}}),
+                ),
+                sse(
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}}),
+                ),
+                sse(
+                    "message_delta",
+                    &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 15}}),
+                ),
+                sse("message_stop", &json!({"type": "message_stop"})),
+            ],
+            ("/v1/chat/completions", false) => {
+                return whole(
+                    &mut stream,
+                    &json!({"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-5-mini", "choices": [],
+                    "usage": {"prompt_tokens": 19, "completion_tokens": 10, "total_tokens": 29}}),
+                );
+            }
+            ("/v1/chat/completions", true) => vec![
+                format!(
+                    "data: {}\n\n",
+                    json!({"id": "c", "model": "gpt-5-mini", "choices": [{"index": 0, "delta": {"content": "Hi"}}], "usage": null})
+                ),
+                format!(
+                    "data: {}\n\n",
+                    json!({"id": "c", "model": "gpt-5-mini", "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}})
+                ),
+                "data: [DONE]\n\n".to_owned(),
+            ],
+            (gemini, false) if gemini.ends_with(":generateContent") => {
+                return whole(
+                    &mut stream,
+                    &json!({"candidates": [], "modelVersion": "gemini-2.5-flash",
+                    "usageMetadata": {"promptTokenCount": 11, "candidatesTokenCount": 25, "totalTokenCount": 36}}),
+                );
+            }
+            _ => {
+                let answer = json!({"error": "not found"}).to_string();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                return;
+            }
+        };
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+        for (i, event) in events.iter().enumerate() {
+            let _ = write!(stream, "{:x}\r\n{event}\r\n", event.len());
+            let _ = stream.flush();
+            if i == 0 {
+                let (lock, released) = &*self.state;
+                let mut state = lock
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                while state.hold && !state.released {
+                    state = released
+                        .wait(state)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            }
+        }
+        let _ = write!(stream, "0\r\n\r\n");
+    }
+}
+
+fn sse(event: &str, data: &Value) -> String {
+    format!("event: {event}\ndata: {data}\n\n")
+}
+
+fn whole(stream: &mut std::net::TcpStream, body: &Value) {
+    let text = body.to_string();
+    let _ = write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        text.len()
+    );
+}

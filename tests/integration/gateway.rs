@@ -1,0 +1,374 @@
+//! `kubetask gateway serve` against the test API server and the fake model API
+//! (`tests/apiserver/src/model_api.rs`), with `manifests/gateway/rbac.yaml`'s permissions: a
+//! Task's virtual key is swapped for the provider's real key, whole and streamed responses pass
+//! through (a stream as it comes: the fake holds it after its first event until the test has
+//! read that event through the gateway), their usage is counted by namespace, Agent and model,
+//! and keys that are not a running Task's are refused in the provider's own error shape.
+
+use std::io::{Read as _, Write as _};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams, PostParams};
+use kubetask::gateway::keys::{self, Caller};
+use kubetask_test_apiserver::model_api::ModelApi;
+use serde_json::{Value, json};
+
+use super::support::{Cluster, free_port};
+
+const NS: &str = "team-a";
+const SIGNING_KEY: &str = "5f0e2b0c3d7a4e1f9a8b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f";
+const REAL_KEY: &str = "sk-real-provider-key";
+
+struct Gateway {
+    child: Child,
+    port: u16,
+    metrics_port: u16,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    fn start(cluster: &Cluster, model: &ModelApi) -> Gateway {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "gateway-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(dir.join("keys")).unwrap();
+        std::fs::write(dir.join("signing-key"), SIGNING_KEY).unwrap();
+        for provider in ["anthropic", "openai", "gemini"] {
+            std::fs::write(dir.join("keys").join(provider), REAL_KEY).unwrap();
+        }
+        let (port, metrics_port) = (free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_kubetask"))
+            .args(["gateway", "serve", "--kubeconfig"])
+            .arg(&cluster.gateway_kubeconfig)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-address", &format!("127.0.0.1:{metrics_port}")])
+            .arg("--signing-key-file")
+            .arg(dir.join("signing-key"))
+            .arg("--keys-dir")
+            .arg(dir.join("keys"))
+            .args(["--anthropic-url", &model.url()])
+            .args(["--openai-url", &model.url()])
+            .args(["--gemini-url", &model.url()])
+            .env_remove("KUBECONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubetask gateway starts");
+        // Owned by the guard at once: its Drop kills and waits on every path.
+        let gateway = Gateway {
+            child,
+            port,
+            metrics_port,
+        };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return gateway;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("kubetask gateway does not listen");
+    }
+
+    /// Sends a request; the connection, to read the answer from.
+    fn send(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> std::net::TcpStream {
+        let body = body.to_string();
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        stream.write_all(body.as_bytes()).unwrap();
+        stream
+    }
+
+    /// A whole exchange: the status and the body's text (chunked encoding undone).
+    fn call(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> (u16, String) {
+        let mut stream = self.send(path, headers, body);
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let status = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_default();
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        (status, body)
+    }
+
+    fn metrics(&self) -> String {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let Some((size, rest)) = body.split_once("\r\n") else {
+            return out;
+        };
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+}
+
+/// A Task (no controller runs: it stays unfinished) and its virtual key.
+async fn task_and_key(cluster: &Cluster, name: &str) -> String {
+    let task: kubetask::api::Task = serde_json::from_value(json!({
+        "apiVersion": "kubetask.io/v1alpha1", "kind": "Task",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"agentRef": "claude-code", "contexts": []},
+    }))
+    .unwrap();
+    let created = cluster
+        .tasks(NS)
+        .create(&PostParams::default(), &task)
+        .await
+        .unwrap();
+    keys::mint(
+        SIGNING_KEY.as_bytes(),
+        &Caller {
+            namespace: NS.to_owned(),
+            task: name.to_owned(),
+            uid: created.metadata.uid.unwrap(),
+        },
+    )
+}
+
+fn metric(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tasks_key_reaches_the_provider_as_the_real_key_and_its_usage_is_counted() {
+    let cluster = Cluster::start().await;
+    cluster
+        .install_rbac_from("manifests/gateway/rbac.yaml")
+        .await;
+    let model = ModelApi::start(REAL_KEY);
+    let gateway = Gateway::start(&cluster, &model);
+    let key = task_and_key(&cluster, "fix-bug").await;
+
+    // Anthropic, whole: the real key went out, the answer came back unchanged.
+    let request = json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]});
+    let (status, body) = gateway.call("/v1/messages", &[("x-api-key", &key)], &request);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["usage"]["output_tokens"],
+        503
+    );
+    let received = model.received();
+    assert_eq!(
+        received[0].key.as_deref(),
+        Some(REAL_KEY),
+        "the agent's key never leaves"
+    );
+    assert_eq!(received[0].body, request);
+
+    // Anthropic, streamed: the first event arrives while the provider still holds the rest.
+    model.hold_streams();
+    let mut stream = gateway.send(
+        "/v1/messages",
+        &[("x-api-key", &key)],
+        &json!({"model": "claude-sonnet-4-5", "stream": true, "max_tokens": 64, "messages": []}),
+    );
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("message_start") {
+        let n = stream
+            .read(&mut buffer)
+            .expect("the first event, before the rest exists");
+        assert!(
+            n > 0,
+            "the stream ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buffer[..n]);
+    }
+    assert!(!String::from_utf8_lossy(&seen).contains("message_stop"));
+    model.release();
+    let _ = stream.read_to_end(&mut seen);
+    assert!(String::from_utf8_lossy(&seen).contains("message_stop"));
+
+    // OpenAI (Bearer) and Gemini (?key=) too.
+    let (status, _) = gateway.call(
+        "/v1/chat/completions",
+        &[("Authorization", &format!("Bearer {key}"))],
+        &json!({"model": "gpt-5-mini", "messages": []}),
+    );
+    assert_eq!(status, 200);
+    let (status, _) = gateway.call(
+        &format!("/v1beta/models/gemini-2.5-flash:generateContent?key={key}"),
+        &[],
+        &json!({"contents": []}),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        model
+            .received()
+            .iter()
+            .all(|r| r.key.as_deref() == Some(REAL_KEY))
+    );
+
+    // Counted by namespace, Agent, model: 2,095 + 25 input tokens of Sonnet, 503 + 15 output.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = gateway.metrics();
+        if text.contains("gemini-2.5-flash") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sonnet = r#"namespace="team-a",agent="claude-code",model="claude-sonnet-4-5-20250929""#;
+    assert_eq!(
+        metric(
+            &text,
+            &format!("kubetask_gateway_tokens_total{{{sonnet},kind=\"input\"}}")
+        ),
+        Some(2120.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("kubetask_gateway_tokens_total{{{sonnet},kind=\"output\"}}")
+        ),
+        Some(518.0),
+        "{text}"
+    );
+    // $3/$15 per million: 2,120 × 3 + 518 × 15 micro-dollars.
+    assert_eq!(
+        metric(
+            &text,
+            &format!("kubetask_gateway_cost_microdollars_total{{{sonnet}}}")
+        ),
+        Some(14_130.0),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"model="gpt-5-mini""#) && text.contains(r#"model="gemini-2.5-flash""#),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_that_are_not_a_running_tasks_are_refused_in_the_providers_shape() {
+    let cluster = Cluster::start().await;
+    cluster
+        .install_rbac_from("manifests/gateway/rbac.yaml")
+        .await;
+    let model = ModelApi::start(REAL_KEY);
+    let gateway = Gateway::start(&cluster, &model);
+    let request = json!({"model": "claude-sonnet-4-5", "max_tokens": 8, "messages": []});
+    // The provider's own key, a forged one, one signed with another key.
+    let other = keys::mint(
+        b"another signing key, not the gateway's",
+        &Caller {
+            namespace: NS.to_owned(),
+            task: "x".to_owned(),
+            uid: "u".to_owned(),
+        },
+    );
+    for key in [REAL_KEY, "ktk_forged.key", other.as_str()] {
+        let (status, body) = gateway.call("/v1/messages", &[("x-api-key", key)], &request);
+        assert_eq!(status, 401, "{key}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"]["type"], "authentication_error", "{body}");
+    }
+    let (status, body) = gateway.call("/v1/chat/completions", &[], &json!({"messages": []}));
+    assert_eq!(status, 401);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
+        "invalid_api_key"
+    );
+    // A finished Task's key died with it; a deleted and re-created Task's old key too.
+    let key = task_and_key(&cluster, "done").await;
+    let finished = json!({"status": {"phase": "Completed", "conditions": [{"type": "Succeeded",
+        "status": "True", "reason": "Completed", "message": "", "lastTransitionTime": "2026-12-07T01:00:00Z"}]}});
+    cluster
+        .tasks(NS)
+        .patch_status("done", &PatchParams::default(), &Patch::Merge(&finished))
+        .await
+        .unwrap();
+    let (status, body) = gateway.call("/v1/messages", &[("x-api-key", &key)], &request);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("finished or is gone"), "{body}");
+    let old = task_and_key(&cluster, "again").await;
+    cluster
+        .tasks(NS)
+        .delete("again", &Default::default())
+        .await
+        .unwrap();
+    task_and_key(&cluster, "again").await;
+    assert_eq!(
+        gateway
+            .call("/v1/messages", &[("x-api-key", &old)], &request)
+            .0,
+        401
+    );
+    assert!(
+        model.received().is_empty(),
+        "nothing reached the provider: {:?}",
+        model.received()
+    );
+    let text = gateway.metrics();
+    assert_eq!(
+        metric(
+            &text,
+            r#"kubetask_gateway_refusals_total{reason="UnknownKey"}"#
+        ),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"kubetask_gateway_refusals_total{reason="TaskNotRunning"}"#
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    super::rbac::assert_sufficient_and_minimal(
+        &cluster,
+        super::support::GATEWAY_USER,
+        "manifests/gateway/rbac.yaml",
+    );
+}
