@@ -6,6 +6,7 @@ use kubetask_api::DEFAULT_AGENT_IMAGE;
 
 use super::{EgressModeArg, LogFormat, parse_duration};
 use crate::render::egress::{CanarySettings, DNS_PORT, EgressSettings, PodPeer};
+use crate::render::model_gateway::GatewaySettings;
 use crate::{
     controller::{self, LeaseOptions},
     plugin::Limits,
@@ -94,6 +95,15 @@ pub struct ControllerArgs {
     /// checks it: give both the same).
     #[arg(long, value_enum, default_value_t = EgressModeArg::Open)]
     default_egress_mode: EgressModeArg,
+    /// Turn the model gateway on: the key virtual keys are signed with (the
+    /// `kubetask-gateway-signing-key` Secret, mounted; the gateway holds the same). Every Task
+    /// then gets a Secret with its virtual key, and its agent the CLIs' API-key and base-URL
+    /// variables pointing at the gateway (docs/budgets.md).
+    #[arg(long, env = "KUBETASK_MODEL_GATEWAY_KEY_FILE")]
+    model_gateway_key_file: Option<PathBuf>,
+    /// The gateway's URL as agent pods reach it.
+    #[arg(long, default_value = crate::render::model_gateway::DEFAULT_URL)]
+    model_gateway_url: String,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub(super) log_format: LogFormat,
@@ -151,6 +161,16 @@ impl ControllerArgs {
                 }))
             })
             .transpose()?;
+        let gateway = self
+            .model_gateway_key_file
+            .as_deref()
+            .map(|path| {
+                let key = crate::gateway::keys::read_signing_key(path)?;
+                let settings = GatewaySettings::new(key, &self.model_gateway_url)
+                    .map_err(|why| anyhow::anyhow!("--model-gateway-url: {why}"))?;
+                Ok::<_, anyhow::Error>(std::sync::Arc::new(settings))
+            })
+            .transpose()?;
         let identity = self.identity.clone().unwrap_or_else(|| {
             let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "kubetask".to_owned());
             format!("{host}-{}", std::process::id())
@@ -188,6 +208,7 @@ impl ControllerArgs {
                 .test_clock_file
                 .map_or(crate::cron::Clock::System, crate::cron::Clock::File),
             egress,
+            gateway,
         })
     }
 }

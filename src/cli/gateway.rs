@@ -2,7 +2,7 @@
 //! `kubetask gateway key` (mints a Task's virtual key).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -84,24 +84,12 @@ pub struct KeyArgs {
     uid: String,
 }
 
-fn read_key(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let key = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let key = key.trim_ascii().to_vec();
-    if key.len() < 32 {
-        anyhow::bail!(
-            "{}: a signing key needs at least 32 bytes (e.g. `openssl rand -hex 32`)",
-            path.display()
-        );
-    }
-    Ok(key)
-}
-
 /// Runs a `kubetask gateway` command.
 pub fn run(command: GatewayCommand) -> anyhow::Result<ExitCode> {
     match command {
         GatewayCommand::Key(args) => {
             let key = keys::mint(
-                &read_key(&args.signing_key_file)?,
+                &keys::read_signing_key(&args.signing_key_file)?,
                 &Caller {
                     namespace: args.namespace,
                     task: args.task,
@@ -122,7 +110,7 @@ pub fn run(command: GatewayCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let signing_key = read_key(&args.signing_key_file)?;
+    let signing_key = keys::read_signing_key(&args.signing_key_file)?;
     let provider_key = |name: &str| {
         std::fs::read_to_string(args.keys_dir.join(name))
             .ok()

@@ -18,6 +18,7 @@ use crate::{
     render::{
         LifecycleSettings, Pipeline, RenderError, Settings,
         egress::{self, EgressSettings},
+        model_gateway::{self, GatewaySettings},
         needs, resolve_agent, stages,
     },
 };
@@ -61,6 +62,11 @@ pub struct RenderArgs {
     /// With --egress: the controller's --default-egress-mode.
     #[arg(long, value_enum, default_value_t = EgressModeArg::Open)]
     default_egress_mode: EgressModeArg,
+    /// Render as a controller with the model gateway on (`--model-gateway-key-file`) would:
+    /// the Task's model Secret (its virtual key signed with a throwaway key: it opens nothing)
+    /// and the CLIs' API-key and base-URL variables (docs/budgets.md).
+    #[arg(long)]
+    model_gateway: bool,
     /// Show the plugins' log lines (`host.log`) on stderr; twice (`-vv`) for everything the
     /// host logs too, such as where each plugin was loaded from.
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -89,6 +95,7 @@ pub fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let egress = egress_settings(&args)?;
+    let gateway = gateway_settings(&args)?;
     let mut host = PluginHost::new(Limits::default())?;
     // A cache that cannot be used only costs a compilation.
     if let Some(cache) = args
@@ -117,7 +124,8 @@ pub fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
             max_task_timeout: args.max_task_timeout,
             default_ttl: None,
         })
-        .with_egress(egress);
+        .with_egress(egress)
+        .with_gateway(gateway);
     let output = match render_all(&pipeline, &host, &inputs, &extra, &controller_namespace) {
         Ok(output) => output,
         Err(errors) => return Ok(report(&errors)),
@@ -131,6 +139,19 @@ pub fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
     };
     emit(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `--model-gateway` renders with: a throwaway signing key and the default install's URL.
+fn gateway_settings(args: &RenderArgs) -> anyhow::Result<Option<Arc<GatewaySettings>>> {
+    if !args.model_gateway {
+        return Ok(None);
+    }
+    let mut key = vec![0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+        .map_err(|_| anyhow::anyhow!("cannot make a throwaway signing key"))?;
+    let settings = GatewaySettings::new(key, model_gateway::DEFAULT_URL)
+        .map_err(|why| anyhow::anyhow!("{why}"))?;
+    Ok(Some(Arc::new(settings)))
 }
 
 /// What `--egress` renders with: a throwaway key and the default install's exit and DNS.

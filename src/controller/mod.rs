@@ -70,6 +70,9 @@ pub struct Options {
     pub clock: crate::cron::Clock,
     /// Egress: each Task's proxy Secret and variables (`--egress-key-file`); none when off.
     pub egress: Option<std::sync::Arc<crate::render::egress::EgressSettings>>,
+    /// The model gateway: each Task's virtual key and the CLIs' base URLs
+    /// (`--model-gateway-key-file`); none when off.
+    pub gateway: Option<std::sync::Arc<crate::render::model_gateway::GatewaySettings>>,
 }
 
 pub(crate) fn scoped<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
@@ -132,7 +135,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let pipeline = Arc::new(
         Pipeline::new(host.clone(), options.settings.clone())?
             .with_lifecycle(options.lifecycle.clone())
-            .with_egress(options.egress.clone()),
+            .with_egress(options.egress.clone())
+            .with_gateway(options.gateway.clone()),
     );
     let metrics = Arc::new(metrics::Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));

@@ -18,6 +18,24 @@ pub struct Caller {
     pub uid: String,
 }
 
+/// Fewest bytes of a signing key.
+pub const MIN_SIGNING_KEY_BYTES: usize = 32;
+
+/// Reads a signing key (surrounding white space trimmed), refused with the path named when
+/// missing or shorter than [`MIN_SIGNING_KEY_BYTES`].
+pub fn read_signing_key(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context as _;
+    let key = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let key = key.trim_ascii().to_vec();
+    if key.len() < MIN_SIGNING_KEY_BYTES {
+        anyhow::bail!(
+            "{}: a signing key needs at least {MIN_SIGNING_KEY_BYTES} bytes (e.g. `openssl rand -hex 32`)",
+            path.display()
+        );
+    }
+    Ok(key)
+}
+
 /// Mints the key of Task `namespace/task` (uid `uid`) with `signing_key`.
 pub fn mint(signing_key: &[u8], caller: &Caller) -> String {
     let claims = format!("{}/{}/{}", caller.namespace, caller.task, caller.uid);

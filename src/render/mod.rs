@@ -6,6 +6,7 @@ mod error;
 mod invariants;
 mod json;
 pub mod lifecycle;
+pub mod model_gateway;
 pub mod needs;
 pub mod network;
 mod pipeline;

@@ -10,6 +10,7 @@ use super::egress::EgressSettings;
 use super::error::RenderError;
 use super::json::{decode, encode};
 use super::lifecycle::LifecycleSettings;
+use super::model_gateway::GatewaySettings;
 use crate::plugin::{
     DEFAULT_PLUGIN_NAME, DEFAULT_PLUGIN_PRECOMPILED, DEFAULT_PLUGIN_WASM, Plugin, PluginError,
     PluginHost,
@@ -25,7 +26,8 @@ pub struct Rendered {
     pub job: Job,
     /// Created before the Job.
     pub config_maps: Vec<ConfigMap>,
-    /// Created before the Job: the Task's egress Secret, when egress is on.
+    /// Created before the Job: the Task's egress Secret, when egress is on, and its model
+    /// Secret, when the model gateway is on.
     pub secrets: Vec<k8s_openapi::api::core::v1::Secret>,
     /// Created before the Job: the policies of the Task's pod, when egress is on
     /// ([`super::network`]).
@@ -42,6 +44,7 @@ pub struct Pipeline {
     settings: Settings,
     lifecycle: LifecycleSettings,
     egress: Option<Arc<EgressSettings>>,
+    gateway: Option<Arc<GatewaySettings>>,
     stages: Vec<Plugin>,
 }
 
@@ -58,6 +61,7 @@ impl Pipeline {
             settings,
             lifecycle: LifecycleSettings::default(),
             egress: None,
+            gateway: None,
             stages: vec![default],
         })
     }
@@ -72,6 +76,7 @@ impl Pipeline {
             settings: self.settings.clone(),
             lifecycle: self.lifecycle.clone(),
             egress: self.egress.clone(),
+            gateway: self.gateway.clone(),
             stages,
         }
     }
@@ -86,6 +91,13 @@ impl Pipeline {
     /// ([`super::egress`]).
     pub fn with_egress(mut self, egress: Option<Arc<EgressSettings>>) -> Self {
         self.egress = egress;
+        self
+    }
+
+    /// The same pipeline adding each Task's virtual model key and the gateway's URLs
+    /// ([`super::model_gateway`]).
+    pub fn with_gateway(mut self, gateway: Option<Arc<GatewaySettings>>) -> Self {
+        self.gateway = gateway;
         self
     }
 
@@ -170,7 +182,7 @@ impl Pipeline {
             &self.lifecycle,
             &mut job,
         )?);
-        let (secrets, policies) = match &self.egress {
+        let (mut secrets, policies) = match &self.egress {
             Some(egress) => {
                 let (secret, policy) = super::egress::apply(task, agent, egress, &mut job)?;
                 let input = super::network::NetworkInput {
@@ -187,6 +199,11 @@ impl Pipeline {
             }
             None => (Vec::new(), Vec::new()),
         };
+        if let Some(gateway) = &self.gateway {
+            let (secret, notes) = super::model_gateway::apply(task, gateway, &mut job);
+            secrets.push(secret);
+            warnings.extend(notes);
+        }
         Ok(Rendered {
             job,
             config_maps,

@@ -372,3 +372,103 @@ async fn keys_that_are_not_a_running_tasks_are_refused_in_the_providers_shape() 
         "manifests/gateway/rbac.yaml",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_mints_each_tasks_key_and_points_its_agent_at_the_gateway() {
+    let cluster = Cluster::start().await;
+    cluster
+        .install_rbac_from("manifests/gateway/rbac.yaml")
+        .await;
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), SIGNING_KEY).unwrap();
+    let model = ModelApi::start(REAL_KEY);
+    let gateway = Gateway::start(&cluster, &model);
+    let url = format!("http://127.0.0.1:{}", gateway.port);
+    let _controller = cluster.controller(&[
+        "--model-gateway-key-file",
+        key_file.path().to_str().unwrap(),
+        "--model-gateway-url",
+        &url,
+    ]);
+    cluster
+        .apply_yaml(&format!(
+            "apiVersion: kubetask.io/v1alpha1
+kind: Agent
+metadata: {{name: claude-code, namespace: {NS}}}
+spec:
+  serviceAccountName: default
+  credentials:
+    - name: real-key
+      secretRef: {{name: anthropic, key: api-key}}
+      env: ANTHROPIC_API_KEY
+---
+apiVersion: kubetask.io/v1alpha1
+kind: Task
+metadata: {{name: hang-model, namespace: {NS}}}
+spec:
+  agentRef: claude-code
+  contexts: []
+"
+        ))
+        .await;
+    let task = cluster
+        .wait_reason(NS, "hang-model", "Running", Duration::from_secs(30))
+        .await;
+    let job = cluster.jobs_of(&task).await.remove(0);
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let env = pod.containers[0].env.clone().unwrap_or_default();
+    let value = |name: &str| {
+        let found: Vec<_> = env.iter().filter(|v| v.name == name).collect();
+        assert_eq!(found.len(), 1, "{name} once: {env:?}");
+        found[0].clone()
+    };
+    // The Agent's real key is gone from the agent: the Task's virtual key took its place.
+    let from = value("ANTHROPIC_API_KEY")
+        .value_from
+        .and_then(|v| v.secret_key_ref)
+        .expect("ANTHROPIC_API_KEY from the Task's Secret");
+    assert_ne!(from.name, "anthropic");
+    assert_eq!(value("ANTHROPIC_BASE_URL").value, Some(url.clone()));
+    assert_eq!(value("OPENAI_BASE_URL").value, Some(format!("{url}/v1")));
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(cluster.client.clone(), NS);
+    let secret = secrets.get(&from.name).await.unwrap();
+    assert_eq!(
+        secret.metadata.owner_references.unwrap()[0].uid,
+        task.metadata.uid.clone().unwrap(),
+        "the key dies with its Task"
+    );
+    let key = String::from_utf8(secret.data.unwrap().remove(&from.key).unwrap().0).unwrap();
+
+    // What the agent's CLI sends with that key reaches the provider with the real one.
+    let (status, body) = gateway.call(
+        "/v1/messages",
+        &[("x-api-key", &key)],
+        &json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": []}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(model.received()[0].key.as_deref(), Some(REAL_KEY));
+    // The Task's Event says the Agent's key was replaced.
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(cluster.client.clone(), NS);
+    let mut notes = Vec::new();
+    for _ in 0..100 {
+        notes = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("RenderWarning"))
+            .filter_map(|e| e.note)
+            .collect();
+        if !notes.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        notes.iter().any(|n| n.contains("ANTHROPIC_API_KEY")),
+        "{notes:?}"
+    );
+}

@@ -167,6 +167,87 @@ fn the_install_with_egress_applies_cleanly() {
     assert_eq!(canary, Some(pod["containers"][0]["image"].clone()), "{pod}");
 }
 
+/// The install with the model gateway on, as docs/budgets.md shows it: the controller and the
+/// gateway read the same signing key; only the gateway reads the providers' keys.
+#[test]
+fn the_install_with_the_gateway_applies_cleanly() {
+    let server = TestApiServer::start(Config::default()).unwrap();
+    kubectl(&server, &["create", "namespace", "kubetask-system"]);
+    let overlay = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("gateway-overlay-{}", std::process::id()));
+    std::fs::create_dir_all(&overlay).unwrap();
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        "resources: [../../../manifests, ../../../manifests/gateway]\ncomponents: [../../../manifests/gateway/controller]\n",
+    )
+    .unwrap();
+    let overlay = overlay.to_str().unwrap().to_owned();
+    let out = kubectl(&server, &["apply", "-k", &overlay]);
+    for created in [
+        "deployment.apps/kubetask-controller created",
+        "service/kubetask-gateway created",
+        "deployment.apps/kubetask-gateway created",
+    ] {
+        assert!(out.contains(created), "{created} missing from:\n{out}");
+    }
+    let again = kubectl(&server, &["apply", "-k", &overlay]);
+    assert!(
+        !again.contains("configured") && !again.contains("created"),
+        "{again}"
+    );
+    let pod_of = |name: &str| {
+        let text = kubectl(
+            &server,
+            &[
+                "get",
+                "deployment",
+                "-n",
+                "kubetask-system",
+                name,
+                "-o",
+                "json",
+            ],
+        );
+        let deployment: serde_json::Value = serde_json::from_str(&text).unwrap();
+        deployment["spec"]["template"]["spec"].clone()
+    };
+    let secrets = |pod: &serde_json::Value| -> Vec<String> {
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["secret"]["secretName"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let controller = pod_of("kubetask-controller");
+    let arg = "--model-gateway-key-file=/etc/kubetask-gateway-signing/signing-key";
+    assert!(
+        controller["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == arg),
+        "{controller}"
+    );
+    assert_eq!(secrets(&controller), ["kubetask-gateway-signing-key"]);
+    let gateway = pod_of("kubetask-gateway");
+    assert_eq!(
+        secrets(&gateway),
+        [
+            "kubetask-gateway-provider-keys",
+            "kubetask-gateway-signing-key"
+        ]
+    );
+    assert!(
+        gateway["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--signing-key-file=/etc/kubetask-gateway-signing/signing-key"),
+        "{gateway}"
+    );
+}
+
 /// The events receiver's and the model gateway's installs apply as kubectl applies them, and a
 /// second apply changes nothing.
 #[test]
