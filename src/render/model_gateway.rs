@@ -27,10 +27,11 @@ pub const GATEWAY_VARIABLE: &str = "KUBETASK_MODEL_GATEWAY";
 pub const KEY_VARIABLE: &str = "KUBETASK_MODEL_KEY";
 
 /// Each CLI's API-key variable: the Task's virtual key.
-pub const KEY_VARIABLES: [&str; 4] = [
+pub const KEY_VARIABLES: [&str; 5] = [
     KEY_VARIABLE,
     "ANTHROPIC_API_KEY", // Claude Code, OpenCode
-    "OPENAI_API_KEY",    // Codex, OpenCode
+    "CODEX_API_KEY",     // Codex (`codex exec`)
+    "OPENAI_API_KEY",    // OpenCode
     "GEMINI_API_KEY",    // Gemini CLI, OpenCode
 ];
 

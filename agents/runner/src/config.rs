@@ -64,6 +64,9 @@ pub struct Config {
     pub report_path: PathBuf,
     /// How long the CLI gets after SIGTERM before SIGKILL (`KUBETASK_GRACE_SECONDS`).
     pub grace: Duration,
+    /// The model gateway the CLI calls its models through (`KUBETASK_MODEL_GATEWAY`, set by the
+    /// controller with the Task's virtual key: docs/budgets.md), without a trailing `/`.
+    pub gateway: Option<String>,
 }
 
 /// A setting that cannot be used; the runner exits 3 (a retry cannot fix it).
@@ -169,6 +172,8 @@ impl Config {
                 text("KUBETASK_REPORT_PATH").unwrap_or("/dev/termination-log".into()),
             ),
             grace,
+            gateway: text("KUBETASK_MODEL_GATEWAY")
+                .map(|url| url.trim().trim_end_matches('/').to_owned()),
         })
     }
 }

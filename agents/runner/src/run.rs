@@ -56,9 +56,14 @@ fn execute(config: &Config, terminate: &Arc<AtomicBool>) -> Finished {
         }
     };
     let mut adapter = adapters::for_cli(config.cli);
+    let env = match adapter.env(config) {
+        Ok(env) => env,
+        Err(message) => return permanent(&message),
+    };
     let mut command = Command::new(&config.program);
     command
         .args(adapter.args(&prompt, config))
+        .envs(env)
         .env("KUBETASK_PROMPT_FILE", &config.prompt_file)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -179,6 +179,41 @@ fn success_reports_the_answer_the_pull_request_and_usage() {
     }
 }
 
+/// Recorded from the real Codex 0.169.0 (`codex exec --json`) against a fake model API without
+/// WebSockets: it reports its failed WebSocket attempts as `error` events, falls back to HTTPS
+/// and completes the turn. The recovered errors are not the run's failure.
+#[test]
+fn codex_errors_it_recovered_from_do_not_fail_the_run() {
+    let sandbox = Sandbox::new();
+    let mut command = sandbox.command("codex", &fixture("codex", "recovered"), 0);
+    command.env(
+        "KUBETASK_MODEL_GATEWAY",
+        "http://gateway.kubetask-system.svc/",
+    );
+    let out = command.output().unwrap();
+    let (result, usage) = parse_report(&sandbox.report()).unwrap().unwrap_or_default();
+    assert_eq!(out.status.code(), Some(0), "{}", result.summary);
+    assert_eq!(result.summary, "Hello from the fake model API.");
+    let usage = usage.unwrap_or_default();
+    assert_eq!(
+        (usage.input_tokens, usage.output_tokens),
+        (Some(1200), Some(40))
+    );
+    // Through the gateway: Codex takes its base URL from its configuration.
+    let args = sandbox.args();
+    assert!(
+        args.windows(2).any(|pair| pair[0] == "-c"
+            && pair[1].starts_with("model_providers.kubetask={")
+            && pair[1].contains(r#"base_url="http://gateway.kubetask-system.svc/v1""#)),
+        "{args:?}"
+    );
+    assert!(
+        args.windows(2)
+            .any(|pair| pair == ["-c", "model_provider=kubetask"]),
+        "{args:?}"
+    );
+}
+
 #[test]
 fn a_rejected_credential_exits_3_and_a_retryable_failure_1() {
     let exits = [

@@ -131,11 +131,19 @@ impl ModelApi {
             ("/v1/messages", true) => vec![
                 sse(
                     "message_start",
-                    &json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude-sonnet-4-5-20250929", "usage": {"input_tokens": 25, "output_tokens": 1}}}),
+                    &json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude-sonnet-4-5-20250929", "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1}}}),
+                ),
+                sse(
+                    "content_block_start",
+                    &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
                 ),
                 sse(
                     "content_block_delta",
-                    &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}}),
+                    &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": ANSWER}}),
+                ),
+                sse(
+                    "content_block_stop",
+                    &json!({"type": "content_block_stop", "index": 0}),
                 ),
                 sse(
                     "message_delta",
@@ -161,13 +169,66 @@ impl ModelApi {
                 ),
                 "data: [DONE]\n\n".to_owned(),
             ],
+            // OpenAI Responses, streamed (what Codex sends): the answer as one message item.
+            ("/v1/responses", true) => {
+                let item = json!({"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+                    "content": [{"type": "output_text", "text": ANSWER, "annotations": []}]});
+                vec![
+                    sse(
+                        "response.created",
+                        &json!({"type": "response.created", "response": {"id": "resp_1", "model": "gpt-5-codex", "status": "in_progress", "output": []}}),
+                    ),
+                    sse(
+                        "response.output_item.added",
+                        &json!({"type": "response.output_item.added", "output_index": 0, "item": {"id": "msg_1", "type": "message", "role": "assistant", "status": "in_progress", "content": []}}),
+                    ),
+                    sse(
+                        "response.output_text.delta",
+                        &json!({"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": ANSWER}),
+                    ),
+                    sse(
+                        "response.output_item.done",
+                        &json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
+                    ),
+                    sse(
+                        "response.completed",
+                        &json!({"type": "response.completed", "response": {"id": "resp_1", "model": "gpt-5-codex", "status": "completed", "output": [item],
+                            "usage": {"input_tokens": 1200, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 40, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 1240}}}),
+                    ),
+                ]
+            }
             (gemini, false) if gemini.ends_with(":generateContent") => {
+                // A request for JSON (Gemini CLI's model router asks for a complexity score)
+                // gets JSON of the schema it gives, as the real API answers.
+                let config = &body["generationConfig"];
+                let text = if config["responseMimeType"] == "application/json" {
+                    let schema = config
+                        .get("responseJsonSchema")
+                        .or_else(|| config.get("responseSchema"))
+                        .unwrap_or(&Value::Null);
+                    example_of(schema).to_string()
+                } else {
+                    ANSWER.to_owned()
+                };
                 return whole(
                     &mut stream,
-                    &json!({"candidates": [], "modelVersion": "gemini-2.5-flash",
+                    &json!({"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP", "index": 0}],
+                    "modelVersion": "gemini-2.5-flash",
                     "usageMetadata": {"promptTokenCount": 11, "candidatesTokenCount": 25, "totalTokenCount": 36}}),
                 );
             }
+            (gemini, true) if gemini.ends_with(":streamGenerateContent") => vec![
+                format!(
+                    "data: {}\r\n\r\n",
+                    json!({"candidates": [{"content": {"role": "model", "parts": [{"text": ANSWER}]}, "index": 0}], "modelVersion": "gemini-2.5-pro"})
+                ),
+                format!(
+                    "data: {}\r\n\r\n",
+                    json!({"candidates": [{"content": {"role": "model", "parts": [{"text": ""}]}, "finishReason": "STOP", "index": 0}],
+                        "modelVersion": "gemini-2.5-pro",
+                        "usageMetadata": {"promptTokenCount": 3000, "candidatesTokenCount": 20, "totalTokenCount": 3020}})
+                ),
+            ],
             _ => {
                 let answer = json!({"error": "not found"}).to_string();
                 let _ = write!(
@@ -200,6 +261,36 @@ impl ModelApi {
         let _ = write!(stream, "0\r\n\r\n");
     }
 }
+
+/// A value of JSON schema `schema` (Gemini's upper-case types or JSON Schema's): every
+/// property of an object, the first of an enum, one item of an array.
+fn example_of(schema: &Value) -> Value {
+    if let Some(first) = schema["enum"].as_array().and_then(|e| e.first()) {
+        return first.clone();
+    }
+    let kind = schema["type"].as_str().unwrap_or("object").to_lowercase();
+    match kind.as_str() {
+        "string" => Value::from("fake"),
+        "integer" => Value::from(1),
+        "number" => Value::from(1.0),
+        "boolean" => Value::from(true),
+        "array" => Value::Array(vec![example_of(&schema["items"])]),
+        _ => Value::Object(
+            schema["properties"]
+                .as_object()
+                .map(|properties| {
+                    properties
+                        .iter()
+                        .map(|(name, property)| (name.clone(), example_of(property)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+    }
+}
+
+/// What every model answers.
+pub const ANSWER: &str = "Hello from the fake model API.";
 
 fn sse(event: &str, data: &Value) -> String {
     format!("event: {event}\ndata: {data}\n\n")

@@ -35,6 +35,16 @@ impl Adapter for Claude {
         args
     }
 
+    fn env(&self, config: &Config) -> Result<Vec<(String, String)>, String> {
+        // Claude Code refuses --dangerously-skip-permissions as root unless told it runs in a
+        // sandbox, which the pod is. ANTHROPIC_BASE_URL alone points it at the gateway.
+        let mut env = vec![("IS_SANDBOX".to_owned(), "1".to_owned())];
+        if let Some(gateway) = &config.gateway {
+            env.push(("ANTHROPIC_BASE_URL".to_owned(), gateway.clone()));
+        }
+        Ok(env)
+    }
+
     fn line(&mut self, line: &str) -> Option<String> {
         let Some(event) = json_object(line) else {
             return Some(line.to_owned());

@@ -29,9 +29,32 @@ impl Adapter for Codex {
         if let Some(model) = &config.model {
             args.extend(["--model".to_owned(), model.clone()]);
         }
+        if let Some(gateway) = &config.gateway {
+            // Codex reads base URLs from its configuration, not OPENAI_BASE_URL: the gateway
+            // as a provider of the Responses API over HTTPS (its built-in provider would try
+            // WebSockets five times first). The URL as a TOML string.
+            let url = serde_json::Value::String(format!("{gateway}/v1"));
+            args.extend([
+                "-c".to_owned(),
+                format!(
+                    "model_providers.kubetask={{name=\"KubeTask model gateway\", base_url={url}, env_key=\"OPENAI_API_KEY\", wire_api=\"responses\", supports_websockets=false}}"
+                ),
+                "-c".to_owned(),
+                "model_provider=kubetask".to_owned(),
+            ]);
+        }
         args.extend(config.args.iter().cloned());
         args.push(prompt.to_owned());
         args
+    }
+
+    fn env(&self, _config: &Config) -> Result<Vec<(String, String)>, String> {
+        // `codex exec` authenticates with CODEX_API_KEY; OPENAI_API_KEY alone sends no key.
+        let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Ok(match (set("CODEX_API_KEY"), set("OPENAI_API_KEY")) {
+            (None, Some(key)) => vec![("CODEX_API_KEY".to_owned(), key)],
+            _ => Vec::new(),
+        })
     }
 
     fn line(&mut self, line: &str) -> Option<String> {
@@ -65,6 +88,9 @@ impl Adapter for Codex {
                 }
             }
             Some("turn.completed") => {
+                // A stream error Codex recovered from (its "Reconnecting... n/5" notices, a
+                // fall-back from WebSockets to HTTPS) is not the turn's failure.
+                self.error = None;
                 if let Some(tokens) = event.get("usage") {
                     let usage = self.usage.get_or_insert_with(Usage::default);
                     add(&mut usage.input_tokens, count(tokens, "input_tokens"));

@@ -5,7 +5,7 @@
 use kubetask_api::Usage;
 use serde_json::Value;
 
-use super::{Adapter, Failure, Outcome, add, count, exited};
+use super::{Adapter, Failure, Outcome, add, count, exited, set_path};
 use crate::config::Config;
 
 #[derive(Default)]
@@ -26,6 +26,38 @@ impl Adapter for Gemini {
         }
         args.extend(config.args.iter().cloned());
         args
+    }
+
+    fn env(&self, config: &Config) -> Result<Vec<(String, String)>, String> {
+        // Headless Gemini CLI exits 55 in a folder it does not trust; the pod is the sandbox.
+        let mut env = vec![("GEMINI_CLI_TRUST_WORKSPACE".to_owned(), "true".to_owned())];
+        if let Some(gateway) = &config.gateway {
+            // GOOGLE_GEMINI_BASE_URL alone makes it pick its "gateway" auth type, which
+            // headless mode refuses: the API key is chosen in system settings instead.
+            // Its user settings, kept but for that one field (system settings are refused
+            // under a world-writable directory such as /tmp).
+            let home = std::env::var_os("HOME")
+                .ok_or("HOME is not set: Gemini CLI keeps its settings there")?;
+            let settings = std::path::Path::new(&home).join(".gemini/settings.json");
+            let mut value = match std::fs::read_to_string(&settings) {
+                Ok(text) => serde_json::from_str(&text)
+                    .map_err(|error| format!("{} is not JSON: {error}", settings.display()))?,
+                Err(_) => serde_json::json!({}),
+            };
+            set_path(
+                &mut value,
+                &["security", "auth", "selectedType"],
+                Value::from("gemini-api-key"),
+            )
+            .ok_or_else(|| format!("{}: security.auth is not an object", settings.display()))?;
+            let written = settings
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&settings, value.to_string()));
+            written.map_err(|error| format!("cannot write {}: {error}", settings.display()))?;
+            env.push(("GOOGLE_GEMINI_BASE_URL".to_owned(), gateway.clone()));
+        }
+        Ok(env)
     }
 
     fn line(&mut self, line: &str) -> Option<String> {

@@ -46,6 +46,12 @@ impl Failure {
 pub trait Adapter: Send {
     /// The arguments to run the CLI with (its program is `Config::program`).
     fn args(&self, prompt: &str, config: &Config) -> Vec<String>;
+    /// Environment variables the CLI runs with besides the pod's, e.g. what points it at the
+    /// model gateway where its own base-URL variable is not enough; an error is a setting the
+    /// CLI cannot run with (permanent).
+    fn env(&self, _config: &Config) -> Result<Vec<(String, String)>, String> {
+        Ok(Vec::new())
+    }
     /// Takes one line of the CLI's stdout; returns what the log shows for it, if anything.
     fn line(&mut self, line: &str) -> Option<String>;
     /// The outcome, once the CLI exited with `code` (`None`: killed by a signal).
@@ -86,6 +92,21 @@ pub fn is_permanent(message: &str) -> bool {
     ]
     .iter()
     .any(|needle| lower.contains(needle))
+}
+
+/// Sets `value` at `path` in `root`, making the objects on the way; `None` where something on
+/// the way is not an object.
+pub(crate) fn set_path(root: &mut Value, path: &[&str], value: Value) -> Option<()> {
+    let (last, parents) = path.split_last()?;
+    let mut node = root;
+    for key in parents {
+        node = node
+            .as_object_mut()?
+            .entry(*key)
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    }
+    node.as_object_mut()?.insert((*last).to_owned(), value);
+    Some(())
 }
 
 /// The line as a JSON object, if it is one.

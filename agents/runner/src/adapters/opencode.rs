@@ -5,7 +5,7 @@
 use kubetask_api::Usage;
 use serde_json::Value;
 
-use super::{Adapter, Failure, Outcome, add, count, exited, json_object};
+use super::{Adapter, Failure, Outcome, add, count, exited, json_object, set_path};
 use crate::config::Config;
 use crate::report;
 
@@ -27,6 +27,38 @@ impl Adapter for OpenCode {
         args.extend(config.args.iter().cloned());
         args.push(prompt.to_owned());
         args
+    }
+
+    fn env(&self, config: &Config) -> Result<Vec<(String, String)>, String> {
+        let Some(gateway) = &config.gateway else {
+            return Ok(Vec::new());
+        };
+        // OpenCode takes base URLs from its configuration: each provider the gateway fronts,
+        // merged into any inline configuration the pod already gives it.
+        let mut inline = match std::env::var("OPENCODE_CONFIG_CONTENT") {
+            Ok(text) if !text.trim().is_empty() => serde_json::from_str::<Value>(&text)
+                .map_err(|error| format!("OPENCODE_CONFIG_CONTENT is not JSON: {error}"))?,
+            _ => serde_json::json!({}),
+        };
+        for (provider, path) in [
+            ("anthropic", "/v1"),
+            ("openai", "/v1"),
+            ("google", "/v1beta"),
+        ] {
+            let url = Value::String(format!("{gateway}{path}"));
+            set_path(
+                &mut inline,
+                &["provider", provider, "options", "baseURL"],
+                url,
+            )
+            .ok_or_else(|| {
+                format!("OPENCODE_CONFIG_CONTENT: provider.{provider}.options is not an object")
+            })?;
+        }
+        Ok(vec![(
+            "OPENCODE_CONFIG_CONTENT".to_owned(),
+            inline.to_string(),
+        )])
     }
 
     fn line(&mut self, line: &str) -> Option<String> {
