@@ -99,6 +99,9 @@ pub struct AgentSpec {
     /// a Task's `spec.workspace` fields replace these one by one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<Workspace>,
+    /// The budget of its Tasks that set none (see `Task.spec.budget`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::budget::Budget>,
 }
 
 /// A Secret key handed to the agent.

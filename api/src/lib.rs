@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+pub mod budget;
 mod context;
 mod cron_task;
 pub mod egress;
@@ -21,6 +22,7 @@ pub mod trigger_event;
 pub mod workspace;
 
 pub use agent::{Agent, AgentSpec, Credential, PodScheduling, SecretKeyRef, Toleration};
+pub use budget::Budget;
 pub use context::{ConfigMapReference, Context, ContextType, FileContext, FileSource};
 pub use cron_task::{
     ConcurrencyPolicy, CronTask, CronTaskSpec, CronTaskStatus, TaskReference, TaskTemplate,

@@ -78,9 +78,18 @@ pub struct Usage {
     pub input_tokens: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_tokens: Option<i64>,
-    /// A decimal string (e.g. `"0.42"`), in the currency the agent documents (usually USD).
+    /// A decimal string (e.g. `"0.42"`), in the currency the agent documents (usually USD;
+    /// always USD when metered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<String>,
+    /// `true`: counted by the model gateway from the providers' responses as they passed
+    /// (authoritative, live while the Task runs); absent: what the agent reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metered: Option<bool>,
+    /// Responses the gateway could not price (no usage in them, or a model its price table
+    /// does not know): their cost is missing from `cost`, never taken as free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpriced_responses: Option<i64>,
 }
 
 /// A duration string the API accepts is not valid.
@@ -192,6 +201,12 @@ pub fn parse_report(message: &str) -> Result<Option<(TaskResult, Option<Usage>)>
             }
         }
     }
+    // What an agent reports is never the gateway's meter, whatever it claims.
+    let usage = report.usage.map(|usage| Usage {
+        metered: None,
+        unpriced_responses: None,
+        ..usage
+    });
     let summary = cut(report.summary.unwrap_or_default(), MAX_SUMMARY_BYTES);
     Ok(Some((
         TaskResult {
@@ -199,7 +214,7 @@ pub fn parse_report(message: &str) -> Result<Option<(TaskResult, Option<Usage>)>
             outputs: report.outputs,
             pull_request: None,
         },
-        report.usage,
+        usage,
     )))
 }
 
@@ -249,6 +264,18 @@ mod tests {
         // The CRD uses DURATION_PATTERN; every form it admits (except zero) parses.
         assert_eq!(DURATION_PATTERN, "^([0-9]{1,9}[hms])+$");
         assert!(parse_duration("999999999h").is_ok());
+    }
+
+    #[test]
+    fn an_agent_cannot_pass_its_report_off_as_the_gateways_meter() {
+        let (_, usage) = parse_report(
+            r#"{"usage": {"inputTokens": 1, "metered": true, "unpricedResponses": 0}}"#,
+        )
+        .unwrap()
+        .unwrap();
+        let usage = usage.unwrap();
+        assert_eq!((usage.metered, usage.unpriced_responses), (None, None));
+        assert_eq!(usage.input_tokens, Some(1));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use kube_derive::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::Context;
+use crate::budget::Budget;
 use crate::egress::Egress;
 use crate::lifecycle::{Attempt, Cancel, DURATION_PATTERN, MAX_RETRIES, TaskResult, Usage};
 use crate::syntax::{MAX_SUBDOMAIN, SUBDOMAIN_PATTERN};
@@ -18,7 +19,8 @@ const IMMUTABLE_BUT_CANCEL: &str = "self.contexts == oldSelf.contexts \
     && has(self.ttlSecondsAfterFinished) == has(oldSelf.ttlSecondsAfterFinished) \
     && (!has(self.ttlSecondsAfterFinished) || self.ttlSecondsAfterFinished == oldSelf.ttlSecondsAfterFinished) \
     && has(self.egress) == has(oldSelf.egress) && (!has(self.egress) || self.egress == oldSelf.egress) \
-    && has(self.workspace) == has(oldSelf.workspace) && (!has(self.workspace) || self.workspace == oldSelf.workspace)";
+    && has(self.workspace) == has(oldSelf.workspace) && (!has(self.workspace) || self.workspace == oldSelf.workspace) \
+    && has(self.budget) == has(oldSelf.budget) && (!has(self.budget) || self.budget == oldSelf.budget)";
 
 /// One run of an agent: the context files it gets and the Agent that runs it.
 #[derive(CustomResource, Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
@@ -88,6 +90,11 @@ pub struct TaskSpec {
     /// checkout before the agent (docs/workspaces.md). Default: the Agent's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<Workspace>,
+    /// The most the agent's model calls may spend, metered by the model gateway: past it the
+    /// gateway refuses the next call and the Task ends `Failed/BudgetExceeded` with its logs
+    /// kept (docs/budgets.md). Default: the Agent's `budget`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
 }
 
 /// Where a Task is in its life.

@@ -124,6 +124,7 @@ mod tests {
             input_tokens: Some(1200),
             output_tokens: Some(300),
             cost: Some("0.42".into()),
+            ..Usage::default()
         };
         let outputs = pull_requests("opened https://github.com/org/repo/pull/7.");
         let text = render(&long, &outputs, Some(&usage));
