@@ -61,6 +61,10 @@ pub struct ServeArgs {
     openai_url: String,
     #[arg(long, default_value = "https://generativelanguage.googleapis.com")]
     gemini_url: String,
+    /// How often each Task's usage is added to its `status.usage` (the ledger budgets are
+    /// enforced from), e.g. `2s`.
+    #[arg(long, default_value = "2s", value_parser = super::parse_duration)]
+    usage_write_interval: std::time::Duration,
     /// Largest request body taken, in bytes (413 past it).
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     max_body_bytes: usize,
@@ -184,10 +188,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, probes = %probes, "model gateway ready");
+    let flushing = tokio::spawn(gateway.clone().flush_every(args.usage_write_interval));
     tokio::select! {
-        () = proxy::serve(gateway, listener) => {}
+        () = proxy::serve(gateway.clone(), listener) => {}
         () = crate::controller::termination() => {}
     }
+    // What was metered since the last write is recorded before the gateway goes.
+    flushing.abort();
+    gateway.flush().await;
     let _ = stop.send(true);
     Ok(())
 }

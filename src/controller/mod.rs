@@ -75,6 +75,25 @@ pub struct Options {
     pub gateway: Option<std::sync::Arc<crate::render::model_gateway::GatewaySettings>>,
 }
 
+/// What makes a Task change worth a reconcile: its spec (`metadata.generation`), and the
+/// gateway's ledger (`status.usage` when metered), which a budget is enforced from. The
+/// controller's own status writes are not.
+fn spec_or_metered_usage(task: &Task) -> Option<u64> {
+    use std::hash::{Hash as _, Hasher as _};
+    let generation = predicates::generation(task)?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    generation.hash(&mut hasher);
+    if let Some(usage) = task
+        .status
+        .as_ref()
+        .and_then(|s| s.usage.as_ref())
+        .filter(|u| u.metered == Some(true))
+    {
+        (usage.input_tokens, usage.output_tokens, &usage.cost).hash(&mut hasher);
+    }
+    Some(hasher.finish())
+}
+
 pub(crate) fn scoped<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -165,7 +184,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
     })
     .applied_objects()
-    .predicate_filter(predicates::generation, PredicateConfig::default());
+    .predicate_filter(spec_or_metered_usage, PredicateConfig::default());
     let (jobs, jobs_writer) = reflector::store::<Job>();
     let (agents, agents_writer) = reflector::store::<Agent>();
     let probes = health::Probes {
@@ -279,6 +298,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     if let Some(store) = network_policies {
         context = context.with_network_policies(store);
     }
+    let context = context.with_metered_usage(options.gateway.is_some());
     let context = Arc::new(context);
     let cron_context = Arc::new(cron_executor::Context::new(
         client.clone(),

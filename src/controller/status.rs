@@ -58,6 +58,9 @@ pub mod reason {
     pub const TIMEOUT: &str = "Timeout";
     /// `spec.cancel` was set.
     pub const CANCELLED: &str = "Cancelled";
+    /// The model gateway metered the Task's budget spent; the agent was stopped, its logs
+    /// kept.
+    pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
     /// An attempt failed and the Job runs the next one.
     pub const RETRYING: &str = "Retrying";
     /// The agent's termination message is not a valid report (condition `ResultReported`).

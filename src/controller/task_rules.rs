@@ -72,6 +72,9 @@ pub struct Snapshot {
     /// Whether its pod's egress is what its policy says, when egress is on and it has a Job
     /// (the `EgressEnforced` condition).
     pub egress: Option<Enforcement>,
+    /// With the model gateway on: what it metered so far (`status.usage`, its ledger, which
+    /// the controller never writes: an agent's own report of its usage is not kept).
+    pub metered_usage: Option<kubetask_api::Usage>,
 }
 
 /// Why the controller stops a running agent.
@@ -79,6 +82,7 @@ pub struct Snapshot {
 pub enum Stop {
     Timeout,
     Cancelled,
+    BudgetExceeded,
 }
 
 /// When to reconcile the Task again (besides a change to something it depends on).
@@ -233,6 +237,20 @@ pub fn decide(task: &Task, snapshot: &Snapshot, now: &Time) -> Plan {
                     };
                     (condition, Retry::OnChange)
                 }
+                _ if running
+                    && let Some(why) = over_budget(job, snapshot.metered_usage.as_ref()) =>
+                {
+                    let condition = Condition {
+                        start_time: condition.start_time,
+                        ..Condition::failed(
+                            reason::BUDGET_EXCEEDED,
+                            format!(
+                                "{why}; the gateway refused its next call, the agent was stopped and its logs are kept"
+                            ),
+                        )
+                    };
+                    return stop(task, snapshot, Stop::BudgetExceeded, condition, now);
+                }
                 _ if running && task.spec.cancel.is_some() => {
                     let condition = Condition {
                         start_time: condition.start_time,
@@ -329,6 +347,19 @@ pub fn stop_due(task: &Task, job: &Job, now: &Time) -> bool {
         && (task.spec.cancel.is_some() || deadline(job).is_some_and(|(at, _)| now.0 >= at.0))
 }
 
+/// Why the gateway's meter (`usage`, with the gateway on) is at or past the budget fixed on
+/// the Job, if it is.
+pub fn over_budget(job: &Job, usage: Option<&kubetask_api::Usage>) -> Option<String> {
+    let usage = usage?;
+    let budget = job
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(kubetask_api::budget::BUDGET_ANNOTATION)
+        .and_then(|text| kubetask_api::Budget::from_annotation(text))?;
+    budget.exceeded(usage)
+}
+
 /// When the Job's agent must have finished: its creation (or, for a Job created suspended,
 /// its start) plus the timeout fixed on it. `None`: no timeout, or a Job still suspended.
 fn deadline(job: &Job) -> Option<(Time, Duration)> {
@@ -351,6 +382,7 @@ fn stop(task: &Task, snapshot: &Snapshot, why: Stop, condition: Condition, now: 
         let label = match why {
             Stop::Timeout => "Timeout",
             Stop::Cancelled => "Cancelled",
+            Stop::BudgetExceeded => "BudgetExceeded",
         };
         pod_attempts::stopped(&mut next.attempts, label, now);
     }
@@ -375,7 +407,10 @@ fn report(next: &mut TaskStatus, snapshot: &Snapshot) -> Option<Note> {
     let note = match pod_attempts::report(pods) {
         Ok(Some((result, usage))) => {
             next.result = Some(result);
-            next.usage = usage;
+            // With the gateway on, status.usage is its ledger alone.
+            if snapshot.metered_usage.is_none() {
+                next.usage = usage;
+            }
             None
         }
         Ok(None) => None,

@@ -4,6 +4,7 @@
 //! ([`prices`]). Not built yet: the proxy itself (`kubetask gateway`), virtual keys, budgets.
 
 pub mod keys;
+pub mod ledger;
 pub mod prices;
 pub mod proxy;
 pub mod usage;

@@ -19,8 +19,10 @@ use hyper::{Request, Response, StatusCode, header};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use k8s_openapi::api::batch::v1::Job;
 use kube::Api as KubeApi;
 use kubetask_api::Task;
+use kubetask_api::budget::{BUDGET_ANNOTATION, Budget};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde_json::json;
@@ -81,14 +83,21 @@ pub struct Metrics {
     pub refusals: Family<Vec<(String, String)>, Counter>,
 }
 
-/// What one Task spent through the gateway so far.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Spent {
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cost_micro: u64,
-    /// Responses whose cost is unknown (no usage, or a model without a price).
-    pub unpriced: u64,
+pub use super::ledger::Spent;
+
+/// What the gateway knows about one Task it serves.
+#[derive(Debug, Clone)]
+struct Served {
+    /// When the Task was last found running.
+    checked: Instant,
+    /// Its Agent (a label of the metrics).
+    agent: String,
+    /// The budget fixed on its Job, if any.
+    budget: Option<Budget>,
+    /// Its ledger (`status.usage`) as last read or written.
+    recorded: Spent,
+    /// What this replica metered since it last wrote the ledger.
+    pending: Spent,
 }
 
 /// The gateway's state.
@@ -98,10 +107,8 @@ pub struct Gateway {
     prices: PriceTable,
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>,
     kube: kube::Client,
-    /// Tasks found running: when, and their Agent.
-    running: Mutex<HashMap<Caller, (Instant, String)>>,
-    /// What each Task spent.
-    spent: Mutex<HashMap<Caller, Spent>>,
+    /// The Tasks served: found running when, their budget and ledger.
+    meters: Mutex<HashMap<Caller, Served>>,
     pub metrics: Metrics,
     max_body: usize,
 }
@@ -127,19 +134,65 @@ impl Gateway {
             prices,
             client: Client::builder(TokioExecutor::new()).build(https),
             kube,
-            running: Mutex::default(),
-            spent: Mutex::default(),
+            meters: Mutex::default(),
             metrics: Metrics::default(),
             max_body,
         })
     }
 
-    /// What `caller`'s Task spent so far.
+    /// What `caller`'s Task spent so far: its ledger and what this replica has not written
+    /// to it yet.
     pub fn spent(&self, caller: &Caller) -> Spent {
-        self.spent
+        self.meters
             .lock()
-            .map(|s| s.get(caller).cloned().unwrap_or_default())
+            .ok()
+            .and_then(|m| m.get(caller).map(|m| m.recorded.plus(m.pending)))
             .unwrap_or_default()
+    }
+
+    /// Adds what was metered since the last write to each Task's ledger (`status.usage`);
+    /// what cannot be written now stays for the next time.
+    pub async fn flush(&self) {
+        let due: Vec<(Caller, Spent)> = match self.meters.lock() {
+            Ok(meters) => meters
+                .iter()
+                .filter(|(_, m)| !m.pending.is_zero())
+                .map(|(c, m)| (c.clone(), m.pending))
+                .collect(),
+            Err(_) => return,
+        };
+        for (caller, delta) in due {
+            let written = super::ledger::add(&self.kube, &caller, delta).await;
+            let Ok(mut meters) = self.meters.lock() else {
+                return;
+            };
+            match written {
+                Ok(super::ledger::Written::Total(total)) => {
+                    if let Some(meter) = meters.get_mut(&caller) {
+                        meter.recorded = total;
+                        meter.pending = meter.pending.minus(delta);
+                    }
+                }
+                Ok(super::ledger::Written::Gone) => {
+                    meters.remove(&caller);
+                }
+                Err(error) => {
+                    self.metrics
+                        .refusals
+                        .get_or_create(&vec![("reason".to_owned(), "LedgerWriteFailed".to_owned())])
+                        .inc();
+                    tracing::warn!(namespace = %caller.namespace, task = %caller.task, %error, "cannot write the Task's usage; kept for the next write");
+                }
+            }
+        }
+    }
+
+    /// Writes the ledgers every `interval` until the process ends.
+    pub async fn flush_every(self: Arc<Self>, interval: Duration) {
+        loop {
+            tokio::time::sleep(interval).await;
+            self.flush().await;
+        }
     }
 
     /// Answers one request.
@@ -168,7 +221,20 @@ impl Gateway {
             );
         };
         let agent = match self.task_running(&caller).await {
-            Ok(Some(agent)) => agent,
+            Ok(Some((agent, budget, spent))) => {
+                if let Some(why) = budget.and_then(|b| b.exceeded(&spent.to_usage())) {
+                    return self.refuse(
+                        Some(api),
+                        StatusCode::FORBIDDEN,
+                        "BudgetExceeded",
+                        &format!(
+                            "Task {}/{} is over its budget: {why} (docs/budgets.md)",
+                            caller.namespace, caller.task
+                        ),
+                    );
+                }
+                agent
+            }
             Ok(None) => {
                 return self.refuse(
                     Some(api),
@@ -328,27 +394,38 @@ impl Gateway {
                 tracing::warn!(namespace = %caller.namespace, task = %caller.task, %model, "a response without usage or price: counted in tokens, flagged");
             }
         }
-        if let Ok(mut spent) = self.spent.lock() {
-            let spent = spent.entry(caller.clone()).or_default();
-            if let Some(usage) = &usage {
-                spent.input_tokens +=
-                    usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens;
-                spent.output_tokens += usage.output_tokens;
-            }
-            match cost {
-                Some(micro) => spent.cost_micro += micro,
-                None => spent.unpriced += 1,
-            }
+        let mut spent = Spent::default();
+        if let Some(usage) = &usage {
+            spent.input_tokens =
+                usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens;
+            spent.output_tokens = usage.output_tokens;
+        }
+        match cost {
+            Some(micro) => spent.cost_micro = micro,
+            None => spent.unpriced = 1,
+        }
+        if let Ok(mut meters) = self.meters.lock()
+            && let Some(meter) = meters.get_mut(caller)
+        {
+            meter.pending = meter.pending.plus(spent);
         }
     }
 
-    /// The Agent of `caller`'s Task if it runs (exists with the key's uid, unfinished).
-    async fn task_running(&self, caller: &Caller) -> Result<Option<String>, kube::Error> {
-        if let Ok(running) = self.running.lock()
-            && let Some((at, agent)) = running.get(caller)
-            && at.elapsed() < TASK_CHECK_FOR
+    /// If `caller`'s Task runs (exists with the key's uid, unfinished, not cancelled): its
+    /// Agent, the budget fixed on its Job and what it spent so far.
+    async fn task_running(
+        &self,
+        caller: &Caller,
+    ) -> Result<Option<(String, Option<Budget>, Spent)>, kube::Error> {
+        if let Ok(meters) = self.meters.lock()
+            && let Some(meter) = meters.get(caller)
+            && meter.checked.elapsed() < TASK_CHECK_FOR
         {
-            return Ok(Some(agent.clone()));
+            return Ok(Some((
+                meter.agent.clone(),
+                meter.budget.clone(),
+                meter.recorded.plus(meter.pending),
+            )));
         }
         let tasks: KubeApi<Task> = KubeApi::namespaced(self.kube.clone(), &caller.namespace);
         let Some(task) = tasks.get_opt(&caller.task).await? else {
@@ -365,10 +442,38 @@ impl Gateway {
             .agent_ref
             .clone()
             .unwrap_or_else(|| "default".to_owned());
-        if let Ok(mut running) = self.running.lock() {
-            running.insert(caller.clone(), (Instant::now(), agent.clone()));
+        let budget = match task.status.as_ref().and_then(|s| s.job_name.as_deref()) {
+            Some(job) => {
+                let jobs: KubeApi<Job> = KubeApi::namespaced(self.kube.clone(), &caller.namespace);
+                jobs.get_opt(job)
+                    .await?
+                    .and_then(|job| job.metadata.annotations)
+                    .and_then(|a| a.get(BUDGET_ANNOTATION).cloned())
+                    .and_then(|text| Budget::from_annotation(&text))
+            }
+            None => None,
+        };
+        let recorded = Spent::of_usage(task.status.as_ref().and_then(|s| s.usage.as_ref()));
+        let Ok(mut meters) = self.meters.lock() else {
+            return Ok(Some((agent, budget, recorded)));
+        };
+        let meter = meters.entry(caller.clone()).or_insert_with(|| Served {
+            checked: Instant::now(),
+            agent: agent.clone(),
+            budget: None,
+            recorded,
+            pending: Spent::default(),
+        });
+        meter.checked = Instant::now();
+        meter.agent = agent.clone();
+        meter.budget = budget.clone();
+        // The ledger only grows: a read older than this replica's last write is not taken.
+        if recorded.input_tokens + recorded.output_tokens
+            >= meter.recorded.input_tokens + meter.recorded.output_tokens
+        {
+            meter.recorded = recorded;
         }
-        Ok(Some(agent))
+        Ok(Some((agent, budget, meter.recorded.plus(meter.pending))))
     }
 
     /// A refusal in the provider's own error shape (so its CLI reports it and stops), counted.
@@ -402,19 +507,24 @@ impl Gateway {
     }
 }
 
-/// The error body each provider sends for `status`.
+/// The error body each provider sends for `status` (`403`: the Task is over its budget,
+/// which each provider's clients take as final, not as a reason to retry).
 pub fn error_body(api: Option<Api>, status: StatusCode, message: &str) -> serde_json::Value {
+    let code = status.as_u16();
     match api {
         Some(Api::AnthropicMessages) => json!({"type": "error", "error": {
-            "type": match status.as_u16() { 401 => "authentication_error", 413 => "request_too_large", 429 => "rate_limit_error", 503 | 502 => "api_error", _ => "invalid_request_error" },
+            "type": match code { 401 => "authentication_error", 403 => "permission_error", 413 => "request_too_large", 429 => "rate_limit_error", 503 | 502 => "api_error", _ => "invalid_request_error" },
             "message": message}}),
-        Some(Api::OpenAiChat | Api::OpenAiResponses) => json!({"error": {
-            "message": message,
-            "type": if status == StatusCode::UNAUTHORIZED { "invalid_request_error" } else { "server_error" },
-            "param": null,
-            "code": if status == StatusCode::UNAUTHORIZED { json!("invalid_api_key") } else { json!(null) }}}),
-        Some(Api::Gemini) => json!({"error": {"code": status.as_u16(), "message": message,
-            "status": match status.as_u16() { 401 => "UNAUTHENTICATED", 413 | 400 => "INVALID_ARGUMENT", _ => "UNAVAILABLE" }}}),
+        Some(Api::OpenAiChat | Api::OpenAiResponses) => {
+            let (kind, error_code) = match code {
+                401 => ("invalid_request_error", json!("invalid_api_key")),
+                403 => ("insufficient_quota", json!("insufficient_quota")),
+                _ => ("server_error", json!(null)),
+            };
+            json!({"error": {"message": message, "type": kind, "param": null, "code": error_code}})
+        }
+        Some(Api::Gemini) => json!({"error": {"code": code, "message": message,
+            "status": match code { 401 => "UNAUTHENTICATED", 403 => "PERMISSION_DENIED", 413 | 400 => "INVALID_ARGUMENT", _ => "UNAVAILABLE" }}}),
         None => json!({"error": message}),
     }
 }

@@ -188,6 +188,18 @@ pub fn apply(
             .get_or_insert_default()
             .insert(TIMEOUT_ANNOTATION.to_owned(), seconds.to_string());
     }
+    // The budget, fixed when the Job is created, as the timeout is: what the gateway and the
+    // controller enforce for this run.
+    let budget = kubetask_api::Budget::effective(
+        task.spec.budget.as_ref(),
+        agent.and_then(|a| a.spec.budget.as_ref()),
+    );
+    if let Some(budget) = budget {
+        job.metadata.annotations.get_or_insert_default().insert(
+            kubetask_api::budget::BUDGET_ANNOTATION.to_owned(),
+            budget.to_annotation(),
+        );
+    }
     if let Some(agent) = pod
         .containers
         .iter_mut()

@@ -35,6 +35,10 @@ impl Drop for Gateway {
 
 impl Gateway {
     fn start(cluster: &Cluster, model: &ModelApi) -> Gateway {
+        Self::start_with(cluster, model, &[])
+    }
+
+    fn start_with(cluster: &Cluster, model: &ModelApi, extra: &[&str]) -> Gateway {
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "gateway-{}-{}",
             std::process::id(),
@@ -58,6 +62,7 @@ impl Gateway {
             .args(["--anthropic-url", &model.url()])
             .args(["--openai-url", &model.url()])
             .args(["--gemini-url", &model.url()])
+            .args(extra)
             .env_remove("KUBECONFIG")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -366,11 +371,6 @@ async fn keys_that_are_not_a_running_tasks_are_refused_in_the_providers_shape() 
         Some(2.0),
         "{text}"
     );
-    super::rbac::assert_sufficient_and_minimal(
-        &cluster,
-        super::support::GATEWAY_USER,
-        "manifests/gateway/rbac.yaml",
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -470,5 +470,160 @@ spec:
     assert!(
         notes.iter().any(|n| n.contains("ANTHROPIC_API_KEY")),
         "{notes:?}"
+    );
+}
+
+/// The Task's key, from the Secret the controller minted, once its Job runs.
+async fn minted_key(cluster: &Cluster, task: &str) -> String {
+    let task = cluster
+        .wait_reason(NS, task, "Running", Duration::from_secs(30))
+        .await;
+    let job = cluster.jobs_of(&task).await.remove(0);
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let from = pod.containers[0]
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|v| v.name == "ANTHROPIC_API_KEY")
+        .and_then(|v| v.value_from)
+        .and_then(|v| v.secret_key_ref)
+        .expect("ANTHROPIC_API_KEY from the Task's Secret");
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(cluster.client.clone(), NS);
+    let mut data = secrets.get(&from.name).await.unwrap().data.unwrap();
+    String::from_utf8(data.remove(&from.key).unwrap().0).unwrap()
+}
+
+/// The Task's `status.usage` once it holds `tokens` (input and output) as the gateway's ledger.
+async fn wait_ledger(cluster: &Cluster, task: &str, tokens: i64) -> kubetask::api::Usage {
+    let mut usage = None;
+    for _ in 0..200 {
+        usage = cluster
+            .tasks(NS)
+            .get(task)
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.usage);
+        if usage.as_ref().is_some_and(|u| {
+            u.metered == Some(true)
+                && u.input_tokens.unwrap_or(0) + u.output_tokens.unwrap_or(0) == tokens
+        }) {
+            return usage.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the ledger of {task} never held {tokens} tokens: {usage:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_is_recorded_on_the_task_across_a_gateway_restart_and_a_budget_stops_it() {
+    let cluster = Cluster::start().await;
+    cluster
+        .install_rbac_from("manifests/gateway/rbac.yaml")
+        .await;
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), SIGNING_KEY).unwrap();
+    let model = ModelApi::start(REAL_KEY);
+    let write_often = ["--usage-write-interval", "1s"];
+    let gateway = Gateway::start_with(&cluster, &model, &write_often);
+    let url = format!("http://127.0.0.1:{}", gateway.port);
+    let _controller = cluster.controller(&[
+        "--model-gateway-key-file",
+        key_file.path().to_str().unwrap(),
+        "--model-gateway-url",
+        &url,
+    ]);
+    // One whole Anthropic answer of the fake is 2,095 + 503 = 2,598 tokens: the budget
+    // allows one call and a second, which takes the Task past it.
+    cluster
+        .apply_yaml(&format!(
+            "apiVersion: kubetask.io/v1alpha1
+kind: Agent
+metadata: {{name: claude-code, namespace: {NS}}}
+spec:
+  serviceAccountName: default
+  budget: {{maxTokens: 3000}}
+---
+apiVersion: kubetask.io/v1alpha1
+kind: Task
+metadata: {{name: hang-budget, namespace: {NS}}}
+spec:
+  agentRef: claude-code
+  contexts: []
+"
+        ))
+        .await;
+    let key = minted_key(&cluster, "hang-budget").await;
+    let call = |gateway: &Gateway| {
+        gateway.call(
+            "/v1/messages",
+            &[("x-api-key", &key)],
+            &json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": []}),
+        )
+    };
+    let (status, body) = call(&gateway);
+    assert_eq!(status, 200, "{body}");
+    let usage = wait_ledger(&cluster, "hang-budget", 2598).await;
+    // $3/$15 per million tokens of Sonnet 4.5.
+    assert_eq!(usage.cost.as_deref(), Some("0.013830"));
+
+    // A gateway killed outright loses nothing it recorded: the next one adds to the ledger.
+    drop(gateway);
+    let gateway = Gateway::start_with(&cluster, &model, &write_often);
+    let (status, body) = call(&gateway);
+    assert_eq!(status, 200, "{body}");
+    wait_ledger(&cluster, "hang-budget", 2 * 2598).await;
+
+    // Past the budget: the next call is refused, in Anthropic's shape, as final.
+    let (status, body) = call(&gateway);
+    assert_eq!(status, 403, "{body}");
+    let refusal: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(refusal["error"]["type"], "permission_error", "{body}");
+    assert!(
+        refusal["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("5196 tokens of its budget of 3000"),
+        "{body}"
+    );
+    assert_eq!(
+        model.received().len(),
+        2,
+        "the refused call never reached the provider"
+    );
+
+    // The controller stops the agent as cancel does: Failed/BudgetExceeded, logs kept, and the
+    // ledger is still the gateway's (at most one call past the budget).
+    let task = cluster
+        .wait_reason(NS, "hang-budget", "BudgetExceeded", Duration::from_secs(30))
+        .await;
+    let status = task.status.clone().unwrap();
+    assert_eq!(status.phase, Some(kubetask::api::TaskPhase::Failed));
+    assert!(
+        status.conditions[0].message.contains("5196 tokens"),
+        "{:?}",
+        status.conditions
+    );
+    let usage = status.usage.unwrap();
+    assert_eq!(usage.metered, Some(true));
+    assert_eq!(
+        usage.input_tokens.unwrap() + usage.output_tokens.unwrap(),
+        2 * 2598
+    );
+    assert!(
+        status
+            .attempts
+            .last()
+            .is_some_and(|a| a.reason == "BudgetExceeded"),
+        "{:?}",
+        status.attempts
+    );
+    // Every permission of the gateway's role was needed, and none was missing.
+    super::rbac::assert_sufficient_and_minimal(
+        &cluster,
+        super::support::GATEWAY_USER,
+        "manifests/gateway/rbac.yaml",
     );
 }

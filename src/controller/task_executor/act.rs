@@ -256,7 +256,14 @@ pub(super) async fn act(this: Reconciling<'_>, snapshot: &Snapshot, plan: Plan) 
     }
     if let Some(next) = plan.status {
         let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), namespace);
-        let patch = json!({"apiVersion": API_VERSION, "kind": "Task", "status": next});
+        let mut patch = json!({"apiVersion": API_VERSION, "kind": "Task", "status": next});
+        if ctx.metered {
+            // The gateway's ledger: never applied by the controller, so never owned by it
+            // (an apply with a stale copy would undo what the gateway counted since).
+            if let Some(status) = patch["status"].as_object_mut() {
+                status.remove("usage");
+            }
+        }
         let written = tasks
             .patch_status(
                 &task.name_any(),

@@ -112,6 +112,9 @@ pub struct Context {
     pub admitted: admission::Admitted,
     /// Every NetworkPolicy, from its watch, when egress is on (the `EgressEnforced` condition).
     pub network_policies: Option<Store<NetworkPolicy>>,
+    /// The model gateway meters the Tasks' usage (`--model-gateway-key-file`): `status.usage`
+    /// is its ledger, which the controller reads (budgets) and never writes.
+    pub metered: bool,
     /// The size of `written` at which settled Tasks are forgotten next.
     sweep_at: AtomicUsize,
 }
@@ -174,6 +177,7 @@ impl Context {
             seen_jobs: Mutex::default(),
             admitted: admission::Admitted::default(),
             network_policies: None,
+            metered: false,
             sweep_at: AtomicUsize::new(SWEEP_AT_LEAST),
         }
     }
@@ -182,6 +186,24 @@ impl Context {
     pub fn with_network_policies(mut self, policies: Store<NetworkPolicy>) -> Self {
         self.network_policies = Some(policies);
         self
+    }
+
+    /// The same context with the model gateway metering usage (see [`Context::metered`]).
+    pub fn with_metered_usage(mut self, metered: bool) -> Self {
+        self.metered = metered;
+        self
+    }
+
+    /// The freshest `status.usage` the gateway wrote for the Task (the cache's newest copy, or
+    /// the one being reconciled).
+    fn metered_usage(&self, task: &Task, uid: &str) -> kubetask_api::Usage {
+        self.tasks
+            .get(&ObjectRef::from_obj(task))
+            .filter(|latest| latest.uid().as_deref() == Some(uid))
+            .and_then(|latest| latest.status.clone())
+            .or_else(|| task.status.clone())
+            .and_then(|status| status.usage)
+            .unwrap_or_default()
     }
 
     /// The Task's status as last written (by this replica), else as cached (the cache's

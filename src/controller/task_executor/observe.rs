@@ -30,6 +30,7 @@ pub(super) async fn observe(
         pods: None,
         ttl,
         egress: None,
+        metered_usage: ctx.metered.then(|| ctx.metered_usage(task, uid)),
     };
     if task.metadata.deletion_timestamp.is_some() || status::is_finished(&snapshot.status) {
         ctx.wait_index.forget(&reference);
@@ -90,7 +91,8 @@ pub(super) async fn observe(
                 Some(seen) => *seen != counts,
                 None => !pod_attempts::accounted_for(&snapshot.status.attempts, job),
             });
-        if changed || task_rules::stop_due(task, job, &now) {
+        let over_budget = task_rules::over_budget(job, snapshot.metered_usage.as_ref()).is_some();
+        if changed || task_rules::stop_due(task, job, &now) || over_budget {
             match list_pods(&ctx.client, namespace, job).await {
                 // Recorded as seen only once the status they lead to is written (in `act`).
                 Ok(pods) => snapshot.pods = Some(pods),

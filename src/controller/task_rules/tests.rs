@@ -70,6 +70,7 @@ fn after(status: &TaskStatus, job: Child, start: Start) -> TaskStatus {
         pods: None,
         ttl: None,
         egress: None,
+        metered_usage: None,
         status: status.clone(),
         job,
         start,
@@ -558,6 +559,7 @@ fn every_phase_and_observation() {
             pods: None,
             ttl: None,
             egress: None,
+            metered_usage: None,
             status: status.clone(),
             job: child,
             start,
@@ -590,6 +592,7 @@ fn times_come_from_the_job_and_only_once_it_runs() {
         pods: None,
         ttl: None,
         egress: None,
+        metered_usage: None,
         status,
         job: job(job_status),
         start: Start::NotChecked,
@@ -689,6 +692,7 @@ fn a_created_job_records_its_plugins_and_later_statuses_keep_them() {
         pods: None,
         ttl: None,
         egress: None,
+        metered_usage: None,
         status: TaskStatus::default(),
         job: job(JobStatus::default()),
         start: Start::Created {
@@ -702,6 +706,7 @@ fn a_created_job_records_its_plugins_and_later_statuses_keep_them() {
         pods: None,
         ttl: None,
         egress: None,
+        metered_usage: None,
         status: first,
         job: job(JobStatus {
             ready: Some(1),
@@ -726,6 +731,7 @@ fn deleted_and_newer_generations() {
         pods: None,
         ttl: None,
         egress: None,
+        metered_usage: None,
         status: TaskStatus::default(),
         job: Child::Absent,
         start: Start::Ready,
@@ -745,6 +751,7 @@ fn deleted_and_newer_generations() {
         pods: None,
         ttl: None,
         egress: None,
+        metered_usage: None,
         status: after(
             &running,
             job(JobStatus {
@@ -1028,6 +1035,7 @@ fn lifecycle_rules() {
             pods: row.pods,
             ttl: row.ttl.map(Duration::from_secs),
             egress: None,
+            metered_usage: None,
         };
         let plan = decide(&row.task, &snapshot, &time(row.now));
         let written = plan.status.as_ref().map(|s| {
@@ -1080,6 +1088,7 @@ fn lifecycle_rules() {
         pods: None,
         ttl: Some(Duration::from_secs(60)),
         egress: None,
+        metered_usage: None,
     };
     let plan = decide(&plain, &invalid, &time(30));
     assert_eq!(plan.retry, Retry::After(Duration::from_secs(60)));
@@ -1222,6 +1231,7 @@ fn egress_enforced_from_the_policies_and_the_canary() {
             pods: canary.map(|reached| vec![canary_pod(reached)]),
             ttl: None,
             egress: policies,
+            metered_usage: None,
         };
         let plan = decide(&task(), &snapshot, &time(100));
         let written = plan.status.unwrap_or(status);
@@ -1236,5 +1246,84 @@ fn egress_enforced_from_the_policies_and_the_canary() {
             status::CONDITION,
             "{name}: Succeeded stays first"
         );
+    }
+}
+
+#[test]
+fn a_running_task_whose_metered_usage_reaches_its_budget_is_stopped() {
+    let budgeted = |annotation: Option<&str>| {
+        let mut job = Job {
+            status: Some(ready_status()),
+            ..Job::default()
+        };
+        if let Some(text) = annotation {
+            job.metadata.annotations = Some(
+                [(
+                    kubetask_api::budget::BUDGET_ANNOTATION.to_owned(),
+                    text.to_owned(),
+                )]
+                .into(),
+            );
+        }
+        Child::Owned(Box::new(job))
+    };
+    let usage = |tokens: i64| kubetask_api::Usage {
+        input_tokens: Some(tokens),
+        output_tokens: Some(0),
+        metered: Some(true),
+        ..kubetask_api::Usage::default()
+    };
+    let running = after(
+        &TaskStatus::default(),
+        job(ready_status()),
+        Start::NotChecked,
+    );
+    let rows = [
+        (
+            "at the budget",
+            Some(r#"{"maxTokens":100}"#),
+            Some(usage(100)),
+            true,
+        ),
+        (
+            "under it",
+            Some(r#"{"maxTokens":100}"#),
+            Some(usage(99)),
+            false,
+        ),
+        ("no budget", None, Some(usage(1_000_000)), false),
+        ("gateway off", Some(r#"{"maxTokens":100}"#), None, false),
+    ];
+    for (name, annotation, metered_usage, stopped) in rows {
+        let snapshot = Snapshot {
+            status: running.clone(),
+            job: budgeted(annotation),
+            start: Start::NotChecked,
+            pods: None,
+            ttl: None,
+            egress: None,
+            metered_usage,
+        };
+        let plan = decide(&task(), &snapshot, &time(30));
+        assert_eq!(
+            plan.stop == Some(Stop::BudgetExceeded),
+            stopped,
+            "{name}: {plan:?}"
+        );
+        if stopped {
+            let status = plan.status.unwrap_or_default();
+            assert_eq!(status.phase, Some(TaskPhase::Failed), "{name}");
+            assert_eq!(
+                status::condition_reason(&status),
+                Some(reason::BUDGET_EXCEEDED)
+            );
+            assert!(
+                status.conditions[0]
+                    .message
+                    .contains("100 tokens of its budget of 100"),
+                "{name}: {:?}",
+                status.conditions
+            );
+        }
     }
 }
