@@ -52,9 +52,13 @@ pub struct ServeArgs {
     /// provider without one is refused, 503).
     #[arg(long)]
     keys_dir: PathBuf,
-    /// Price table (`prices.yaml`, docs/budgets.md); default: the shipped table.
+    /// Price table (`prices.yaml`, docs/budgets.md); default, and while the file does not
+    /// exist: the shipped table.
     #[arg(long)]
     prices_file: Option<PathBuf>,
+    /// How often --prices-file is read again (a ConfigMap's edits reach the mounted file).
+    #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
+    prices_reload_interval: std::time::Duration,
     #[arg(long, default_value = "https://api.anthropic.com")]
     anthropic_url: String,
     #[arg(long, default_value = "https://api.openai.com")]
@@ -136,7 +140,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     };
     let prices = match &args.prices_file {
+        // An optional ConfigMap not created (yet): the shipped table, until the file appears.
         None => PriceTable::defaults(),
+        Some(path) if !path.exists() => {
+            tracing::info!(path = %path.display(), "no price table file: the shipped prices apply until it appears");
+            PriceTable::defaults()
+        }
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -169,6 +178,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics.unpriced,
     );
     registry.register("refusals", "Requests refused, by reason", metrics.refusals);
+    registry.register(
+        "price_table_errors",
+        "Edits of the price table refused (the previous table stays in force)",
+        metrics.price_table_errors,
+    );
     let text: crate::controller::health::MetricsText = Arc::new(move || {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry)
@@ -189,6 +203,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, probes = %probes, "model gateway ready");
     let flushing = tokio::spawn(gateway.clone().flush_every(args.usage_write_interval));
+    if let Some(path) = args.prices_file.clone() {
+        // A mounted ConfigMap changes in place: edits take effect without a restart.
+        tokio::spawn(
+            gateway
+                .clone()
+                .reload_prices_every(path, args.prices_reload_interval),
+        );
+    }
     tokio::select! {
         () = proxy::serve(gateway.clone(), listener) => {}
         () = crate::controller::termination() => {}

@@ -81,6 +81,8 @@ pub struct Metrics {
     pub unpriced: Family<Vec<(String, String)>, Counter>,
     /// `kubetask_gateway_refusals_total{reason}`.
     pub refusals: Family<Vec<(String, String)>, Counter>,
+    /// `kubetask_gateway_price_table_errors_total`: edits of the price table refused.
+    pub price_table_errors: Counter,
 }
 
 pub use super::ledger::Spent;
@@ -104,7 +106,8 @@ struct Served {
 pub struct Gateway {
     signing_key: Vec<u8>,
     providers: Providers,
-    prices: PriceTable,
+    /// The price table in force (replaced whole when the admin's file changes and parses).
+    prices: std::sync::RwLock<Arc<PriceTable>>,
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>,
     kube: kube::Client,
     /// The Tasks served: found running when, their budget and ledger.
@@ -131,7 +134,7 @@ impl Gateway {
         Ok(Gateway {
             signing_key,
             providers,
-            prices,
+            prices: std::sync::RwLock::new(Arc::new(prices)),
             client: Client::builder(TokioExecutor::new()).build(https),
             kube,
             meters: Mutex::default(),
@@ -182,6 +185,39 @@ impl Gateway {
                         .get_or_create(&vec![("reason".to_owned(), "LedgerWriteFailed".to_owned())])
                         .inc();
                     tracing::warn!(namespace = %caller.namespace, task = %caller.task, %error, "cannot write the Task's usage; kept for the next write");
+                }
+            }
+        }
+    }
+
+    /// Reads the price table at `path` again every `interval`, and takes it when it changed
+    /// and parses; a table with a bad entry is refused (logged with the field, counted in
+    /// `kubetask_gateway_price_table_errors_total`) and the one in force kept.
+    pub async fn reload_prices_every(
+        self: Arc<Self>,
+        path: std::path::PathBuf,
+        interval: Duration,
+    ) {
+        let mut last = std::fs::read_to_string(&path).ok();
+        loop {
+            tokio::time::sleep(interval).await;
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            if last.as_deref() == Some(text.as_str()) {
+                continue;
+            }
+            last = Some(text.clone());
+            match PriceTable::parse(&text) {
+                Ok(table) => {
+                    if let Ok(mut prices) = self.prices.write() {
+                        *prices = Arc::new(table);
+                    }
+                    tracing::info!(path = %path.display(), "price table reloaded");
+                }
+                Err(error) => {
+                    self.metrics.price_table_errors.inc();
+                    tracing::warn!(path = %path.display(), %error, "price table refused; the previous one stays in force");
                 }
             }
         }
@@ -371,7 +407,12 @@ impl Gateway {
             }
             labels
         };
-        let cost = usage.as_ref().and_then(|u| self.prices.cost(u));
+        let prices = self
+            .prices
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        let cost = usage.as_ref().and_then(|u| prices.cost(u));
         if let Some(usage) = &usage {
             for (kind, tokens) in [
                 ("input", usage.input_tokens),

@@ -627,3 +627,74 @@ spec:
         "manifests/gateway/rbac.yaml",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_price_table_takes_effect_and_a_bad_one_is_refused_keeping_the_last() {
+    let cluster = Cluster::start().await;
+    cluster
+        .install_rbac_from("manifests/gateway/rbac.yaml")
+        .await;
+    let prices = tempfile::NamedTempFile::new().unwrap();
+    let table =
+        |input: &str| format!("models:\n  claude-sonnet-4*: {{input: {input}, output: 0}}\n");
+    std::fs::write(prices.path(), table("1")).unwrap();
+    let model = ModelApi::start(REAL_KEY);
+    let path = prices.path().to_str().unwrap().to_owned();
+    let gateway = Gateway::start_with(
+        &cluster,
+        &model,
+        &["--prices-file", &path, "--prices-reload-interval", "1s"],
+    );
+    let key = task_and_key(&cluster, "priced").await;
+    let sonnet = r#"kubetask_gateway_cost_microdollars_total{namespace="team-a",agent="claude-code",model="claude-sonnet-4-5-20250929"}"#;
+    // Each whole answer has 2,095 input tokens: 2,095 micro-dollars at $1 per million.
+    let cost_after_a_call = |gateway: &Gateway| {
+        let before = metric(&gateway.metrics(), sonnet).unwrap_or(0.0);
+        let (status, body) = gateway.call(
+            "/v1/messages",
+            &[("x-api-key", &key)],
+            &json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": []}),
+        );
+        assert_eq!(status, 200, "{body}");
+        let mut after = before;
+        for _ in 0..100 {
+            after = metric(&gateway.metrics(), sonnet).unwrap_or(0.0);
+            if after > before {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        after - before
+    };
+    assert_eq!(cost_after_a_call(&gateway), 2095.0);
+    // A bad entry: refused, counted, and the table in force stays.
+    std::fs::write(
+        prices.path(),
+        "models:\n  claude-sonnet-4*: {input: -3, output: 0}\n",
+    )
+    .unwrap();
+    let mut errors = None;
+    for _ in 0..100 {
+        errors = metric(
+            &gateway.metrics(),
+            "kubetask_gateway_price_table_errors_total",
+        );
+        if errors == Some(1.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(errors, Some(1.0), "{}", gateway.metrics());
+    assert_eq!(cost_after_a_call(&gateway), 2095.0);
+    // A good edit takes effect without a restart.
+    std::fs::write(prices.path(), table("2")).unwrap();
+    let mut cost = 0.0;
+    for _ in 0..40 {
+        cost = cost_after_a_call(&gateway);
+        if cost == 4190.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(cost, 4190.0);
+}
