@@ -1,4 +1,4 @@
-//! `kubetask gateway serve` (the model gateway: issue 37, in progress; docs/budgets.md) and
+//! `kubetask gateway serve` (the model gateway, docs/budgets.md) and
 //! `kubetask gateway key` (mints a Task's virtual key).
 
 use std::net::SocketAddr;

@@ -62,7 +62,7 @@ enum Command {
     /// Run the webhook receiver of TaskTriggers: GitHub deliveries become Tasks
     /// (docs/triggers.md).
     Events(Box<events::EventsArgs>),
-    /// The model gateway (in progress, docs/budgets.md): agents' model calls metered on their
+    /// The model gateway (docs/budgets.md): agents' model calls metered on their
     /// way to the provider.
     #[command(subcommand)]
     Gateway(gateway::GatewayCommand),

@@ -1,7 +1,9 @@
-//! The model gateway (issue 37, in progress): every agent's model calls metered on their way to
-//! the provider. Built so far, and tested: reading the usage of every response of the four APIs
-//! it will front, whole or streamed ([`usage`]), and pricing it from an admin's price table
-//! ([`prices`]). Not built yet: the proxy itself (`kubetask gateway`), virtual keys, budgets.
+//! The model gateway (`kubetask gateway serve`, docs/budgets.md): every agent's model calls
+//! metered on their way to the provider. A request's virtual key names its Task ([`keys`]); the
+//! proxy swaps it for the provider's real key and passes the answer back as it comes
+//! ([`proxy`]), reading its usage as the bytes pass ([`usage`]), pricing it ([`prices`]) and
+//! adding it to the Task's ledger in the API server ([`ledger`]), against which budgets are
+//! enforced.
 
 pub mod keys;
 pub mod ledger;
