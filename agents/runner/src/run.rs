@@ -67,7 +67,7 @@ fn execute(config: &Config, terminate: &Arc<AtomicBool>) -> Finished {
         .env("KUBETASK_PROMPT_FILE", &config.prompt_file)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(Stdio::piped());
     if config.workdir.is_dir() {
         command.current_dir(&config.workdir);
     }
@@ -91,7 +91,8 @@ fn execute(config: &Config, terminate: &Arc<AtomicBool>) -> Finished {
     let stdout = std::io::stdout();
     loop {
         match lines.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) => {
+            Ok(Line::Err(line)) => adapter.error_line(&line),
+            Ok(Line::Out(line)) => {
                 if let Some(shown) = adapter.line(&line) {
                     let mut out = stdout.lock();
                     let _ = writeln!(out, "{shown}");
@@ -132,26 +133,51 @@ fn execute(config: &Config, terminate: &Arc<AtomicBool>) -> Finished {
 }
 
 /// The CLI's stdout, line by line (invalid UTF-8 replaced), from a reader thread.
-fn read_lines(child: &mut Child) -> mpsc::Receiver<String> {
+/// A line the CLI printed.
+enum Line {
+    Out(String),
+    /// On stderr: passed on to the runner's stderr (the pod's log) as it comes, and shown to
+    /// the adapter (Gemini CLI prints its JSON error there).
+    Err(String),
+}
+
+/// The CLI's stdout and stderr, line by line, in one channel.
+fn read_lines(child: &mut Child) -> mpsc::Receiver<Line> {
     let (send, receive) = mpsc::channel();
-    if let Some(stdout) = child.stdout.take() {
+    fn pump(
+        stream: impl std::io::Read + Send + 'static,
+        send: mpsc::Sender<Line>,
+        wrap: fn(String) -> Line,
+        echo: bool,
+    ) {
         std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
+            let mut reader = BufReader::new(stream);
             let mut buffer = Vec::new();
             loop {
                 buffer.clear();
                 match reader.read_until(b'\n', &mut buffer) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
+                        if echo {
+                            let mut err = std::io::stderr().lock();
+                            let _ = err.write_all(&buffer);
+                            let _ = err.flush();
+                        }
                         let line = String::from_utf8_lossy(&buffer);
                         let line = line.trim_end_matches(['\n', '\r']).to_owned();
-                        if send.send(line).is_err() {
+                        if send.send(wrap(line)).is_err() {
                             break;
                         }
                     }
                 }
             }
         });
+    }
+    if let Some(stdout) = child.stdout.take() {
+        pump(stdout, send.clone(), Line::Out, false);
+    }
+    if let Some(stderr) = child.stderr.take() {
+        pump(stderr, send, Line::Err, true);
     }
     receive
 }

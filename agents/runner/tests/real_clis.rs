@@ -154,9 +154,13 @@ fn reported(request: &Received) -> Option<(u64, u64)> {
 /// The Task whose key a CLI uses through the gateway (no controller runs: it stays running),
 /// and its key.
 async fn task_key(client: &kube::Client, agent: &str) -> (Caller, String) {
+    named_task_key(client, &format!("{agent}-task"), agent).await
+}
+
+async fn named_task_key(client: &kube::Client, name: &str, agent: &str) -> (Caller, String) {
     let task: Task = serde_json::from_value(json!({
         "apiVersion": "kubetask.io/v1alpha1", "kind": "Task",
-        "metadata": {"name": format!("{agent}-task"), "namespace": NS},
+        "metadata": {"name": name, "namespace": NS},
         "spec": {"agentRef": agent, "contexts": []},
     }))
     .unwrap();
@@ -236,7 +240,17 @@ async fn each_real_cli_runs_against_the_fake_model_api_directly_and_through_the_
             .and_then(|p| p.as_ref())
             .map(|(result, _)| result.summary.clone())
             .unwrap_or_default();
-        if direct.code != Some(0) || !summary.contains(ANSWER) || answered.is_empty() {
+        // Claude Code and OpenCode are asked to run a shell command first (the fake's tool
+        // call): their run takes a second call, with the command's result.
+        let ran_tool = requests
+            .iter()
+            .any(|r| r.body.to_string().contains("tool_result"));
+        let asks_tool = matches!(cli, "claude-code" | "opencode");
+        if direct.code != Some(0)
+            || !summary.contains(ANSWER)
+            || answered.is_empty()
+            || asks_tool != ran_tool
+        {
             failures.push(format!(
                 "{cli} directly: exit {:?}, report {:?}, {} requests {:?}\n{}",
                 direct.code,
@@ -298,6 +312,79 @@ async fn each_real_cli_runs_against_the_fake_model_api_directly_and_through_the_
                     .map(|r| (&r.path, r.key.as_deref() == Some(REAL_KEY)))
                     .collect::<Vec<_>>(),
                 through.output
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Gives `caller`'s Task a Job carrying `budget` (as the controller fixes it when it creates
+/// the Job), so the gateway enforces it.
+async fn budget_task(client: &kube::Client, caller: &Caller, budget: serde_json::Value) {
+    let job: k8s_openapi::api::batch::v1::Job = serde_json::from_value(json!({
+        "metadata": {"name": caller.task, "namespace": NS,
+                     "annotations": {kubetask_api::budget::BUDGET_ANNOTATION: budget.to_string()}},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+                 "containers": [{"name": "agent", "image": "agent"}]}}},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &job)
+        .await
+        .unwrap();
+    Api::<Task>::namespaced(client.clone(), NS)
+        .patch_status(
+            &caller.task,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {"jobName": caller.task}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// A budget of one token: the first call is let through (nothing is spent yet), the next is
+/// refused. Claude Code and OpenCode run a tool between two calls, Gemini CLI routes the prompt
+/// with one call before answering with another: each is stopped mid-run, the spend at most one
+/// call past the budget, the runner's exit 3 (no retry helps). (Codex answers this prompt in
+/// one call: nothing to stop mid-run.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_cli_over_its_budget_is_refused_mid_run_and_stops() {
+    let model = ModelApi::start(REAL_KEY);
+    let (_server, client, gateway_url, gateway) = cluster_and_gateway(&model).await;
+    let mut failures = Vec::new();
+    for (cli, program, flag) in CLIS {
+        if cli == "codex" {
+            continue;
+        }
+        let (caller, key) = named_task_key(&client, &format!("{cli}-budget"), cli).await;
+        budget_task(&client, &caller, json!({"maxTokens": 1})).await;
+        let before = model.received().len();
+        let run = {
+            let url = gateway_url.clone();
+            tokio::task::spawn_blocking(move || run_agent(cli, program, flag, &url, &key))
+                .await
+                .unwrap()
+        };
+        let requests: Vec<Received> = model.received().split_off(before);
+        let spent = gateway.spent(&caller);
+        let one_call = requests.first().and_then(reported).unwrap_or((0, 0));
+        let refused = gateway
+            .metrics
+            .refusals
+            .get_or_create(&vec![("reason".to_owned(), "BudgetExceeded".to_owned())])
+            .get();
+        // Exit 3: a retry cannot help (the Job does not run the agent again).
+        if run.code != Some(3)
+            || requests.len() != 1
+            || (spent.input_tokens, spent.output_tokens) != one_call
+            || refused == 0
+        {
+            failures.push(format!(
+                "{cli}: exit {:?}, {} calls reached the provider {:?}, spent {spent:?}, refusals {refused}\n{}",
+                run.code,
+                requests.len(),
+                requests.iter().map(|r| &r.path).collect::<Vec<_>>(),
+                run.output
             ));
         }
     }

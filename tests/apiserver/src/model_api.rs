@@ -119,7 +119,40 @@ impl ModelApi {
         }
         let streamed =
             body["stream"].as_bool() == Some(true) || path.ends_with(":streamGenerateContent");
+        let tool = shell_tool_to_call(&body);
         let events: Vec<String> = match (path.as_str(), streamed) {
+            ("/v1/messages", false) if let Some(tool) = &tool => {
+                return whole(
+                    &mut stream,
+                    &json!({"id": "msg_013Zva2CMHLNnXjNJJKqJ2EF", "type": "message", "role": "assistant",
+                    "model": "claude-sonnet-4-5-20250929", "content": [{"type": "tool_use", "id": "toolu_01", "name": tool, "input": SHELL_INPUT.clone()}],
+                    "stop_reason": "tool_use",
+                    "usage": {"input_tokens": 2095, "output_tokens": 503, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}),
+                );
+            }
+            ("/v1/messages", true) if let Some(tool) = &tool => vec![
+                sse(
+                    "message_start",
+                    &json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude-sonnet-4-5-20250929", "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1}}}),
+                ),
+                sse(
+                    "content_block_start",
+                    &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_01", "name": tool, "input": {}}}),
+                ),
+                sse(
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": SHELL_INPUT.to_string()}}),
+                ),
+                sse(
+                    "content_block_stop",
+                    &json!({"type": "content_block_stop", "index": 0}),
+                ),
+                sse(
+                    "message_delta",
+                    &json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 15}}),
+                ),
+                sse("message_stop", &json!({"type": "message_stop"})),
+            ],
             ("/v1/messages", false) => {
                 return whole(
                     &mut stream,
@@ -287,6 +320,27 @@ fn example_of(schema: &Value) -> Value {
                 .unwrap_or_default(),
         ),
     }
+}
+
+/// The shell command the fake asks an agent to run once.
+static SHELL_INPUT: std::sync::LazyLock<Value> =
+    std::sync::LazyLock::new(|| json!({"command": "echo kubetask", "description": "Print a word"}));
+
+/// The shell tool of an Anthropic request (Claude Code's `Bash`, OpenCode's `bash`) when no
+/// tool has run yet in the conversation: the fake then asks for it, so a real CLI's run takes
+/// two calls (a tool call, then the answer) as real work does.
+fn shell_tool_to_call(body: &Value) -> Option<String> {
+    let tool = body["tools"]
+        .as_array()?
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .find(|name| matches!(*name, "Bash" | "bash"))?;
+    let ran = body["messages"].as_array()?.iter().any(|message| {
+        message["content"]
+            .as_array()
+            .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
+    });
+    (!ran).then(|| tool.to_owned())
 }
 
 /// What every model answers.

@@ -11,6 +11,22 @@ use crate::config::Config;
 #[derive(Default)]
 pub struct Gemini {
     output: String,
+    /// Its stderr, where it prints its JSON when it fails talking to the API.
+    errors: String,
+}
+
+/// The first JSON object in `text` that starts a line, with what follows it ignored.
+fn json_in(text: &str) -> Option<Value> {
+    let starts = std::iter::once(0).chain(text.match_indices("\n{").map(|(at, _)| at + 1));
+    starts
+        .filter(|&at| text[at..].starts_with('{'))
+        .find_map(|at| {
+            serde_json::Deserializer::from_str(&text[at..])
+                .into_iter::<Value>()
+                .next()
+                .and_then(Result::ok)
+                .filter(Value::is_object)
+        })
 }
 
 /// Exit codes Gemini CLI gives failures no retry fixes.
@@ -60,6 +76,13 @@ impl Adapter for Gemini {
         Ok(env)
     }
 
+    fn error_line(&mut self, line: &str) {
+        if self.errors.len() < 256 * 1024 {
+            self.errors.push_str(line);
+            self.errors.push('\n');
+        }
+    }
+
     fn line(&mut self, line: &str) -> Option<String> {
         self.output.push_str(line);
         self.output.push('\n');
@@ -71,7 +94,8 @@ impl Adapter for Gemini {
         let text = self.output.trim();
         let parsed = text
             .find('{')
-            .and_then(|start| serde_json::from_str::<Value>(&text[start..]).ok());
+            .and_then(|start| serde_json::from_str::<Value>(&text[start..]).ok())
+            .or_else(|| json_in(&self.errors).filter(|v| v.get("error").is_some()));
         let Some(output) = parsed else {
             let failure = match code {
                 Some(code) if PERMANENT_CODES.contains(&code) => Some(Failure {

@@ -52,6 +52,8 @@ pub trait Adapter: Send {
     fn env(&self, _config: &Config) -> Result<Vec<(String, String)>, String> {
         Ok(Vec::new())
     }
+    /// Takes one line of the CLI's stderr (already in the log).
+    fn error_line(&mut self, _line: &str) {}
     /// Takes one line of the CLI's stdout; returns what the log shows for it, if anything.
     fn line(&mut self, line: &str) -> Option<String>;
     /// The outcome, once the CLI exited with `code` (`None`: killed by a signal).
@@ -70,7 +72,8 @@ pub fn for_cli(cli: Cli) -> Box<dyn Adapter> {
 }
 
 /// Whether an error message says the CLI cannot work as configured: a missing or rejected
-/// credential, no login. Retrying such a run cannot help.
+/// credential, no login, a Task over its budget (the model gateway's refusal). Retrying such
+/// a run cannot help.
 pub fn is_permanent(message: &str) -> bool {
     let lower = message.to_lowercase();
     [
@@ -89,6 +92,7 @@ pub fn is_permanent(message: &str) -> bool {
         "please run /login",
         "login required",
         "credit balance is too low",
+        "is over its budget",
     ]
     .iter()
     .any(|needle| lower.contains(needle))
