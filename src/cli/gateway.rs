@@ -179,6 +179,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     registry.register("refusals", "Requests refused, by reason", metrics.refusals);
     registry.register(
+        "upstream_errors",
+        "The providers' error answers (passed to the CLI as they came, not metered), by status",
+        metrics.upstream_errors,
+    );
+    registry.register(
         "price_table_errors",
         "Edits of the price table refused (the previous table stays in force)",
         metrics.price_table_errors,

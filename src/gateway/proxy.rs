@@ -81,6 +81,8 @@ pub struct Metrics {
     pub unpriced: Family<Vec<(String, String)>, Counter>,
     /// `kubetask_gateway_refusals_total{reason}`.
     pub refusals: Family<Vec<(String, String)>, Counter>,
+    /// `kubetask_gateway_upstream_errors_total{code}`: the providers' error answers, passed on.
+    pub upstream_errors: Family<Vec<(String, String)>, Counter>,
     /// `kubetask_gateway_price_table_errors_total`: edits of the price table refused.
     pub price_table_errors: Counter,
 }
@@ -360,6 +362,21 @@ impl Gateway {
             .is_some_and(|t| t.starts_with("text/event-stream"));
         let model_of_path = api.model_of_path(&path);
         let (parts, body) = response.into_parts();
+        if !parts.status.is_success() {
+            // The provider's refusal (401, 429, 529, 5xx) goes to the CLI as it came, and is
+            // not a model response: nothing to meter (the providers charge none).
+            self.metrics
+                .upstream_errors
+                .get_or_create(&vec![(
+                    "code".to_owned(),
+                    parts.status.as_u16().to_string(),
+                )])
+                .inc();
+            return Response::from_parts(
+                parts,
+                body.map_err(|e| -> BoxError { Box::new(e) }).boxed(),
+            );
+        }
         let gateway = self.clone();
         let meter = if streamed {
             Meter::Stream(StreamMeter::new(api))

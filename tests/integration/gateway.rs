@@ -698,3 +698,72 @@ async fn an_edited_price_table_takes_effect_and_a_bad_one_is_refused_keeping_the
     }
     assert_eq!(cost, 4190.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_errors_pass_through_unmetered_and_a_cut_stream_counts_what_came() {
+    let cluster = Cluster::start().await;
+    cluster
+        .install_rbac_from("manifests/gateway/rbac.yaml")
+        .await;
+    let model = ModelApi::start(REAL_KEY);
+    let gateway = Gateway::start(&cluster, &model);
+    let key = task_and_key(&cluster, "faults").await;
+    let request = json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": []});
+
+    // 429 and 529 reach the CLI as the provider sent them (its retry logic decides), unmetered.
+    model.fail_next(&[429, 529]);
+    for (expected, kind) in [(429, "rate_limit_error"), (529, "overloaded_error")] {
+        let (status, body) = gateway.call("/v1/messages", &[("x-api-key", &key)], &request);
+        assert_eq!(status, expected, "{body}");
+        assert!(body.contains(kind), "{body}");
+    }
+
+    // A stream cut after its first event: the CLI sees it end early; its usage so far counts.
+    model.cut_next_stream();
+    let mut stream = gateway.send(
+        "/v1/messages",
+        &[("x-api-key", &key)],
+        &json!({"model": "claude-sonnet-4-5", "stream": true, "max_tokens": 64, "messages": []}),
+    );
+    let mut seen = Vec::new();
+    let _ = stream.read_to_end(&mut seen);
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(
+        seen.contains("message_start") && !seen.contains("message_stop"),
+        "{seen}"
+    );
+
+    let sonnet = r#"namespace="team-a",agent="claude-code",model="claude-sonnet-4-5-20250929""#;
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = gateway.metrics();
+        if text.contains(sonnet) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (series, value) in [
+        (
+            format!("kubetask_gateway_tokens_total{{{sonnet},kind=\"input\"}}"),
+            Some(25.0),
+        ),
+        (
+            format!("kubetask_gateway_tokens_total{{{sonnet},kind=\"output\"}}"),
+            Some(1.0),
+        ),
+        (
+            r#"kubetask_gateway_upstream_errors_total{code="429"}"#.to_owned(),
+            Some(1.0),
+        ),
+        (
+            r#"kubetask_gateway_upstream_errors_total{code="529"}"#.to_owned(),
+            Some(1.0),
+        ),
+    ] {
+        assert_eq!(metric(&text, &series), value, "{series}\n{text}");
+    }
+    assert!(
+        !text.contains("kubetask_gateway_unpriced_responses_total{"),
+        "an error answer is not an unpriced response:\n{text}"
+    );
+}

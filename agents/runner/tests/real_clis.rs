@@ -390,3 +390,34 @@ async fn a_real_cli_over_its_budget_is_refused_mid_run_and_stops() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// A provider overloaded (`529`) or rate-limiting (`429`) reaches the CLI as the provider sent
+/// it, through the gateway, and the CLI's own retries carry the run through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_cli_retries_the_providers_overload_through_the_gateway() {
+    let model = ModelApi::start(REAL_KEY);
+    let (_server, client, gateway_url, _gateway) = cluster_and_gateway(&model).await;
+    for (cli, program, flag) in CLIS.into_iter().filter(|(cli, ..)| *cli == "claude-code") {
+        let (_, key) = named_task_key(&client, &format!("{cli}-overloaded"), cli).await;
+        model.fail_next(&[529, 429]);
+        let before = model.received().len();
+        let run = {
+            let url = gateway_url.clone();
+            tokio::task::spawn_blocking(move || run_agent(cli, program, flag, &url, &key))
+                .await
+                .unwrap()
+        };
+        let calls = model.received().len() - before;
+        let summary = parse_report(run.report.trim())
+            .ok()
+            .flatten()
+            .map(|(result, _)| result.summary)
+            .unwrap_or_default();
+        assert!(
+            run.code == Some(0) && summary.contains(ANSWER) && calls >= 3,
+            "{cli}: exit {:?}, {calls} calls, {summary:?}\n{}",
+            run.code,
+            run.output
+        );
+    }
+}

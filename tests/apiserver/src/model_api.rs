@@ -25,6 +25,10 @@ struct State {
     received: Vec<Received>,
     hold: bool,
     released: bool,
+    /// Statuses the next requests get instead of an answer, in order.
+    failures: std::collections::VecDeque<u16>,
+    /// The next stream stops after its first event, its connection closed mid-way.
+    cut: bool,
 }
 
 /// The fake, serving until the process ends.
@@ -72,6 +76,17 @@ impl ModelApi {
         state.released = false;
     }
 
+    /// The next requests get these statuses (`429`, `529`, `500`...) in the provider's error
+    /// shape, one each, in order.
+    pub fn fail_next(&self, statuses: &[u16]) {
+        self.lock().failures.extend(statuses);
+    }
+
+    /// The next stream's connection is closed after its first event.
+    pub fn cut_next_stream(&self) {
+        self.lock().cut = true;
+    }
+
     /// Lets held streams go on.
     pub fn release(&self) {
         self.lock().released = true;
@@ -113,6 +128,27 @@ impl ModelApi {
             let _ = write!(
                 stream,
                 "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            return;
+        }
+        let failure = self.lock().failures.pop_front();
+        if let Some(status) = failure {
+            let reason = match status {
+                429 => "Too Many Requests",
+                529 => "Overloaded",
+                _ => "Internal Server Error",
+            };
+            let kind = match status {
+                429 => "rate_limit_error",
+                529 => "overloaded_error",
+                _ => "api_error",
+            };
+            let answer =
+                json!({"type": "error", "error": {"type": kind, "message": reason}}).to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nRetry-After: 0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
                 answer.len()
             );
             return;
@@ -276,9 +312,15 @@ impl ModelApi {
             stream,
             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
         );
+        let cut = std::mem::take(&mut self.lock().cut);
         for (i, event) in events.iter().enumerate() {
             let _ = write!(stream, "{:x}\r\n{event}\r\n", event.len());
             let _ = stream.flush();
+            if i == 0 && cut {
+                // Closed mid-way: no further event, no end of the chunked body.
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                return;
+            }
             if i == 0 {
                 let (lock, released) = &*self.state;
                 let mut state = lock
