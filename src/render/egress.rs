@@ -9,18 +9,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, EnvVarSource, ResourceRequirements, Secret, SecretKeySelector,
     SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt as _;
 use kubetask_api::egress::{EgressMode, EgressPolicy, InvalidEgress};
 use kubetask_api::{Agent, Task};
-use sha2::{Digest as _, Sha256};
 
 use crate::egress::token::{TokenKey, user_name};
 
@@ -124,13 +121,9 @@ impl PodPeer {
     }
 }
 
-/// The name of a Task's egress Secret: its Job's name and a hash of its uid, so a Task
-/// recreated under the same name never meets its predecessor's Secret (the controller may
-/// create Secrets, not read them).
+/// The name of a Task's egress Secret ([`super::task_secret::name`]).
 pub fn secret_name(job_name: &str, uid: &str) -> String {
-    let digest = Sha256::digest(uid.as_bytes());
-    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    format!("{job_name}-egress-{hash}")
+    super::task_secret::name(job_name, "egress", uid)
 }
 
 /// Checks the Task's egress and returns the Secret to create before `job`, whose containers
@@ -151,21 +144,7 @@ pub fn apply(
         settings.exit
     );
     let name = secret_name(&job.name_any(), &uid);
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(namespace),
-            labels: job.metadata.labels.clone(),
-            owner_references: job.metadata.owner_references.clone(),
-            ..ObjectMeta::default()
-        },
-        type_: Some("Opaque".to_owned()),
-        data: Some(BTreeMap::from([(
-            URL_KEY.to_owned(),
-            ByteString(url.into_bytes()),
-        )])),
-        ..Secret::default()
-    };
+    let secret = super::task_secret::secret(job, namespace, &name, URL_KEY, url);
     let pod = job
         .spec
         .as_mut()

@@ -12,6 +12,7 @@ pub mod network;
 mod pipeline;
 mod resolve;
 pub mod stages;
+mod task_secret;
 pub mod validation;
 
 pub use error::RenderError;

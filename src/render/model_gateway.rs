@@ -5,15 +5,10 @@
 //! plugin can point an agent past the meter. A provider key the Agent hands the agent under
 //! one of those variables is replaced (with a warning): the gateway holds the real keys.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, Secret, SecretKeySelector};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt as _;
 use kubetask_api::Task;
-use sha2::{Digest as _, Sha256};
 
 use super::lifecycle::AGENT_CONTAINER;
 use crate::gateway::keys::{self, Caller};
@@ -96,12 +91,9 @@ impl GatewaySettings {
     }
 }
 
-/// The name of a Task's model Secret: its Job's name and a hash of its uid (as the egress
-/// Secret's), so a Task recreated under the same name never meets its predecessor's key.
+/// The name of a Task's model Secret ([`super::task_secret::name`]).
 pub fn secret_name(job_name: &str, uid: &str) -> String {
-    let digest = Sha256::digest(uid.as_bytes());
-    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    format!("{job_name}-model-{hash}")
+    super::task_secret::name(job_name, "model", uid)
 }
 
 /// Mints the Task's virtual key into the Secret to create before `job`, whose agent container
@@ -119,21 +111,7 @@ pub fn apply(task: &Task, settings: &GatewaySettings, job: &mut Job) -> (Secret,
         },
     );
     let name = secret_name(&job.name_any(), &uid);
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(namespace),
-            labels: job.metadata.labels.clone(),
-            owner_references: job.metadata.owner_references.clone(),
-            ..ObjectMeta::default()
-        },
-        type_: Some("Opaque".to_owned()),
-        data: Some(BTreeMap::from([(
-            KEY_KEY.to_owned(),
-            ByteString(key.into_bytes()),
-        )])),
-        ..Secret::default()
-    };
+    let secret = super::task_secret::secret(job, namespace, &name, KEY_KEY, key);
     let mut warnings = Vec::new();
     let agent = job
         .spec

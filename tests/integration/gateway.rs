@@ -379,17 +379,8 @@ async fn the_controller_mints_each_tasks_key_and_points_its_agent_at_the_gateway
     cluster
         .install_rbac_from("manifests/gateway/rbac.yaml")
         .await;
-    let key_file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(key_file.path(), SIGNING_KEY).unwrap();
     let model = ModelApi::start(REAL_KEY);
-    let gateway = Gateway::start(&cluster, &model);
-    let url = format!("http://127.0.0.1:{}", gateway.port);
-    let _controller = cluster.controller(&[
-        "--model-gateway-key-file",
-        key_file.path().to_str().unwrap(),
-        "--model-gateway-url",
-        &url,
-    ]);
+    let (gateway, url, _controller) = gateway_and_controller(&cluster, &model, &[]);
     cluster
         .apply_yaml(&format!(
             "apiVersion: kubetask.io/v1alpha1
@@ -473,6 +464,29 @@ spec:
     );
 }
 
+/// The gateway (with `extra` flags) and a controller minting keys for it; the gateway's URL.
+fn gateway_and_controller(
+    cluster: &Cluster,
+    model: &ModelApi,
+    extra: &[&str],
+) -> (Gateway, String, super::support::ControllerProcess) {
+    let key_file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "gateway-signing-key-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::write(&key_file, SIGNING_KEY).unwrap();
+    let gateway = Gateway::start_with(cluster, model, extra);
+    let url = format!("http://127.0.0.1:{}", gateway.port);
+    let controller = cluster.controller(&[
+        "--model-gateway-key-file",
+        key_file.to_str().unwrap(),
+        "--model-gateway-url",
+        &url,
+    ]);
+    (gateway, url, controller)
+}
+
 /// The Task's key, from the Secret the controller minted, once its Job runs.
 async fn minted_key(cluster: &Cluster, task: &str) -> String {
     let task = cluster
@@ -523,18 +537,9 @@ async fn spend_is_recorded_on_the_task_across_a_gateway_restart_and_a_budget_sto
     cluster
         .install_rbac_from("manifests/gateway/rbac.yaml")
         .await;
-    let key_file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(key_file.path(), SIGNING_KEY).unwrap();
     let model = ModelApi::start(REAL_KEY);
     let write_often = ["--usage-write-interval", "1s"];
-    let gateway = Gateway::start_with(&cluster, &model, &write_often);
-    let url = format!("http://127.0.0.1:{}", gateway.port);
-    let _controller = cluster.controller(&[
-        "--model-gateway-key-file",
-        key_file.path().to_str().unwrap(),
-        "--model-gateway-url",
-        &url,
-    ]);
+    let (gateway, _, _controller) = gateway_and_controller(&cluster, &model, &write_often);
     // One whole Anthropic answer of the fake is 2,095 + 503 = 2,598 tokens: the budget
     // allows one call and a second, which takes the Task past it.
     cluster

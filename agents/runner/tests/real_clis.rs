@@ -134,6 +134,19 @@ fn run_agent(cli: &str, program: &str, model: Option<&str>, url: &str, key: &str
     }
 }
 
+/// [`run_agent`] on a blocking thread (the gateway and the fake serve on this runtime).
+async fn run_in_background(
+    cli: &'static str,
+    program: &'static str,
+    flag: Option<&'static str>,
+    url: String,
+    key: impl AsRef<str> + Send + 'static,
+) -> Run {
+    tokio::task::spawn_blocking(move || run_agent(cli, program, flag, &url, key.as_ref()))
+        .await
+        .unwrap()
+}
+
 /// The input and output tokens the fake reported for a request it answered (its fixed usage
 /// per endpoint: `model_api.rs`); `None` for what it does not answer.
 fn reported(request: &Received) -> Option<(u64, u64)> {
@@ -225,12 +238,7 @@ async fn each_real_cli_runs_against_the_fake_model_api_directly_and_through_the_
     for (cli, program, flag) in CLIS {
         // Directly: the runner points the CLI at the fake as it would at the gateway.
         let before = model.received().len();
-        let direct = {
-            let url = model.url();
-            tokio::task::spawn_blocking(move || run_agent(cli, program, flag, &url, REAL_KEY))
-                .await
-                .unwrap()
-        };
+        let direct = run_in_background(cli, program, flag, model.url(), REAL_KEY).await;
         let requests: Vec<Received> = model.received().split_off(before);
         let answered: Vec<_> = requests.iter().filter_map(reported).collect();
         let parsed = parse_report(direct.report.trim());
@@ -266,12 +274,7 @@ async fn each_real_cli_runs_against_the_fake_model_api_directly_and_through_the_
         // the answer the CLI, and the gateway counts exactly what the fake reported.
         let (caller, key) = task_key(&client, cli).await;
         let before = model.received().len();
-        let through = {
-            let url = gateway_url.clone();
-            tokio::task::spawn_blocking(move || run_agent(cli, program, flag, &url, &key))
-                .await
-                .unwrap()
-        };
+        let through = run_in_background(cli, program, flag, gateway_url.clone(), key).await;
         let requests: Vec<Received> = model.received().split_off(before);
         let expected = requests
             .iter()
@@ -359,12 +362,7 @@ async fn a_real_cli_over_its_budget_is_refused_mid_run_and_stops() {
         let (caller, key) = named_task_key(&client, &format!("{cli}-budget"), cli).await;
         budget_task(&client, &caller, json!({"maxTokens": 1})).await;
         let before = model.received().len();
-        let run = {
-            let url = gateway_url.clone();
-            tokio::task::spawn_blocking(move || run_agent(cli, program, flag, &url, &key))
-                .await
-                .unwrap()
-        };
+        let run = run_in_background(cli, program, flag, gateway_url.clone(), key).await;
         let requests: Vec<Received> = model.received().split_off(before);
         let spent = gateway.spent(&caller);
         let one_call = requests.first().and_then(reported).unwrap_or((0, 0));
@@ -401,12 +399,7 @@ async fn a_real_cli_retries_the_providers_overload_through_the_gateway() {
         let (_, key) = named_task_key(&client, &format!("{cli}-overloaded"), cli).await;
         model.fail_next(&[529, 429]);
         let before = model.received().len();
-        let run = {
-            let url = gateway_url.clone();
-            tokio::task::spawn_blocking(move || run_agent(cli, program, flag, &url, &key))
-                .await
-                .unwrap()
-        };
+        let run = run_in_background(cli, program, flag, gateway_url.clone(), key).await;
         let calls = model.received().len() - before;
         let summary = parse_report(run.report.trim())
             .ok()
