@@ -240,6 +240,14 @@ impl Gateway {
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_default();
+        if path == "/" {
+            // A CLI's connectivity check (Claude Code sends `HEAD /`): the gateway is up.
+            return Response::new(
+                Full::new(Bytes::new())
+                    .map_err(|e| -> BoxError { match e {} })
+                    .boxed(),
+            );
+        }
         let Some(api) = Api::of_path(&path) else {
             return self.refuse(
                 None,

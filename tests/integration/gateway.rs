@@ -318,6 +318,12 @@ async fn keys_that_are_not_a_running_tasks_are_refused_in_the_providers_shape() 
         let body: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(body["error"]["type"], "authentication_error", "{body}");
     }
+    // A CLI's connectivity check is answered, needs no key and is no refusal; a path that
+    // is not a model API is refused.
+    let (status, _) = gateway.call("/", &[], &json!({}));
+    assert_eq!(status, 200);
+    let (status, _) = gateway.call("/v1/files", &[], &json!({}));
+    assert_eq!(status, 404);
     let (status, body) = gateway.call("/v1/chat/completions", &[], &json!({"messages": []}));
     assert_eq!(status, 401);
     assert_eq!(
@@ -370,6 +376,14 @@ async fn keys_that_are_not_a_running_tasks_are_refused_in_the_providers_shape() 
         ),
         Some(2.0),
         "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"kubetask_gateway_refusals_total{reason="NotMetered"}"#
+        ),
+        Some(1.0),
+        "only /v1/files: {text}"
     );
 }
 
