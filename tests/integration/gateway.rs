@@ -785,4 +785,22 @@ async fn provider_errors_pass_through_unmetered_and_a_cut_stream_counts_what_cam
         !text.contains("kubetask_gateway_unpriced_responses_total{"),
         "an error answer is not an unpriced response:\n{text}"
     );
+
+    // An answer without usage: passed on, counted as unpriced (never free).
+    let (status, body) = gateway.call(
+        "/v1/messages",
+        &[("x-api-key", &key)],
+        &json!({"model": kubetask_test_apiserver::model_api::NO_USAGE_MODEL, "max_tokens": 64, "messages": []}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let unpriced = r#"kubetask_gateway_unpriced_responses_total{namespace="team-a",agent="claude-code",model="unknown"}"#;
+    let mut counted = None;
+    for _ in 0..100 {
+        counted = metric(&gateway.metrics(), unpriced);
+        if counted.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(counted, Some(1.0), "{}", gateway.metrics());
 }

@@ -189,6 +189,14 @@ impl ModelApi {
                 ),
                 sse("message_stop", &json!({"type": "message_stop"})),
             ],
+            // A response without usage, as a misbehaving provider or proxy might send.
+            ("/v1/messages", false) if body["model"] == NO_USAGE_MODEL => {
+                return whole(
+                    &mut stream,
+                    &json!({"id": "msg_2", "type": "message", "role": "assistant",
+                    "content": [{"type": "text", "text": ANSWER}], "stop_reason": "end_turn"}),
+                );
+            }
             ("/v1/messages", false) => {
                 return whole(
                     &mut stream,
@@ -384,6 +392,9 @@ fn shell_tool_to_call(body: &Value) -> Option<String> {
     });
     (!ran).then(|| tool.to_owned())
 }
+
+/// The model whose (whole) Anthropic answers carry no usage.
+pub const NO_USAGE_MODEL: &str = "no-usage-model";
 
 /// What every model answers.
 pub const ANSWER: &str = "Hello from the fake model API.";
