@@ -132,8 +132,7 @@ fn execute(config: &Config, terminate: &Arc<AtomicBool>) -> Finished {
     conclude(outcome, terminate.load(Ordering::Relaxed))
 }
 
-/// The CLI's stdout, line by line (invalid UTF-8 replaced), from a reader thread.
-/// A line the CLI printed.
+/// A line the CLI printed (invalid UTF-8 replaced).
 enum Line {
     Out(String),
     /// On stderr: passed on to the runner's stderr (the pod's log) as it comes, and shown to
@@ -141,7 +140,7 @@ enum Line {
     Err(String),
 }
 
-/// The CLI's stdout and stderr, line by line, in one channel.
+/// The CLI's stdout and stderr, line by line, in one channel, from a reader thread each.
 fn read_lines(child: &mut Child) -> mpsc::Receiver<Line> {
     let (send, receive) = mpsc::channel();
     fn pump(
