@@ -341,23 +341,19 @@ pub fn decide(task: &Task, snapshot: &Snapshot, now: &Time) -> Plan {
     transition(task, snapshot, condition, rendered_by, retry, now)
 }
 
-/// Whether the controller must stop the Job's agent now (cancelled, or past its deadline).
-pub fn stop_due(task: &Task, job: &Job, now: &Time) -> bool {
+/// Whether the controller must stop the Job's agent now (cancelled, past its deadline, or
+/// over its budget by the gateway's meter `usage`).
+pub fn stop_due(task: &Task, job: &Job, usage: Option<&kubetask_api::Usage>, now: &Time) -> bool {
     !status::job_finished(job)
-        && (task.spec.cancel.is_some() || deadline(job).is_some_and(|(at, _)| now.0 >= at.0))
+        && (task.spec.cancel.is_some()
+            || deadline(job).is_some_and(|(at, _)| now.0 >= at.0)
+            || over_budget(job, usage).is_some())
 }
 
 /// Why the gateway's meter (`usage`, with the gateway on) is at or past the budget fixed on
 /// the Job, if it is.
-pub fn over_budget(job: &Job, usage: Option<&kubetask_api::Usage>) -> Option<String> {
-    let usage = usage?;
-    let budget = job
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(kubetask_api::budget::BUDGET_ANNOTATION)
-        .and_then(|text| kubetask_api::Budget::from_annotation(text))?;
-    budget.exceeded(usage)
+fn over_budget(job: &Job, usage: Option<&kubetask_api::Usage>) -> Option<String> {
+    crate::render::lifecycle::job_budget(job)?.exceeded(usage?)
 }
 
 /// When the Job's agent must have finished: its creation (or, for a Job created suspended,

@@ -21,8 +21,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api as KubeApi;
+use kubetask_api::Budget;
 use kubetask_api::Task;
-use kubetask_api::budget::{BUDGET_ANNOTATION, Budget};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde_json::json;
@@ -31,6 +31,8 @@ use super::keys::{self, Caller};
 use super::prices::PriceTable;
 use super::usage::{Api, StreamMeter, Usage};
 use crate::controller::status::is_finished;
+use crate::render::lifecycle::job_budget;
+use crate::render::needs::agent_name;
 
 /// A body of either direction.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
@@ -242,11 +244,7 @@ impl Gateway {
             .unwrap_or_default();
         if path == "/" {
             // A CLI's connectivity check (Claude Code sends `HEAD /`): the gateway is up.
-            return Response::new(
-                Full::new(Bytes::new())
-                    .map_err(|e| -> BoxError { match e {} })
-                    .boxed(),
-            );
+            return Response::new(full(Bytes::new()));
         }
         let Some(api) = Api::of_path(&path) else {
             return self.refuse(
@@ -503,19 +501,11 @@ impl Gateway {
         {
             return Ok(None);
         }
-        let agent = task
-            .spec
-            .agent_ref
-            .clone()
-            .unwrap_or_else(|| "default".to_owned());
+        let agent = agent_name(&task).to_owned();
         let budget = match task.status.as_ref().and_then(|s| s.job_name.as_deref()) {
             Some(job) => {
                 let jobs: KubeApi<Job> = KubeApi::namespaced(self.kube.clone(), &caller.namespace);
-                jobs.get_opt(job)
-                    .await?
-                    .and_then(|job| job.metadata.annotations)
-                    .and_then(|a| a.get(BUDGET_ANNOTATION).cloned())
-                    .and_then(|text| Budget::from_annotation(&text))
+                jobs.get_opt(job).await?.as_ref().and_then(job_budget)
             }
             None => None,
         };
@@ -558,19 +548,16 @@ impl Gateway {
         Response::builder()
             .status(status)
             .header(header::CONTENT_TYPE, "application/json")
-            .body(
-                Full::new(Bytes::from(body.to_string()))
-                    .map_err(|e| -> BoxError { match e {} })
-                    .boxed(),
-            )
-            .unwrap_or_else(|_| {
-                Response::new(
-                    Full::new(Bytes::new())
-                        .map_err(|e| -> BoxError { match e {} })
-                        .boxed(),
-                )
-            })
+            .body(full(Bytes::from(body.to_string())))
+            .unwrap_or_else(|_| Response::new(full(Bytes::new())))
     }
+}
+
+/// A body of these bytes, whole.
+fn full(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes)
+        .map_err(|e| -> BoxError { match e {} })
+        .boxed()
 }
 
 /// The error body each provider sends for `status` (`403`: the Task is over its budget,

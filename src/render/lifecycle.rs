@@ -226,6 +226,15 @@ fn rules_contain(rule: &PodFailurePolicyRule) -> bool {
     disruption || no_retry
 }
 
+/// The budget fixed on a Job when it was created (the Task's, else its Agent's).
+pub fn job_budget(job: &Job) -> Option<kubetask_api::Budget> {
+    job.metadata
+        .annotations
+        .as_ref()?
+        .get(kubetask_api::budget::BUDGET_ANNOTATION)
+        .and_then(|text| kubetask_api::Budget::from_annotation(text))
+}
+
 /// The timeout fixed on a Job when it was created.
 pub fn job_timeout(job: &Job) -> Option<Duration> {
     job.metadata

@@ -91,8 +91,8 @@ pub(super) async fn observe(
                 Some(seen) => *seen != counts,
                 None => !pod_attempts::accounted_for(&snapshot.status.attempts, job),
             });
-        let over_budget = task_rules::over_budget(job, snapshot.metered_usage.as_ref()).is_some();
-        if changed || task_rules::stop_due(task, job, &now) || over_budget {
+        let usage = snapshot.metered_usage.as_ref();
+        if changed || task_rules::stop_due(task, job, usage, &now) {
             match list_pods(&ctx.client, namespace, job).await {
                 // Recorded as seen only once the status they lead to is written (in `act`).
                 Ok(pods) => snapshot.pods = Some(pods),

@@ -49,9 +49,9 @@ impl Adapter for Gemini {
         let mut env = vec![("GEMINI_CLI_TRUST_WORKSPACE".to_owned(), "true".to_owned())];
         if let Some(gateway) = &config.gateway {
             // GOOGLE_GEMINI_BASE_URL alone makes it pick its "gateway" auth type, which
-            // headless mode refuses: the API key is chosen in system settings instead.
-            // Its user settings, kept but for that one field (system settings are refused
-            // under a world-writable directory such as /tmp).
+            // headless mode refuses: the API key is chosen in its user settings instead, kept
+            // but for that one field (system settings are refused under a world-writable
+            // directory such as /tmp).
             let home = std::env::var_os("HOME")
                 .ok_or("HOME is not set: Gemini CLI keeps its settings there")?;
             let settings = std::path::Path::new(&home).join(".gemini/settings.json");
