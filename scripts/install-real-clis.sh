@@ -11,14 +11,18 @@ if [ "${#packages[@]}" -ne 4 ]; then
   exit 1
 fi
 mkdir -p "$prefix"
+# A throw-away npm cache: the packages are 1.2 GB and would be kept twice (CI's disk is finite).
+cache=$(mktemp -d "${TMPDIR:-/tmp}/kubetask-npm-cache.XXXXXX")
+trap 'rm -rf "$cache"' EXIT
 # The packages' native parts come as optional dependencies (no install scripts needed).
-npm install --prefix "$prefix" --no-audit --no-fund --no-save --loglevel=error "${packages[@]}" >/dev/null
+npm install --prefix "$prefix" --cache "$cache" --no-audit --no-fund --no-save --loglevel=error \
+  "${packages[@]}" >/dev/null
 # npm 11 leaves install scripts of packages not approved in an allowScripts list unrun; two of
 # the CLIs fetch their native binary (from the npm registry) in theirs: run them by name.
 for package in "${packages[@]}"; do
   name=${package%@*}
   if grep -q '"postinstall"' "$prefix/node_modules/$name/package.json"; then
-    npm run --prefix "$prefix/node_modules/$name" --loglevel=error postinstall >/dev/null
+    npm run --prefix "$prefix/node_modules/$name" --cache "$cache" --loglevel=error postinstall >/dev/null
   fi
 done
 for cli in claude gemini codex opencode; do
