@@ -2,15 +2,16 @@
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube_core::CustomResourceExt;
-use kubetask_api::{Agent, CronTask, Task, TaskTrigger};
+use kubetask_api::{Agent, Budget, CronTask, Task, TaskTrigger};
 
-/// The CRDs of Task, Agent, CronTask and TaskTrigger.
-pub fn definitions() -> [CustomResourceDefinition; 4] {
+/// The CRDs of Task, Agent, CronTask, TaskTrigger and Budget.
+pub fn definitions() -> [CustomResourceDefinition; 5] {
     [
         Task::crd(),
         Agent::crd(),
         CronTask::crd(),
         TaskTrigger::crd(),
+        Budget::crd(),
     ]
 }
 

@@ -101,7 +101,7 @@ pub struct AgentSpec {
     pub workspace: Option<Workspace>,
     /// The budget of its Tasks that set none (see `Task.spec.budget`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget: Option<crate::budget::Budget>,
+    pub budget: Option<crate::budget::Limits>,
 }
 
 /// A Secret key handed to the agent.

@@ -1,20 +1,27 @@
-//! A Task's budget: the most its agent's model calls may spend, metered by the model gateway
-//! (docs/budgets.md). The gateway refuses the call past it; the controller ends the Task
-//! `Failed/BudgetExceeded` with its logs kept. One definition of "over budget" for both.
+//! Budgets (docs/budgets.md). A Task's own: [`Limits`], the most its agent's model calls may
+//! spend, metered by the model gateway, which refuses the call past it; the controller then
+//! ends the Task `Failed/BudgetExceeded` with its logs kept. One definition of "over budget"
+//! for both. And a namespace's: the [`Budget`] resource, limits per period (a day, a week, a
+//! month) for the Tasks it selects, against which each Task's cap is reserved when it is
+//! admitted, so that Tasks running together cannot overshoot it.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube_derive::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::Usage;
+use crate::syntax::{MAX_SUBDOMAIN, SUBDOMAIN_PATTERN};
 
-/// The annotation on a Task's Job holding the budget fixed when the Job was created (the
-/// Task's, else its Agent's), as JSON: what the controller and the gateway enforce.
+/// The annotation on a Task's Job holding the limits fixed when the Job was created (the
+/// Task's, else its Agent's, lowered to what its Budgets reserved), as JSON: what the
+/// controller and the gateway enforce.
 pub const BUDGET_ANNOTATION: &str = "kubetask.io/budget";
 
-/// Most that one run may spend.
+/// Most that one run (or, in a [`Budget`], one period) may spend.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct Budget {
+pub struct Limits {
     /// US dollars, as the gateway's price table prices the calls (e.g. `0.5`).
     #[serde(
         default,
@@ -29,10 +36,10 @@ pub struct Budget {
     pub max_tokens: Option<i64>,
 }
 
-impl Budget {
-    /// The effective budget of a Task: its own, else its Agent's.
-    pub fn effective(task: Option<&Budget>, agent: Option<&Budget>) -> Option<Budget> {
-        let set = |b: &&Budget| b.max_cost_usd.is_some() || b.max_tokens.is_some();
+impl Limits {
+    /// The effective limits of a Task: its own, else its Agent's.
+    pub fn effective(task: Option<&Limits>, agent: Option<&Limits>) -> Option<Limits> {
+        let set = |b: &&Limits| b.max_cost_usd.is_some() || b.max_tokens.is_some();
         task.filter(set).or(agent.filter(set)).cloned()
     }
 
@@ -62,10 +69,144 @@ impl Budget {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// The budget of a Job's annotation; `None` when absent or unreadable.
-    pub fn from_annotation(text: &str) -> Option<Budget> {
+    /// The limits of a Job's annotation; `None` when absent or unreadable.
+    pub fn from_annotation(text: &str) -> Option<Limits> {
         serde_json::from_str(text).ok()
     }
+}
+
+/// A namespace's spending limit per period for the Tasks it selects. When a Task is admitted
+/// its cap (its own limits, else what is left) is reserved here, so Tasks running together
+/// cannot overshoot; when it finishes the reservation becomes what it really spent.
+#[derive(CustomResource, Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kubetask.io",
+    version = "v1alpha1",
+    kind = "Budget",
+    namespaced,
+    derive = "PartialEq",
+    status = "BudgetStatus",
+    category = "kubetask",
+    printcolumn = r#"{"name":"Period","type":"string","jsonPath":".spec.period.type"}"#,
+    printcolumn = r#"{"name":"Spent USD","type":"number","jsonPath":".status.spentUSD"}"#,
+    printcolumn = r#"{"name":"Reserved USD","type":"number","jsonPath":".status.reservedUSD"}"#,
+    printcolumn = r#"{"name":"Limit USD","type":"number","jsonPath":".spec.limits.maxCostUSD"}"#,
+    printcolumn = r#"{"name":"Tokens","type":"integer","jsonPath":".status.spentTokens"}"#,
+    printcolumn = r#"{"name":"Token Limit","type":"integer","jsonPath":".spec.limits.maxTokens"}"#,
+    printcolumn = r#"{"name":"Since","type":"date","jsonPath":".status.periodStart"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    doc = "A Budget: what the Tasks it selects may spend on model calls per period.",
+    crates(
+        kube_core = "::kube_core",
+        k8s_openapi = "::k8s_openapi",
+        schemars = "::schemars",
+        serde = "::serde",
+        serde_json = "::serde_json"
+    )
+)]
+#[x_kube(
+    validation = Rule::new("has(self.limits.maxCostUSD) || has(self.limits.maxTokens)").message("spec.limits needs maxCostUSD or maxTokens").field_path(".limits"),
+    crates(kube_core = "::kube_core", schemars = "::schemars", serde = "::serde")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetSpec {
+    /// The Tasks it governs, by label (with `agentRef`, both must match). Unset: every Task
+    /// of the namespace (of `agentRef`'s Agent, when set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// Only the Tasks of this Agent (by name, in the Budget's namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = SUBDOMAIN_PATTERN), length(max = MAX_SUBDOMAIN))]
+    pub agent_ref: Option<String>,
+    /// The period the limits apply to; spending starts again from zero at each new one.
+    pub period: Period,
+    /// The most the governed Tasks may spend together in one period.
+    pub limits: Limits,
+    /// What happens to a Task that would start when too little is left: `Queue` (the
+    /// default: it waits `Pending/BudgetExhausted` until a running Task gives back what it
+    /// did not spend, or the next period) or `Stop` (it ends `Failed/BudgetExceeded`).
+    #[serde(default)]
+    pub on_exceed: OnExceed,
+}
+
+/// A Budget's period.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Period {
+    /// `Daily`, `Weekly` (from Monday) or `Monthly`.
+    #[serde(rename = "type")]
+    pub kind: PeriodType,
+    /// The IANA time zone whose midnight starts a period (e.g. `Europe/Paris`). Default: UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub time_zone: Option<String>,
+}
+
+/// How long a Budget's period is.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeriodType {
+    Daily,
+    Weekly,
+    Monthly,
+}
+
+/// What a Budget does with a Task it has too little left for.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnExceed {
+    /// The Task waits until enough is left.
+    #[default]
+    Queue,
+    /// The Task ends `Failed/BudgetExceeded` without running.
+    Stop,
+}
+
+/// What a Budget's period has spent and holds, written by the controller.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetStatus {
+    /// When the current period began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_start: Option<Time>,
+    /// When it ends (and the next begins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_end: Option<Time>,
+    /// What the period's finished Tasks spent, in US dollars.
+    #[serde(default, rename = "spentUSD")]
+    pub spent_usd: f64,
+    /// The tokens they used.
+    #[serde(default)]
+    pub spent_tokens: i64,
+    /// What the running Tasks may still spend: the sum of `reservations`, in US dollars.
+    #[serde(default, rename = "reservedUSD")]
+    pub reserved_usd: f64,
+    /// The tokens they may still use.
+    #[serde(default)]
+    pub reserved_tokens: i64,
+    /// One per admitted Task that has not finished.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reservations: Vec<Reservation>,
+    /// `Ready`: whether the Budget can be applied (`False` names what to fix).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation the status was written for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// The cap reserved for one admitted Task.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Reservation {
+    /// The Task's name.
+    pub task: String,
+    /// The Task's uid (a Task recreated under the same name is another Task).
+    pub uid: String,
+    /// US dollars reserved (when the Budget limits dollars).
+    #[serde(default, rename = "costUSD", skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// Tokens reserved (when the Budget limits tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<i64>,
 }
 
 #[cfg(test)]
@@ -83,15 +224,15 @@ mod tests {
 
     #[test]
     fn over_budget_is_at_or_past_either_limit() {
-        let tokens = Budget {
+        let tokens = Limits {
             max_tokens: Some(1000),
-            ..Budget::default()
+            ..Limits::default()
         };
         assert_eq!(tokens.exceeded(&usage(600, 399, "9")), None);
         assert!(tokens.exceeded(&usage(600, 400, "0")).is_some());
-        let dollars = Budget {
+        let dollars = Limits {
             max_cost_usd: Some(0.5),
-            ..Budget::default()
+            ..Limits::default()
         };
         assert_eq!(dollars.exceeded(&usage(10_000_000, 1, "0.4999")), None);
         let why = dollars.exceeded(&usage(1, 1, "0.5")).unwrap_or_default();
@@ -102,19 +243,19 @@ mod tests {
 
     #[test]
     fn a_tasks_own_budget_wins_over_its_agents() {
-        let task = Budget {
+        let task = Limits {
             max_tokens: Some(5),
-            ..Budget::default()
+            ..Limits::default()
         };
-        let agent = Budget {
+        let agent = Limits {
             max_cost_usd: Some(1.0),
-            ..Budget::default()
+            ..Limits::default()
         };
-        assert_eq!(Budget::effective(Some(&task), Some(&agent)), Some(task));
-        assert_eq!(Budget::effective(None, Some(&agent)), Some(agent.clone()));
-        assert_eq!(Budget::effective(Some(&Budget::default()), None), None);
+        assert_eq!(Limits::effective(Some(&task), Some(&agent)), Some(task));
+        assert_eq!(Limits::effective(None, Some(&agent)), Some(agent.clone()));
+        assert_eq!(Limits::effective(Some(&Limits::default()), None), None);
         let annotation = agent.to_annotation();
         assert_eq!(annotation, r#"{"maxCostUSD":1.0}"#);
-        assert_eq!(Budget::from_annotation(&annotation), Some(agent));
+        assert_eq!(Limits::from_annotation(&annotation), Some(agent));
     }
 }

@@ -22,7 +22,9 @@ pub mod trigger_event;
 pub mod workspace;
 
 pub use agent::{Agent, AgentSpec, Credential, PodScheduling, SecretKeyRef, Toleration};
-pub use budget::Budget;
+pub use budget::{
+    Budget, BudgetSpec, BudgetStatus, Limits, OnExceed, Period, PeriodType, Reservation,
+};
 pub use context::{ConfigMapReference, Context, ContextType, FileContext, FileSource};
 pub use cron_task::{
     ConcurrencyPolicy, CronTask, CronTaskSpec, CronTaskStatus, TaskReference, TaskTemplate,

@@ -5,7 +5,7 @@ use kube_derive::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::Context;
-use crate::budget::Budget;
+use crate::budget::Limits;
 use crate::egress::Egress;
 use crate::lifecycle::{Attempt, Cancel, DURATION_PATTERN, MAX_RETRIES, TaskResult, Usage};
 use crate::syntax::{MAX_SUBDOMAIN, SUBDOMAIN_PATTERN};
@@ -94,7 +94,7 @@ pub struct TaskSpec {
     /// gateway refuses the next call and the Task ends `Failed/BudgetExceeded` with its logs
     /// kept (docs/budgets.md). Default: the Agent's `budget`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget: Option<Budget>,
+    pub budget: Option<Limits>,
 }
 
 /// Where a Task is in its life.

@@ -364,12 +364,13 @@ fn classify(file: &Path, value: Value, inputs: &mut Inputs, errors: &mut Vec<Inp
                 errors.push(error(field.as_deref(), message));
             }
         }
-        // Not rendered: `kubetask trigger event` shows the Task one would create.
-        "TaskTrigger" if api_version == API_VERSION => inputs.skipped.push(object),
+        // Not rendered: `kubetask trigger event` shows the Task a TaskTrigger would create; a
+        // Budget admits Tasks on a cluster.
+        "TaskTrigger" | "Budget" if api_version == API_VERSION => inputs.skipped.push(object),
         "" => errors.push(error(Some("kind"), "is required".to_owned())),
         other if names_a_kind_we_do_not_serve(&api_version, other) => errors.push(error(
             Some("kind"),
-            format!("no matches for kind {other:?} in version {api_version:?}: the kinds of kubetask.io are Task, Agent, CronTask and TaskTrigger"),
+            format!("no matches for kind {other:?} in version {api_version:?}: the kinds of kubetask.io are Task, Agent, CronTask, TaskTrigger and Budget"),
         )),
         _ => inputs.skipped.push(object),
     }

@@ -41,7 +41,7 @@ enum Command {
     Controller(Box<controller::ControllerArgs>),
     /// Render Tasks into the Jobs and ConfigMaps the controller would create, with no cluster.
     Render(render::RenderArgs),
-    /// Print the CustomResourceDefinitions of Task, Agent, CronTask and TaskTrigger.
+    /// Print the CustomResourceDefinitions of Task, Agent, CronTask, TaskTrigger and Budget.
     Crds,
     /// Tools for plugin authors: check a component, pack it as a ConfigMap.
     #[command(subcommand)]

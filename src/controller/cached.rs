@@ -30,8 +30,9 @@ fn trim_metadata(object: &mut impl ResourceExt) {
 
 /// A Task as cached. An unfinished Task is rendered from its cached form, so its spec stays
 /// whole. A finished Task's later decisions read only its phase and completion time (the
-/// TTL), its Agent (the TTL's default, a freed queue slot) and its name and uid (a delete):
-/// its context files, labels, annotations and the status details shown to users are dropped.
+/// TTL), its Agent (the TTL's default, a freed queue slot), its name and uid (a delete) and
+/// its usage (what its Budgets settle): its context files, labels, annotations and the status
+/// details shown to users are dropped.
 pub fn task(task: &mut Task) {
     trim_metadata(task);
     let finished = task.status.as_ref().is_some_and(status::is_finished);
@@ -49,6 +50,8 @@ pub fn task(task: &mut Task) {
             start_time: status.start_time,
             completion_time: status.completion_time,
             observed_generation: status.observed_generation,
+            // What it spent: its Budgets settle from it (a few numbers).
+            usage: status.usage,
             ..TaskStatus::default()
         });
     }

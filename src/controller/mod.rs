@@ -5,6 +5,8 @@
 mod admission;
 mod agent_reads;
 mod backoff;
+mod budget_executor;
+mod budget_rules;
 pub mod cached;
 mod caches;
 mod children;
@@ -38,7 +40,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{PredicateConfig, predicates, watcher};
 use kube::{Resource, ResourceExt};
-use kubetask_api::{Agent, CronTask, Task, labels};
+use kubetask_api::{Agent, Budget, CronTask, Task, labels};
 use tokio::sync::watch;
 
 pub use children::FIELD_MANAGER;
@@ -169,6 +171,15 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     // A change of a CronTask's run (it finished, was deleted) reconciles the CronTask. When the
     // channel is full the signal is dropped: the CronTask looks again at its next tick anyway.
     let (runs_changed, cron_triggers) = tokio::sync::mpsc::channel::<ObjectRef<CronTask>>(1024);
+    // Budgets: one watch, the Budget executor's; its cache is what Tasks are admitted against.
+    // A Task deleted before it finished wakes the Budgets holding its reservation.
+    let budget_controller = kube::runtime::Controller::new(
+        scoped::<Budget>(&client, namespace),
+        watcher::Config::default(),
+    );
+    let budgets = budget_controller.store();
+    let (holder_gone, budget_triggers) = tokio::sync::mpsc::channel::<ObjectRef<Budget>>(1024);
+    let holders = budgets.clone();
     let task_events = watcher::watcher(
         scoped::<Task>(&client, namespace),
         watcher::Config::default(),
@@ -181,6 +192,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             && let Some(owner) = cron_executor::owner(task)
         {
             let _ = runs_changed.try_send(owner);
+        }
+        if let watcher::Event::Delete(task) = event {
+            let namespace = task.namespace().unwrap_or_default();
+            let uid = task.uid().unwrap_or_default();
+            for budget in budget_executor::holding(&holders, &namespace, &uid) {
+                let _ = holder_gone.try_send(ObjectRef::from_obj(budget.as_ref()));
+            }
         }
     })
     .applied_objects()
@@ -298,7 +316,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     if let Some(store) = network_policies {
         context = context.with_network_policies(store);
     }
-    let context = context.with_metered_usage(options.gateway.is_some());
+    let context = context
+        .with_metered_usage(options.gateway.is_some())
+        .with_budgets(budgets, options.clock.clone());
     let context = Arc::new(context);
     let cron_context = Arc::new(cron_executor::Context::new(
         client.clone(),
@@ -325,8 +345,33 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
         futures::future::ready(())
     });
+    // Tasks waiting for a Budget are looked at again when it changes.
+    let (wake, mut budget_wakes) = tokio::sync::mpsc::channel::<ObjectRef<Task>>(1024);
+    let budget_context = Arc::new(budget_executor::Context::new(
+        client.clone(),
+        tasks.clone(),
+        options.clock.clone(),
+        wake,
+    ));
+    let mut budget_stop = stopped.clone();
+    let mut budget_triggers = budget_triggers;
+    let budget_executor = budget_controller
+        .reconcile_on(futures::stream::poll_fn(move |cx| budget_triggers.poll_recv(cx)))
+        .graceful_shutdown_on(async move {
+            let _ = budget_stop.changed().await;
+        })
+        .run(budget_executor::reconcile, budget_executor::error_policy, budget_context)
+        .for_each(|result| {
+            if let Err(kube::runtime::controller::Error::QueueError(error)) = result {
+                tracing::warn!(%error, "watching Budgets (is the Budget CRD installed? kubectl apply -k manifests/)");
+            }
+            futures::future::ready(())
+        });
     let mut graceful = stopped.clone();
     let mut triggers = vec![
+        futures::stream::poll_fn(move |cx| budget_wakes.poll_recv(cx))
+            .map(|task| vec![task])
+            .boxed(),
         concerning(task_events, |task: Task| vec![ObjectRef::from_obj(&task)]),
         concerning(job_events, job_trigger(context.clone())),
         concerning(agent_events, agent_trigger(wait_index.clone())),
@@ -367,7 +412,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     );
 
     let running = async move {
-        tokio::join!(running, cron_tasks);
+        tokio::join!(running, cron_tasks, budget_executor);
     };
     let outcome = match leadership {
         None => {

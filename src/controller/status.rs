@@ -59,8 +59,12 @@ pub mod reason {
     /// `spec.cancel` was set.
     pub const CANCELLED: &str = "Cancelled";
     /// The model gateway metered the Task's budget spent; the agent was stopped, its logs
-    /// kept.
+    /// kept. Or a Budget that governs it had too little left for it and its `onExceed` is
+    /// `Stop`: it never started.
     pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
+    /// A Budget that governs the Task has too little left for it this period (its
+    /// `onExceed` is `Queue`): the Task starts when enough is.
+    pub const BUDGET_EXHAUSTED: &str = "BudgetExhausted";
     /// An attempt failed and the Job runs the next one.
     pub const RETRYING: &str = "Retrying";
     /// The agent's termination message is not a valid report (condition `ResultReported`).

@@ -21,7 +21,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api as KubeApi;
-use kubetask_api::Budget;
+use kubetask_api::Limits;
 use kubetask_api::Task;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -99,7 +99,7 @@ struct Served {
     /// Its Agent (a label of the metrics).
     agent: String,
     /// The budget fixed on its Job, if any.
-    budget: Option<Budget>,
+    budget: Option<Limits>,
     /// Its ledger (`status.usage`) as last read or written.
     recorded: Spent,
     /// What this replica metered since it last wrote the ledger.
@@ -480,7 +480,7 @@ impl Gateway {
     async fn task_running(
         &self,
         caller: &Caller,
-    ) -> Result<Option<(String, Option<Budget>, Spent)>, kube::Error> {
+    ) -> Result<Option<(String, Option<Limits>, Spent)>, kube::Error> {
         if let Ok(meters) = self.meters.lock()
             && let Some(meter) = meters.get(caller)
             && meter.checked.elapsed() < TASK_CHECK_FOR

@@ -190,7 +190,7 @@ pub fn apply(
     }
     // The budget, fixed when the Job is created, as the timeout is: what the gateway and the
     // controller enforce for this run.
-    let budget = kubetask_api::Budget::effective(
+    let budget = kubetask_api::Limits::effective(
         task.spec.budget.as_ref(),
         agent.and_then(|a| a.spec.budget.as_ref()),
     );
@@ -227,12 +227,12 @@ fn rules_contain(rule: &PodFailurePolicyRule) -> bool {
 }
 
 /// The budget fixed on a Job when it was created (the Task's, else its Agent's).
-pub fn job_budget(job: &Job) -> Option<kubetask_api::Budget> {
+pub fn job_budget(job: &Job) -> Option<kubetask_api::Limits> {
     job.metadata
         .annotations
         .as_ref()?
         .get(kubetask_api::budget::BUDGET_ANNOTATION)
-        .and_then(|text| kubetask_api::Budget::from_annotation(text))
+        .and_then(|text| kubetask_api::Limits::from_annotation(text))
 }
 
 /// The timeout fixed on a Job when it was created.

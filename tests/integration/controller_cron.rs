@@ -7,7 +7,6 @@
 
 use crate::support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -15,37 +14,10 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use kubetask::api::{CronTask, Task, TaskPhase, cron_labels};
 use kubetask::cron::scheduled_name;
-use serde_json::Value;
 use support::*;
 
 const NS: &str = "team-a";
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// The schedule clock: a file the controller reads "now" from.
-struct TestClock {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl TestClock {
-    fn at(time: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("now");
-        std::fs::write(&path, time).unwrap();
-        Self { _dir: dir, path }
-    }
-
-    fn set(&self, time: &str) {
-        // Written whole then renamed, so the controller never reads half a time.
-        let next = self.path.with_extension("next");
-        std::fs::write(&next, time).unwrap();
-        std::fs::rename(&next, &self.path).unwrap();
-    }
-
-    fn flag(&self) -> [&str; 2] {
-        ["--test-clock-file", self.path.to_str().unwrap()]
-    }
-}
 
 fn ts(text: &str) -> jiff::Timestamp {
     text.parse().unwrap()
@@ -227,7 +199,7 @@ async fn a_run_per_tick_history_limits_and_the_status() {
     );
     assert!(status.last_successful_time.is_some());
     // `kubectl get crontasks`: the columns CronJob users know.
-    let table = table(&cluster.client, "crontasks").await;
+    let table = table(&cluster.client, NS, "crontasks").await;
     let columns: Vec<&str> = table["columnDefinitions"]
         .as_array()
         .unwrap()
@@ -247,20 +219,6 @@ async fn a_run_per_tick_history_limits_and_the_status() {
         ]
     );
     assert_eq!(table["rows"][0]["cells"][1], "*/5 * * * *");
-}
-
-/// The server-side Table `kubectl get` asks for.
-async fn table(client: &Client, resource: &str) -> Value {
-    let request = http::Request::get(format!(
-        "/apis/kubetask.io/v1alpha1/namespaces/{NS}/{resource}"
-    ))
-    .header(
-        "Accept",
-        "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
-    )
-    .body(Vec::new())
-    .unwrap();
-    serde_json::from_str(&client.request_text(request).await.unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

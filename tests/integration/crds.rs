@@ -12,7 +12,28 @@ fn committed_crds_match_the_generated_ones() {
 
 #[test]
 fn crds_have_status_columns_short_names_and_validation_rules() {
-    let [task, agent, cron_task, trigger] = kubetask::crds::definitions();
+    let [task, agent, cron_task, trigger, budget] = kubetask::crds::definitions();
+    assert_eq!(budget.spec.names.plural, "budgets");
+    assert_eq!(budget.spec.scope, "Namespaced");
+    let budget_columns: Vec<_> = budget.spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|column| column.name.as_str())
+        .collect();
+    assert_eq!(
+        budget_columns,
+        [
+            "Period",
+            "Spent USD",
+            "Reserved USD",
+            "Limit USD",
+            "Tokens",
+            "Token Limit",
+            "Since",
+            "Age"
+        ]
+    );
     assert_eq!(trigger.spec.names.short_names, Some(vec!["ttr".to_owned()]));
     assert_eq!(trigger.spec.names.plural, "tasktriggers");
     let trigger_columns: Vec<_> = trigger.spec.versions[0]

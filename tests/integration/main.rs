@@ -6,6 +6,7 @@
 mod support;
 
 mod architecture;
+mod budgets;
 mod cli;
 mod controller;
 mod controller_cron;

@@ -111,10 +111,38 @@ async fn the_cluster_role_is_sufficient_and_minimal() {
     cluster
         .apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: fail-x, namespace: team-a}\nspec:\n  agentRef: missing\n  contexts: []\n")
         .await;
+    // A Budget: a Task's cap reserved in it at admission (the Budget read, its status
+    // patched) and settled when the Task finishes.
+    cluster
+        .apply_yaml("apiVersion: kubetask.io/v1alpha1\nkind: Budget\nmetadata: {name: team, namespace: team-a}\nspec:\n  selector: {matchLabels: {budgeted: \"yes\"}}\n  period: {type: Daily}\n  limits: {maxCostUSD: 5}\n---\napiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {name: budgeted, namespace: team-a, labels: {budgeted: \"yes\"}}\nspec:\n  budget: {maxCostUSD: 1}\n  contexts: []\n")
+        .await;
     cluster
         .wait_phase(NS, "update-service-a", TaskPhase::Completed)
         .await;
     cluster.wait_phase(NS, "reads", TaskPhase::Completed).await;
+    cluster
+        .wait_phase(NS, "budgeted", TaskPhase::Completed)
+        .await;
+    let budgets: Api<kubetask::api::Budget> = Api::namespaced(cluster.client.clone(), NS);
+    for _ in 0..600 {
+        let status = budgets
+            .get("team")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        if status.period_start.is_some() && status.reservations.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = budgets
+        .get("team")
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default();
+    assert!(status.reservations.is_empty(), "settled: {status:?}");
     cluster
         .wait_reason(NS, "fail-x", "AgentNotFound", Duration::from_secs(30))
         .await;

@@ -195,13 +195,26 @@ impl Cluster {
         Api::namespaced(self.client.clone(), namespace)
     }
 
-    /// Creates the Agents, Tasks and CronTasks of a YAML stream, read as `kubetask render` and kubectl
-    /// read them (YAML 1.1 octal file modes included); Agents first.
+    /// Creates the Agents, Tasks, Budgets and CronTasks of a YAML stream, read as `kubetask
+    /// render` and kubectl read them (YAML 1.1 octal file modes included); Budgets and Agents first.
     pub async fn apply_yaml(&self, yaml: &str) {
         let mut inputs = kubetask::cli::files::Inputs::default();
         let mut errors = Vec::new();
         kubetask::cli::files::parse_into(Path::new("test.yaml"), yaml, &mut inputs, &mut errors);
         assert!(errors.is_empty(), "{errors:?}");
+        // Budgets, which `kubetask render` skips, as they are, first (they govern the Tasks).
+        for document in serde_yaml::Deserializer::from_str(yaml) {
+            let object: Value = serde::Deserialize::deserialize(document).expect("YAML");
+            if object["kind"] == "Budget" {
+                let budget: kubetask::api::Budget =
+                    serde_json::from_value(object).expect("a Budget");
+                let namespace = budget.namespace().unwrap_or_else(|| "default".into());
+                Api::<kubetask::api::Budget>::namespaced(self.client.clone(), &namespace)
+                    .create(&PostParams::default(), &budget)
+                    .await
+                    .expect("Budget");
+            }
+        }
         for agent in inputs.agents {
             let agent = agent.object;
             let agents: Api<Agent> = Api::namespaced(
@@ -543,4 +556,44 @@ pub fn kubetask(args: &[&str]) -> (i32, String, String) {
         text(output.stdout),
         text(output.stderr),
     )
+}
+
+/// The schedule clock: a file the controller reads "now" from.
+pub struct TestClock {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl TestClock {
+    pub fn at(time: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("now");
+        std::fs::write(&path, time).unwrap();
+        Self { _dir: dir, path }
+    }
+
+    pub fn set(&self, time: &str) {
+        // Written whole then renamed, so the controller never reads half a time.
+        let next = self.path.with_extension("next");
+        std::fs::write(&next, time).unwrap();
+        std::fs::rename(&next, &self.path).unwrap();
+    }
+
+    pub fn flag(&self) -> [&str; 2] {
+        ["--test-clock-file", self.path.to_str().unwrap()]
+    }
+}
+
+/// The server-side Table `kubectl get` asks for.
+pub async fn table(client: &Client, namespace: &str, resource: &str) -> Value {
+    let request = http::Request::get(format!(
+        "/apis/kubetask.io/v1alpha1/namespaces/{namespace}/{resource}"
+    ))
+    .header(
+        "Accept",
+        "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+    )
+    .body(Vec::new())
+    .unwrap();
+    serde_json::from_str(&client.request_text(request).await.unwrap()).unwrap()
 }

@@ -127,7 +127,7 @@ async fn render_and_create(
         Ok::<_, StageError>(base.extended(stages).render(&to_render, agent.as_ref()))
     })
     .await?;
-    let rendered = match outcome {
+    let mut rendered = match outcome {
         Ok(Ok(rendered)) => rendered,
         Ok(Err(error)) => {
             return Ok(ctx.failed(uid, Failure::from_render(&error), fingerprint));
@@ -154,6 +154,24 @@ async fn render_and_create(
         }
     };
     ctx.metrics.render(started.elapsed().as_secs_f64());
+    // What the Task's Budgets reserved for it is the most this run may spend: fixed on the
+    // Job, where the gateway and the controller read it.
+    let reserved = ctx
+        .budget_caps
+        .lock()
+        .ok()
+        .and_then(|mut caps| caps.remove(uid));
+    if let Some(cap) = reserved {
+        rendered
+            .job
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(
+                kubetask_api::budget::BUDGET_ANNOTATION.to_owned(),
+                cap.to_annotation(),
+            );
+    }
     for warning in &rendered.warnings {
         publish(ctx, task, EventType::Normal, "RenderWarning", warning);
     }
@@ -195,6 +213,38 @@ async fn render_and_create(
             ctx.failed(uid, Failure::from_api(&error, &action), fingerprint)
         }
     })
+}
+
+/// Settles a finished Task's reservations in its Budgets (those the cache shows holding one)
+/// with what it spent: the gateway's meter, else what its agent reported.
+async fn settle_budgets(this: Reconciling<'_>, snapshot: &Snapshot) -> Result<(), Failure> {
+    let Reconciling {
+        task,
+        namespace,
+        uid,
+        ctx,
+    } = this;
+    let Some((budgets, _)) = &ctx.budgets else {
+        return Ok(());
+    };
+    let status = ctx.current_status(task, uid);
+    if !status::is_finished(&status) || budget_executor::holding(budgets, namespace, uid).is_empty()
+    {
+        return Ok(());
+    }
+    let usage = match &snapshot.metered_usage {
+        Some(metered) => Some(metered),
+        None => status.usage.as_ref(),
+    };
+    budget_executor::settle(&ctx.client, budgets, task, uid, usage)
+        .await
+        .map_err(|error| {
+            let action = format!(
+                "settle the Budgets of the finished Task {:?} in namespace {namespace:?}",
+                task.name_any()
+            );
+            Failure::from_api(&error, &action)
+        })
 }
 
 /// Step 3b: write the status, emit the Event, and say when to look again.
@@ -279,6 +329,9 @@ pub(super) async fn act(this: Reconciling<'_>, snapshot: &Snapshot, plan: Plan) 
             return retry_after_failure(task, uid, &Failure::from_api(&error, &action), ctx);
         }
         ctx.remember(uid, next);
+    }
+    if let Err(failure) = settle_budgets(this, snapshot).await {
+        return retry_after_failure(task, uid, &failure, ctx);
     }
     // What the pods showed is in the status now: list them again only when the Job changes.
     if snapshot.pods.is_some()

@@ -41,6 +41,7 @@ use observe::observe;
 use super::admission;
 use super::agent_reads::AgentReads;
 use super::backoff::{Attempts, Fingerprint, LogBudget};
+use super::budget_executor;
 use super::caches::{Listed, listed};
 use super::children::{self, Created, FIELD_MANAGER};
 use super::failure::{self, Class, Failure};
@@ -115,6 +116,11 @@ pub struct Context {
     /// The model gateway meters the Tasks' usage (`--model-gateway-key-file`): `status.usage`
     /// is its ledger, which the controller reads (budgets) and never writes.
     pub metered: bool,
+    /// The Budgets (and the clock their periods are read on), when Tasks are admitted
+    /// against them (always in the controller; unit tests may leave them out).
+    pub budgets: Option<(Store<kubetask_api::Budget>, crate::cron::Clock)>,
+    /// The limits a Task's Budgets reserved for it, from its admission to its Job's creation.
+    pub budget_caps: Mutex<HashMap<String, kubetask_api::Limits>>,
     /// The size of `written` at which settled Tasks are forgotten next.
     sweep_at: AtomicUsize,
 }
@@ -178,6 +184,8 @@ impl Context {
             admitted: admission::Admitted::default(),
             network_policies: None,
             metered: false,
+            budgets: None,
+            budget_caps: Mutex::default(),
             sweep_at: AtomicUsize::new(SWEEP_AT_LEAST),
         }
     }
@@ -185,6 +193,17 @@ impl Context {
     /// The same context checking each running Task's egress against `policies`.
     pub fn with_network_policies(mut self, policies: Store<NetworkPolicy>) -> Self {
         self.network_policies = Some(policies);
+        self
+    }
+
+    /// The same context admitting Tasks against the Budgets of `budgets`, whose periods are
+    /// read on `clock`.
+    pub fn with_budgets(
+        mut self,
+        budgets: Store<kubetask_api::Budget>,
+        clock: crate::cron::Clock,
+    ) -> Self {
+        self.budgets = Some((budgets, clock));
         self
     }
 

@@ -317,7 +317,10 @@ pub(super) async fn prerequisites(
         .filter(|agent| agent.spec.max_concurrent_tasks.is_some());
     let lock = admission::publish_key(task, &ctx.agents);
     if limited.is_none() && lock.is_none() {
-        return (Start::Ready, agent);
+        return (
+            budget_admission(this, agent.as_ref(), fingerprint).await,
+            agent,
+        );
     }
     // Count from complete caches only: right after a start they may still be listing.
     if !(synced(&ctx.tasks).await && synced(&ctx.jobs).await) {
@@ -331,44 +334,115 @@ pub(super) async fn prerequisites(
         };
         return (ctx.failed(uid, failure, fingerprint), agent);
     }
-    let status_of = |t: &Task| ctx.current_status(t, &t.uid().unwrap_or_default());
-    let view = admission::View {
-        tasks: &ctx.tasks,
-        jobs: &ctx.jobs,
-        admitted: &ctx.admitted,
-        status_of: &status_of,
+    // The queue and the lock are counted from the caches under the queue's lock, with no
+    // await in between.
+    let waiting = 'queues: {
+        let status_of = |t: &Task| ctx.current_status(t, &t.uid().unwrap_or_default());
+        let view = admission::View {
+            tasks: &ctx.tasks,
+            jobs: &ctx.jobs,
+            admitted: &ctx.admitted,
+            status_of: &status_of,
+        };
+        if let Some(limited) = limited
+            && let Some(admission::Admission::Queued { position, active }) =
+                admission::request(&view, task, limited)
+        {
+            let limit = limited.spec.max_concurrent_tasks.unwrap_or_default();
+            let start = Start::Waiting {
+                reason: reason::QUEUED,
+                message: format!(
+                    "position {position} in the queue of Agent {:?} (maxConcurrentTasks {limit}, {active} running); the Task starts when an earlier one finishes",
+                    limited.name_any()
+                ),
+            };
+            break 'queues Some(start);
+        }
+        if let Some(key) = lock
+            && let Some((admission::Admission::Queued { .. }, holder)) =
+                admission::request_publish_lock(&view, &ctx.agents, task, &key)
+        {
+            // Not admitted after all: a slot of its Agent's queue taken just above is freed,
+            // and this Task does not count as holding the lock while it waits for it.
+            ctx.admitted.forget(uid);
+            let holder = holder.map_or_else(String::new, |h| format!(" (Task {h} holds it)"));
+            let start = Start::Waiting {
+                reason: reason::PUBLISH_LOCKED,
+                message: format!(
+                    "waits for the publish lock of {key}: another Task publishes to the same repository and branch{holder}; this one starts when it has finished"
+                ),
+            };
+            break 'queues Some(start);
+        }
+        None
     };
-    if let Some(limited) = limited
-        && let Some(admission::Admission::Queued { position, active }) =
-            admission::request(&view, task, limited)
-    {
-        let limit = limited.spec.max_concurrent_tasks.unwrap_or_default();
-        let start = Start::Waiting {
-            reason: reason::QUEUED,
-            message: format!(
-                "position {position} in the queue of Agent {:?} (maxConcurrentTasks {limit}, {active} running); the Task starts when an earlier one finishes",
-                limited.name_any()
-            ),
-        };
+    if let Some(start) = waiting {
         return (start, agent);
     }
-    if let Some(key) = lock
-        && let Some((admission::Admission::Queued { .. }, holder)) =
-            admission::request_publish_lock(&view, &ctx.agents, task, &key)
-    {
-        // Not admitted after all: a slot of its Agent's queue taken just above is freed,
-        // and this Task does not count as holding the lock while it waits for it.
+    (
+        budget_admission(this, agent.as_ref(), fingerprint).await,
+        agent,
+    )
+}
+
+/// The last step before a Task's Job is created: its cap (its own limits, else its Agent's)
+/// reserved in each Budget that governs it. A Task that may not start gives back its place
+/// in its Agent's queue.
+async fn budget_admission(
+    this: Reconciling<'_>,
+    agent: Option<&Agent>,
+    fingerprint: Fingerprint,
+) -> Start {
+    let Reconciling { task, uid, ctx, .. } = this;
+    let task: &Task = task;
+    let Some((budgets, clock)) = &ctx.budgets else {
+        return Start::Ready;
+    };
+    if !synced(budgets).await {
+        let failure = Failure {
+            class: Class::Transient {
+                retry_after: None,
+                give_up_after: None,
+            },
+            reason: reason::API_UNAVAILABLE,
+            message: "the Budgets are not listed yet (no Task starts before the Budgets that may govern it are known; is the Budget CRD installed? kubectl apply -k manifests/)".to_owned(),
+        };
         ctx.admitted.forget(uid);
-        let holder = holder.map_or_else(String::new, |h| format!(" (Task {h} holds it)"));
-        let start = Start::Waiting {
-            reason: reason::PUBLISH_LOCKED,
-            message: format!(
-                "waits for the publish lock of {key}: another Task publishes to the same repository and branch{holder}; this one starts when it has finished"
-            ),
-        };
-        return (start, agent);
+        return ctx.failed(uid, failure, fingerprint);
     }
-    (Start::Ready, agent)
+    let own = kubetask_api::Limits::effective(
+        task.spec.budget.as_ref(),
+        agent.and_then(|a| a.spec.budget.as_ref()),
+    );
+    let admission = budget_executor::admit(&ctx.client, budgets, clock, task, own.as_ref()).await;
+    if !matches!(admission, Ok(budget_executor::Admission::Admitted(_))) {
+        ctx.admitted.forget(uid);
+    }
+    match admission {
+        Ok(budget_executor::Admission::Admitted(cap)) => {
+            if let (Some(cap), Ok(mut caps)) = (cap, ctx.budget_caps.lock()) {
+                caps.insert(uid.to_owned(), cap);
+            }
+            Start::Ready
+        }
+        Ok(budget_executor::Admission::Waiting(why)) => Start::Waiting {
+            reason: reason::BUDGET_EXHAUSTED,
+            message: why,
+        },
+        Ok(budget_executor::Admission::Refused(why)) => {
+            let failure = Failure {
+                class: Class::Fatal,
+                reason: reason::BUDGET_EXCEEDED,
+                message: format!("not started: {why}"),
+            };
+            ctx.failed(uid, failure, fingerprint)
+        }
+        Err(error) => ctx.failed(
+            uid,
+            Failure::from_api(&error, "reserve the Task's cap in its Budgets"),
+            fingerprint,
+        ),
+    }
 }
 
 /// Whether the Task or Job cache is complete enough to count a queue from (a cache without a

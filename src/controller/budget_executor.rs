@@ -1,0 +1,383 @@
+//! The Budget executor (docs/budgets.md): reserves a Task's cap in the Budgets that govern it
+//! when the Task is admitted, settles the reservation into what it spent when it finishes,
+//! and, per Budget, starts each new period and settles the reservations of Tasks deleted
+//! before they finished. Every write is a merge patch of the Budget's status with its
+//! `resourceVersion` as a precondition: Tasks admitted at the same time, by one replica or
+//! several, never reserve from the same money twice. What to write is [`super::budget_rules`]'
+//! to decide.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+use kubetask_api::{Budget, BudgetStatus, Limits, Task};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::budget_rules::{self, Reserve};
+use super::{caches, failure, status};
+use crate::cron::Clock;
+
+/// How many times a write that lost a race (409) is tried again with a fresh Budget.
+const CONFLICT_RETRIES: usize = 8;
+/// How often a Budget is looked at even if nothing changed (a missed event).
+const SWEEP: Duration = Duration::from_secs(300);
+
+/// What a Budget reconcile needs.
+pub struct Context {
+    pub client: kube::Client,
+    /// The controller's Task cache: whose reservations are still running.
+    pub tasks: Store<Task>,
+    pub clock: Clock,
+    /// Tasks to look again at: those waiting for a Budget that changed.
+    wake: mpsc::Sender<ObjectRef<Task>>,
+    /// Failed reconciles in a row, by Budget uid (for the backoff and the log's rate).
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: kube::Client,
+        tasks: Store<Task>,
+        clock: Clock,
+        wake: mpsc::Sender<ObjectRef<Task>>,
+    ) -> Self {
+        Self {
+            client,
+            tasks,
+            clock,
+            wake,
+            failures: Mutex::default(),
+        }
+    }
+}
+
+/// A request that failed; retried with backoff.
+#[derive(Debug, thiserror::Error)]
+#[error("write the status of Budget {name:?}: {source}")]
+pub struct Error {
+    name: String,
+    #[source]
+    source: kube::Error,
+}
+
+fn ready(
+    status: &'static str,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: "Ready".to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        last_transition_time: Time(jiff::Timestamp::now()),
+        observed_generation: generation,
+    }
+}
+
+/// Keeps the transition time of an unchanged condition (a status that says the same thing is
+/// not written again).
+fn with_condition(status: &mut BudgetStatus, condition: Condition) {
+    match status
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == condition.type_)
+    {
+        Some(old)
+            if old.status == condition.status
+                && old.reason == condition.reason
+                && old.message == condition.message
+                && old.observed_generation == condition.observed_generation => {}
+        Some(old) => *old = condition,
+        None => status.conditions.push(condition),
+    }
+}
+
+/// Writes `next` as the status of `budget`, if `budget` is still the version read.
+async fn write(api: &Api<Budget>, budget: &Budget, next: &BudgetStatus) -> kube::Result<()> {
+    let mut patch = json!({
+        "apiVersion": kubetask_api::API_VERSION,
+        "kind": "Budget",
+        "metadata": {"resourceVersion": budget.metadata.resource_version},
+        "status": next,
+    });
+    // A merge patch keeps a field it does not name: the last reservation leaving must be
+    // written as an empty list.
+    patch["status"]["reservations"] = json!(next.reservations);
+    api.patch_status(
+        &budget.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map(drop)
+}
+
+/// Reconciles one Budget: the current period, the reservations of Tasks that are gone.
+pub async fn reconcile(budget: Arc<Budget>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if caches::listed(&ctx.tasks, Duration::from_secs(10)).await == caches::Listed::NotYet {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let namespace = budget.namespace().unwrap_or_default();
+    let name = budget.name_any();
+    let generation = budget.meta().generation;
+    let status = budget.status.clone().unwrap_or_default();
+    let now = ctx.clock.now();
+    let (next, wait) = match budget_rules::period_at(&budget.spec.period, now) {
+        Err(why) => {
+            let mut next = status.clone();
+            with_condition(
+                &mut next,
+                ready("False", "InvalidTimeZone", why, generation),
+            );
+            (next, None)
+        }
+        Ok((start, end)) => {
+            let mut next = budget_rules::roll(&status, start, end);
+            for reservation in &status.reservations {
+                let task = ctx
+                    .tasks
+                    .get(&ObjectRef::new(&reservation.task).within(&namespace));
+                let gone = task.is_none_or(|t| t.uid().as_deref() != Some(&reservation.uid));
+                if gone
+                    && let Some(settled) = budget_rules::settle(
+                        &next,
+                        &reservation.uid,
+                        budget_rules::held(reservation),
+                    )
+                {
+                    tracing::info!(budget = %name, %namespace, task = %reservation.task, "a Task deleted before it finished: its whole reservation counts as spent");
+                    next = settled;
+                }
+            }
+            let message = format!("period from {start} to {end}");
+            with_condition(&mut next, ready("True", "PeriodOpen", message, generation));
+            next.observed_generation = generation;
+            let left = end.duration_since(now).unsigned_abs();
+            (next, Some(left + Duration::from_secs(1)))
+        }
+    };
+    if next != status {
+        let api = Api::<Budget>::namespaced(ctx.client.clone(), &namespace);
+        match write(&api, &budget, &next).await {
+            Ok(()) => {}
+            // Someone else wrote first: the watch brings the newer Budget.
+            Err(kube::Error::Api(e)) if e.code == 409 => return Ok(Action::await_change()),
+            Err(source) => return Err(Error { name, source }),
+        }
+    }
+    if let Ok(mut failures) = ctx.failures.lock() {
+        failures.remove(&budget.uid().unwrap_or_default());
+    }
+    // Whatever changed (a Task gave money back, a new period, a higher limit) may let the
+    // Tasks waiting for this Budget start.
+    for task in ctx.tasks.state() {
+        let waiting = task.namespace().as_deref() == Some(namespace.as_str())
+            && task.status.as_ref().and_then(status::condition_reason)
+                == Some(status::reason::BUDGET_EXHAUSTED);
+        if waiting {
+            let _ = ctx.wake.try_send(ObjectRef::from_obj(task.as_ref()));
+        }
+    }
+    let again = wait.map_or(SWEEP, |w| ctx.clock.wait(w).min(SWEEP));
+    Ok(Action::requeue(again))
+}
+
+/// Retries a failed Budget reconcile with backoff; says so in the log after a few tries.
+pub fn error_policy(budget: Arc<Budget>, error: &Error, ctx: Arc<Context>) -> Action {
+    let uid = budget.uid().unwrap_or_default();
+    let attempts = ctx.failures.lock().map_or(1, |mut failures| {
+        let count = failures.entry(uid).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    });
+    if attempts >= failure::VISIBLE_AFTER && attempts.is_power_of_two()
+        || attempts == failure::VISIBLE_AFTER
+    {
+        tracing::warn!(budget = %budget.name_any(), namespace = ?budget.namespace(), attempts, %error, "Budget reconcile failing; retrying with backoff");
+    } else {
+        tracing::debug!(budget = %budget.name_any(), attempts, %error, "Budget reconcile failed");
+    }
+    Action::requeue(failure::backoff(attempts, None, 0.5))
+}
+
+/// The Budgets (as cached) holding a reservation of Task `uid` in `namespace`.
+pub fn holding(budgets: &Store<Budget>, namespace: &str, uid: &str) -> Vec<Arc<Budget>> {
+    budgets
+        .state()
+        .into_iter()
+        .filter(|b| b.namespace().as_deref() == Some(namespace))
+        .filter(|b| {
+            b.status
+                .as_ref()
+                .is_some_and(|s| s.reservations.iter().any(|r| r.uid == uid))
+        })
+        .collect()
+}
+
+/// A Task's admission against its Budgets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// It may start; its Job's limits (its own, lowered to what its Budgets reserved), if any.
+    Admitted(Option<Limits>),
+    /// Too little is left in a Budget whose `onExceed` is `Queue`: why.
+    Waiting(String),
+    /// Too little is left in a Budget whose `onExceed` is `Stop`: why.
+    Refused(String),
+}
+
+/// Reserves `task`'s cap (`own`: its limits, else its Agent's) in every Budget of `budgets`
+/// that governs it, in name order. A Task that may not start gives back what it took in the
+/// Budgets before. Each Budget is read fresh from the API server (the cache may be behind a
+/// reservation just made) and written with its `resourceVersion` as a precondition.
+pub async fn admit(
+    client: &kube::Client,
+    budgets: &Store<Budget>,
+    clock: &Clock,
+    task: &Task,
+    own: Option<&Limits>,
+) -> kube::Result<Admission> {
+    let namespace = task.namespace().unwrap_or_default();
+    let mut governing: Vec<String> = budgets
+        .state()
+        .iter()
+        .filter(|b| budget_rules::governs(b, task))
+        .map(|b| b.name_any())
+        .collect();
+    if governing.is_empty() {
+        return Ok(Admission::Admitted(own.cloned()));
+    }
+    governing.sort();
+    let name = task.name_any();
+    let uid = task.uid().unwrap_or_default();
+    let api = Api::<Budget>::namespaced(client.clone(), &namespace);
+    let mut cap = own.cloned();
+    let mut taken = Vec::new();
+    for budget_name in &governing {
+        let outcome = reserve_in(&api, budget_name, clock, &name, &uid, own).await;
+        let refused = match outcome {
+            Ok(Ok(Some(reserved))) => {
+                cap = Some(budget_rules::lower(cap.as_ref(), &reserved.0));
+                if reserved.1 {
+                    taken.push(budget_name.clone());
+                }
+                continue;
+            }
+            // Deleted since the cache saw it: it governs nothing.
+            Ok(Ok(None)) => continue,
+            Ok(Err(refused)) => Ok(refused),
+            Err(error) => Err(error),
+        };
+        for earlier in &taken {
+            if let Err(error) = settle_in(&api, earlier, &uid, (0.0, 0)).await {
+                tracing::warn!(budget = %earlier, %namespace, task = %name, %error, "could not give back a reservation (it is settled when the Task finishes)");
+            }
+        }
+        return refused;
+    }
+    Ok(Admission::Admitted(cap))
+}
+
+/// Reserves in one Budget: `Ok(Ok(Some((caps, newly_taken))))`, `Ok(Ok(None))` when the Budget
+/// is gone, `Ok(Err(admission))` when the Task may not start.
+async fn reserve_in(
+    api: &Api<Budget>,
+    budget_name: &str,
+    clock: &Clock,
+    task_name: &str,
+    uid: &str,
+    own: Option<&Limits>,
+) -> kube::Result<Result<Option<(Limits, bool)>, Admission>> {
+    let mut lost = None;
+    for _ in 0..CONFLICT_RETRIES {
+        let Some(budget) = api.get_opt(budget_name).await? else {
+            return Ok(Ok(None));
+        };
+        let (start, end) = match budget_rules::period_at(&budget.spec.period, clock.now()) {
+            Ok(period) => period,
+            Err(why) => {
+                return Ok(Err(Admission::Waiting(format!(
+                    "Budget {budget_name:?} cannot be applied: {why}"
+                ))));
+            }
+        };
+        let status = budget_rules::roll(&budget.status.clone().unwrap_or_default(), start, end);
+        let (next, caps) = match budget_rules::reserve(&budget, &status, task_name, uid, own) {
+            Reserve::Held(caps) => return Ok(Ok(Some((caps, false)))),
+            Reserve::Reserved(next, caps) => (next, caps),
+            Reserve::Exhausted { why, stop: true } => {
+                return Ok(Err(Admission::Refused(format!(
+                    "{why}; its onExceed is Stop"
+                ))));
+            }
+            Reserve::Exhausted { why, stop: false } => {
+                return Ok(Err(Admission::Waiting(format!(
+                    "{why}; the Task starts when enough is left (a running Task finishes and gives back what it did not spend, the limit is raised, or the period ends at {end})"
+                ))));
+            }
+        };
+        match write(api, &budget, &next).await {
+            Ok(()) => return Ok(Ok(Some((caps, true)))),
+            Err(kube::Error::Api(e)) if e.code == 409 => lost = Some(kube::Error::Api(e)),
+            Err(error) => return Err(error),
+        }
+    }
+    Err(lost.unwrap_or_else(|| conflict(budget_name)))
+}
+
+/// Settles Task `uid`'s reservation in Budget `budget_name`: it leaves, `spent` is added.
+async fn settle_in(
+    api: &Api<Budget>,
+    budget_name: &str,
+    uid: &str,
+    spent: (f64, i64),
+) -> kube::Result<()> {
+    let mut lost = None;
+    for _ in 0..CONFLICT_RETRIES {
+        let Some(budget) = api.get_opt(budget_name).await? else {
+            return Ok(());
+        };
+        let status = budget.status.clone().unwrap_or_default();
+        let Some(next) = budget_rules::settle(&status, uid, spent) else {
+            return Ok(());
+        };
+        match write(api, &budget, &next).await {
+            Ok(()) => return Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => lost = Some(kube::Error::Api(e)),
+            Err(error) => return Err(error),
+        }
+    }
+    Err(lost.unwrap_or_else(|| conflict(budget_name)))
+}
+
+/// The error of a write that lost every race (never reached: the loop keeps the last 409).
+fn conflict(budget_name: &str) -> kube::Error {
+    kube::Error::Service(
+        format!("Budget {budget_name:?} changed under each of {CONFLICT_RETRIES} writes in a row")
+            .into(),
+    )
+}
+
+/// Settles a finished Task's reservations (the Budgets `budgets` shows holding one) with
+/// what it spent (`usage`: its `status.usage`).
+pub async fn settle(
+    client: &kube::Client,
+    budgets: &Store<Budget>,
+    task: &Task,
+    uid: &str,
+    usage: Option<&kubetask_api::Usage>,
+) -> kube::Result<()> {
+    let namespace = task.namespace().unwrap_or_default();
+    let api = Api::<Budget>::namespaced(client.clone(), &namespace);
+    for budget in holding(budgets, &namespace, uid) {
+        settle_in(&api, &budget.name_any(), uid, budget_rules::spent(usage)).await?;
+    }
+    Ok(())
+}
