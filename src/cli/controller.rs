@@ -104,6 +104,13 @@ pub struct ControllerArgs {
     /// The gateway's URL as agent pods reach it.
     #[arg(long, default_value = crate::render::model_gateway::DEFAULT_URL)]
     model_gateway_url: String,
+    /// The gateway's pods (NAMESPACE/KEY=VALUE[,KEY=VALUE...]): with egress on, each Task
+    /// pod's policies let it reach them on --model-gateway-pod-port.
+    #[arg(long, default_value = crate::render::model_gateway::DEFAULT_PODS)]
+    model_gateway_pods: String,
+    /// The port the gateway's pods listen on (its Service's target port).
+    #[arg(long, default_value_t = crate::render::model_gateway::DEFAULT_POD_PORT)]
+    model_gateway_pod_port: u16,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub(super) log_format: LogFormat,
@@ -166,8 +173,11 @@ impl ControllerArgs {
             .as_deref()
             .map(|path| {
                 let key = crate::gateway::keys::read_signing_key(path)?;
+                let pods = PodPeer::parse(&self.model_gateway_pods, self.model_gateway_pod_port)
+                    .map_err(|why| anyhow::anyhow!("--model-gateway-pods: {why}"))?;
                 let settings = GatewaySettings::new(key, &self.model_gateway_url)
-                    .map_err(|why| anyhow::anyhow!("--model-gateway-url: {why}"))?;
+                    .map_err(|why| anyhow::anyhow!("--model-gateway-url: {why}"))?
+                    .with_pods(pods);
                 Ok::<_, anyhow::Error>(std::sync::Arc::new(settings))
             })
             .transpose()?;

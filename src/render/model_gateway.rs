@@ -10,6 +10,10 @@ use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, Secret, SecretKeySelector
 use kube::ResourceExt as _;
 use kubetask_api::Task;
 
+use kube::api::DynamicObject;
+use serde_json::json;
+
+use super::egress::PodPeer;
 use super::lifecycle::AGENT_CONTAINER;
 use crate::gateway::keys::{self, Caller};
 
@@ -45,6 +49,14 @@ pub const URL_VARIABLES: [(&str, &str); 4] = [
     ("GOOGLE_GEMINI_BASE_URL", ""), // Gemini CLI (appends /v1beta/models/...)
 ];
 
+/// The gateway's pods in a default install (`manifests/gateway/deployment.yaml`).
+pub const DEFAULT_PODS: &str =
+    "kubetask-system/app.kubernetes.io/name=kubetask,app.kubernetes.io/component=gateway";
+/// The port they listen on (the Service's target port).
+pub const DEFAULT_POD_PORT: u16 = 8090;
+/// The suffix of the name of the policy that lets a Task's pod reach them, after the Job's.
+pub const POLICY_SUFFIX: &str = "model-gateway";
+
 /// The controller's model gateway settings.
 #[derive(Clone)]
 pub struct GatewaySettings {
@@ -52,6 +64,8 @@ pub struct GatewaySettings {
     pub signing_key: Vec<u8>,
     /// The gateway's URL as agent pods reach it (`http://host:port`, no trailing `/`).
     pub url: String,
+    /// The gateway's pods, which a Task pod's egress policies let it reach (egress on).
+    pub pods: PodPeer,
 }
 
 impl std::fmt::Debug for GatewaySettings {
@@ -78,7 +92,14 @@ impl GatewaySettings {
         Ok(Self {
             signing_key,
             url: url.to_owned(),
+            pods: PodPeer::parse(DEFAULT_PODS, DEFAULT_POD_PORT)?,
         })
+    }
+
+    /// The same settings with the gateway's pods elsewhere.
+    pub fn with_pods(mut self, pods: PodPeer) -> Self {
+        self.pods = pods;
+        self
     }
 
     /// The gateway's host, for `NO_PROXY` (the agent reaches it directly, not via the exit).
@@ -90,6 +111,54 @@ impl GatewaySettings {
         rest.rsplit_once(':').map_or(rest, |(host, _)| host)
     }
 }
+
+/// With egress on: a NetworkPolicy that lets the Task's pod reach the gateway's pods (on
+/// their port, over TCP), created with the plugins' policies. Policies add up: the plugins'
+/// default deny stays whole, this one only opens the way to the meter — which no plugin can
+/// close, as no plugin can point the agent past the gateway. `Err` when the Job's pods carry
+/// no Task label to select them by.
+pub fn network_policy(
+    task: &Task,
+    job: &Job,
+    settings: &GatewaySettings,
+) -> Result<DynamicObject, String> {
+    let task_label = job
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.metadata.as_ref())
+        .and_then(|meta| meta.labels.as_ref())
+        .and_then(|labels| labels.get(kubetask_api::labels::TASK))
+        .ok_or_else(|| {
+            format!(
+                "the Job's pods have no {} label to select them by",
+                kubetask_api::labels::TASK
+            )
+        })?;
+    let peer = &settings.pods;
+    let policy = json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": format!("{}-{POLICY_SUFFIX}", job.name_any())},
+        "spec": {
+            "podSelector": {"matchLabels": {kubetask_api::labels::TASK: task_label}},
+            "policyTypes": ["Egress"],
+            "egress": [{
+                "to": [{
+                    "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: peer.namespace}},
+                    "podSelector": {"matchLabels": peer.labels},
+                }],
+                "ports": [{"protocol": "TCP", "port": peer.port}],
+            }],
+        },
+    });
+    let mut policy: DynamicObject =
+        serde_json::from_value(policy).map_err(|error| error.to_string())?;
+    super::invariants::restore_ownership(task, &mut policy.metadata);
+    Ok(policy)
+}
+
+/// The label every namespace carries with its own name (set by the API server).
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// The name of a Task's model Secret ([`super::task_secret::name`]).
 pub fn secret_name(job_name: &str, uid: &str) -> String {
@@ -295,5 +364,50 @@ mod tests {
             assert!(GatewaySettings::new(vec![0; 32], bad).is_err(), "{bad}");
         }
         assert!(GatewaySettings::new(vec![0; 32], "https://gw.example").is_ok());
+    }
+
+    #[test]
+    fn with_egress_the_tasks_pod_may_reach_the_gateways_pods_and_nothing_else() {
+        let pods = PodPeer::parse("models/app=gw", 9000).unwrap_or_else(|e| panic!("{e}"));
+        let settings = GatewaySettings::new(b"k".repeat(32), DEFAULT_URL)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_pods(pods);
+        let mut job = job();
+        if let Some(spec) = job.spec.as_mut() {
+            spec.template.metadata = Some(kube::api::ObjectMeta {
+                labels: Some([("kubetask.io/task".to_owned(), "fix".to_owned())].into()),
+                ..Default::default()
+            });
+        }
+        let policy = network_policy(&task(), &job, &settings).unwrap_or_else(|e| panic!("{e}"));
+        let value = serde_json::to_value(&policy).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(value["kind"], "NetworkPolicy");
+        assert_eq!(value["metadata"]["name"], "fix-model-gateway");
+        assert_eq!(value["metadata"]["namespace"], "team");
+        assert_eq!(value["metadata"]["ownerReferences"][0]["uid"], "u-1");
+        assert_eq!(
+            value["spec"],
+            json!({
+                "podSelector": {"matchLabels": {"kubetask.io/task": "fix"}},
+                "policyTypes": ["Egress"],
+                "egress": [{
+                    "to": [{
+                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "models"}},
+                        "podSelector": {"matchLabels": {"app": "gw"}},
+                    }],
+                    "ports": [{"protocol": "TCP", "port": 9000}],
+                }],
+            })
+        );
+        // Defaults: the install's gateway pods on 8090.
+        assert_eq!(
+            GatewaySettings::new(b"k".repeat(32), DEFAULT_URL).map(|s| s.pods.port),
+            Ok(8090)
+        );
+        job.spec = None;
+        assert!(
+            network_policy(&task(), &job, &settings)
+                .is_err_and(|e| e.contains("no kubetask.io/task label"))
+        );
     }
 }

@@ -182,7 +182,7 @@ impl Pipeline {
             &self.lifecycle,
             &mut job,
         )?);
-        let (mut secrets, policies) = match &self.egress {
+        let (mut secrets, mut policies) = match &self.egress {
             Some(egress) => {
                 let (secret, policy) = super::egress::apply(task, agent, egress, &mut job)?;
                 let input = super::network::NetworkInput {
@@ -203,6 +203,18 @@ impl Pipeline {
             let (secret, notes) = super::model_gateway::apply(task, gateway, &mut job);
             secrets.push(secret);
             warnings.extend(notes);
+            if self.egress.is_some() {
+                let policy = super::model_gateway::network_policy(task, &job, gateway).map_err(
+                    |message| {
+                        RenderError::Plugin(PluginError::Internal {
+                            name: "model-gateway".to_owned(),
+                            digest: String::new(),
+                            message,
+                        })
+                    },
+                )?;
+                policies.push(policy);
+            }
         }
         Ok(Rendered {
             job,

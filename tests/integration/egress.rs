@@ -695,3 +695,58 @@ spec: {{contexts: []}}
     assert_eq!(security.run_as_non_root, Some(true));
     assert_eq!(security.allow_privilege_escalation, Some(false));
 }
+
+/// With the model gateway on too, each Task pod gets one more policy of its own: egress to the
+/// gateway's pods (the meter is the way to the models). It is the Task's, so the pod's egress
+/// is still enforced; both policies are accepted by the API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_model_gateway_on_the_pod_also_reaches_the_gateways_pods() {
+    let cluster = Cluster::start().await;
+    let egress_key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(egress_key.path(), [9u8; 32]).unwrap();
+    let gateway_key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(gateway_key.path(), [5u8; 32]).unwrap();
+    let _controller = cluster.controller(&[
+        "--egress-key-file",
+        egress_key.path().to_str().unwrap(),
+        "--model-gateway-key-file",
+        gateway_key.path().to_str().unwrap(),
+        "--model-gateway-pods",
+        "models/app=gateway,tier=meter",
+        "--model-gateway-pod-port",
+        "9443",
+    ]);
+    cluster
+        .apply_yaml(&format!(
+            "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {{name: hang-metered, namespace: {NS}}}\nspec: {{contexts: []}}\n"
+        ))
+        .await;
+    let enforced = wait_egress_condition(&cluster, "hang-metered", "True").await;
+    assert_eq!(enforced.reason, "PolicyEnforced");
+    let policies: Api<NetworkPolicy> = Api::namespaced(cluster.client.clone(), NS);
+    let names: Vec<String> = policies
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(names, ["hang-metered-egress", "hang-metered-model-gateway"]);
+    let gateway =
+        serde_json::to_value(policies.get("hang-metered-model-gateway").await.unwrap()).unwrap();
+    assert_eq!(
+        gateway["spec"]["egress"],
+        json!([{
+            "to": [{
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "models"}},
+                "podSelector": {"matchLabels": {"app": "gateway", "tier": "meter"}},
+            }],
+            "ports": [{"protocol": "TCP", "port": 9443}],
+        }])
+    );
+    assert_eq!(
+        gateway["spec"]["podSelector"],
+        json!({"matchLabels": {"kubetask.io/task": "hang-metered"}})
+    );
+}
