@@ -248,12 +248,14 @@ async fn each_real_cli_runs_against_the_fake_model_api_directly_and_through_the_
             .and_then(|p| p.as_ref())
             .map(|(result, _)| result.summary.clone())
             .unwrap_or_default();
-        // Claude Code and OpenCode are asked to run a shell command first (the fake's tool
-        // call): their run takes a second call, with the command's result.
-        let ran_tool = requests
-            .iter()
-            .any(|r| r.body.to_string().contains("tool_result"));
-        let asks_tool = matches!(cli, "claude-code" | "opencode");
+        // Claude Code and OpenCode are asked to run a shell command first, Codex to sleep a
+        // millisecond (the fake's tool calls): their run takes a second call, with the
+        // tool's result.
+        let ran_tool = requests.iter().any(|r| {
+            let body = r.body.to_string();
+            body.contains("tool_result") || body.contains("function_call_output")
+        });
+        let asks_tool = matches!(cli, "claude-code" | "opencode" | "codex");
         if direct.code != Some(0)
             || !summary.contains(ANSWER)
             || answered.is_empty()
@@ -346,19 +348,15 @@ async fn budget_task(client: &kube::Client, caller: &Caller, budget: serde_json:
 }
 
 /// A budget of one token: the first call is let through (nothing is spent yet), the next is
-/// refused. Claude Code and OpenCode run a tool between two calls, Gemini CLI routes the prompt
-/// with one call before answering with another: each is stopped mid-run, the spend at most one
-/// call past the budget, the runner's exit 3 (no retry helps). (Codex answers this prompt in
-/// one call: nothing to stop mid-run.)
+/// refused. Claude Code, OpenCode and Codex run a tool between two calls, Gemini CLI routes the
+/// prompt with one call before answering with another: each is stopped mid-run, the spend at
+/// most one call past the budget, the runner's exit 3 (no retry helps).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_cli_over_its_budget_is_refused_mid_run_and_stops() {
     let model = ModelApi::start(REAL_KEY);
     let (_server, client, gateway_url, gateway) = cluster_and_gateway(&model).await;
     let mut failures = Vec::new();
     for (cli, program, flag) in CLIS {
-        if cli == "codex" {
-            continue;
-        }
         let (caller, key) = named_task_key(&client, &format!("{cli}-budget"), cli).await;
         budget_task(&client, &caller, json!({"maxTokens": 1})).await;
         let before = model.received().len();

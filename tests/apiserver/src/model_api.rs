@@ -246,23 +246,32 @@ impl ModelApi {
                 ),
                 "data: [DONE]\n\n".to_owned(),
             ],
-            // OpenAI Responses, streamed (what Codex sends): the answer as one message item.
+            // OpenAI Responses, streamed (what Codex sends): the answer as one message item, or
+            // first a call of Codex's `clock.sleep` tool (one millisecond), so a real Codex run
+            // takes two calls as real work does.
             ("/v1/responses", true) => {
-                let item = json!({"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
-                    "content": [{"type": "output_text", "text": ANSWER, "annotations": []}]});
-                vec![
-                    sse(
-                        "response.created",
-                        &json!({"type": "response.created", "response": {"id": "resp_1", "model": "gpt-5-codex", "status": "in_progress", "output": []}}),
-                    ),
-                    sse(
+                let item = if codex_sleep_to_call(&body) {
+                    json!({"id": "fc_1", "type": "function_call", "status": "completed", "call_id": "call_1",
+                        "namespace": "clock", "name": "sleep", "arguments": "{\"duration_ms\":1}"})
+                } else {
+                    json!({"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+                        "content": [{"type": "output_text", "text": ANSWER, "annotations": []}]})
+                };
+                let mut events = vec![sse(
+                    "response.created",
+                    &json!({"type": "response.created", "response": {"id": "resp_1", "model": "gpt-5-codex", "status": "in_progress", "output": []}}),
+                )];
+                if item["type"] == "message" {
+                    events.push(sse(
                         "response.output_item.added",
                         &json!({"type": "response.output_item.added", "output_index": 0, "item": {"id": "msg_1", "type": "message", "role": "assistant", "status": "in_progress", "content": []}}),
-                    ),
-                    sse(
+                    ));
+                    events.push(sse(
                         "response.output_text.delta",
                         &json!({"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": ANSWER}),
-                    ),
+                    ));
+                }
+                events.extend([
                     sse(
                         "response.output_item.done",
                         &json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
@@ -272,7 +281,8 @@ impl ModelApi {
                         &json!({"type": "response.completed", "response": {"id": "resp_1", "model": "gpt-5-codex", "status": "completed", "output": [item],
                             "usage": {"input_tokens": 1200, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 40, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 1240}}}),
                     ),
-                ]
+                ]);
+                events
             }
             (gemini, false) if gemini.ends_with(":generateContent") => {
                 // A request for JSON (Gemini CLI's model router asks for a complexity score)
@@ -391,6 +401,29 @@ fn shell_tool_to_call(body: &Value) -> Option<String> {
             .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
     });
     (!ran).then(|| tool.to_owned())
+}
+
+/// Whether a Responses request is Codex's (it offers Codex's `clock.sleep` tool, among the
+/// `additional_tools` of its input) and no tool has run yet in the conversation.
+fn codex_sleep_to_call(body: &Value) -> bool {
+    let Some(input) = body["input"].as_array() else {
+        return false;
+    };
+    let offers_sleep = input.iter().any(|item| {
+        item["type"] == "additional_tools"
+            && item["tools"].as_array().is_some_and(|namespaces| {
+                namespaces.iter().any(|namespace| {
+                    namespace["name"] == "clock"
+                        && namespace["tools"]
+                            .as_array()
+                            .is_some_and(|tools| tools.iter().any(|t| t["name"] == "sleep"))
+                })
+            })
+    });
+    let ran = input
+        .iter()
+        .any(|item| item["type"] == "function_call_output");
+    offers_sleep && !ran
 }
 
 /// The model whose (whole) Anthropic answers carry no usage.
