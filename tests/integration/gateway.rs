@@ -545,6 +545,47 @@ async fn wait_ledger(cluster: &Cluster, task: &str, tokens: i64) -> kubetask::ap
     panic!("the ledger of {task} never held {tokens} tokens: {usage:?}");
 }
 
+/// Two gateway replicas metering one Task: each adds only what it metered since its last write,
+/// under the Task's `resourceVersion`, so the ledger is the exact sum of both (no call counted
+/// twice, none lost), whichever wrote first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateway_replicas_add_up_exactly_on_one_ledger() {
+    let cluster = Cluster::start().await;
+    cluster
+        .install_rbac_from("manifests/gateway/rbac.yaml")
+        .await;
+    let model = ModelApi::start(REAL_KEY);
+    let write_often = ["--usage-write-interval", "1s"];
+    let (first, _, _controller) = gateway_and_controller(&cluster, &model, &write_often);
+    let second = Gateway::start_with(&cluster, &model, &write_often);
+    cluster
+        .apply_yaml(&format!(
+            "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {{name: hang-replicas, namespace: {NS}}}\nspec: {{contexts: []}}\n"
+        ))
+        .await;
+    let key = minted_key(&cluster, "hang-replicas").await;
+    for round in 0..3 {
+        for gateway in [&first, &second] {
+            let (status, body) = gateway.call(
+                "/v1/messages",
+                &[("x-api-key", &key)],
+                &json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": []}),
+            );
+            assert_eq!(status, 200, "round {round}: {body}");
+        }
+    }
+    // Six whole answers of 2,598 tokens, each counted once.
+    let usage = wait_ledger(&cluster, "hang-replicas", 6 * 2598).await;
+    assert_eq!(usage.cost.as_deref(), Some("0.082980"));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let usage = wait_ledger(&cluster, "hang-replicas", 6 * 2598).await;
+    assert_eq!(
+        usage.input_tokens.unwrap_or(0) + usage.output_tokens.unwrap_or(0),
+        6 * 2598,
+        "nothing added twice after more writes: {usage:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spend_is_recorded_on_the_task_across_a_gateway_restart_and_a_budget_stops_it() {
     let cluster = Cluster::start().await;
