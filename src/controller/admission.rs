@@ -18,7 +18,8 @@ use super::status::{self, reason};
 use crate::render::needs;
 
 /// How often a queued Task looks again even if nothing woke it (a Task deleted while
-/// running frees its slot without an event that names the Agent).
+/// running frees its slot without an event that names the Agent; a Budget may give money
+/// back while a waiting Task's status is still being written).
 pub const RECHECK: Duration = Duration::from_secs(30);
 
 /// One Task in the queue: ordered by creation time, then name.

@@ -315,7 +315,12 @@ pub fn decide(task: &Task, snapshot: &Snapshot, now: &Time) -> Plan {
             Retry::OnChange,
         ),
         (Child::Absent, Start::Waiting { reason, message }) => {
-            let retry = if *reason == reason::QUEUED || *reason == reason::PUBLISH_LOCKED {
+            let rechecked = [
+                reason::QUEUED,
+                reason::PUBLISH_LOCKED,
+                reason::BUDGET_EXHAUSTED,
+            ];
+            let retry = if rechecked.contains(reason) {
                 Retry::After(super::admission::RECHECK)
             } else {
                 Retry::OnChange

@@ -103,6 +103,7 @@ fn reason_static(why: &str) -> &'static str {
         reason::REJECTED,
         reason::API_UNAVAILABLE,
         reason::QUEUED,
+        reason::BUDGET_EXHAUSTED,
         reason::TIMEOUT,
         reason::CANCELLED,
         reason::RETRYING,
@@ -277,6 +278,33 @@ fn every_phase_and_observation() {
             Child::Absent,
             Start::Ready,
             expect(true, None, None, ON_CHANGE),
+        ),
+        // Waits that no watch event is sure to end look again every 30 s as well: a slot of an
+        // Agent's queue, a publish lock, a Budget's money (given back while the Task's own
+        // status write was on its way).
+        (
+            "queued in its Agent's queue",
+            none.clone(),
+            Child::Absent,
+            waiting(reason::QUEUED),
+            expect(
+                false,
+                Some((Pending, reason::QUEUED)),
+                Some(false),
+                Retry::After(crate::controller::admission::RECHECK),
+            ),
+        ),
+        (
+            "its Budget has too little left",
+            none.clone(),
+            Child::Absent,
+            waiting(reason::BUDGET_EXHAUSTED),
+            expect(
+                false,
+                Some((Pending, reason::BUDGET_EXHAUSTED)),
+                Some(false),
+                Retry::After(crate::controller::admission::RECHECK),
+            ),
         ),
         // Children that are not the Task's.
         (
