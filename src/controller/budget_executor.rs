@@ -245,18 +245,31 @@ pub async fn admit(
     own: Option<&Limits>,
 ) -> kube::Result<Admission> {
     let namespace = task.namespace().unwrap_or_default();
-    let mut governing: Vec<String> = budgets
+    let mut governing: Vec<Arc<Budget>> = budgets
         .state()
-        .iter()
+        .into_iter()
         .filter(|b| budget_rules::governs(b, task))
-        .map(|b| b.name_any())
         .collect();
     if governing.is_empty() {
         return Ok(Admission::Admitted(own.cloned()));
     }
-    governing.sort();
+    governing.sort_by_key(|b| b.name_any());
     let name = task.name_any();
     let uid = task.uid().unwrap_or_default();
+    // A queued Task the cache already shows too little for waits without a request: every
+    // waiting Task is woken when its Budget changes, and only those it may now fit ask the
+    // API server. (Under `Stop` the cache, which may be behind, never fails a Task.)
+    for budget in &governing {
+        if let Ok((start, end)) = budget_rules::period_at(&budget.spec.period, clock.now()) {
+            let status = budget_rules::roll(&budget.status.clone().unwrap_or_default(), start, end);
+            if let Reserve::Exhausted { why, stop: false } =
+                budget_rules::reserve(budget, &status, &name, &uid, own)
+            {
+                return Ok(Admission::Waiting(waiting(&why, end)));
+            }
+        }
+    }
+    let governing: Vec<String> = governing.iter().map(|b| b.name_any()).collect();
     let api = Api::<Budget>::namespaced(client.clone(), &namespace);
     let mut cap = own.cloned();
     let mut taken = Vec::new();
@@ -283,6 +296,13 @@ pub async fn admit(
         return refused;
     }
     Ok(Admission::Admitted(cap))
+}
+
+/// The message of a Task waiting for a Budget.
+fn waiting(why: &str, end: jiff::Timestamp) -> String {
+    format!(
+        "{why}; the Task starts when enough is left (a running Task finishes and gives back what it did not spend, the limit is raised, or the period ends at {end})"
+    )
 }
 
 /// Reserves in one Budget: `Ok(Ok(Some((caps, newly_taken))))`, `Ok(Ok(None))` when the Budget
@@ -318,9 +338,7 @@ async fn reserve_in(
                 ))));
             }
             Reserve::Exhausted { why, stop: false } => {
-                return Ok(Err(Admission::Waiting(format!(
-                    "{why}; the Task starts when enough is left (a running Task finishes and gives back what it did not spend, the limit is raised, or the period ends at {end})"
-                ))));
+                return Ok(Err(Admission::Waiting(waiting(&why, end))));
             }
         };
         match write(api, &budget, &next).await {
