@@ -172,6 +172,17 @@ async fn tasks_created_together_never_reserve_more_than_their_budget() {
         "never more than the limit: {status:?}"
     );
 
+    // The example Budget is accepted as the API server would, and applied.
+    cluster
+        .apply_yaml(include_str!("../../examples/team-budget.yaml"))
+        .await;
+    wait_budget(&budgets, "team-a-daily", "a period open", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+    .await;
+
     // `kubectl get budgets`: spent, reserved and limit per period.
     let table = table(&cluster.client, NS, "budgets").await;
     let columns: Vec<&str> = table["columnDefinitions"]
@@ -194,7 +205,13 @@ async fn tasks_created_together_never_reserve_more_than_their_budget() {
             "Age"
         ]
     );
-    let cells = &table["rows"][0]["cells"];
+    let row = table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["cells"][0] == "team")
+        .unwrap();
+    let cells = &row["cells"];
     assert_eq!(cells[0], "team");
     assert_eq!(cells[1], "Daily");
     assert_eq!(cells[2], 0.25);

@@ -103,6 +103,7 @@ fn a_directory_and_the_helm_batch_render_every_task() {
             "Job/triage-issues",
             "Job/complex-task",
             "Job/update-service-a",
+            "Job/fix-flaky-test",
             "Job/update-service-a",
             "Job/update-service-b",
             "Job/update-service-c"
