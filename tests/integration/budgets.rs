@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, ListParams};
-use kubetask::api::{Budget, BudgetStatus, TaskPhase};
+use kubetask::api::{Budget, TaskPhase};
 use kubetask_test_apiserver::Script;
 use support::*;
 
@@ -44,29 +44,6 @@ fn task_yaml(name: &str, budget: &str, cap: &str) -> String {
     format!(
         "apiVersion: kubetask.io/v1alpha1\nkind: Task\nmetadata: {{name: {name}, namespace: {NS}, labels: {{budget: {budget}}}}}\nspec:\n  contexts: []\n{cap}"
     )
-}
-
-/// Waits (up to 60 s) until `check` holds for the Budget's status; returns it.
-async fn wait_budget(
-    budgets: &Api<Budget>,
-    name: &str,
-    what: &str,
-    check: impl Fn(&BudgetStatus) -> bool,
-) -> BudgetStatus {
-    let mut last = BudgetStatus::default();
-    for _ in 0..1200 {
-        last = budgets
-            .get(name)
-            .await
-            .expect("the Budget")
-            .status
-            .unwrap_or_default();
-        if check(&last) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("Budget {name}: {what} did not happen within 60 s; its status: {last:#?}");
 }
 
 /// The Tasks labelled `budget=<label>` by their condition's reason.

@@ -124,25 +124,13 @@ async fn the_cluster_role_is_sufficient_and_minimal() {
         .wait_phase(NS, "budgeted", TaskPhase::Completed)
         .await;
     let budgets: Api<kubetask::api::Budget> = Api::namespaced(cluster.client.clone(), NS);
-    for _ in 0..600 {
-        let status = budgets
-            .get("team")
-            .await
-            .unwrap()
-            .status
-            .unwrap_or_default();
-        if status.period_start.is_some() && status.reservations.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let status = budgets
-        .get("team")
-        .await
-        .unwrap()
-        .status
-        .unwrap_or_default();
-    assert!(status.reservations.is_empty(), "settled: {status:?}");
+    wait_budget(
+        &budgets,
+        "team",
+        "the Task's reservation settled",
+        |status| status.period_start.is_some() && status.reservations.is_empty(),
+    )
+    .await;
     cluster
         .wait_reason(NS, "fail-x", "AgentNotFound", Duration::from_secs(30))
         .await;

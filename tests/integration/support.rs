@@ -597,3 +597,26 @@ pub async fn table(client: &Client, namespace: &str, resource: &str) -> Value {
     .unwrap();
     serde_json::from_str(&client.request_text(request).await.unwrap()).unwrap()
 }
+
+/// Waits (up to 60 s) until `check` holds for the Budget's status; returns it.
+pub async fn wait_budget(
+    budgets: &Api<kubetask::api::Budget>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&kubetask::api::BudgetStatus) -> bool,
+) -> kubetask::api::BudgetStatus {
+    let mut last = kubetask::api::BudgetStatus::default();
+    for _ in 0..1200 {
+        last = budgets
+            .get(name)
+            .await
+            .expect("the Budget")
+            .status
+            .unwrap_or_default();
+        if check(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("Budget {name}: {what} did not happen within 60 s; its status: {last:#?}");
+}
