@@ -15,7 +15,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use kubetask_api::{Budget, BudgetStatus, Limits, Task};
+use kubetask_api::{Budget, BudgetStatus, Limits, OnExceed, Task};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -222,6 +222,14 @@ pub fn holding(budgets: &Store<Budget>, namespace: &str, uid: &str) -> Vec<Arc<B
         .collect()
 }
 
+/// The caches a Task's admission reads.
+#[derive(Clone, Copy)]
+pub struct Caches<'a> {
+    pub budgets: &'a Store<Budget>,
+    /// Which Tasks wait for a Budget, and since when.
+    pub tasks: &'a Store<Task>,
+}
+
 /// A Task's admission against its Budgets.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Admission {
@@ -239,11 +247,12 @@ pub enum Admission {
 /// reservation just made) and written with its `resourceVersion` as a precondition.
 pub async fn admit(
     client: &kube::Client,
-    budgets: &Store<Budget>,
+    caches: Caches<'_>,
     clock: &Clock,
     task: &Task,
     own: Option<&Limits>,
 ) -> kube::Result<Admission> {
+    let Caches { budgets, tasks } = caches;
     let namespace = task.namespace().unwrap_or_default();
     let mut governing: Vec<Arc<Budget>> = budgets
         .state()
@@ -256,6 +265,22 @@ pub async fn admit(
     governing.sort_by_key(|b| b.name_any());
     let name = task.name_any();
     let uid = task.uid().unwrap_or_default();
+    // Under `Queue`, first in, first out: a Task waits while one created before it waits for
+    // the same Budget (a waiting Task that got its reservation since is not waiting).
+    for budget in &governing {
+        if budget.spec.on_exceed != OnExceed::Queue {
+            continue;
+        }
+        let ahead = budget_rules::waiting_ahead(budget, task, &tasks.state());
+        if let Some(first) = ahead.first() {
+            return Ok(Admission::Waiting(format!(
+                "Budget {:?} serves the Tasks waiting for it first in, first out: {} created before this one wait{} (the first: Task {first:?}); this one starts after them",
+                budget.name_any(),
+                ahead.len(),
+                if ahead.len() == 1 { "s" } else { "" },
+            )));
+        }
+    }
     // A queued Task the cache already shows too little for waits without a request: every
     // waiting Task is woken when its Budget changes, and only those it may now fit ask the
     // API server. (Under `Stop` the cache, which may be behind, never fails a Task.)

@@ -10,6 +10,9 @@ use kubetask_api::{
     Budget, BudgetStatus, Limits, OnExceed, Period, PeriodType, Reservation, Task, Usage,
 };
 
+use std::sync::Arc;
+
+use super::status;
 use crate::egress::enforcement::selects;
 use crate::render::needs;
 
@@ -27,6 +30,40 @@ pub fn governs(budget: &Budget, task: &Task) -> bool {
             .selector
             .as_ref()
             .is_none_or(|selector| selects(selector, task.labels()))
+}
+
+/// The Tasks (by name, first created first) that `budget` governs, created before `task`,
+/// waiting for a Budget (`Pending/BudgetExhausted`) and holding no reservation in this one:
+/// under `Queue` they start before `task`.
+pub fn waiting_ahead(budget: &Budget, task: &Task, tasks: &[Arc<Task>]) -> Vec<String> {
+    let key = |t: &Task| {
+        (
+            t.metadata.creation_timestamp.as_ref().map(|c| c.0),
+            t.name_any(),
+        )
+    };
+    let mine = key(task);
+    let holds = |uid: Option<String>| {
+        budget
+            .status
+            .as_ref()
+            .is_some_and(|s| s.reservations.iter().any(|r| Some(&r.uid) == uid.as_ref()))
+    };
+    let mut ahead: Vec<(_, String)> = tasks
+        .iter()
+        .filter(|t| t.uid() != task.uid() && governs(budget, t))
+        .filter(|t| {
+            t.metadata.deletion_timestamp.is_none()
+                && t.spec.cancel.is_none()
+                && t.status.as_ref().and_then(status::condition_reason)
+                    == Some(status::reason::BUDGET_EXHAUSTED)
+        })
+        .filter(|t| !holds(t.uid()))
+        .map(|t| key(t))
+        .filter(|k| *k < mine)
+        .collect();
+    ahead.sort();
+    ahead.into_iter().map(|(_, name)| name).collect()
 }
 
 /// The period that holds `now`: from midnight of its first day in the Budget's time zone to

@@ -119,8 +119,27 @@ async fn tasks_created_together_never_reserve_more_than_their_budget() {
         "{message}"
     );
 
-    // Two running Tasks cancelled: they spent nothing, so two waiting ones start.
+    // Two running Tasks cancelled: they spent nothing, so the two waiting ones created first
+    // start (first in, first out).
     let running: Vec<String> = status.reservations.iter().map(|r| r.task.clone()).collect();
+    let mut waiting: Vec<(Option<jiff::Timestamp>, String)> = cluster
+        .tasks(NS)
+        .list(&ListParams::default().labels("budget=team"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|t| reason(t) == "BudgetExhausted")
+        .map(|t| {
+            (
+                t.metadata.creation_timestamp.as_ref().map(|c| c.0),
+                t.metadata.name.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    waiting.sort();
+    let first_two: std::collections::BTreeSet<String> =
+        waiting.iter().take(2).map(|(_, name)| name.clone()).collect();
     cluster.cancel(NS, &running[0], "enough").await;
     cluster.cancel(NS, &running[1], "enough").await;
     let status = wait_budget(&budgets, "team", "two Tasks settled, two admitted", |s| {
@@ -132,6 +151,13 @@ async fn tasks_created_together_never_reserve_more_than_their_budget() {
     })
     .await;
     assert_eq!((status.spent_usd, status.reserved_usd), (0.0, 1.0));
+    let admitted: std::collections::BTreeSet<String> = status
+        .reservations
+        .iter()
+        .map(|r| r.task.clone())
+        .filter(|name| !running.contains(name))
+        .collect();
+    assert_eq!(admitted, first_two, "the first two waiting started");
     // A running Task deleted: what it spent can no longer be read, so all it held counts.
     let deleted = status.reservations[0].task.clone();
     cluster

@@ -4,6 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kubetask_api::{BudgetSpec, TaskSpec};
 
 use super::*;
+use std::sync::Arc;
 
 fn budget(limits: Limits, on_exceed: OnExceed) -> Budget {
     let mut budget = Budget::new(
@@ -280,4 +281,54 @@ fn what_a_task_spent_is_read_from_its_usage() {
         ..Usage::default()
     };
     assert_eq!(spent(Some(&garbage)), (0.0, 0), "never negative");
+}
+
+#[test]
+fn queued_tasks_wait_behind_the_ones_created_before_them() {
+    let waiting_status = || kubetask_api::TaskStatus {
+        conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Succeeded".to_owned(),
+            status: "Unknown".to_owned(),
+            reason: status::reason::BUDGET_EXHAUSTED.to_owned(),
+            message: String::new(),
+            last_transition_time: Time(at("2030-01-01T00:00:00Z")),
+            observed_generation: None,
+        }],
+        ..kubetask_api::TaskStatus::default()
+    };
+    let made = |name: &str, second: u32, waiting: bool| {
+        let mut task = task("ns", None, &[]);
+        task.metadata.name = Some(name.to_owned());
+        task.metadata.uid = Some(format!("uid-{name}"));
+        task.metadata.creation_timestamp =
+            Some(Time(at(&format!("2030-01-01T00:00:{second:02}Z"))));
+        if waiting {
+            task.status = Some(waiting_status());
+        }
+        Arc::new(task)
+    };
+    let mut budget = budget(dollars_limit(1.0), OnExceed::Queue);
+    let tasks = vec![
+        made("c", 3, true),
+        made("a", 1, true),
+        made("b", 2, false), // running, or not looked at yet
+        made("a2", 1, true),
+        made("me", 2, true),
+        made("later", 9, true),
+    ];
+    let me = tasks[4].clone();
+    assert_eq!(waiting_ahead(&budget, &me, &tasks), ["a", "a2"]);
+    // One that got its reservation since is not waiting any more.
+    budget.status = Some(BudgetStatus {
+        reservations: vec![Reservation {
+            task: "a".to_owned(),
+            uid: "uid-a".to_owned(),
+            cost_usd: Some(0.1),
+            tokens: None,
+        }],
+        ..BudgetStatus::default()
+    });
+    assert_eq!(waiting_ahead(&budget, &me, &tasks), ["a2"]);
+    // Nobody is ahead of the first.
+    assert!(waiting_ahead(&budget, &tasks[3], &tasks).is_empty());
 }

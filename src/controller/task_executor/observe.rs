@@ -414,7 +414,17 @@ async fn budget_admission(
         task.spec.budget.as_ref(),
         agent.and_then(|a| a.spec.budget.as_ref()),
     );
-    let admission = budget_executor::admit(&ctx.client, budgets, clock, task, own.as_ref()).await;
+    let admission = budget_executor::admit(
+        &ctx.client,
+        budget_executor::Caches {
+            budgets,
+            tasks: &ctx.tasks,
+        },
+        clock,
+        task,
+        own.as_ref(),
+    )
+    .await;
     if !matches!(admission, Ok(budget_executor::Admission::Admitted(_))) {
         ctx.admitted.forget(uid);
     }
