@@ -24,6 +24,8 @@ pub struct Probes {
     /// Set once the controller is initialised (plugins compiled, API server reached).
     pub ready: Arc<AtomicBool>,
     pub caches: Caches,
+    /// The Budgets, whose spent, reserved and limit are gauges.
+    pub budgets: Store<kubetask_api::Budget>,
 }
 
 fn phase_counts(tasks: &Store<Task>) -> [(&'static str, i64); 4] {
@@ -85,6 +87,7 @@ fn controller_metrics(probes: &Probes) -> String {
         ("Job", counts.jobs),
         ("Agent", counts.agents),
     ]);
+    probes.metrics.set_budgets(&probes.budgets.state());
     probes.metrics.set_memory(
         super::memory::resident_bytes(),
         super::memory::limit_bytes(),

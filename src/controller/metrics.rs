@@ -1,6 +1,7 @@
 //! Prometheus metrics: reconciles, errors by reason, reconcile and render durations, Tasks
 //! by phase, leadership, cached objects by kind and the process's memory.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -25,6 +26,70 @@ struct KindLabel {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabel {
+    namespace: String,
+    budget: String,
+}
+
+type DollarGauge = Gauge<f64, AtomicU64>;
+
+/// Each Budget's current period, as gauges.
+#[derive(Default)]
+struct BudgetGauges {
+    spent_usd: Family<BudgetLabel, DollarGauge>,
+    reserved_usd: Family<BudgetLabel, DollarGauge>,
+    limit_usd: Family<BudgetLabel, DollarGauge>,
+    spent_tokens: Family<BudgetLabel, Gauge>,
+    reserved_tokens: Family<BudgetLabel, Gauge>,
+    limit_tokens: Family<BudgetLabel, Gauge>,
+}
+
+impl BudgetGauges {
+    fn register(&self, registry: &mut Registry) {
+        let dollars = [
+            (
+                "budget_spent_usd",
+                "What the Tasks a Budget governs spent in its current period, in US dollars",
+                &self.spent_usd,
+            ),
+            (
+                "budget_reserved_usd",
+                "What its running Tasks hold, in US dollars",
+                &self.reserved_usd,
+            ),
+            (
+                "budget_limit_usd",
+                "Its limit per period, in US dollars (Budgets with one)",
+                &self.limit_usd,
+            ),
+        ];
+        for (name, help, family) in dollars {
+            registry.register(name, help, family.clone());
+        }
+        let tokens = [
+            (
+                "budget_spent_tokens",
+                "The tokens the Tasks a Budget governs used in its current period",
+                &self.spent_tokens,
+            ),
+            (
+                "budget_reserved_tokens",
+                "The tokens its running Tasks hold",
+                &self.reserved_tokens,
+            ),
+            (
+                "budget_limit_tokens",
+                "Its token limit per period (Budgets with one)",
+                &self.limit_tokens,
+            ),
+        ];
+        for (name, help, family) in tokens {
+            registry.register(name, help, family.clone());
+        }
+    }
+}
+
 /// The controller's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +102,7 @@ pub struct Metrics {
     cached: Family<KindLabel, Gauge>,
     resident: Gauge,
     limit: Gauge,
+    budgets: BudgetGauges,
 }
 
 impl Default for Metrics {
@@ -91,8 +157,11 @@ impl Default for Metrics {
             "The memory limit of the controller's cgroup (0: none)",
             limit.clone(),
         );
+        let budgets = BudgetGauges::default();
+        budgets.register(&mut registry);
         Self {
             registry,
+            budgets,
             reconciles,
             errors,
             reconcile_seconds,
@@ -152,6 +221,43 @@ impl Metrics {
                     phase: (*phase).to_owned(),
                 })
                 .set(*count);
+        }
+    }
+
+    /// Sets the Budget gauges from `budgets` (a deleted Budget's go).
+    pub fn set_budgets(&self, budgets: &[std::sync::Arc<kubetask_api::Budget>]) {
+        let gauges = &self.budgets;
+        gauges.spent_usd.clear();
+        gauges.reserved_usd.clear();
+        gauges.limit_usd.clear();
+        gauges.spent_tokens.clear();
+        gauges.reserved_tokens.clear();
+        gauges.limit_tokens.clear();
+        for budget in budgets {
+            let label = BudgetLabel {
+                namespace: budget.metadata.namespace.clone().unwrap_or_default(),
+                budget: budget.metadata.name.clone().unwrap_or_default(),
+            };
+            let status = budget.status.clone().unwrap_or_default();
+            gauges.spent_usd.get_or_create(&label).set(status.spent_usd);
+            gauges
+                .reserved_usd
+                .get_or_create(&label)
+                .set(status.reserved_usd);
+            gauges
+                .spent_tokens
+                .get_or_create(&label)
+                .set(status.spent_tokens);
+            gauges
+                .reserved_tokens
+                .get_or_create(&label)
+                .set(status.reserved_tokens);
+            if let Some(limit) = budget.spec.limits.max_cost_usd {
+                gauges.limit_usd.get_or_create(&label).set(limit);
+            }
+            if let Some(limit) = budget.spec.limits.max_tokens {
+                gauges.limit_tokens.get_or_create(&label).set(limit);
+            }
         }
     }
 

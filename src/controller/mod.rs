@@ -206,6 +206,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let (jobs, jobs_writer) = reflector::store::<Job>();
     let (agents, agents_writer) = reflector::store::<Agent>();
     let probes = health::Probes {
+        budgets: budgets.clone(),
         metrics: metrics.clone(),
         ready: ready.clone(),
         caches: caches::Caches {

@@ -63,7 +63,7 @@ async fn reasons(cluster: &Cluster, label: &str) -> BTreeMap<String, usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_created_together_never_reserve_more_than_their_budget() {
     let cluster = Cluster::start_scripted(Duration::from_millis(100), Arc::new(script)).await;
-    let _controller = cluster.controller(&[]);
+    let controller = cluster.controller(&[]);
     let budgets: Api<Budget> = Api::namespaced(cluster.client.clone(), NS);
     cluster
         .apply_yaml(&budget_yaml("team", "team", "{maxCostUSD: 1}", "Queue"))
@@ -138,8 +138,11 @@ async fn tasks_created_together_never_reserve_more_than_their_budget() {
         })
         .collect();
     waiting.sort();
-    let first_two: std::collections::BTreeSet<String> =
-        waiting.iter().take(2).map(|(_, name)| name.clone()).collect();
+    let first_two: std::collections::BTreeSet<String> = waiting
+        .iter()
+        .take(2)
+        .map(|(_, name)| name.clone())
+        .collect();
     cluster.cancel(NS, &running[0], "enough").await;
     cluster.cancel(NS, &running[1], "enough").await;
     let status = wait_budget(&budgets, "team", "two Tasks settled, two admitted", |s| {
@@ -173,6 +176,20 @@ async fn tasks_created_together_never_reserve_more_than_their_budget() {
     assert!(
         status.spent_usd + status.reserved_usd <= 1.0,
         "never more than the limit: {status:?}"
+    );
+
+    // The controller's metrics: spent, reserved and limit per Budget.
+    let metrics = controller.http_get("/metrics").unwrap_or_default();
+    for line in [
+        r#"kubetask_budget_spent_usd{namespace="team-a",budget="team"} 0.25"#,
+        r#"kubetask_budget_limit_usd{namespace="team-a",budget="team"} 1.0"#,
+        r#"kubetask_budget_spent_tokens{namespace="team-a",budget="team"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("kubetask_budget_limit_tokens{"),
+        "no token limit, no gauge"
     );
 
     // The example Budget is accepted as the API server would, and applied.
