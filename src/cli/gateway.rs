@@ -184,6 +184,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics.upstream_errors,
     );
     registry.register(
+        "clamped_requests",
+        "Requests whose output limit was lowered to what their Task's budget has left",
+        metrics.clamped,
+    );
+    registry.register(
         "price_table_errors",
         "Edits of the price table refused (the previous table stays in force)",
         metrics.price_table_errors,

@@ -3,8 +3,9 @@
 //! proxy swaps it for the provider's real key and passes the answer back as it comes
 //! ([`proxy`]), reading its usage as the bytes pass ([`usage`]), pricing it ([`prices`]) and
 //! adding it to the Task's ledger in the API server ([`ledger`]), against which budgets are
-//! enforced.
+//! enforced — a call near a budget with its output limit lowered to what is left ([`clamp`]).
 
+pub mod clamp;
 pub mod keys;
 pub mod ledger;
 pub mod prices;

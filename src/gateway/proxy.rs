@@ -27,6 +27,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde_json::json;
 
+use super::clamp;
 use super::keys::{self, Caller};
 use super::prices::PriceTable;
 use super::usage::{Api, StreamMeter, Usage};
@@ -87,6 +88,9 @@ pub struct Metrics {
     pub upstream_errors: Family<Vec<(String, String)>, Counter>,
     /// `kubetask_gateway_price_table_errors_total`: edits of the price table refused.
     pub price_table_errors: Counter,
+    /// `kubetask_gateway_clamped_requests_total`: requests whose output limit was lowered to
+    /// what their Task's budget has left.
+    pub clamped: Counter,
 }
 
 pub use super::ledger::Spent;
@@ -264,9 +268,9 @@ impl Gateway {
                 "the API key is not a KubeTask virtual key for a Task",
             );
         };
-        let agent = match self.task_running(&caller).await {
+        let (agent, budget, spent) = match self.task_running(&caller).await {
             Ok(Some((agent, budget, spent))) => {
-                if let Some(why) = budget.and_then(|b| b.exceeded(&spent.to_usage())) {
+                if let Some(why) = budget.as_ref().and_then(|b| b.exceeded(&spent.to_usage())) {
                     return self.refuse(
                         Some(api),
                         StatusCode::FORBIDDEN,
@@ -277,7 +281,7 @@ impl Gateway {
                         ),
                     );
                 }
-                agent
+                (agent, budget, spent)
             }
             Ok(None) => {
                 return self.refuse(
@@ -322,12 +326,34 @@ impl Gateway {
             );
         }
         let (parts, body) = request.into_parts();
+        // A Task with a budget: its request is read whole, and its output limit lowered to
+        // what the budget has left. Any other request streams through as it comes.
+        let body = match &budget {
+            Some(limits) => match self.clamped(api, &path, body, limits, &spent).await {
+                Some(bytes) => Full::new(bytes).map_err(|never| match never {}).boxed(),
+                None => {
+                    return self.refuse(
+                        Some(api),
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "BodyTooLarge",
+                        &format!("the request is over {} bytes", self.max_body),
+                    );
+                }
+            },
+            None => http_body_util::Limited::new(body, self.max_body)
+                .map_err(|e| -> BoxError { e })
+                .boxed(),
+        };
         let target = upstream_target(api, &provider.url, &path);
         let mut upstream = Request::builder().method(parts.method).uri(target);
+        let rewritten = budget.is_some();
         for (name, value) in &parts.headers {
+            // A body read whole is sent with its own length (it may have been rewritten).
+            let stale_length = rewritten && name == header::CONTENT_LENGTH;
             if !is_hop_by_hop(name.as_str())
                 && !is_credential(name.as_str())
                 && name != header::HOST
+                && !stale_length
             {
                 upstream = upstream.header(name, value);
             }
@@ -339,9 +365,6 @@ impl Gateway {
             }
             Api::Gemini => upstream.header("x-goog-api-key", &real_key),
         };
-        let body = http_body_util::Limited::new(body, self.max_body)
-            .map_err(|e| -> BoxError { e })
-            .boxed();
         let Ok(upstream) = upstream.body(body) else {
             return self.refuse(
                 Some(api),
@@ -398,6 +421,43 @@ impl Gateway {
             })),
         };
         Response::from_parts(parts, metered.boxed())
+    }
+
+    /// The request of a Task with a budget, read whole, its output limit lowered to what the
+    /// budget leaves after `spent` ([`clamp`]); as it came when it is not JSON or nothing
+    /// needs lowering. `None` when it is over the size limit.
+    async fn clamped(
+        &self,
+        api: Api,
+        path: &str,
+        body: Incoming,
+        limits: &Limits,
+        spent: &Spent,
+    ) -> Option<Bytes> {
+        let bytes = http_body_util::Limited::new(body, self.max_body)
+            .collect()
+            .await
+            .ok()?
+            .to_bytes();
+        let Ok(mut request) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return Some(bytes);
+        };
+        let model = api
+            .model_of_path(path)
+            .or_else(|| clamp::model_of_body(&request).map(str::to_owned));
+        let prices = self
+            .prices
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        let Some(allowance) = clamp::allowance(limits, spent, model.as_deref(), &prices) else {
+            return Some(bytes);
+        };
+        if !clamp::clamp(api, &mut request, allowance) {
+            return Some(bytes);
+        }
+        self.metrics.clamped.inc();
+        Some(serde_json::to_vec(&request).map_or(bytes, Bytes::from))
     }
 
     /// Counts what a response used (or that it reported nothing).

@@ -620,7 +620,7 @@ spec:
         gateway.call(
             "/v1/messages",
             &[("x-api-key", &key)],
-            &json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": []}),
+            &json!({"model": "claude-sonnet-4-5", "max_tokens": 32000, "messages": []}),
         )
     };
     let (status, body) = call(&gateway);
@@ -635,6 +635,15 @@ spec:
     let (status, body) = call(&gateway);
     assert_eq!(status, 200, "{body}");
     wait_ledger(&cluster, "hang-budget", 2 * 2598).await;
+
+    // Each call asked for up to 32,000 tokens of answer; the gateway lowered that to what the
+    // budget had left: all of it, then 3,000 - 2,598 = 402.
+    let asked: Vec<Value> = model
+        .received()
+        .iter()
+        .map(|r| r.body["max_tokens"].clone())
+        .collect();
+    assert_eq!(asked, [json!(3000), json!(402)]);
 
     // Past the budget: the next call is refused, in Anthropic's shape, as final.
     let (status, body) = call(&gateway);
