@@ -8,18 +8,21 @@
 //! pay one upstream connect), timed from the connect to the whole answer (whole responses) or
 //! to the first event's bytes (streams). The baseline sends the same request to the fake
 //! directly. Requests alternate between the two paths so both see the same machine; the
-//! gateway checks its Task against the API server once per 5 s, as in production. Then the
-//! gateway's requests/s with 16 in flight. `KUBETASK_BENCH_REQUESTS=N` (default 1000).
+//! gateway checks its Task against the API server once per 5 s, as in production. A Task
+//! with a budget has its requests read whole (their output limit is checked against what the
+//! budget leaves): measured apart. Then the gateway's requests/s with 16 in flight. `KUBETASK_BENCH_REQUESTS=N` (default 1000).
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kubetask::api::Task;
+use kubetask::api::budget::BUDGET_ANNOTATION;
 use kubetask::gateway::keys::{self, Caller};
 use kubetask::gateway::prices::PriceTable;
 use kubetask::gateway::proxy::{self, Gateway, Provider, Providers};
@@ -85,7 +88,7 @@ fn main() {
         .build()
         .expect("runtime");
     let model = ModelApi::start(REAL_KEY);
-    let (gateway_port, key, _server) = runtime.block_on(async {
+    let (gateway_port, key, budget_key, _server) = runtime.block_on(async {
         let server = TestApiServer::start(Config::default()).expect("test API server");
         let client = server.client().await.expect("client");
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -100,23 +103,50 @@ fn main() {
             .create(&PostParams::default(), &namespace)
             .await
             .expect("namespace");
-        let task: Task = serde_json::from_value(json!({
-            "apiVersion": "kubetask.io/v1alpha1", "kind": "Task",
-            "metadata": {"name": "bench", "namespace": NS}, "spec": {"contexts": []},
-        }))
-        .expect("Task");
-        let task = Api::<Task>::namespaced(client.clone(), NS)
-            .create(&PostParams::default(), &task)
-            .await
+        let tasks = Api::<Task>::namespaced(client.clone(), NS);
+        let mut minted = Vec::new();
+        for name in ["bench", "bench-budget"] {
+            let task: Task = serde_json::from_value(json!({
+                "apiVersion": "kubetask.io/v1alpha1", "kind": "Task",
+                "metadata": {"name": name, "namespace": NS}, "spec": {"contexts": []},
+            }))
             .expect("Task");
-        let key = keys::mint(
-            SIGNING_KEY,
-            &Caller {
-                namespace: NS.to_owned(),
-                task: "bench".to_owned(),
-                uid: task.metadata.uid.expect("uid"),
-            },
-        );
+            let task = tasks
+                .create(&PostParams::default(), &task)
+                .await
+                .expect("Task");
+            minted.push(keys::mint(
+                SIGNING_KEY,
+                &Caller {
+                    namespace: NS.to_owned(),
+                    task: name.to_owned(),
+                    uid: task.metadata.uid.expect("uid"),
+                },
+            ));
+        }
+        // The second Task runs with a budget fixed on its Job, as the controller fixes it: its
+        // requests are read whole and their output limit checked against what is left.
+        let job: Job = serde_json::from_value(json!({
+            "metadata": {"name": "bench-budget", "namespace": NS,
+                         "annotations": {BUDGET_ANNOTATION: r#"{"maxTokens":1000000000000}"#}},
+            "spec": {"template": {"spec": {"restartPolicy": "Never",
+                     "containers": [{"name": "agent", "image": "agent"}]}}},
+        }))
+        .expect("Job");
+        Api::<Job>::namespaced(client.clone(), NS)
+            .create(&PostParams::default(), &job)
+            .await
+            .expect("Job");
+        tasks
+            .patch_status(
+                "bench-budget",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"jobName": "bench-budget"}})),
+            )
+            .await
+            .expect("status");
+        let budget_key = minted.pop().expect("two keys");
+        let key = minted.pop().expect("two keys");
         let provider = Provider {
             url: model.url(),
             key: Some(REAL_KEY.to_owned()),
@@ -141,7 +171,7 @@ fn main() {
         let port = listener.local_addr().expect("address").port();
         tokio::spawn(proxy::serve(gateway.clone(), listener));
         tokio::spawn(gateway.flush_every(Duration::from_secs(2)));
-        (port, key, server)
+        (port, key, budget_key, server)
     });
     let model_port: u16 = model
         .url()
@@ -151,19 +181,20 @@ fn main() {
         .expect("the fake's port");
 
     let mut results = Vec::new();
-    for (label, body, first_event) in [
-        ("whole response", WHOLE, false),
-        ("stream, first event", STREAMED, true),
+    for (label, body, first_event, key) in [
+        ("whole response", WHOLE, false, &key),
+        ("stream, first event", STREAMED, true, &key),
+        ("whole, with a budget", WHOLE, false, &budget_key),
     ] {
         for _ in 0..50 {
             request(model_port, REAL_KEY, body, first_event);
-            request(gateway_port, &key, body, first_event);
+            request(gateway_port, key, body, first_event);
         }
         let mut direct = Vec::with_capacity(n);
         let mut through = Vec::with_capacity(n);
         for _ in 0..n {
             direct.push(request(model_port, REAL_KEY, body, first_event));
-            through.push(request(gateway_port, &key, body, first_event));
+            through.push(request(gateway_port, key, body, first_event));
         }
         direct.sort();
         through.sort();
