@@ -46,15 +46,20 @@ fn task_yaml(name: &str, budget: &str, cap: &str) -> String {
     )
 }
 
-/// The Tasks labelled `budget=<label>` by their condition's reason.
-async fn reasons(cluster: &Cluster, label: &str) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    let listed = cluster
+/// The Tasks labelled `budget=<label>`.
+async fn labelled(cluster: &Cluster, label: &str) -> Vec<kubetask::api::Task> {
+    cluster
         .tasks(NS)
         .list(&ListParams::default().labels(&format!("budget={label}")))
         .await
-        .expect("list Tasks");
-    for task in listed.items {
+        .expect("list Tasks")
+        .items
+}
+
+/// The Tasks labelled `budget=<label>` by their condition's reason.
+async fn reasons(cluster: &Cluster, label: &str) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for task in labelled(cluster, label).await {
         *counts.entry(reason(&task)).or_default() += 1;
     }
     counts
@@ -103,16 +108,21 @@ async fn tasks_created_together_never_reserve_more_than_their_budget() {
             "the reservation is the Job's cap"
         );
     }
-    let waiting = cluster
-        .tasks(NS)
-        .list(&ListParams::default().labels("budget=team"))
+    // The waiting Tasks, first created first: the first says why it waits.
+    let mut waiting: Vec<(Option<jiff::Timestamp>, String, String)> = labelled(&cluster, "team")
         .await
-        .unwrap()
-        .items
         .into_iter()
-        .find(|t| reason(t) == "BudgetExhausted")
-        .expect("a waiting Task");
-    let message = &waiting.status.as_ref().unwrap().conditions[0].message;
+        .filter(|t| reason(t) == "BudgetExhausted")
+        .map(|t| {
+            (
+                t.metadata.creation_timestamp.as_ref().map(|c| c.0),
+                t.metadata.name.clone().unwrap_or_default(),
+                t.status.as_ref().unwrap().conditions[0].message.clone(),
+            )
+        })
+        .collect();
+    waiting.sort();
+    let message = &waiting[0].2;
     assert!(
         message.contains("Budget \"team\" has nothing left this period")
             && message.contains("the period ends at"),
@@ -122,26 +132,10 @@ async fn tasks_created_together_never_reserve_more_than_their_budget() {
     // Two running Tasks cancelled: they spent nothing, so the two waiting ones created first
     // start (first in, first out).
     let running: Vec<String> = status.reservations.iter().map(|r| r.task.clone()).collect();
-    let mut waiting: Vec<(Option<jiff::Timestamp>, String)> = cluster
-        .tasks(NS)
-        .list(&ListParams::default().labels("budget=team"))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|t| reason(t) == "BudgetExhausted")
-        .map(|t| {
-            (
-                t.metadata.creation_timestamp.as_ref().map(|c| c.0),
-                t.metadata.name.clone().unwrap_or_default(),
-            )
-        })
-        .collect();
-    waiting.sort();
     let first_two: std::collections::BTreeSet<String> = waiting
         .iter()
         .take(2)
-        .map(|(_, name)| name.clone())
+        .map(|(_, name, _)| name.clone())
         .collect();
     cluster.cancel(NS, &running[0], "enough").await;
     cluster.cancel(NS, &running[1], "enough").await;
