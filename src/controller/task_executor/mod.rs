@@ -270,6 +270,9 @@ impl Context {
         }
         self.admitted.retain(|uid| unsettled.contains(uid));
         self.attempts.retain(|uid| unsettled.contains(uid));
+        if let Ok(mut caps) = self.budget_caps.lock() {
+            caps.retain(|uid, _| unsettled.contains(uid));
+        }
         self.wait_index
             .retain(|task| self.tasks.get(task).is_some());
         written.len()
