@@ -23,7 +23,8 @@ use super::budget_rules::{self, Reserve};
 use super::{caches, failure, status};
 use crate::cron::Clock;
 
-/// How many times a write that lost a race (409) is tried again with a fresh Budget.
+/// How many times a Budget's status write is tried, each on a fresh read, while other writers
+/// win the race (409).
 const CONFLICT_RETRIES: usize = 8;
 /// How often a Budget is looked at even if nothing changed (a missed event).
 const SWEEP: Duration = Duration::from_secs(300);
@@ -301,16 +302,16 @@ pub async fn admit(
     for budget_name in &governing {
         let outcome = reserve_in(&api, budget_name, clock, &name, &uid, own).await;
         let refused = match outcome {
-            Ok(Ok(Some(reserved))) => {
-                cap = Some(budget_rules::lower(cap.as_ref(), &reserved.0));
-                if reserved.1 {
+            Ok(Some(Ok((caps, newly_taken)))) => {
+                cap = Some(budget_rules::lower(cap.as_ref(), &caps));
+                if newly_taken {
                     taken.push(budget_name.clone());
                 }
                 continue;
             }
             // Deleted since the cache saw it: it governs nothing.
-            Ok(Ok(None)) => continue,
-            Ok(Err(refused)) => Ok(refused),
+            Ok(None) => continue,
+            Ok(Some(Err(refused))) => Ok(refused),
             Err(error) => Err(error),
         };
         for earlier in &taken {
@@ -330,8 +331,42 @@ fn waiting(why: &str, end: jiff::Timestamp) -> String {
     )
 }
 
-/// Reserves in one Budget: `Ok(Ok(Some((caps, newly_taken))))`, `Ok(Ok(None))` when the Budget
-/// is gone, `Ok(Err(admission))` when the Task may not start.
+/// What to do with a Budget read fresh from the API server.
+enum Change<R> {
+    /// Write this status; the answer once it is written.
+    Write(BudgetStatus, R),
+    /// Nothing to write; the answer.
+    Keep(R),
+}
+
+/// Reads Budget `budget_name`, asks `decide` what to do, and writes the status it decides with
+/// the `resourceVersion` read as a precondition; a write that lost a race (409) is decided
+/// again on a fresh read, up to [`CONFLICT_RETRIES`] times. `None` when the Budget is gone.
+async fn change_status<R>(
+    api: &Api<Budget>,
+    budget_name: &str,
+    decide: impl Fn(&Budget) -> Change<R>,
+) -> kube::Result<Option<R>> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let Some(budget) = api.get_opt(budget_name).await? else {
+            return Ok(None);
+        };
+        let (next, answer) = match decide(&budget) {
+            Change::Keep(answer) => return Ok(Some(answer)),
+            Change::Write(next, answer) => (next, answer),
+        };
+        match write(api, &budget, &next).await {
+            Ok(()) => return Ok(Some(answer)),
+            Err(kube::Error::Api(e)) if e.code == 409 && attempt < CONFLICT_RETRIES => {}
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Reserves in one Budget: `Ok((caps, newly_taken))`, or `Err(admission)` when the Task may
+/// not start.
 async fn reserve_in(
     api: &Api<Budget>,
     budget_name: &str,
@@ -339,40 +374,29 @@ async fn reserve_in(
     task_name: &str,
     uid: &str,
     own: Option<&Limits>,
-) -> kube::Result<Result<Option<(Limits, bool)>, Admission>> {
-    let mut lost = None;
-    for _ in 0..CONFLICT_RETRIES {
-        let Some(budget) = api.get_opt(budget_name).await? else {
-            return Ok(Ok(None));
-        };
+) -> kube::Result<Option<Result<(Limits, bool), Admission>>> {
+    change_status(api, budget_name, |budget| {
         let (start, end) = match budget_rules::period_at(&budget.spec.period, clock.now()) {
             Ok(period) => period,
             Err(why) => {
-                return Ok(Err(Admission::Waiting(format!(
+                return Change::Keep(Err(Admission::Waiting(format!(
                     "Budget {budget_name:?} cannot be applied: {why}"
                 ))));
             }
         };
         let status = budget_rules::roll(&budget.status.clone().unwrap_or_default(), start, end);
-        let (next, caps) = match budget_rules::reserve(&budget, &status, task_name, uid, own) {
-            Reserve::Held(caps) => return Ok(Ok(Some((caps, false)))),
-            Reserve::Reserved(next, caps) => (next, caps),
-            Reserve::Exhausted { why, stop: true } => {
-                return Ok(Err(Admission::Refused(format!(
-                    "{why}; its onExceed is Stop"
-                ))));
-            }
+        match budget_rules::reserve(budget, &status, task_name, uid, own) {
+            Reserve::Held(caps) => Change::Keep(Ok((caps, false))),
+            Reserve::Reserved(next, caps) => Change::Write(*next, Ok((caps, true))),
+            Reserve::Exhausted { why, stop: true } => Change::Keep(Err(Admission::Refused(
+                format!("{why}; its onExceed is Stop"),
+            ))),
             Reserve::Exhausted { why, stop: false } => {
-                return Ok(Err(Admission::Waiting(waiting(&why, end))));
+                Change::Keep(Err(Admission::Waiting(waiting(&why, end))))
             }
-        };
-        match write(api, &budget, &next).await {
-            Ok(()) => return Ok(Ok(Some((caps, true)))),
-            Err(kube::Error::Api(e)) if e.code == 409 => lost = Some(kube::Error::Api(e)),
-            Err(error) => return Err(error),
         }
-    }
-    Err(lost.unwrap_or_else(|| conflict(budget_name)))
+    })
+    .await
 }
 
 /// Settles Task `uid`'s reservation in Budget `budget_name`: it leaves, `spent` is added.
@@ -382,30 +406,15 @@ async fn settle_in(
     uid: &str,
     spent: (f64, i64),
 ) -> kube::Result<()> {
-    let mut lost = None;
-    for _ in 0..CONFLICT_RETRIES {
-        let Some(budget) = api.get_opt(budget_name).await? else {
-            return Ok(());
-        };
+    change_status(api, budget_name, |budget| {
         let status = budget.status.clone().unwrap_or_default();
-        let Some(next) = budget_rules::settle(&status, uid, spent) else {
-            return Ok(());
-        };
-        match write(api, &budget, &next).await {
-            Ok(()) => return Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 409 => lost = Some(kube::Error::Api(e)),
-            Err(error) => return Err(error),
+        match budget_rules::settle(&status, uid, spent) {
+            Some(next) => Change::Write(next, ()),
+            None => Change::Keep(()),
         }
-    }
-    Err(lost.unwrap_or_else(|| conflict(budget_name)))
-}
-
-/// The error of a write that lost every race (never reached: the loop keeps the last 409).
-fn conflict(budget_name: &str) -> kube::Error {
-    kube::Error::Service(
-        format!("Budget {budget_name:?} changed under each of {CONFLICT_RETRIES} writes in a row")
-            .into(),
-    )
+    })
+    .await
+    .map(drop)
 }
 
 /// Settles a finished Task's reservations (the Budgets `budgets` shows holding one) with

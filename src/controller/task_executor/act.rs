@@ -215,8 +215,9 @@ async fn render_and_create(
     })
 }
 
-/// Settles a finished Task's reservations in its Budgets (those the cache shows holding one)
-/// with what it spent: the gateway's meter, else what its agent reported.
+/// Settles a finished Task's reservations in its Budgets (those the cache shows holding one;
+/// no request when none does) with what it spent: the gateway's meter, else what its agent
+/// reported.
 async fn settle_budgets(this: Reconciling<'_>, snapshot: &Snapshot) -> Result<(), Failure> {
     let Reconciling {
         task,
@@ -228,8 +229,7 @@ async fn settle_budgets(this: Reconciling<'_>, snapshot: &Snapshot) -> Result<()
         return Ok(());
     };
     let status = ctx.current_status(task, uid);
-    if !status::is_finished(&status) || budget_executor::holding(budgets, namespace, uid).is_empty()
-    {
+    if !status::is_finished(&status) {
         return Ok(());
     }
     let usage = match &snapshot.metered_usage {
