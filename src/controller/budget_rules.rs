@@ -177,46 +177,51 @@ pub fn reserve(
     let stop = budget.spec.on_exceed == OnExceed::Stop;
     let others_running = !status.reservations.is_empty();
     let budget_name = budget.name_any();
-    let exhausted = |why: String| Reserve::Exhausted { why, stop };
     let mut reservation = Reservation {
         task: name.to_owned(),
         uid: uid.to_owned(),
         cost_usd: None,
         tokens: None,
     };
+    let dollar_amount = |v: f64| format!("${v:.4}");
+    let token_amount = |v: i64| format!("{v} tokens");
     if let Some(limit) = limits.max_cost_usd {
-        let left = dollars(limit - status.spent_usd - status.reserved_usd);
-        if left <= 0.0 {
-            return exhausted(format!(
-                "Budget {budget_name:?} has nothing left this period: ${:.4} spent and ${:.4} held by running Tasks of ${limit:.4}",
-                status.spent_usd, status.reserved_usd
-            ));
+        let taken = take(
+            Dimension {
+                limit,
+                spent: status.spent_usd,
+                held: status.reserved_usd,
+                left: dollars(limit - status.spent_usd - status.reserved_usd),
+                want: cap.and_then(|c| c.max_cost_usd),
+                show: &dollar_amount,
+            },
+            &budget_name,
+            others_running,
+            stop,
+        );
+        match taken {
+            Ok(taken) => reservation.cost_usd = Some(dollars(taken)),
+            Err(why) => return Reserve::Exhausted { why, stop },
         }
-        let want = cap.and_then(|c| c.max_cost_usd).unwrap_or(left);
-        if want > left && others_running && !stop {
-            return exhausted(format!(
-                "Budget {budget_name:?} has ${left:.4} left this period, less than this Task's cap of ${want:.4}, while running Tasks hold ${:.4}",
-                status.reserved_usd
-            ));
-        }
-        reservation.cost_usd = Some(dollars(want.min(left)));
     }
     if let Some(limit) = limits.max_tokens {
-        let left = limit - status.spent_tokens - status.reserved_tokens;
-        if left <= 0 {
-            return exhausted(format!(
-                "Budget {budget_name:?} has no tokens left this period: {} used and {} held by running Tasks of {limit}",
-                status.spent_tokens, status.reserved_tokens
-            ));
+        let taken = take(
+            Dimension {
+                limit,
+                spent: status.spent_tokens,
+                held: status.reserved_tokens,
+                left: limit - status.spent_tokens - status.reserved_tokens,
+                want: cap.and_then(|c| c.max_tokens),
+                show: &token_amount,
+            },
+            &budget_name,
+            others_running,
+            stop,
+        );
+        match taken {
+            Ok(taken) => reservation.tokens = Some(taken),
+            Err(why) => return Reserve::Exhausted { why, stop },
         }
-        let want = cap.and_then(|c| c.max_tokens).unwrap_or(left);
-        if want > left && others_running && !stop {
-            return exhausted(format!(
-                "Budget {budget_name:?} has {left} tokens left this period, fewer than this Task's cap of {want}, while running Tasks hold {}",
-                status.reserved_tokens
-            ));
-        }
-        reservation.tokens = Some(want.min(left));
     }
     let caps = Limits {
         max_cost_usd: reservation.cost_usd,
@@ -226,6 +231,57 @@ pub fn reserve(
     next.reservations.push(reservation);
     totals(&mut next);
     Reserve::Reserved(Box::new(next), caps)
+}
+
+/// One dimension a Budget limits (dollars or tokens), as [`reserve`] weighs it.
+struct Dimension<'a, T> {
+    limit: T,
+    spent: T,
+    /// What running Tasks hold.
+    held: T,
+    /// What is left: the limit less what was spent and what is held.
+    left: T,
+    /// The Task's own cap in this dimension, if any.
+    want: Option<T>,
+    /// An amount as messages write it.
+    show: &'a dyn Fn(T) -> String,
+}
+
+/// What a Task takes of one dimension: its cap, or all that is left when it has none, or when
+/// its cap does not fit and nothing else is held (or under `Stop`); `Err` says why it may not
+/// start: nothing left, or its cap does not fit while running Tasks hold some.
+fn take<T: Copy + PartialOrd + Default>(
+    dimension: Dimension<'_, T>,
+    budget_name: &str,
+    others_running: bool,
+    stop: bool,
+) -> Result<T, String> {
+    let Dimension {
+        limit,
+        spent,
+        held,
+        left,
+        want,
+        show,
+    } = dimension;
+    if left <= T::default() {
+        return Err(format!(
+            "Budget {budget_name:?} has nothing left this period: {} spent and {} held by running Tasks of {}",
+            show(spent),
+            show(held),
+            show(limit)
+        ));
+    }
+    let want = want.unwrap_or(left);
+    if want > left && others_running && !stop {
+        return Err(format!(
+            "Budget {budget_name:?} has {} left this period, less than this Task's cap of {}, while running Tasks hold {}",
+            show(left),
+            show(want),
+            show(held)
+        ));
+    }
+    Ok(if want < left { want } else { left })
 }
 
 /// The status once Task `uid`'s reservation is settled: it leaves the reservations and what

@@ -240,6 +240,20 @@ fn tokens_are_reserved_beside_dollars_and_a_task_keeps_its_own_other_limits() {
         },
         "the Job's cap: the lower of each"
     );
+    let used_up = BudgetStatus {
+        spent_tokens: 990,
+        reserved_tokens: 10,
+        ..BudgetStatus::default()
+    };
+    let Reserve::Exhausted { why, stop: false } =
+        reserve(&tokens_only, &used_up, "t", "u", Some(&own))
+    else {
+        panic!("no tokens left");
+    };
+    assert!(
+        why.contains("nothing left this period: 990 tokens spent and 10 tokens held by running Tasks of 1000 tokens"),
+        "{why}"
+    );
 }
 
 #[test]
