@@ -10,19 +10,28 @@ fn committed_crds_match_the_generated_ones() {
     );
 }
 
+/// The names of a CRD's printer columns: all of them (`wide`, as `-o wide` shows), or those
+/// `kubectl get` shows by default (priority 0).
+fn columns(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    wide: bool,
+) -> Vec<&str> {
+    crd.spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .filter(|column| wide || column.priority.unwrap_or(0) == 0)
+        .map(|column| column.name.as_str())
+        .collect()
+}
+
 #[test]
 fn crds_have_status_columns_short_names_and_validation_rules() {
     let [task, agent, cron_task, trigger, budget] = kubetask::crds::definitions();
     assert_eq!(budget.spec.names.plural, "budgets");
     assert_eq!(budget.spec.scope, "Namespaced");
-    let budget_columns: Vec<_> = budget.spec.versions[0]
-        .additional_printer_columns
-        .iter()
-        .flatten()
-        .map(|column| column.name.as_str())
-        .collect();
     assert_eq!(
-        budget_columns,
+        columns(&budget, true),
         [
             "Period",
             "Spent USD",
@@ -36,14 +45,8 @@ fn crds_have_status_columns_short_names_and_validation_rules() {
     );
     assert_eq!(trigger.spec.names.short_names, Some(vec!["ttr".to_owned()]));
     assert_eq!(trigger.spec.names.plural, "tasktriggers");
-    let trigger_columns: Vec<_> = trigger.spec.versions[0]
-        .additional_printer_columns
-        .iter()
-        .flatten()
-        .map(|column| column.name.as_str())
-        .collect();
     assert_eq!(
-        trigger_columns,
+        columns(&trigger, true),
         ["Source", "Events", "Accepted", "Last Event", "Age"]
     );
     assert_eq!(task.spec.group, "kubetask.io");
@@ -55,15 +58,8 @@ fn crds_have_status_columns_short_names_and_validation_rules() {
         Some(vec!["ctk".to_owned()])
     );
     assert_eq!(cron_task.spec.names.plural, "crontasks");
-    let cron_columns: Vec<_> = cron_task.spec.versions[0]
-        .additional_printer_columns
-        .iter()
-        .flatten()
-        .filter(|column| column.priority.unwrap_or(0) == 0)
-        .map(|column| column.name.as_str())
-        .collect();
     assert_eq!(
-        cron_columns,
+        columns(&cron_task, false),
         ["Schedule", "Suspend", "Active", "Last Schedule", "Age"]
     );
     let version = &task.spec.versions[0];
@@ -76,14 +72,8 @@ fn crds_have_status_columns_short_names_and_validation_rules() {
             .is_some(),
         "status subresource"
     );
-    let columns: Vec<_> = version
-        .additional_printer_columns
-        .iter()
-        .flatten()
-        .map(|column| column.name.as_str())
-        .collect();
     assert_eq!(
-        columns,
+        columns(&task, true),
         [
             "Phase",
             "Agent",
