@@ -152,6 +152,20 @@ fn dechunk(mut body: &str) -> String {
     }
 }
 
+/// A cluster with the gateway's RBAC installed (it runs with exactly those permissions).
+async fn gateway_cluster() -> Cluster {
+    let cluster = Cluster::start().await;
+    cluster
+        .install_rbac_from("manifests/gateway/rbac.yaml")
+        .await;
+    cluster
+}
+
+/// [`gateway_cluster`] and the fake model API the gateway forwards to.
+async fn metered_cluster() -> (Cluster, ModelApi) {
+    (gateway_cluster().await, ModelApi::start(REAL_KEY))
+}
+
 /// A Task (no controller runs: it stays unfinished) and its virtual key.
 async fn task_and_key(cluster: &Cluster, name: &str) -> String {
     let task: kubetask::api::Task = serde_json::from_value(json!({
@@ -184,11 +198,7 @@ fn metric(text: &str, prefix: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tasks_key_reaches_the_provider_as_the_real_key_and_its_usage_is_counted() {
-    let cluster = Cluster::start().await;
-    cluster
-        .install_rbac_from("manifests/gateway/rbac.yaml")
-        .await;
-    let model = ModelApi::start(REAL_KEY);
+    let (cluster, model) = metered_cluster().await;
     let gateway = Gateway::start(&cluster, &model);
     let key = task_and_key(&cluster, "fix-bug").await;
 
@@ -296,11 +306,7 @@ async fn a_tasks_key_reaches_the_provider_as_the_real_key_and_its_usage_is_count
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_that_are_not_a_running_tasks_are_refused_in_the_providers_shape() {
-    let cluster = Cluster::start().await;
-    cluster
-        .install_rbac_from("manifests/gateway/rbac.yaml")
-        .await;
-    let model = ModelApi::start(REAL_KEY);
+    let (cluster, model) = metered_cluster().await;
     let gateway = Gateway::start(&cluster, &model);
     let request = json!({"model": "claude-sonnet-4-5", "max_tokens": 8, "messages": []});
     // The provider's own key, a forged one, one signed with another key.
@@ -389,11 +395,7 @@ async fn keys_that_are_not_a_running_tasks_are_refused_in_the_providers_shape() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_mints_each_tasks_key_and_points_its_agent_at_the_gateway() {
-    let cluster = Cluster::start().await;
-    cluster
-        .install_rbac_from("manifests/gateway/rbac.yaml")
-        .await;
-    let model = ModelApi::start(REAL_KEY);
+    let (cluster, model) = metered_cluster().await;
     let (gateway, url, _controller) = gateway_and_controller(&cluster, &model, &[]);
     cluster
         .apply_yaml(&format!(
@@ -550,11 +552,7 @@ async fn wait_ledger(cluster: &Cluster, task: &str, tokens: i64) -> kubetask::ap
 /// twice, none lost), whichever wrote first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateway_replicas_add_up_exactly_on_one_ledger() {
-    let cluster = Cluster::start().await;
-    cluster
-        .install_rbac_from("manifests/gateway/rbac.yaml")
-        .await;
-    let model = ModelApi::start(REAL_KEY);
+    let (cluster, model) = metered_cluster().await;
     let write_often = ["--usage-write-interval", "1s"];
     let (first, _, _controller) = gateway_and_controller(&cluster, &model, &write_often);
     let second = Gateway::start_with(&cluster, &model, &write_often);
@@ -588,11 +586,7 @@ async fn two_gateway_replicas_add_up_exactly_on_one_ledger() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spend_is_recorded_on_the_task_across_a_gateway_restart_and_a_budget_stops_it() {
-    let cluster = Cluster::start().await;
-    cluster
-        .install_rbac_from("manifests/gateway/rbac.yaml")
-        .await;
-    let model = ModelApi::start(REAL_KEY);
+    let (cluster, model) = metered_cluster().await;
     let write_often = ["--usage-write-interval", "1s"];
     let (gateway, _, _controller) = gateway_and_controller(&cluster, &model, &write_often);
     // One whole Anthropic answer of the fake is 2,095 + 503 = 2,598 tokens: the budget
@@ -699,10 +693,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edited_price_table_takes_effect_and_a_bad_one_is_refused_keeping_the_last() {
-    let cluster = Cluster::start().await;
-    cluster
-        .install_rbac_from("manifests/gateway/rbac.yaml")
-        .await;
+    let cluster = gateway_cluster().await;
     let prices = tempfile::NamedTempFile::new().unwrap();
     let table =
         |input: &str| format!("models:\n  claude-sonnet-4*: {{input: {input}, output: 0}}\n");
@@ -770,11 +761,7 @@ async fn an_edited_price_table_takes_effect_and_a_bad_one_is_refused_keeping_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_errors_pass_through_unmetered_and_a_cut_stream_counts_what_came() {
-    let cluster = Cluster::start().await;
-    cluster
-        .install_rbac_from("manifests/gateway/rbac.yaml")
-        .await;
-    let model = ModelApi::start(REAL_KEY);
+    let (cluster, model) = metered_cluster().await;
     let gateway = Gateway::start(&cluster, &model);
     let key = task_and_key(&cluster, "faults").await;
     let request = json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": []});
