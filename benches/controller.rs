@@ -33,7 +33,6 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -42,7 +41,7 @@ use kubetask_test_apiserver::{Config, Fault, FaultAction, TestApiServer};
 use serde_json::{Value, json};
 
 mod support;
-use support::{env_number, metric, proc_status_kib, scrape};
+use support::{create_namespaces, env_number, install_crds, metric, proc_status_kib, scrape};
 
 const BARE: &str = "kubetask-bench-bare";
 const CONTROLLED: &str = "kubetask-bench";
@@ -345,15 +344,8 @@ fn main() -> anyhow::Result<()> {
             kube::Client::try_from(config)?
         };
         if server.is_some() {
-            let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-            for crd in kubetask::crds::definitions() {
-                crds.create(&PostParams::default(), &crd).await?;
-            }
-            let system: Namespace =
-                serde_json::from_value(json!({"metadata": {"name": "kubetask-system"}}))?;
-            Api::<Namespace>::all(client.clone())
-                .create(&PostParams::default(), &system)
-                .await?;
+            install_crds(&client).await?;
+            create_namespaces(&client, &["kubetask-system"]).await?;
         }
         recreate_namespace(&client, BARE).await?;
         recreate_namespace(&client, CONTROLLED).await?;

@@ -18,8 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kubetask::api::Task;
 use kubetask::api::budget::BUDGET_ANNOTATION;
@@ -31,7 +29,7 @@ use kubetask_test_apiserver::{Config, TestApiServer};
 use serde_json::json;
 
 mod support;
-use support::env_number;
+use support::{create_namespaces, env_number, install_crds};
 
 const NS: &str = "bench";
 const REAL_KEY: &str = "sk-bench";
@@ -91,18 +89,8 @@ fn main() {
     let (gateway_port, key, budget_key, _server) = runtime.block_on(async {
         let server = TestApiServer::start(Config::default()).expect("test API server");
         let client = server.client().await.expect("client");
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in kubetask::crds::definitions() {
-            crds.create(&PostParams::default(), &crd)
-                .await
-                .expect("CRD");
-        }
-        let namespace: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": NS}})).expect("namespace");
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &namespace)
-            .await
-            .expect("namespace");
+        install_crds(&client).await.expect("CRDs");
+        create_namespaces(&client, &[NS]).await.expect("namespace");
         let tasks = Api::<Task>::namespaced(client.clone(), NS);
         let mut minted = Vec::new();
         for name in ["bench", "bench-budget"] {

@@ -28,8 +28,6 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kubetask::api::Task;
@@ -38,7 +36,7 @@ use kubetask_test_apiserver::{Config, JobSimulator, Script, TestApiServer};
 use serde_json::json;
 
 mod support;
-use support::{env_number, metric, proc_status_kib, scrape};
+use support::{create_namespaces, env_number, install_crds, metric, proc_status_kib, scrape};
 
 const NAMESPACE: &str = "kubetask-scale";
 /// Tasks whose agents never finish.
@@ -339,25 +337,11 @@ fn main() -> anyhow::Result<()> {
                 kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
             kube::Client::try_from(config)?
         };
-        let namespaces: Api<Namespace> = Api::all(client.clone());
         if server.is_some() {
-            let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-            for crd in kubetask::crds::definitions() {
-                crds.create(&PostParams::default(), &crd).await?;
-            }
-            for name in ["kubetask-system", NAMESPACE] {
-                let namespace: Namespace =
-                    serde_json::from_value(json!({"metadata": {"name": name}}))?;
-                namespaces
-                    .create(&PostParams::default(), &namespace)
-                    .await?;
-            }
+            install_crds(&client).await?;
+            create_namespaces(&client, &["kubetask-system", NAMESPACE]).await?;
         } else {
-            let namespace: Namespace =
-                serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?;
-            namespaces
-                .create(&PostParams::default(), &namespace)
-                .await?;
+            create_namespaces(&client, &[NAMESPACE]).await?;
             tokio::spawn(complete_jobs(client.clone()));
         }
         let tasks: Api<Task> = Api::namespaced(client.clone(), NAMESPACE);

@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt as _, stream};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use kubetask::api::{Task, TaskTrigger};
 use kubetask::triggers::{github, mapper, receiver};
@@ -24,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 mod support;
-use support::env_number;
+use support::{create_namespaces, env_number, install_crds};
 
 const NS: &str = "bench";
 const BARE: &str = "bench-bare";
@@ -78,20 +77,10 @@ async fn main() {
     let n = env_number("KUBETASK_BENCH_DELIVERIES", 300);
     let server = TestApiServer::start(Config::default()).expect("test API server");
     let client = server.client().await.expect("client");
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in kubetask::crds::definitions() {
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("CRD");
-    }
-    for name in [NS, BARE] {
-        let namespace: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &namespace)
-            .await
-            .expect("namespace");
-    }
+    install_crds(&client).await.expect("CRDs");
+    create_namespaces(&client, &[NS, BARE])
+        .await
+        .expect("namespaces");
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "hook", "namespace": NS}, "stringData": {"secret": SECRET},
     }))

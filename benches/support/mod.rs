@@ -38,3 +38,25 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Creates KubeTask's CRDs on a fresh (test) API server.
+pub async fn install_crds(client: &kube::Client) -> kube::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    for crd in kubetask::crds::definitions() {
+        crds.create(&Default::default(), &crd).await?;
+    }
+    Ok(())
+}
+
+/// Creates the namespaces `names`.
+pub async fn create_namespaces(client: &kube::Client, names: &[&str]) -> kube::Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let namespaces: kube::Api<Namespace> = kube::Api::all(client.clone());
+    for name in names {
+        let mut namespace = Namespace::default();
+        namespace.metadata.name = Some((*name).to_owned());
+        namespaces.create(&Default::default(), &namespace).await?;
+    }
+    Ok(())
+}
