@@ -139,12 +139,17 @@ impl Receiver {
             .get(hyper::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|length| length > self.max_body) {
-            return too_large(self.max_body);
-        }
-        let body = match Limited::new(body, self.max_body).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(_) => return too_large(self.max_body),
+        let within_limit = if declared.is_some_and(|length| length > self.max_body) {
+            None
+        } else {
+            Limited::new(body, self.max_body)
+                .collect()
+                .await
+                .ok()
+                .map(|collected| collected.to_bytes())
+        };
+        let Some(body) = within_limit else {
+            return self.too_large(namespace, name).await;
         };
         let delivery = Delivery {
             headers: parts.headers,
@@ -157,6 +162,26 @@ impl Receiver {
                 json!({"error": "the API server did not answer in time; redeliver"}),
             ),
         }
+    }
+
+    /// `413`: a body over the limit is never read on, and is counted on the trigger (when there
+    /// is one) as `BodyTooLarge`.
+    async fn too_large(&self, namespace: &str, name: &str) -> Answer {
+        let message = format!(
+            "the body is over {} bytes (the receiver's --max-body-bytes)",
+            self.max_body
+        );
+        let key = (namespace.to_owned(), name.to_owned());
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(DEADLINE, self.trigger_and_secret(&key, false)).await
+        {
+            self.book
+                .count(&key, |d| d.reject("BodyTooLarge", &message));
+        }
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"rejected": "BodyTooLarge", "error": message}),
+        )
     }
 
     /// A delivery to the trigger `namespace/name`.
@@ -652,13 +677,6 @@ fn hook_of(path: &str) -> Option<(&str, &str)> {
     let (namespace, name) = rest.split_once('/')?;
     let valid = |s: &str| !s.is_empty() && !s.contains('/') && s.len() <= 253;
     (valid(namespace) && valid(name)).then_some((namespace, name))
-}
-
-fn too_large(max: usize) -> Answer {
-    (
-        StatusCode::PAYLOAD_TOO_LARGE,
-        json!({"error": format!("the body is over {max} bytes")}),
-    )
 }
 
 fn unavailable(what: &str, error: &kube::Error) -> Answer {

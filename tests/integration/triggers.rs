@@ -372,7 +372,10 @@ async fn bad_deliveries_are_refused_and_counted() {
         &headers(Some(sign(SECRET.as_bytes(), huge.as_bytes()))),
         huge.as_bytes(),
     );
-    assert_eq!(too_big.0, 413);
+    assert_eq!(
+        (too_big.0, too_big.1["rejected"].as_str()),
+        (413, Some("BodyTooLarge"))
+    );
     let malformed = receiver.deliver("issues", "issues", "x", "{not json");
     assert_eq!(malformed.0, 400, "{}", malformed.1);
     let not_taken = receiver.deliver("issues", "push", "x", OPENED);
@@ -457,6 +460,7 @@ async fn bad_deliveries_are_refused_and_counted() {
     .await;
     assert_eq!(status.rejected.get("SignatureInvalid"), Some(&3));
     assert_eq!(status.rejected.get("MalformedPayload"), Some(&1));
+    assert_eq!(status.rejected.get("BodyTooLarge"), Some(&1));
     assert_eq!(status.rejected.get("EventNotTaken"), Some(&1));
     status_when(&cluster, "members", |s| {
         s.rejected.get("AuthorNotAllowed") == Some(&1)
