@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::budget_rules::{self, Reserve};
-use super::{caches, failure, status};
+use super::{caches, failure};
 use crate::cron::Clock;
 
 /// How many times a Budget's status write is tried, each on a fresh read, while other writers
@@ -181,8 +181,7 @@ pub async fn reconcile(budget: Arc<Budget>, ctx: Arc<Context>) -> Result<Action,
     // Tasks waiting for this Budget start.
     for task in ctx.tasks.state() {
         let waiting = task.namespace().as_deref() == Some(namespace.as_str())
-            && task.status.as_ref().and_then(status::condition_reason)
-                == Some(status::reason::BUDGET_EXHAUSTED);
+            && budget_rules::waits_for(&task, &name);
         if waiting {
             let _ = ctx.wake.try_send(ObjectRef::from_obj(task.as_ref()));
         }

@@ -32,9 +32,32 @@ pub fn governs(budget: &Budget, task: &Task) -> bool {
             .is_none_or(|selector| selects(selector, task.labels()))
 }
 
+/// Whether `task` waits (`Pending/BudgetExhausted`) for `budget`. Every such message starts
+/// with `Budget "<name>"`, the Budget that keeps the Task waiting (a Kubernetes name has no
+/// quote to escape); a message of another shape counts as waiting for every Budget.
+pub fn waits_for(task: &Task, budget: &str) -> bool {
+    let Some(condition) = task
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == status::CONDITION))
+        .filter(|c| c.reason == status::reason::BUDGET_EXHAUSTED)
+    else {
+        return false;
+    };
+    match condition
+        .message
+        .strip_prefix("Budget \"")
+        .and_then(|rest| rest.split_once('"'))
+    {
+        Some((name, _)) => name == budget,
+        None => true,
+    }
+}
+
 /// The Tasks (by name, first created first) that `budget` governs, created before `task`,
-/// waiting for a Budget (`Pending/BudgetExhausted`) and holding no reservation in this one:
-/// under `Queue` they start before `task`.
+/// waiting for this Budget (`Pending/BudgetExhausted`, see [`waits_for`]) and holding no
+/// reservation in it: under `Queue` they start before `task`. One waiting for another Budget
+/// does not hold up this one's line.
 pub fn waiting_ahead(budget: &Budget, task: &Task, tasks: &[Arc<Task>]) -> Vec<String> {
     let key = |t: &Task| {
         (
@@ -43,6 +66,7 @@ pub fn waiting_ahead(budget: &Budget, task: &Task, tasks: &[Arc<Task>]) -> Vec<S
         )
     };
     let mine = key(task);
+    let budget_name = budget.name_any();
     let holds = |uid: Option<String>| {
         budget
             .status
@@ -55,8 +79,7 @@ pub fn waiting_ahead(budget: &Budget, task: &Task, tasks: &[Arc<Task>]) -> Vec<S
         .filter(|t| {
             t.metadata.deletion_timestamp.is_none()
                 && t.spec.cancel.is_none()
-                && t.status.as_ref().and_then(status::condition_reason)
-                    == Some(status::reason::BUDGET_EXHAUSTED)
+                && waits_for(t, &budget_name)
         })
         .filter(|t| !holds(t.uid()))
         .map(|t| key(t))

@@ -319,3 +319,45 @@ async fn spending_is_settled_stop_refuses_and_a_new_period_starts_from_nothing()
         .wait_phase(NS, "spend-4", TaskPhase::Completed)
         .await;
 }
+
+/// A Task governed by two Budgets waits in the line of the one that keeps it waiting only: a
+/// later Task of the other Budget, which has room, starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_waiting_for_one_budget_does_not_hold_up_anothers_line() {
+    let cluster = Cluster::start_scripted(Duration::from_millis(100), Arc::new(script)).await;
+    let _controller = cluster.controller(&[]);
+    let budgets: Api<Budget> = Api::namespaced(cluster.client.clone(), NS);
+    cluster
+        .apply_yaml(&budget_yaml("tight", "tight", "{maxCostUSD: 0.1}", "Queue"))
+        .await;
+    // Governs every Task of the namespace, with room for all of them.
+    cluster
+        .apply_yaml(&format!(
+            "apiVersion: kubetask.io/v1alpha1\nkind: Budget\nmetadata: {{name: all, namespace: {NS}}}\nspec:\n  period: {{type: Daily}}\n  limits: {{maxCostUSD: 10}}\n"
+        ))
+        .await;
+    let cap = "  budget: {maxCostUSD: 0.1}\n";
+    cluster.apply_yaml(&task_yaml("hang-0", "tight", cap)).await;
+    wait_budget(&budgets, "tight", "the first Task's hold", |s| {
+        s.reservations.len() == 1
+    })
+    .await;
+    // Named so that it comes first in any line even if created in the same second.
+    cluster.apply_yaml(&task_yaml("hang-1", "tight", cap)).await;
+    let waiting = cluster
+        .wait_reason(NS, "hang-1", "BudgetExhausted", Duration::from_secs(30))
+        .await;
+    let message = &waiting.status.as_ref().unwrap().conditions[0].message;
+    assert!(message.starts_with("Budget \"tight\""), "{message}");
+    cluster.apply_yaml(&task_yaml("hang-2", "other", cap)).await;
+    let all = wait_budget(&budgets, "all", "the other Budget's Task admitted", |s| {
+        s.reservations.iter().any(|r| r.task == "hang-2")
+    })
+    .await;
+    assert!(
+        !all.reservations.iter().any(|r| r.task == "hang-1"),
+        "{all:?}"
+    );
+    let still = cluster.tasks(NS).get("hang-1").await.unwrap();
+    assert_eq!(reason(&still), "BudgetExhausted");
+}

@@ -299,37 +299,48 @@ fn what_a_task_spent_is_read_from_its_usage() {
 
 #[test]
 fn queued_tasks_wait_behind_the_ones_created_before_them() {
-    let waiting_status = || kubetask_api::TaskStatus {
+    let waiting_status = |message: &str| kubetask_api::TaskStatus {
         conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
             type_: "Succeeded".to_owned(),
             status: "Unknown".to_owned(),
             reason: status::reason::BUDGET_EXHAUSTED.to_owned(),
-            message: String::new(),
+            message: message.to_owned(),
             last_transition_time: Time(at("2030-01-01T00:00:00Z")),
             observed_generation: None,
         }],
         ..kubetask_api::TaskStatus::default()
     };
-    let made = |name: &str, second: u32, waiting: bool| {
+    // What `reserve` says of this test's Budget when it keeps a Task waiting.
+    let exhausted = BudgetStatus {
+        spent_usd: 1.0,
+        ..BudgetStatus::default()
+    };
+    let mut budget = budget(dollars_limit(1.0), OnExceed::Queue);
+    let Reserve::Exhausted { why: here, .. } = reserve(&budget, &exhausted, "t", "u", None) else {
+        panic!("nothing left");
+    };
+    let elsewhere = here.replace("\"team\"", "\"other-team\"");
+    let made = |name: &str, second: u32, waiting: Option<&str>| {
         let mut task = task("ns", None, &[]);
         task.metadata.name = Some(name.to_owned());
         task.metadata.uid = Some(format!("uid-{name}"));
         task.metadata.creation_timestamp =
             Some(Time(at(&format!("2030-01-01T00:00:{second:02}Z"))));
-        if waiting {
-            task.status = Some(waiting_status());
-        }
+        task.status = waiting.map(waiting_status);
         Arc::new(task)
     };
-    let mut budget = budget(dollars_limit(1.0), OnExceed::Queue);
     let tasks = vec![
-        made("c", 3, true),
-        made("a", 1, true),
-        made("b", 2, false), // running, or not looked at yet
-        made("a2", 1, true),
-        made("me", 2, true),
-        made("later", 9, true),
+        made("c", 3, Some(&here)),
+        made("a", 1, Some(&here)),
+        made("b", 2, None), // running, or not looked at yet
+        made("a2", 1, Some("a message of another shape")),
+        made("me", 2, Some(&here)),
+        made("later", 9, Some(&here)),
+        // Waits for another Budget that also governs it: not in this Budget's line.
+        made("other", 0, Some(&elsewhere)),
     ];
+    assert!(waits_for(&tasks[0], "team") && !waits_for(&tasks[6], "team"));
+    assert!(waits_for(&tasks[6], "other-team") && !waits_for(&tasks[2], "team"));
     let me = tasks[4].clone();
     assert_eq!(waiting_ahead(&budget, &me, &tasks), ["a", "a2"]);
     // One that got its reservation since is not waiting any more.
