@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use kubetask_api::DEFAULT_AGENT_IMAGE;
 
-use super::{EgressModeArg, LogFormat, parse_duration};
+use super::{EgressModeArg, ServerArgs, parse_duration};
 use crate::render::egress::{CanarySettings, DNS_PORT, EgressSettings, PodPeer};
 use crate::render::model_gateway::GatewaySettings;
 use crate::{
@@ -15,9 +15,8 @@ use crate::{
 
 #[derive(clap::Args)]
 pub struct ControllerArgs {
-    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account).
-    #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub(super) server: ServerArgs,
     /// Watch Tasks in this namespace only (default: all namespaces).
     #[arg(long)]
     namespace: Option<String>,
@@ -111,9 +110,6 @@ pub struct ControllerArgs {
     /// The port the gateway's pods listen on (its Service's target port).
     #[arg(long, default_value_t = crate::render::model_gateway::DEFAULT_POD_PORT)]
     model_gateway_pod_port: u16,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    pub(super) log_format: LogFormat,
     /// Tests only: CronTask schedules read "now" from this file (an RFC 3339 time) instead of
     /// the system clock.
     #[arg(long, hide = true)]
@@ -193,7 +189,7 @@ impl ControllerArgs {
             grace: Duration::from_secs(self.lease_renew_grace_seconds),
         });
         Ok(controller::Options {
-            kubeconfig: self.kubeconfig,
+            kubeconfig: self.server.kubeconfig,
             namespace: self.namespace,
             settings: Settings {
                 default_agent_image: self.default_agent_image,

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use super::{LogFormat, emit};
+use super::{ServerArgs, emit};
 use kubetask_api::task_trigger::SourceKind;
 
 use crate::triggers::event::Provider;
@@ -15,9 +15,8 @@ use crate::triggers::{mapper, mapper_plugin, receiver};
 
 #[derive(clap::Args)]
 pub struct EventsArgs {
-    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account).
-    #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub(super) server: ServerArgs,
     /// Serve the TaskTriggers of this namespace only (default: all namespaces).
     #[arg(long)]
     namespace: Option<String>,
@@ -33,15 +32,12 @@ pub struct EventsArgs {
     /// Largest body taken, in bytes (413 past it).
     #[arg(long, default_value_t = receiver::DEFAULT_MAX_BODY)]
     max_body_bytes: usize,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    pub(super) log_format: LogFormat,
 }
 
 /// Runs the receiver until SIGTERM.
 pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let options = receiver::Options {
-        kubeconfig: args.kubeconfig,
+        kubeconfig: args.server.kubeconfig,
         namespace: args.namespace,
         listen: args.listen,
         metrics_address: args.metrics_address,

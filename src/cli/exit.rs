@@ -5,14 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::{EgressModeArg, LogFormat, parse_duration};
+use super::{EgressModeArg, ServerArgs, parse_duration};
 use crate::egress::{Limits, cluster};
 
 #[derive(clap::Args)]
 pub struct ExitArgs {
-    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account).
-    #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub(super) server: ServerArgs,
     /// Serve the Tasks of this namespace only (default: all namespaces).
     #[arg(long)]
     namespace: Option<String>,
@@ -45,15 +44,12 @@ pub struct ExitArgs {
     /// This replica's name in its Events (default: $POD_NAME).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    pub(super) log_format: LogFormat,
 }
 
 /// Runs the exit until SIGTERM.
 pub fn run(args: ExitArgs) -> anyhow::Result<ExitCode> {
     let options = cluster::Options {
-        kubeconfig: args.kubeconfig,
+        kubeconfig: args.server.kubeconfig,
         namespace: args.namespace,
         listen: args.listen,
         metrics_address: args.metrics_address,

@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context as _;
 use prometheus_client::registry::Registry;
 
-use super::{LogFormat, emit};
+use super::{LogFormat, ServerArgs, emit};
 use crate::gateway::keys::{self, Caller};
 use crate::gateway::prices::PriceTable;
 use crate::gateway::proxy::{self, Gateway, Provider, Providers};
@@ -28,7 +28,7 @@ impl GatewayCommand {
     /// The log format the command asks for, if it runs as a server.
     pub fn log_format(&self) -> Option<LogFormat> {
         match self {
-            GatewayCommand::Serve(args) => Some(args.log_format),
+            GatewayCommand::Serve(args) => Some(args.server.log_format),
             GatewayCommand::Key(_) => None,
         }
     }
@@ -36,9 +36,8 @@ impl GatewayCommand {
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account).
-    #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub(super) server: ServerArgs,
     /// Address agents send model API requests to.
     #[arg(long, default_value = "0.0.0.0:8090")]
     listen: SocketAddr,
@@ -72,9 +71,6 @@ pub struct ServeArgs {
     /// Largest request body taken, in bytes (413 past it).
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     max_body_bytes: usize,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
 }
 
 #[derive(clap::Args)]
@@ -152,7 +148,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             PriceTable::parse(&text).with_context(|| format!("{}", path.display()))?
         }
     };
-    let client = crate::client::connect(args.kubeconfig.as_deref(), None).await?;
+    let client = crate::client::connect(args.server.kubeconfig.as_deref(), None).await?;
     let gateway = Arc::new(Gateway::new(
         signing_key,
         providers,

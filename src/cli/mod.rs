@@ -59,7 +59,7 @@ enum Command {
     /// Run the egress exit: the proxy agent pods connect through, which allows each Task only
     /// its own domains (docs/security.md).
     Exit(Box<exit::ExitArgs>),
-    /// Run the webhook receiver of TaskTriggers: GitHub deliveries become Tasks
+    /// Run the webhook receiver of TaskTriggers: GitHub, GitLab and signed webhook deliveries become Tasks
     /// (docs/triggers.md).
     Events(Box<events::EventsArgs>),
     /// The model gateway (docs/budgets.md): agents' model calls metered on their
@@ -92,6 +92,17 @@ impl From<EgressModeArg> for kubetask_api::EgressMode {
     }
 }
 
+/// The flags every long-running command (controller, exit, events, gateway) shares.
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
 /// Log line format.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum LogFormat {
@@ -103,9 +114,9 @@ pub enum LogFormat {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
-        Command::Controller(args) => init_logging("info", args.log_format),
-        Command::Exit(args) => init_logging("info", args.log_format),
-        Command::Events(args) => init_logging("info", args.log_format),
+        Command::Controller(args) => init_logging("info", args.server.log_format),
+        Command::Exit(args) => init_logging("info", args.server.log_format),
+        Command::Events(args) => init_logging("info", args.server.log_format),
         Command::Gateway(command) if command.log_format().is_some() => {
             init_logging("info", command.log_format().unwrap_or(LogFormat::Text))
         }
