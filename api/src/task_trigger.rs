@@ -65,6 +65,7 @@ pub const EVENT_CONTEXT_PATH: &str = "/workspace/event.md";
 )]
 #[x_kube(
     validation = Rule::new("!has(self.report) || !has(self.report.checkRun) || !has(self.source.github) || has(self.source.github.app)").message("spec.report.checkRun needs spec.source.github.app: GitHub lets only Apps create check runs").field_path(".report.checkRun"),
+    validation = Rule::new("!has(self.checkout) || self.checkout != 'PullRequest' || !has(self.source.github) || has(self.source.github.tokenSecretRef) || has(self.source.github.app)").message("spec.checkout: PullRequest needs spec.source.github.tokenSecretRef or .app: a comment's pull request is read from GitHub").field_path(".checkout"),
     crates(kube_core = "::kube_core", schemars = "::schemars", serde = "::serde")
 )]
 #[serde(rename_all = "camelCase")]
@@ -87,6 +88,12 @@ pub struct TaskTriggerSpec {
     /// The Tasks it creates. The event's text is added as an untrusted context file
     /// (`/workspace/event.md`); nothing of the event reaches the Agent, image or credentials.
     pub task_template: TaskTemplate,
+    /// What the Task of a pull request's event checks out: `Template` (the default: the
+    /// template's `workspace.ref`, else the Agent's) or `PullRequest` (the pull request's own
+    /// branch, read from the provider when the event does not say it; a pull request from a
+    /// fork is refused, `ForkPullRequest`). Issues and pushes keep the template's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout: Option<Checkout>,
     /// No new Tasks while true (events are refused with `Suspended`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
@@ -112,6 +119,16 @@ pub enum WorkKey {
     Issue,
     Repository,
     Event,
+}
+
+/// `spec.checkout`.
+#[derive(
+    Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum Checkout {
+    #[default]
+    Template,
+    PullRequest,
 }
 
 /// `spec.report`.
@@ -371,6 +388,11 @@ impl TaskTriggerSpec {
     /// `spec.concurrencyPolicy` with its default (`Forbid`).
     pub fn concurrency(&self) -> ConcurrencyPolicy {
         self.concurrency_policy.unwrap_or(ConcurrencyPolicy::Forbid)
+    }
+
+    /// `spec.checkout` with its default (`Template`).
+    pub fn checkout(&self) -> Checkout {
+        self.checkout.unwrap_or_default()
     }
 
     /// `spec.suspend`, false when unset.

@@ -65,6 +65,10 @@ pub struct Event {
     pub branch: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub head_sha: Option<String>,
+    /// Whether a pull request's head branch is in another repository (a fork); `None` when
+    /// the event does not say (a GitHub comment on a pull request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_fork: Option<bool>,
     /// The branch a pull request goes into.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base_branch: Option<String>,

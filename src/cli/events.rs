@@ -72,6 +72,10 @@ pub struct TriggerEventArgs {
     /// given.
     #[arg(long, default_value = "NONE")]
     actor_association: String,
+    /// GitHub, with `spec.checkout: PullRequest`: the branch of the pull request a comment is
+    /// on (a comment's payload does not say it; the receiver reads it from GitHub's API).
+    #[arg(long)]
+    pull_request_branch: Option<String>,
     /// Decide with this mapper plugin (a `.wasm` component of the event-mapper world), as
     /// `spec.mapper` would, in the same sandbox.
     #[arg(long)]
@@ -129,6 +133,13 @@ pub fn trigger_event(args: TriggerEventArgs) -> anyhow::Result<ExitCode> {
     };
     if event.provider == Provider::GitLab {
         event.set_actor_association(&args.actor_association);
+    }
+    if let Some(branch) = args.pull_request_branch
+        && event.pull_request
+        && event.head_fork.is_none()
+    {
+        event.branch = Some(branch);
+        event.head_fork = Some(false);
     }
     let mapped = match &args.mapper {
         None => mapper::map(&trigger, &event, &args.delivery),

@@ -58,6 +58,19 @@ pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Whether pull request `pull`'s head is in another repository than `repository` (a fork, or a
+/// fork since deleted: `head.repo` is `null`); `None` when `pull` has no head (an issue, or
+/// the issue object of a comment on a pull request).
+pub fn head_fork(pull: &Value, repository: &Value) -> Option<bool> {
+    let head = pull.get("head").filter(|h| h.is_object())?;
+    let own = repository["full_name"].as_str().unwrap_or_default();
+    Some(
+        head["repo"]["full_name"]
+            .as_str()
+            .is_none_or(|full_name| !full_name.eq_ignore_ascii_case(own)),
+    )
+}
+
 /// Parses the event `kind` (`X-GitHub-Event`) from its JSON body.
 pub fn parse(kind: &str, body: &[u8]) -> Result<Event, String> {
     let payload: Value =
@@ -132,6 +145,7 @@ pub fn parse(kind: &str, body: &[u8]) -> Result<Event, String> {
         comment,
         branch: subject["head"]["ref"].as_str().map(str::to_owned),
         base_branch: subject["base"]["ref"].as_str().map(str::to_owned),
+        head_fork: head_fork(subject, &payload["repository"]),
         head_sha,
         identity: format!("{kind}.{action}.{about}"),
         action,

@@ -144,6 +144,13 @@ pub fn parse(kind: &str, body: &[u8]) -> Result<Event, String> {
         comment,
         branch: subject["source_branch"].as_str().map(str::to_owned),
         base_branch: subject["target_branch"].as_str().map(str::to_owned),
+        head_fork: match (
+            subject["source_project_id"].as_i64(),
+            subject["target_project_id"].as_i64(),
+        ) {
+            (Some(source), Some(target)) => Some(source != target),
+            _ => None,
+        },
         head_sha,
         identity: format!("{kind}.{action}.{about}"),
         work: None,

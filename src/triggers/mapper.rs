@@ -3,13 +3,15 @@
 //! name: the API server answers `AlreadyExists`), labelled with the trigger and the event's
 //! key, owned by the trigger, and given the event's text as an untrusted context file. Nothing
 //! of the event reaches a field that changes what runs (the Agent, image, credentials,
-//! workspace): its strings only ever go into that file's content and two annotations. Pure.
+//! workspace): its strings only ever go into that file's content and two annotations — but
+//! for `spec.checkout: PullRequest`, where the admin lets a pull request's own branch (of the
+//! repository itself, never a fork's) be the workspace's `ref`. Pure.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kubetask_api::task_trigger::{
-    DEFAULT_AUTHOR_ASSOCIATIONS, EVENT_CONTEXT_PATH, SourceKind, WorkKey, trigger_labels,
+    Checkout, DEFAULT_AUTHOR_ASSOCIATIONS, EVENT_CONTEXT_PATH, SourceKind, WorkKey, trigger_labels,
 };
 use kubetask_api::{Context, ContextType, FileContext, FileSource, Task, TaskTrigger};
 use sha2::{Digest, Sha256};
@@ -128,6 +130,34 @@ pub fn decide(trigger: &TaskTrigger, event: &Event, delivery: &str) -> Decision 
                 "spec.taskTemplate.spec.contexts already has {EVENT_CONTEXT_PATH}, where the event goes"
             ),
         );
+    }
+    if spec.checkout() == Checkout::PullRequest && event.pull_request {
+        match (event.head_fork, &event.branch) {
+            (Some(false), Some(branch)) => {
+                task_spec.workspace.get_or_insert_default().git_ref = Some(branch.clone());
+            }
+            // Skipped by the filters anyway.
+            _ if filtered.is_some() => {}
+            (Some(true), _) => {
+                return skip(
+                    "ForkPullRequest",
+                    format!(
+                        "the branch of {} is in another repository (a fork): spec.checkout: PullRequest checks out branches of {} only",
+                        event.reference(),
+                        event.repository
+                    ),
+                );
+            }
+            _ => {
+                return skip(
+                    "PullRequestUnknown",
+                    format!(
+                        "the branch of {} is not known (the event does not say it and the provider did not): spec.checkout: PullRequest",
+                        event.reference()
+                    ),
+                );
+            }
+        }
     }
     task_spec.contexts.push(Context {
         type_: ContextType::File,
@@ -325,7 +355,7 @@ pub enum PluginOutcome {
 }
 
 /// `spec.filter` and who may trigger: why the event is filtered out, if it is.
-fn filters(trigger: &TaskTrigger, event: &Event) -> Result<(), (String, String)> {
+pub(crate) fn filters(trigger: &TaskTrigger, event: &Event) -> Result<(), (String, String)> {
     let spec = &trigger.spec;
     let filter = &spec.filter;
     if event.is_push() && event.action != "pushed" {

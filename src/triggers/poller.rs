@@ -344,6 +344,13 @@ async fn poll_once(
             if event.provider == super::event::Provider::GitLab {
                 receiver.gitlab_role(trigger, &mut event).await;
             }
+            if receiver
+                .complete_pull_request(trigger, &mut event)
+                .await
+                .is_err()
+            {
+                continue;
+            }
             let payload = serde_json::to_vec(&payload).unwrap_or_default();
             if let Ok(Mapped::Task {
                 task,
@@ -553,6 +560,8 @@ fn gitlab_merge_request_event(project: &str, merge_request: &Value) -> Value {
             "url": merge_request["web_url"],
             "source_branch": merge_request["source_branch"],
             "target_branch": merge_request["target_branch"],
+            "source_project_id": merge_request["source_project_id"],
+            "target_project_id": merge_request["target_project_id"],
             "last_commit": {"id": merge_request["sha"]},
             "action": "open",
         },

@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt as _};
-use kubetask_api::task_trigger::{SourceKind, trigger_labels};
+use kubetask_api::task_trigger::{Checkout, SourceKind, trigger_labels};
 use kubetask_api::{ConcurrencyPolicy, Task, TaskTrigger, TaskTriggerStatus};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -230,6 +230,9 @@ impl Receiver {
         if event.provider == Provider::GitLab {
             self.gitlab_role(&trigger, &mut event).await;
         }
+        if let Err(answer) = self.complete_pull_request(&trigger, &mut event).await {
+            return answer;
+        }
         let mapped = match self
             .map(&trigger, &event, &delivery.body, &delivery.id())
             .await
@@ -291,6 +294,69 @@ impl Receiver {
                     json!({"rejected": error.reason, "message": message}),
                 ))
             }
+        }
+    }
+
+    /// For `spec.checkout: PullRequest`: a GitHub comment on a pull request does not say the
+    /// pull request's branch, so it is read from GitHub with the trigger's credentials — when
+    /// the event passes the filters or a mapper plugin decides (other comments cost no
+    /// request). A provider that cannot answer now is a `503` (redeliver); one that refuses is a
+    /// skip, `PullRequestUnknown`, with its answer, counted.
+    pub(crate) async fn complete_pull_request(
+        &self,
+        trigger: &TaskTrigger,
+        event: &mut Event,
+    ) -> Result<(), Answer> {
+        if trigger.spec.checkout() != Checkout::PullRequest
+            || !event.pull_request
+            || event.head_fork.is_some()
+            || event.provider != Provider::GitHub
+            || trigger.spec.mapper.is_none() && mapper::filters(trigger, event).is_err()
+        {
+            return Ok(());
+        }
+        let refused = |message: String| {
+            self.count(trigger, |d| d.reject("PullRequestUnknown", &message));
+            Err((
+                StatusCode::ACCEPTED,
+                json!({"skipped": "PullRequestUnknown", "message": message}),
+            ))
+        };
+        let api = match super::api::credentials(&self.client, trigger).await {
+            Ok(api) => api,
+            Err(error) => {
+                return refused(format!(
+                    "cannot read pull request {} for spec.checkout: PullRequest: {error}",
+                    event.reference()
+                ));
+            }
+        };
+        let url = format!(
+            "{}/repos/{}/pulls/{}",
+            api.url, event.repository, event.number
+        );
+        match super::api::get(api, url).await {
+            Ok((200, pull)) => {
+                let text = |v: &Value| v.as_str().map(str::to_owned);
+                event.branch = text(&pull["head"]["ref"]);
+                event.head_sha = text(&pull["head"]["sha"]);
+                event.base_branch = text(&pull["base"]["ref"]);
+                event.head_fork = github::head_fork(&pull, &json!({"full_name": event.repository}));
+                Ok(())
+            }
+            Ok((status, _)) if status == 429 || status >= 500 => Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": format!("GitHub answered {status} reading pull request {}; redeliver", event.reference())}),
+            )),
+            Ok((status, body)) => refused(format!(
+                "GitHub answered {status} reading pull request {} for spec.checkout: PullRequest: {}",
+                event.reference(),
+                body["message"].as_str().unwrap_or_default()
+            )),
+            Err(error) => Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": format!("cannot reach GitHub to read pull request {}: {error}; redeliver", event.reference())}),
+            )),
         }
     }
 

@@ -614,6 +614,39 @@ fn trigger_event_shows_the_task_an_event_makes_offline() {
         stdout.contains("kubetask.io/trigger-issue: gitlabhq/gitlab-test#23"),
         "{stdout}"
     );
+    // `checkout: PullRequest`: a comment's pull request branch is GitHub's to say (the receiver
+    // asks its API); offline, the flag.
+    let pull_request = [
+        "trigger",
+        "event",
+        "-f",
+        "examples/github-pull-request-trigger.yaml",
+        "--event",
+        "issue_comment",
+        "--file",
+        "tests/fixtures/github/issue-comment-created.json",
+    ];
+    let (code, stdout, _) = kubetask(&pull_request);
+    assert_eq!(code, 2, "{stdout}");
+    assert!(
+        stdout.starts_with("skipped: PullRequestUnknown"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) =
+        kubetask(&[&pull_request[..], &["--pull-request-branch", "fix-test"]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    let task: kubetask::api::Task = serde_yaml::from_str(&stdout).expect("a Task");
+    let workspace = task.spec.workspace.expect("the template's workspace");
+    assert_eq!(
+        (
+            workspace.repository.as_deref(),
+            workspace.git_ref.as_deref()
+        ),
+        (
+            Some("https://github.com/myorg/service-a.git"),
+            Some("fix-test")
+        )
+    );
     // A mapper plugin decides offline as it would in the receiver.
     let mut wontfix: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string("tests/fixtures/github/issues-opened.json").unwrap(),

@@ -921,6 +921,7 @@ async fn example_triggers_are_accepted_and_a_trigger_has_exactly_one_source() {
     let triggers: kube::Api<TaskTrigger> = kube::Api::namespaced(cluster.client.clone(), NS);
     for example in [
         "github-issues-trigger.yaml",
+        "github-pull-request-trigger.yaml",
         "gitlab-issues-trigger.yaml",
         "alert-webhook-trigger.yaml",
     ] {
@@ -1371,4 +1372,109 @@ async fn polling_waits_for_a_spent_rate_limit_to_reset() {
         "no request until the reset: {:?}",
         forge.seen()
     );
+}
+
+/// `spec.checkout: PullRequest`: a comment on a pull request makes a Task that
+/// checks out the pull request's branch (read from GitHub: a comment's payload does not say
+/// it); a fork's pull request and one GitHub does not know are refused, counted; the CRD
+/// requires API credentials for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comment_on_a_pull_request_works_on_its_branch() {
+    let cluster = setup().await;
+    let forge = kubetask_test_apiserver::forge::Forge::start("gh-api-token");
+    forge.open_pull("myorg/service-a", 7, "Fix the failing test", "fix-test");
+    api_token(&cluster).await;
+    let template =
+        "      workspace: {repository: 'https://github.com/myorg/service-a.git', ref: main}\n";
+    let yaml = trigger_yaml("pr-work", "  checkout: PullRequest\n")
+        .replace(
+            "events: [issues, issue_comment], webhookSecretRef: {name: hook}",
+            &format!(
+                "events: [issue_comment, pull_request], webhookSecretRef: {{name: hook}}, tokenSecretRef: {{name: gh-api}}, apiURL: '{}'",
+                forge.github_url()
+            ),
+        )
+        .replace("      contexts:\n", &format!("{template}      contexts:\n"));
+    // Without API credentials the API server refuses it, naming the field.
+    let without: TaskTrigger = serde_yaml::from_str(
+        &yaml
+            .replace("pr-work", "no-token")
+            .replace(", tokenSecretRef: {name: gh-api}", ""),
+    )
+    .unwrap();
+    let refused = kube::Api::<TaskTrigger>::namespaced(cluster.client.clone(), NS)
+        .create(&kube::api::PostParams::default(), &without)
+        .await
+        .expect_err("refused");
+    assert!(refused.to_string().contains("spec.checkout"), "{refused}");
+    create(&cluster, &yaml).await;
+    let receiver = Receiver::start(&cluster);
+
+    let (status, answer) = receiver.deliver("pr-work", "issue_comment", "c-1", COMMENT);
+    assert_eq!(status, 201, "{answer}");
+    let task = cluster
+        .tasks(NS)
+        .get(answer["task"].as_str().unwrap())
+        .await
+        .unwrap();
+    let workspace = task.spec.workspace.clone().unwrap();
+    assert_eq!(
+        (
+            workspace.repository.as_deref(),
+            workspace.git_ref.as_deref()
+        ),
+        (
+            Some("https://github.com/myorg/service-a.git"),
+            Some("fix-test")
+        )
+    );
+    assert!(
+        forge
+            .seen()
+            .iter()
+            .any(|s| s.method == "GET" && s.target.ends_with("/repos/myorg/service-a/pulls/7")),
+        "{:?}",
+        forge.seen()
+    );
+
+    // A pull request from a fork: its branch is not the repository's to check out.
+    let fork = json!({
+        "action": "opened", "number": 8,
+        "pull_request": {"id": 888, "number": 8, "title": "Drive-by", "body": "",
+            "html_url": "https://github.com/myorg/service-a/pull/8", "user": {"login": "outsider"},
+            "author_association": "MEMBER", "labels": [],
+            "head": {"ref": "main", "sha": "6dcb09b5b57875f334f61aebed695e2e4193db5e",
+                     "repo": {"full_name": "outsider/service-a"}},
+            "base": {"ref": "main", "repo": {"full_name": "myorg/service-a"}}},
+        "repository": {"full_name": "myorg/service-a"},
+    })
+    .to_string();
+    let (status, answer) = receiver.deliver("pr-work", "pull_request", "p-8", &fork);
+    assert_eq!(
+        (status, answer["skipped"].as_str()),
+        (202, Some("ForkPullRequest")),
+        "{answer}"
+    );
+    // A comment on a pull request GitHub does not know (deleted since).
+    let unknown = COMMENT
+        .replace("\"number\": 7", "\"number\": 99")
+        .replace("\"id\": 99,", "\"id\": 100,");
+    assert!(unknown.contains("\"number\": 99"));
+    let (status, answer) = receiver.deliver("pr-work", "issue_comment", "c-2", &unknown);
+    assert_eq!(
+        (status, answer["skipped"].as_str()),
+        (202, Some("PullRequestUnknown")),
+        "{answer}"
+    );
+    assert!(
+        answer["message"].as_str().unwrap().contains("404"),
+        "{answer}"
+    );
+    let status = status_when(&cluster, "pr-work", |s| {
+        s.rejected.get("PullRequestUnknown") == Some(&1)
+            && s.rejected.get("ForkPullRequest") == Some(&1)
+    })
+    .await;
+    assert_eq!(status.accepted, 1);
+    assert_eq!(tasks_of(&cluster, "pr-work").await.len(), 1);
 }

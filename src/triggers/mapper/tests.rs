@@ -458,3 +458,100 @@ fn the_key_says_what_is_one_piece_of_work() {
     let [a, b, c] = keys(json!("Event"));
     assert!(a != b && a != c && b != c, "every event its own");
 }
+
+/// `spec.checkout: PullRequest`: a pull request's event checks out its own branch; a fork's is
+/// refused, an unknown branch too (unless the filters skip the event anyway); issues and the
+/// default keep the template's ref.
+#[test]
+fn a_pull_requests_task_checks_out_its_branch_when_the_trigger_says_so() {
+    let pull = |head_repo: Value| {
+        json!({
+            "action": "opened",
+            "repository": {"full_name": "myorg/service-a"},
+            "pull_request": {"number": 7, "id": 70, "title": "Speed up", "body": "",
+                "html_url": "https://github.com/myorg/service-a/pull/7",
+                "user": {"login": "octocat"}, "author_association": "MEMBER",
+                "head": {"ref": "speed-up", "sha": "abc", "repo": head_repo},
+                "base": {"ref": "main", "repo": {"full_name": "myorg/service-a"}}},
+        })
+        .to_string()
+    };
+    let parse = |body: String| {
+        github::parse("pull_request", body.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let own = parse(pull(json!({"full_name": "MyOrg/Service-A"})));
+    let fork = parse(pull(json!({"full_name": "outsider/service-a"})));
+    let deleted_fork = parse(pull(Value::Null));
+    assert_eq!(
+        (own.head_fork, fork.head_fork, deleted_fork.head_fork),
+        (Some(false), Some(true), Some(true))
+    );
+    let mut checkout = trigger(json!({}));
+    checkout.spec.checkout = Some(Checkout::PullRequest);
+    checkout.spec.task_template.spec.workspace = Some(kubetask_api::Workspace {
+        repository: Some("https://github.com/myorg/service-a.git".to_owned()),
+        git_ref: Some("main".to_owned()),
+        ..Default::default()
+    });
+    let (task, _) = task_of(map(&checkout, &own, "d"));
+    let workspace = task.spec.workspace.clone().unwrap_or_default();
+    assert_eq!(
+        (
+            workspace.repository.as_deref(),
+            workspace.git_ref.as_deref()
+        ),
+        (
+            Some("https://github.com/myorg/service-a.git"),
+            Some("speed-up")
+        ),
+        "the template's repository, the pull request's branch"
+    );
+    assert_eq!(skipped(map(&checkout, &fork, "d")), "ForkPullRequest");
+    assert_eq!(
+        skipped(map(&checkout, &deleted_fork, "d")),
+        "ForkPullRequest"
+    );
+    // A comment on a pull request does not say its branch (the receiver reads it).
+    let mut comment = github::parse("issue_comment", COMMENT).unwrap_or_else(|e| panic!("{e}"));
+    comment.pull_request = true;
+    comment.set_actor_association("MEMBER");
+    assert_eq!(comment.head_fork, None);
+    assert_eq!(skipped(map(&checkout, &comment, "d")), "PullRequestUnknown");
+    let mut filtered = checkout.clone();
+    filtered.spec.filter.labels = vec!["never".to_owned()];
+    assert_eq!(skipped(map(&filtered, &comment, "d")), "Filtered");
+    // Without a workspace in the template, the Agent's repository is checked out at the branch.
+    let mut bare = checkout.clone();
+    bare.spec.task_template.spec.workspace = None;
+    let (task, _) = task_of(map(&bare, &own, "d"));
+    assert_eq!(
+        task.spec.workspace.and_then(|w| w.git_ref).as_deref(),
+        Some("speed-up")
+    );
+    // An issue, and the default checkout, keep the template's ref.
+    let issue = github::parse("issues", OPENED).unwrap_or_else(|e| panic!("{e}"));
+    let mut labelled = checkout.clone();
+    labelled.spec.filter.labels = vec!["kubetask".to_owned()];
+    let (task, _) = task_of(map(&labelled, &issue, "d"));
+    assert_eq!(
+        task.spec.workspace.and_then(|w| w.git_ref).as_deref(),
+        Some("main")
+    );
+    let mut template = checkout.clone();
+    template.spec.checkout = None;
+    let (task, _) = task_of(map(&template, &own, "d"));
+    assert_eq!(
+        task.spec.workspace.and_then(|w| w.git_ref).as_deref(),
+        Some("main")
+    );
+    // GitLab says whether a merge request's source project is the target.
+    let merge_request = crate::triggers::gitlab::parse(
+        "merge_request",
+        include_bytes!("../../../tests/fixtures/gitlab/merge-request-update.json"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (merge_request.head_fork, merge_request.branch.as_deref()),
+        (Some(false), Some("ms-viewport"))
+    );
+}

@@ -688,6 +688,16 @@ impl Forge {
                     state.pulls.push(pull);
                     (201, answer, None)
                 }
+                ("GET", ["repos", _, _, "pulls", number]) => {
+                    match state.pulls.iter().find(|p| {
+                        p.provider == "github"
+                            && p.project == project
+                            && p.number.to_string() == *number
+                    }) {
+                        Some(pull) => (200, github_json(pull), None),
+                        None => (404, json!({"message": "Not Found"}), None),
+                    }
+                }
                 ("PATCH", ["repos", _, _, "pulls", number]) => {
                     let Some(pull) = state.pulls.iter_mut().find(|p| {
                         p.provider == "github"
@@ -925,7 +935,8 @@ impl Forge {
 fn github_json(pull: &Pull) -> Value {
     json!({
         "id": 2000 + pull.number, "number": pull.number, "state": "open", "title": pull.title, "body": pull.body,
-        "draft": pull.draft, "head": {"ref": pull.head, "sha": head_sha(pull)}, "base": {"ref": pull.base},
+        "draft": pull.draft, "head": {"ref": pull.head, "sha": head_sha(pull), "repo": {"full_name": pull.project}},
+        "base": {"ref": pull.base, "repo": {"full_name": pull.project}},
         "html_url": format!("https://github.example/{}/pull/{}", pull.project, pull.number),
         "user": {"login": "octocat"}, "author_association": "MEMBER", "created_at": pull.created_at,
         "labels": pull.labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>(),
@@ -968,8 +979,8 @@ fn gitlab_json(pull: &Pull) -> Value {
         "web_url": format!("https://gitlab.example/{}/-/merge_requests/{}", pull.project, pull.number),
         "iid": pull.number, "id": 1000 + pull.number, "state": "opened", "title": pull.title,
         "description": pull.body, "source_branch": pull.head, "target_branch": pull.base,
+        "source_project_id": 42, "target_project_id": 42,
         "labels": pull.labels, "draft": pull.draft,
-        "web_url": format!("https://gitlab.example/{}/-/merge_requests/{}", pull.project, pull.number),
     })
 }
 
