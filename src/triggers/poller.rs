@@ -301,6 +301,8 @@ async fn poll_once(
     let key = (trigger.namespace().unwrap_or_default(), trigger.name_any());
     let mut wait: Option<Duration> = None;
     let mut read = 0;
+    // Why an item could not be made into its Task now, if one could not.
+    let mut again: Option<Value> = None;
     for list in List::of(trigger) {
         if wait.is_some() {
             break;
@@ -317,9 +319,7 @@ async fn poll_once(
             wait = fetched.wait;
             continue;
         };
-        if let Some(etag) = fetched.etag {
-            memory.etags.insert(list, etag);
-        }
+        let mut unmade = None;
         let floor = if list == List::Comments {
             comments_since
         } else {
@@ -344,20 +344,34 @@ async fn poll_once(
             if event.provider == super::event::Provider::GitLab {
                 receiver.gitlab_role(trigger, &mut event).await;
             }
-            if receiver
-                .complete_pull_request(trigger, &mut event)
-                .await
-                .is_err()
-            {
-                continue;
-            }
             let payload = serde_json::to_vec(&payload).unwrap_or_default();
-            if let Ok(Mapped::Task {
-                task,
-                key: task_key,
-            }) = receiver.map(trigger, &event, &payload, "poll").await
-            {
-                receiver.create(&key, trigger, *task, &task_key).await;
+            let answer = match receiver.complete_pull_request(trigger, &mut event).await {
+                Err(answer) => answer,
+                Ok(()) => match receiver.map(trigger, &event, &payload, "poll").await {
+                    Ok(Mapped::Task {
+                        task,
+                        key: task_key,
+                    }) => receiver.create(&key, trigger, *task, &task_key).await,
+                    Ok(Mapped::Skip { .. }) => continue,
+                    Err(answer) => answer,
+                },
+            };
+            // Not now (the API server, the provider or a mapper plugin unavailable): the list
+            // is read again at the next poll, and the Task's name makes it one Task whatever
+            // is read twice.
+            if answer.0 == hyper::StatusCode::SERVICE_UNAVAILABLE {
+                unmade = Some(answer.1);
+            }
+        }
+        match unmade {
+            None => {
+                if let Some(etag) = fetched.etag {
+                    memory.etags.insert(list, etag);
+                }
+            }
+            Some(error) => {
+                memory.etags.remove(&list);
+                again = Some(error);
             }
         }
     }
@@ -379,15 +393,30 @@ async fn poll_once(
                     wait.as_secs()
                 ),
             ),
-            None => {
-                d.condition(
+            None => match &again {
+                // The watermark stays: the next poll reads the same items again.
+                Some(error) => d.condition(
                     "Polling",
                     "True",
-                    "Polled",
-                    &format!("{read} new items read"),
-                );
-                d.polled_until(Time(started));
-            }
+                    "Retrying",
+                    &format!(
+                        "{read} new items read; some could not be made into Tasks now and are read again at the next poll: {}",
+                        error["error"]
+                            .as_str()
+                            .or(error["message"].as_str())
+                            .unwrap_or_default()
+                    ),
+                ),
+                None => {
+                    d.condition(
+                        "Polling",
+                        "True",
+                        "Polled",
+                        &format!("{read} new items read"),
+                    );
+                    d.polled_until(Time(started));
+                }
+            },
         }
     });
     Ok(Polled { wait })

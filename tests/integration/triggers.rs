@@ -626,6 +626,71 @@ async fn polling_finds_an_issue_without_a_webhook_and_agrees_with_it() {
     assert_eq!(tasks_of(&cluster, "polled").await.len(), 1);
 }
 
+/// Polling loses nothing: an issue that cannot be made into a Task now (its mapper plugin is
+/// not installed yet: `503`) is read again at every poll — the watermark stays and the list is
+/// not taken as unchanged by its ETag — until it can, and the condition says why meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_reads_again_what_it_could_not_make_into_a_task() {
+    let cluster = setup().await;
+    let forge = kubetask_test_apiserver::forge::Forge::start("gh-api-token");
+    forge.open_issue("myorg/service-a", 79, "Wait for the plugin", &["kubetask"]);
+    api_token(&cluster).await;
+    create(
+        &cluster,
+        &trigger_yaml("later", "  mapper: label-router\n").replace(
+            "webhookSecretRef: {name: hook}",
+            &format!(
+                "webhookSecretRef: {{name: hook}}, tokenSecretRef: {{name: gh-api}}, apiURL: '{}', poll: {{interval: 1s}}",
+                forge.github_url()
+            ),
+        ),
+    )
+    .await;
+    let _receiver = Receiver::start(&cluster);
+    let status = status_when(&cluster, "later", |s| {
+        s.rejected.get("MapperMissing").is_some_and(|n| *n >= 2)
+    })
+    .await;
+    let polling = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Polling")
+        .unwrap();
+    assert_eq!(polling.reason, "Retrying", "{polling:?}");
+    assert!(polling.message.contains("label-router"), "{polling:?}");
+    assert!(
+        !forge
+            .seen()
+            .iter()
+            .any(|s| s.status == 304 && s.target.contains("/issues?")),
+        "the issues are read whole again: {:?}",
+        forge.seen()
+    );
+    assert!(tasks_of(&cluster, "later").await.is_empty());
+    cluster
+        .install_plugin("plugins/examples/label-router/configmap.yaml")
+        .await;
+    let mut tasks = Vec::new();
+    for _ in 0..300 {
+        tasks = tasks_of(&cluster, "later").await;
+        if !tasks.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(
+        tasks[0].annotations()["kubetask.io/trigger-issue"],
+        "myorg/service-a#79"
+    );
+    status_when(&cluster, "later", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Polling" && c.reason == "Polled")
+    })
+    .await;
+}
+
 const GITLAB_ISSUE: &str = include_str!("../fixtures/gitlab/issue-open.json");
 const GITLAB_NOTE: &str = include_str!("../fixtures/gitlab/note-on-issue.json");
 
