@@ -172,8 +172,17 @@ async fn tasks_created_together_never_reserve_more_than_their_budget() {
         "never more than the limit: {status:?}"
     );
 
-    // The controller's metrics: spent, reserved and limit per Budget.
-    let metrics = controller.http_get("/metrics").unwrap_or_default();
+    // The controller's metrics: spent, reserved and limit per Budget, read from its cache
+    // (which sees the settlement just written a moment later).
+    let spent = r#"kubetask_budget_spent_usd{namespace="team-a",budget="team"} 0.25"#;
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = controller.http_get("/metrics").unwrap_or_default();
+        if metrics.contains(spent) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for line in [
         r#"kubetask_budget_spent_usd{namespace="team-a",budget="team"} 0.25"#,
         r#"kubetask_budget_limit_usd{namespace="team-a",budget="team"} 1.0"#,
