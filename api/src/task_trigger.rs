@@ -238,8 +238,12 @@ pub struct GitHubApp {
 }
 
 /// Events from a GitLab project's webhook.
-#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Default)]
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.apiURL) || !has(self.baseURL)").message("set one of apiURL and baseURL: the API is <baseURL>/api/v4"),
+    crates(kube_core = "::kube_core", schemars = "::schemars", serde = "::serde")
+)]
 pub struct GitLabSource {
     /// The project's path (`group/name`, subgroups included); an event of another project is
     /// refused.
@@ -265,10 +269,26 @@ pub struct GitLabSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll: Option<Poll>,
     /// GitLab's API. Default: `https://gitlab.com/api/v4`; `https://<host>/api/v4` for a
-    /// self-hosted GitLab.
+    /// self-hosted GitLab (or `baseURL`).
     #[serde(default, rename = "apiURL", skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = TRIGGER_API_URL_PATTERN), length(max = 2048))]
     pub api_url: Option<String>,
+    /// A self-hosted GitLab (`https://gitlab.example.com`): its API is `<baseURL>/api/v4`.
+    /// Not with `apiURL`.
+    #[serde(default, rename = "baseURL", skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = TRIGGER_API_URL_PATTERN), length(max = 2048))]
+    pub base_url: Option<String>,
+}
+
+impl GitLabSource {
+    /// GitLab's API: `apiURL`, else `<baseURL>/api/v4`, else GitLab.com's.
+    pub fn api(&self) -> String {
+        match (&self.api_url, &self.base_url) {
+            (Some(api), _) => api.clone(),
+            (None, Some(base)) => format!("{}/api/v4", base.trim_end_matches('/')),
+            (None, None) => "https://gitlab.com/api/v4".to_owned(),
+        }
+    }
 }
 
 /// Events from any sender that signs its deliveries (an alert manager, a CI system, a script):
@@ -509,10 +529,7 @@ impl TriggerSource {
             )),
             SourceKind::GitLab(gitlab) => Some((
                 gitlab.token_secret_ref.as_ref()?,
-                gitlab
-                    .api_url
-                    .clone()
-                    .unwrap_or_else(|| "https://gitlab.com/api/v4".to_owned()),
+                gitlab.api(),
                 "spec.source.gitlab.tokenSecretRef",
             )),
             SourceKind::GitHub(_) | SourceKind::Webhook(_) => None,

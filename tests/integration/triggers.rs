@@ -851,9 +851,31 @@ async fn gitlab_events_make_tasks_for_members_and_report_back() {
     );
     assert_ne!(first, second);
 
-    // Polling finds issue 31 (its author a member) without a webhook.
-    let yaml = gitlab_trigger_yaml("gl-polled", &forge.gitlab_url(), "")
-        .replace("      apiURL:", "      poll: {interval: 1s}\n      apiURL:");
+    // Polling finds issue 31 (its author a member) without a webhook — GitLab named by its
+    // base URL this time (the API is `<baseURL>/api/v4`); both at once are refused.
+    let yaml = gitlab_trigger_yaml("gl-polled", &forge.gitlab_url(), "").replace(
+        "      apiURL:",
+        &format!(
+            "      poll: {{interval: 1s}}\n      baseURL: '{}'\n      apiURL:",
+            forge.github_url()
+        ),
+    );
+    let both: TaskTrigger = serde_yaml::from_str(&yaml).unwrap();
+    let refused = kube::Api::<TaskTrigger>::namespaced(cluster.client.clone(), NS)
+        .create(&kube::api::PostParams::default(), &both)
+        .await
+        .expect_err("refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("set one of apiURL and baseURL"),
+        "{refused}"
+    );
+    let yaml: String = yaml
+        .lines()
+        .filter(|l| !l.contains("apiURL:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
     create(&cluster, &yaml).await;
     let mut polled = Vec::new();
     for _ in 0..300 {
