@@ -58,16 +58,15 @@ pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Whether pull request `pull`'s head is in another repository than `repository` (a fork, or a
-/// fork since deleted: `head.repo` is `null`); `None` when `pull` has no head (an issue, or
-/// the issue object of a comment on a pull request).
-pub fn head_fork(pull: &Value, repository: &Value) -> Option<bool> {
+/// Whether pull request `pull`'s head is in another repository than `repository` (`owner/name`):
+/// a fork, or a fork since deleted (`head.repo` is `null`); `None` when `pull` has no head (an
+/// issue, or the issue object of a comment on a pull request).
+pub fn head_fork(pull: &Value, repository: &str) -> Option<bool> {
     let head = pull.get("head").filter(|h| h.is_object())?;
-    let own = repository["full_name"].as_str().unwrap_or_default();
     Some(
         head["repo"]["full_name"]
             .as_str()
-            .is_none_or(|full_name| !full_name.eq_ignore_ascii_case(own)),
+            .is_none_or(|full_name| !full_name.eq_ignore_ascii_case(repository)),
     )
 }
 
@@ -145,7 +144,12 @@ pub fn parse(kind: &str, body: &[u8]) -> Result<Event, String> {
         comment,
         branch: subject["head"]["ref"].as_str().map(str::to_owned),
         base_branch: subject["base"]["ref"].as_str().map(str::to_owned),
-        head_fork: head_fork(subject, &payload["repository"]),
+        head_fork: head_fork(
+            subject,
+            payload["repository"]["full_name"]
+                .as_str()
+                .unwrap_or_default(),
+        ),
         head_sha,
         identity: format!("{kind}.{action}.{about}"),
         action,

@@ -341,7 +341,7 @@ impl Receiver {
                 event.branch = text(&pull["head"]["ref"]);
                 event.head_sha = text(&pull["head"]["sha"]);
                 event.base_branch = text(&pull["base"]["ref"]);
-                event.head_fork = github::head_fork(&pull, &json!({"full_name": event.repository}));
+                event.head_fork = github::head_fork(&pull, &event.repository);
                 Ok(())
             }
             Ok((status, _)) if status == 429 || status >= 500 => Err((
