@@ -164,6 +164,16 @@ spec:
     )
 }
 
+/// A GitHub trigger that polls the fake GitHub at `api` every second, with the `gh-api` token.
+fn polling_trigger_yaml(name: &str, extra: &str, api: &str) -> String {
+    trigger_yaml(name, extra).replace(
+        "webhookSecretRef: {name: hook}",
+        &format!(
+            "webhookSecretRef: {{name: hook}}, tokenSecretRef: {{name: gh-api}}, apiURL: '{api}', poll: {{interval: 1s}}"
+        ),
+    )
+}
+
 async fn setup() -> Cluster {
     let cluster = Cluster::start().await;
     cluster
@@ -575,12 +585,10 @@ async fn polling_finds_an_issue_without_a_webhook_and_agrees_with_it() {
     api_token(&cluster).await;
     create(
         &cluster,
-        &trigger_yaml("polled", "  filter: {labels: [kubetask]}\n").replace(
-            "webhookSecretRef: {name: hook}",
-            &format!(
-                "webhookSecretRef: {{name: hook}}, tokenSecretRef: {{name: gh-api}}, apiURL: '{}', poll: {{interval: 1s}}",
-                forge.github_url()
-            ),
+        &polling_trigger_yaml(
+            "polled",
+            "  filter: {labels: [kubetask]}\n",
+            &forge.github_url(),
         ),
     )
     .await;
@@ -637,13 +645,7 @@ async fn polling_reads_again_what_it_could_not_make_into_a_task() {
     api_token(&cluster).await;
     create(
         &cluster,
-        &trigger_yaml("later", "  mapper: label-router\n").replace(
-            "webhookSecretRef: {name: hook}",
-            &format!(
-                "webhookSecretRef: {{name: hook}}, tokenSecretRef: {{name: gh-api}}, apiURL: '{}', poll: {{interval: 1s}}",
-                forge.github_url()
-            ),
-        ),
+        &polling_trigger_yaml("later", "  mapper: label-router\n", &forge.github_url()),
     )
     .await;
     let _receiver = Receiver::start(&cluster);
@@ -1326,15 +1328,15 @@ async fn polling_finds_pull_requests_and_comments_but_not_its_own_reports() {
     api_token(&cluster).await;
     create(
         &cluster,
-        &trigger_yaml("polled-prs", "  report: {comment: PerTask}\n  concurrencyPolicy: Allow\n")
-            .replace("events: [issues, issue_comment]", "events: [pull_request, issue_comment]")
-            .replace(
-                "webhookSecretRef: {name: hook}",
-                &format!(
-                    "webhookSecretRef: {{name: hook}}, tokenSecretRef: {{name: gh-api}}, apiURL: '{}', poll: {{interval: 1s}}",
-                    forge.github_url()
-                ),
-            ),
+        &polling_trigger_yaml(
+            "polled-prs",
+            "  report: {comment: PerTask}\n  concurrencyPolicy: Allow\n",
+            &forge.github_url(),
+        )
+        .replace(
+            "events: [issues, issue_comment]",
+            "events: [pull_request, issue_comment]",
+        ),
     )
     .await;
     // Made after the trigger: a comment before it would not be new.
@@ -1420,13 +1422,8 @@ async fn polling_waits_for_a_spent_rate_limit_to_reset() {
     api_token(&cluster).await;
     create(
         &cluster,
-        &trigger_yaml("limited", "").replace(
-            "events: [issues, issue_comment], webhookSecretRef: {name: hook}",
-            &format!(
-                "events: [issues], webhookSecretRef: {{name: hook}}, tokenSecretRef: {{name: gh-api}}, apiURL: '{}', poll: {{interval: 1s}}",
-                forge.github_url()
-            ),
-        ),
+        &polling_trigger_yaml("limited", "", &forge.github_url())
+            .replace("events: [issues, issue_comment]", "events: [issues]"),
     )
     .await;
     let _receiver = Receiver::start(&cluster);
