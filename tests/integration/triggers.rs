@@ -222,6 +222,20 @@ async fn tasks_of(cluster: &Cluster, trigger: &str) -> Vec<Task> {
         .items
 }
 
+/// The trigger's Tasks once `done` holds of them (at most 30 s; then as they are, for the
+/// caller's assertions to say what is missing).
+async fn tasks_when(cluster: &Cluster, trigger: &str, done: impl Fn(&[Task]) -> bool) -> Vec<Task> {
+    let mut tasks = Vec::new();
+    for _ in 0..300 {
+        tasks = tasks_of(cluster, trigger).await;
+        if done(&tasks) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tasks
+}
+
 /// The trigger's status once the receiver wrote what it counted (at most a second later).
 async fn status_when(
     cluster: &Cluster,
@@ -593,14 +607,7 @@ async fn polling_finds_an_issue_without_a_webhook_and_agrees_with_it() {
     )
     .await;
     let receiver = Receiver::start(&cluster);
-    let mut tasks = Vec::new();
-    for _ in 0..300 {
-        tasks = tasks_of(&cluster, "polled").await;
-        if !tasks.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let tasks = tasks_when(&cluster, "polled", |t| !t.is_empty()).await;
     assert_eq!(tasks.len(), 1, "the labelled issue only");
     assert_eq!(
         tasks[0].annotations()["kubetask.io/trigger-issue"],
@@ -672,14 +679,7 @@ async fn polling_reads_again_what_it_could_not_make_into_a_task() {
     cluster
         .install_plugin("plugins/examples/label-router/configmap.yaml")
         .await;
-    let mut tasks = Vec::new();
-    for _ in 0..300 {
-        tasks = tasks_of(&cluster, "later").await;
-        if !tasks.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let tasks = tasks_when(&cluster, "later", |t| !t.is_empty()).await;
     assert_eq!(tasks.len(), 1);
     assert_eq!(
         tasks[0].annotations()["kubetask.io/trigger-issue"],
@@ -879,17 +879,12 @@ async fn gitlab_events_make_tasks_for_members_and_report_back() {
         .map(|l| format!("{l}\n"))
         .collect();
     create(&cluster, &yaml).await;
-    let mut polled = Vec::new();
-    for _ in 0..300 {
-        polled = tasks_of(&cluster, "gl-polled").await;
-        if polled
+    let polled = tasks_when(&cluster, "gl-polled", |tasks| {
+        tasks
             .iter()
             .any(|t| t.annotations()["kubetask.io/trigger-issue"] == "gitlabhq/gitlab-test#31")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     assert_eq!(polled.len(), 1, "issue 31 only");
     let status = status_when(&cluster, "gl-polled", |s| {
         s.conditions
@@ -1344,14 +1339,7 @@ async fn polling_finds_pull_requests_and_comments_but_not_its_own_reports() {
     forge.add_comment("github", "myorg/service-a", 90, "/kubetask please fix this");
     forge.open_pull("myorg/service-a", 91, "Add retries", "retries");
     let _receiver = Receiver::start(&cluster);
-    let mut tasks = Vec::new();
-    for _ in 0..300 {
-        tasks = tasks_of(&cluster, "polled-prs").await;
-        if tasks.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let tasks = tasks_when(&cluster, "polled-prs", |t| t.len() >= 2).await;
     let mut issues: Vec<String> = tasks
         .iter()
         .map(|t| t.annotations()["kubetask.io/trigger-issue"].clone())
